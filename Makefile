@@ -1,0 +1,38 @@
+# Two commands on a fresh Debian machine: `make up` runs the platform, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test deps venv lint typecheck bench clean
+
+up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
+	$(BIN)/tingyu up
+
+test: deps venv  ## the whole suite: unit, integration and end-to-end against real parts
+	$(BIN)/pytest -q tests
+
+deps:  ## Debian packages the platform runs on (installed only when missing)
+	@bash deploy/local/install-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy libs services tools
+
+bench: deps venv  ## benchmarks print ratios against a baseline measured in the same run
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Contracts shared by every Tingyu service: subjects, message models, settings and errors."""

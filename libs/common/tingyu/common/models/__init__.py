@@ -1,0 +1,1 @@
+"""Message and state models: one pydantic model per command, event, reply and stored record."""

@@ -1,0 +1,137 @@
+"""Containers: the commands the API accepts, the desired state the deployer owns and what agents see."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from tingyu.common.models.base import Message
+
+
+class EnvVar(Message):
+    """One environment variable (contract field names)."""
+
+    key: str
+    value: str
+
+
+class Volume(Message):
+    """A hostPath bind (contract field names)."""
+
+    hostPath: str
+    mountPath: str
+
+
+class ContainerSpec(Message):
+    """What one deployment runs. cpu in cores, memory in MiB; 0 means no request/limit."""
+
+    image: str
+    imageversion: str
+    image_ref: str = Field(description="The full reference the agent pulls, e.g. 127.0.0.1:5000/pcdn:v1")
+    env: list[EnvVar] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    requests_cpu: float = 0.0
+    requests_memory: int = 0
+    limits_cpu: float = 0.0
+    limits_memory: int = 0
+
+
+class ContainerOp(StrEnum):
+    """An operation on one deployment."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    DELETE = "delete"
+    UPGRADE = "upgrade"  # only the image changes (inheritUpdate, canary rollouts)
+
+
+class ImagePatch(Message):
+    """The new image of an upgrade; everything else in the spec stays."""
+
+    image: str
+    imageversion: str
+    image_ref: str
+
+
+class ContainerCommand(Message):
+    """A container operation accepted by the API; its job id is also its JetStream message id."""
+
+    job_id: str
+    op: ContainerOp
+    name: str
+    node_uuid: str
+    spec: ContainerSpec | None = None  # create, update
+    patch: ImagePatch | None = None  # upgrade
+    issued_at: float
+    rollout_id: str | None = None
+
+
+class DesiredState(StrEnum):
+    """What the agent must make of a container."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ABSENT = "absent"
+
+
+class DesiredContainer(Message):
+    """One deployment as the deployer wants it; `revision` grows with every accepted operation."""
+
+    name: str
+    spec: ContainerSpec
+    state: DesiredState = DesiredState.RUNNING
+    revision: int = 1
+    restarts: int = 0
+    job_id: str
+    created_at: float
+
+
+class NodeDesired(Message):
+    """Every desired container of one machine (bucket `ty_desired`, key = node uuid)."""
+
+    node_uuid: str
+    containers: dict[str, DesiredContainer] = Field(default_factory=dict)
+
+
+class PodPhase(StrEnum):
+    """Observed state of a container, in the contract's pod vocabulary."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    DELETED = "Deleted"
+
+
+class ObservedContainer(Message):
+    """What an agent last saw of one deployment, and which desired revision it applied."""
+
+    name: str
+    revision: int
+    job_id: str
+    phase: PodPhase
+    podname: str
+    message: str = ""
+    container_id: str = ""
+    image_ref: str = ""
+    started_at: float | None = None
+
+
+class NodeObserved(Message):
+    """An agent's full report of its deployments (stream `TY_OBSERVED`, bucket `ty_observed`)."""
+
+    node_uuid: str
+    containers: dict[str, ObservedContainer] = Field(default_factory=dict)
+    reported_at: float
+    seq: int = 0
+
+
+class NameClaim(Message):
+    """Bucket `ty_names`: which machine a deployment name lives on, and which job claimed it."""
+
+    node_uuid: str
+    job_id: str

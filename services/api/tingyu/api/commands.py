@@ -1,0 +1,52 @@
+"""Accepting a command: record its job (state 0), then publish it durably with the job id as message id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.models.base import Message
+from tingyu.common.models.jobs import Job, JobKind, JobState
+from tingyu.common.names import new_job_id, nodename_of
+
+
+async def submit(
+    bus: Bus,
+    *,
+    kind: JobKind,
+    op: str,
+    subject_of: Callable[[str], str],
+    command: Message,
+    job_id: str,
+    deploymentname: str = "",
+    node_uuid: str = "",
+) -> Job:
+    """Write the job record, then publish; the job exists before any worker can see the command.
+
+    If publishing fails the job is marked failed, so `/task/status` never shows a phantom.
+    """
+    now = timefmt.now()
+    job = Job(
+        job_id=job_id,
+        kind=kind,
+        op=op,
+        deploymentname=deploymentname,
+        node_uuid=node_uuid,
+        nodename=nodename_of(node_uuid) if node_uuid else "",
+        created_at=now,
+        updated_at=now,
+    )
+    jobs = await bus.kv(subjects.JOBS)
+    await jobs.create(job_id, job.to_bytes())
+    try:
+        await bus.publish(subject_of(job_id), command, msg_id=job_id)
+    except Exception:
+        failed = job.model_copy(update={"state": JobState.FAILED, "message": "command could not be queued"})
+        await jobs.put(job_id, failed.to_bytes())
+        raise
+    return job
+
+
+def job_id() -> str:
+    return new_job_id()

@@ -1,0 +1,89 @@
+"""The contract's `{msg, code, data|info}` envelope and the one translator of errors into it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tingyu.common.errors import InternalError, InvalidRequest, MissingParameter, TingyuError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def ok(data: Any = None, msg: str = "success") -> dict[str, Any]:
+    """Success with `data` (container, node and image interfaces)."""
+    return {"msg": msg, "code": 200, "data": data}
+
+
+def ok_info(info: Any, msg: str = "success") -> dict[str, Any]:
+    """Success with `info` (task and metering interfaces)."""
+    return {"msg": msg, "code": 200, "info": info}
+
+
+def item(name: str, message: str = "success", code: int = 200, **extra: Any) -> dict[str, Any]:
+    """One per-item result in `data`: code, deploymentname, message (and jobid once accepted)."""
+    return {"code": code, "deploymentname": name, "message": message, **extra}
+
+
+def error_body(exc: TingyuError) -> dict[str, Any]:
+    body: dict[str, Any] = {"msg": exc.msg, "code": exc.code}
+    if exc.detail:
+        body["detail"] = exc.detail
+    return body
+
+
+def _describe(errors: list[Any]) -> tuple[type[TingyuError], str]:
+    """A person-readable sentence out of pydantic's validation errors."""
+    parts = []
+    missing = False
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query")]
+        where = ".".join(loc) or "body"
+        if err.get("type") == "missing":
+            missing = True
+            parts.append(f"{where} is required")
+        elif err.get("type") == "json_invalid":
+            parts.append("the body is not valid JSON")
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    kind: type[TingyuError] = MissingParameter if missing and len(parts) == 1 else InvalidRequest
+    return kind, "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    """Register the translators once: domain errors, validation errors, HTTP errors, everything else."""
+
+    @app.exception_handler(TingyuError)
+    async def domain_error(_: Request, exc: TingyuError) -> JSONResponse:
+        return JSONResponse(error_body(exc), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        kind, text = _describe(list(exc.errors()))
+        err = kind(f"{kind.default_msg}: {text}")
+        return JSONResponse(error_body(err), status_code=200)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            body = {"msg": "接口不存在", "code": "TY0004"}
+        elif exc.status_code == 405:
+            body = {"msg": "请求方法不支持", "code": "TY0005"}
+        else:
+            body = {"msg": str(exc.detail), "code": InvalidRequest.code}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(TimeoutError)
+    async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:
+        log.warning("bus timeout: %s", exc)
+        return JSONResponse(error_body(Unavailable()), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(error_body(InternalError()), status_code=500)

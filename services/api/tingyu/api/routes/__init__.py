@@ -1,0 +1,17 @@
+"""Every router of the API, in the contract's order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tingyu.api.routes import containers, files, health, images, metering, nodes, tasks
+
+ROUTERS: list[APIRouter] = [
+    tasks.router,
+    containers.router,
+    images.router,
+    metering.router,
+    nodes.router,
+    files.router,
+    health.router,
+]

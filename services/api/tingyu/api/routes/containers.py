@@ -1,0 +1,318 @@
+"""Container interfaces (contract §二): every change is a job; reads answer from the state stores."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+
+from tingyu.api import commands, envelope, state
+from tingyu.api.deps import BusDep, SettingsDep
+from tingyu.api.images_ref import UnknownImage, resolve
+from tingyu.api.schemas.containers import ContainerItem, InheritUpdate
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.errors import InvalidParameter, MissingParameter
+from tingyu.common.models.containers import (
+    ContainerCommand,
+    ContainerOp,
+    ContainerSpec,
+    DesiredContainer,
+    DesiredState,
+    NodeObserved,
+    PodPhase,
+)
+from tingyu.common.models.jobs import JobKind
+from tingyu.common.models.nodes import NodeRecord, NodeStatus
+from tingyu.common.names import split_csv
+
+router = APIRouter(prefix="/container", tags=["containers"])
+
+ItemsBody = Annotated[list[ContainerItem], Body()]
+
+NOT_READY = "Node is not ready"
+
+
+def not_found(name: str) -> str:
+    """The contract's message for an unknown deployment name."""
+    return f'deployments.apps "{name}" not found'
+
+
+def _names(name: str, limit: int) -> list[str]:
+    names = split_csv(name)
+    if not names:
+        raise MissingParameter("缺少必填参数: name")
+    if len(names) > limit:
+        raise InvalidParameter(f"参数值不合法: at most {limit} names per request")
+    return list(dict.fromkeys(names))
+
+
+def _items(items: list[ContainerItem], limit: int) -> None:
+    if not items:
+        raise MissingParameter("缺少必填参数: the body must list at least one container")
+    if len(items) > limit:
+        raise InvalidParameter(f"参数值不合法: at most {limit} containers per request")
+
+
+async def _nodes_of(bus: Bus, uuids: set[str]) -> dict[str, NodeRecord]:
+    """Every named machine, or TY0015 for the whole request before anything changes."""
+    return {uuid: await state.node(bus, uuid) for uuid in sorted(uuids)}
+
+
+async def _submit(bus: Bus, command: ContainerCommand) -> dict[str, Any]:
+    await commands.submit(
+        bus,
+        kind=JobKind.CONTAINER,
+        op=command.op.value,
+        subject_of=subjects.container_command,
+        command=command,
+        job_id=command.job_id,
+        deploymentname=command.name,
+        node_uuid=command.node_uuid,
+    )
+    return envelope.item(command.name, jobid=command.job_id)
+
+
+def _spec(item: ContainerItem, image_ref: str) -> ContainerSpec:
+    return ContainerSpec(
+        image=item.image,
+        imageversion=item.imageversion,
+        image_ref=image_ref,
+        env=item.env,
+        volumes=item.volumes,
+        requests_cpu=item.requestscpu,
+        requests_memory=item.requestsmemory,
+        limits_cpu=item.limitscpu,
+        limits_memory=item.limitsmemory,
+    )
+
+
+async def _write(
+    bus: BusDep, settings: SettingsDep, items: list[ContainerItem], op: ContainerOp
+) -> dict[str, Any]:
+    """Shared by create and updateByName: per-item checks, then one job per accepted item."""
+    _items(items, settings.max_items)
+    nodes = await _nodes_of(bus, {item.uuid for item in items})
+    results: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in items:
+        name = item.deploymentname
+        if name in seen:
+            results.append(envelope.item(name, f"deployment {name} appears twice in this request", 500))
+            continue
+        seen.add(name)
+        if nodes[item.uuid].status != NodeStatus.READY:
+            results.append(envelope.item(name, NOT_READY, 500))
+            continue
+        owner = await state.claim(bus, name)
+        if op == ContainerOp.CREATE and owner is not None:
+            results.append(envelope.item(name, f'deployments.apps "{name}" already exists', 500))
+            continue
+        if op == ContainerOp.UPDATE and owner is None:
+            results.append(envelope.item(name, not_found(name), 500))
+            continue
+        if owner is not None and op == ContainerOp.UPDATE and owner.node_uuid != item.uuid:
+            results.append(
+                envelope.item(
+                    name, f"deployment {name} runs on {owner.node_uuid}; it cannot move machines", 500
+                )
+            )
+            continue
+        try:
+            patch = await resolve(bus, settings.platform.registry, item.image, item.imageversion)
+        except UnknownImage as exc:
+            results.append(envelope.item(name, str(exc), 500))
+            continue
+        command = ContainerCommand(
+            job_id=commands.job_id(),
+            op=op,
+            name=name,
+            node_uuid=item.uuid,
+            spec=_spec(item, patch.image_ref),
+            issued_at=timefmt.now(),
+        )
+        results.append(await _submit(bus, command))
+    return envelope.ok(results)
+
+
+@router.post("/create")
+async def create(bus: BusDep, settings: SettingsDep, items: ItemsBody) -> dict[str, Any]:
+    """Create containers on machines; each accepted item answers a jobid to follow in /task/status."""
+    return await _write(bus, settings, items, ContainerOp.CREATE)
+
+
+@router.put("/updateByName")
+async def update_by_name(
+    bus: BusDep,
+    settings: SettingsDep,
+    items: ItemsBody,
+) -> dict[str, Any]:
+    """Replace the spec of existing containers by deploymentname (the container is recreated)."""
+    return await _write(bus, settings, items, ContainerOp.UPDATE)
+
+
+@router.post("/inheritUpdate")
+async def inherit_update(bus: BusDep, settings: SettingsDep, body: InheritUpdate) -> dict[str, Any]:
+    """Move the named containers to another image version, keeping the rest of their spec."""
+    names = _names(body.deploymentnames, settings.max_items)
+    try:
+        patch = await resolve(bus, settings.platform.registry, body.image, body.imageversion)
+    except UnknownImage as exc:
+        raise InvalidParameter(f"参数值不合法: {exc}") from exc
+    results = []
+    for name in names:
+        owner = await state.claim(bus, name)
+        node = await state.find_node(bus, owner.node_uuid) if owner else None
+        if owner is None or node is None:
+            results.append(envelope.item(name, "Get Deploymentname Fail", 500))
+            continue
+        if node.status != NodeStatus.READY:
+            results.append(envelope.item(name, NOT_READY, 500))
+            continue
+        command = ContainerCommand(
+            job_id=commands.job_id(),
+            op=ContainerOp.UPGRADE,
+            name=name,
+            node_uuid=owner.node_uuid,
+            patch=patch,
+            issued_at=timefmt.now(),
+        )
+        results.append(await _submit(bus, command))
+    return envelope.ok(results)
+
+
+async def _lifecycle(bus: Bus, settings: SettingsDep, name: str, op: ContainerOp) -> list[dict[str, Any]]:
+    """start/stop/restart/delete: per-name checks and one job each."""
+    results = []
+    for one in _names(name, settings.max_items):
+        owner = await state.claim(bus, one)
+        if owner is None:
+            results.append(envelope.item(one, not_found(one), 500))
+            continue
+        node = await state.find_node(bus, owner.node_uuid)
+        if node is None or node.status != NodeStatus.READY:
+            results.append(envelope.item(one, NOT_READY, 500))
+            continue
+        command = ContainerCommand(
+            job_id=commands.job_id(), op=op, name=one, node_uuid=owner.node_uuid, issued_at=timefmt.now()
+        )
+        results.append(await _submit(bus, command))
+    return results
+
+
+def _verdict(results: list[dict[str, Any]], success: str, failure: str) -> dict[str, Any]:
+    ok = all(result["code"] == 200 for result in results)
+    return envelope.ok(results, success if ok else failure)
+
+
+@router.delete("/delete")
+async def delete(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+    """Delete containers by name (comma-separated); each accepted name answers a jobid."""
+    return envelope.ok(await _lifecycle(bus, settings, name, ContainerOp.DELETE))
+
+
+@router.post("/start")
+async def start(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+    """Start stopped containers; `data` (an extension) carries a jobid per name."""
+    return _verdict(
+        await _lifecycle(bus, settings, name, ContainerOp.START), "启动成功!", "部分容器启动失败,详见data"
+    )
+
+
+@router.post("/stop")
+async def stop(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+    """Stop containers; they stay stopped until started (restart policy does not revive them)."""
+    return _verdict(
+        await _lifecycle(bus, settings, name, ContainerOp.STOP), "停止成功!", "部分容器停止失败,详见data"
+    )
+
+
+@router.post("/restart")
+async def restart(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+    """Restart containers (a stopped one is started)."""
+    return _verdict(
+        await _lifecycle(bus, settings, name, ContainerOp.RESTART), "重启成功!", "部分容器重启失败,详见data"
+    )
+
+
+def container_view(desired: DesiredContainer, node_uuid: str) -> dict[str, Any]:
+    """A deployment in the contract's /container/get shape, plus uuid, version and resources."""
+    spec = desired.spec
+    return {
+        "image": spec.image_ref,
+        "restart": "Always",
+        "name": desired.name,
+        "volumes": [v.model_dump() for v in spec.volumes],
+        "env": [e.model_dump() for e in spec.env],
+        "network": "host",
+        "uuid": node_uuid,
+        "imagename": spec.image,
+        "imageversion": spec.imageversion,
+        "requestscpu": spec.requests_cpu,
+        "requestsmemory": spec.requests_memory,
+        "limitscpu": spec.limits_cpu,
+        "limitsmemory": spec.limits_memory,
+        "desiredstate": desired.state.value,
+    }
+
+
+def pod_view(
+    desired: DesiredContainer, observed: NodeObserved | None, settings: SettingsDep
+) -> dict[str, Any]:
+    """A deployment in the contract's /container/info shape."""
+    seen = observed.containers.get(desired.name) if observed else None
+    pod = {
+        "podname": seen.podname if seen else f"{desired.name}-{desired.revision}",
+        "podstate": seen.phase.value if seen else PodPhase.PENDING.value,
+    }
+    if seen and seen.message:
+        pod["message"] = seen.message
+    return {
+        "createtime": timefmt.to_wire(desired.created_at, settings.platform.timezone),
+        "podinfo": [pod],
+        "deploymentname": desired.name,
+    }
+
+
+async def _per_name(bus: Bus, settings: SettingsDep, name: str, info: bool) -> list[dict[str, Any]]:
+    results = []
+    for one in _names(name, settings.max_items):
+        owner = await state.claim(bus, one)
+        desired = (await state.desired(bus, owner.node_uuid)).containers.get(one) if owner else None
+        if owner is None or desired is None or desired.state == DesiredState.ABSENT:
+            results.append({"code": 500, "data": {"name": one}, "message": not_found(one)})
+            continue
+        if info:
+            data = pod_view(desired, await state.observed(bus, owner.node_uuid), settings)
+        else:
+            data = container_view(desired, owner.node_uuid)
+        results.append({"code": 200, "data": data, "message": "success"})
+    return results
+
+
+@router.post("/get")
+async def get(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+    """The spec of containers by name (comma-separated)."""
+    return envelope.ok(await _per_name(bus, settings, name, info=False))
+
+
+@router.post("/info")
+async def info(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+    """Creation time and pod state of containers by name (comma-separated)."""
+    return envelope.ok(await _per_name(bus, settings, name, info=True))
+
+
+@router.post("/list")
+async def list_by_node(bus: BusDep, settings: SettingsDep, uuid: str = Query("")) -> dict[str, Any]:
+    """Every container of one machine, with its spec and pod state."""
+    if not uuid:
+        raise MissingParameter("缺少必填参数: uuid")
+    await state.node(bus, uuid)
+    desired = await state.desired(bus, uuid)
+    observed = await state.observed(bus, uuid)
+    data = []
+    for container in sorted(desired.containers.values(), key=lambda c: c.created_at):
+        if container.state == DesiredState.ABSENT:
+            continue
+        data.append({**container_view(container, uuid), **pod_view(container, observed, settings)})
+    return envelope.ok(data)

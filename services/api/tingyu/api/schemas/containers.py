@@ -1,0 +1,72 @@
+"""Container request bodies (contract §二)."""
+
+from __future__ import annotations
+
+import posixpath
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tingyu.common.models.containers import EnvVar, Volume
+from tingyu.common.names import is_deployment_name
+
+
+class ContainerItem(BaseModel):
+    """One container of `/container/create` and `/container/updateByName`. cpu in cores, memory in MiB."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    uuid: str = Field(min_length=1, description="machine uuid, tingyu-<32 hex>")
+    image: str = Field(min_length=1, max_length=512)
+    imageversion: str = Field(default="", max_length=128)
+    deploymentname: str
+    env: list[EnvVar] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    requestscpu: float = Field(default=0, ge=0, le=1024)
+    requestsmemory: int = Field(default=0, ge=0, le=16 * 1024 * 1024)
+    limitscpu: float = Field(default=0, ge=0, le=1024)
+    limitsmemory: int = Field(default=0, ge=0, le=16 * 1024 * 1024)
+
+    @field_validator("deploymentname")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not is_deployment_name(value):
+            raise ValueError(
+                f"'{value}' is not a valid name: use 1-63 lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _absolute_paths(cls, volumes: list[Volume]) -> list[Volume]:
+        for volume in volumes:
+            for path in (volume.hostPath, volume.mountPath):
+                if not path.startswith("/") or posixpath.normpath(path) != path.rstrip("/") or "\0" in path:
+                    raise ValueError(f"volume path '{path}' must be an absolute, normalised path")
+        return volumes
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, env: list[EnvVar]) -> list[EnvVar]:
+        for var in env:
+            if not var.key or "=" in var.key or "\0" in var.key + var.value:
+                raise ValueError(f"environment variable name '{var.key}' is not allowed")
+        return env
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> ContainerItem:
+        if self.limitscpu and self.requestscpu > self.limitscpu:
+            raise ValueError("requestscpu must not exceed limitscpu")
+        if self.limitsmemory and self.requestsmemory > self.limitsmemory:
+            raise ValueError("requestsmemory must not exceed limitsmemory")
+        if 0 < self.limitsmemory < 6:
+            raise ValueError("limitsmemory must be at least 6 MiB (Docker's minimum)")
+        return self
+
+
+class InheritUpdate(BaseModel):
+    """`/container/inheritUpdate`: a new image for comma-separated deployments."""
+
+    deploymentnames: str = Field(min_length=1)
+    image: str = Field(min_length=1, max_length=512)
+    imageversion: str = Field(default="", max_length=128)

@@ -1,0 +1,160 @@
+"""Fixtures that start the real parts: nats-server, dockerd, docker-registry and the platform itself.
+
+Everything is started once per test session on free ports and in a temporary folder,
+through the same launcher `tingyu up` uses; each test makes its own names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import httpx
+import pytest
+import pytest_asyncio
+
+from tingyu.cli.launcher import Platform, PlatformConfig, free_port
+from tingyu.common.bus import Bus
+from tingyu.common.settings import PlatformSettings
+
+T = TypeVar("T")
+
+# Short periods so that convergence, NotReady and metering windows happen within a test.
+FAST_ENV = {
+    "TINGYU_AGENT_HEARTBEAT_S": "1",
+    "TINGYU_AGENT_RESYNC_S": "3",
+    "TINGYU_AGENT_SAMPLE_S": "1",
+    "TINGYU_AGENT_AREA": "南京",
+    "TINGYU_AGENT_OPERATOR": "移动",
+    "TINGYU_AGENT_BANDWIDTH_MBPS": "1000",
+    "TINGYU_NODES_NOT_READY_AFTER_S": "4",
+    "TINGYU_NODES_LEASE_S": "2",
+    "TINGYU_DEPLOYER_JOB_TIMEOUT_S": "120",
+    "TINGYU_METERING_BATCH_WAIT_S": "0.5",
+    "TINGYU_LOG_LEVEL": "INFO",
+}
+
+
+def unique(prefix: str = "t") -> str:
+    """A fresh DNS-1123 name for one test."""
+    return f"{prefix}{secrets.token_hex(5)}"
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout: float = 60.0, every: float = 0.2
+) -> T:
+    """Poll an async check until it returns something truthy; fail with its last value otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+        await asyncio.sleep(every)
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="tingyu-test-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="session")
+def platform(state_dir: Path) -> Iterator[Platform]:
+    """The whole platform (nats-server, registry, dockerd if needed, every service, one agent)."""
+    config = PlatformConfig(
+        state_dir=state_dir,
+        nats_port=free_port(),
+        registry_port=free_port(),
+        api_port=free_port(),
+        extra_env=FAST_ENV,
+        colour=False,
+        log_file=Path(os.environ.get("TINGYU_TEST_LOG", str(state_dir / "platform.log"))),
+    )
+    platform = Platform(config)
+    try:
+        platform.start_all()
+        yield platform
+    except BaseException:
+        if config.log_file and config.log_file.exists():
+            print(config.log_file.read_text()[-20000:])
+        raise
+    finally:
+        platform.stop()
+        if config.log_file and config.log_file.exists():
+            print(f"platform log: {config.log_file}")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client rooted at /tingyu."""
+    async with httpx.AsyncClient(base_url=platform.config.api_url, timeout=30.0) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def bus(platform: Platform) -> AsyncIterator[Bus]:
+    """A NATS connection of the test's own, to check what landed in streams and buckets."""
+    settings = PlatformSettings(nats_url=platform.config.nats_url)
+    bus = await Bus.connect(settings, "tingyu-tests")
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture(scope="session")
+def docker_client(platform: Platform) -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=60)
+    yield client
+    client.close()
+
+
+def build_busybox(client: docker.DockerClient, repository: str, tag: str, cmd: str = "sleep 100000") -> str:
+    """A tiny image from Debian's busybox-static via `docker import` (nothing can be pulled here)."""
+    with tempfile.TemporaryDirectory() as root:
+        bin_dir = Path(root, "bin")
+        bin_dir.mkdir()
+        busybox = bin_dir / "busybox"
+        busybox.write_bytes(Path("/bin/busybox").read_bytes())
+        busybox.chmod(0o755)
+        for applet in ("sh", "sleep", "cat", "echo", "ls", "dd", "wget", "nc", "httpd", "head", "yes"):
+            (bin_dir / applet).symlink_to("busybox")
+        Path(root, "data").mkdir()
+        Path(root, "data", "hello.txt").write_text("hello from tingyu\n")
+        reference = f"{repository}:{tag}"
+        subprocess.run(
+            ["docker", "import", "-c", f'CMD ["/bin/sh", "-c", "{cmd}"]', "-", reference],
+            input=subprocess.run(["tar", "-C", root, "-c", "."], check=True, capture_output=True).stdout,
+            check=True,
+            capture_output=True,
+        )
+    return reference
+
+
+@pytest.fixture(scope="session")
+def busybox_ref(platform: Platform, docker_client: docker.DockerClient) -> tuple[str, str]:
+    """(image, version) of a busybox image pushed to the platform's registry, by full reference."""
+    repository = f"{platform.config.registry}/tytest/busybox"
+    build_busybox(docker_client, repository, "1")
+    subprocess.run(["docker", "push", f"{repository}:1"], check=True, capture_output=True)
+    return repository, "1"
+
+
+@pytest_asyncio.fixture(scope="session")
+async def node_uuid(api: httpx.AsyncClient) -> str:
+    """The uuid of this machine's agent, once it has joined."""
+
+    async def joined() -> str | None:
+        nodes = (await api.get("/node/list")).json()["data"]
+        real = [n for n in nodes if not n.get("simulated")]
+        return real[0]["uuid"] if real else None
+
+    return await eventually(joined, timeout=60)

