@@ -119,7 +119,7 @@ class Bus:
         )
         try:
             await self.js.add_stream(config)
-        except js_errors.BadRequestError:
+        except js_errors.APIError:  # exists with another config, or created concurrently
             await self.js.update_stream(config)
 
     async def kv(self, spec: subjects.BucketSpec) -> KeyValue:
@@ -128,13 +128,16 @@ class Bus:
             try:
                 self._kv[spec.name] = await self.js.key_value(spec.name)
             except js_errors.BucketNotFoundError:
-                self._kv[spec.name] = await self.js.create_key_value(
-                    bucket=spec.name,
-                    history=spec.history,
-                    ttl=spec.ttl_s or None,
-                    replicas=self.replicas,
-                    description=spec.description,
-                )
+                try:
+                    self._kv[spec.name] = await self.js.create_key_value(
+                        bucket=spec.name,
+                        history=spec.history,
+                        ttl=spec.ttl_s or None,
+                        replicas=self.replicas,
+                        description=spec.description,
+                    )
+                except js_errors.APIError:  # another replica created it at the same moment
+                    self._kv[spec.name] = await self.js.key_value(spec.name)
         return self._kv[spec.name]
 
     async def objects(self, spec: subjects.ObjectStoreSpec) -> ObjectStore:
@@ -143,15 +146,18 @@ class Bus:
             try:
                 self._obj[spec.name] = await self.js.object_store(spec.name)
             except js_errors.BucketNotFoundError:
-                self._obj[spec.name] = await self.js.create_object_store(
-                    bucket=spec.name,
-                    config=js_api.ObjectStoreConfig(
+                try:
+                    self._obj[spec.name] = await self.js.create_object_store(
                         bucket=spec.name,
-                        ttl=spec.ttl_s or None,
-                        replicas=self.replicas,
-                        description=spec.description,
-                    ),
-                )
+                        config=js_api.ObjectStoreConfig(
+                            bucket=spec.name,
+                            ttl=spec.ttl_s or None,
+                            replicas=self.replicas,
+                            description=spec.description,
+                        ),
+                    )
+                except js_errors.APIError:  # another replica created it at the same moment
+                    self._obj[spec.name] = await self.js.object_store(spec.name)
         return self._obj[spec.name]
 
     async def publish(self, subject: str, message: Message, *, msg_id: str | None = None) -> int:
@@ -294,7 +300,7 @@ async def consume(
         try:
             await handler(item, msg)
         except Retry as exc:
-            log.info("%s: retry %s in %.1fs: %s", durable, msg.subject, exc.delay, exc)
+            log.debug("%s: retry %s in %.1fs: %s", durable, msg.subject, exc.delay, exc)
             await msg.nak(delay=exc.delay)
         except Reject as exc:
             log.error("%s: dead-lettered %s: %s", durable, msg.subject, exc)

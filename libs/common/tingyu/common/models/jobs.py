@@ -49,3 +49,10 @@ class Job(Message):
     created_at: float
     updated_at: float
     result: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobDeadline(Message):
+    """Stream `TY_JOB_DEADLINES`: fail `job_id` if it is not final by `deadline` (epoch seconds)."""
+
+    job_id: str
+    deadline: float

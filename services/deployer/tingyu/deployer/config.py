@@ -1,0 +1,25 @@
+"""Deployer settings (`TINGYU_DEPLOYER_*`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tingyu.common.settings import PlatformSettings, get_platform_settings
+
+
+class DeployerSettings(BaseSettings):
+    """How long a machine may take to converge, and how much work one replica takes at once."""
+
+    model_config = SettingsConfigDict(env_prefix="TINGYU_DEPLOYER_", extra="ignore")
+
+    job_timeout_s: float = 600.0  # a dispatched job whose machine has not converged by then fails
+    batch: int = 128  # messages fetched at once per consumer
+    platform: PlatformSettings = Field(default_factory=get_platform_settings)
+
+
+@lru_cache
+def get_settings() -> DeployerSettings:
+    return DeployerSettings()

@@ -1,0 +1,1 @@
+"""Consumers of the deployer: commands, agents' reports, job deadlines."""

@@ -1,0 +1,108 @@
+"""Container commands: claim the name, write desired state, dispatch the job, nudge the agent.
+
+Each step is idempotent, so a command redelivered after a crash at any point has one effect.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.msg import Msg
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus, kv_get, kv_mutate
+from tingyu.common.models.containers import ContainerCommand, ContainerOp, NameClaim, NodeDesired
+from tingyu.common.models.jobs import Job, JobDeadline, JobState
+from tingyu.common.models.nodes import NodeRecord
+from tingyu.deployer.desired import Outcome, apply
+from tingyu.deployer.jobs import Jobs
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    """Handles `ty.cmd.container.*`."""
+
+    def __init__(self, bus: Bus, jobs: Jobs, job_timeout_s: float) -> None:
+        self.bus = bus
+        self.jobs = jobs
+        self.job_timeout_s = job_timeout_s
+
+    async def handle(self, command: ContainerCommand, _: Msg) -> None:
+        job, _rev = await kv_get(await self.bus.kv(subjects.JOBS), command.job_id, Job)
+        if job is not None and job.state.final:
+            return
+        node, _rev = await kv_get(await self.bus.kv(subjects.NODES), command.node_uuid, NodeRecord)
+        if node is None:
+            await self.jobs.move(
+                command.job_id, JobState.FAILED, f"machine {command.node_uuid} is not registered"
+            )
+            return
+        if command.op == ContainerOp.CREATE:
+            refusal = await self.claim(command)
+            if refusal:
+                await self.jobs.move(command.job_id, JobState.FAILED, refusal)
+                return
+        outcome = await self.write_desired(command)
+        if outcome.error:
+            await self.jobs.move(command.job_id, JobState.FAILED, outcome.error)
+            return
+        await self.jobs.move(
+            command.job_id,
+            JobState.DISPATCHED,
+            revision=outcome.revision,
+            goal=outcome.goal.value,
+            node_uuid=command.node_uuid,
+        )
+        if outcome.superseded and outcome.superseded != command.job_id:
+            await self.jobs.move(outcome.superseded, JobState.FAILED, f"superseded by job {command.job_id}")
+        deadline = JobDeadline(job_id=command.job_id, deadline=command.issued_at + self.job_timeout_s)
+        await self.bus.publish(
+            subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
+        )
+        await self.bus.nc.publish(subjects.agent_nudge(command.node_uuid), b"")
+
+    async def claim(self, command: ContainerCommand) -> str:
+        """Take the deployment name for this create; '' when taken, else why not."""
+        names = await self.bus.kv(subjects.NAMES)
+        mine = NameClaim(node_uuid=command.node_uuid, job_id=command.job_id)
+        for _ in range(5):
+            current, revision = await kv_get(names, command.name, NameClaim)
+            if current is None:
+                try:
+                    await names.create(command.name, mine.to_bytes())
+                except Exception:  # another create won the race: look again
+                    continue
+                return ""
+            if current.job_id == command.job_id:
+                return ""
+            if not await self.stale(command.name, current):
+                return f'deployments.apps "{command.name}" already exists'
+            try:
+                await names.update(command.name, mine.to_bytes(), last=revision)
+            except Exception:
+                continue
+            return ""
+        return f'deployments.apps "{command.name}" is being changed by another request'
+
+    async def stale(self, name: str, claim: NameClaim) -> bool:
+        """A claim left behind by a create that failed or a delete that crashed half-way."""
+        doc, _ = await kv_get(await self.bus.kv(subjects.DESIRED), claim.node_uuid, NodeDesired)
+        if doc is not None and name in doc.containers:
+            return False
+        job, _ = await kv_get(await self.bus.kv(subjects.JOBS), claim.job_id, Job)
+        return job is None or job.state.final
+
+    async def write_desired(self, command: ContainerCommand) -> Outcome:
+        outcome = Outcome()
+
+        def change(doc: NodeDesired | None) -> NodeDesired | None:
+            nonlocal outcome
+            doc = doc or NodeDesired(node_uuid=command.node_uuid)
+            outcome = apply(doc, command, timefmt.now())
+            return doc if outcome.changed and not outcome.error else None
+
+        await kv_mutate(await self.bus.kv(subjects.DESIRED), command.node_uuid, NodeDesired, change)
+        if outcome.error:
+            log.info("job %s (%s %s) refused: %s", command.job_id, command.op, command.name, outcome.error)
+        return outcome

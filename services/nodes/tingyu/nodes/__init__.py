@@ -1,0 +1,1 @@
+"""The node registry: heartbeats in, Ready/NotReady out."""

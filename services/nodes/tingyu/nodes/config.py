@@ -1,0 +1,30 @@
+"""Nodes settings (`TINGYU_NODES_*`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tingyu.common.settings import PlatformSettings, get_platform_settings
+
+
+class NodesSettings(BaseSettings):
+    """When a machine counts as NotReady and how often its heartbeat time reaches storage."""
+
+    model_config = SettingsConfigDict(env_prefix="TINGYU_NODES_", extra="ignore")
+
+    not_ready_after_s: float = 40.0  # no heartbeat for this long: NotReady
+    lease_s: float = 60.0  # heartbeattime in the bucket is refreshed at most this often
+    leader_ttl_s: float = 10.0  # the reaper's leader lease
+    platform: PlatformSettings = Field(default_factory=get_platform_settings)
+
+    @property
+    def tick_s(self) -> float:
+        return max(0.2, min(self.not_ready_after_s / 4, 2.0))
+
+
+@lru_cache
+def get_settings() -> NodesSettings:
+    return NodesSettings()

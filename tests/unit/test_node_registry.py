@@ -1,0 +1,67 @@
+"""When heartbeats reach storage, and when a machine turns NotReady."""
+
+from __future__ import annotations
+
+from tests.factories import facts, heartbeat
+from tingyu.common.models.nodes import NodeStatus
+from tingyu.nodes.registry import Registry
+
+
+def test_first_beat_with_facts_creates_then_quiet_beats_write_nothing() -> None:
+    registry = Registry(not_ready_after_s=40, lease_s=60)
+    node = facts()
+    record = registry.beat(heartbeat(node), 100.0)
+    assert record is not None
+    assert (record.createtime, record.status) == (100.0, NodeStatus.READY)
+    registry.stored(record)
+    assert registry.beat(heartbeat(node, with_facts=False), 110.0) is None
+    assert registry.beat(heartbeat(node), 120.0) is None  # same facts, lease still fresh
+
+
+def test_lease_refresh_and_fact_change_are_written() -> None:
+    registry = Registry(not_ready_after_s=40, lease_s=60)
+    node = facts()
+    first = registry.beat(heartbeat(node), 100.0)
+    assert first is not None
+    registry.stored(first)
+    refreshed = registry.beat(heartbeat(node, with_facts=False), 161.0)
+    assert refreshed is not None
+    assert refreshed.heartbeattime == 161.0
+    registry.stored(refreshed)
+    changed = node.model_copy(update={"memory": 16384})
+    update = registry.beat(heartbeat(changed), 162.0)
+    assert update is not None
+    assert update.facts.memory == 16384
+    assert update.createtime == 100.0
+
+
+def test_unknown_machine_without_facts_waits() -> None:
+    registry = Registry(not_ready_after_s=40, lease_s=60)
+    assert registry.beat(heartbeat(facts(), with_facts=False), 1.0) is None
+
+
+def test_silent_machine_turns_not_ready_and_back() -> None:
+    registry = Registry(not_ready_after_s=40, lease_s=60)
+    node = facts()
+    record = registry.beat(heartbeat(node), 100.0)
+    assert record is not None
+    registry.stored(record)
+    assert registry.expired(139.0) == []
+    [gone] = registry.expired(141.0)
+    assert gone.status == NodeStatus.NOT_READY
+    registry.stored(gone)
+    assert registry.expired(200.0) == []
+    back = registry.beat(heartbeat(node, with_facts=False), 201.0)
+    assert back is not None
+    assert back.status == NodeStatus.READY
+
+
+def test_loaded_machines_get_a_grace_period() -> None:
+    registry = Registry(not_ready_after_s=40, lease_s=60)
+    node = facts()
+    record = registry.beat(heartbeat(node), 100.0)
+    assert record is not None
+    fresh = Registry(not_ready_after_s=40, lease_s=60)
+    fresh.load([record], now=1000.0)
+    assert fresh.expired(1039.0) == []
+    assert len(fresh.expired(1041.0)) == 1
