@@ -41,31 +41,42 @@ class Outcome:
 
 def apply(doc: NodeDesired, command: ContainerCommand, now: float) -> Outcome:
     """Apply `command` to `doc` in place. Applying the same command twice changes nothing."""
-    name = command.name
-    entry = doc.containers.get(name)
+    entry = doc.containers.get(command.name)
     if entry is not None and entry.job_id == command.job_id:
         return Outcome(entry.revision, GOALS[entry.state], changed=False)
     if command.op == ContainerOp.CREATE:
-        if entry is not None:
-            state = "is being deleted" if entry.state == DesiredState.ABSENT else "already exists"
-            return Outcome(error=f'deployments.apps "{name}" {state}')
-        if command.spec is None:
-            return Outcome(error="create without a spec")
-        doc.containers[name] = DesiredContainer(
-            name=name, spec=command.spec, job_id=command.job_id, created_at=now
-        )
-        return Outcome(1, PodPhase.RUNNING)
+        return _create(doc, entry, command, now)
     if entry is None or entry.state == DesiredState.ABSENT:
-        return Outcome(error=not_found(name))
+        return Outcome(error=not_found(command.name))
     previous = entry.job_id
+    error = _change(entry, command)
+    if error:
+        return Outcome(error=error)
+    entry.revision += 1
+    entry.job_id = command.job_id
+    return Outcome(entry.revision, GOALS[entry.state], superseded=previous)
+
+
+def _create(
+    doc: NodeDesired, entry: DesiredContainer | None, command: ContainerCommand, now: float
+) -> Outcome:
+    if entry is not None:
+        state = "is being deleted" if entry.state == DesiredState.ABSENT else "already exists"
+        return Outcome(error=f'deployments.apps "{command.name}" {state}')
+    if command.spec is None:
+        return Outcome(error="create without a spec")
+    doc.containers[command.name] = DesiredContainer(
+        name=command.name, spec=command.spec, job_id=command.job_id, created_at=now
+    )
+    return Outcome(1, PodPhase.RUNNING)
+
+
+def _change(entry: DesiredContainer, command: ContainerCommand) -> str:
+    """Change an existing deployment; '' when done, else why not."""
     match command.op:
-        case ContainerOp.UPDATE:
-            if command.spec is None:
-                return Outcome(error="update without a spec")
+        case ContainerOp.UPDATE if command.spec is not None:
             entry.spec = command.spec
-        case ContainerOp.UPGRADE:
-            if command.patch is None:
-                return Outcome(error="upgrade without an image")
+        case ContainerOp.UPGRADE if command.patch is not None:
             entry.spec = entry.spec.model_copy(update=command.patch.model_dump())
         case ContainerOp.START:
             entry.state = DesiredState.RUNNING
@@ -76,6 +87,6 @@ def apply(doc: NodeDesired, command: ContainerCommand, now: float) -> Outcome:
             entry.restarts += 1
         case ContainerOp.DELETE:
             entry.state = DesiredState.ABSENT
-    entry.revision += 1
-    entry.job_id = command.job_id
-    return Outcome(entry.revision, GOALS[entry.state], superseded=previous)
+        case _:
+            return f"{command.op.value} is missing its spec or image"
+    return ""

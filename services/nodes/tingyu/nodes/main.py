@@ -55,7 +55,7 @@ class NodesService:
         while not stop.is_set():
             try:
                 entry = await self.watcher.updates(timeout=1.0)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 continue
             if entry is not None and entry.value:
                 self.registry.stored(NodeRecord.from_bytes(entry.value))
