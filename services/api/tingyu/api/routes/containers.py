@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from tingyu.api import commands, envelope, state
+from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.api.images_ref import UnknownImage, resolve
 from tingyu.api.schemas.containers import ContainerItem, InheritUpdate
-from tingyu.common import subjects, timefmt
+from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.errors import InvalidParameter, MissingParameter
 from tingyu.common.models.containers import (
@@ -60,7 +60,7 @@ async def _nodes_of(bus: Bus, uuids: set[str]) -> dict[str, NodeRecord]:
 
 
 async def _submit(bus: Bus, command: ContainerCommand) -> dict[str, Any]:
-    await commands.submit(
+    await jobs.submit_job(
         bus,
         kind=JobKind.CONTAINER,
         op=command.op.value,
@@ -124,7 +124,7 @@ async def _write(
             results.append(envelope.item(name, str(exc), 500))
             continue
         command = ContainerCommand(
-            job_id=commands.job_id(),
+            job_id=jobs.job_id(),
             op=op,
             name=name,
             node_uuid=item.uuid,
@@ -170,7 +170,7 @@ async def inherit_update(bus: BusDep, settings: SettingsDep, body: InheritUpdate
             results.append(envelope.item(name, NOT_READY, 500))
             continue
         command = ContainerCommand(
-            job_id=commands.job_id(),
+            job_id=jobs.job_id(),
             op=ContainerOp.UPGRADE,
             name=name,
             node_uuid=owner.node_uuid,
@@ -194,7 +194,7 @@ async def _lifecycle(bus: Bus, settings: SettingsDep, name: str, op: ContainerOp
             results.append(envelope.item(one, NOT_READY, 500))
             continue
         command = ContainerCommand(
-            job_id=commands.job_id(), op=op, name=one, node_uuid=owner.node_uuid, issued_at=timefmt.now()
+            job_id=jobs.job_id(), op=op, name=one, node_uuid=owner.node_uuid, issued_at=timefmt.now()
         )
         results.append(await _submit(bus, command))
     return results

@@ -1,8 +1,15 @@
-"""Accepting a command: record its job (state 0), then publish it durably with the job id as message id."""
+"""Accepting a command: record its job (state 0), then publish it durably with the job id as message id.
+
+The API submits operators' commands this way; the deployer submits the per-container
+commands of a rollout the same way, so every operation has one job and one message id.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+
+from nats.js import errors as js_errors
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
@@ -11,7 +18,7 @@ from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id, nodename_of
 
 
-async def submit(
+async def submit_job(
     bus: Bus,
     *,
     kind: JobKind,
@@ -38,7 +45,9 @@ async def submit(
         updated_at=now,
     )
     jobs = await bus.kv(subjects.JOBS)
-    await jobs.create(job_id, job.to_bytes())
+    # Submitted before (a retry with the same job id): the publish below is deduplicated too.
+    with contextlib.suppress(js_errors.KeyWrongLastSequenceError):
+        await jobs.create(job_id, job.to_bytes())
     try:
         await bus.publish(subject_of(job_id), command, msg_id=job_id)
     except Exception:
@@ -49,4 +58,5 @@ async def submit(
 
 
 def job_id() -> str:
+    """A fresh job id."""
     return new_job_id()
