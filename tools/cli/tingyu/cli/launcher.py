@@ -241,9 +241,15 @@ class Platform:
         proc.popen.wait(timeout=30)
 
     def restart(self, name: str) -> None:
-        """Start a process again with the argv and env it had."""
+        """Stop a process politely and start it again with the argv and env it had."""
         proc = self.procs[name]
         self.kill(name, signal.SIGTERM)
+        self.spawn(name, proc.argv, {k: v for k, v in proc.env.items() if k.startswith("TINGYU_")})
+
+    def restart_hard(self, name: str) -> None:
+        """SIGKILL a process (a crash) and start it again with the argv and env it had."""
+        proc = self.procs[name]
+        self.kill(name, signal.SIGKILL)
         self.spawn(name, proc.argv, {k: v for k, v in proc.env.items() if k.startswith("TINGYU_")})
 
     def stop(self) -> None:

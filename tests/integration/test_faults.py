@@ -1,0 +1,81 @@
+"""Killing a service or nats-server loses no accepted command or job."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+
+from tests.conftest import eventually, unique
+from tests.integration.test_containers_api import item, job_state, ready_peer, wait_job
+from tingyu.cli.launcher import Platform, port_open
+from tingyu.common.bus import Bus
+from tingyu.common.models.containers import DesiredState, PodPhase
+
+
+async def test_commands_accepted_while_deployer_is_dead_are_applied_after_restart(
+    api: httpx.AsyncClient, bus: Bus, platform: Platform
+) -> None:
+    peer = await ready_peer(api, bus)
+    try:
+        platform.kill("deployer", signal.SIGKILL)
+        names = [unique() for _ in range(5)]
+        body = (await api.post("/container/create", json=[item(peer.uuid, n) for n in names])).json()
+        jobids = [result["jobid"] for result in body["data"]]
+        assert [(await job_state(api, j))["state"] for j in jobids] == [0] * 5  # queued, durable
+        platform.start_service("deployer")
+        for jobid in jobids:
+            await wait_job(api, jobid, 1)
+        doc = await peer.desired()
+        assert doc is not None
+        assert sorted(doc.containers) == sorted(names)
+        await peer.report(dict.fromkeys(names, PodPhase.RUNNING))
+        for jobid in jobids:
+            await wait_job(api, jobid, 3)
+    finally:
+        if "deployer" not in platform.procs:
+            platform.start_service("deployer")
+        await peer.stop()
+
+
+async def test_nats_server_killed_and_restarted_keeps_jobs_and_desired_state(
+    api: httpx.AsyncClient, bus: Bus, platform: Platform
+) -> None:
+    peer = await ready_peer(api, bus)
+    try:
+        name = unique()
+        jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+        await wait_job(api, jobid, 1)
+        platform.restart_hard("nats")
+        await eventually(lambda: _async(port_open(platform.config.nats_port)), timeout=30)
+
+        async def answers() -> bool:
+            body = (await api.get("/task/status", params={"jobid": jobid})).json()
+            return body.get("code") == 200 and body["info"][0].get("state") == 1
+
+        await eventually(answers, timeout=30)
+        doc = await eventually(peer.desired, timeout=30)
+        assert doc.containers[name].state == DesiredState.RUNNING
+        await peer.report({name: PodPhase.RUNNING})
+        await wait_job(api, jobid, 3)
+    finally:
+        await peer.stop()
+
+
+async def test_nodes_service_restart_keeps_machines_ready(
+    api: httpx.AsyncClient, bus: Bus, platform: Platform
+) -> None:
+    peer = await ready_peer(api, bus)
+    try:
+        platform.kill("nodes", signal.SIGKILL)
+        platform.start_service("nodes")
+        name = unique()
+        body = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()
+        assert body["data"][0]["code"] == 200
+        await wait_job(api, body["data"][0]["jobid"], 1)
+    finally:
+        await peer.stop()
+
+
+async def _async(value: bool) -> bool:
+    return value
