@@ -7,15 +7,19 @@ commands of a rollout the same way, so every operation has one job and one messa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.js import errors as js_errors
 
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, kv_delete
 from tingyu.common.models.base import Message
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id, nodename_of
+
+
+class Refused(Exception):
+    """A submission's guard said no; the text says why (per-item answers carry it)."""
 
 
 async def submit_job(
@@ -28,10 +32,13 @@ async def submit_job(
     job_id: str,
     deploymentname: str = "",
     node_uuid: str = "",
+    guard: Callable[[], Awaitable[str]] | None = None,
 ) -> Job:
     """Write the job record, then publish; the job exists before any worker can see the command.
 
-    If publishing fails the job is marked failed, so `/task/status` never shows a phantom.
+    `guard` runs between the two (e.g. claiming a name); a non-empty answer refuses the command:
+    the record is removed and `Refused` raised. If publishing fails the job is marked failed, so
+    `/task/status` never shows a phantom.
     """
     now = timefmt.now()
     job = Job(
@@ -48,6 +55,10 @@ async def submit_job(
     # Submitted before (a retry with the same job id): the publish below is deduplicated too.
     with contextlib.suppress(js_errors.KeyWrongLastSequenceError):
         await jobs.create(job_id, job.to_bytes())
+    refusal = await guard() if guard else ""
+    if refusal:
+        await kv_delete(jobs, job_id)
+        raise Refused(refusal)
     try:
         await bus.publish(subject_of(job_id), command, msg_id=job_id)
     except Exception:

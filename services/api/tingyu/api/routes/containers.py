@@ -7,11 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 
 from tingyu.api import envelope, state
+from tingyu.api.concurrency import gather_bounded
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.api.images_ref import UnknownImage, resolve
 from tingyu.api.schemas.containers import ContainerItem, InheritUpdate
 from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.claims import claim_name
 from tingyu.common.errors import InvalidParameter, MissingParameter
 from tingyu.common.models.containers import (
     ContainerCommand,
@@ -19,6 +21,7 @@ from tingyu.common.models.containers import (
     ContainerSpec,
     DesiredContainer,
     DesiredState,
+    NameClaim,
     NodeObserved,
     PodPhase,
 )
@@ -60,16 +63,23 @@ async def _nodes_of(bus: Bus, uuids: set[str]) -> dict[str, NodeRecord]:
 
 
 async def _submit(bus: Bus, command: ContainerCommand) -> dict[str, Any]:
-    await jobs.submit_job(
-        bus,
-        kind=JobKind.CONTAINER,
-        op=command.op.value,
-        subject_of=subjects.container_command,
-        command=command,
-        job_id=command.job_id,
-        deploymentname=command.name,
-        node_uuid=command.node_uuid,
-    )
+    async def claim() -> str:
+        return await claim_name(bus, command.name, command.node_uuid, command.job_id)
+
+    try:
+        await jobs.submit_job(
+            bus,
+            kind=JobKind.CONTAINER,
+            op=command.op.value,
+            subject_of=subjects.container_command,
+            command=command,
+            job_id=command.job_id,
+            deploymentname=command.name,
+            node_uuid=command.node_uuid,
+            guard=claim if command.op == ContainerOp.CREATE else None,
+        )
+    except jobs.Refused as refusal:
+        return envelope.item(command.name, str(refusal), 500)
     return envelope.item(command.name, jobid=command.job_id)
 
 
@@ -93,36 +103,26 @@ async def _write(
     """Shared by create and updateByName: per-item checks, then one job per accepted item."""
     _items(items, settings.max_items)
     nodes = await _nodes_of(bus, {item.uuid for item in items})
-    results: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for item in items:
+    twice: set[int] = set()
+    for index, item in enumerate(items):
+        if item.deploymentname in seen:
+            twice.add(index)
+        seen.add(item.deploymentname)
+
+    async def one(index: int, item: ContainerItem) -> dict[str, Any]:
         name = item.deploymentname
-        if name in seen:
-            results.append(envelope.item(name, f"deployment {name} appears twice in this request", 500))
-            continue
-        seen.add(name)
+        if index in twice:
+            return envelope.item(name, f"deployment {name} appears twice in this request", 500)
         if nodes[item.uuid].status != NodeStatus.READY:
-            results.append(envelope.item(name, NOT_READY, 500))
-            continue
-        owner = await state.claim(bus, name)
-        if op == ContainerOp.CREATE and owner is not None:
-            results.append(envelope.item(name, f'deployments.apps "{name}" already exists', 500))
-            continue
-        if op == ContainerOp.UPDATE and owner is None:
-            results.append(envelope.item(name, not_found(name), 500))
-            continue
-        if owner is not None and op == ContainerOp.UPDATE and owner.node_uuid != item.uuid:
-            results.append(
-                envelope.item(
-                    name, f"deployment {name} runs on {owner.node_uuid}; it cannot move machines", 500
-                )
-            )
-            continue
+            return envelope.item(name, NOT_READY, 500)
+        refusal = _name_refusal(name, item.uuid, op, await state.claim(bus, name))
+        if refusal:
+            return envelope.item(name, refusal, 500)
         try:
             patch = await resolve(bus, settings.platform.registry, item.image, item.imageversion)
         except UnknownImage as exc:
-            results.append(envelope.item(name, str(exc), 500))
-            continue
+            return envelope.item(name, str(exc), 500)
         command = ContainerCommand(
             job_id=jobs.job_id(),
             op=op,
@@ -131,8 +131,20 @@ async def _write(
             spec=_spec(item, patch.image_ref),
             issued_at=timefmt.now(),
         )
-        results.append(await _submit(bus, command))
-    return envelope.ok(results)
+        return await _submit(bus, command)
+
+    return envelope.ok(await gather_bounded([one(i, item) for i, item in enumerate(items)]))
+
+
+def _name_refusal(name: str, uuid: str, op: ContainerOp, owner: NameClaim | None) -> str:
+    """Why this create/update may not use `name`, or ''."""
+    if op == ContainerOp.CREATE and owner is not None:
+        return ""  # maybe a stale claim: claiming at submit time decides
+    if op == ContainerOp.UPDATE and owner is None:
+        return not_found(name)
+    if op == ContainerOp.UPDATE and owner is not None and owner.node_uuid != uuid:
+        return f"deployment {name} runs on {owner.node_uuid}; it cannot move machines"
+    return ""
 
 
 @router.post("/create")

@@ -11,7 +11,8 @@ from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, kv_get, kv_mutate
-from tingyu.common.models.containers import ContainerCommand, ContainerOp, NameClaim, NodeDesired
+from tingyu.common.claims import claim_name
+from tingyu.common.models.containers import ContainerCommand, ContainerOp, NodeDesired
 from tingyu.common.models.jobs import Job, JobDeadline, JobState
 from tingyu.common.models.nodes import NodeRecord
 from tingyu.deployer.desired import Outcome, apply
@@ -39,7 +40,7 @@ class Commands:
             )
             return
         if command.op == ContainerOp.CREATE:
-            refusal = await self.claim(command)
+            refusal = await claim_name(self.bus, command.name, command.node_uuid, command.job_id)
             if refusal:
                 await self.jobs.move(command.job_id, JobState.FAILED, refusal)
                 return
@@ -61,37 +62,6 @@ class Commands:
             subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
         )
         await self.bus.nc.publish(subjects.agent_nudge(command.node_uuid), b"")
-
-    async def claim(self, command: ContainerCommand) -> str:
-        """Take the deployment name for this create; '' when taken, else why not."""
-        names = await self.bus.kv(subjects.NAMES)
-        mine = NameClaim(node_uuid=command.node_uuid, job_id=command.job_id)
-        for _ in range(5):
-            current, revision = await kv_get(names, command.name, NameClaim)
-            if current is None:
-                try:
-                    await names.create(command.name, mine.to_bytes())
-                except Exception:  # another create won the race: look again
-                    continue
-                return ""
-            if current.job_id == command.job_id:
-                return ""
-            if not await self.stale(command.name, current):
-                return f'deployments.apps "{command.name}" already exists'
-            try:
-                await names.update(command.name, mine.to_bytes(), last=revision)
-            except Exception:
-                continue
-            return ""
-        return f'deployments.apps "{command.name}" is being changed by another request'
-
-    async def stale(self, name: str, claim: NameClaim) -> bool:
-        """A claim left behind by a create that failed or a delete that crashed half-way."""
-        doc, _ = await kv_get(await self.bus.kv(subjects.DESIRED), claim.node_uuid, NodeDesired)
-        if doc is not None and name in doc.containers:
-            return False
-        job, _ = await kv_get(await self.bus.kv(subjects.JOBS), claim.job_id, Job)
-        return job is None or job.state.final
 
     async def write_desired(self, command: ContainerCommand) -> Outcome:
         outcome = Outcome()

@@ -1,0 +1,49 @@
+"""Deployment names are unique across the fleet: creating a key in `ty_names` claims one.
+
+The API claims at accept time (so a duplicate is refused at once, race-free) and the deployer
+claims again when it applies the command (a no-op for the same job). A claim whose create failed,
+or whose delete crashed half-way, is stale and may be taken over.
+"""
+
+from __future__ import annotations
+
+from nats.js import errors as js_errors
+
+from tingyu.common import subjects
+from tingyu.common.bus import Bus, kv_get
+from tingyu.common.models.containers import NameClaim, NodeDesired
+from tingyu.common.models.jobs import Job
+
+
+def already_exists(name: str) -> str:
+    return f'deployments.apps "{name}" already exists'
+
+
+async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
+    """Take `name` for the create job `job_id`; '' when it is ours, else why not."""
+    names = await bus.kv(subjects.NAMES)
+    mine = NameClaim(node_uuid=node_uuid, job_id=job_id).to_bytes()
+    for _ in range(5):
+        current, revision = await kv_get(names, name, NameClaim)
+        try:
+            if current is None:
+                await names.create(name, mine)
+                return ""
+            if current.job_id == job_id:
+                return ""
+            if not await is_stale(bus, name, current):
+                return already_exists(name)
+            await names.update(name, mine, last=revision)
+        except (js_errors.KeyWrongLastSequenceError, js_errors.APIError):
+            continue  # someone else wrote first: look again
+        return ""
+    return f'deployments.apps "{name}" is being changed by another request'
+
+
+async def is_stale(bus: Bus, name: str, claim: NameClaim) -> bool:
+    """No desired container behind the claim, and its create job is over (or expired)."""
+    doc, _ = await kv_get(await bus.kv(subjects.DESIRED), claim.node_uuid, NodeDesired)
+    if doc is not None and name in doc.containers:
+        return False
+    job, _ = await kv_get(await bus.kv(subjects.JOBS), claim.job_id, Job)
+    return job is None or job.state.final
