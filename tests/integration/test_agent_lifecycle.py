@@ -85,10 +85,13 @@ def agent_settings(nats_url: str, state_dir: Path) -> AgentSettings:
 
 @pytest_asyncio.fixture
 async def agent(
-    nats_url: str, tmp_path: Path, engine: docker.DockerClient, test_bus: Bus
+    request: pytest.FixtureRequest, nats_url: str, tmp_path: Path, engine: docker.DockerClient, test_bus: Bus
 ) -> AsyncIterator[RunningAgent]:
-    """One agent running in this process with its own state folder; its containers go with it."""
-    settings = agent_settings(nats_url, tmp_path)
+    """One agent running in this process with its own state folder; its containers go with it.
+
+    Parametrise it indirectly with a dict to override settings.
+    """
+    settings = agent_settings(nats_url, tmp_path).model_copy(update=getattr(request, "param", {}))
     uuid = load_or_create(settings.state_dir).uuid
     stop = asyncio.Event()
     task = asyncio.create_task(agent_main.main(stop, settings))
@@ -380,3 +383,24 @@ def assert_configured(attrs: dict[str, Any], data: Path, uuid: str) -> None:
     assert "ROLE=edge" in attrs["Config"]["Env"]
     assert attrs["Config"]["Labels"][LABEL_NODE] == uuid
     assert attrs["State"]["Running"] is True
+
+
+@pytest.mark.parametrize("agent", [{"resync_s": 300.0}], indirect=True)
+async def test_docker_events_bring_a_stopped_container_back(
+    agent: RunningAgent, test_bus: Bus, engine: docker.DockerClient, image: str
+) -> None:
+    """Stopped behind the agent's back (no restart policy applies): the `die` event triggers a pass
+    long before the next resync."""
+    desired = make_desired(unique("ag"), make_spec(image))
+    await put_desired(test_bus, agent.uuid, desired)
+    before = await reported(test_bus, agent.uuid, desired.name, 1, PodPhase.RUNNING)
+    await asyncio.to_thread(engine.api.stop, desired.name, timeout=1)
+
+    async def started_again() -> bool:
+        report = await last_report(test_bus, agent.uuid)
+        entry = report.containers[desired.name] if report else None
+        newer = entry is not None and (entry.started_at or 0) > (before.started_at or 0)
+        return newer and entry is not None and entry.phase == PodPhase.RUNNING
+
+    await eventually(started_again, timeout=20)
+    assert running(engine, desired.name)
