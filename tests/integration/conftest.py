@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tingyu.cli.launcher import find_binary, free_port, port_open, wait_until
+from tingyu.cli.launcher import Platform, PlatformConfig, free_port
+
+
+def nats_only(state_dir: Path) -> Platform:
+    """A nats-server with JetStream on a free port, its store and log in `state_dir` (launcher code)."""
+    config = PlatformConfig(
+        state_dir=state_dir, nats_port=free_port(), colour=False, log_file=state_dir / "nats.log"
+    )
+    platform = Platform(config)
+    platform.start_nats()
+    return platform
 
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
-    """A nats-server with JetStream of this session's own, on a free port and in a temp folder."""
-    with tempfile.TemporaryDirectory(prefix="tingyu-nats-") as store:
-        port = free_port()
-        argv = [find_binary("nats-server"), "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)]
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """This session's own nats-server (fast to start; the tests that use it need nothing else)."""
+    with tempfile.TemporaryDirectory(prefix="tingyu-nats-") as folder:
+        platform = nats_only(Path(folder))
         try:
-            wait_until(lambda: port_open(port), 30, "nats-server")
-            yield f"nats://127.0.0.1:{port}"
+            yield platform.config.nats_url
         finally:
-            server.terminate()
-            server.wait(timeout=15)
+            platform.stop()

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from nats.js import errors as js_errors
 from tests.conftest import build_busybox, eventually, unique
+from tests.integration.conftest import nats_only
 
 from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
@@ -404,3 +405,43 @@ async def test_docker_events_bring_a_stopped_container_back(
 
     await eventually(started_again, timeout=20)
     assert running(engine, desired.name)
+
+
+async def test_nats_outage_loses_no_report(tmp_path: Path, engine: docker.DockerClient, image: str) -> None:
+    """NATS goes away: the agent keeps reconciling against the last desired state it read, and the
+    report it could not publish arrives once NATS is back."""
+    nats = nats_only(tmp_path)
+    url = nats.config.nats_url
+    own_bus = await Bus.connect(PlatformSettings(nats_url=url), "agent-outage-tests")
+    settings = agent_settings(url, tmp_path / "state").model_copy(update={"resync_s": 300.0})
+    uuid = load_or_create(settings.state_dir).uuid
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent_main.main(stop, settings))
+    try:
+        desired = make_desired(unique("ag"), make_spec(image))
+        await put_desired(own_bus, uuid, desired)
+        before = await reported(own_bus, uuid, desired.name, 1, PodPhase.RUNNING)
+
+        nats.kill("nats", signal.SIGTERM)
+        await asyncio.to_thread(engine.api.stop, desired.name, timeout=1)
+        # brought back from the remembered desired state while NATS is still away
+        await eventually(lambda: _running_async(engine, desired.name), timeout=20)
+
+        nats.start_nats()
+
+        async def published_after_outage() -> bool:
+            report = await last_report(own_bus, uuid)
+            entry = report.containers.get(desired.name) if report else None
+            return entry is not None and (entry.started_at or 0) > (before.started_at or 0)
+
+        await eventually(published_after_outage, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await own_bus.close()
+        nats.stop()
+        remove_node_containers(engine, uuid)
+
+
+async def _running_async(engine: docker.DockerClient, name: str) -> bool:
+    return await asyncio.to_thread(running, engine, name)

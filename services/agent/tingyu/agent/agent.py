@@ -27,6 +27,7 @@ from tingyu.common.timefmt import now
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 0.1  # a burst of nudges and Docker events makes one pass
+BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
 
 
 class Agent:
@@ -55,6 +56,8 @@ class Agent:
         self.wake = asyncio.Event()
         self.passes = 0
         self.last_observed: NodeObserved | None = None  # what the last pass saw
+        self._desired: NodeDesired | None = None
+        self._desired_read = False
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         # Report numbers grow across restarts too: they start from the clock in milliseconds.
@@ -127,8 +130,7 @@ class Agent:
 
     async def sync_once(self) -> NodeObserved:
         """Read the desired state, reconcile, and publish the report when it says something new."""
-        desired, _ = await kv_get(await self.bus.kv(subjects.DESIRED), self.uuid, NodeDesired)
-        containers = await self.reconciler.reconcile(desired)
+        containers = await self.reconciler.reconcile(await self._read_desired())
         self.passes += 1
         report = NodeObserved(
             node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1
@@ -137,13 +139,26 @@ class Agent:
         await self._publish(report)
         return report
 
+    async def _read_desired(self) -> NodeDesired | None:
+        """The desired state; while NATS is away, the last one read (the machine keeps its containers
+        as they were meant to be, e.g. brings back one that was stopped behind its back)."""
+        try:
+            kv = await asyncio.wait_for(self.bus.kv(subjects.DESIRED), BUS_TIMEOUT_S)
+            self._desired, _ = await asyncio.wait_for(kv_get(kv, self.uuid, NodeDesired), BUS_TIMEOUT_S)
+        except Exception as exc:
+            if not self._desired_read:
+                raise
+            log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
+        self._desired_read = True
+        return self._desired
+
     async def _publish(self, report: NodeObserved) -> None:
         """Each report is the full state, so a failed publish is simply made again by a later pass."""
         content = {name: c.model_dump() for name, c in report.containers.items()}
         if content == self._published and now() - self._published_at < self.resync_s * 10:
             return
         try:
-            await self.bus.publish(subjects.observed(self.uuid), report)
+            await asyncio.wait_for(self.bus.publish(subjects.observed(self.uuid), report), BUS_TIMEOUT_S)
         except Exception as exc:
             log.warning("%s: observed report not published (%s); next pass sends it", self.uuid, exc)
             return
