@@ -27,6 +27,7 @@ from tingyu.common.timefmt import now
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 0.1  # a burst of nudges and Docker events makes one pass
+RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
 
 
@@ -160,7 +161,8 @@ class Agent:
         try:
             await asyncio.wait_for(self.bus.publish(subjects.observed(self.uuid), report), BUS_TIMEOUT_S)
         except Exception as exc:
-            log.warning("%s: observed report not published (%s); next pass sends it", self.uuid, exc)
+            log.warning("%s: observed report not published (%r); a pass soon sends it", self.uuid, exc)
+            asyncio.get_running_loop().call_later(RETRY_PUBLISH_S, self.nudge)
             return
         self._seq += 1
         self._published = content

@@ -30,7 +30,13 @@ async def heartbeat_loop(
     sent_digest = ""
     since_facts = 0
     while not stop.is_set():
-        facts = await asyncio.to_thread(read_facts)  # disk usage can stall on a sick mount
+        try:
+            facts = await asyncio.to_thread(read_facts)  # disk usage can stall on a sick mount
+        except Exception:
+            log.exception("cannot read this machine's facts; the next beat tries again")
+            if await wait_or_stop(stop, every_s):
+                return
+            continue
         digest = facts.digest()
         with_facts = digest != sent_digest or since_facts >= max(facts_every, 1) - 1
         beat = Heartbeat(
