@@ -1,0 +1,169 @@
+"""One machine's loops: heartbeats, desired-state sync, reconcile passes and observed reports.
+
+Several agents can share one process and one bus (the fleet simulator does): each `Agent`
+has its own identity, runtime and reconciler and subscribes only to its own subjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from tingyu.agent.heartbeat import heartbeat_loop
+from tingyu.agent.identity import Identity
+from tingyu.agent.reconciler import Reconciler
+from tingyu.common import subjects
+from tingyu.common.bus import Bus, kv_get
+from tingyu.common.models.containers import NodeDesired, NodeObserved
+from tingyu.common.models.nodes import NodeFacts
+from tingyu.common.service import wait_or_stop
+from tingyu.common.timefmt import now
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_S = 0.1  # a burst of nudges and Docker events makes one pass
+RETRY_PUBLISH_S = 2.0
+BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
+
+
+class Agent:
+    """The loops of one machine; `run(stop)` returns once `stop` is set and the loops have ended."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        identity: Identity,
+        reconciler: Reconciler,
+        read_facts: Callable[[], NodeFacts],
+        *,
+        heartbeat_s: float = 10.0,
+        resync_s: float = 30.0,
+        facts_every: int = 30,
+        simulated: bool = False,
+    ) -> None:
+        self.bus = bus
+        self.identity = identity
+        self.reconciler = reconciler
+        self.read_facts = read_facts
+        self.heartbeat_s = heartbeat_s
+        self.resync_s = resync_s
+        self.facts_every = facts_every
+        self.simulated = simulated
+        self.wake = asyncio.Event()
+        self.passes = 0
+        self.last_observed: NodeObserved | None = None  # what the last pass saw
+        self._desired: NodeDesired | None = None
+        self._desired_read = False
+        self._published: dict[str, Any] | None = None
+        self._published_at = 0.0
+        # Report numbers grow across restarts too: they start from the clock in milliseconds.
+        self._seq = int(now() * 1000)
+
+    @property
+    def uuid(self) -> str:
+        return self.identity.uuid
+
+    def nudge(self) -> None:
+        """Ask for a pass soon (several asks before it starts make one pass)."""
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Heartbeats, nudges, Docker events and reconcile passes until `stop`."""
+        sub = await self.bus.nc.subscribe(subjects.agent_nudge(self.uuid), cb=self._on_nudge)
+        loops = [
+            heartbeat_loop(
+                self.bus,
+                self.uuid,
+                self.read_facts,
+                stop,
+                every_s=self.heartbeat_s,
+                facts_every=self.facts_every,
+                simulated=self.simulated,
+            ),
+            self._sync_loop(stop),
+            self._reconnect_loop(stop),
+            self.reconciler.runtime.watch(self.uuid, self.nudge, stop),
+        ]
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        try:
+            await stop.wait()
+        finally:
+            stop.set()
+            self.wake.set()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("%s: a loop ended with %r", self.uuid, result)
+
+    async def _on_nudge(self, _msg: Msg) -> None:
+        self.nudge()
+
+    async def _sync_loop(self, stop: asyncio.Event) -> None:
+        self.wake.set()  # the first pass right at start
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.resync_s)
+            if stop.is_set():
+                return
+            await asyncio.sleep(DEBOUNCE_S)
+            self.wake.clear()
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("%s: reconcile pass failed; trying again later", self.uuid)
+                if await wait_or_stop(stop, 1.0):
+                    return
+                self.wake.set()
+
+    async def _reconnect_loop(self, stop: asyncio.Event) -> None:
+        """A reconnect may have hidden nudges: read the desired state again after each one."""
+        seen = self.bus.nc.stats["reconnects"]
+        while not await wait_or_stop(stop, 1.0):
+            if self.bus.nc.stats["reconnects"] != seen:
+                seen = self.bus.nc.stats["reconnects"]
+                self.nudge()
+
+    async def sync_once(self) -> NodeObserved:
+        """Read the desired state, reconcile, and publish the report when it says something new."""
+        containers = await self.reconciler.reconcile(await self._read_desired())
+        self.passes += 1
+        report = NodeObserved(
+            node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1
+        )
+        self.last_observed = report
+        await self._publish(report)
+        return report
+
+    async def _read_desired(self) -> NodeDesired | None:
+        """The desired state; while NATS is away, the last one read (the machine keeps its containers
+        as they were meant to be, e.g. brings back one that was stopped behind its back)."""
+        try:
+            kv = await asyncio.wait_for(self.bus.kv(subjects.DESIRED), BUS_TIMEOUT_S)
+            self._desired, _ = await asyncio.wait_for(kv_get(kv, self.uuid, NodeDesired), BUS_TIMEOUT_S)
+        except Exception as exc:
+            if not self._desired_read:
+                raise
+            log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
+        self._desired_read = True
+        return self._desired
+
+    async def _publish(self, report: NodeObserved) -> None:
+        """Each report is the full state, so a failed publish is simply made again by a later pass."""
+        content = {name: c.model_dump() for name, c in report.containers.items()}
+        if content == self._published and now() - self._published_at < self.resync_s * 10:
+            return
+        try:
+            await asyncio.wait_for(self.bus.publish(subjects.observed(self.uuid), report), BUS_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("%s: observed report not published (%r); a pass soon sends it", self.uuid, exc)
+            asyncio.get_running_loop().call_later(RETRY_PUBLISH_S, self.nudge)
+            return
+        self._seq += 1
+        self._published = content
+        self._published_at = now()

@@ -1,0 +1,51 @@
+"""Agent settings (`TINGYU_AGENT_*`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tingyu.common.models.nodes import OPERATORS
+from tingyu.common.settings import PlatformSettings, get_platform_settings
+
+
+class AgentSettings(BaseSettings):
+    """How often the agent beats and resyncs, what it says about its machine, where it keeps state."""
+
+    model_config = SettingsConfigDict(env_prefix="TINGYU_AGENT_", extra="ignore")
+
+    heartbeat_s: float = 10.0
+    resync_s: float = 30.0  # desired state is re-read this often even without a nudge
+    facts_every: int = 30  # heartbeats between two that carry the full facts
+    area: str = ""
+    operator: str = ""  # one of 移动/联通/电信 when set
+    bandwidth_mbps: int = 0
+    state_dir: Path = Path()  # default: <TINGYU_STATE_DIR>/agent
+    docker_host: str = ""  # empty: DOCKER_HOST or the local socket
+    docker_timeout_s: float = 60.0
+    pull_timeout_s: float = 600.0
+    stop_timeout_s: float = 10.0  # grace period before a stopped container is killed
+    parallel: int = 4  # deployments reconciled at the same time
+    platform: PlatformSettings = Field(default_factory=get_platform_settings)
+
+    @field_validator("operator")
+    @classmethod
+    def _known_operator(cls, value: str) -> str:
+        if value and value not in OPERATORS:
+            raise ValueError(f"operator must be one of {'/'.join(OPERATORS)}, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_state_dir(self) -> AgentSettings:
+        if "state_dir" not in self.model_fields_set:
+            self.state_dir = self.platform.state_dir / "agent"
+        return self
+
+
+@lru_cache
+def get_settings() -> AgentSettings:
+    """The process-wide agent settings; tests call `get_settings.cache_clear()`."""
+    return AgentSettings()

@@ -1,0 +1,221 @@
+"""The Docker Engine behind the Runtime protocol; docker-py blocks, so every call runs in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import docker
+from docker import errors as docker_errors
+
+from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Events that can change what a report says without the agent having acted.
+_WATCHED_EVENTS = ["die", "destroy", "oom", "kill"]
+
+
+class DockerRuntime:
+    """Containers through docker-py; Docker's own error texts become RuntimeFailure messages."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        registry: str = "",
+        registry_user: str = "",
+        registry_password: str = "",
+        pull_timeout_s: float = 600.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.auth = {"username": registry_user, "password": registry_password} if registry_user else None
+        self.pull_timeout_s = pull_timeout_s
+        self.stop_timeout_s = int(max(stop_timeout_s, 0))
+
+    @classmethod
+    def connect(cls, docker_host: str = "", timeout_s: float = 60.0, **options: Any) -> DockerRuntime:
+        """A runtime on `docker_host` (empty: DOCKER_HOST or the local socket)."""
+        timeout = int(timeout_s)
+        client = (
+            docker.DockerClient(base_url=docker_host, timeout=timeout)
+            if docker_host
+            else docker.from_env(timeout=timeout)
+        )
+        return cls(client, **options)
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except docker_errors.APIError as exc:
+            raise RuntimeFailure(_explain(exc)) from exc
+        except docker_errors.DockerException as exc:
+            raise RuntimeFailure(str(exc)) from exc
+
+    # --- the Runtime protocol --------------------------------------------------------------------
+
+    async def list_node(self, node_uuid: str) -> list[RuntimeContainer]:
+        summaries = await self._call(
+            self.client.api.containers, all=True, filters={"label": f"{LABEL_NODE}={node_uuid}"}
+        )
+        found = [await self.inspect(summary["Id"]) for summary in summaries]
+        return [container for container in found if container is not None]
+
+    async def has_image(self, image_ref: str) -> bool:
+        try:
+            await self._call(self.client.api.inspect_image, image_ref)
+        except RuntimeFailure as exc:
+            if isinstance(exc.__cause__, docker_errors.NotFound):
+                return False
+            raise
+        return True
+
+    async def pull(self, image_ref: str) -> None:
+        auth = self.auth if self.auth and self._is_ours(image_ref) else None
+        try:
+            await asyncio.wait_for(self._call(self._pull, image_ref, auth), timeout=self.pull_timeout_s)
+        except TimeoutError:
+            raise RuntimeFailure(f"pull did not finish within {self.pull_timeout_s:.0f}s") from None
+        if not await self.has_image(image_ref):
+            raise RuntimeFailure("pull finished but the image is not there")
+
+    async def create(self, request: CreateRequest) -> RuntimeContainer:
+        spec = request.spec
+        host_config = self.client.api.create_host_config(
+            network_mode="host",
+            restart_policy={"Name": "always"},
+            binds=[f"{v.hostPath}:{v.mountPath}" for v in spec.volumes],
+            nano_cpus=int(spec.limits_cpu * 1e9) or None,
+            cpu_shares=int(spec.requests_cpu * 1024) or None,
+            mem_limit=spec.limits_memory * 2**20 or None,
+            mem_reservation=spec.requests_memory * 2**20 or None,
+        )
+        created = await self._call(
+            self.client.api.create_container,
+            spec.image_ref,
+            name=request.name,
+            labels=request.labels,
+            environment={e.key: e.value for e in spec.env},
+            host_config=host_config,
+        )
+        container = await self.inspect(created["Id"])
+        if container is None:
+            raise RuntimeFailure(f"container {request.name} vanished right after it was created")
+        return container
+
+    async def inspect(self, container_id: str) -> RuntimeContainer | None:
+        try:
+            attrs = await self._call(self.client.api.inspect_container, container_id)
+        except RuntimeFailure as exc:
+            if isinstance(exc.__cause__, docker_errors.NotFound):
+                return None
+            raise
+        return _to_container(attrs)
+
+    async def start(self, container_id: str) -> None:
+        await self._call(self.client.api.start, container_id)
+
+    async def stop(self, container_id: str) -> None:
+        await self._call(self.client.api.stop, container_id, timeout=self.stop_timeout_s)
+
+    async def restart(self, container_id: str) -> None:
+        await self._call(self.client.api.restart, container_id, timeout=self.stop_timeout_s)
+
+    async def remove(self, container_id: str) -> None:
+        try:
+            await self._call(self.client.api.remove_container, container_id, force=True)
+        except RuntimeFailure as exc:
+            if not isinstance(exc.__cause__, docker_errors.NotFound):
+                raise
+
+    async def watch(self, node_uuid: str, notify: Callable[[], None], stop: asyncio.Event) -> None:
+        """Follow `docker events` in a thread; reconnects after errors until `stop` is set."""
+        loop = asyncio.get_running_loop()
+        streams: list[Any] = []
+        closed = threading.Event()
+
+        def follow() -> None:
+            filters = {"type": "container", "label": f"{LABEL_NODE}={node_uuid}", "event": _WATCHED_EVENTS}
+            while not closed.is_set():
+                try:
+                    stream = self.client.api.events(decode=True, filters=filters)
+                    streams.append(stream)
+                    if closed.is_set():
+                        stream.close()
+                        return
+                    for _event in stream:
+                        loop.call_soon_threadsafe(notify)
+                except Exception as exc:
+                    if not closed.is_set():
+                        log.warning("docker events interrupted (%s); following again", exc)
+                        closed.wait(2.0)
+
+        thread = threading.Thread(target=follow, name=f"docker-events-{node_uuid[-6:]}", daemon=True)
+        thread.start()
+        try:
+            await stop.wait()
+        finally:
+            closed.set()
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            await asyncio.to_thread(thread.join, 5.0)
+
+    def _pull(self, image_ref: str, auth: dict[str, str] | None) -> None:
+        # The pull API answers 200 and then streams its errors: read them out of the progress.
+        for progress in self.client.api.pull(image_ref, auth_config=auth, stream=True, decode=True):
+            if isinstance(progress, dict) and progress.get("error"):
+                raise RuntimeFailure(str(progress["error"]))
+
+    def _is_ours(self, image_ref: str) -> bool:
+        return bool(self.registry) and image_ref.startswith(f"{self.registry}/")
+
+
+def _explain(exc: docker_errors.APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return str(explanation or exc)
+
+
+def _to_container(attrs: dict[str, Any]) -> RuntimeContainer:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    return RuntimeContainer(
+        id=attrs["Id"],
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        status=str(state.get("Status", "")),
+        labels=dict(config.get("Labels") or {}),
+        image_ref=str(config.get("Image", "")),
+        exit_code=int(state.get("ExitCode") or 0),
+        error=str(state.get("Error") or ""),
+        started_at=_parse_time(str(state.get("StartedAt") or "")),
+    )
+
+
+def _parse_time(text: str) -> float | None:
+    """Docker's RFC 3339 with nanoseconds -> epoch seconds; None for its zero time."""
+    if not text or text.startswith("0001-"):
+        return None
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,189 @@
+"""Makes a machine's containers match its desired state; knows nothing of Docker itself.
+
+A pass is idempotent (running it twice changes nothing the second time) and passes are
+serialised by a lock. Each deployment is handled on its own: one that fails is reported
+Failed with the engine's text and tried again on the next pass, the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from tingyu.agent.applied import AppliedRestarts
+from tingyu.agent.runtime import (
+    LABEL_JOB,
+    LABEL_NODE,
+    LABEL_REVISION,
+    LABEL_SPEC,
+    CreateRequest,
+    Runtime,
+    RuntimeContainer,
+    RuntimeFailure,
+    podname,
+    spec_hash,
+)
+from tingyu.common.models.containers import (
+    DesiredContainer,
+    DesiredState,
+    NodeDesired,
+    ObservedContainer,
+    PodPhase,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Outcome:
+    container: RuntimeContainer | None
+    error: str = ""
+
+
+class Reconciler:
+    """One machine's reconciler over any Runtime (Docker, or a simulated engine)."""
+
+    def __init__(
+        self, runtime: Runtime, node_uuid: str, applied: AppliedRestarts | None = None, parallel: int = 4
+    ) -> None:
+        self.runtime = runtime
+        self.node_uuid = node_uuid
+        self.applied = applied or AppliedRestarts()
+        self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(max(parallel, 1))
+
+    async def reconcile(self, desired: NodeDesired | None) -> dict[str, ObservedContainer]:
+        """One pass: act on every deployment, remove strays, and say what each deployment looks like."""
+        wanted = desired.containers if desired else {}
+        async with self._lock:
+            current = {c.name: c for c in await self.runtime.list_node(self.node_uuid)}
+            names = sorted(wanted)
+            outcomes = await asyncio.gather(*(self._one(wanted[n], current.get(n)) for n in names))
+            for name, container in current.items():
+                if name not in wanted:
+                    await self._remove_stray(container)
+            for name in self.applied.names():
+                if name not in wanted:
+                    self.applied.forget(name)
+            self.applied.save()
+        return {
+            name: observe(wanted[name], out.container, out.error)
+            for name, out in zip(names, outcomes, strict=True)
+        }
+
+    async def _one(self, desired: DesiredContainer, container: RuntimeContainer | None) -> _Outcome:
+        async with self._slots:
+            try:
+                container = await self._apply(desired, container)
+            except RuntimeFailure as exc:
+                log.warning("%s: %s", desired.name, exc)
+                return _Outcome(await self._reinspect(container), str(exc))
+            return _Outcome(container)
+
+    async def _apply(
+        self, desired: DesiredContainer, container: RuntimeContainer | None
+    ) -> RuntimeContainer | None:
+        if desired.state == DesiredState.ABSENT:
+            if container is not None:
+                await self.runtime.remove(container.id)
+            self.applied.forget(desired.name)
+            return None
+        digest = spec_hash(desired.spec)
+        if container is not None and container.spec_hash != digest:
+            # Fetch the new image before the old container goes, so a bad image leaves it running.
+            await self._ensure_image(desired.spec.image_ref)
+            await self.runtime.remove(container.id)
+            container = None
+        fresh = container is None
+        if container is None:
+            await self._ensure_image(desired.spec.image_ref)
+            container = await self.runtime.create(self._request(desired, digest))
+        applied = self.applied.get(desired.name)
+        if desired.state == DesiredState.RUNNING:
+            if container.status in ("created", "exited", "dead"):
+                await self.runtime.start(container.id)
+            elif not fresh and applied is not None and desired.restarts > applied:
+                await self.runtime.restart(container.id)
+        elif container.alive:
+            await self.runtime.stop(container.id)
+        # A new container, or one this machine has no record of, counts as already restarted.
+        self.applied.set(desired.name, desired.restarts)
+        return await self._reinspect(container)
+
+    async def _ensure_image(self, image_ref: str) -> None:
+        if await self.runtime.has_image(image_ref):
+            return
+        try:
+            await self.runtime.pull(image_ref)
+        except RuntimeFailure as exc:
+            raise RuntimeFailure(f"cannot pull image {image_ref}: {exc}") from exc
+
+    def _request(self, desired: DesiredContainer, digest: str) -> CreateRequest:
+        labels = {
+            LABEL_NODE: self.node_uuid,
+            LABEL_SPEC: digest,
+            LABEL_REVISION: str(desired.revision),
+            LABEL_JOB: desired.job_id,
+        }
+        return CreateRequest(name=desired.name, spec=desired.spec, labels=labels)
+
+    async def _reinspect(self, container: RuntimeContainer | None) -> RuntimeContainer | None:
+        if container is None:
+            return None
+        try:
+            return await self.runtime.inspect(container.id)
+        except RuntimeFailure:
+            return container
+
+    async def _remove_stray(self, container: RuntimeContainer) -> None:
+        log.info("removing %s: not in this machine's desired state", container.name)
+        try:
+            await self.runtime.remove(container.id)
+        except RuntimeFailure as exc:
+            log.warning("cannot remove %s: %s", container.name, exc)
+
+
+def observe(
+    desired: DesiredContainer, container: RuntimeContainer | None, error: str = ""
+) -> ObservedContainer:
+    """The report of one deployment after a pass, at the revision that pass applied."""
+    digest = spec_hash(desired.spec)
+    phase, message = _phase(desired.state, container, error)
+    return ObservedContainer(
+        name=desired.name,
+        revision=desired.revision,
+        job_id=desired.job_id,
+        phase=phase,
+        podname=podname(
+            desired.name, container.spec_hash if container else digest, container.id if container else ""
+        ),
+        message=message,
+        container_id=container.id if container else "",
+        image_ref=container.image_ref if container else desired.spec.image_ref,
+        started_at=container.started_at if container else None,
+    )
+
+
+def _phase(state: DesiredState, container: RuntimeContainer | None, error: str) -> tuple[PodPhase, str]:
+    if error:
+        return PodPhase.FAILED, error
+    if state == DesiredState.ABSENT:
+        return (PodPhase.DELETED, "") if container is None else (PodPhase.PENDING, "removal pending")
+    if container is None:
+        return PodPhase.PENDING, ""
+    if state == DesiredState.STOPPED:
+        return (PodPhase.PENDING, "stopping") if container.alive else (PodPhase.STOPPED, "")
+    return _running_phase(container)
+
+
+def _running_phase(container: RuntimeContainer) -> tuple[PodPhase, str]:
+    """A container that should run: anything but running means it died (or has not started yet)."""
+    if container.status in ("running", "paused"):
+        return PodPhase.RUNNING, ""
+    detail = f": {container.error}" if container.error else ""
+    if container.status == "restarting":
+        return PodPhase.FAILED, f"exited with code {container.exit_code}{detail}; restarting"
+    if container.status in ("exited", "dead"):
+        return PodPhase.FAILED, f"exited with code {container.exit_code}{detail}"
+    return PodPhase.PENDING, container.status

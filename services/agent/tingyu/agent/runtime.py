@@ -1,0 +1,105 @@
+"""What the reconciler needs from a container engine; Docker implements it, a fleet simulator can too.
+
+Every method is a coroutine so that an implementation decides how it waits (Docker's blocking
+client runs in threads, a simulated engine answers at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tingyu.common.models.containers import ContainerSpec
+
+LABEL_NODE = "tingyu.node"
+LABEL_SPEC = "tingyu.spec"
+LABEL_REVISION = "tingyu.revision"
+LABEL_JOB = "tingyu.job"
+
+
+class RuntimeFailure(Exception):
+    """The engine refused an operation; the text is the engine's own and ends up in the report."""
+
+
+@dataclass(frozen=True)
+class RuntimeContainer:
+    """One container as the engine sees it."""
+
+    id: str
+    name: str
+    status: str  # Docker's vocabulary: created, running, restarting, paused, exited, dead
+    labels: dict[str, str] = field(default_factory=dict)
+    image_ref: str = ""
+    exit_code: int = 0
+    error: str = ""
+    started_at: float | None = None
+
+    @property
+    def spec_hash(self) -> str:
+        return self.labels.get(LABEL_SPEC, "")
+
+    @property
+    def alive(self) -> bool:
+        """Running, or about to run again by its restart policy."""
+        return self.status in ("running", "restarting", "paused")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """Everything needed to create one deployment's container."""
+
+    name: str
+    spec: ContainerSpec
+    labels: dict[str, str]
+
+
+class Runtime(Protocol):
+    """A container engine as the reconciler uses it."""
+
+    async def list_node(self, node_uuid: str) -> list[RuntimeContainer]:
+        """Every container labelled `tingyu.node=<node_uuid>`, running or not."""
+        ...
+
+    async def has_image(self, image_ref: str) -> bool: ...
+
+    async def pull(self, image_ref: str) -> None:
+        """Fetch the image; RuntimeFailure with the engine's text when it cannot."""
+        ...
+
+    async def create(self, request: CreateRequest) -> RuntimeContainer: ...
+
+    async def inspect(self, container_id: str) -> RuntimeContainer | None: ...
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def stop(self, container_id: str) -> None: ...
+
+    async def restart(self, container_id: str) -> None: ...
+
+    async def remove(self, container_id: str) -> None:
+        """Remove by force (a running container is killed); an absent one is fine."""
+        ...
+
+    async def watch(self, node_uuid: str, notify: Callable[[], None], stop: asyncio.Event) -> None:
+        """Call `notify` whenever one of this node's containers dies or vanishes, until `stop` is set."""
+        ...
+
+
+def spec_hash(spec: ContainerSpec) -> str:
+    """A stable hash of what a container runs: a new one means the container must be recreated.
+
+    Defaults are left out so that a field added to ContainerSpec later does not change the hash
+    of every existing spec (which would recreate every container of the fleet on upgrade).
+    """
+    canonical = json.dumps(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def podname(name: str, spec_digest: str, container_id: str = "") -> str:
+    """`<name>-<spec hash 10>-<container id 5>`, in the shape of a Kubernetes pod name."""
+    base = f"{name}-{spec_digest[:10]}"
+    return f"{base}-{container_id[:5]}" if container_id else base
