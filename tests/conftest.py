@@ -7,6 +7,7 @@ through the same launcher `tingyu up` uses; each test makes its own names.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -34,6 +35,7 @@ FAST_ENV = {
     "TINGYU_AGENT_AREA": "南京",
     "TINGYU_AGENT_OPERATOR": "移动",
     "TINGYU_AGENT_BANDWIDTH_MBPS": "1000",
+    "TINGYU_AGENT_STOP_TIMEOUT_S": "1",
     "TINGYU_NODES_NOT_READY_AFTER_S": "4",
     "TINGYU_NODES_LEASE_S": "2",
     "TINGYU_DEPLOYER_JOB_TIMEOUT_S": "120",
@@ -56,7 +58,7 @@ async def eventually(
     while True:
         last = await check()
         if last:
-            return last
+            return last  # type: ignore[no-any-return]
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         await asyncio.sleep(every)
@@ -90,8 +92,22 @@ def platform(state_dir: Path) -> Iterator[Platform]:
         raise
     finally:
         platform.stop()
+        remove_agent_containers(state_dir / "agent" / "identity.json")
         if config.log_file and config.log_file.exists():
             print(f"platform log: {config.log_file}")
+
+
+def remove_agent_containers(identity: Path) -> None:
+    """The session's agent is gone; its containers (restart policy always) must not outlive it."""
+    if not identity.exists():
+        return
+    uuid = json.loads(identity.read_text())["uuid"]
+    client = docker.from_env(timeout=60)
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"tingyu.node={uuid}"}):
+            container.remove(force=True)
+    finally:
+        client.close()
 
 
 @pytest_asyncio.fixture(scope="session")
