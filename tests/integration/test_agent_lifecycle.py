@@ -21,9 +21,9 @@ import docker
 import pytest
 import pytest_asyncio
 from nats.js import errors as js_errors
+
 from tests.conftest import build_busybox, eventually, unique
 from tests.integration.conftest import nats_only
-
 from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
 from tingyu.agent.identity import load_or_create
