@@ -32,7 +32,8 @@ class ChdbEngine:
         from chdb import session
 
         path.mkdir(parents=True, exist_ok=True)
-        self._session: Any = session.Session(str(path))  # chdb ships no type hints
+        # chdb ships no type hints.
+        self._session: Any = session.Session(str(path))  # type: ignore[no-untyped-call]
 
     def command(self, sql: str, params: Params | None = None) -> None:
         self._session.query(sql, "Null", params=_chdb_params(params))
