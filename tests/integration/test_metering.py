@@ -167,7 +167,7 @@ async def test_api_figures_redelivery_and_restart(
     async def stored(count: int) -> dict[str, Any] | None:
         body = await _bandwidth(api, "getByImage", start, end, image=image)
         got = sum(p["upbps"] for p in body.get("info") or [])
-        return body if body["code"] == 200 and math.isclose(got, count, rel_tol=1e-9) else None
+        return body if body["code"] == 200 and math.isclose(got, count, rel_tol=1e-6) else None
 
     first_half = expected(
         [s for b in batches[:half] for s in b.samples], start, end, account=False, image=image
@@ -194,7 +194,7 @@ async def test_api_figures_redelivery_and_restart(
     params = {"startDate": _wire(start), "endDate": _wire(end), "imageVersion": f"{image}:v1"}
     resources = (await api.get("/info/resourceUse/getByImageVersion", params=params)).json()
     assert resources["summary"]["p95Cpu"] == pytest.approx(want_v1["p95_cpu"])
-    assert [p["cpu"] for p in resources["info"]] == pytest.approx(want_v1["cpu"])
+    assert [p["cpu"] for p in resources["info"]] == pytest.approx(want_v1["cpu"], abs=1e-3)  # 3 decimals
 
 
 @pytest.mark.parametrize(

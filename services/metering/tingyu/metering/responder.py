@@ -10,7 +10,7 @@ from nats.aio.subscription import Subscription
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import InternalError, InvalidTimeRange
-from tingyu.common.models.metering import MeteringQuery, MeteringReply
+from tingyu.common.models.metering import MeteringColumns, MeteringQuery, MeteringReply
 from tingyu.metering.queries import run_query
 from tingyu.metering.store import Store
 
@@ -30,7 +30,7 @@ async def answer(store: Store, data: bytes) -> MeteringReply:
     except Exception:
         log.exception("metering query failed: %s", query)
         return MeteringReply(ok=False, code=InternalError.code, msg=InternalError.default_msg)
-    return MeteringReply(points=points, summary=summary)
+    return MeteringReply(columns=MeteringColumns.of(points, query.series), summary=summary)
 
 
 async def serve(bus: Bus, store: Store) -> Subscription:

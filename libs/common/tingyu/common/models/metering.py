@@ -48,10 +48,18 @@ class MeteringScope(StrEnum):
     CONTAINERS = "containers"
 
 
+class MeteringSeries(StrEnum):
+    """Which figures a query wants back: a reply must fit in one NATS message (1 MiB by default)."""
+
+    BANDWIDTH = "bandwidth"
+    RESOURCES = "resources"
+
+
 class MeteringQuery(Message):
     """The API asks metering for 5-minute points over [start, end] (epoch seconds)."""
 
     scope: MeteringScope
+    series: MeteringSeries = MeteringSeries.BANDWIDTH
     start: float
     end: float
     image: str = ""  # "" = every image
@@ -66,6 +74,37 @@ class MeteringPoint(Message):
     down_bps: float = 0.0
     cpu_cores: float = 0.0
     memory_mib: float = 0.0
+
+
+class MeteringColumns(Message):
+    """Every bucket from `first`, `BUCKET_S` apart, as columns (compact enough for 93 days in one message).
+
+    Only the columns of the query's series are filled; values are rounded to 3 decimals.
+    """
+
+    first: int = 0
+    a: list[float] = Field(default_factory=list)  # up bps, or cpu cores
+    b: list[float] = Field(default_factory=list)  # down bps, or memory MiB
+
+    @classmethod
+    def of(cls, points: list[MeteringPoint], series: MeteringSeries) -> MeteringColumns:
+        bandwidth = series == MeteringSeries.BANDWIDTH
+        return cls(
+            first=int(points[0].time) if points else 0,
+            a=[round(p.up_bps if bandwidth else p.cpu_cores, 3) for p in points],
+            b=[round(p.down_bps if bandwidth else p.memory_mib, 3) for p in points],
+        )
+
+    def points(self, series: MeteringSeries) -> list[MeteringPoint]:
+        bandwidth = series == MeteringSeries.BANDWIDTH
+        out = []
+        for index, (a, b) in enumerate(zip(self.a, self.b, strict=True)):
+            time = self.first + index * BUCKET_S
+            if bandwidth:
+                out.append(MeteringPoint(time=time, up_bps=a, down_bps=b))
+            else:
+                out.append(MeteringPoint(time=time, cpu_cores=a, memory_mib=b))
+        return out
 
 
 class MeteringSummary(Message):
@@ -90,7 +129,7 @@ class MeteringReply(Message):
     ok: bool = True
     code: str = ""
     msg: str = ""
-    points: list[MeteringPoint] = Field(default_factory=list)
+    columns: MeteringColumns = Field(default_factory=MeteringColumns)
     summary: MeteringSummary = Field(default_factory=MeteringSummary)
 
 

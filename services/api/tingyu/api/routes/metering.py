@@ -26,7 +26,7 @@ from tingyu.common.errors import (
     TingyuError,
     Unavailable,
 )
-from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope
+from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope, MeteringSeries
 
 router = APIRouter(prefix="/info", tags=["metering"])
 
@@ -77,7 +77,8 @@ async def _ask(bus: Bus, settings: ApiSettings, query: MeteringQuery) -> Meterin
 
 def _bandwidth(reply: MeteringReply, tz: str) -> dict[str, Any]:
     info = [
-        {"time": timefmt.to_wire(p.time, tz), "upbps": p.up_bps, "downbps": p.down_bps} for p in reply.points
+        {"time": timefmt.to_wire(p.time, tz), "upbps": p.up_bps, "downbps": p.down_bps}
+        for p in reply.columns.points(MeteringSeries.BANDWIDTH)
     ]
     s = reply.summary
     summary = {
@@ -95,7 +96,7 @@ def _bandwidth(reply: MeteringReply, tz: str) -> dict[str, Any]:
 def _resources(reply: MeteringReply, tz: str) -> dict[str, Any]:
     info = [
         {"time": timefmt.to_wire(p.time, tz), "cpu": p.cpu_cores, "memory": p.memory_mib}
-        for p in reply.points
+        for p in reply.columns.points(MeteringSeries.RESOURCES)
     ]
     s = reply.summary
     summary = {
@@ -121,19 +122,20 @@ async def _query(
     settings: ApiSettings,
     dates: tuple[str, str],
     scope: MeteringScope,
+    series: MeteringSeries,
     *,
     image: str = "",
     version: str = "",
 ) -> MeteringReply:
     start, end = _range(dates[0], dates[1], settings)
-    query = MeteringQuery(scope=scope, start=start, end=end, image=image, version=version)
+    query = MeteringQuery(scope=scope, series=series, start=start, end=end, image=image, version=version)
     return await _ask(bus, settings, query)
 
 
 @router.get("/bandWith/getAllNode")
 async def bandwidth_all(bus: BusDep, settings: SettingsDep, dates: DatesDep) -> dict[str, Any]:
     """The account's bandwidth: every machine's counted NICs, summed per 5 minutes."""
-    reply = await _query(bus, settings, dates, MeteringScope.ACCOUNT)
+    reply = await _query(bus, settings, dates, MeteringScope.ACCOUNT, MeteringSeries.BANDWIDTH)
     return _bandwidth(reply, settings.platform.timezone)
 
 
@@ -145,7 +147,9 @@ async def bandwidth_by_image(
     image: str = Query(""),
 ) -> dict[str, Any]:
     """Bandwidth of the containers of one image (no image: of every container)."""
-    reply = await _query(bus, settings, dates, MeteringScope.CONTAINERS, image=image.strip())
+    reply = await _query(
+        bus, settings, dates, MeteringScope.CONTAINERS, MeteringSeries.BANDWIDTH, image=image.strip()
+    )
     return _bandwidth(reply, settings.platform.timezone)
 
 
@@ -158,7 +162,9 @@ async def bandwidth_by_version(
 ) -> dict[str, Any]:
     """Bandwidth of the containers of one image version (`name:version`; none: every container)."""
     image, version = _image_version(imageVersion.strip()) if imageVersion.strip() else ("", "")
-    reply = await _query(bus, settings, dates, MeteringScope.CONTAINERS, image=image, version=version)
+    reply = await _query(
+        bus, settings, dates, MeteringScope.CONTAINERS, MeteringSeries.BANDWIDTH, image=image, version=version
+    )
     return _bandwidth(reply, settings.platform.timezone)
 
 
@@ -170,7 +176,9 @@ async def resources_by_image(
     image: str = Query(""),
 ) -> dict[str, Any]:
     """CPU cores and memory MiB used by the containers of one image (no image: every container)."""
-    reply = await _query(bus, settings, dates, MeteringScope.CONTAINERS, image=image.strip())
+    reply = await _query(
+        bus, settings, dates, MeteringScope.CONTAINERS, MeteringSeries.RESOURCES, image=image.strip()
+    )
     return _resources(reply, settings.platform.timezone)
 
 
@@ -185,5 +193,7 @@ async def resources_by_version(
     """CPU and memory of one image version (`imageVersion=name:version`; `image` is read as an alias)."""
     text = (imageVersion or image).strip()
     name, version = _image_version(text) if text else ("", "")
-    reply = await _query(bus, settings, dates, MeteringScope.CONTAINERS, image=name, version=version)
+    reply = await _query(
+        bus, settings, dates, MeteringScope.CONTAINERS, MeteringSeries.RESOURCES, image=name, version=version
+    )
     return _resources(reply, settings.platform.timezone)
