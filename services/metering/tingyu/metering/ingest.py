@@ -66,7 +66,7 @@ async def ingest(bus: Bus, store: Store, settings: MeteringSettings, stop: async
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(settings.fetch_messages, timeout=waiting.wait_s(settings))
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either, depending on the path
                 msgs = []
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                 await asyncio.sleep(0.5)
