@@ -1,0 +1,65 @@
+-- Metering schema, applied by the metering service at every start (every statement is idempotent).
+-- The same statements run on embedded chDB and on a ClickHouse server. Times are UTC.
+
+CREATE DATABASE IF NOT EXISTS tingyu;
+
+-- Raw samples as agents sent them: one row per sample id. Metering inserts only ids it has not
+-- stored yet (see docs/metering.md); ReplacingMergeTree on the id is the safety net for raw reads,
+-- and the insert deduplication token makes a retried insert of the same batch a no-op.
+CREATE TABLE IF NOT EXISTS tingyu.samples
+(
+    sample_id String,
+    node_uuid LowCardinality(String),
+    deploymentname LowCardinality(String),
+    image LowCardinality(String),
+    version LowCardinality(String),
+    ts DateTime('UTC'),
+    interval_s Float32,
+    tx_bytes UInt64,
+    rx_bytes UInt64,
+    cpu_cores Float32,
+    memory_mib Float32
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toDate(ts)
+ORDER BY (node_uuid, deploymentname, ts, sample_id)
+TTL ts + INTERVAL 35 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+-- 5-minute rollups, one row per (bucket, machine, deployment) after merges. Sums only: rows of
+-- one key can be added in any order, and queries always re-aggregate with sum().
+CREATE TABLE IF NOT EXISTS tingyu.samples_5m
+(
+    bucket DateTime('UTC'),
+    image LowCardinality(String),
+    version LowCardinality(String),
+    node_uuid LowCardinality(String),
+    deploymentname LowCardinality(String),
+    tx_bytes UInt64,
+    rx_bytes UInt64,
+    cpu_core_s Float64,
+    memory_mib_s Float64,
+    seconds Float64,
+    samples UInt64
+)
+ENGINE = SummingMergeTree
+PARTITION BY toDate(bucket)
+ORDER BY (image, version, bucket, node_uuid, deploymentname)
+TTL bucket + INTERVAL 400 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS tingyu.samples_5m_mv TO tingyu.samples_5m AS
+SELECT
+    toStartOfFiveMinutes(ts) AS bucket,
+    image,
+    version,
+    node_uuid,
+    deploymentname,
+    sum(tx_bytes) AS tx_bytes,
+    sum(rx_bytes) AS rx_bytes,
+    sum(cpu_cores * interval_s) AS cpu_core_s,
+    sum(memory_mib * interval_s) AS memory_mib_s,
+    sum(interval_s) AS seconds,
+    count() AS samples
+FROM tingyu.samples
+GROUP BY bucket, image, version, node_uuid, deploymentname;

@@ -1,0 +1,271 @@
+"""Metering samples of this machine: NIC bytes, and per container CPU, memory and traffic.
+
+Every `sample_s` the sampler reads cumulative counters (NIC bytes from the kernel, container
+CPU time, memory and own-namespace traffic from Docker) and turns the change since the last
+reading into one sample per container plus one for the machine (`deploymentname == ""`).
+
+Traffic attribution: a container with its own network namespace is credited with its own
+interfaces' bytes. Host-network containers share the machine's NICs and cannot be told apart,
+so the machine's counted NIC bytes, minus what own-namespace containers moved, are split evenly
+among the host-network containers running at that reading (all of it when there is one).
+
+Batches go to `TY_SAMPLES` with the batch id as message id. While NATS is unreachable they wait
+in a bounded buffer (oldest dropped first when it is full, with a warning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tingyu.common import subjects
+from tingyu.common.bus import Bus, kv_get
+from tingyu.common.models.containers import NodeDesired
+from tingyu.common.models.metering import Sample, SampleBatch
+from tingyu.common.service import wait_or_stop
+
+log = logging.getLogger(__name__)
+
+LABEL_NODE = "tingyu.node"
+SYS_NET = Path("/sys/class/net")
+
+
+class SamplerSettings(BaseSettings):
+    """How often the agent samples, which NICs count and how much it keeps while NATS is away."""
+
+    model_config = SettingsConfigDict(env_prefix="TINGYU_AGENT_", extra="ignore")
+
+    sample_s: float = 10.0
+    count_nics: str = ""  # comma-separated NIC names; empty: every real NIC (backed by a device)
+    sample_buffer: int = 8640  # batches kept while NATS is unreachable (a day at 10 s)
+    publish_timeout_s: float = 5.0
+    docker_host: str = ""  # empty: the environment's DOCKER_HOST or the local socket
+    docker_timeout_s: float = 30.0
+
+
+@dataclass
+class ContainerReading:
+    """Cumulative counters of one running container."""
+
+    name: str
+    image_ref: str
+    host_network: bool
+    cpu_ns: int
+    memory_mib: float
+    tx_bytes: int
+    rx_bytes: int
+
+
+@dataclass
+class Reading:
+    """Every counter of the machine at one moment."""
+
+    at: float
+    tx_bytes: int
+    rx_bytes: int
+    containers: dict[str, ContainerReading] = field(default_factory=dict)
+
+
+def counted_nics(setting: str) -> list[str]:
+    """The configured NICs, or every interface backed by a device (physical or virtio)."""
+    if setting.strip():
+        return [n.strip() for n in setting.split(",") if n.strip()]
+    return sorted(n.name for n in SYS_NET.iterdir() if (n / "device").exists()) if SYS_NET.exists() else []
+
+
+def nic_bytes(nics: list[str]) -> tuple[int, int]:
+    """(tx, rx) bytes since boot over `nics`."""
+    counters = psutil.net_io_counters(pernic=True)
+    tx = sum(counters[n].bytes_sent for n in nics if n in counters)
+    rx = sum(counters[n].bytes_recv for n in nics if n in counters)
+    return tx, rx
+
+
+def container_reading(container: Any) -> ContainerReading | None:
+    """One container's counters from a one-shot stats call (no second, blocking read)."""
+    try:
+        stats = container.stats(stream=False, one_shot=True)
+    except Exception as exc:  # the container may stop between list and stats
+        log.debug("stats of %s failed: %s", container.name, exc)
+        return None
+    cpu = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
+    if cpu is None:
+        return None
+    memory = stats.get("memory_stats", {})
+    detail = memory.get("stats", {})
+    # What the kernel could reclaim at once is not use: the same rule `docker stats` applies.
+    cache = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    used = max(memory.get("usage", 0) - cache, 0)
+    networks = stats.get("networks") or {}
+    attrs = container.attrs
+    return ContainerReading(
+        name=container.name,
+        image_ref=attrs.get("Config", {}).get("Image", ""),
+        host_network=attrs.get("HostConfig", {}).get("NetworkMode") == "host",
+        cpu_ns=int(cpu),
+        memory_mib=used / 1024**2,
+        tx_bytes=sum(n.get("tx_bytes", 0) for n in networks.values()),
+        rx_bytes=sum(n.get("rx_bytes", 0) for n in networks.values()),
+    )
+
+
+def read_counters(client: Any, node_uuid: str, nics: list[str]) -> Reading:
+    """Blocking: the machine's NIC counters and those of its running containers."""
+    tx, rx = nic_bytes(nics)
+    reading = Reading(at=time.time(), tx_bytes=tx, rx_bytes=rx)
+    for container in client.containers.list(filters={"label": f"{LABEL_NODE}={node_uuid}"}):
+        one = container_reading(container)
+        if one is not None:
+            reading.containers[one.name] = one
+    return reading
+
+
+def _delta(now: int, before: int) -> int:
+    """Counter change; a counter that went back (reset, new namespace) counts from zero."""
+    return now - before if now >= before else now
+
+
+def split_image_ref(ref: str) -> tuple[str, str]:
+    """(name, version) of `host:port/name:version`; the tag is after the last colon of the last part."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+def to_samples(
+    node_uuid: str, before: Reading, now: Reading, images: dict[str, tuple[str, str]]
+) -> list[Sample]:
+    """The samples of the interval (before, now]; containers seen only now wait for the next one."""
+    interval = now.at - before.at
+    if interval <= 0:
+        return []
+    tick = int(now.at * 1000)
+    node_tx, node_rx = _delta(now.tx_bytes, before.tx_bytes), _delta(now.rx_bytes, before.rx_bytes)
+    both = [(c, before.containers[name]) for name, c in now.containers.items() if name in before.containers]
+    own = [(c, p) for c, p in both if not c.host_network]
+    shared = [c for c, _ in both if c.host_network]
+    own_tx = sum(_delta(c.tx_bytes, p.tx_bytes) for c, p in own)
+    own_rx = sum(_delta(c.rx_bytes, p.rx_bytes) for c, p in own)
+    share_tx = max(node_tx - own_tx, 0) // len(shared) if shared else 0
+    share_rx = max(node_rx - own_rx, 0) // len(shared) if shared else 0
+    samples = [
+        Sample(
+            sample_id=f"{node_uuid}/{tick}/-",
+            node_uuid=node_uuid,
+            ts=now.at,
+            interval_s=interval,
+            tx_bytes=node_tx,
+            rx_bytes=node_rx,
+        )
+    ]
+    for current, previous in both:
+        image, version = images.get(current.name) or split_image_ref(current.image_ref)
+        if current.host_network:
+            tx, rx = share_tx, share_rx
+        else:
+            tx, rx = _delta(current.tx_bytes, previous.tx_bytes), _delta(current.rx_bytes, previous.rx_bytes)
+        samples.append(
+            Sample(
+                sample_id=f"{node_uuid}/{tick}/{current.name}",
+                node_uuid=node_uuid,
+                deploymentname=current.name,
+                image=image,
+                version=version,
+                ts=now.at,
+                interval_s=interval,
+                tx_bytes=tx,
+                rx_bytes=rx,
+                cpu_cores=max(current.cpu_ns - previous.cpu_ns, 0) / 1e9 / interval,
+                memory_mib=current.memory_mib,
+            )
+        )
+    return samples
+
+
+async def desired_images(bus: Bus, node_uuid: str) -> dict[str, tuple[str, str]]:
+    """deploymentname -> (image, version) as the platform named them (bucket `ty_desired`)."""
+    try:
+        desired, _ = await kv_get(await bus.kv(subjects.DESIRED), node_uuid, NodeDesired)
+    except Exception as exc:  # NATS away: fall back on the image references
+        log.debug("desired state unreadable: %s", exc)
+        return {}
+    if desired is None:
+        return {}
+    return {name: (c.spec.image, c.spec.imageversion) for name, c in desired.containers.items()}
+
+
+class Outbox:
+    """Batches not yet accepted by JetStream, oldest first, at most `limit` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.batches: deque[SampleBatch] = deque()
+        self.limit = limit
+        self.dropped = 0
+
+    def add(self, batch: SampleBatch) -> None:
+        if len(self.batches) >= self.limit:
+            self.batches.popleft()
+            self.dropped += 1
+            log.warning("sample buffer full: oldest batch dropped (%d so far)", self.dropped)
+        self.batches.append(batch)
+
+    async def flush(self, bus: Bus, timeout: float) -> None:
+        """Publish in order until one fails; a batch published twice is stored once (ids)."""
+        while self.batches:
+            batch = self.batches[0]
+            try:
+                await asyncio.wait_for(
+                    bus.publish(subjects.samples(batch.node_uuid), batch, msg_id=batch.batch_id), timeout
+                )
+            except Exception as exc:
+                log.info("samples kept (%d batches) while NATS is unreachable: %s", len(self.batches), exc)
+                return
+            self.batches.popleft()
+
+
+async def run_sampler(
+    bus: Bus, node_uuid: str, stop: asyncio.Event, settings: SamplerSettings | None = None
+) -> None:
+    """Sample every `sample_s` until `stop`; the agent's main runs this next to its other loops."""
+    import docker
+
+    settings = settings or SamplerSettings()
+    client = (
+        docker.DockerClient(base_url=settings.docker_host, timeout=int(settings.docker_timeout_s))
+        if settings.docker_host
+        else docker.from_env(timeout=int(settings.docker_timeout_s))
+    )
+    nics = counted_nics(settings.count_nics)
+    log.info("sampling every %.0fs; counted NICs: %s", settings.sample_s, ", ".join(nics) or "none")
+    outbox = Outbox(settings.sample_buffer)
+    before: Reading | None = None
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                now = await asyncio.to_thread(read_counters, client, node_uuid, nics)
+            except Exception as exc:
+                log.warning("sampling failed: %s", exc)
+            else:
+                if before is not None:
+                    samples = to_samples(node_uuid, before, now, await desired_images(bus, node_uuid))
+                    batch_id = f"{node_uuid}-{int(now.at * 1000)}"
+                    outbox.add(SampleBatch(batch_id=batch_id, node_uuid=node_uuid, samples=samples))
+                before = now
+            await outbox.flush(bus, settings.publish_timeout_s)
+            if await wait_or_stop(stop, max(settings.sample_s - (time.monotonic() - started), 0.0)):
+                break
+        await outbox.flush(bus, settings.publish_timeout_s)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()

@@ -1,0 +1,1 @@
+"""Metering: stores agents' samples in ClickHouse (chDB embedded, or a server) and answers range queries."""

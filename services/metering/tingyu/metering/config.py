@@ -1,0 +1,41 @@
+"""Metering settings (`TINGYU_METERING_*`, plus the platform-wide `TINGYU_CLICKHOUSE_URL`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tingyu.common.settings import PlatformSettings, get_platform_settings
+
+# deploy/clickhouse/schema.sql of the source tree this package runs from.
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[4] / "deploy" / "clickhouse" / "schema.sql"
+
+
+class MeteringSettings(BaseSettings):
+    """Where samples are stored and how large and how late an insert may be."""
+
+    model_config = SettingsConfigDict(env_prefix="TINGYU_METERING_", extra="ignore")
+
+    # A ClickHouse server (http://user:pass@host:8123); empty: embedded chDB under the state dir.
+    clickhouse_url: str = Field(
+        "", validation_alias=AliasChoices("TINGYU_CLICKHOUSE_URL", "TINGYU_METERING_CLICKHOUSE_URL")
+    )
+    chdb_dir: Path | None = None  # default: <state_dir>/chdb; only one process may own it
+    schema_file: Path = DEFAULT_SCHEMA
+    batch_samples: int = 20_000  # insert once this many samples are waiting ...
+    batch_wait_s: float = 2.0  # ... or once the oldest waiting one is this old
+    fetch_messages: int = 256  # JetStream messages per pull
+    ack_wait_s: float = 120.0
+    platform: PlatformSettings = Field(default_factory=get_platform_settings)
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.chdb_dir or self.platform.state_dir / "chdb"
+
+
+@lru_cache
+def get_settings() -> MeteringSettings:
+    return MeteringSettings()

@@ -1,0 +1,103 @@
+"""Pure parts of metering: bucket ranges, the billing index, attribution of traffic, wire checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from tingyu.agent.sampling import ContainerReading, Reading, split_image_ref, to_samples
+from tingyu.api.config import ApiSettings
+from tingyu.api.routes.metering import _image_version, _range
+from tingyu.common.errors import InvalidParameter, InvalidTimeRange, MissingParameter
+from tingyu.common.models.metering import bucket_range, p95_index
+from tingyu.metering.store import split_statements
+
+
+def test_bucket_range_touches_both_ends() -> None:
+    assert bucket_range(1000, 1000) == (900, 900, 1)
+    assert bucket_range(900, 1200) == (900, 1200, 2)
+    assert bucket_range(901, 1499) == (900, 1200, 2)
+
+
+@pytest.mark.parametrize(("count", "index"), [(1, 0), (19, 18), (20, 18), (21, 19), (100, 94), (8640, 8207)])
+def test_p95_drops_the_top_five_percent(count: int, index: int) -> None:
+    assert p95_index(count) == index
+
+
+def _container(name: str, host: bool, cpu_s: float, tx: int = 0, rx: int = 0) -> ContainerReading:
+    return ContainerReading(name, "127.0.0.1:5000/pcdn:v1", host, int(cpu_s * 1e9), 100.0, tx, rx)
+
+
+def test_host_network_containers_split_what_own_namespaces_did_not_move() -> None:
+    before = Reading(
+        at=100.0,
+        tx_bytes=1000,
+        rx_bytes=500,
+        containers={
+            "a": _container("a", True, 1),
+            "b": _container("b", True, 2),
+            "c": _container("c", False, 0, tx=10, rx=10),
+        },
+    )
+    now = Reading(
+        at=110.0,
+        tx_bytes=3000,
+        rx_bytes=1500,
+        containers={
+            "a": _container("a", True, 6),
+            "b": _container("b", True, 2),
+            "c": _container("c", False, 0, tx=210, rx=110),
+            "new": _container("new", True, 9),
+        },
+    )
+    samples = {s.deploymentname: s for s in to_samples("u1", before, now, {"a": ("pcdn", "v1")})}
+    assert samples[""].tx_bytes == 2000
+    assert samples[""].rx_bytes == 1000
+    assert samples["c"].tx_bytes == 200
+    assert samples["a"].tx_bytes == samples["b"].tx_bytes == (2000 - 200) // 2
+    assert samples["a"].rx_bytes == (1000 - 100) // 2
+    assert samples["a"].cpu_cores == pytest.approx(0.5)
+    assert (samples["a"].image, samples["a"].version) == ("pcdn", "v1")
+    assert (samples["b"].image, samples["b"].version) == ("127.0.0.1:5000/pcdn", "v1")
+    assert "new" not in samples  # first seen now: its interval starts at the next reading
+    assert len({s.sample_id for s in samples.values()}) == len(samples)
+
+
+def test_a_counter_that_went_back_counts_from_zero() -> None:
+    before = Reading(at=0.0, tx_bytes=5000, rx_bytes=5000)
+    now = Reading(at=10.0, tx_bytes=300, rx_bytes=6000)
+    (node,) = to_samples("u1", before, now, {})
+    assert (node.tx_bytes, node.rx_bytes) == (300, 1000)
+
+
+def test_image_references_split_at_the_tag() -> None:
+    assert split_image_ref("127.0.0.1:5000/a/b:1.2") == ("127.0.0.1:5000/a/b", "1.2")
+    assert split_image_ref("127.0.0.1:5000/a/b") == ("127.0.0.1:5000/a/b", "latest")
+
+
+def test_image_version_parameter() -> None:
+    assert _image_version("pcdn:v6.1333") == ("pcdn", "v6.1333")
+    assert _image_version("127.0.0.1:5000/x:1") == ("127.0.0.1:5000/x", "1")
+    for bad in ("pcdn", "pcdn:", ":v1", "127.0.0.1:5000/x"):
+        with pytest.raises(InvalidParameter):
+            _image_version(bad)
+
+
+def test_time_range_checks() -> None:
+    settings = ApiSettings(max_range_days=31)
+    start, end = _range("2021-05-08 11:24:22", "2021-05-11 11:24:22", settings)
+    assert end - start == 3 * 86400
+    with pytest.raises(MissingParameter):
+        _range("", "2021-05-11 11:24:22", settings)
+    with pytest.raises(InvalidTimeRange, match="yyyy-MM-dd HH:mm:ss"):
+        _range("2021-05-08", "2021-05-11 11:24:22", settings)
+    with pytest.raises(InvalidTimeRange, match="after"):
+        _range("2021-05-12 00:00:00", "2021-05-11 11:24:22", settings)
+    with pytest.raises(InvalidTimeRange, match="31 days"):
+        _range("2021-01-01 00:00:00", "2021-05-11 11:24:22", settings)
+
+
+def test_schema_statements_split_without_comments() -> None:
+    assert split_statements("-- a; comment\nCREATE X;\n\n  -- b\nCREATE Y\n  (a);\n") == [
+        "CREATE X",
+        "CREATE Y\n  (a)",
+    ]
