@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 import nats
@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
+from nats.js.api import ObjectInfo
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
 from tingyu.common import subjects
 from tingyu.common.models.base import Message
@@ -379,3 +380,20 @@ def _log_event(text: str) -> Callable[[], Awaitable[None]]:
         log.warning(text)
 
     return callback
+
+
+# --- Object stores -------------------------------------------------------------------------------
+
+
+async def object_chunks(bus: Bus, spec: subjects.ObjectStoreSpec, info: ObjectInfo) -> AsyncIterator[bytes]:
+    """The chunks of one stored object, one stream read at a time, so a reader never holds it whole.
+
+    (`ObjectStore.get` gathers the whole object in memory unless given a blocking file to write to.)
+    """
+    stream = OBJ_STREAM_TEMPLATE.format(bucket=spec.name)
+    chunk_subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=spec.name, obj=info.nuid)
+    seq = 1
+    for _ in range(info.chunks or 0):
+        msg = await bus.js.get_msg(stream, seq=seq, subject=chunk_subject, next=True)
+        yield msg.data or b""
+        seq = (msg.seq or seq) + 1

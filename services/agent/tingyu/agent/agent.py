@@ -14,6 +14,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from tingyu.agent.files import FileFetcher
 from tingyu.agent.heartbeat import heartbeat_loop
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
@@ -45,8 +46,10 @@ class Agent:
         resync_s: float = 30.0,
         facts_every: int = 30,
         simulated: bool = False,
+        files: FileFetcher | None = None,
     ) -> None:
         self.bus = bus
+        self.files = files
         self.identity = identity
         self.reconciler = reconciler
         self.read_facts = read_facts
@@ -75,6 +78,8 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeats, nudges, Docker events and reconcile passes until `stop`."""
         sub = await self.bus.nc.subscribe(subjects.agent_nudge(self.uuid), cb=self._on_nudge)
+        if self.files is not None:
+            await self.files.start()
         loops = [
             heartbeat_loop(
                 self.bus,
@@ -97,6 +102,8 @@ class Agent:
             self.wake.set()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            if self.files is not None:
+                await self.files.close()
             for result in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(result, Exception):
                     log.error("%s: a loop ended with %r", self.uuid, result)

@@ -29,6 +29,8 @@ class AgentSettings(BaseSettings):
     pull_timeout_s: float = 600.0
     stop_timeout_s: float = 10.0  # grace period before a stopped container is killed
     parallel: int = 4  # deployments reconciled at the same time
+    max_file_bytes: int = 1024**3  # largest file copied out of a container
+    file_parallel: int = 2  # file copies at the same time
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")

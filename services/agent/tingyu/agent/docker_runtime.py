@@ -13,7 +13,8 @@ from typing import Any, ParamSpec, TypeVar
 import docker
 from docker import errors as docker_errors
 
-from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure
+from tingyu.agent import docker_files
+from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,9 @@ class DockerRuntime:
                 with contextlib.suppress(Exception):
                     stream.close()
             await asyncio.to_thread(thread.join, 5.0)
+
+    async def open_file(self, container_id: str, path: str, limit: int) -> RuntimeFile:
+        return await self._call(docker_files.open_file, self.client.api, container_id, path, limit)
 
     def _pull(self, image_ref: str, auth: dict[str, str] | None) -> None:
         # The pull API answers 200 and then streams its errors: read them out of the progress.

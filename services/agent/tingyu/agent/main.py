@@ -11,6 +11,7 @@ from tingyu.agent.applied import AppliedRestarts
 from tingyu.agent.config import AgentSettings, get_settings
 from tingyu.agent.docker_runtime import DockerRuntime
 from tingyu.agent.facts import read_facts
+from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import service
@@ -51,6 +52,9 @@ async def main(stop: asyncio.Event, settings: AgentSettings | None = None) -> No
                 heartbeat_s=settings.heartbeat_s,
                 resync_s=settings.resync_s,
                 facts_every=settings.facts_every,
+                files=FileFetcher(
+                    bus, runtime, identity.uuid, settings.max_file_bytes, settings.file_parallel
+                ),
             )
             await agent.run(stop)
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ LABEL_JOB = "tingyu.job"
 
 class RuntimeFailure(Exception):
     """The engine refused an operation; the text is the engine's own and ends up in the report."""
+
+
+class FileTooLarge(RuntimeFailure):
+    """A file asked for is bigger than the limit; the text gives both sizes."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,19 @@ class RuntimeContainer:
     def alive(self) -> bool:
         """Running, or about to run again by its restart policy."""
         return self.status in ("running", "restarting", "paused")
+
+
+@dataclass
+class RuntimeFile:
+    """A regular file being read out of a container; `reader` blocks (read it in a thread) and
+    refuses to go past `limit` bytes even if the file grew after it was opened."""
+
+    name: str
+    size: int  # as the engine reported it when the file was opened
+    reader: io.RawIOBase
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,13 @@ class Runtime(Protocol):
 
     async def watch(self, node_uuid: str, notify: Callable[[], None], stop: asyncio.Event) -> None:
         """Call `notify` whenever one of this node's containers dies or vanishes, until `stop` is set."""
+        ...
+
+    async def open_file(self, container_id: str, path: str, limit: int) -> RuntimeFile:
+        """Open the regular file at the absolute `path` (symlinks followed inside the container).
+
+        RuntimeFailure when it is missing or not a regular file, FileTooLarge when over `limit`.
+        """
         ...
 
 

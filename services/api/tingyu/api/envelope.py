@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tingyu.common.errors import InternalError, InvalidRequest, MissingParameter, TingyuError, Unavailable
@@ -87,3 +89,46 @@ def install(app: FastAPI) -> None:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse(error_body(InternalError()), status_code=500)
+
+
+# --- The file interfaces' error shape (contract §七) ----------------------------------------------
+
+CONTRACT_UNKNOWN_ERROR = "Abnormal error, please contact the administrator"
+
+
+def contract_error_body(exc: TingyuError) -> dict[str, Any]:
+    """`{msg, code: 500, error, tycode}`: the contract's file error shape, with our TY code beside it."""
+    return {"msg": exc.msg, "code": 500, "error": exc.detail or exc.msg, "tycode": exc.code}
+
+
+class ContractErrorRoute(APIRoute):
+    """A route whose errors take the contract's `{msg, code: 500, error}` shape (the file interfaces)."""
+
+    missing_status: int = 200  # HTTP status of a domain error (the contract answers errors with 200)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except TingyuError as exc:
+                status = exc.http_status if exc.http_status != 200 else self.missing_status
+                return JSONResponse(contract_error_body(exc), status_code=status)
+            except TimeoutError as exc:
+                log.warning("bus timeout: %s", exc)
+                return JSONResponse(contract_error_body(Unavailable()), status_code=503)
+            except RequestValidationError as exc:
+                kind, text = _describe(list(exc.errors()))
+                return JSONResponse(contract_error_body(kind(f"{kind.default_msg}: {text}", detail=text)))
+            except Exception:
+                log.exception("unexpected error")
+                return JSONResponse(contract_error_body(InternalError(detail=CONTRACT_UNKNOWN_ERROR)), 500)
+
+        return route
+
+
+class ContractDownloadRoute(ContractErrorRoute):
+    """Like ContractErrorRoute, but a missing or expired download answers HTTP 404 (so `curl -f` fails)."""
+
+    missing_status = 404

@@ -17,6 +17,8 @@ class DeployerSettings(BaseSettings):
 
     job_timeout_s: float = 600.0  # a dispatched job whose machine has not converged by then fails
     batch: int = 128  # messages fetched at once per consumer
+    file_timeout_s: float = 900.0  # longest copy of one file out of a container
+    file_agent_wait_s: float = 30.0  # how long a file job waits for an agent that is away
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
 

@@ -8,11 +8,13 @@ import contextlib
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, consume
 from tingyu.common.models.containers import ContainerCommand, NodeObserved
+from tingyu.common.models.files import FileFetchCommand
 from tingyu.common.models.jobs import JobDeadline
 from tingyu.common.service import run as run_service
 from tingyu.deployer.config import get_settings
 from tingyu.deployer.handlers.commands import Commands
 from tingyu.deployer.handlers.deadlines import Deadlines
+from tingyu.deployer.handlers.files import Files
 from tingyu.deployer.handlers.observed import Observed
 from tingyu.deployer.jobs import Jobs
 
@@ -24,6 +26,7 @@ async def main(stop: asyncio.Event) -> None:
     commands = Commands(bus, jobs, settings.job_timeout_s)
     observed = Observed(bus, jobs)
     deadlines = Deadlines(bus, jobs)
+    files = Files(bus, jobs, settings.file_timeout_s, settings.file_agent_wait_s)
     loops = [
         consume(
             bus,
@@ -57,6 +60,18 @@ async def main(stop: asyncio.Event) -> None:
             batch=settings.batch,
             max_deliver=-1,
             ack_wait=30.0,
+            stop=stop,
+        ),
+        consume(
+            bus,
+            stream=subjects.COMMANDS,
+            durable=subjects.DURABLE_DEPLOYER_FILES,
+            subject=subjects.FILE_COMMANDS,
+            model=FileFetchCommand,
+            handler=files.handle,
+            batch=settings.batch,
+            ack_wait=30.0,  # a copy in progress keeps its message with in-progress acks
+            max_deliver=-1,  # retries stop at the command's agent_wait_s, not at a count
             stop=stop,
         ),
     ]

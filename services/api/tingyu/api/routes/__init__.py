@@ -13,5 +13,6 @@ ROUTERS: list[APIRouter] = [
     metering.router,
     nodes.router,
     files.router,
+    files.downloads,
     health.router,
 ]

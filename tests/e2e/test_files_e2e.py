@@ -1,0 +1,178 @@
+"""File fetch end to end: HTTP API -> deployer -> agent -> Docker archive API -> object store -> HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest_asyncio
+
+from tests.conftest import eventually, unique
+from tests.e2e.test_containers_e2e import body, create, finished
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+
+HELLO = b"hello from tingyu\n"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def running(
+    api: httpx.AsyncClient, node_uuid: str, busybox_ref: tuple[str, str], docker_client: docker.DockerClient
+) -> AsyncIterator[str]:
+    """One running busybox container shared by this module's read-only checks."""
+    name = unique("file")
+    assert (await create(api, body(node_uuid, name, busybox_ref)))["state"] == 3
+    yield name
+    await finished(
+        api, (await api.delete("/container/delete", params={"name": name})).json()["data"][0]["jobid"]
+    )
+
+
+async def start_fetch(api: httpx.AsyncClient, name: str, path: str, **params: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = (
+        await api.post("/file/downloadfile", params={"name": name, "filepath": path, **params})
+    ).json()
+    return answer
+
+
+async def fetch(api: httpx.AsyncClient, name: str, path: str, **params: Any) -> dict[str, Any]:
+    """Start a fetch and wait for getResponseByJobId to answer a final state or an error."""
+    started = await start_fetch(api, name, path, **params)
+    assert started["code"] == 200, started
+    jobid = started["data"]["jobid"]
+
+    async def final() -> dict[str, Any] | None:
+        answer: dict[str, Any] = (await api.post("/file/getResponseByJobId", params={"jobId": jobid})).json()
+        done = answer["code"] != 200 or answer["data"]["state"] in (3, 4)
+        return {**answer, "jobid": jobid} if done else None
+
+    return await eventually(final, timeout=60)
+
+
+async def download(api: httpx.AsyncClient, answer: dict[str, Any]) -> httpx.Response:
+    assert answer["code"] == 200, answer
+    data = answer["data"]
+    assert data["state"] == 3, data
+    assert data["url"] == f"/tingyu/file/content/{answer['jobid']}", data
+    response = await api.get(api.base_url.join(data["url"]))
+    assert response.status_code == 200, response.text
+    return response
+
+
+def in_container(docker_client: docker.DockerClient, name: str, command: str) -> bytes:
+    result = docker_client.containers.get(name).exec_run(["/bin/sh", "-c", command])
+    assert result.exit_code == 0, result.output
+    output: bytes = result.output
+    return output
+
+
+async def test_small_file_round_trip(api: httpx.AsyncClient, running: str) -> None:
+    answer = await fetch(api, running, "/data/hello.txt")
+    response = await download(api, answer)
+    assert response.content == HELLO
+    data = answer["data"]
+    assert (data["name"], data["size"], data["sha256"]) == (
+        "hello.txt",
+        len(HELLO),
+        hashlib.sha256(HELLO).hexdigest(),
+    )
+    assert 'filename="hello.txt"' in response.headers["content-disposition"]
+    assert response.headers["content-length"] == str(len(HELLO))
+
+
+async def test_bigger_file_round_trip_matches_the_bytes_in_the_container(
+    api: httpx.AsyncClient, running: str, docker_client: docker.DockerClient
+) -> None:
+    in_container(docker_client, running, "dd if=/dev/urandom of=/data/big.bin bs=65536 count=48 2>/dev/null")
+    expected = in_container(docker_client, running, "cat /data/big.bin")
+    assert len(expected) == 48 * 65536
+    answer = await fetch(api, running, "/data/big.bin")
+    response = await download(api, answer)
+    assert len(response.content) == len(expected)
+    assert hashlib.sha256(response.content).hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert answer["data"]["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert answer["data"]["size"] == len(expected)
+
+
+async def test_a_symlink_is_followed_to_its_file(api: httpx.AsyncClient, running: str) -> None:
+    answer = await fetch(api, running, "/bin/sh")  # -> /bin/busybox
+    response = await download(api, answer)
+    assert response.content == Path("/bin/busybox").read_bytes()  # noqa: ASYNC240 (a test, 2 MB)
+    assert answer["data"]["name"] == "busybox"
+
+
+async def test_bad_paths_and_names_are_refused_before_any_job(api: httpx.AsyncClient, running: str) -> None:
+    cases = [
+        (running, "data/hello.txt", "TY0003"),
+        (running, "/data/../data/hello.txt", "TY0003"),
+        (running, "/data/hello.txt/", "TY0003"),
+        (running, "", "TY0002"),
+        ("", "/data/hello.txt", "TY0002"),
+        ("Not_A_Name", "/data/hello.txt", "TY0003"),
+        (unique("nobody"), "/data/hello.txt", "TY0017"),
+    ]
+    for name, path, tycode in cases:
+        answer = await start_fetch(api, name, path)
+        assert (answer["code"], answer["tycode"]) == (500, tycode), (name, path, answer)
+        assert answer["msg"]
+        assert answer["error"]
+        assert "data" not in answer
+
+
+async def failure(api: httpx.AsyncClient, name: str, path: str, **params: Any) -> dict[str, Any]:
+    answer = await fetch(api, name, path, **params)
+    assert answer["code"] == 500, answer
+    return answer
+
+
+async def test_directory_missing_file_and_size_limit_fail_the_job_with_a_reason(
+    api: httpx.AsyncClient, running: str
+) -> None:
+    directory = await failure(api, running, "/data")
+    assert directory["tycode"] == "TY0050"
+    assert directory["error"] == "/data is a directory, not a file"
+    missing = await failure(api, running, "/data/nope.txt")
+    assert missing["tycode"] == "TY0050"
+    assert "no such file" in missing["error"]
+    too_big = await failure(api, running, "/bin/busybox", maxbytes=1000)
+    assert too_big["tycode"] == "TY0052"
+    assert "over the limit of 1000 bytes" in too_big["error"]
+    status = (await api.get("/task/status", params={"jobid": too_big["jobid"]})).json()["info"][0]
+    assert status["state"] == 4
+
+
+async def test_a_stopped_container_is_refused(
+    api: httpx.AsyncClient, node_uuid: str, busybox_ref: tuple[str, str]
+) -> None:
+    name = unique("file")
+    assert (await create(api, body(node_uuid, name, busybox_ref)))["state"] == 3
+    try:
+        stop = (await api.post("/container/stop", params={"name": name})).json()
+        assert (await finished(api, stop["data"][0]["jobid"]))["state"] == 3
+        answer = await failure(api, name, "/data/hello.txt")
+        assert answer["tycode"] == "TY0050"
+        assert f"container {name} is not running" in answer["error"]
+    finally:
+        delete = (await api.delete("/container/delete", params={"name": name})).json()
+        await finished(api, delete["data"][0]["jobid"])
+
+
+async def test_unknown_and_expired_jobs(api: httpx.AsyncClient, running: str, bus: Bus) -> None:
+    unknown = (await api.post("/file/getResponseByJobId", params={"jobId": "0" * 32})).json()
+    assert (unknown["code"], unknown["tycode"]) == (500, "TY0016")
+    gone = await api.get(f"/file/content/{'0' * 32}")
+    assert gone.status_code == 404
+    assert gone.json()["tycode"] == "TY0016"
+    answer = await fetch(api, running, "/data/hello.txt")
+    assert answer["data"]["state"] == 3
+    # What the store's TTL does after 24 hours, done now.
+    await (await bus.objects(subjects.FILES)).delete(answer["jobid"])
+    expired = (await api.post("/file/getResponseByJobId", params={"jobId": answer["jobid"]})).json()
+    assert (expired["code"], expired["tycode"]) == (500, "TY0051")
+    content = await api.get(f"/file/content/{answer['jobid']}")
+    assert content.status_code == 404
+    assert content.json()["tycode"] == "TY0051"
