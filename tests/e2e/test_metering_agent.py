@@ -9,8 +9,8 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from tests.conftest import build_busybox, eventually, unique
 
+from tests.conftest import build_busybox, eventually, unique
 from tingyu.agent.sampling import SamplerSettings, run_sampler
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus

@@ -123,10 +123,11 @@ async def test_duplicate_name_is_refused_and_original_untouched(
     api: httpx.AsyncClient, peer: PeerMachine
 ) -> None:
     name = unique()
-    await api.post("/container/create", json=[item(peer.uuid, name, limitsmemory=64)])
+    first = (await api.post("/container/create", json=[item(peer.uuid, name, limitsmemory=64)])).json()
     again = (await api.post("/container/create", json=[item(peer.uuid, name, limitsmemory=128)])).json()
     assert again["data"][0]["code"] == 500
     assert "already exists" in again["data"][0]["message"]
+    await wait_job(api, first["data"][0]["jobid"], 1)
     doc = await peer.desired()
     assert doc is not None
     assert doc.containers[name].spec.limits_memory == 64

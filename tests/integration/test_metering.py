@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from bench.metering.fleet import Fleet
-from tests.conftest import eventually, unique
 
+from tests.conftest import eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus

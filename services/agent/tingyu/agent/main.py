@@ -14,6 +14,7 @@ from tingyu.agent.facts import read_facts
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.reconciler import Reconciler
+from tingyu.agent.sampling import run_sampler
 from tingyu.common import service
 from tingyu.common.bus import Bus
 
@@ -56,7 +57,12 @@ async def main(stop: asyncio.Event, settings: AgentSettings | None = None) -> No
                     bus, runtime, identity.uuid, settings.max_file_bytes, settings.file_parallel
                 ),
             )
-            await agent.run(stop)
+            sampler = asyncio.create_task(run_sampler(bus, identity.uuid, stop))
+            try:
+                await agent.run(stop)
+            finally:
+                stop.set()
+                await sampler
         finally:
             await bus.close()
     finally:

@@ -1,0 +1,132 @@
+"""create -> Running latency through the platform vs a direct docker-py create + start.
+
+    .venv/bin/python -m bench.core.latency [--containers 30]
+
+Both sides run the same busybox image (made here with `docker import`, present locally so
+nothing is pulled) with the same host config, one container at a time. Ours is measured from
+the HTTP POST to the moment the job turns succeeded in `ty_jobs` (a KV watch, no polling);
+the baseline from `containers.create` to `start` returning. Containers are removed after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import subprocess
+import time
+
+import docker
+import httpx
+from tests.conftest import build_busybox
+
+from bench.harness import percentile, platform, report
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.models.jobs import Job, JobState
+from tingyu.common.settings import PlatformSettings
+
+
+async def job_done(bus: Bus, jobid: str) -> Job:
+    watcher = await (await bus.kv(subjects.JOBS)).watch(jobid)
+    try:
+        async for entry in watcher:
+            if entry is not None and entry.value:
+                job = Job.from_bytes(entry.value)
+                if job.state.final:
+                    return job
+    finally:
+        await watcher.stop()
+    raise RuntimeError("watch ended")
+
+
+async def ours(url: str, bus: Bus, uuid: str, image: str, count: int) -> tuple[list[float], list[str]]:
+    latencies, names = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for _ in range(count):
+            name = f"lat{secrets.token_hex(5)}"
+            item = {
+                "uuid": uuid,
+                "image": image,
+                "imageversion": "1",
+                "deploymentname": name,
+                "limitsmemory": 64,
+            }
+            start = time.perf_counter()
+            answer = (await client.post("/container/create", json=[item])).json()["data"][0]
+            job = await job_done(bus, answer["jobid"])
+            latencies.append(time.perf_counter() - start)
+            assert job.state == JobState.SUCCEEDED, job
+            names.append(name)
+        for name in names:
+            await client.delete("/container/delete", params={"name": name})
+    return latencies, names
+
+
+def direct(client: docker.DockerClient, image: str, count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        container = client.containers.create(
+            f"{image}:1",
+            name=f"direct{secrets.token_hex(5)}",
+            network_mode="host",
+            restart_policy={"Name": "always"},
+            mem_limit=64 * 1024 * 1024,
+        )
+        container.start()
+        latencies.append(time.perf_counter() - start)
+        container.remove(force=True)
+    return latencies
+
+
+async def node_uuid(url: str) -> str:
+    async with httpx.AsyncClient(base_url=url) as client:
+        for _ in range(300):
+            nodes = (await client.get("/node/list")).json()["data"]
+            if nodes:
+                return str(nodes[0]["uuid"])
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the agent did not join")
+
+
+async def run(count: int) -> list[str]:
+    client = docker.from_env(timeout=120)
+    with platform(("nodes", "deployer", "api", "agent"), TINGYU_AGENT_STOP_TIMEOUT_S="1") as running:
+        image = f"{running.config.registry}/bench/busybox"
+        build_busybox(client, image, "1")
+        subprocess.run(["docker", "push", f"{image}:1"], check=True, capture_output=True)
+        bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench")
+        uuid = await node_uuid(running.config.api_url)
+        mine, _ = await ours(running.config.api_url, bus, uuid, image, count)
+        baseline = direct(client, image, count)
+        await bus.close()
+    lines = [
+        report(
+            "create->Running p50",
+            percentile(mine, 50) * 1000,
+            percentile(baseline, 50) * 1000,
+            "ms",
+            "docker-py create+start",
+        ),
+        report(
+            "create->Running p99",
+            percentile(mine, 99) * 1000,
+            percentile(baseline, 99) * 1000,
+            "ms",
+            "docker-py create+start",
+        ),
+    ]
+    client.close()
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--containers", type=int, default=30)
+    args = parser.parse_args()
+    asyncio.run(run(args.containers))
+
+
+if __name__ == "__main__":
+    main()
