@@ -18,6 +18,12 @@ class DeployerSettings(BaseSettings):
     job_timeout_s: float = 600.0  # a dispatched job whose machine has not converged by then fails
     batch: int = 128  # messages fetched at once per consumer
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
+    # Canary rollouts (docs/rollouts.md).
+    rollout_max_unavailable: int = Field(default=10, ge=1)  # upgrade jobs of one rollout in flight at once
+    rollout_failure_threshold: float = Field(default=0.2, ge=0, le=1)  # abort above failed/executed
+    rollout_min_executed: int = Field(default=3, ge=1)  # finished upgrades before the threshold applies
+    rollout_tick_s: float = Field(default=1.0, gt=0)
+    rollout_lease_s: float = Field(default=5.0, gt=0)
 
 
 @lru_cache

@@ -15,6 +15,7 @@ from tingyu.deployer.handlers.commands import Commands
 from tingyu.deployer.handlers.deadlines import Deadlines
 from tingyu.deployer.handlers.observed import Observed
 from tingyu.deployer.jobs import Jobs
+from tingyu.deployer.rollouts.workers import workers as rollout_workers
 
 
 async def main(stop: asyncio.Event) -> None:
@@ -60,6 +61,7 @@ async def main(stop: asyncio.Event) -> None:
             stop=stop,
         ),
     ]
+    loops += rollout_workers(bus, jobs, settings, stop)
     tasks = [asyncio.create_task(loop) for loop in loops]
     await stop.wait()
     for task in tasks:
