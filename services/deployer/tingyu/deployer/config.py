@@ -20,6 +20,12 @@ class DeployerSettings(BaseSettings):
     file_timeout_s: float = 900.0  # longest copy of one file out of a container
     file_agent_wait_s: float = 30.0  # how long a file job waits for an agent that is away
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
+    # Canary rollouts (docs/rollouts.md).
+    rollout_max_unavailable: int = Field(default=10, ge=1)  # upgrade jobs of one rollout in flight at once
+    rollout_failure_threshold: float = Field(default=0.2, ge=0, le=1)  # abort above failed/executed
+    rollout_min_executed: int = Field(default=3, ge=1)  # finished upgrades before the threshold applies
+    rollout_tick_s: float = Field(default=1.0, gt=0)
+    rollout_lease_s: float = Field(default=5.0, gt=0)
 
 
 @lru_cache

@@ -17,6 +17,7 @@ from tingyu.deployer.handlers.deadlines import Deadlines
 from tingyu.deployer.handlers.files import Files
 from tingyu.deployer.handlers.observed import Observed
 from tingyu.deployer.jobs import Jobs
+from tingyu.deployer.rollouts.workers import workers as rollout_workers
 
 
 async def main(stop: asyncio.Event) -> None:
@@ -75,6 +76,7 @@ async def main(stop: asyncio.Event) -> None:
             stop=stop,
         ),
     ]
+    loops += rollout_workers(bus, jobs, settings, stop)
     tasks = [asyncio.create_task(loop) for loop in loops]
     await stop.wait()
     for task in tasks:

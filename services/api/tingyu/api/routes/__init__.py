@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tingyu.api.routes import containers, files, health, images, metering, nodes, tasks
+from tingyu.api.routes import containers, files, health, images, metering, nodes, rollouts, tasks
 
 ROUTERS: list[APIRouter] = [
     tasks.router,
     containers.router,
+    rollouts.router,
     images.router,
     metering.router,
     nodes.router,

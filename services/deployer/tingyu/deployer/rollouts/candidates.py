@@ -1,0 +1,27 @@
+"""The containers a rollout may move: the image's deployments on the area's and operator's machines."""
+
+from __future__ import annotations
+
+from tingyu.common import subjects
+from tingyu.common.bus import Bus, kv_get, kv_values
+from tingyu.common.models.containers import DesiredState, NodeDesired
+from tingyu.common.models.nodes import NodeRecord
+from tingyu.deployer.rollouts.plan import Candidate
+
+
+async def candidates(bus: Bus, area: str, operator: str, image: str) -> list[Candidate]:
+    """Every deployment whose spec runs `image` (any version), except those being deleted."""
+    desired = await bus.kv(subjects.DESIRED)
+    found: list[Candidate] = []
+    for node in await kv_values(await bus.kv(subjects.NODES), NodeRecord):
+        if node.facts.area != area or node.facts.operator != operator:
+            continue
+        doc, _ = await kv_get(desired, node.facts.uuid, NodeDesired)
+        if doc is None:
+            continue
+        found.extend(
+            Candidate(entry.name, node.facts.uuid, entry.spec.imageversion)
+            for entry in doc.containers.values()
+            if entry.spec.image == image and entry.state != DesiredState.ABSENT
+        )
+    return found

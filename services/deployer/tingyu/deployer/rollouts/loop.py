@@ -1,0 +1,160 @@
+"""The rollout loop: one leader replica advances every running rollout, one tick a second.
+
+Per tick and rollout: finished upgrade jobs become updated/failed members, the failure
+threshold is checked, and pending members on Ready machines are issued while fewer than
+`max_unavailable` upgrades are in flight. Everything lives in `ty_rollouts`, so a new
+leader (or a restarted one) carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from tingyu.common import leases, subjects, timefmt
+from tingyu.common.bus import Bus, kv_get, kv_mutate, kv_values
+from tingyu.common.jobs import submit_job
+from tingyu.common.models.containers import ContainerCommand, ContainerOp
+from tingyu.common.models.jobs import Job, JobKind, JobState
+from tingyu.common.models.nodes import NodeRecord, NodeStatus
+from tingyu.common.models.rollouts import MemberState, Rollout, RolloutMember, RolloutStatus
+from tingyu.common.service import wait_or_stop
+from tingyu.deployer.config import DeployerSettings
+from tingyu.deployer.jobs import Jobs
+from tingyu.deployer.rollouts.plan import member_job_id, merge, progress, settle
+
+log = logging.getLogger(__name__)
+LEASE_NAME = "rollouts"
+
+JOB_STATES = {
+    RolloutStatus.RUNNING: JobState.RUNNING,
+    RolloutStatus.SUCCEEDED: JobState.SUCCEEDED,
+}
+
+
+class RolloutLoop:
+    """Advances running rollouts while this replica holds the `rollouts` lease."""
+
+    def __init__(self, bus: Bus, jobs: Jobs, settings: DeployerSettings) -> None:
+        self.bus = bus
+        self.jobs = jobs
+        self.settings = settings
+        self.holder = f"deployer-{secrets.token_hex(4)}"
+        self.reported: dict[str, dict[str, Any]] = {}  # job id -> last result written, to skip rewrites
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not await wait_or_stop(stop, self.settings.rollout_tick_s):
+            try:
+                if await leases.hold(self.bus, LEASE_NAME, self.holder, self.settings.rollout_lease_s):
+                    await self.tick()
+            except Exception:
+                log.exception("rollout tick failed; trying again next tick")
+
+    async def tick(self) -> None:
+        running = [
+            r
+            for r in await kv_values(await self.bus.kv(subjects.ROLLOUTS), Rollout)
+            if r.status == RolloutStatus.RUNNING
+        ]
+        if not running:
+            return
+        nodes = await kv_values(await self.bus.kv(subjects.NODES), NodeRecord)
+        ready = {n.facts.uuid for n in nodes if n.status == NodeStatus.READY}
+        for rollout in running:
+            await self.advance(rollout, ready)
+
+    def _settled(self, rollout: Rollout, updates: dict[str, RolloutMember]) -> Rollout:
+        after = rollout.model_copy(deep=True)
+        merge(after, updates)
+        settle(after, self.settings.rollout_failure_threshold, self.settings.rollout_min_executed)
+        return after
+
+    async def advance(self, rollout: Rollout, ready: set[str]) -> None:
+        updates = await self.finished_members(rollout)
+        preview = self._settled(rollout, updates)
+        if preview.status == RolloutStatus.RUNNING:
+            updates.update(await self.issue(preview, ready))
+            preview = self._settled(rollout, updates)
+        if preview.status.final:
+            # Jobs first: a crash before the record is written repeats this tick, not skips it.
+            await self.report(preview, ready)
+
+        def change(current: Rollout | None) -> Rollout | None:
+            if current is None or current.run != rollout.run or current.status.final:
+                return None
+            status = current.status
+            merge(current, updates)
+            settle(current, self.settings.rollout_failure_threshold, self.settings.rollout_min_executed)
+            if not updates and current.status == status:
+                return None
+            current.updated_at = timefmt.now()
+            return current
+
+        stored = await kv_mutate(await self.bus.kv(subjects.ROLLOUTS), rollout.rollout_id, Rollout, change)
+        if stored is not None and stored.run == rollout.run:
+            if stored.status != preview.status and stored.status.final:
+                log.info("rollout %s %s: %s", stored.rollout_id, stored.status.value, stored.message)
+            await self.report(stored, ready)
+
+    async def finished_members(self, rollout: Rollout) -> dict[str, RolloutMember]:
+        """Issued members whose upgrade job is final."""
+        jobs = await self.bus.kv(subjects.JOBS)
+        updates: dict[str, RolloutMember] = {}
+        for member in rollout.members.values():
+            if member.state != MemberState.ISSUED:
+                continue
+            job, _ = await kv_get(jobs, member.job_id, Job)
+            if job is None or not job.state.final:
+                continue
+            state = MemberState.UPDATED if job.state == JobState.SUCCEEDED else MemberState.FAILED
+            updates[member.name] = member.model_copy(update={"state": state, "message": job.message})
+        return updates
+
+    async def issue(self, rollout: Rollout, ready: set[str]) -> dict[str, RolloutMember]:
+        """Issue pending members on Ready machines, in rollout order, up to `max_unavailable` in flight."""
+        inflight = sum(1 for m in rollout.members.values() if m.state == MemberState.ISSUED)
+        issued: dict[str, RolloutMember] = {}
+        for member in rollout.members.values():
+            if inflight >= self.settings.rollout_max_unavailable:
+                break
+            if member.state != MemberState.PENDING or member.node_uuid not in ready:
+                continue  # a NotReady machine's members wait until it is Ready again
+            job_id = member_job_id(rollout.run, member.name, rollout.patch.imageversion)
+            command = ContainerCommand(
+                job_id=job_id,
+                op=ContainerOp.UPGRADE,
+                name=member.name,
+                node_uuid=member.node_uuid,
+                patch=rollout.patch,
+                issued_at=timefmt.now(),
+                rollout_id=rollout.rollout_id,
+            )
+            await submit_job(
+                self.bus,
+                kind=JobKind.CONTAINER,
+                op=ContainerOp.UPGRADE.value,
+                subject_of=subjects.container_command,
+                command=command,
+                job_id=job_id,
+                deploymentname=member.name,
+                node_uuid=member.node_uuid,
+            )
+            issued[member.name] = member.model_copy(update={"state": MemberState.ISSUED, "job_id": job_id})
+            inflight += 1
+        return issued
+
+    async def report(self, rollout: Rollout, ready: set[str]) -> None:
+        """Write the rollout's progress into every open job of its run."""
+        result = progress(rollout, ready)
+        state = JOB_STATES.get(rollout.status, JobState.FAILED)
+        message = "" if state == JobState.RUNNING else rollout.message
+        for job_id in rollout.jobs:
+            if self.jobs.is_finished(job_id) or self.reported.get(job_id) == result:
+                continue
+            await self.jobs.move(job_id, state, message, result=result)
+            if state.final:
+                self.reported.pop(job_id, None)
+            else:
+                self.reported[job_id] = result

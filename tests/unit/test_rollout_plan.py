@@ -1,0 +1,115 @@
+"""Rollout planning: selection order, extension, rounding, the abort threshold and progress."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import name
+from tingyu.common.models.containers import ImagePatch
+from tingyu.common.models.rollouts import MemberState, Rollout, RolloutStatus
+from tingyu.deployer.rollouts.plan import (
+    Candidate,
+    member_job_id,
+    progress,
+    rollout_key,
+    select,
+    settle,
+    target_count,
+)
+
+IMAGE = "127.0.0.1:5000/tytest/busybox"
+
+
+def rollout(percent: float, version: str = "2") -> Rollout:
+    return Rollout(
+        rollout_id=rollout_key("南京", "移动", IMAGE),
+        run="a" * 32,
+        area="南京",
+        operator="移动",
+        image=IMAGE,
+        patch=ImagePatch(image=IMAGE, imageversion=version, image_ref=f"{IMAGE}:{version}"),
+        percent=percent,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def fleet(count: int, version: str = "1") -> list[Candidate]:
+    return [Candidate(name(), f"tingyu-{i:032x}", version) for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("total", "percent", "expected"),
+    [(4, 50, 2), (3, 50, 2), (1, 1, 1), (10, 0, 0), (10, 100, 10), (10, 33.3, 4), (0, 50, 0), (10, 30, 3)],
+)
+def test_target_is_rounded_up(total: int, percent: float, expected: int) -> None:
+    assert target_count(total, percent) == expected
+
+
+def test_extending_keeps_the_first_members_and_appends() -> None:
+    candidates = fleet(10)
+    first = rollout(10)
+    select(first, candidates)
+    assert (first.total, first.target, len(first.members)) == (10, 1, 1)
+    chosen = list(first.members)
+    first.percent = 50
+    select(first, list(reversed(candidates)))  # the order candidates are found in does not matter
+    assert list(first.members)[:1] == chosen
+    assert len(first.members) == 5
+    fresh = rollout(50)
+    select(fresh, candidates)
+    assert list(fresh.members) == list(first.members)
+
+
+def test_containers_at_the_target_version_count_as_done() -> None:
+    candidates = fleet(3) + fleet(1, version="2")
+    plan = rollout(50)
+    select(plan, candidates)
+    done = [m for m in plan.members.values() if m.state == MemberState.UPDATED]
+    assert len(plan.members) == 2
+    assert [m.name for m in done] == [candidates[-1].name]
+    assert not done[0].job_id
+
+
+def test_abort_past_the_threshold_names_the_failures() -> None:
+    plan = rollout(100)
+    select(plan, fleet(6))
+    members = list(plan.members.values())
+    members[0].state, members[0].job_id = MemberState.UPDATED, "j0"
+    members[1].state, members[1].job_id, members[1].message = MemberState.FAILED, "j1", "image not found"
+    settle(plan, threshold=0.2, min_executed=3)
+    assert plan.status == RolloutStatus.RUNNING  # 2 executed: below the minimum
+    members[2].state, members[2].job_id = MemberState.UPDATED, "j2"
+    settle(plan, threshold=0.5, min_executed=3)
+    assert plan.status == RolloutStatus.RUNNING  # 1 of 3 is not above 50 %
+    settle(plan, threshold=0.2, min_executed=3)
+    assert plan.status == RolloutStatus.ABORTED
+    assert f"{members[1].name} (image not found)" in plan.message
+    assert "1 of 3" in plan.message
+
+
+def test_finishes_when_every_member_is_done() -> None:
+    plan = rollout(50)
+    select(plan, fleet(4))
+    for member in plan.members.values():
+        member.state, member.job_id = MemberState.UPDATED, "j"
+    settle(plan, threshold=0.2, min_executed=3)
+    assert plan.status == RolloutStatus.SUCCEEDED
+    assert progress(plan, set())["updated"] == 2
+
+
+def test_progress_counts_members_waiting_for_not_ready_machines() -> None:
+    plan = rollout(100)
+    candidates = fleet(3)
+    select(plan, candidates)
+    result = progress(plan, ready={candidates[0].node_uuid})
+    assert (result["total"], result["target"], result["pending"], result["waiting_notready"]) == (3, 3, 1, 2)
+    assert result["status"] == "running"
+
+
+def test_member_job_ids_are_deterministic_per_run_and_version() -> None:
+    assert member_job_id("r", "a", "2") == member_job_id("r", "a", "2")
+    assert (
+        len({member_job_id("r", "a", "2"), member_job_id("r", "a", "3"), member_job_id("s", "a", "2")}) == 3
+    )
+    assert len(member_job_id("r", "a", "2")) == 32
