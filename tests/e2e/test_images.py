@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -279,3 +280,27 @@ async def test_deploy_from_catalog_after_removing_local_copy(
     await finished(api, removed["data"][0]["jobid"])
     done = await delete(api, name)
     assert done["code"] == 200, done
+
+
+async def test_cli_push_ls_rm(
+    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, tars: Path
+) -> None:
+    name = unique("cli")
+    tar = saved_tar(docker_client, tars, unique("src"))
+    cli = [sys.executable, "-m", "tingyu.cli.main", "image", "--api", platform.config.api_url]
+
+    async def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(subprocess.run, [*cli, *args], capture_output=True, text=True)
+
+    pushed_ = await run("push", str(tar), "--name", name, "--version", "1")
+    assert pushed_.returncode == 0, pushed_.stderr
+    assert f"{platform.config.registry}/{name}:1 sha256:" in pushed_.stdout
+    assert "100.0%" in pushed_.stderr
+    listed = await run("ls", name)
+    assert name in listed.stdout
+    again = await run("push", str(tar), "--name", name, "--version", "1")
+    assert again.returncode == 1
+    assert "TY0024" in again.stderr
+    removed = await run("rm", name, "--version", "1")
+    assert removed.returncode == 0, removed.stderr
+    assert await search(api, name) == []
