@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import io
 import json
@@ -304,3 +305,55 @@ async def test_cli_push_ls_rm(
     removed = await run("rm", name, "--version", "1")
     assert removed.returncode == 0, removed.stderr
     assert await search(api, name) == []
+
+
+def as_oci_layout(source: Path, target: Path) -> Path:
+    """The same image in the layout Docker 25+ `docker save` writes (index.json, blobs/sha256/...)."""
+    with tarfile.open(source) as tar:
+        entry = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+        layers = [tar.extractfile(name).read() for name in entry["Layers"]]  # type: ignore[union-attr]
+
+    def descriptor(data: bytes, media_type: str) -> dict[str, Any]:
+        return {
+            "mediaType": media_type,
+            "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
+
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor(config, "application/vnd.oci.image.config.v1+json"),
+            "layers": [descriptor(x, "application/vnd.oci.image.layer.v1.tar") for x in layers],
+        }
+    ).encode()
+    top = descriptor(manifest, "application/vnd.oci.image.manifest.v1+json")
+    with tarfile.open(target, "w") as out:
+        for data in (config, *layers, manifest):
+            info = tarfile.TarInfo("blobs/sha256/" + hashlib.sha256(data).hexdigest())
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+        for name, data in (
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", json.dumps({"schemaVersion": 2, "manifests": [top]}).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    return target
+
+
+async def test_oci_layout_upload_is_pullable(
+    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, tars: Path
+) -> None:
+    name = unique("oci")
+    tar = as_oci_layout(saved_tar(docker_client, tars, unique("src")), tars / "oci.tar")
+    job = await pushed(api, tar, name, "1")
+    assert job["result"]["format"] == "oci"
+    reference = f"{platform.config.registry}/{name}:1"
+    await docker_cli("pull", reference)
+    assert await docker_cli("run", "--rm", reference, "cat", "/data/hello.txt") == b"hello from tingyu\n"
+    await docker_cli("rmi", reference)
+    assert (await delete(api, name))["code"] == 200
