@@ -109,11 +109,7 @@ class Registry:
         _expect(response, 200, "ping")
 
     async def has_blob(self, name: str, digest: str) -> bool:
-        response = await self._http.head(f"/v2/{name}/blobs/{digest}")
-        if response.status_code == 404:
-            return False
-        _expect(response, 200, f"HEAD blob {digest}")
-        return True
+        return _found(await self._http.head(f"/v2/{name}/blobs/{digest}"), 200, f"HEAD blob {digest}")
 
     async def push_blob(self, name: str, digest: str, size: int, chunks: AsyncIterator[bytes]) -> None:
         """A monolithic upload: POST opens the session, one streamed PUT sends the bytes and the digest."""
@@ -139,19 +135,23 @@ class Registry:
         response = await self._http.head(
             f"/v2/{name}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT}
         )
-        if response.status_code == 404:
+        if not _found(response, 200, f"HEAD manifest {name}:{reference}"):
             return None
-        _expect(response, 200, f"HEAD manifest {name}:{reference}")
         found = response.headers.get("Docker-Content-Digest")
         return str(found) if found else None
 
     async def delete_manifest(self, name: str, digest: str) -> bool:
         """Delete by digest; False when the registry did not have it (already deleted)."""
         response = await self._http.delete(f"/v2/{name}/manifests/{digest}")
-        if response.status_code == 404:
-            return False
-        _expect(response, 202, f"DELETE manifest {name}@{digest}")
-        return True
+        return _found(response, 202, f"DELETE manifest {name}@{digest}")
+
+
+def _found(response: httpx.Response, status: int, what: str) -> bool:
+    """False on 404, True on `status`, RegistryError otherwise."""
+    if response.status_code == 404:
+        return False
+    _expect(response, status, what)
+    return True
 
 
 def _expect(response: httpx.Response, status: int, what: str) -> None:
