@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from typing import Any
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, consume
 from tingyu.common.models.images import ImagePushCommand
 from tingyu.common.service import run as run_service
+from tingyu.common.service import wait_or_stop
 from tingyu.imager.config import ImagerSettings, get_settings
 from tingyu.imager.deletes import Deleter
 from tingyu.imager.push import Pusher
 from tingyu.imager.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> None:
@@ -27,7 +32,8 @@ async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> 
             subjects.IMAGER_QUERY, queue=subjects.QUEUE_IMAGER, cb=deleter.on_request
         )
         pushes = asyncio.create_task(
-            consume(
+            keep_consuming(
+                stop,
                 bus,
                 stream=subjects.COMMANDS,
                 durable=subjects.DURABLE_IMAGER_COMMANDS,
@@ -37,7 +43,6 @@ async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> 
                 batch=settings.concurrency,
                 ack_wait=60.0,
                 max_deliver=settings.registry_attempts + 1,
-                stop=stop,
             )
         )
         await stop.wait()
@@ -47,6 +52,17 @@ async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> 
     finally:
         await registry.close()
         await bus.close()
+
+
+async def keep_consuming(stop: asyncio.Event, bus: Bus, **options: Any) -> None:
+    """`consume` until `stop`; if it fails (e.g. the stream was being created by another service
+    at the same moment), log it and subscribe again instead of leaving pushes unserved."""
+    while not stop.is_set():
+        try:
+            await consume(bus, stop=stop, **options)
+        except Exception:
+            log.exception("push consumer failed; subscribing again")
+            await wait_or_stop(stop, 1.0)
 
 
 def run() -> None:
