@@ -67,6 +67,7 @@ async def keep_consuming(stop: asyncio.Event, bus: Bus, **options: Any) -> None:
 
 def run() -> None:
     settings = get_settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request is too much
     run_service("imager", lambda stop: serve(stop, settings), settings.platform.log_level)
 
 
