@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tingyu.cli import up
+from tingyu.cli import images, up
 
-COMMANDS = [up]
+COMMANDS = [up, images]
 
 
 def main(argv: list[str] | None = None) -> int:

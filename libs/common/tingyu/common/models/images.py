@@ -25,3 +25,32 @@ class ImageRecord(Message):
     name: str
     versions: dict[str, ImageVersion] = Field(default_factory=dict)
     created_at: float
+
+
+class ImagePushCommand(Message):
+    """Push the tar stored in object store `ty_uploads` under `upload` as `<name>:<version>`."""
+
+    job_id: str
+    name: str
+    version: str
+    upload: str  # object name in `ty_uploads`
+    size: int = 0  # bytes of the tar as received
+    detail: str = ""
+    image_url: str = ""
+    issued_at: float
+
+
+class ImagerRequest(Message):
+    """Request/reply on `IMAGER_QUERY`: `op` is `delete` (a version, or the whole image when empty)."""
+
+    op: str = "delete"
+    name: str
+    version: str = ""
+
+
+class ImagerReply(Message):
+    """The imager's answer: `code` 200 or a TY code with its message."""
+
+    code: str = "200"
+    msg: str = "success"
+    data: dict[str, object] = Field(default_factory=dict)

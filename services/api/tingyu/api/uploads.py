@@ -1,0 +1,146 @@
+"""Streaming an uploaded tar into object store `ty_uploads` without holding it in memory.
+
+The body is read chunk by chunk from the ASGI stream (multipart field `file`, parsed by
+python-multipart's push parser, or a raw `application/x-tar` body). nats-py's `ObjectStore.put`
+reads from a blocking file-like object in a worker thread; `BodyReader` is that object, and
+each `readinto` waits for the next chunk from the event loop. At most one request chunk and
+one object chunk are in memory at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+from collections.abc import AsyncIterator
+
+from nats.js import api as js_api
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
+
+CHUNK_BYTES = 512 * 1024  # object chunk; below NATS' default 1 MiB max payload
+RAW_TYPES = ("application/x-tar", "application/octet-stream", "application/tar")
+TAR_BLOCK = 512
+
+
+async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int:
+    """Store the request's tar as object `name`; returns its size. Nothing stays behind on failure."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"multipart/form-data":
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise InvalidRequest("请求格式错误: multipart body without a boundary")
+        chunks = multipart_field(request.stream(), boundary, b"file")
+    elif content_type.decode(errors="replace") in RAW_TYPES:
+        chunks = request.stream()
+    else:
+        raise InvalidRequest("请求格式错误: send the tar as multipart field `file` or as application/x-tar")
+    reader = BodyReader(chunks, asyncio.get_running_loop(), limit)
+    store = await bus.objects(subjects.UPLOADS)
+    meta = js_api.ObjectMeta(name=name, options=js_api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
+    info = await store.put(name, reader, meta=meta)  # type: ignore[arg-type]
+    return int(info.size or 0)
+
+
+async def multipart_field(
+    stream: AsyncIterator[bytes], boundary: bytes, field: bytes
+) -> AsyncIterator[bytes]:
+    """The bytes of one multipart field, as they arrive; MissingParameter if the body has none."""
+    pending: list[bytes] = []
+    state = {"header": b"", "value": b"", "wanted": False, "found": False}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] = bytes(data[start:end]).lower()
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        if state["header"] == b"content-disposition":
+            _, params = parse_options_header(bytes(data[start:end]))
+            state["wanted"] = params.get(b"name") == field
+            state["found"] = state["found"] or state["wanted"]
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["wanted"]:
+            pending.append(bytes(data[start:end]))
+
+    def on_part_end() -> None:
+        state["wanted"] = False
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    async for chunk in stream:
+        parser.write(chunk)
+        while pending:
+            yield pending.pop(0)
+    parser.finalize()
+    while pending:
+        yield pending.pop(0)
+    if not state["found"]:
+        raise MissingParameter("缺少必填参数: file")
+
+
+class BodyReader(io.RawIOBase):
+    """A blocking reader over an async chunk stream, for code that reads in a worker thread.
+
+    It also refuses bodies over `limit` bytes and a first block that is not a tar header
+    (the cheap part of the archive check, answered before the upload goes any further).
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._chunks = chunks
+        self._loop = loop
+        self._limit = limit
+        self._buffer = memoryview(b"")
+        self._head = b""
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self._buffer:
+            data = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            if not data:
+                return 0
+            self._buffer = memoryview(data)
+        count = min(len(target), len(self._buffer))
+        target[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+    async def _next(self) -> bytes:
+        while True:
+            try:
+                data = await anext(self._chunks)
+            except StopAsyncIteration:
+                if self.total == 0:
+                    raise MissingParameter("缺少必填参数: file (the upload is empty)") from None
+                if len(self._head) < TAR_BLOCK:
+                    self._check_head()
+                return b""
+            if not data:
+                continue
+            self.total += len(data)
+            if self.total > self._limit:
+                raise PayloadTooLarge(f"文件过大: the upload is over {self._limit} bytes")
+            if len(self._head) < TAR_BLOCK:
+                self._head += data[: TAR_BLOCK - len(self._head)]
+                if len(self._head) == TAR_BLOCK:
+                    self._check_head()
+            return data
+
+    def _check_head(self) -> None:
+        try:
+            tarfile.TarInfo.frombuf(self._head, tarfile.ENCODING, "surrogateescape")
+        except tarfile.TarError as exc:
+            raise BadImageArchive(detail=f"the upload does not start with a tar header: {exc}") from exc

@@ -1,0 +1,99 @@
+"""The image catalog (bucket `ty_images`), job records and who uses an image (bucket `ty_desired`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus, kv_delete, kv_get, kv_mutate, kv_values
+from tingyu.common.errors import ImageNotFound, ImageVersionExists, ImageVersionNotFound
+from tingyu.common.models.containers import DesiredState, NodeDesired
+from tingyu.common.models.images import ImageRecord, ImageVersion
+from tingyu.common.models.jobs import Job, JobState
+
+
+async def image(bus: Bus, name: str) -> ImageRecord:
+    """The catalog record; TY0020 when absent."""
+    record, _ = await kv_get(await bus.kv(subjects.IMAGES), name, ImageRecord)
+    if record is None:
+        raise ImageNotFound(f"镜像不存在! {name}")
+    return record
+
+
+async def version(bus: Bus, name: str, tag: str) -> ImageVersion:
+    """One version of a catalog image; TY0020 / TY0021 when absent."""
+    found = (await image(bus, name)).versions.get(tag)
+    if found is None:
+        raise ImageVersionNotFound(f"镜像版本不存在! {name}:{tag}")
+    return found
+
+
+async def has_version(bus: Bus, name: str, tag: str) -> bool:
+    record, _ = await kv_get(await bus.kv(subjects.IMAGES), name, ImageRecord)
+    return record is not None and tag in record.versions
+
+
+async def add_version(bus: Bus, name: str, entry: ImageVersion) -> None:
+    """Record a pushed version; TY0024 if another push recorded it first."""
+
+    def change(record: ImageRecord | None) -> ImageRecord:
+        record = record or ImageRecord(name=name, created_at=entry.uploaded_at)
+        existing = record.versions.get(entry.version)
+        if existing is not None and existing.digest != entry.digest:
+            raise ImageVersionExists(f"镜像版本已存在! {name}:{entry.version}")
+        record.versions[entry.version] = entry
+        return record
+
+    await kv_mutate(await bus.kv(subjects.IMAGES), name, ImageRecord, change)
+
+
+async def remove_versions(bus: Bus, name: str, tags: list[str]) -> None:
+    """Drop versions; the record goes when its last version does."""
+    kv = await bus.kv(subjects.IMAGES)
+
+    def change(record: ImageRecord | None) -> ImageRecord | None:
+        if record is None or not any(tag in record.versions for tag in tags):
+            return None
+        for tag in tags:
+            record.versions.pop(tag, None)
+        return record
+
+    after = await kv_mutate(kv, name, ImageRecord, change)
+    if after is not None and not after.versions:
+        await kv_delete(kv, name)
+
+
+async def users(bus: Bus, name: str, tag: str = "") -> list[str]:
+    """Deployments (not being deleted) whose spec runs catalog image `name` (in version `tag`)."""
+    found = []
+    for node in await kv_values(await bus.kv(subjects.DESIRED), NodeDesired):
+        for container in node.containers.values():
+            spec = container.spec
+            if container.state == DesiredState.ABSENT or spec.image != name:
+                continue
+            if not tag or spec.imageversion == tag:
+                found.append(container.name)
+    return sorted(found)
+
+
+async def job(bus: Bus, job_id: str) -> Job | None:
+    found, _ = await kv_get(await bus.kv(subjects.JOBS), job_id, Job)
+    return found
+
+
+async def update_job(
+    bus: Bus, job_id: str, state: JobState, message: str = "", result: dict[str, Any] | None = None
+) -> Job | None:
+    """Move a job forward; a final job is never changed again (redeliveries stay harmless)."""
+
+    def change(current: Job | None) -> Job | None:
+        if current is None or current.state.final:
+            return None
+        update: dict[str, Any] = {"state": state, "updated_at": timefmt.now()}
+        if message:
+            update["message"] = message
+        if result is not None:
+            update["result"] = result
+        return current.model_copy(update=update)
+
+    return await kv_mutate(await bus.kv(subjects.JOBS), job_id, Job, change)

@@ -1,0 +1,68 @@
+"""Deleting versions: refused while containers use them; manifests go from the registry, then the catalog.
+
+Served as request/reply on `IMAGER_QUERY` (queue group `tingyu-imager`), because only the
+imager talks to the registry and a delete is short. Blobs stay until the registry's garbage
+collection runs (docs/images.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.msg import Msg
+
+from tingyu.common.bus import Bus
+from tingyu.common.errors import ImageInUse, InternalError, InvalidParameter, TingyuError
+from tingyu.common.models.images import ImagerReply, ImagerRequest
+from tingyu.imager import catalog
+from tingyu.imager.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Deleter:
+    """Answers `ImagerRequest`s."""
+
+    def __init__(self, bus: Bus, registry: Registry) -> None:
+        self.bus = bus
+        self.registry = registry
+
+    async def on_request(self, msg: Msg) -> None:
+        try:
+            request = ImagerRequest.from_bytes(msg.data)
+            reply = await self.answer(request)
+        except TingyuError as exc:
+            reply = ImagerReply(code=exc.code, msg=exc.msg, data={"detail": exc.detail} if exc.detail else {})
+        except ValueError as exc:
+            err = InvalidParameter(detail=str(exc))
+            reply = ImagerReply(code=err.code, msg=err.msg)
+        except Exception:
+            log.exception("imager request failed")
+            reply = ImagerReply(code=InternalError.code, msg=InternalError.default_msg)
+        await msg.respond(reply.to_bytes())
+
+    async def answer(self, request: ImagerRequest) -> ImagerReply:
+        if request.op != "delete":
+            raise InvalidParameter(f"参数值不合法: unknown imager operation {request.op!r}")
+        return await self.delete(request.name, request.version)
+
+    async def delete(self, name: str, tag: str) -> ImagerReply:
+        """Delete one version (`tag`) or, when `tag` is empty, every version of `name`."""
+        record = await catalog.image(self.bus, name)
+        if tag:
+            await catalog.version(self.bus, name, tag)
+        tags = [tag] if tag else sorted(record.versions)
+        using = await catalog.users(self.bus, name, tag)
+        if using:
+            what = f"{name}:{tag}" if tag else name
+            raise ImageInUse(f"镜像正在被容器使用,不能删除! {what} is used by: {', '.join(using)}")
+        keep = {v.digest for t, v in record.versions.items() if t not in tags}
+        removed = []
+        for one in tags:
+            digest = record.versions[one].digest or await self.registry.manifest_digest(name, one)
+            # Two tags of one manifest share its digest: deleting it would take the other tag too.
+            if digest and digest not in keep and await self.registry.delete_manifest(name, digest):
+                removed.append(digest)
+        await catalog.remove_versions(self.bus, name, tags)
+        log.info("deleted %s versions %s (manifests %s)", name, tags, removed)
+        return ImagerReply(data={"image": name, "versions": tags, "manifests": removed})

@@ -1,0 +1,172 @@
+"""Handling one push command: spool the upload to disk, check it, push it, record it, tidy up.
+
+The job goes 0 -> 2 (progress in `result`) -> 3 (digest in `result`) or 4 (the reason).
+A redelivered command whose job is already final is acked and nothing else happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nats.aio.msg import Msg
+from nats.js import errors as js_errors
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus, Retry
+from tingyu.common.errors import ImageVersionExists, TingyuError
+from tingyu.common.models.images import ImagePushCommand, ImageVersion
+from tingyu.common.models.jobs import JobState
+from tingyu.imager import catalog
+from tingyu.imager.archive import Blob, ImageArchive, open_archive, read_member
+from tingyu.imager.config import ImagerSettings
+from tingyu.imager.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Pusher:
+    """Consumes `IMAGE_COMMANDS`; one instance per imager process."""
+
+    def __init__(self, bus: Bus, registry: Registry, settings: ImagerSettings) -> None:
+        self.bus = bus
+        self.registry = registry
+        self.settings = settings
+
+    async def handle(self, command: ImagePushCommand, msg: Msg) -> None:
+        job = await catalog.job(self.bus, command.job_id)
+        if job is None or job.state.final:
+            await self._forget_upload(command.upload)
+            return
+        keepalive = asyncio.create_task(_keep_in_progress(msg))
+        try:
+            result = await self._push(command)
+        except TingyuError as exc:
+            log.info("push %s:%s failed: %s (%s)", command.name, command.version, exc.msg, exc.detail)
+            failure = {"code": exc.code, **({"detail": exc.detail} if exc.detail else {})}
+            await catalog.update_job(self.bus, command.job_id, JobState.FAILED, exc.msg, failure)
+        except (httpx.TransportError, js_errors.Error, TimeoutError) as exc:
+            if (msg.metadata.num_delivered or 1) < self.settings.registry_attempts:
+                raise Retry(f"transient failure: {exc!r}", delay=2.0) from exc
+            reason = f"镜像仓库操作失败: {exc!r}"
+            await catalog.update_job(self.bus, command.job_id, JobState.FAILED, reason, {"code": "TY0025"})
+        else:
+            await catalog.update_job(self.bus, command.job_id, JobState.SUCCEEDED, "success", result)
+        finally:
+            keepalive.cancel()
+        await self._forget_upload(command.upload)
+
+    async def _push(self, command: ImagePushCommand) -> dict[str, Any]:
+        if await catalog.has_version(self.bus, command.name, command.version):
+            raise ImageVersionExists(f"镜像版本已存在! {command.name}:{command.version}")
+        spool = self.settings.spool
+        spool.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=spool, prefix=f"{command.job_id}-", suffix=".tar") as handle:
+            path = Path(handle.name)
+            await self.progress(command, "receiving", 0, command.size)
+            await self._download(command.upload, handle)
+            await self.progress(command, "verifying", 0, command.size)
+            archive = await asyncio.to_thread(open_archive, path)
+            return await self._send(command, archive)
+
+    async def _download(self, upload: str, handle: Any) -> None:
+        store = await self.bus.objects(subjects.UPLOADS)
+        try:
+            await store.get(upload, writeinto=handle)
+        except js_errors.ObjectNotFoundError as exc:
+            raise TingyuError("上传文件已失效,请重新上传", detail=f"upload {upload} not found") from exc
+        handle.flush()
+
+    async def _send(self, command: ImagePushCommand, archive: ImageArchive) -> dict[str, Any]:
+        name = command.name
+        meter = _Meter(self, command, archive.size)
+        await self.registry.ping()
+        for blob in archive.blobs:
+            if await self.registry.has_blob(name, blob.digest):
+                meter.skipped += blob.size
+                continue
+            chunks = self._chunks(archive.path, blob, meter)
+            await self.registry.push_blob(name, blob.digest, blob.size, chunks)
+        pushed = await self.registry.put_manifest(name, command.version, archive.manifest, archive.media_type)
+        digest = pushed or archive.digest
+        entry = ImageVersion(
+            version=command.version,
+            digest=digest,
+            size=archive.size,
+            layers=len(archive.layers),
+            uploaded_at=timefmt.now(),
+            detail=command.detail,
+            image_url=command.image_url,
+        )
+        await catalog.add_version(self.bus, name, entry)
+        log.info(
+            "pushed %s:%s %s (%d bytes sent, %d skipped)",
+            name,
+            command.version,
+            digest,
+            meter.sent,
+            meter.skipped,
+        )
+        return {
+            "image": name,
+            "version": command.version,
+            "digest": digest,
+            "size": archive.size,
+            "layers": len(archive.layers),
+            "format": archive.layout,
+            "bytes_sent": meter.sent,
+            "bytes_skipped": meter.skipped,
+            "reference": f"{self.settings.platform.registry}/{name}:{command.version}",
+        }
+
+    async def _chunks(self, path: Path, blob: Blob, meter: _Meter) -> AsyncIterator[bytes]:
+        """One blob from the spooled tar, read in a thread, counted as it goes out."""
+        reader = read_member(path, blob.member, self.settings.chunk_bytes)
+        try:
+            while data := await asyncio.to_thread(next, reader, b""):
+                yield data
+                await meter.add(len(data))
+        finally:
+            reader.close()
+
+    async def progress(self, command: ImagePushCommand, phase: str, done: int, total: int) -> None:
+        result = {"phase": phase, "bytes_done": done, "bytes_total": total}
+        await catalog.update_job(self.bus, command.job_id, JobState.RUNNING, result=result)
+
+    async def _forget_upload(self, upload: str) -> None:
+        store = await self.bus.objects(subjects.UPLOADS)
+        with contextlib.suppress(js_errors.ObjectNotFoundError, js_errors.NotFoundError):
+            await store.delete(upload)
+
+
+class _Meter:
+    """Bytes sent and skipped by one push; writes the job's progress at most every `progress_every_s`."""
+
+    def __init__(self, pusher: Pusher, command: ImagePushCommand, total: int) -> None:
+        self.pusher = pusher
+        self.command = command
+        self.total = total
+        self.sent = 0
+        self.skipped = 0
+        self.last = time.monotonic()
+
+    async def add(self, count: int) -> None:
+        self.sent += count
+        if time.monotonic() - self.last >= self.pusher.settings.progress_every_s:
+            self.last = time.monotonic()
+            await self.pusher.progress(self.command, "pushing", self.sent + self.skipped, self.total)
+
+
+async def _keep_in_progress(msg: Msg, every: float = 15.0) -> None:
+    """Tell JetStream the push is alive, so a long upload is not redelivered to another replica."""
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
