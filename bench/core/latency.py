@@ -80,6 +80,11 @@ def direct(client: docker.DockerClient, image: str, count: int) -> list[float]:
     return latencies
 
 
+def push_busybox(client: docker.DockerClient, image: str) -> None:
+    build_busybox(client, image, "1")
+    subprocess.run(["docker", "push", f"{image}:1"], check=True, capture_output=True)
+
+
 async def node_uuid(url: str) -> str:
     async with httpx.AsyncClient(base_url=url) as client:
         for _ in range(300):
@@ -94,8 +99,7 @@ async def run(count: int) -> list[str]:
     client = docker.from_env(timeout=120)
     with platform(("nodes", "deployer", "api", "agent"), TINGYU_AGENT_STOP_TIMEOUT_S="1") as running:
         image = f"{running.config.registry}/bench/busybox"
-        build_busybox(client, image, "1")
-        subprocess.run(["docker", "push", f"{image}:1"], check=True, capture_output=True)
+        await asyncio.to_thread(push_busybox, client, image)
         bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench")
         uuid = await node_uuid(running.config.api_url)
         mine, _ = await ours(running.config.api_url, bus, uuid, image, count)

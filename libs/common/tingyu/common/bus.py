@@ -319,17 +319,7 @@ async def consume(
 
     try:
         while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except TimeoutError:  # nats.errors.TimeoutError or, from fetch, a bare asyncio one
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(0.5)
-                continue
-            except js_errors.APIError as exc:
-                log.warning("%s: fetch failed: %s", durable, exc)
-                await asyncio.sleep(0.5)
-                continue
+            msgs = await _fetch(sub, batch, durable)
             groups: dict[Hashable, list[Msg]] = defaultdict(list)
             for index, msg in enumerate(msgs):
                 group = index if key is None else _key_of(msg, model, key, index)
@@ -338,6 +328,23 @@ async def consume(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, durable: str) -> list[Msg]:
+    """The next messages, or none after a transient failure (logged, backed off)."""
+    try:
+        return await sub.fetch(batch, timeout=1.0)
+    except TimeoutError:  # nats.errors.TimeoutError or, from fetch, a bare asyncio one
+        return []
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+        await asyncio.sleep(0.5)
+    except js_errors.APIError as exc:
+        log.warning("%s: fetch failed: %s", durable, exc)
+        await asyncio.sleep(0.5)
+    except Exception:  # a consumer must never die quietly: log, back off, go on
+        log.exception("%s: fetch failed unexpectedly", durable)
+        await asyncio.sleep(1.0)
+    return []
 
 
 def _key_of(msg: Msg, model: type[M], key: Callable[[M], Hashable], fallback: int) -> Hashable:

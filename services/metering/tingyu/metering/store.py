@@ -33,7 +33,7 @@ class ChdbEngine:
 
         path.mkdir(parents=True, exist_ok=True)
         # chdb ships no type hints.
-        self._session: Any = session.Session(str(path))  # type: ignore[no-untyped-call]
+        self._session: Any = session.Session(str(path))
 
     def command(self, sql: str, params: Params | None = None) -> None:
         self._session.query(sql, "Null", params=_chdb_params(params))

@@ -8,10 +8,10 @@ from typing import Any
 import nats.errors
 from fastapi import APIRouter, Query, Request
 
-from tingyu.api import commands, envelope, state
+from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.api.uploads import store_upload
-from tingyu.common import subjects, timefmt
+from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import kv_values
 from tingyu.common.errors import (
     ImageNotFound,
@@ -77,7 +77,7 @@ async def upload_image(
     record = await state.image(bus, name)
     if record is not None and tag in record.versions:
         raise ImageVersionExists(f"镜像版本已存在! {name}:{tag}")
-    job_id = commands.job_id()
+    job_id = jobs.job_id()
     size = await store_upload(bus, request, job_id, settings.max_upload_bytes)
     command = ImagePushCommand(
         job_id=job_id,
@@ -89,7 +89,7 @@ async def upload_image(
         image_url=image_url,
         issued_at=timefmt.now(),
     )
-    await commands.submit(
+    await jobs.submit_job(
         bus, kind=JobKind.IMAGE, op="push", subject_of=subjects.image_command, command=command, job_id=job_id
     )
     return envelope.ok({"jobid": job_id, "image": name, "version": tag, "size": size})
