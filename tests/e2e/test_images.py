@@ -269,7 +269,7 @@ async def test_deploy_from_catalog_after_removing_local_copy(
     created = (await api.post("/container/create", json=[item])).json()
     job = await finished(api, created["data"][0]["jobid"])
     assert job["state"] == 3, job
-    shown = (await api.get("/container/get", params={"name": deployment})).json()
+    shown = (await api.post("/container/get", params={"name": deployment})).json()
     assert f"{platform.config.registry}/{name}:1" in json.dumps(shown)
     refused = await delete(api, name)
     assert refused["code"] == "TY0022", refused

@@ -302,19 +302,19 @@ async def _per_name(bus: Bus, settings: SettingsDep, name: str, info: bool) -> l
     return results
 
 
-@router.post("/get")
+@router.api_route("/get", methods=["POST", "GET"])
 async def get(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
     """The spec of containers by name (comma-separated)."""
     return envelope.ok(await _per_name(bus, settings, name, info=False))
 
 
-@router.post("/info")
+@router.api_route("/info", methods=["POST", "GET"])
 async def info(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
     """Creation time and pod state of containers by name (comma-separated)."""
     return envelope.ok(await _per_name(bus, settings, name, info=True))
 
 
-@router.post("/list")
+@router.api_route("/list", methods=["POST", "GET"])
 async def list_by_node(bus: BusDep, settings: SettingsDep, uuid: str = Query("")) -> dict[str, Any]:
     """Every container of one machine, with its spec and pod state."""
     if not uuid:
