@@ -176,11 +176,16 @@ class Bus:
         answer = await self.nc.request(subject, message.to_bytes(), timeout=timeout)
         return reply.from_bytes(answer.data)
 
-    async def close(self) -> None:
-        """Drain (finish in-flight work, flush publishes) and close."""
-        if not self.nc.is_closed:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain (finish in-flight work, flush publishes) and close; give up draining after `timeout`
+        (e.g. while NATS is unreachable) so that a stopping service never hangs."""
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout)
+        except Exception:
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.close(), timeout)
 
 
 # --- Typed KV ------------------------------------------------------------------------------------

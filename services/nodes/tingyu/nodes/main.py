@@ -114,7 +114,7 @@ async def main(stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     with contextlib.suppress(Exception):
-        await service.watcher.stop()
+        await asyncio.wait_for(service.watcher.stop(), 5.0)
     await bus.close()
 
 

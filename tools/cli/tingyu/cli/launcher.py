@@ -7,6 +7,7 @@ its own ports and folders, so what the tests start is what operators start.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,17 @@ from pathlib import Path
 
 SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
 COLOURS = ("36", "32", "35", "33", "34", "31", "96", "92", "95")
+
+
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # looked up before any fork
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL, so nothing is orphaned.
+
+    Linux sends it when the forking *thread* ends: always spawn from the main thread."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -212,6 +224,7 @@ class Platform:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one async-signal-safe libc call
         )
         colour = COLOURS[len(self.procs) % len(COLOURS)]
         reader = threading.Thread(target=self._pump, args=(name, popen, colour, quiet), daemon=True)
