@@ -265,21 +265,27 @@ class Platform:
         self.kill(name, signal.SIGKILL)
         self.spawn(name, proc.argv, {k: v for k, v in proc.env.items() if k.startswith("TINGYU_")})
 
-    def stop(self) -> None:
-        """SIGTERM everything, newest first; SIGKILL what has not ended after 15 s."""
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
+    def _terminate(self, names: list[str]) -> None:
+        for name in names:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
+                os.killpg(self.procs[name].popen.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
+        for name in names:
+            popen = self.procs[name].popen
             try:
-                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait()
+                    os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the services, then the infrastructure they use (newest first), so that services
+        drain while NATS is still there; SIGKILL what has not ended after 15 s."""
+        infrastructure = {"nats", "registry", "dockerd"}
+        services = [name for name in self.procs if name not in infrastructure]
+        self._terminate(services)
+        self._terminate([name for name in reversed(list(self.procs)) if name in infrastructure])
         self.procs.clear()
         if self._log:
             self._log.close()
