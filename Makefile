@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
 	$(BIN)/tingyu up
 
-test: deps venv  ## the whole suite: unit, integration and end-to-end against real parts
+test: deps venv lint typecheck  ## lint, types, then unit, integration and end-to-end tests against real parts
 	$(BIN)/pytest -q tests
 
 deps:  ## Debian packages the platform runs on (installed only when missing)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from tests.conftest import eventually, unique
+from tests.factories import command
 from tests.integration.test_containers_api import item, job_state, ready_peer, wait_job
 from tingyu.cli.launcher import Platform, port_open
+from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import DesiredState, PodPhase
+from tingyu.common.models.containers import ContainerCommand, ContainerOp, DesiredState, PodPhase
 
 
 async def test_commands_accepted_while_deployer_is_dead_are_applied_after_restart(
@@ -79,3 +82,49 @@ async def test_nodes_service_restart_keeps_machines_ready(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_same_command_delivered_twice_has_one_effect(api: httpx.AsyncClient, bus: Bus) -> None:
+    """A redelivery (same job id, published again under another message id, as after the
+    duplicate window) changes nothing: one desired entry, one revision, one job."""
+    peer = await ready_peer(api, bus)
+    try:
+        name = unique()
+        jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+        await wait_job(api, jobid, 1)
+        stop = command(ContainerOp.STOP, name, node_uuid=peer.uuid)
+        for attempt in range(3):
+            await bus.publish(
+                subjects.container_command(stop.job_id), stop, msg_id=f"{stop.job_id}-{attempt}"
+            )
+        await bus.publish(subjects.container_command(jobid), _original(peer.uuid, name, jobid))
+
+        async def stopped_once() -> bool:
+            doc = await peer.desired()
+            entry = doc.containers[name] if doc else None
+            return entry is not None and entry.job_id == stop.job_id
+
+        await eventually(stopped_once, timeout=20)
+        await eventually(_quiet(bus), timeout=20)
+        doc = await peer.desired()
+        assert doc is not None
+        entry = doc.containers[name]
+        assert (entry.revision, entry.state) == (2, DesiredState.STOPPED)
+    finally:
+        await peer.stop()
+
+
+def _original(node_uuid: str, name: str, jobid: str) -> ContainerCommand:
+    """The create command again, with the job id it was first accepted under."""
+    again = command(ContainerOp.CREATE, name, node_uuid=node_uuid)
+    return again.model_copy(update={"job_id": jobid})
+
+
+def _quiet(bus: Bus) -> Callable[[], Awaitable[bool]]:
+    """True once the deployer has no command left to process."""
+
+    async def check() -> bool:
+        info = await bus.js.consumer_info(subjects.COMMANDS.name, subjects.DURABLE_DEPLOYER_COMMANDS)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    return check
