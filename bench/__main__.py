@@ -15,7 +15,17 @@ RUNS = [
     ["bench.core.accept", "--requests", "200", "--items", "20"],
     ["bench.core.latency", "--containers", "30"],
     ["bench.images", "--mb", "64", "--big-mb", "256"],
-    ["bench.metering", "--machines", "200", "--days", "7", "--ingest-machines", "50", "--ingest-ticks", "100"],
+    [
+        "bench.metering",
+        "--machines",
+        "200",
+        "--days",
+        "7",
+        "--ingest-machines",
+        "50",
+        "--ingest-ticks",
+        "100",
+    ],
     ["bench.fleet", "--nodes", "1000"],
 ]
 
