@@ -49,7 +49,9 @@ async def test_sampled_container_shows_in_resource_use(
             body: dict[str, Any] = (
                 await api.get("/info/resourceUse/getByImageVersion", params=params)
             ).json()
-            return body if body["code"] == 200 and body["summary"]["peakCpu"] > 0.3 else None
+            return (
+                body if body["code"] == 200 and body["summary"]["peakCpu"] > 0.05 else None
+            )  # busy even on a loaded machine
 
         body = await eventually(busy, timeout=60)
         assert body["summary"]["peakCpu"] < 64  # `yes` keeps about one core busy

@@ -27,7 +27,7 @@ from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE_S = 0.1  # a burst of nudges and Docker events makes one pass
+DEBOUNCE_S = 0.02  # a burst of nudges and Docker events makes one pass (and costs little latency)
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
 
