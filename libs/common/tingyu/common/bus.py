@@ -126,39 +126,28 @@ class Bus:
     async def kv(self, spec: subjects.BucketSpec) -> KeyValue:
         """The bucket's handle, created on first use."""
         if spec.name not in self._kv:
-            try:
-                self._kv[spec.name] = await self.js.key_value(spec.name)
-            except js_errors.BucketNotFoundError:
-                try:
-                    self._kv[spec.name] = await self.js.create_key_value(
-                        bucket=spec.name,
-                        history=spec.history,
-                        ttl=spec.ttl_s or None,
-                        replicas=self.replicas,
-                        description=spec.description,
-                    )
-                except js_errors.APIError:  # another replica created it at the same moment
-                    self._kv[spec.name] = await self.js.key_value(spec.name)
+            self._kv[spec.name] = await _open_or_create(
+                lambda: self.js.key_value(spec.name),
+                lambda: self.js.create_key_value(
+                    bucket=spec.name,
+                    history=spec.history,
+                    ttl=spec.ttl_s or None,
+                    replicas=self.replicas,
+                    description=spec.description,
+                ),
+            )
         return self._kv[spec.name]
 
     async def objects(self, spec: subjects.ObjectStoreSpec) -> ObjectStore:
         """The object store's handle, created on first use."""
         if spec.name not in self._obj:
-            try:
-                self._obj[spec.name] = await self.js.object_store(spec.name)
-            except js_errors.BucketNotFoundError:
-                try:
-                    self._obj[spec.name] = await self.js.create_object_store(
-                        bucket=spec.name,
-                        config=js_api.ObjectStoreConfig(
-                            bucket=spec.name,
-                            ttl=spec.ttl_s or None,
-                            replicas=self.replicas,
-                            description=spec.description,
-                        ),
-                    )
-                except js_errors.APIError:  # another replica created it at the same moment
-                    self._obj[spec.name] = await self.js.object_store(spec.name)
+            config = js_api.ObjectStoreConfig(
+                bucket=spec.name, ttl=spec.ttl_s or None, replicas=self.replicas, description=spec.description
+            )
+            self._obj[spec.name] = await _open_or_create(
+                lambda: self.js.object_store(spec.name),
+                lambda: self.js.create_object_store(bucket=spec.name, config=config),
+            )
         return self._obj[spec.name]
 
     async def publish(self, subject: str, message: Message, *, msg_id: str | None = None) -> int:
@@ -186,6 +175,20 @@ class Bus:
         except Exception:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), timeout)
+
+
+H = TypeVar("H")
+
+
+async def _open_or_create(open_: Callable[[], Awaitable[H]], create: Callable[[], Awaitable[H]]) -> H:
+    """Open a bucket, creating it when missing; another replica creating it at the same moment is fine."""
+    try:
+        return await open_()
+    except js_errors.BucketNotFoundError:
+        try:
+            return await create()
+        except js_errors.APIError:
+            return await open_()
 
 
 # --- Typed KV ------------------------------------------------------------------------------------
