@@ -116,9 +116,10 @@ async def _write(
             return envelope.item(name, f"deployment {name} appears twice in this request", 500)
         if nodes[item.uuid].status != NodeStatus.READY:
             return envelope.item(name, NOT_READY, 500)
-        refusal = _name_refusal(name, item.uuid, op, await state.claim(bus, name))
-        if refusal:
-            return envelope.item(name, refusal, 500)
+        if op == ContainerOp.UPDATE:  # a create claims its name when it is submitted
+            refusal = _update_refusal(name, item.uuid, await state.claim(bus, name))
+            if refusal:
+                return envelope.item(name, refusal, 500)
         try:
             patch = await resolve(bus, settings.platform.registry, item.image, item.imageversion)
         except UnknownImage as exc:
@@ -136,13 +137,11 @@ async def _write(
     return envelope.ok(await gather_bounded([one(i, item) for i, item in enumerate(items)]))
 
 
-def _name_refusal(name: str, uuid: str, op: ContainerOp, owner: NameClaim | None) -> str:
-    """Why this create/update may not use `name`, or ''."""
-    if op == ContainerOp.CREATE and owner is not None:
-        return ""  # maybe a stale claim: claiming at submit time decides
-    if op == ContainerOp.UPDATE and owner is None:
+def _update_refusal(name: str, uuid: str, owner: NameClaim | None) -> str:
+    """Why an update of `name` on machine `uuid` is refused, or ''."""
+    if owner is None:
         return not_found(name)
-    if op == ContainerOp.UPDATE and owner is not None and owner.node_uuid != uuid:
+    if owner.node_uuid != uuid:
         return f"deployment {name} runs on {owner.node_uuid}; it cannot move machines"
     return ""
 
