@@ -246,3 +246,27 @@ async def test_lifecycle_ops_bump_revision_and_delete_frees_name(
     await eventually(freed, timeout=10)
     again = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()
     assert again["data"][0]["code"] == 200
+
+
+async def test_update_refuses_unknown_names_and_moving_machines(
+    api: httpx.AsyncClient, bus: Bus, peer: PeerMachine
+) -> None:
+    name = unique()
+    unknown = (await api.put("/container/updateByName", json=[item(peer.uuid, name)])).json()
+    assert unknown["data"][0] == {
+        "code": 500,
+        "deploymentname": name,
+        "message": f'deployments.apps "{name}" not found',
+    }
+    jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+    await wait_job(api, jobid, 1)
+    other = await ready_peer(api, bus)
+    try:
+        moved = (await api.put("/container/updateByName", json=[item(other.uuid, name)])).json()
+        assert moved["data"][0]["code"] == 500
+        assert "cannot move machines" in moved["data"][0]["message"]
+        doc = await peer.desired()
+        assert doc is not None
+        assert doc.containers[name].revision == 1
+    finally:
+        await other.stop()
