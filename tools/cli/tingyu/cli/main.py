@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tingyu.cli import up
+from tingyu.cli import sim, up
 
-COMMANDS = [up]
+COMMANDS = [up, sim]
 
 
 def main(argv: list[str] | None = None) -> int:
