@@ -320,7 +320,7 @@ async def consume(
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own subclass, or a bare asyncio one mid-batch
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                 await asyncio.sleep(0.5)
