@@ -118,7 +118,15 @@ def sim_totals(stats_dir: Path) -> dict[str, float]:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for key in ("machines", "beats_sent", "beats_dropped", "passes", "pass_errors", "containers"):
+        for key in (
+            "machines",
+            "beats_sent",
+            "beats_dropped",
+            "passes",
+            "pass_errors",
+            "light_resyncs",
+            "containers",
+        ):
             totals[key] = totals.get(key, 0) + data.get(key, 0)
         totals["beat_delay_max_s"] = max(
             totals.get("beat_delay_max_s", 0.0), data.get("beat_delay_max_s", 0.0)

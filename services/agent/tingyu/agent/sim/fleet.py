@@ -5,6 +5,13 @@ process that is too many tasks and subscriptions. The fleet keeps one `Agent` ob
 for its state and its pass (desired read, `Reconciler` over the simulated runtime, observed report)
 but shares the timers: one wildcard nudge subscription, heartbeats sent in time slots spread over
 the period, resyncs spread the same way, and a bounded pool of workers for passes.
+
+A resync reads the machine's desired state as the agent's does (that read is all the platform
+sees of it). When neither the desired revision nor the simulated engine changed since the last
+full pass, the pass itself is skipped: a simulated container never changes behind the agent's
+back, so the pass would find nothing to do, and at 100k machines the skipped Python work would
+be the simulator's own load rather than the platform's. Every tenth resync is a full pass anyway,
+so unchanged reports are still re-sent as a real agent re-sends them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.msg import Msg
+from nats.js import errors as js_errors
 
 from tingyu.agent.agent import DEBOUNCE_S, Agent
 from tingyu.agent.identity import Identity
@@ -37,6 +45,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.25  # heartbeat and resync slots
 RETRY_S = 1.0
+FULL_PASS_EVERY = 10  # resync rounds between two full passes of an unchanged machine
 
 
 @dataclass
@@ -66,6 +75,7 @@ class FleetStats:
     beats_dropped: int = 0
     beat_delay_max_s: float = 0.0  # how late the latest slot ran (the simulator's own lag)
     passes: int = 0
+    light_resyncs: int = 0  # resyncs that read the desired state and found nothing new
     pass_errors: int = 0
     containers: int = 0
     samples_sent: int = 0
@@ -89,6 +99,8 @@ class _Machine:
     facts: NodeFacts
     digest: str
     subject: str
+    revision: int = -1  # desired revision read before the last full pass
+    changes: int = -1  # the simulated engine's change count after it
 
 
 class Fleet:
@@ -109,6 +121,7 @@ class Fleet:
         self._pending: set[str] = set()  # waiting out the debounce or in the queue
         self._running: set[str] = set()
         self._again: set[str] = set()
+        self._light: set[str] = set()  # queued by a resync only: a full pass only if something changed
 
     def _machine(self, ident: Identity, index: int) -> _Machine:
         facts = machines.facts(ident, index)
@@ -127,14 +140,18 @@ class Fleet:
 
     # --- passes ----------------------------------------------------------------------------------
 
-    def nudge(self, uuid: str) -> None:
+    def nudge(self, uuid: str, *, light: bool = False) -> None:
         """A pass for this machine soon; nudges during the debounce or the queue wait make one pass."""
+        if not light:
+            self._light.discard(uuid)
         if uuid in self._pending:
             return
         if uuid in self._running:
             self._again.add(uuid)
             return
         self._pending.add(uuid)
+        if light:
+            self._light.add(uuid)
         asyncio.get_running_loop().call_later(DEBOUNCE_S, self._queue.put_nowait, uuid)
 
     async def _on_nudge(self, msg: Msg) -> None:
@@ -148,17 +165,33 @@ class Fleet:
             self._pending.discard(uuid)
             self._running.add(uuid)
             try:
-                await self.machines[uuid].agent.sync_once()
-                self.stats.passes += 1
+                await self._pass(self.machines[uuid], uuid in self._light)
             except Exception as exc:
                 self.stats.pass_errors += 1
                 log.warning("SIMULATED machine %s: pass failed (%r); trying again", uuid, exc)
                 asyncio.get_running_loop().call_later(RETRY_S, self.nudge, uuid)
             finally:
                 self._running.discard(uuid)
+                self._light.discard(uuid)
             if uuid in self._again:
                 self._again.discard(uuid)
                 self.nudge(uuid)
+
+    async def _pass(self, machine: _Machine, light: bool) -> None:
+        """The agent's pass, or only its desired-state read when a light resync finds nothing new."""
+        kv = await self.bus.kv(subjects.DESIRED)
+        try:
+            revision = (await kv.get(machine.agent.uuid)).revision or 0
+        except js_errors.KeyNotFoundError:
+            revision = 0
+        changes = self.runtime.changes(machine.agent.uuid)
+        if light and revision == machine.revision and changes == machine.changes:
+            self.stats.light_resyncs += 1
+            return
+        machine.revision = revision
+        await machine.agent.sync_once()
+        machine.changes = self.runtime.changes(machine.agent.uuid)
+        self.stats.passes += 1
 
     # --- timers ----------------------------------------------------------------------------------
 
@@ -207,8 +240,9 @@ class Fleet:
 
     async def _resync(self, chunk: list[str], round_: int) -> None:
         if round_ > 0:  # round 0 is the first pass every machine makes at start
+            light = round_ % FULL_PASS_EVERY != 0
             for uuid in chunk:
-                self.nudge(uuid)
+                self.nudge(uuid, light=light)
 
     async def _reconnects(self, stop: asyncio.Event) -> None:
         """A reconnect may have hidden nudges: every machine reads its desired state again."""
@@ -238,13 +272,14 @@ class Fleet:
             self.write_stats()
             log.info(
                 "SIMULATED fleet: %d machines, %d containers, %d beats sent (%d dropped), "
-                "%d passes (%d failed), slots late by up to %.2fs",
+                "%d passes (%d failed), %d light resyncs, slots late by up to %.2fs",
                 len(self.machines),
                 self.stats.containers,
                 self.stats.beats_sent,
                 self.stats.beats_dropped,
                 self.stats.passes,
                 self.stats.pass_errors,
+                self.stats.light_resyncs,
                 self.stats.beat_delay_max_s,
             )
 

@@ -32,11 +32,20 @@ class SimRuntime:
         self._by_node: dict[str, dict[str, str]] = {}  # node -> name -> container id
         self._containers: dict[str, RuntimeContainer] = {}
         self._images: set[str] = set()
+        self._changes: dict[str, int] = {}  # node -> changes made to its containers so far
         self.counts = {"create": 0, "start": 0, "stop": 0, "restart": 0, "remove": 0, "failed": 0}
 
     @property
     def containers(self) -> int:
         return len(self._containers)
+
+    def changes(self, node_uuid: str) -> int:
+        """How many times this node's containers changed (a simulated engine changes only when asked)."""
+        return self._changes.get(node_uuid, 0)
+
+    def _changed(self, container: RuntimeContainer) -> None:
+        node = container.labels.get(LABEL_NODE, "")
+        self._changes[node] = self._changes.get(node, 0) + 1
 
     async def list_node(self, node_uuid: str) -> list[RuntimeContainer]:
         ids = self._by_node.get(node_uuid, {})
@@ -68,6 +77,7 @@ class SimRuntime:
         )
         names[request.name] = container.id
         self._containers[container.id] = container
+        self._changed(container)
         self.counts["create"] += 1
         return container
 
@@ -94,6 +104,7 @@ class SimRuntime:
             return
         names = self._by_node.get(container.labels.get(LABEL_NODE, ""), {})
         names.pop(container.name, None)
+        self._changed(container)
         self.counts["remove"] += 1
 
     async def watch(self, node_uuid: str, notify: Callable[[], None], stop: asyncio.Event) -> None:
@@ -108,3 +119,4 @@ class SimRuntime:
         if container is None:
             raise RuntimeFailure(f"simulated engine: no such container: {container_id}")
         self._containers[container_id] = dataclasses.replace(container, **changes)  # type: ignore[arg-type]
+        self._changed(container)
