@@ -40,6 +40,11 @@ def bytes_between(facts: NodeFacts, start: float, end: float) -> int:
     return int(mbps(facts, (start + end) / 2) * 1e6 / 8 * max(end - start, 0.0))
 
 
+def _sample_id(uuid: str, name: str, start: float) -> str:
+    """The same sample gets the same id, so a batch sent twice is counted once."""
+    return hashlib.sha256(f"{uuid}:{name}:{start:.3f}".encode()).hexdigest()[:32]
+
+
 class SamplePublisher:
     """Builds and publishes one machine's sample batch; off (and says so once) without metering models."""
 
@@ -60,24 +65,29 @@ class SamplePublisher:
         return self.models is not None
 
     async def publish(self, facts: NodeFacts, containers: list[str], start: float, end: float) -> None:
-        """One batch: the machine's traffic over [start, end) split evenly over its containers."""
+        """One batch: the machine's traffic over [start, end), and an even share per container."""
         if self.models is None:
             return
-        total = bytes_between(facts, start, end)
-        names = containers or [""]
+        sent = bytes_between(facts, start, end)
+        received = sent // 20  # PCDN machines mostly upload
+        shares = [("", sent, received)] + [
+            (name, sent // len(containers), received // len(containers)) for name in containers
+        ]
         try:
             batch = self.models.SampleBatch(
+                batch_id=_sample_id(facts.uuid, "batch", start),
                 node_uuid=facts.uuid,
                 samples=[
                     self.models.Sample(
+                        sample_id=_sample_id(facts.uuid, name, start),
                         node_uuid=facts.uuid,
                         deploymentname=name,
-                        start=start,
-                        end=end,
-                        bytes_sent=total // len(names),
-                        simulated=True,
+                        ts=end,
+                        interval_s=end - start,
+                        tx_bytes=tx,
+                        rx_bytes=rx,
                     )
-                    for name in names
+                    for name, tx, rx in shares
                 ],
             )
         except Exception as exc:  # the models' shape differs from what this simulator knows
