@@ -98,12 +98,14 @@ async def test_creates_on_simulated_machines_complete_through_the_reconciler(
 ) -> None:
     targets = fleet.uuids[:5]
     names = [unique("sim") for _ in targets]
-    body = (await api.post("/container/create", json=[item(u, n) for u, n in zip(targets, names)])).json()
+    body = (
+        await api.post("/container/create", json=[item(u, n) for u, n in zip(targets, names, strict=True)])
+    ).json()
     assert [r["code"] for r in body["data"]] == [200] * len(targets)
     for result in body["data"]:
         await job_reaches(api, result["jobid"], 3)
     runtime = fleet.fleet.runtime
-    for uuid, name in zip(targets, names):
+    for uuid, name in zip(targets, names, strict=True):
         [container] = await runtime.list_node(uuid)
         assert (container.name, container.status) == (name, "running")
 
