@@ -250,19 +250,22 @@ async def kv_mutate(
 
 async def kv_values(kv: KeyValue, model: type[M], pattern: str = ">") -> list[M]:
     """Every current value under `pattern` (one ordered consumer, no per-key round trips)."""
-    out: list[M] = []
+    out: dict[str, M] = {}  # by key: a key written during the scan comes again, newer
+    # Under steady writes (a large fleet's heartbeat times) the watcher may never run out of
+    # pending entries: stop once every key stored when the scan began has come, at its newest.
     watcher = await kv.watch(pattern, ignore_deletes=True)
+    state = (await kv.status()).stream_info.state  # after the watcher took its snapshot
     try:
         async for entry in watcher:
             if entry is None:
                 break
             if entry.value:
-                out.append(model.from_bytes(entry.value))
-            if entry.delta == 0:
+                out[entry.key] = model.from_bytes(entry.value)
+            if entry.delta == 0 or (len(out) >= state.messages and (entry.revision or 0) >= state.last_seq):
                 break
     finally:
         await watcher.stop()
-    return out
+    return list(out.values())
 
 
 async def kv_delete(kv: KeyValue, key: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tingyu.cli import images, up
+from tingyu.cli import images, sim, up
 
-COMMANDS = [up, images]
+COMMANDS = [up, images, sim]
 
 
 def main(argv: list[str] | None = None) -> int:

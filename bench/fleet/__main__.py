@@ -1,0 +1,284 @@
+"""Ramp a SIMULATED fleet and measure the platform under it, each figure beside a raw NATS baseline.
+
+    .venv/bin/python -m bench.fleet --nodes 10000,50000,100000 --containers 10 [--per-proc 25000]
+
+One platform (nats-server, nodes, deployer, api; default periods: heartbeat 10 s, resync 30 s)
+on free ports. Each ramp step starts simulator processes for the new machines, waits until they
+are all registered, preloads their containers into desired state and waits until the simulated
+engines run them all, then soaks: heartbeat fan-in (lag, drops), API latency of creates (mutating)
+and of reads, job completion of those creates, CPU/RSS per process, stream and bucket sizes.
+Baselines come from the same nats-server in the same step: raw KV put/get latency at the same
+concurrency and the raw core-publish rate of one client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.fleet import baselines, preload, probes
+from bench.harness import platform, report
+from tingyu.agent.sim import machines
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.settings import PlatformSettings
+
+JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
+
+
+def create_body(uuid: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "uuid": uuid,
+            "image": preload.IMAGE,
+            "imageversion": "1",
+            "deploymentname": f"f{secrets.token_hex(6)}",
+            "limitsmemory": 64,
+        }
+    ]
+
+
+async def api_probe(
+    client: httpx.AsyncClient, uuids: list[str], jobs: probes.JobProbe, requests: int, concurrency: int
+) -> dict[str, list[float]]:
+    """Creates (mutating) and reads at `concurrency`; latencies in ms by call."""
+    out: dict[str, list[float]] = {"create": [], "node/get": [], "task/status": []}
+
+    async def create(_: int) -> None:
+        uuid = random.choice(uuids)
+        start = time.perf_counter()
+        answer = (await client.post("/container/create", json=create_body(uuid))).json()
+        out["create"].append((time.perf_counter() - start) * 1000)
+        result = answer["data"][0]
+        if result["code"] == 200:
+            jobs.accepted[result["jobid"]] = start
+
+    async def read(i: int) -> None:
+        if i % 2:
+            path, params = "/node/get", {"name": random.choice(uuids).removeprefix("tingyu-")}
+            kind = "node/get"
+        else:
+            path, params = "/task/status", {"jobid": random.choice(list(jobs.accepted) or ["0" * 32])}
+            kind = "task/status"
+        start = time.perf_counter()
+        await client.get(path, params=params)
+        out[kind].append((time.perf_counter() - start) * 1000)
+
+    await baselines.timed(create, requests, concurrency)
+    await baselines.timed(read, requests, concurrency)
+    return out
+
+
+async def nodes_stored(bus: Bus) -> int:
+    info = await bus.js.stream_info(f"KV_{subjects.NODES.name}")
+    return int(info.state.messages)
+
+
+async def step(
+    args: argparse.Namespace, running: Any, bus: Bus, client: httpx.AsyncClient, *, start: int, size: int
+) -> dict[str, Any]:
+    stats_dir = running.config.state_dir / "sim"
+    first_proc = len([n for n in running.procs if n.startswith("sim-")])
+    count = size - start
+    procs = max(1, -(-count // args.per_proc))
+    offset = start
+    for k in range(procs):
+        n = count // procs + (1 if k < count % procs else 0)
+        argv = [
+            sys.executable,
+            "-m",
+            "tingyu.agent.sim.main",
+            *("--nodes", str(n), "--offset", str(offset), "--seed", args.seed),
+            *("--start-latency-ms", str(args.start_latency_ms), "--workers", str(args.workers)),
+            *("--stats-file", str(stats_dir / f"sim-{first_proc + k}.json")),
+        ]
+        running.spawn(f"sim-{first_proc + k}", argv, {"TINGYU_LOG_LEVEL": "WARNING"})
+        offset += n
+    t0 = time.perf_counter()
+
+    async def joined() -> bool:
+        return await nodes_stored(bus) >= size
+
+    ok = await probes.wait_for(joined, args.timeout)
+    join_s = time.perf_counter() - t0
+    print(f"[{size}] {'all' if ok else 'NOT all'} machines registered after {join_s:.1f}s", flush=True)
+
+    t0 = time.perf_counter()
+    new = [(i, machines.identity(args.seed, i).uuid) for i in range(start, size)]
+    await preload.preload(bus, new, args.containers)
+    written_s = time.perf_counter() - t0
+
+    async def converged() -> bool:
+        return bool(probes.sim_totals(stats_dir).get("containers", 0) >= size * args.containers)
+
+    ok_run = await probes.wait_for(converged, args.timeout)
+    load_s = time.perf_counter() - t0
+    totals = probes.sim_totals(stats_dir)
+    print(
+        f"[{size}] desired state written in {written_s:.1f}s; {int(totals.get('containers', 0)):,} "
+        f"simulated containers running after {load_s:.1f}s{'' if ok_run else ' (NOT all)'}",
+        flush=True,
+    )
+
+    # Soak: fan-in, API and jobs under the loaded fleet, then the raw baselines in the same conditions.
+    pids = {name: proc.popen.pid for name, proc in running.procs.items() if name != "registry"}
+    sampler = probes.ProcSampler(pids)
+    args.hb.reset()
+    sent_before = probes.sim_totals(stats_dir).get("beats_sent", 0)
+    soak_start = time.perf_counter()
+    jobs = probes.JobProbe()
+    await jobs.start(bus)
+    uuids = [u for _, u in new]
+    latencies = await api_probe(client, uuids, jobs, args.requests, args.concurrency)
+    await jobs.wait_all(args.job_wait_s)
+    await jobs.sub.unsubscribe()
+    remaining = args.soak_s - (time.perf_counter() - soak_start)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    window = time.perf_counter() - soak_start
+    received = args.hb.received
+    lag = list(args.hb.lags_ms)
+    sent = probes.sim_totals(stats_dir).get("beats_sent", 0) - sent_before
+    cpu = sampler.finish()
+    t_list = time.perf_counter()
+    listed = len((await client.get("/node/list")).json()["data"])
+    list_ms = (time.perf_counter() - t_list) * 1000
+    puts, gets = await baselines.raw_kv(bus, args.requests, args.concurrency, b"x" * 400)
+    sizes = await probes.stream_sizes(bus)
+
+    done = list(jobs.done_ms.values())
+    result = {
+        "machines": size,
+        "containers_running": int(probes.sim_totals(stats_dir).get("containers", 0)),
+        "join_s": round(join_s, 1),
+        "load_s": round(load_s, 1),
+        "window_s": round(window, 1),
+        "beats_expected_per_s": round(size / 10.0, 1),
+        "beats_received_per_s": round(received / window, 1),
+        "beats_sent_per_s_approx": round(sent / window, 1),
+        "beat_lag_ms_p50_p99": baselines.p50_p99(lag),
+        "beats_sim_dropped": int(probes.sim_totals(stats_dir).get("beats_dropped", 0)),
+        "sim_slot_late_max_s": probes.sim_totals(stats_dir).get("beat_delay_max_s", 0.0),
+        "api_ms": {k: baselines.p50_p99(v) for k, v in latencies.items()},
+        "node_list_ms": round(list_ms, 1),
+        "node_list_count": listed,
+        "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failed)},
+        "job_ms_p50_p99": baselines.p50_p99(done),
+        "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
+        "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
+        "procs": cpu,
+        "streams": sizes,
+    }
+    lines(result, args)
+    return result
+
+
+def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
+    n = r["machines"]
+    print(f"--- {n:,} SIMULATED machines, {r['containers_running']:,} simulated containers ---", flush=True)
+    report(
+        f"[{n}] heartbeat fan-in",
+        r["beats_received_per_s"],
+        args.raw_publish_rate,
+        "msg/s",
+        "raw core publish",
+    )
+    lag50, lag99 = r["beat_lag_ms_p50_p99"]
+    print(
+        f"[{n}] heartbeats expected {r['beats_expected_per_s']:,.0f}/s, "
+        f"received {r['beats_received_per_s']:,.0f}/s; lag p50/p99 {lag50:.1f}/{lag99:.1f} ms; "
+        f"sent ~{r['beats_sent_per_s_approx']:,.0f}/s (counters every 5 s), "
+        f"not sent {r['beats_sim_dropped']}",
+        flush=True,
+    )
+    put50, put99 = r["raw_kv_put_ms_p50_p99"]
+    get50, get99 = r["raw_kv_get_ms_p50_p99"]
+    c50, c99 = r["api_ms"]["create"]
+    report(f"[{n}] API create p50", c50, put50, "ms", "raw KV put p50")
+    report(f"[{n}] API create p99", c99, put99, "ms", "raw KV put p99")
+    for kind in ("node/get", "task/status"):
+        r50, r99 = r["api_ms"][kind]
+        report(f"[{n}] API {kind} p50", r50, get50, "ms", "raw KV get p50")
+        report(f"[{n}] API {kind} p99", r99, get99, "ms", "raw KV get p99")
+    j50, j99 = r["job_ms_p50_p99"]
+    report(
+        f"[{n}] job completion p50",
+        j50,
+        put50 * JOB_ROUND_TRIPS,
+        "ms",
+        f"{JOB_ROUND_TRIPS} raw KV puts (p50)",
+    )
+    report(
+        f"[{n}] job completion p99",
+        j99,
+        put99 * JOB_ROUND_TRIPS,
+        "ms",
+        f"{JOB_ROUND_TRIPS} raw KV puts (p99)",
+    )
+    print(
+        f"[{n}] jobs {r['jobs']}; /node/list of {r['node_list_count']:,} took {r['node_list_ms']:.0f} ms",
+        flush=True,
+    )
+    for name, figures in r["procs"].items():
+        print(f"[{n}] {name}: {figures['cpu_pct']:.0f}% CPU, {figures['rss_mib']:.0f} MiB RSS", flush=True)
+    for name, figures in r["streams"].items():
+        print(
+            f"[{n}] stream {name}: {figures['messages']:,} msgs, {figures['bytes'] / 2**20:.1f} MiB",
+            flush=True,
+        )
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    sizes = [int(s) for s in args.nodes.split(",")]
+    results = []
+    with platform(("nodes", "deployer", "api")) as running:
+        (running.config.state_dir / "sim").mkdir()
+        bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench-fleet")
+        args.raw_publish_rate = await baselines.core_publish_rate(bus, b"x" * 250)
+        print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
+        args.hb = probes.HeartbeatProbe()
+        await args.hb.start(bus)
+        limits = httpx.Limits(max_connections=args.concurrency)
+        async with httpx.AsyncClient(base_url=running.config.api_url, timeout=120, limits=limits) as client:
+            start = 0
+            for size in sizes:
+                results.append(await step(args, running, bus, client, start=start, size=size))
+                start = size
+                if args.out:
+                    args.out.write_text(json.dumps(results, ensure_ascii=False, indent=1))
+        await bus.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", default="10000", help="ramp steps, comma-separated")
+    parser.add_argument("--containers", type=int, default=10, help="simulated containers per machine")
+    parser.add_argument(
+        "--per-proc", type=int, default=25000, help="simulated machines per simulator process"
+    )
+    parser.add_argument("--workers", type=int, default=128, help="passes at once per simulator process")
+    parser.add_argument("--start-latency-ms", type=float, default=0.0)
+    parser.add_argument("--requests", type=int, default=300, help="API calls of each kind per step")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--soak-s", type=float, default=40.0, help="shortest measuring window per step")
+    parser.add_argument("--job-wait-s", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for join / convergence")
+    parser.add_argument("--seed", default=f"bench{secrets.token_hex(3)}")
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

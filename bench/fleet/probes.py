@@ -1,0 +1,144 @@
+"""What the fleet benchmark watches: heartbeat fan-in, job completions, processes, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from nats.aio.msg import Msg
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.models.jobs import Job, JobState
+from tingyu.common.models.nodes import Heartbeat
+
+
+@dataclass
+class HeartbeatProbe:
+    """A subscriber of every heartbeat, as each nodes replica is: counts beats and their lag."""
+
+    received: int = 0
+    lags_ms: list[float] = field(default_factory=list)
+
+    async def start(self, bus: Bus) -> None:
+        self.sub = await bus.nc.subscribe(
+            subjects.HEARTBEATS_ALL, cb=self.on_beat, pending_msgs_limit=1_000_000
+        )
+
+    async def on_beat(self, msg: Msg) -> None:
+        self.received += 1
+        if self.received % 10 == 0:  # one in ten decoded keeps the probe itself cheap
+            beat = Heartbeat.from_bytes(msg.data)
+            self.lags_ms.append((timefmt.now() - beat.sent_at) * 1000)
+
+    def reset(self) -> None:
+        self.received = 0
+        self.lags_ms = []
+
+
+@dataclass
+class JobProbe:
+    """Every write to `ty_jobs`, seen on core NATS: when each job of interest turned final."""
+
+    accepted: dict[str, float] = field(default_factory=dict)  # job id -> time the API answered
+    done_ms: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    async def start(self, bus: Bus) -> None:
+        self.sub = await bus.nc.subscribe(f"$KV.{subjects.JOBS.name}.>", cb=self.on_write)
+
+    async def on_write(self, msg: Msg) -> None:
+        job_id = msg.subject.rsplit(".", 1)[-1]
+        if job_id not in self.accepted or job_id in self.done_ms or not msg.data:
+            return
+        job = Job.from_bytes(msg.data)
+        if job.state.final:
+            self.done_ms[job_id] = (time.perf_counter() - self.accepted[job_id]) * 1000
+            if job.state == JobState.FAILED:
+                self.failed[job_id] = job.message
+
+    async def wait_all(self, timeout: float) -> None:
+        async def all_final() -> bool:
+            return len(self.done_ms) >= len(self.accepted)
+
+        await wait_for(all_final, timeout, every=0.2)
+
+
+class ProcSampler:
+    """CPU (% of one core) and RSS of named processes over a window."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.begin = {name: self._cpu(p) for name, p in self.procs.items()}
+        self.started = time.monotonic()
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+            total = times.user + times.system
+            for child in proc.children(recursive=True):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+            return float(total)
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        wall = time.monotonic() - self.started
+        out = {}
+        for name, proc in self.procs.items():
+            try:
+                rss = proc.memory_info().rss / 2**20
+            except psutil.NoSuchProcess:
+                rss = 0.0
+            cpu = (self._cpu(proc) - self.begin[name]) / wall * 100 if wall else 0.0
+            out[name] = {"cpu_pct": round(cpu, 1), "rss_mib": round(rss, 1)}
+        return out
+
+
+async def stream_sizes(bus: Bus) -> dict[str, dict[str, int]]:
+    """Messages and bytes of every stream (buckets are streams named KV_<bucket>)."""
+    out = {}
+    for info in await bus.js.streams_info():
+        out[str(info.config.name)] = {"messages": int(info.state.messages), "bytes": int(info.state.bytes)}
+    return out
+
+
+def sim_totals(stats_dir: Path) -> dict[str, float]:
+    """The sum of the simulator processes' counters (each writes its own file every 5 s)."""
+    totals: dict[str, float] = {}
+    for path in stats_dir.glob("sim-*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in (
+            "machines",
+            "beats_sent",
+            "beats_dropped",
+            "passes",
+            "pass_errors",
+            "light_resyncs",
+            "containers",
+        ):
+            totals[key] = totals.get(key, 0) + data.get(key, 0)
+        totals["beat_delay_max_s"] = max(
+            totals.get("beat_delay_max_s", 0.0), data.get("beat_delay_max_s", 0.0)
+        )
+    return totals
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, every: float = 1.0) -> bool:
+    """Poll an async predicate until true or `timeout`; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(every)
+    return True

@@ -1,0 +1,322 @@
+"""Many SIMULATED machines in one process, each through the real agent's pass (`Agent.sync_once`).
+
+A full `Agent` per machine would run four loops and one subscription each; at 100k machines per
+process that is too many tasks and subscriptions. The fleet keeps one `Agent` object per machine
+for its state and its pass (desired read, `Reconciler` over the simulated runtime, observed report)
+but shares the timers: one wildcard nudge subscription, heartbeats sent in time slots spread over
+the period, resyncs spread the same way, and a bounded pool of workers for passes.
+
+A resync reads the machine's desired state as the agent's does (that read is all the platform
+sees of it). When neither the desired revision nor the simulated engine changed since the last
+full pass, the pass itself is skipped: a simulated container never changes behind the agent's
+back, so the pass would find nothing to do, and at 100k machines the skipped Python work would
+be the simulator's own load rather than the platform's. Every tenth resync is a full pass anyway,
+so unchanged reports are still re-sent as a real agent re-sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nats.aio.msg import Msg
+from nats.js import errors as js_errors
+
+from tingyu.agent.agent import DEBOUNCE_S, Agent
+from tingyu.agent.identity import Identity
+from tingyu.agent.reconciler import Reconciler
+from tingyu.agent.sim import machines
+from tingyu.agent.sim.runtime import SimRuntime
+from tingyu.agent.sim.traffic import SamplePublisher
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.models.nodes import Heartbeat, NodeFacts
+from tingyu.common.service import wait_or_stop
+from tingyu.common.timefmt import now
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25  # heartbeat and resync slots
+RETRY_S = 1.0
+FULL_PASS_EVERY = 10  # resync rounds between two full passes of an unchanged machine
+
+
+@dataclass
+class FleetConfig:
+    """Size and behaviour of the simulated machines of one process."""
+
+    nodes: int
+    offset: int = 0  # index of this process's first machine in the fleet
+    seed: str = "sim"
+    heartbeat_s: float = 10.0
+    resync_s: float = 30.0
+    facts_every: int = 30
+    start_latency_s: float = 0.0
+    failure_rate: float = 0.0
+    parallel: int = 4  # deployments reconciled at once per machine, as on a real agent
+    workers: int = 128  # machine passes at once in this process
+    sample_s: float = 0.0  # 0: no metering samples
+    stats_file: Path | None = None
+
+
+@dataclass
+class FleetStats:
+    """Counters of one simulator process (written to the stats file)."""
+
+    machines: int = 0
+    beats_sent: int = 0
+    beats_dropped: int = 0
+    beat_delay_max_s: float = 0.0  # how late the latest slot ran (the simulator's own lag)
+    passes: int = 0
+    light_resyncs: int = 0  # resyncs that read the desired state and found nothing new
+    pass_errors: int = 0
+    containers: int = 0
+    samples_sent: int = 0
+    started_at: float = field(default_factory=now)
+
+
+class SimAgent(Agent):
+    """The real agent's pass for one simulated machine; its nudges go to the fleet's scheduler."""
+
+    def __init__(self, fleet_nudge: Callable[[str], None], *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._fleet_nudge = fleet_nudge
+
+    def nudge(self) -> None:
+        self._fleet_nudge(self.uuid)
+
+
+@dataclass
+class _Machine:
+    agent: SimAgent
+    facts: NodeFacts
+    digest: str
+    subject: str
+    revision: int = -1  # desired revision read before the last full pass
+    changes: int = -1  # the simulated engine's change count after it
+
+
+class Fleet:
+    """The simulated machines of one process; `run(stop)` until `stop` is set."""
+
+    def __init__(self, bus: Bus, config: FleetConfig) -> None:
+        self.bus = bus
+        self.config = config
+        self.runtime = SimRuntime(config.start_latency_s, config.failure_rate)
+        self.stats = FleetStats(machines=config.nodes)
+        self.samples = SamplePublisher(bus) if config.sample_s > 0 else None
+        self.machines: dict[str, _Machine] = {}
+        for index in range(config.offset, config.offset + config.nodes):
+            ident = machines.identity(config.seed, index)
+            self.machines[ident.uuid] = self._machine(ident, index)
+        self.order = list(self.machines)
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[str] = set()  # waiting out the debounce or in the queue
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._light: set[str] = set()  # queued by a resync only: a full pass only if something changed
+
+    def _machine(self, ident: Identity, index: int) -> _Machine:
+        facts = machines.facts(ident, index)
+        agent = SimAgent(
+            self.nudge,
+            self.bus,
+            ident,
+            Reconciler(self.runtime, ident.uuid, parallel=self.config.parallel),
+            lambda: facts,
+            heartbeat_s=self.config.heartbeat_s,
+            resync_s=self.config.resync_s,
+            facts_every=self.config.facts_every,
+            simulated=True,
+        )
+        return _Machine(agent, facts, facts.digest(), subjects.heartbeat(ident.uuid))
+
+    # --- passes ----------------------------------------------------------------------------------
+
+    def nudge(self, uuid: str, *, light: bool = False) -> None:
+        """A pass for this machine soon; nudges during the debounce or the queue wait make one pass."""
+        if not light:
+            self._light.discard(uuid)
+        if uuid in self._pending:
+            return
+        if uuid in self._running:
+            self._again.add(uuid)
+            return
+        self._pending.add(uuid)
+        if light:
+            self._light.add(uuid)
+        asyncio.get_running_loop().call_later(DEBOUNCE_S, self._queue.put_nowait, uuid)
+
+    async def _on_nudge(self, msg: Msg) -> None:
+        uuid = msg.subject.split(".")[2]  # ty.agent.<uuid>.nudge
+        if uuid in self.machines:
+            self.nudge(uuid)
+
+    async def _worker(self) -> None:
+        while True:
+            uuid = await self._queue.get()
+            self._pending.discard(uuid)
+            self._running.add(uuid)
+            try:
+                await self._pass(self.machines[uuid], uuid in self._light)
+            except Exception as exc:
+                self.stats.pass_errors += 1
+                log.warning("SIMULATED machine %s: pass failed (%r); trying again", uuid, exc)
+                asyncio.get_running_loop().call_later(RETRY_S, self.nudge, uuid)
+            finally:
+                self._running.discard(uuid)
+                self._light.discard(uuid)
+            if uuid in self._again:
+                self._again.discard(uuid)
+                self.nudge(uuid)
+
+    async def _pass(self, machine: _Machine, light: bool) -> None:
+        """The agent's pass, or only its desired-state read when a light resync finds nothing new."""
+        kv = await self.bus.kv(subjects.DESIRED)
+        try:
+            revision = (await kv.get(machine.agent.uuid)).revision or 0
+        except js_errors.KeyNotFoundError:
+            revision = 0
+        changes = self.runtime.changes(machine.agent.uuid)
+        if light and revision == machine.revision and changes == machine.changes:
+            self.stats.light_resyncs += 1
+            return
+        machine.revision = revision
+        await machine.agent.sync_once()
+        machine.changes = self.runtime.changes(machine.agent.uuid)
+        self.stats.passes += 1
+
+    # --- timers ----------------------------------------------------------------------------------
+
+    async def _slots(
+        self, period_s: float, stop: asyncio.Event, act: Callable[[list[str], int], Awaitable[None]]
+    ) -> None:
+        """Call `act(chunk, round)` every TICK_S with the next slice of machines, so that each
+        machine comes up once per `period_s` at its own offset; records how late slots run."""
+        ticks = max(1, round(period_s / TICK_S))
+        size = -(-len(self.order) // ticks)
+        start = time.monotonic()
+        tick = 0
+        while not stop.is_set():
+            due = start + tick * TICK_S
+            late = time.monotonic() - due
+            if late < 0:
+                if await wait_or_stop(stop, -late):
+                    return
+            else:
+                self.stats.beat_delay_max_s = max(self.stats.beat_delay_max_s, late)
+            slot = tick % ticks
+            await act(self.order[slot * size : (slot + 1) * size], tick // ticks)
+            tick += 1
+
+    async def _beat(self, chunk: list[str], round_: int) -> None:
+        if not self.bus.nc.is_connected:
+            self.stats.beats_dropped += len(chunk)  # a beat buffered in an outage would arrive stale
+            return
+        with_facts = round_ % max(self.config.facts_every, 1) == 0
+        sent_at = now()
+        for uuid in chunk:
+            machine = self.machines[uuid]
+            beat = Heartbeat(
+                uuid=uuid,
+                facts_digest=machine.digest,
+                facts=machine.facts if with_facts else None,
+                sent_at=sent_at,
+                simulated=True,
+            )
+            try:
+                await self.bus.nc.publish(machine.subject, beat.to_bytes())
+            except Exception:
+                self.stats.beats_dropped += 1
+            else:
+                self.stats.beats_sent += 1
+
+    async def _resync(self, chunk: list[str], round_: int) -> None:
+        if round_ > 0:  # round 0 is the first pass every machine makes at start
+            light = round_ % FULL_PASS_EVERY != 0
+            for uuid in chunk:
+                self.nudge(uuid, light=light)
+
+    async def _reconnects(self, stop: asyncio.Event) -> None:
+        """A reconnect may have hidden nudges: every machine reads its desired state again."""
+        seen = self.bus.nc.stats["reconnects"]
+        while not await wait_or_stop(stop, 1.0):
+            if self.bus.nc.stats["reconnects"] != seen:
+                seen = self.bus.nc.stats["reconnects"]
+                for uuid in self.order:
+                    self.nudge(uuid)
+
+    async def _samples(self, stop: asyncio.Event) -> None:
+        publisher = self.samples
+        if publisher is None or not publisher.on:
+            return
+        period = self.config.sample_s
+        while not await wait_or_stop(stop, period):
+            end = now()
+            for uuid in self.order:
+                machine = self.machines[uuid]
+                names = [c.name for c in await self.runtime.list_node(uuid)]
+                await publisher.publish(machine.facts, names, end - period, end)
+            self.stats.samples_sent = publisher.sent
+
+    async def _report(self, stop: asyncio.Event) -> None:
+        while not await wait_or_stop(stop, 5.0):
+            self.stats.containers = self.runtime.containers
+            self.write_stats()
+            log.info(
+                "SIMULATED fleet: %d machines, %d containers, %d beats sent (%d dropped), "
+                "%d passes (%d failed), %d light resyncs, slots late by up to %.2fs",
+                len(self.machines),
+                self.stats.containers,
+                self.stats.beats_sent,
+                self.stats.beats_dropped,
+                self.stats.passes,
+                self.stats.pass_errors,
+                self.stats.light_resyncs,
+                self.stats.beat_delay_max_s,
+            )
+
+    def write_stats(self) -> None:
+        path = self.config.stats_file
+        if path is None:
+            return
+        data = {"simulated": True, **self.stats.__dict__, "counts": self.runtime.counts}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+    # --- the whole ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Beat, reconcile and report for every machine until `stop`; the machines then go silent."""
+        log.warning("SIMULATED fleet of %d machines starting (no real host or engine)", len(self.machines))
+        sub = await self.bus.nc.subscribe(subjects.AGENT_NUDGE_ALL, cb=self._on_nudge)
+        tasks = [asyncio.create_task(self._worker()) for _ in range(max(self.config.workers, 1))]
+        loops = [
+            self._slots(self.config.heartbeat_s, stop, self._beat),
+            self._slots(self.config.resync_s, stop, self._resync),
+            self._reconnects(stop),
+            self._samples(stop),
+            self._report(stop),
+        ]
+        tasks += [asyncio.create_task(loop) for loop in loops]
+        for uuid in self.order:
+            self.nudge(uuid)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.stats.containers = self.runtime.containers
+            self.write_stats()
+            log.warning("SIMULATED fleet of %d machines stopped", len(self.machines))
