@@ -65,3 +65,17 @@ def test_loaded_machines_get_a_grace_period() -> None:
     fresh.load([record], now=1000.0)
     assert fresh.expired(1039.0) == []
     assert len(fresh.expired(1041.0)) == 1
+
+
+def test_fast_heartbeat_decoding_equals_validation() -> None:
+    from tingyu.common.models.nodes import Heartbeat
+    from tingyu.nodes.main import decode_heartbeat
+
+    node = facts()
+    for beat in (heartbeat(node, with_facts=False, at=5.0), heartbeat(node, at=6.0)):
+        decoded = decode_heartbeat(beat.to_bytes())
+        assert decoded is not None
+        assert decoded.model_dump() == Heartbeat.from_bytes(beat.to_bytes()).model_dump()
+    assert decode_heartbeat(b"not json") is None
+    assert decode_heartbeat(b'{"uuid": "x"}') is None
+    assert decode_heartbeat(b'{"uuid": "x", "facts_digest": "d", "facts": {"cpu": "many"}}') is None
