@@ -1,9 +1,12 @@
-"""`python -m bench.metering [--machines N --days D --ingest-machines M --ingest-ticks T --queries Q]`.
+"""`python -m bench.metering [--machines N --days D --ingest-machines M --ingest-ticks T --queries Q
+--resource-queries R]`.
 
 1. Ingest: the same agent-format batches published to NATS and stored by the metering service
-   (dedup lookup + insert + rollup), against a raw chDB INSERT of the same batches into a fresh path.
-2. Query: the 95th-percentile query over `days` x `machines` 5-minute rollup rows, through the HTTP
-   API (API -> NATS -> metering -> chDB), against the same SQL on chDB directly.
+   (dedup lookup + insert + rollups), against a raw chDB INSERT of the same batches into a fresh path.
+2. Query: `days` x `machines` 5-minute rows in `samples_5m`, `bandwidth_5m` backfilled from them
+   (the upgrade path). The 95th-percentile bandwidth query (reads `bandwidth_5m`) and the resource
+   query (reads `samples_5m`, one row per machine and bucket), each through the HTTP API
+   (API -> NATS -> metering -> chDB) against the same SQL on chDB directly.
 Every figure is printed with its ratio `ours / baseline`, measured in the same run.
 """
 
@@ -22,10 +25,11 @@ from bench.metering.fleet import Fleet
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
-from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope
+from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope, MeteringSeries
 from tingyu.common.settings import PlatformSettings
 from tingyu.metering.config import DEFAULT_SCHEMA
 from tingyu.metering.queries import series_params, series_sql
+from tingyu.metering.rollups import BACKFILL
 from tingyu.metering.samples import insert_sql
 from tingyu.metering.store import ChdbEngine, split_statements
 
@@ -50,15 +54,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(int(len(ordered) * q), len(ordered) - 1)]
 
 
-def fill(path: Path, machines: int, days: int, first: int) -> float:
+def fill(path: Path, machines: int, days: int, first: int) -> tuple[float, float]:
+    """Seconds to fill `samples_5m`, then to backfill `bandwidth_5m` from it."""
     engine = ChdbEngine(path)
     for statement in split_statements(DEFAULT_SCHEMA.read_text()):
         engine.command(statement)
     started = time.perf_counter()
     engine.command(FILL, {"first": first, "machines": machines, "rows": machines * days * 288})
-    elapsed = time.perf_counter() - started
+    filled = time.perf_counter()
+    engine.command(BACKFILL)
+    done = time.perf_counter()
     engine.close()
-    return elapsed
+    return filled - started, done - filled
 
 
 def raw_ingest(path: Path, fleet: Fleet) -> float:
@@ -98,21 +105,31 @@ async def ours_ingest(settings: PlatformSettings, fleet: Fleet) -> float:
     return elapsed
 
 
-async def api_queries(api_url: str, start: float, end: float, count: int) -> list[float]:
+ROUTES = {
+    MeteringSeries.BANDWIDTH: "/info/bandWith/getByImage",
+    MeteringSeries.RESOURCES: "/info/resourceUse/getByImage",
+}
+
+
+async def api_queries(
+    api_url: str, series: MeteringSeries, start: float, end: float, count: int
+) -> list[float]:
     params = {"startDate": timefmt.to_wire(start), "endDate": timefmt.to_wire(end), "image": BENCH_IMAGE}
     times = []
     async with httpx.AsyncClient(base_url=api_url, timeout=300) as client:
         for _ in range(count):
             started = time.perf_counter()
-            body = (await client.get("/info/bandWith/getByImage", params=params)).json()
+            body = (await client.get(ROUTES[series], params=params)).json()
             times.append(time.perf_counter() - started)
             assert body["code"] == 200, body
     return times
 
 
-def sql_queries(path: Path, start: float, end: float, count: int) -> list[float]:
+def sql_queries(path: Path, series: MeteringSeries, start: float, end: float, count: int) -> list[float]:
     engine = ChdbEngine(path)
-    query = MeteringQuery(scope=MeteringScope.CONTAINERS, start=start, end=end, image=BENCH_IMAGE)
+    query = MeteringQuery(
+        scope=MeteringScope.CONTAINERS, series=series, start=start, end=end, image=BENCH_IMAGE
+    )
     sql, params = series_sql(query), series_params(query)
     times = []
     for _ in range(count):
@@ -132,6 +149,7 @@ def main() -> None:
     parser.add_argument("--ingest-machines", type=int, default=100)
     parser.add_argument("--ingest-ticks", type=int, default=300)
     parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--resource-queries", type=int, default=5)
     args = parser.parse_args()
     end = int(time.time()) // 300 * 300
     first = end - args.days * 86400
@@ -140,7 +158,8 @@ def main() -> None:
         chdb_dir = root / "chdb"
         rows = args.machines * args.days * 288
         print(f"filling {rows:,} rollup rows ({args.machines} machines x {args.days} days) ...", flush=True)
-        print(f"  fill took {fill(chdb_dir, args.machines, args.days, first):.1f}s", flush=True)
+        filled_s, backfilled_s = fill(chdb_dir, args.machines, args.days, first)
+        print(f"  fill took {filled_s:.1f}s, backfilling bandwidth_5m {backfilled_s:.1f}s", flush=True)
 
         config = PlatformConfig(
             state_dir=root,
@@ -162,24 +181,31 @@ def main() -> None:
             )
             samples = sum(len(b.samples) for b in fleet.batches())
             ours_s = asyncio.run(ours_ingest(PlatformSettings(nats_url=config.nats_url), fleet))
-            api_times = asyncio.run(api_queries(config.api_url, first, end, args.queries))
+            counts = {MeteringSeries.BANDWIDTH: args.queries, MeteringSeries.RESOURCES: args.resource_queries}
+            api_times = {
+                series: asyncio.run(api_queries(config.api_url, series, first, end, count))
+                for series, count in counts.items()
+            }
         finally:
             platform.stop()
         raw_s = raw_ingest(root / "raw", fleet)
-        sql_times = sql_queries(chdb_dir, first, end, args.queries)
+        sql_times = {
+            series: sql_queries(chdb_dir, series, first, end, count) for series, count in counts.items()
+        }
 
     ours_rate, raw_rate = samples / ours_s, samples / raw_s
     print(f"ingest: {samples:,} samples in {len(fleet.batches())} batches")
     print(f"  ours (NATS -> metering -> chDB): {ours_rate:,.0f} samples/s")
     print(f"  raw chDB INSERT of the same batches: {raw_rate:,.0f} samples/s")
     print(f"  ratio ours/baseline: {ours_rate / raw_rate:.2f}")
-    for name, q in (("p50", 0.5), ("p99", 0.99)):
-        ours, base = percentile(api_times, q), percentile(sql_times, q)
-        print(
-            f"p95 query over {rows:,} rows, {name}: API {ours * 1000:.0f} ms, SQL {base * 1000:.0f} ms,"
-            f" ratio ours/baseline {ours / base:.2f}"
-        )
-    print(f"(mean API {statistics.mean(api_times) * 1000:.0f} ms over {args.queries} queries)")
+    for series, count in counts.items():
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            ours, base = percentile(api_times[series], q), percentile(sql_times[series], q)
+            print(
+                f"{series} query over {rows:,} samples_5m rows, {name}: API {ours * 1000:.0f} ms,"
+                f" SQL {base * 1000:.0f} ms, ratio ours/baseline {ours / base:.2f}"
+            )
+        print(f"  (mean API {statistics.mean(api_times[series]) * 1000:.0f} ms over {count} queries)")
 
 
 if __name__ == "__main__":

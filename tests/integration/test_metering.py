@@ -22,6 +22,7 @@ from tingyu.common.bus import Bus
 from tingyu.common.models.metering import MeteringQuery, MeteringScope, Sample, SampleBatch
 from tingyu.metering.config import DEFAULT_SCHEMA
 from tingyu.metering.queries import run_query
+from tingyu.metering.rollups import backfill_bandwidth
 from tingyu.metering.samples import insert_sql, store_samples
 from tingyu.metering.store import Store
 
@@ -128,6 +129,91 @@ async def test_store_matches_independent_computation_and_counts_once(tmp_path: P
             assert summary.p95_cpu_cores == pytest.approx(want["p95_cpu"])
             assert summary.p95_memory_mib == pytest.approx(want["p95_mem"])
             assert summary.p95_up_bps < summary.peak_up_bps  # the top 5 % really was dropped
+    finally:
+        await store.close()
+
+
+# Both rollups per (bucket, kind, image, version); sum() because unmerged parts may hold a key twice.
+BY_KEY = {
+    "bandwidth_5m": "SELECT toUInt32(toUnixTimestamp(bucket)), toString(kind), image, version,"
+    " sum(tx_bytes), sum(rx_bytes) FROM tingyu.bandwidth_5m GROUP BY ALL",
+    "samples_5m": "SELECT toUInt32(toUnixTimestamp(bucket)),"
+    " if(deploymentname = '', 'machine', 'container'), image, version,"
+    " sum(tx_bytes), sum(rx_bytes) FROM tingyu.samples_5m GROUP BY ALL",
+}
+
+
+def _bytes_by_key(samples: Iterable[Sample]) -> dict[tuple[int, str, str, str], tuple[int, int]]:
+    """Per (bucket, kind, image, version): tx and rx bytes, computed without ClickHouse."""
+    sums: dict[tuple[int, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for s in samples:
+        kind = "container" if s.deploymentname else "machine"
+        acc = sums[int(s.ts) // FIVE_MIN * FIVE_MIN, kind, s.image, s.version]
+        acc[0] += s.tx_bytes
+        acc[1] += s.rx_bytes
+    return {key: (tx, rx) for key, (tx, rx) in sums.items()}
+
+
+async def _rollup(store: Store, table: str) -> dict[tuple[int, str, str, str], tuple[int, int]]:
+    rows = await store.rows(BY_KEY[table])
+    return {(int(b), k, i, v): (int(tx), int(rx)) for b, k, i, v, tx, rx in rows}
+
+
+async def test_bandwidth_rollup_counts_once_and_agrees_with_samples_5m(tmp_path: Path) -> None:
+    fleet = _fleet()
+    samples = [s for b in fleet.batches() for s in b.samples]
+    store = Store.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        await store.apply_schema(DEFAULT_SCHEMA)  # applied at every start: idempotent
+        half = samples[: len(samples) // 3]
+        assert await store_samples(store, half) == len(half)
+        # A retried INSERT (twice) and redeliveries: the view into bandwidth_5m must drop them all.
+        await store.command(insert_sql(half))
+        await store.command(insert_sql(half))
+        assert await store_samples(store, samples) == len(samples) - len(half)
+        assert await store_samples(store, samples) == 0
+
+        want = _bytes_by_key(samples)
+        assert await _rollup(store, "bandwidth_5m") == want
+        assert await _rollup(store, "samples_5m") == want
+        assert not await backfill_bandwidth(store)  # not empty: no backfill
+
+        # Both series of every scope agree with the independent computation through either table.
+        start, end = fleet.start, fleet.start + fleet.ticks * fleet.step_s
+        for scope, image in ((MeteringScope.ACCOUNT, ""), (MeteringScope.CONTAINERS, "")):
+            points, summary = await run_query(store, MeteringQuery(scope=scope, start=start, end=end))
+            ref = expected(samples, start, end, account=scope == MeteringScope.ACCOUNT, image=image)
+            assert [p.up_bps for p in points] == pytest.approx(ref["up"])
+            assert summary.up_bytes == ref["up_bytes"]
+    finally:
+        await store.close()
+
+
+async def test_upgrade_backfills_the_bandwidth_rollup_once(tmp_path: Path) -> None:
+    fleet = _fleet(machines=2, ticks=120)
+    samples = [s for b in fleet.batches() for s in b.samples]
+    store = Store.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        assert not await backfill_bandwidth(store)  # a new store: nothing to copy
+        await store_samples(store, samples)
+        # A store from before bandwidth_5m existed: rollups in samples_5m only.
+        await store.command("DROP VIEW tingyu.bandwidth_5m_mv")
+        await store.command("DROP TABLE tingyu.bandwidth_5m")
+        await store.apply_schema(DEFAULT_SCHEMA)
+        assert await _rollup(store, "bandwidth_5m") == {}
+
+        assert await backfill_bandwidth(store)
+        assert not await backfill_bandwidth(store)  # once: the next start finds it filled
+        want = _bytes_by_key(samples)
+        assert await _rollup(store, "bandwidth_5m") == want
+
+        # New samples after the upgrade reach it through the view, on top of the copy.
+        later = _fleet(machines=1, ticks=20)
+        more = [s for b in later.batches() for s in b.samples]
+        await store_samples(store, more)
+        assert await _rollup(store, "bandwidth_5m") == await _rollup(store, "samples_5m")
     finally:
         await store.close()
 

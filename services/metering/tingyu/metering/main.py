@@ -10,6 +10,7 @@ from tingyu.common.service import run as run_service
 from tingyu.metering import responder
 from tingyu.metering.config import MeteringSettings, get_settings
 from tingyu.metering.ingest import ingest
+from tingyu.metering.rollups import backfill_bandwidth
 from tingyu.metering.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ async def main(stop: asyncio.Event, settings: MeteringSettings | None = None) ->
     store = Store.open(settings.clickhouse_url, settings.chdb_path)
     try:
         await store.apply_schema(settings.schema_file)
+        await backfill_bandwidth(store)  # before consuming: an upgrade's one-time copy
         bus = await Bus.connect(settings.platform, "tingyu-metering")
         try:
             queries = await responder.serve(bus, store)

@@ -1,8 +1,9 @@
-"""Range queries over the 5-minute rollups: the points and the billing summary, in one SQL.
+"""Range queries over the 5-minute rollups: the points and the billing summary, one SQL per series.
 
 Per bucket, a figure is summed across every machine (and container) in scope first; peaks and
 the 95th percentile are then taken over the buckets. Buckets without data count as 0, so the
 percentile runs over every bucket the range touches (`n`), not only those with rows.
+Bandwidth reads `bandwidth_5m` (no machine dimension); CPU and memory read `samples_5m`.
 """
 
 from __future__ import annotations
@@ -14,72 +15,90 @@ from tingyu.common.models.metering import (
     MeteringPoint,
     MeteringQuery,
     MeteringScope,
+    MeteringSeries,
     MeteringSummary,
     bucket_range,
 )
 from tingyu.metering.store import Store
 
-ACCOUNT = "image = '' AND version = '' AND deploymentname = ''"
-CONTAINERS = "deploymentname != ''"
+MACHINES = "kind = 'machine' AND image = '' AND version = ''"
+CONTAINERS = "kind = 'container'"
+CONTAINER_ROWS = "deploymentname != ''"
+MACHINE_ROWS = "image = '' AND version = '' AND deploymentname = ''"
 OF_IMAGE = " AND image = {image:String}"
 OF_VERSION = " AND version = {version:String}"
+IN_RANGE = "bucket BETWEEN toDateTime({first:UInt32}, 'UTC') AND toDateTime({last:UInt32}, 'UTC')"
 
-# Inner: one row per (bucket, machine, deployment). CPU and memory are averaged over the time
-# each container was sampled in the bucket, then summed; bytes become bits per second.
-# Outer: arrays of the points; the padded, sorted copies give the billed (95th) values:
-# 1-based index ceil(0.95 n) = intDiv(95 n + 99, 100), i.e. the top 5 % of buckets dropped.
+# Outer, shared by both series: arrays of the points (x, y per bucket); the padded, sorted copies
+# give the billed (95th) values: 1-based index ceil(0.95 n) = intDiv(95 n + 99, 100), i.e. the
+# top 5 % of buckets dropped.
 SERIES = """
 SELECT
     groupArray(b) AS times,
-    groupArray(up) AS ups,
-    groupArray(down) AS downs,
-    groupArray(cpu) AS cpus,
-    groupArray(mem) AS mems,
+    groupArray(x) AS xs,
+    groupArray(y) AS ys,
     sum(tx) AS up_bytes,
     sum(rx) AS down_bytes,
     toUInt32(intDiv({n:UInt32} * 95 + 99, 100)) AS k,
-    arrayWithConstant(toUInt32(greatest(toInt64({n:UInt32}) - toInt64(length(ups)), 0)), 0.) AS zeros,
-    arraySort(arrayConcat(ups, zeros))[k] AS p95_up,
-    arraySort(arrayConcat(downs, zeros))[k] AS p95_down,
-    arraySort(arrayConcat(cpus, zeros))[k] AS p95_cpu,
-    arraySort(arrayConcat(mems, zeros))[k] AS p95_mem
+    arrayWithConstant(toUInt32(greatest(toInt64({n:UInt32}) - toInt64(length(xs)), 0)), 0.) AS zeros,
+    arraySort(arrayConcat(xs, zeros))[k] AS p95_x,
+    arraySort(arrayConcat(ys, zeros))[k] AS p95_y
 FROM
-(
+({inner})
+"""
+
+# Bandwidth: whole buckets summed, so the machine-less rollup answers (a few rows per bucket);
+# bytes become bits per second.
+BANDWIDTH = """
     SELECT
         toUInt32(toUnixTimestamp(bucket)) AS b,
-        toFloat64(sum(tx_sum)) AS tx,
-        toFloat64(sum(rx_sum)) AS rx,
-        tx * 8 / {bucket_s:UInt32} AS up,
-        rx * 8 / {bucket_s:UInt32} AS down,
-        sum(if(secs > 0, core_s / secs, 0.)) AS cpu,
-        sum(if(secs > 0, mib_s / secs, 0.)) AS mem
+        toFloat64(sum(tx_bytes)) AS tx,
+        toFloat64(sum(rx_bytes)) AS rx,
+        tx * 8 / {bucket_s:UInt32} AS x,
+        rx * 8 / {bucket_s:UInt32} AS y
+    FROM tingyu.bandwidth_5m
+    WHERE {range} AND {where}
+    GROUP BY bucket
+    ORDER BY bucket
+"""
+
+# Resources: CPU and memory are averaged over the time each container was sampled in the bucket,
+# then summed, so this needs the per-(machine, deployment) rollup.
+RESOURCES = """
+    SELECT
+        toUInt32(toUnixTimestamp(bucket)) AS b,
+        0. AS tx,
+        0. AS rx,
+        sum(if(secs > 0, core_s / secs, 0.)) AS x,
+        sum(if(secs > 0, mib_s / secs, 0.)) AS y
     FROM
     (
         SELECT
             bucket,
-            sum(tx_bytes) AS tx_sum,
-            sum(rx_bytes) AS rx_sum,
             sum(cpu_core_s) AS core_s,
             sum(memory_mib_s) AS mib_s,
             sum(seconds) AS secs
         FROM tingyu.samples_5m
-        WHERE bucket BETWEEN toDateTime({first:UInt32}, 'UTC') AND toDateTime({last:UInt32}, 'UTC')
-          AND {where}
+        WHERE {range} AND {where}
         GROUP BY bucket, node_uuid, deploymentname
     )
     GROUP BY bucket
     ORDER BY bucket
-)
 """
 
 
-def series_sql(query: MeteringQuery) -> str:
-    """The SQL for this query's scope (fixed fragments only; values are bound parameters)."""
-    if query.scope == MeteringScope.ACCOUNT:
-        where = ACCOUNT
+def series_sql(query: MeteringQuery, series: MeteringSeries | None = None) -> str:
+    """The SQL of one series for this query's scope (fixed fragments only; values are bound)."""
+    series = series or query.series
+    account = query.scope == MeteringScope.ACCOUNT
+    if series == MeteringSeries.BANDWIDTH:
+        inner, where = BANDWIDTH, MACHINES if account else CONTAINERS
     else:
-        where = CONTAINERS + (OF_IMAGE if query.image else "") + (OF_VERSION if query.version else "")
-    return SERIES.replace("{where}", where)
+        inner, where = RESOURCES, MACHINE_ROWS if account else CONTAINER_ROWS
+    if not account:
+        where += (OF_IMAGE if query.image else "") + (OF_VERSION if query.version else "")
+    body = inner.replace("{range}", IN_RANGE).replace("{where}", where)
+    return SERIES.replace("{inner}", body)
 
 
 def series_params(query: MeteringQuery) -> dict[str, Any]:
@@ -94,30 +113,40 @@ def series_params(query: MeteringQuery) -> dict[str, Any]:
     }
 
 
-async def run_query(store: Store, query: MeteringQuery) -> tuple[list[MeteringPoint], MeteringSummary]:
-    """Every bucket of the range (empty ones as zeros) and the summary over them."""
+EVERY_SERIES = (MeteringSeries.BANDWIDTH, MeteringSeries.RESOURCES)
+
+
+async def run_query(
+    store: Store, query: MeteringQuery, series: tuple[MeteringSeries, ...] = EVERY_SERIES
+) -> tuple[list[MeteringPoint], MeteringSummary]:
+    """Every bucket of the range (empty ones as zeros) and the summary over them.
+
+    Only the figures of `series` are computed (one SQL each); the others stay 0. The responder
+    asks for the query's own series; the default fills every figure.
+    """
     first, _, count = bucket_range(query.start, query.end)
-    rows = await store.rows(series_sql(query), series_params(query))
-    (times, ups, downs, cpus, mems, up_bytes, down_bytes, *_rest) = rows[0]
-    p95_up, p95_down, p95_cpu, p95_mem = (float(v) for v in rows[0][-4:])
-    found = {
-        int(t): MeteringPoint(time=int(t), up_bps=u, down_bps=d, cpu_cores=c, memory_mib=m)
-        for t, u, d, c, m in zip(times, ups, downs, cpus, mems, strict=True)
-    }
+    times = [first + i * BUCKET_S for i in range(count)]
+    figures = {name: [0.0] * count for name in ("up", "down", "cpu", "mem")}
+    summary = MeteringSummary(buckets=count)
+    for one in series:
+        rows = await store.rows(series_sql(query, one), series_params(query))
+        (found, xs, ys, up_bytes, down_bytes, _k, _zeros, p95_x, p95_y) = rows[0]
+        x_name, y_name = ("up", "down") if one == MeteringSeries.BANDWIDTH else ("cpu", "mem")
+        for t, x, y in zip(found, xs, ys, strict=True):
+            index = (int(t) - first) // BUCKET_S
+            figures[x_name][index], figures[y_name][index] = x, y
+        peak_x, peak_y = max(figures[x_name], default=0.0), max(figures[y_name], default=0.0)
+        if one == MeteringSeries.BANDWIDTH:
+            summary.up_bytes, summary.down_bytes = float(up_bytes or 0), float(down_bytes or 0)
+            summary.peak_up_bps, summary.peak_down_bps = peak_x, peak_y
+            summary.p95_up_bps, summary.p95_down_bps = float(p95_x), float(p95_y)
+        else:
+            summary.peak_cpu_cores, summary.peak_memory_mib = peak_x, peak_y
+            summary.p95_cpu_cores, summary.p95_memory_mib = float(p95_x), float(p95_y)
     points = [
-        found.get(first + i * BUCKET_S) or MeteringPoint(time=first + i * BUCKET_S) for i in range(count)
+        MeteringPoint(time=t, up_bps=u, down_bps=d, cpu_cores=c, memory_mib=m)
+        for t, u, d, c, m in zip(
+            times, figures["up"], figures["down"], figures["cpu"], figures["mem"], strict=True
+        )
     ]
-    summary = MeteringSummary(
-        buckets=count,
-        up_bytes=float(up_bytes or 0),
-        down_bytes=float(down_bytes or 0),
-        peak_up_bps=max((p.up_bps for p in points), default=0.0),
-        peak_down_bps=max((p.down_bps for p in points), default=0.0),
-        p95_up_bps=p95_up,
-        p95_down_bps=p95_down,
-        peak_cpu_cores=max((p.cpu_cores for p in points), default=0.0),
-        p95_cpu_cores=p95_cpu,
-        peak_memory_mib=max((p.memory_mib for p in points), default=0.0),
-        p95_memory_mib=p95_mem,
-    )
     return points, summary

@@ -26,7 +26,7 @@ async def answer(store: Store, data: bytes) -> MeteringReply:
     if query.start > query.end:
         return MeteringReply(ok=False, code=InvalidTimeRange.code, msg="时间范围错误: start is after end")
     try:
-        points, summary = await run_query(store, query)
+        points, summary = await run_query(store, query, (query.series,))
     except Exception:
         log.exception("metering query failed: %s", query)
         return MeteringReply(ok=False, code=InternalError.code, msg=InternalError.default_msg)
