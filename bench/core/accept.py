@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import time
+import urllib.parse
 
 import httpx
 
-from bench.harness import platform, report
+from bench.harness import RawHttp, platform, report
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ContainerCommand, ContainerOp, ContainerSpec
@@ -59,23 +61,27 @@ def body(uuid: str, items: int) -> list[dict[str, object]]:
 
 
 async def api_rate(url: str, uuids: list[str], requests: int, concurrency: int, items: int) -> float:
+    parsed = urllib.parse.urlsplit(url)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
 
-        async def worker() -> None:
+    async def worker() -> None:
+        client = RawHttp(parsed.hostname or "127.0.0.1", parsed.port or 80)
+        try:
             while not queue.empty():
                 i = queue.get_nowait()
-                answer = (
-                    await client.post("/container/create", json=body(uuids[i % len(uuids)], items))
-                ).json()
-                assert all(r["code"] == 200 for r in answer["data"]), answer
+                payload = json.dumps(body(uuids[i % len(uuids)], items)).encode()
+                status, answer = await client.request("POST", f"{parsed.path}/container/create", payload)
+                results = json.loads(answer)["data"]
+                assert status == 200, answer
+                assert all(r["code"] == 200 for r in results), answer
+        finally:
+            await client.close()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return requests * items / (time.perf_counter() - start)
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return requests * items / (time.perf_counter() - start)
 
 
 async def raw_rate(bus: Bus, uuid: str, requests: int, concurrency: int, items: int) -> float:

@@ -114,7 +114,7 @@ def _resources(reply: MeteringReply, tz: str) -> JSONResponse:
     return JSONResponse({**envelope.ok_info(info), "summary": summary})
 
 
-def _dates(startDate: str = Query(""), endDate: str = Query("")) -> tuple[str, str]:
+async def _dates(startDate: str = Query(""), endDate: str = Query("")) -> tuple[str, str]:
     """The contract's `startDate` and `endDate` (yyyy-MM-dd HH:mm:ss, platform time zone)."""
     return startDate, endDate
 
