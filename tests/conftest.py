@@ -168,12 +168,15 @@ def busybox_ref(platform: Platform, docker_client: docker.DockerClient) -> tuple
 
 
 @pytest_asyncio.fixture(scope="session")
-async def node_uuid(api: httpx.AsyncClient) -> str:
-    """The uuid of this machine's agent, once it has joined."""
+async def node_uuid(api: httpx.AsyncClient, state_dir: Path) -> str:
+    """The uuid of this machine's agent (from its identity file), once it has joined."""
+    identity = state_dir / "agent" / "identity.json"
 
     async def joined() -> str | None:
-        nodes = (await api.get("/node/list")).json()["data"]
-        real = [n for n in nodes if not n.get("simulated")]
-        return real[0]["uuid"] if real else None
+        if not identity.exists():
+            return None
+        uuid = str(json.loads(identity.read_text())["uuid"])
+        body = (await api.get("/node/get", params={"name": uuid})).json()
+        return uuid if body["code"] == 200 else None
 
     return await eventually(joined, timeout=60)
