@@ -249,22 +249,49 @@ async def kv_mutate(
 
 
 async def kv_values(kv: KeyValue, model: type[M], pattern: str = ">") -> list[M]:
-    """Every current value under `pattern` (one ordered consumer, no per-key round trips)."""
-    out: dict[str, M] = {}  # by key: a key written during the scan comes again, newer
-    # Under steady writes (a large fleet's heartbeat times) the watcher may never run out of
-    # pending entries: stop once every key stored when the scan began has come, at its newest.
-    watcher = await kv.watch(pattern, ignore_deletes=True)
-    state = (await kv.status()).stream_info.state  # after the watcher took its snapshot
+    """Every current value under `pattern`, read in batches by one short-lived pull consumer.
+
+    Under steady writes (a large fleet's heartbeat times) the scan may never run out of pending
+    entries: it stops once it has passed the stream's last message at the start and holds at least
+    as many keys as the bucket had then. A key written during the scan comes again, newer; a pull
+    consumer (unlike the ordered push consumer of `kv.watch`, which restarts itself on a gap) never
+    skips a key.
+    """
+    bucket = kv._name
+    stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
+    state = (await kv.status()).stream_info.state
+    sub = await kv._js.pull_subscribe(
+        prefix + pattern,
+        stream=stream,
+        config=js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=js_api.AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            filter_subject=prefix + pattern,
+        ),
+    )
+    out: dict[str, M] = {}
     try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                out[entry.key] = model.from_bytes(entry.value)
-            if entry.delta == 0 or (len(out) >= state.messages and (entry.revision or 0) >= state.last_seq):
+        while True:
+            try:
+                msgs = await sub.fetch(1000, timeout=2.0)
+            except TimeoutError:
+                break  # nothing pending any more
+            for msg in msgs:
+                key = msg.subject[len(prefix) :]
+                if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
+                    out.pop(key, None)
+                elif msg.data:
+                    out[key] = model.from_bytes(msg.data)
+            last = msgs[-1].metadata
+            if last.num_pending == 0 or (
+                last.sequence.stream >= state.last_seq and len(out) >= state.messages
+            ):
                 break
     finally:
-        await watcher.stop()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
     return list(out.values())
 
 
