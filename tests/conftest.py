@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -94,8 +95,12 @@ def platform(state_dir: Path) -> Iterator[Platform]:
             print(config.log_file.read_text()[-20000:])
         raise
     finally:
-        platform.stop()
+        # The agent's containers go while the Docker Engine is still up (the platform may have
+        # started it, and then stops it last).
+        if "agent" in platform.procs:
+            platform.kill("agent", signal.SIGTERM)
         remove_agent_containers(state_dir / "agent" / "identity.json")
+        platform.stop()
         if config.log_file and config.log_file.exists():
             print(f"platform log: {config.log_file}")
 
