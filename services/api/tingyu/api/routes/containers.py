@@ -194,21 +194,20 @@ async def inherit_update(bus: BusDep, settings: SettingsDep, body: InheritUpdate
 
 async def _lifecycle(bus: Bus, settings: SettingsDep, name: str, op: ContainerOp) -> list[dict[str, Any]]:
     """start/stop/restart/delete: per-name checks and one job each."""
-    results = []
-    for one in _names(name, settings.max_items):
-        owner = await state.claim(bus, one)
+
+    async def one(deployment: str) -> dict[str, Any]:
+        owner = await state.claim(bus, deployment)
         if owner is None:
-            results.append(envelope.item(one, not_found(one), 500))
-            continue
+            return envelope.item(deployment, not_found(deployment), 500)
         node = await state.find_node(bus, owner.node_uuid)
         if node is None or node.status != NodeStatus.READY:
-            results.append(envelope.item(one, NOT_READY, 500))
-            continue
+            return envelope.item(deployment, NOT_READY, 500)
         command = ContainerCommand(
-            job_id=jobs.job_id(), op=op, name=one, node_uuid=owner.node_uuid, issued_at=timefmt.now()
+            job_id=jobs.job_id(), op=op, name=deployment, node_uuid=owner.node_uuid, issued_at=timefmt.now()
         )
-        results.append(await _submit(bus, command))
-    return results
+        return await _submit(bus, command)
+
+    return await gather_bounded([one(deployment) for deployment in _names(name, settings.max_items)])
 
 
 def _verdict(results: list[dict[str, Any]], success: str, failure: str) -> dict[str, Any]:
@@ -286,19 +285,18 @@ def pod_view(
 
 
 async def _per_name(bus: Bus, settings: SettingsDep, name: str, info: bool) -> list[dict[str, Any]]:
-    results = []
-    for one in _names(name, settings.max_items):
-        owner = await state.claim(bus, one)
-        desired = (await state.desired(bus, owner.node_uuid)).containers.get(one) if owner else None
+    async def one(deployment: str) -> dict[str, Any]:
+        owner = await state.claim(bus, deployment)
+        desired = (await state.desired(bus, owner.node_uuid)).containers.get(deployment) if owner else None
         if owner is None or desired is None or desired.state == DesiredState.ABSENT:
-            results.append({"code": 500, "data": {"name": one}, "message": not_found(one)})
-            continue
+            return {"code": 500, "data": {"name": deployment}, "message": not_found(deployment)}
         if info:
             data = pod_view(desired, await state.observed(bus, owner.node_uuid), settings)
         else:
             data = container_view(desired, owner.node_uuid)
-        results.append({"code": 200, "data": data, "message": "success"})
-    return results
+        return {"code": 200, "data": data, "message": "success"}
+
+    return await gather_bounded([one(deployment) for deployment in _names(name, settings.max_items)])
 
 
 @router.api_route("/get", methods=["POST", "GET"])

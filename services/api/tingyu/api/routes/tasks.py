@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from tingyu.api import envelope, state
+from tingyu.api.concurrency import gather_bounded
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.common.errors import InvalidParameter, MissingParameter
 from tingyu.common.models.jobs import Job
@@ -45,11 +46,11 @@ async def status(bus: BusDep, settings: SettingsDep, jobid: str = Query("")) -> 
         raise MissingParameter("缺少必填参数: jobid")
     if len(ids) > settings.max_items:
         raise InvalidParameter(f"参数值不合法: at most {settings.max_items} job ids per request")
-    info = []
-    for one in ids:
-        job = await state.job(bus, one) if one.isalnum() else None
+
+    async def one(job_id: str) -> dict[str, Any]:
+        job = await state.job(bus, job_id) if job_id.isalnum() else None
         if job is None:
-            info.append({"code": 500, "jobid": one, "message": f"job {one} not found"})
-        else:
-            info.append(job_view(job, settings.platform.timezone))
-    return envelope.ok_info(info)
+            return {"code": 500, "jobid": job_id, "message": f"job {job_id} not found"}
+        return job_view(job, settings.platform.timezone)
+
+    return envelope.ok_info(await gather_bounded([one(job_id) for job_id in ids]))
