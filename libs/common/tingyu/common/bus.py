@@ -326,18 +326,24 @@ async def consume(
     Messages of one fetch are handled concurrently, except those with the same `key`
     (e.g. a deployment name), which run in stream order.
     """
-    sub = await bus.js.pull_subscribe(
-        subject,
-        durable=durable,
-        stream=stream.name,
-        config=js_api.ConsumerConfig(
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            max_ack_pending=max(batch * 4, 256),
-            filter_subject=subject,
-        ),
-    )
     stop = stop or asyncio.Event()
+    config = js_api.ConsumerConfig(
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_ack_pending=max(batch * 4, 256),
+        filter_subject=subject,
+    )
+    # Subscribing can fail while NATS restarts or another service is still creating the stream:
+    # keep trying rather than leave the messages unserved.
+    while True:
+        try:
+            sub = await bus.js.pull_subscribe(subject, durable=durable, stream=stream.name, config=config)
+            break
+        except Exception:
+            log.exception("%s: cannot subscribe yet; trying again", durable)
+            if stop.is_set():
+                return
+            await asyncio.sleep(1.0)
 
     async def handle_one(msg: Msg) -> None:
         try:

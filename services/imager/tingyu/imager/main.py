@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, consume
 from tingyu.common.models.images import ImagePushCommand
 from tingyu.common.service import run as run_service
-from tingyu.common.service import wait_or_stop
 from tingyu.imager.config import ImagerSettings, get_settings
 from tingyu.imager.deletes import Deleter
 from tingyu.imager.push import Pusher
@@ -32,9 +30,9 @@ async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> 
             subjects.IMAGER_QUERY, queue=subjects.QUEUE_IMAGER, cb=deleter.on_request
         )
         pushes = asyncio.create_task(
-            keep_consuming(
-                stop,
+            consume(
                 bus,
+                stop=stop,
                 stream=subjects.COMMANDS,
                 durable=subjects.DURABLE_IMAGER_COMMANDS,
                 subject=subjects.IMAGE_COMMANDS,
@@ -52,17 +50,6 @@ async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> 
     finally:
         await registry.close()
         await bus.close()
-
-
-async def keep_consuming(stop: asyncio.Event, bus: Bus, **options: Any) -> None:
-    """`consume` until `stop`; if it fails (e.g. the stream was being created by another service
-    at the same moment), log it and subscribe again instead of leaving pushes unserved."""
-    while not stop.is_set():
-        try:
-            await consume(bus, stop=stop, **options)
-        except Exception:
-            log.exception("push consumer failed; subscribing again")
-            await wait_or_stop(stop, 1.0)
 
 
 def run() -> None:
