@@ -7,12 +7,10 @@ or whose delete crashed half-way, is stale and may be taken over.
 
 from __future__ import annotations
 
-from nats.js import errors as js_errors
-
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_get
-from tingyu.common.models.containers import NameClaim, NodeDesired
-from tingyu.common.models.jobs import Job
+from tingyu.common.bus import Bus
+from tingyu.common.errors import Conflict
+from tingyu.common.models.containers import NameClaim
 
 
 def already_exists(name: str) -> str:
@@ -21,10 +19,10 @@ def already_exists(name: str) -> str:
 
 async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
     """Take `name` for the create job `job_id`; '' when it is ours, else why not."""
-    names = await bus.kv(subjects.NAMES)
-    mine = NameClaim(node_uuid=node_uuid, job_id=job_id).to_bytes()
+    names = bus.store(subjects.NAMES)
+    mine = NameClaim(node_uuid=node_uuid, job_id=job_id)
     for _ in range(5):
-        current, revision = await kv_get(names, name, NameClaim)
+        current, revision = await names.entry(name)
         try:
             if current is None:
                 await names.create(name, mine)
@@ -33,8 +31,8 @@ async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
                 return ""
             if not await is_stale(bus, name, current):
                 return already_exists(name)
-            await names.update(name, mine, last=revision)
-        except (js_errors.KeyWrongLastSequenceError, js_errors.APIError):
+            await names.update(name, mine, revision)
+        except Conflict:
             continue  # someone else wrote first: look again
         return ""
     return f'deployments.apps "{name}" is being changed by another request'
@@ -42,8 +40,8 @@ async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
 
 async def is_stale(bus: Bus, name: str, claim: NameClaim) -> bool:
     """No desired container behind the claim, and its create job is over (or expired)."""
-    doc, _ = await kv_get(await bus.kv(subjects.DESIRED), claim.node_uuid, NodeDesired)
+    doc = await bus.store(subjects.DESIRED).get(claim.node_uuid)
     if doc is not None and name in doc.containers:
         return False
-    job, _ = await kv_get(await bus.kv(subjects.JOBS), claim.job_id, Job)
+    job = await bus.store(subjects.JOBS).get(claim.job_id)
     return job is None or job.state.final

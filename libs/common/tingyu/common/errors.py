@@ -52,6 +52,13 @@ class Unavailable(TingyuError):
     default_msg = "服务暂不可用,请稍后重试"
 
 
+class Conflict(TingyuError):
+    """Another writer changed the same record first; nothing was changed, the call may be repeated."""
+
+    code = "TY0011"
+    default_msg = "数据正在被其他请求修改,请稍后重试"
+
+
 class NodeNotFound(TingyuError):
     """The machine uuid is not in the node registry (contract code)."""
 
@@ -169,3 +176,16 @@ class InternalError(TingyuError):
 
     code = "TY0500"
     http_status = 500
+
+
+def error_of(code: str, msg: str = "", detail: str | None = None) -> TingyuError:
+    """The error a TY code stands for (a reply from another service, a failed job), same message."""
+    kind = _BY_CODE.get(code, TingyuError)
+    return kind(msg or None, detail=detail)
+
+
+def _all_kinds(kind: type[TingyuError]) -> list[type[TingyuError]]:
+    return [kind, *(sub for child in kind.__subclasses__() for sub in _all_kinds(child))]
+
+
+_BY_CODE: dict[str, type[TingyuError]] = {kind.code: kind for kind in reversed(_all_kinds(TingyuError))}

@@ -1,20 +1,21 @@
-"""Accepting a command: record its job (state 0), then publish it durably with the job id as message id.
+"""The one owner of jobs: submitting a command with its job, and moving jobs through their states.
 
-The API submits operators' commands this way; the deployer submits the per-container
-commands of a rollout the same way, so every operation has one job and one message id.
+Every service that submits or finishes work does it through `JobStore`; nothing else writes the
+`ty_jobs` bucket. The transition rule (`advance`) is one pure function: a final job (succeeded or
+failed) never changes again, and a job never goes back to an earlier state.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-
-from nats.js import errors as js_errors
+from typing import Any
 
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, kv_delete
-from tingyu.common.models.base import Message
-from tingyu.common.models.jobs import Job, JobKind, JobState
+from tingyu.common.bus import Bus
+from tingyu.common.errors import Conflict
+from tingyu.common.models.jobs import Command, Job, JobState
 from tingyu.common.names import new_job_id, nodename_of
 
 
@@ -22,50 +23,84 @@ class Refused(Exception):
     """A submission's guard said no; the text says why (per-item answers carry it)."""
 
 
-async def submit_job(
-    bus: Bus,
-    *,
-    kind: JobKind,
-    op: str,
-    subject_of: Callable[[str], str],
-    command: Message,
-    job_id: str,
-    deploymentname: str = "",
-    node_uuid: str = "",
-    guard: Callable[[], Awaitable[str]] | None = None,
-) -> Job:
-    """Write the job record, then publish; the job exists before any worker can see the command.
+def advance(job: Job | None, state: JobState, now: float, message: str = "", **fields: Any) -> Job | None:
+    """The job after a move to `state`, or None when the rule refuses it: a final job never changes,
+    a later state never goes back (the same state may update its progress fields)."""
+    if job is None or job.state.final or state < job.state:
+        return None
+    update: dict[str, Any] = {"state": state, "updated_at": now, **fields}
+    if message:
+        update["message"] = message
+    return job.model_copy(update=update)
 
-    `guard` runs between the two (e.g. claiming a name); a non-empty answer refuses the command:
-    the record is removed and `Refused` raised. If publishing fails the job is marked failed, so
-    `/task/status` never shows a phantom.
-    """
-    now = timefmt.now()
-    job = Job(
-        job_id=job_id,
-        kind=kind,
-        op=op,
-        deploymentname=deploymentname,
+
+def new_job(command: Command, now: float) -> Job:
+    """The queued job record of a command about to be published."""
+    name, node_uuid = command.job_target
+    return Job(
+        job_id=command.job_id,
+        kind=command.kind,
+        op=command.job_op,
+        deploymentname=name,
         node_uuid=node_uuid,
         nodename=nodename_of(node_uuid) if node_uuid else "",
         created_at=now,
         updated_at=now,
     )
-    jobs = await bus.kv(subjects.JOBS)
-    # Submitted before (a retry with the same job id): the publish below is deduplicated too.
-    with contextlib.suppress(js_errors.KeyWrongLastSequenceError):
-        await jobs.create(job_id, job.to_bytes())
-    refusal = await guard() if guard else ""
-    if refusal:
-        await kv_delete(jobs, job_id)
-        raise Refused(refusal)
-    try:
-        await bus.publish(subject_of(job_id), command, msg_id=job_id)
-    except Exception:
-        failed = job.model_copy(update={"state": JobState.FAILED, "message": "command could not be queued"})
-        await jobs.put(job_id, failed.to_bytes())
-        raise
-    return job
+
+
+class JobStore:
+    """Jobs in `ty_jobs`; remembers recently finished ones so redeliveries skip the read."""
+
+    def __init__(self, bus: Bus, remember: int = 100_000) -> None:
+        self.bus = bus
+        self.store = bus.store(subjects.JOBS)
+        self.finished: OrderedDict[str, None] = OrderedDict()
+        self.remember = remember
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self.store.get(job_id)
+
+    def is_finished(self, job_id: str) -> bool:
+        return job_id in self.finished
+
+    async def submit(self, command: Command, guard: Callable[[], Awaitable[str]] | None = None) -> Job:
+        """Write the job record, then publish the command with the job id as its message id, so the
+        job exists before any worker can see the command and a second submit has one effect.
+
+        `guard` runs between the two (e.g. claiming a name); a non-empty answer refuses the command:
+        the record is removed and `Refused` raised. If publishing fails the job is marked failed, so
+        `/task/status` never shows a phantom.
+        """
+        job = new_job(command, timefmt.now())
+        with contextlib.suppress(Conflict):  # submitted before: the publish below is deduplicated too
+            await self.store.create(job.job_id, job)
+        refusal = await guard() if guard else ""
+        if refusal:
+            await self.store.delete(job.job_id)
+            raise Refused(refusal)
+        try:
+            await self.bus.publish(subjects.command_subject(command), command, msg_id=command.job_id)
+        except Exception as exc:
+            await self.move(job.job_id, JobState.FAILED, f"command could not be queued: {exc}")
+            raise
+        return job
+
+    async def move(self, job_id: str, state: JobState, message: str = "", **fields: Any) -> Job | None:
+        """Move a job by the rule of `advance`; returns what is stored afterwards."""
+        if job_id in self.finished:
+            return None
+        stored = await self.store.mutate(
+            job_id, lambda job: advance(job, state, timefmt.now(), message, **fields)
+        )
+        if stored is not None and stored.state.final:
+            self.finished[job_id] = None
+            if len(self.finished) > self.remember:
+                self.finished.popitem(last=False)
+        return stored
+
+    async def fail(self, job_id: str, reason: str, **fields: Any) -> Job | None:
+        return await self.move(job_id, JobState.FAILED, reason, **fields)
 
 
 def job_id() -> str:

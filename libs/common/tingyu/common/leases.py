@@ -1,28 +1,34 @@
-"""Leader leases in the `ty_leases` bucket, for loops only one replica should run (e.g. the node reaper)."""
+"""Leader leases in the `ty_leases` bucket, for loops only one replica should run at a time."""
 
 from __future__ import annotations
 
+import secrets
+
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, kv_mutate
-from tingyu.common.models.base import Message
+from tingyu.common.bus import Bus
+from tingyu.common.models.leases import LeaseRecord
 
 
-class LeaseRecord(Message):
-    """Who holds a lease and until when."""
+def take(current: LeaseRecord | None, holder: str, now: float, ttl_s: float) -> LeaseRecord | None:
+    """The rule: a free, expired or own lease is taken (renewed) for `ttl_s`; another's is left."""
+    if current is None or current.holder == holder or current.expires_at < now:
+        return LeaseRecord(holder=holder, expires_at=now + ttl_s)
+    return None
 
-    holder: str
-    expires_at: float
 
+class Lease:
+    """One named lease as seen by one replica."""
 
-async def hold(bus: Bus, name: str, holder: str, ttl_s: float) -> bool:
-    """Take or renew the lease; True when `holder` has it for the next `ttl_s` seconds."""
-    kv = await bus.kv(subjects.LEASES)
-    now = timefmt.now()
+    def __init__(self, bus: Bus, name: str, ttl_s: float, holder: str = "") -> None:
+        self.store = bus.store(subjects.LEASES)
+        self.name = name
+        self.ttl_s = ttl_s
+        self.holder = holder or f"{name}-{secrets.token_hex(4)}"
 
-    def take(current: LeaseRecord | None) -> LeaseRecord | None:
-        if current is None or current.holder == holder or current.expires_at < now:
-            return LeaseRecord(holder=holder, expires_at=now + ttl_s)
-        return None
-
-    stored = await kv_mutate(kv, name, LeaseRecord, take)
-    return stored is not None and stored.holder == holder and stored.expires_at > now
+    async def hold(self) -> bool:
+        """Take or renew the lease; True when this replica has it for the next `ttl_s` seconds."""
+        now = timefmt.now()
+        stored = await self.store.mutate(
+            self.name, lambda current: take(current, self.holder, now, self.ttl_s)
+        )
+        return stored is not None and stored.holder == self.holder and stored.expires_at > now

@@ -1,12 +1,35 @@
-"""Process plumbing shared by every service: logging, signals, a clean stop."""
+"""One skeleton for every service: resources on an exit stack, supervised loops in a task group.
+
+A service's `main.py` is a `setup(service)` that opens its resources (closed in reverse order at
+stop) and declares its loops; `run_service` runs them until SIGINT/SIGTERM:
+- a loop that raises is logged and restarted with back-off; one that returns early is restarted too;
+- a leader loop runs its tick only while this replica holds the named lease;
+- a NATS connection that nats-py closed for good stops the service with exit code 3, so that its
+  supervisor (`tingyu up`, systemd) starts a fresh process instead of leaving a useless one alive.
+Stopping: the stop event is set, loops finish (or are cancelled after a grace), then resources close.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tingyu.common.bus import Bus
+from tingyu.common.leases import Lease
+from tingyu.common.settings import PlatformSettings
+
+log = logging.getLogger(__name__)
+
+EXIT_BUS_LOST = 3
+STOP_GRACE_S = 10.0
+MAX_BACKOFF_S = 30.0
+
+LoopFn = Callable[[asyncio.Event], Awaitable[None]]
 
 
 def setup_logging(name: str, level: str = "INFO") -> None:
@@ -19,20 +42,6 @@ def setup_logging(name: str, level: str = "INFO") -> None:
     logging.getLogger("nats").setLevel(logging.WARNING)
 
 
-def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]], level: str = "INFO") -> None:
-    """Run `main(stop)` until SIGINT/SIGTERM sets `stop`; `main` then stops consuming, drains and returns."""
-    setup_logging(name, level)
-
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await main(stop)
-
-    asyncio.run(runner())
-
-
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep `seconds` unless `stop` is set first; True when stopping."""
     try:
@@ -40,3 +49,100 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A named loop that runs until the stop event is set."""
+
+    name: str
+    run: LoopFn
+
+
+class Service:
+    """What a service's setup declares: its resources (an exit stack) and its loops."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stop = asyncio.Event()
+        self.stack = contextlib.AsyncExitStack()
+        self.loops: list[Loop] = []
+        self.buses: list[Bus] = []
+        self.exit_code = 0
+
+    async def connect(self, settings: PlatformSettings, *, ensure: bool = True) -> Bus:
+        """The service's NATS connection, drained and closed at stop, watched while running."""
+        bus = await Bus.connect(settings, f"tingyu-{self.name}", ensure=ensure)
+        self.stack.push_async_callback(bus.close)
+        self.buses.append(bus)
+        return bus
+
+    def loop(self, name: str, run: LoopFn) -> None:
+        self.loops.append(Loop(name, run))
+
+    def leader(self, lease: Lease, every_s: float, tick: Callable[[], Awaitable[None]]) -> None:
+        """Run `tick` every `every_s` seconds while this replica holds `lease`."""
+
+        async def lead(stop: asyncio.Event) -> None:
+            while not await wait_or_stop(stop, every_s):
+                try:
+                    if await lease.hold():
+                        await tick()
+                except Exception:
+                    log.exception("%s: leader tick failed; trying again next tick", lease.name)
+
+        self.loop(lease.name, lead)
+
+    async def run(self) -> int:
+        """Run every loop until stopped; the exit code says whether the stop was asked for."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._supervise(loop)) for loop in self.loops]
+            group.create_task(self._watch_buses())
+            await self.stop.wait()
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S) if tasks else (set(), set())
+            for task in pending:
+                log.warning("%s: a loop did not stop within %.0fs; cancelled", self.name, STOP_GRACE_S)
+                task.cancel()
+        return self.exit_code
+
+    async def _supervise(self, loop: Loop) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                await loop.run(self.stop)
+                failures = 0
+                if not self.stop.is_set():
+                    log.warning("%s: loop %s ended early; restarting", self.name, loop.name)
+            except Exception:
+                failures += 1
+                log.exception("%s: loop %s failed (%d in a row); restarting", self.name, loop.name, failures)
+            await wait_or_stop(self.stop, min(0.5 * 2 ** min(failures, 6), MAX_BACKOFF_S))
+
+    async def _watch_buses(self) -> None:
+        lost = [asyncio.create_task(bus.lost.wait()) for bus in self.buses]
+        stopping = asyncio.create_task(self.stop.wait())
+        await asyncio.wait([*lost, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*lost, stopping]:
+            task.cancel()
+        if not self.stop.is_set():
+            log.critical("%s: NATS connection lost for good; exiting to be restarted", self.name)
+            self.exit_code = EXIT_BUS_LOST
+            self.stop.set()
+
+
+def run_service(name: str, setup: Callable[[Service], Awaitable[None]], level: str = "INFO") -> None:
+    """Set up `name`, run its loops until SIGINT/SIGTERM (or a lost bus), close, exit with its code."""
+    setup_logging(name, level)
+
+    async def runner() -> int:
+        service = Service(name)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop.set)
+        async with service.stack:
+            await setup(service)
+            return await service.run()
+
+    code = asyncio.run(runner())
+    if code:
+        sys.exit(code)

@@ -7,7 +7,26 @@ filter and JetStream can keep one subject per entity where that helps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from tingyu.common.models.base import Message
+from tingyu.common.models.containers import (
+    ContainerCommand,
+    NameClaim,
+    NodeDesired,
+    NodeObserved,
+)
+from tingyu.common.models.files import FileFetchCommand
+from tingyu.common.models.images import ImagePushCommand, ImageRecord
+from tingyu.common.models.jobs import Command, Job, JobDeadline, JobKind
+from tingyu.common.models.leases import LeaseRecord
+from tingyu.common.models.metering import SampleBatch
+from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.models.rollouts import Rollout, RolloutCommand
+
+M = TypeVar("M", bound=Message)
 
 # --- Streams (durable commands and events) -------------------------------------------------------
 
@@ -55,7 +74,16 @@ JOB_DEADLINES = StreamSpec(
     description="One timer per dispatched job: fails the job when its machine does not converge in time.",
 )
 
-ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, OBSERVED, SAMPLES, JOB_DEADLINES)
+DEAD = StreamSpec(
+    name="TY_DEAD",
+    subjects=["ty.dead.>"],
+    max_age_s=30 * 24 * 3600.0,
+    max_bytes=1 << 30,
+    description="Messages a consumer gave up on, with the reason; `tingyu dead ls|replay`.",
+)
+DEAD_MAX_DATA = 512 * 1024  # bytes of a dead message's body kept (a dead letter stays under max payload)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, OBSERVED, SAMPLES, JOB_DEADLINES, DEAD)
 
 
 def container_command(job_id: str) -> str:
@@ -89,6 +117,18 @@ def file_command(job_id: str) -> str:
 
 FILE_COMMANDS = "ty.cmd.file.>"
 
+_COMMAND_SUBJECTS = {
+    JobKind.CONTAINER: container_command,
+    JobKind.IMAGE: image_command,
+    JobKind.ROLLOUT: rollout_command,
+    JobKind.FILE: file_command,
+}
+
+
+def command_subject(command: Command) -> str:
+    """The subject a command is published on, by the kind of its job."""
+    return _COMMAND_SUBJECTS[command.kind](command.job_id)
+
 
 def observed(node_uuid: str) -> str:
     """An agent's report of its containers."""
@@ -112,6 +152,14 @@ def job_deadline(job_id: str) -> str:
 
 
 JOB_DEADLINES_ALL = "ty.jobdeadline.>"
+
+
+def dead(durable: str) -> str:
+    """A dead letter of one consumer."""
+    return f"ty.dead.{durable}"
+
+
+DEAD_ALL = "ty.dead.>"
 
 # --- Core NATS (fire-and-forget or request/reply) ------------------------------------------------
 
@@ -148,54 +196,153 @@ QUEUE_NODES = "tingyu-nodes"
 QUEUE_METERING = "tingyu-metering"
 QUEUE_IMAGER = "tingyu-imager"
 
-# Durable consumer names.
-DURABLE_DEPLOYER_COMMANDS = "deployer-commands"
-DURABLE_DEPLOYER_ROLLOUTS = "deployer-rollouts"
-DURABLE_DEPLOYER_FILES = "deployer-files"
-DURABLE_DEPLOYER_OBSERVED = "deployer-observed"
-DURABLE_DEPLOYER_DEADLINES = "deployer-deadlines"
-DURABLE_IMAGER_COMMANDS = "imager-commands"
-DURABLE_METERING_SAMPLES = "metering-samples"
+# --- Durable consumers, declared next to their streams ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsumerSpec(Generic[M]):
+    """A durable pull consumer shared by a service's replicas.
+
+    `max_deliver` is always bounded: a message that exhausts it is dead-lettered (see
+    `tingyu.common.bus.consumers`). `order_by` keeps messages with the same key in stream order.
+    """
+
+    stream: StreamSpec
+    durable: str
+    subject: str
+    model: type[M]
+    batch: int = 64
+    ack_wait_s: float = 60.0
+    max_deliver: int = 20
+    max_ack_pending: int = 256
+    order_by: Callable[[M], Hashable] | None = None
+
+    @property
+    def max_deliveries_advisory(self) -> str:
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream.name}.{self.durable}"
+
+
+DEPLOYER_COMMANDS = ConsumerSpec(
+    COMMANDS,
+    "deployer-commands",
+    CONTAINER_COMMANDS,
+    ContainerCommand,
+    order_by=lambda c: c.node_uuid,  # one machine's desired state is written in command order
+)
+DEPLOYER_ROLLOUTS = ConsumerSpec(
+    COMMANDS,
+    "deployer-rollouts",
+    ROLLOUT_COMMANDS,
+    RolloutCommand,
+    # Calls on one rollout are applied in stream order (a later percent extends an earlier one).
+    order_by=lambda c: (c.area, c.operator, c.image),
+)
+DEPLOYER_FILES = ConsumerSpec(
+    COMMANDS,
+    "deployer-files",
+    FILE_COMMANDS,
+    FileFetchCommand,
+    ack_wait_s=30.0,  # a copy in progress keeps its message with in-progress acks
+    max_deliver=1000,  # retries end at the command's agent wait (about one a second), well before this
+)
+DEPLOYER_OBSERVED = ConsumerSpec(
+    OBSERVED, "deployer-observed", OBSERVED_ALL, NodeObserved, order_by=lambda r: r.node_uuid
+)
+DEPLOYER_DEADLINES = ConsumerSpec(
+    JOB_DEADLINES,
+    "deployer-deadlines",
+    JOB_DEADLINES_ALL,
+    JobDeadline,
+    ack_wait_s=30.0,
+    max_deliver=100,  # an early timer comes back once, when due; the rest is room for failures
+)
+IMAGER_COMMANDS = ConsumerSpec(COMMANDS, "imager-commands", IMAGE_COMMANDS, ImagePushCommand, batch=2)
+METERING_SAMPLES = ConsumerSpec(
+    SAMPLES, "metering-samples", SAMPLES_ALL, SampleBatch, batch=512, max_ack_pending=1024
+)
+
+ALL_CONSUMERS: tuple[ConsumerSpec[Any], ...] = (
+    DEPLOYER_COMMANDS,
+    DEPLOYER_ROLLOUTS,
+    DEPLOYER_FILES,
+    DEPLOYER_OBSERVED,
+    DEPLOYER_DEADLINES,
+    IMAGER_COMMANDS,
+    METERING_SAMPLES,
+)
 
 # --- Key/value buckets and object stores ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class BucketSpec:
-    """A JetStream KV bucket; `history` is how many revisions per key are kept."""
+class BucketSpec(Generic[M]):
+    """A JetStream KV bucket holding one model; `history` is how many revisions per key are kept.
+
+    `max_value_bytes` bounds one value (checked before every write, so a write over it fails with
+    a reason instead of reaching the server); `max_bytes` bounds the bucket (a full bucket refuses
+    writes, it never drops a value).
+    """
 
     name: str
+    model: type[M]
     history: int = 1
     ttl_s: float = 0.0
+    max_bytes: int = -1
+    max_value_bytes: int = 1 << 20
     description: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stream(self) -> str:
+        return f"KV_{self.name}"
+
+    @property
+    def prefix(self) -> str:
+        return f"$KV.{self.name}."
 
 
 NODES = BucketSpec(
-    "ty_nodes", description="Node registry: facts, heartbeat time, Ready/NotReady; key = uuid."
+    "ty_nodes", NodeRecord, description="Node registry: facts, heartbeat time, Ready/NotReady; key = uuid."
 )
 DESIRED = BucketSpec(
-    "ty_desired", history=5, description="Desired containers of one machine; key = node uuid."
+    "ty_desired", NodeDesired, history=5, description="Desired containers of one machine; key = node uuid."
 )
-NAMES = BucketSpec("ty_names", description="Deployment name -> node uuid; creating a key claims the name.")
+NAMES = BucketSpec(
+    "ty_names", NameClaim, description="Deployment name -> node uuid; creating a key claims the name."
+)
 OBSERVED_STATE = BucketSpec(
-    "ty_observed", description="Last observed containers of one machine; key = node uuid."
+    "ty_observed", NodeObserved, description="Last observed containers of one machine; key = node uuid."
 )
-JOBS = BucketSpec("ty_jobs", ttl_s=7 * 24 * 3600.0, description="Asynchronous operations; key = job id.")
-IMAGES = BucketSpec("ty_images", description="Image catalog; key = image name.")
-ROLLOUTS = BucketSpec("ty_rollouts", description="Canary rollouts; key = rollout id.")
-LEASES = BucketSpec("ty_leases", description="Leader leases of singleton loops; key = loop name.")
+JOBS = BucketSpec("ty_jobs", Job, ttl_s=7 * 24 * 3600.0, description="Asynchronous operations; key = job id.")
+IMAGES = BucketSpec("ty_images", ImageRecord, description="Image catalog; key = image name.")
+ROLLOUTS = BucketSpec("ty_rollouts", Rollout, description="Canary rollouts; key = rollout id.")
+LEASES = BucketSpec(
+    "ty_leases", LeaseRecord, description="Leader leases of singleton loops; key = loop name."
+)
 
-ALL_BUCKETS: tuple[BucketSpec, ...] = (NODES, DESIRED, NAMES, OBSERVED_STATE, JOBS, IMAGES, ROLLOUTS, LEASES)
+ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
+    NODES,
+    DESIRED,
+    NAMES,
+    OBSERVED_STATE,
+    JOBS,
+    IMAGES,
+    ROLLOUTS,
+    LEASES,
+)
 
 
 @dataclass(frozen=True)
 class ObjectStoreSpec:
-    """A JetStream object store bucket."""
+    """A JetStream object store bucket (stream `OBJ_<name>`)."""
 
     name: str
     ttl_s: float = 0.0
+    max_bytes: int = -1
     description: str = ""
+
+    @property
+    def stream(self) -> str:
+        return f"OBJ_{self.name}"
 
 
 UPLOADS = ObjectStoreSpec(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import Field
 
 from tingyu.common.models.base import Message
+from tingyu.common.models.jobs import Command, JobKind
 
 
 class EnvVar(Message):
@@ -57,8 +59,10 @@ class ImagePatch(Message):
     image_ref: str
 
 
-class ContainerCommand(Message):
+class ContainerCommand(Command):
     """A container operation accepted by the API; its job id is also its JetStream message id."""
+
+    kind: ClassVar[JobKind] = JobKind.CONTAINER
 
     job_id: str
     op: ContainerOp
@@ -68,6 +72,14 @@ class ContainerCommand(Message):
     patch: ImagePatch | None = None  # upgrade
     issued_at: float
     rollout_id: str | None = None
+
+    @property
+    def job_op(self) -> str:
+        return self.op.value
+
+    @property
+    def job_target(self) -> tuple[str, str]:
+        return self.name, self.node_uuid
 
 
 class DesiredState(StrEnum):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from tingyu.common.models.base import Message
+from tingyu.common.models.jobs import Command, JobKind
 
 
-class FileFetchCommand(Message):
+class FileFetchCommand(Command):
     """Stream `TY_COMMANDS` (`ty.cmd.file.<job>`) and the agent request: copy `path` out of `name`."""
+
+    kind: ClassVar[JobKind] = JobKind.FILE
 
     job_id: str
     name: str  # the deployment name, which is the Docker container name
@@ -14,6 +19,14 @@ class FileFetchCommand(Message):
     path: str  # absolute and normalised (the API checks)
     max_bytes: int = 0  # a tighter limit than the machine's; 0: the machine's own
     issued_at: float
+
+    @property
+    def job_op(self) -> str:
+        return "download"
+
+    @property
+    def job_target(self) -> tuple[str, str]:
+        return self.name, self.node_uuid
 
 
 class FileFetchReply(Message):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from tingyu.common.models.base import Message
+from tingyu.common.models.jobs import Command, JobKind
 
 
 class ImageVersion(Message):
@@ -27,8 +30,10 @@ class ImageRecord(Message):
     created_at: float
 
 
-class ImagePushCommand(Message):
+class ImagePushCommand(Command):
     """Push the tar stored in object store `ty_uploads` under `upload` as `<name>:<version>`."""
+
+    kind: ClassVar[JobKind] = JobKind.IMAGE
 
     job_id: str
     name: str
@@ -38,6 +43,10 @@ class ImagePushCommand(Message):
     detail: str = ""
     image_url: str = ""
     issued_at: float
+
+    @property
+    def job_op(self) -> str:
+        return "push"
 
 
 class ImagerRequest(Message):

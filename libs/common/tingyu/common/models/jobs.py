@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -56,3 +56,19 @@ class JobDeadline(Message):
 
     job_id: str
     deadline: float
+
+
+class Command(Message):
+    """A durable command: every one has a job, and knows the kind, operation and target of it."""
+
+    kind: ClassVar[JobKind]
+    job_id: str
+
+    @property
+    def job_op(self) -> str:
+        return self.kind.value
+
+    @property
+    def job_target(self) -> tuple[str, str]:
+        """The (deployment name, machine uuid) the job is about; empty where it is about neither."""
+        return "", ""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import Field
 
 from tingyu.common.models.base import Message
 from tingyu.common.models.containers import ImagePatch
+from tingyu.common.models.jobs import Command, JobKind
 
 
-class RolloutCommand(Message):
+class RolloutCommand(Command):
     """Move `percent` % of the containers running `image` in one area and operator to `patch`."""
+
+    kind: ClassVar[JobKind] = JobKind.ROLLOUT
 
     job_id: str
     area: str
@@ -20,6 +24,10 @@ class RolloutCommand(Message):
     patch: ImagePatch
     percent: float = Field(ge=0, le=100)
     issued_at: float
+
+    @property
+    def job_op(self) -> str:
+        return "rollout"
 
 
 class RolloutStatus(StrEnum):

@@ -1,0 +1,273 @@
+"""Durable JetStream consumers, declared once (`subjects.ConsumerSpec`) and run by `consume`.
+
+What happens to a message is said by its handler:
+- it returns: the message is acked;
+- it raises `Retry`: the message is nak'ed and comes back after the delay;
+- it raises `Reject`, or the message does not decode: it is dead-lettered at once;
+- anything else: logged and nak'ed with a back-off.
+A message is never retried forever nor dropped silently: on its last delivery (the spec's bounded
+`max_deliver`) a failure dead-letters it, and a message JetStream gives up on without an answer
+(its handler hung or its process died every time) is dead-lettered from the max-deliveries
+advisory. Dead-lettering copies the message with its headers and the last error to `TY_DEAD`,
+removes it from its stream, and calls the service's `on_dead` (which fails the job with the reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+import nats
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js import errors as js_errors
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus.connection import Bus
+from tingyu.common.models.base import Message
+from tingyu.common.models.dead import DeadLetter
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+Handler = Callable[[M, Msg], Awaitable[None]]
+OnDead = Callable[[M | None, str], Awaitable[None]]
+
+
+class Retry(Exception):
+    """Raised by a handler: try this message again after `delay` seconds."""
+
+    def __init__(self, reason: str, delay: float = 1.0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Reject(Exception):
+    """Raised by a handler: this message can never succeed; dead-letter it."""
+
+
+class Consumer(Generic[M]):
+    """One durable consumer of a spec on one connection: fetch, dispatch, settle."""
+
+    def __init__(
+        self, bus: Bus, spec: subjects.ConsumerSpec[M], handler: Handler[M], on_dead: OnDead[M] | None
+    ) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.handler = handler
+        self.on_dead = on_dead
+
+    async def run(self, stop: asyncio.Event, batch: int | None = None) -> None:
+        """Pull and handle until `stop` is set. Messages of one fetch run concurrently, except those
+        with the same `spec.order_by` key, which run in stream order."""
+        size = batch or self.spec.batch
+        sub = await subscribe(self.bus, self.spec, size)
+        advisories = await self.bus.nc.subscribe(
+            self.spec.max_deliveries_advisory, queue=self.spec.durable, cb=self._on_advisory
+        )
+        try:
+            while not stop.is_set():
+                msgs = await fetch(sub, size, self.spec.durable)
+                groups: dict[Hashable, list[Msg]] = defaultdict(list)
+                for index, msg in enumerate(msgs):
+                    groups[self._group(msg, index)].append(msg)
+                await asyncio.gather(*(self._in_order(group) for group in groups.values()))
+        finally:
+            for subscription in (sub, advisories):
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+
+    def _group(self, msg: Msg, index: int) -> Hashable:
+        if self.spec.order_by is None:
+            return index
+        try:
+            return self.spec.order_by(self.spec.model.from_bytes(msg.data))
+        except ValueError:
+            return index
+
+    async def _in_order(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            item = self.spec.model.from_bytes(msg.data)
+        except ValueError as exc:
+            await self.dead(msg, None, f"undecodable message: {exc}")
+            return
+        deliveries = msg.metadata.num_delivered or 1
+        last = 0 < self.spec.max_deliver <= deliveries
+        try:
+            await self.handler(item, msg)
+        except Retry as exc:
+            if last:
+                await self.dead(msg, item, f"still not done after {deliveries} deliveries: {exc}")
+            else:
+                log.debug("%s: retry %s in %.1fs: %s", self.spec.durable, msg.subject, exc.delay, exc)
+                await msg.nak(delay=exc.delay)
+        except Reject as exc:
+            await self.dead(msg, item, str(exc))
+        except Exception as exc:
+            log.exception(
+                "%s: handler failed on %s (delivery %d)", self.spec.durable, msg.subject, deliveries
+            )
+            if last:
+                await self.dead(msg, item, f"failed {deliveries} times; last error: {exc!r}")
+            else:
+                await msg.nak(delay=min(0.5 * 2**deliveries, 30.0))
+        else:
+            await msg.ack()
+
+    async def dead(self, msg: Msg, item: M | None, reason: str) -> None:
+        """Park the message in `TY_DEAD`, tell the service, and end it in its stream."""
+        await dead_letter(
+            self.bus,
+            self.spec,
+            subject=msg.subject,
+            data=msg.data,
+            headers=msg.headers,
+            reason=reason,
+            metadata=msg.metadata,
+        )
+        await self._tell(item, reason)
+        with contextlib.suppress(Exception):
+            await msg.term()
+
+    async def _tell(self, item: M | None, reason: str) -> None:
+        if self.on_dead is None:
+            return
+        try:
+            await self.on_dead(item, reason)
+        except Exception:
+            log.exception("%s: could not report a dead letter: %s", self.spec.durable, reason)
+
+    async def _on_advisory(self, advisory: Msg) -> None:
+        """JetStream gave up on a message nobody answered: park it from the stream itself."""
+        try:
+            seq = int(json.loads(advisory.data)["stream_seq"])
+            raw = await self.bus.js.get_msg(self.spec.stream.name, seq=seq)
+        except (ValueError, KeyError, js_errors.Error) as exc:
+            log.warning("%s: max-deliveries advisory not handled: %s", self.spec.durable, exc)
+            return
+        reason = f"no answer after {self.spec.max_deliver} deliveries"
+        await dead_letter(
+            self.bus,
+            self.spec,
+            subject=raw.subject or "",
+            data=raw.data or b"",
+            headers=raw.headers,
+            reason=reason,
+        )
+        try:
+            item: M | None = self.spec.model.from_bytes(raw.data or b"")
+        except ValueError:
+            item = None
+        await self._tell(item, reason)
+        with contextlib.suppress(js_errors.Error):
+            await self.bus.js.delete_msg(self.spec.stream.name, seq)
+
+
+async def consume(
+    bus: Bus,
+    spec: subjects.ConsumerSpec[M],
+    handler: Handler[M],
+    stop: asyncio.Event,
+    *,
+    on_dead: OnDead[M] | None = None,
+    batch: int | None = None,
+) -> None:
+    """Run one consumer of `spec` until `stop` is set (a supervised loop of `run_service`)."""
+    await Consumer(bus, spec, handler, on_dead).run(stop, batch)
+
+
+async def subscribe(
+    bus: Bus, spec: subjects.ConsumerSpec[M], batch: int | None = None
+) -> JetStreamContext.PullSubscription:
+    """The spec's pull subscription, shared by every replica (for consumers that take whole
+    batches themselves, such as metering)."""
+    size = batch or spec.batch
+    return await bus.js.pull_subscribe(
+        spec.subject,
+        durable=spec.durable,
+        stream=spec.stream.name,
+        config=js_api.ConsumerConfig(
+            ack_wait=spec.ack_wait_s,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=max(size * 4, spec.max_ack_pending),
+            filter_subject=spec.subject,
+        ),
+    )
+
+
+async def fetch(
+    sub: JetStreamContext.PullSubscription, batch: int, durable: str, timeout: float = 1.0
+) -> list[Msg]:
+    """The next messages, or none after a transient failure (logged, backed off)."""
+    try:
+        return await sub.fetch(batch, timeout=timeout)
+    except TimeoutError:  # nats.errors.TimeoutError or, from fetch, a bare asyncio one
+        return []
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+        await asyncio.sleep(0.5)
+    except js_errors.APIError as exc:
+        log.warning("%s: fetch failed: %s", durable, exc)
+        await asyncio.sleep(0.5)
+    return []
+
+
+async def dead_letter(
+    bus: Bus,
+    spec: subjects.ConsumerSpec[M],
+    *,
+    subject: str,
+    data: bytes,
+    headers: dict[str, str] | None,
+    reason: str,
+    metadata: Msg.Metadata | None = None,
+) -> None:
+    """Copy a message to `TY_DEAD` with its headers and the reason (logged either way)."""
+    log.error("%s: dead-lettered %s: %s", spec.durable, subject, reason)
+    letter = DeadLetter(
+        durable=spec.durable,
+        stream=spec.stream.name,
+        subject=subject,
+        stream_seq=metadata.sequence.stream if metadata else 0,
+        deliveries=metadata.num_delivered or 0 if metadata else 0,
+        reason=reason[:2000],
+        headers=dict(headers or {}),
+        data_b64=base64.b64encode(data[: subjects.DEAD_MAX_DATA]).decode(),
+        truncated=len(data) > subjects.DEAD_MAX_DATA,
+        dead_at=timefmt.now(),
+    )
+    try:
+        await bus.publish(subjects.dead(spec.durable), letter)
+    except Exception:
+        log.exception("%s: could not park a dead letter", spec.durable)
+
+
+@contextlib.asynccontextmanager
+async def in_progress(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
+    """Keep a long handler's message ours: tell JetStream it is in progress every `every` seconds
+    (well under the consumer's ack wait), until the block ends."""
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    keeper = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
