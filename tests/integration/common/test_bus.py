@@ -1,0 +1,305 @@
+"""The NATS adapter against a real nats-server: typed stores, declared consumers with dead letters,
+the one responder envelope, and refusals before anything reaches the server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import pytest_asyncio
+from nats.aio.msg import Msg
+
+from tests.conftest import eventually
+from tingyu.common import subjects
+from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
+from tingyu.common.bus.consumers import Consumer, subscribe
+from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
+from tingyu.common.jobs import JobStore
+from tingyu.common.models.base import Message
+from tingyu.common.models.containers import ContainerCommand, ContainerOp, NameClaim
+from tingyu.common.models.dead import DeadLetter
+from tingyu.common.models.jobs import JobState
+from tingyu.common.settings import PlatformSettings
+
+
+@pytest_asyncio.fixture(scope="module")
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    connected = await Bus.connect(PlatformSettings(nats_url=nats_url), "test-bus")
+    yield connected
+    await connected.close()
+
+
+def key() -> str:
+    return f"k{secrets.token_hex(4)}"
+
+
+async def test_a_store_reads_and_writes_its_model(bus: Bus) -> None:
+    names = bus.store(subjects.NAMES)
+    k = key()
+    assert await names.get(k) is None
+    revision = await names.create(k, NameClaim(node_uuid="n1", job_id="j1"))
+    with pytest.raises(Conflict):
+        await names.create(k, NameClaim(node_uuid="n2", job_id="j2"))
+    with pytest.raises(Conflict):
+        await names.update(k, NameClaim(node_uuid="n2", job_id="j2"), revision + 1000)
+    await names.update(k, NameClaim(node_uuid="n3", job_id="j3"), revision)
+    assert await names.get(k) == NameClaim(node_uuid="n3", job_id="j3")
+    await names.delete(k)
+    assert await names.get(k) is None
+    await names.create(k, NameClaim(node_uuid="n4", job_id="j4"))  # a deleted key can be created again
+    assert (await names.get(k)) == NameClaim(node_uuid="n4", job_id="j4")
+
+
+async def test_mutate_is_compare_and_set_under_contention(bus: Bus) -> None:
+    names = bus.store(subjects.NAMES)
+    k = key()
+
+    def bump(current: NameClaim | None) -> NameClaim:
+        count = int(current.job_id) if current else 0
+        return NameClaim(node_uuid="n", job_id=str(count + 1))
+
+    await asyncio.gather(*(names.mutate(k, bump) for _ in range(20)))
+    assert (await names.get(k)) == NameClaim(node_uuid="n", job_id="20")
+
+
+async def test_listing_sees_every_key_and_skips_a_corrupt_one(bus: Bus) -> None:
+    names = bus.store(subjects.NAMES)
+    prefix = key()
+    for i in range(30):
+        await names.put(f"{prefix}.{i}", NameClaim(node_uuid=f"n{i}", job_id="j"))
+    await bus.js.publish(f"{subjects.NAMES.prefix}{prefix}-bad", b"{not json")
+    await names.delete(f"{prefix}.3")
+    found = await names.items(f"{prefix}.*")
+    assert sorted(found) == sorted(f"{prefix}.{i}" for i in range(30) if i != 3)
+    assert await names.get(f"{prefix}.bad") is None  # unreadable reads as absent, never raises
+
+
+async def test_watch_yields_changes_and_deletes(bus: Bus) -> None:
+    names = bus.store(subjects.NAMES)
+    k = key()
+    seen: list[tuple[str, NameClaim | None]] = []
+
+    async def follow() -> None:
+        async for change in names.watch(k):
+            seen.append(change)
+            if len(seen) == 2:
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)  # the watcher subscribes before the writes
+    await names.put(k, NameClaim(node_uuid="a", job_id="1"))
+    await names.delete(k)
+    await asyncio.wait_for(follower, 10)
+    assert seen == [(k, NameClaim(node_uuid="a", job_id="1")), (k, None)]
+
+
+async def test_an_oversized_value_is_refused_before_the_server(bus: Bus) -> None:
+    names = bus.store(subjects.NAMES)
+    big = NameClaim(node_uuid="n" * (subjects.NAMES.max_value_bytes + 10), job_id="j")
+    with pytest.raises(PayloadTooLarge):
+        await names.put(key(), big)
+    assert bus.connected
+
+
+async def test_a_malformed_or_huge_subject_never_reaches_the_server(bus: Bus) -> None:
+    claim = NameClaim(node_uuid="n", job_id="j")
+    for subject in ("ty.cmd.container." + "x" * 4100, "ty.cmd.container.a b", "ty.cmd..x", "ty.cmd.*"):
+        with pytest.raises(InvalidParameter):
+            await bus.publish(subject, claim)
+    with pytest.raises(PayloadTooLarge):
+        await bus.publish("ty.cmd.container.big", NameClaim(node_uuid="n" * bus.nc.max_payload, job_id="j"))
+    await bus.nc.flush()
+    assert bus.connected
+    assert not bus.lost.is_set()
+
+
+async def test_the_job_store_submits_and_moves_by_one_rule(bus: Bus) -> None:
+    jobs = JobStore(bus)
+    command = ContainerCommand(
+        job_id=f"j{secrets.token_hex(6)}", op=ContainerOp.START, name="w", node_uuid="n", issued_at=1.0
+    )
+    submitted = await jobs.submit(command)
+    assert submitted.state == JobState.QUEUED
+    raw = await bus.js.get_last_msg(subjects.COMMANDS.name, subjects.command_subject(command))
+    assert ContainerCommand.from_bytes(raw.data or b"") == command
+    await jobs.submit(command)  # the same command again: one message (deduplicated by job id)
+    info = await bus.js.stream_info(subjects.COMMANDS.name, subjects_filter=subjects.command_subject(command))
+    assert info.state.subjects == {subjects.command_subject(command): 1}
+    assert (await jobs.move(command.job_id, JobState.RUNNING)).state == JobState.RUNNING  # type: ignore[union-attr]
+    back = await jobs.move(command.job_id, JobState.DISPATCHED)  # never back: what is stored stays
+    assert back is not None
+    assert back.state == JobState.RUNNING
+    await jobs.fail(command.job_id, "no")
+    fresh = JobStore(bus)  # another replica, without the memory of finished jobs
+    await fresh.move(command.job_id, JobState.SUCCEEDED)
+    stored = await jobs.get(command.job_id)
+    assert stored is not None
+    assert (stored.state, stored.message) == (JobState.FAILED, "no")
+
+
+async def test_a_guard_refusal_leaves_no_job_and_no_command(bus: Bus) -> None:
+    jobs = JobStore(bus)
+    command = ContainerCommand(
+        job_id=f"j{secrets.token_hex(6)}", op=ContainerOp.CREATE, name="w", node_uuid="n", issued_at=1.0
+    )
+
+    async def no() -> str:
+        return "taken"
+
+    with pytest.raises(Exception, match="taken"):
+        await jobs.submit(command, guard=no)
+    assert await jobs.get(command.job_id) is None
+    info = await bus.js.stream_info(subjects.COMMANDS.name, subjects_filter=subjects.command_subject(command))
+    assert not info.state.subjects
+
+
+class Ping(Message):
+    text: str
+
+
+class Pong(Message):
+    text: str
+    size: int
+
+
+async def test_one_reply_envelope_carries_models_and_errors(bus: Bus) -> None:
+    subject = f"test.rpc.{secrets.token_hex(4)}"
+
+    async def handler(ping: Ping) -> Pong:
+        if ping.text == "missing":
+            raise ImageNotFound(detail="no image called missing")
+        if ping.text == "boom":
+            raise RuntimeError("internal detail that must not leak")
+        return Pong(text=ping.text.upper(), size=len(ping.text))
+
+    sub = await serve(bus, subject, Ping, handler, queue="q")
+    try:
+        assert await call(bus, subject, Ping(text="hi"), Pong) == Pong(text="HI", size=2)
+        with pytest.raises(ImageNotFound) as missing:
+            await call(bus, subject, Ping(text="missing"), Pong)
+        assert missing.value.detail == "no image called missing"
+        with pytest.raises(InternalError) as boom:
+            await call(bus, subject, Ping(text="boom"), Pong)
+        assert "internal detail" not in f"{boom.value} {boom.value.detail}"
+    finally:
+        await sub.unsubscribe()
+
+
+def spec(name: str, max_deliver: int = 3) -> subjects.ConsumerSpec[ContainerCommand]:
+    """A consumer of its own subject, so the test's messages meet no other consumer."""
+    return replace(
+        subjects.DEPLOYER_COMMANDS,
+        durable=f"test-{name}",
+        subject=f"ty.cmd.container.{name}.>",
+        max_deliver=max_deliver,
+        ack_wait_s=2.0,
+        order_by=None,
+    )
+
+
+async def run_consumer(
+    bus: Bus, consumer: subjects.ConsumerSpec[ContainerCommand], handler: object, dead: list[tuple[str, str]]
+) -> asyncio.Task[None]:
+    stop = asyncio.Event()
+
+    async def on_dead(item: ContainerCommand | None, reason: str) -> None:
+        dead.append((item.job_id if item else "?", reason))
+
+    task = asyncio.create_task(consume(bus, consumer, handler, stop, on_dead=on_dead))  # type: ignore[arg-type]
+    task.add_done_callback(lambda _: stop.set())
+    task.stop = stop  # type: ignore[attr-defined]
+    return task
+
+
+async def dead_letters(bus: Bus, durable: str) -> list[DeadLetter]:
+    found = []
+    with contextlib.suppress(Exception):
+        info = await bus.js.stream_info(subjects.DEAD.name, subjects_filter=subjects.dead(durable))
+        if info.state.subjects:
+            raw = await bus.js.get_last_msg(subjects.DEAD.name, subjects.dead(durable))
+            found.append(DeadLetter.from_bytes(raw.data or b""))
+    return found
+
+
+@pytest.mark.parametrize("failure", ["raise", "retry", "reject", "undecodable"])
+async def test_a_message_that_keeps_failing_is_dead_lettered_with_its_reason(bus: Bus, failure: str) -> None:
+    name = f"{failure}{secrets.token_hex(3)}"
+    consumer = spec(name)
+    calls: list[int] = []
+
+    async def handler(item: ContainerCommand, msg: Msg) -> None:
+        calls.append(msg.metadata.num_delivered or 0)
+        if failure == "raise":
+            raise RuntimeError("always broken")
+        if failure == "retry":
+            raise Retry("not yet", delay=0.05)
+        raise Reject("never valid")
+
+    dead: list[tuple[str, str]] = []
+    task = await run_consumer(bus, consumer, handler, dead)
+    try:
+        command = ContainerCommand(
+            job_id="j" + name, op=ContainerOp.STOP, name="w", node_uuid="n", issued_at=1.0
+        )
+        data = b"{broken" if failure == "undecodable" else command.to_bytes()
+        await bus.js.publish(f"ty.cmd.container.{name}.x", data)
+        letters = await eventually(lambda: dead_letters(bus, consumer.durable), timeout=30)
+        assert letters[0].subject == f"ty.cmd.container.{name}.x"
+        assert base64.b64decode(letters[0].data_b64) == data
+        expected = {
+            "raise": "always broken",
+            "retry": "not yet",
+            "reject": "never valid",
+            "undecodable": "undecodable",
+        }
+        assert expected[failure] in letters[0].reason
+        assert dead
+        assert expected[failure] in dead[0][1]
+        assert calls == {"raise": [1, 2, 3], "retry": [1, 2, 3], "reject": [1], "undecodable": []}[failure]
+        info = await bus.js.consumer_info(subjects.COMMANDS.name, consumer.durable)
+        assert (info.num_pending, info.num_ack_pending) == (0, 0)  # ended in its stream, not redelivered
+    finally:
+        task.stop.set()  # type: ignore[attr-defined]
+        await task
+
+
+async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: Bus) -> None:
+    """A reader that takes every delivery and never answers (a hung or dying replica): once JetStream
+    gives up, the advisory parks the message and fails its job; it leaves the stream."""
+    name = f"hang{secrets.token_hex(3)}"
+    consumer = spec(name, max_deliver=2)
+    dead: list[tuple[str, str]] = []
+
+    async def on_dead(item: ContainerCommand | None, reason: str) -> None:
+        dead.append((item.job_id if item else "?", reason))
+
+    async def unused(item: ContainerCommand, msg: Msg) -> None:
+        raise AssertionError("never called")
+
+    parker = Consumer(bus, consumer, unused, on_dead)
+    advisories = await bus.nc.subscribe(consumer.max_deliveries_advisory, cb=parker._on_advisory)
+    sub = await subscribe(bus, consumer)
+    try:
+        command = ContainerCommand(
+            job_id="j" + name, op=ContainerOp.STOP, name="w", node_uuid="n", issued_at=1.0
+        )
+        ack = await bus.js.publish(f"ty.cmd.container.{name}.x", command.to_bytes())
+
+        async def take() -> list[tuple[str, str]]:
+            with contextlib.suppress(TimeoutError):
+                await sub.fetch(1, timeout=0.5)  # taken, never answered
+            return dead
+
+        assert await eventually(take, timeout=30) == [(command.job_id, "no answer after 2 deliveries")]
+        letters = await dead_letters(bus, consumer.durable)
+        assert [letter.reason for letter in letters] == ["no answer after 2 deliveries"]
+        with pytest.raises(Exception, match="no message found"):
+            await bus.js.get_msg(subjects.COMMANDS.name, seq=ack.seq)
+    finally:
+        await advisories.unsubscribe()
+        await sub.unsubscribe()
