@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from tests.conftest import eventually
 from tingyu.common.leases import Lease
 from tingyu.common.service import EXIT_BUS_LOST, Service
 from tingyu.common.settings import PlatformSettings
-from tests.conftest import eventually
 
 
 async def _true(value: bool) -> bool:
