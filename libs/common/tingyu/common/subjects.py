@@ -86,36 +86,47 @@ DEAD_MAX_DATA = 512 * 1024  # bytes of a dead message's body kept (a dead letter
 ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, OBSERVED, SAMPLES, JOB_DEADLINES, DEAD)
 
 
-def container_command(job_id: str) -> str:
-    """A container command (create/update/start/stop/restart/delete) for the deployer."""
-    return f"ty.cmd.container.{job_id}"
+@dataclass(frozen=True)
+class Family:
+    """Subjects `<prefix>.<id>`, one per entity (a job, a machine, a consumer): call it with the id;
+    `all` is the wildcard a consumer filters on."""
+
+    prefix: str
+    wildcard: str = ">"
+
+    def __call__(self, token: str) -> str:
+        return f"{self.prefix}.{token}"
+
+    @property
+    def all(self) -> str:
+        return f"{self.prefix}.{self.wildcard}"
 
 
-CONTAINER_COMMANDS = "ty.cmd.container.>"
+container_command = Family("ty.cmd.container")
+"""A container command (create/update/start/stop/restart/delete) for the deployer; id = job id."""
+image_command = Family("ty.cmd.image")
+"""An image push for the imager; id = job id."""
+rollout_command = Family("ty.cmd.rollout")
+"""A canary rollout (updateByInherit) for the deployer; id = job id."""
+file_command = Family("ty.cmd.file")
+"""A file fetch out of a container, for the deployer to route to the agent; id = job id."""
+observed = Family("ty.evt.observed")
+"""An agent's report of its containers; id = machine uuid."""
+samples = Family("ty.samples")
+"""A batch of metering samples from one machine; id = machine uuid."""
+job_deadline = Family("ty.jobdeadline")
+"""The timer message of one job; id = job id."""
+dead = Family("ty.dead")
+"""A dead letter of one consumer; id = the consumer's durable name."""
 
-
-def image_command(job_id: str) -> str:
-    """An image push for the imager."""
-    return f"ty.cmd.image.{job_id}"
-
-
-IMAGE_COMMANDS = "ty.cmd.image.>"
-
-
-def rollout_command(job_id: str) -> str:
-    """A canary rollout (updateByInherit) for the deployer."""
-    return f"ty.cmd.rollout.{job_id}"
-
-
-ROLLOUT_COMMANDS = "ty.cmd.rollout.>"
-
-
-def file_command(job_id: str) -> str:
-    """A file fetch out of a container, for the deployer to route to the agent."""
-    return f"ty.cmd.file.{job_id}"
-
-
-FILE_COMMANDS = "ty.cmd.file.>"
+CONTAINER_COMMANDS = container_command.all
+IMAGE_COMMANDS = image_command.all
+ROLLOUT_COMMANDS = rollout_command.all
+FILE_COMMANDS = file_command.all
+OBSERVED_ALL = observed.all
+SAMPLES_ALL = samples.all
+JOB_DEADLINES_ALL = job_deadline.all
+DEAD_ALL = dead.all
 
 _COMMAND_SUBJECTS = {
     JobKind.CONTAINER: container_command,
@@ -130,46 +141,12 @@ def command_subject(command: Command) -> str:
     return _COMMAND_SUBJECTS[command.kind](command.job_id)
 
 
-def observed(node_uuid: str) -> str:
-    """An agent's report of its containers."""
-    return f"ty.evt.observed.{node_uuid}"
-
-
-OBSERVED_ALL = "ty.evt.observed.>"
-
-
-def samples(node_uuid: str) -> str:
-    """A batch of metering samples from one machine."""
-    return f"ty.samples.{node_uuid}"
-
-
-SAMPLES_ALL = "ty.samples.>"
-
-
-def job_deadline(job_id: str) -> str:
-    """The timer message of one job."""
-    return f"ty.jobdeadline.{job_id}"
-
-
-JOB_DEADLINES_ALL = "ty.jobdeadline.>"
-
-
-def dead(durable: str) -> str:
-    """A dead letter of one consumer."""
-    return f"ty.dead.{durable}"
-
-
-DEAD_ALL = "ty.dead.>"
-
 # --- Core NATS (fire-and-forget or request/reply) ------------------------------------------------
 
 
-def heartbeat(node_uuid: str) -> str:
-    """A machine's heartbeat; core NATS, never stored as such."""
-    return f"ty.hb.{node_uuid}"
-
-
-HEARTBEATS_ALL = "ty.hb.*"
+heartbeat = Family("ty.hb", wildcard="*")
+"""A machine's heartbeat; core NATS, never stored as such; id = machine uuid."""
+HEARTBEATS_ALL = heartbeat.all
 
 
 def agent_nudge(node_uuid: str) -> str:
