@@ -28,6 +28,10 @@ from tingyu.common.models.rollouts import Rollout, RolloutCommand
 
 M = TypeVar("M", bound=Message)
 
+GIB = 1 << 30
+# Every stream, bucket and object store has a size limit (overridable per name with
+# TINGYU_STORE_MAX_BYTES); a full one refuses the write to its writer and never drops what it holds.
+
 # --- Streams (durable commands and events) -------------------------------------------------------
 
 
@@ -48,6 +52,7 @@ COMMANDS = StreamSpec(
     name="TY_COMMANDS",
     subjects=["ty.cmd.>"],
     retention="workqueue",
+    max_bytes=GIB,
     duplicate_window_s=600.0,
     description="Accepted operator commands; one consumer per owning service; deduplicated by job id.",
 )
@@ -56,6 +61,7 @@ OBSERVED = StreamSpec(
     name="TY_OBSERVED",
     subjects=["ty.evt.observed.>"],
     retention="workqueue",
+    max_bytes=GIB // 2,
     description="What agents saw on their machines; the deployer turns it into job results.",
 )
 
@@ -64,6 +70,7 @@ SAMPLES = StreamSpec(
     subjects=["ty.samples.>"],
     retention="workqueue",
     max_age_s=7 * 24 * 3600.0,
+    max_bytes=2 * GIB,
     description="Metering samples from agents, kept until metering has stored them.",
 )
 
@@ -71,6 +78,7 @@ JOB_DEADLINES = StreamSpec(
     name="TY_JOB_DEADLINES",
     subjects=["ty.jobdeadline.>"],
     retention="workqueue",
+    max_bytes=GIB // 4,
     description="One timer per dispatched job: fails the job when its machine does not converge in time.",
 )
 
@@ -78,7 +86,7 @@ DEAD = StreamSpec(
     name="TY_DEAD",
     subjects=["ty.dead.>"],
     max_age_s=30 * 24 * 3600.0,
-    max_bytes=1 << 30,
+    max_bytes=GIB // 4,
     description="Messages a consumer gave up on, with the reason; `tingyu dead ls|replay`.",
 )
 DEAD_MAX_DATA = 512 * 1024  # bytes of a dead message's body kept (a dead letter stays under max payload)
@@ -278,22 +286,44 @@ class BucketSpec(Generic[M]):
 
 
 NODES = BucketSpec(
-    "ty_nodes", NodeRecord, description="Node registry: facts, heartbeat time, Ready/NotReady; key = uuid."
+    "ty_nodes",
+    NodeRecord,
+    max_bytes=GIB // 4,
+    description="Node registry: facts, heartbeat time, Ready/NotReady; key = uuid.",
 )
 DESIRED = BucketSpec(
-    "ty_desired", NodeDesired, history=5, description="Desired containers of one machine; key = node uuid."
+    "ty_desired",
+    NodeDesired,
+    history=5,
+    max_bytes=GIB,
+    description="Desired containers of one machine; key = node uuid.",
 )
 NAMES = BucketSpec(
-    "ty_names", NameClaim, description="Deployment name -> node uuid; creating a key claims the name."
+    "ty_names",
+    NameClaim,
+    max_bytes=GIB // 4,
+    description="Deployment name -> node uuid; creating a key claims the name.",
 )
 OBSERVED_STATE = BucketSpec(
-    "ty_observed", NodeObserved, description="Last observed containers of one machine; key = node uuid."
+    "ty_observed",
+    NodeObserved,
+    max_bytes=GIB // 2,
+    description="Last observed containers of one machine; key = node uuid.",
 )
-JOBS = BucketSpec("ty_jobs", Job, ttl_s=7 * 24 * 3600.0, description="Asynchronous operations; key = job id.")
-IMAGES = BucketSpec("ty_images", ImageRecord, description="Image catalog; key = image name.")
-ROLLOUTS = BucketSpec("ty_rollouts", Rollout, description="Canary rollouts; key = rollout id.")
+JOBS = BucketSpec(
+    "ty_jobs", Job, ttl_s=7 * 24 * 3600.0, max_bytes=GIB, description="Asynchronous operations; key = job id."
+)
+IMAGES = BucketSpec(
+    "ty_images", ImageRecord, max_bytes=GIB // 16, description="Image catalog; key = image name."
+)
+ROLLOUTS = BucketSpec(
+    "ty_rollouts", Rollout, max_bytes=GIB // 4, description="Canary rollouts; key = rollout id."
+)
 LEASES = BucketSpec(
-    "ty_leases", LeaseRecord, description="Leader leases of singleton loops; key = loop name."
+    "ty_leases",
+    LeaseRecord,
+    max_bytes=GIB // 64,
+    description="Leader leases of singleton loops; key = loop name.",
 )
 
 ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
@@ -323,8 +353,13 @@ class ObjectStoreSpec:
 
 
 UPLOADS = ObjectStoreSpec(
-    "ty_uploads", ttl_s=24 * 3600.0, description="Image tars on their way to the registry."
+    "ty_uploads",
+    ttl_s=24 * 3600.0,
+    max_bytes=16 * GIB,
+    description="Image tars on their way to the registry.",
 )
-FILES = ObjectStoreSpec("ty_files", ttl_s=24 * 3600.0, description="Files copied out of containers.")
+FILES = ObjectStoreSpec(
+    "ty_files", ttl_s=24 * 3600.0, max_bytes=4 * GIB, description="Files copied out of containers."
+)
 
 ALL_OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (UPLOADS, FILES)

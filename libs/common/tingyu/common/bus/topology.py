@@ -33,7 +33,7 @@ async def ensure_stream(bus: Bus, spec: subjects.StreamSpec) -> None:
         subjects=spec.subjects,
         retention=_RETENTION[spec.retention],
         max_age=spec.max_age_s or None,
-        max_bytes=spec.max_bytes,
+        max_bytes=bus.max_bytes.get(spec.name, spec.max_bytes),
         discard=js_api.DiscardPolicy.NEW,  # a full stream refuses the write; it never drops one
         duplicate_window=spec.duplicate_window_s,
         storage=js_api.StorageType.FILE,
@@ -51,7 +51,7 @@ async def ensure_bucket(bus: Bus, spec: subjects.BucketSpec[Any]) -> None:
             bucket=spec.name,
             history=spec.history,
             ttl=spec.ttl_s or None,
-            max_bytes=spec.max_bytes,
+            max_bytes=bus.max_bytes.get(spec.name, spec.max_bytes),
             max_value_size=spec.max_value_bytes,
             replicas=bus.replicas,
             description=spec.description,
@@ -59,7 +59,11 @@ async def ensure_bucket(bus: Bus, spec: subjects.BucketSpec[Any]) -> None:
         )
     except js_errors.APIError:  # exists already (or created concurrently): bring its limits up to date
         await _update_limits(
-            bus, spec.stream, allow_direct=True, max_bytes=spec.max_bytes, max_msg_size=spec.max_value_bytes
+            bus,
+            spec.stream,
+            allow_direct=True,
+            max_bytes=bus.max_bytes.get(spec.name, spec.max_bytes),
+            max_msg_size=spec.max_value_bytes,
         )
 
 
@@ -67,14 +71,14 @@ async def ensure_object_store(bus: Bus, spec: subjects.ObjectStoreSpec) -> None:
     config = js_api.ObjectStoreConfig(
         bucket=spec.name,
         ttl=spec.ttl_s or None,
-        max_bytes=spec.max_bytes,
+        max_bytes=bus.max_bytes.get(spec.name, spec.max_bytes),
         replicas=bus.replicas,
         description=spec.description,
     )
     try:
         await bus.js.create_object_store(bucket=spec.name, config=config)
     except js_errors.APIError:
-        await _update_limits(bus, spec.stream, max_bytes=spec.max_bytes)
+        await _update_limits(bus, spec.stream, max_bytes=bus.max_bytes.get(spec.name, spec.max_bytes))
 
 
 async def _update_limits(bus: Bus, stream: str, **limits: Any) -> None:
