@@ -10,10 +10,9 @@ import logging
 from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, kv_get, kv_mutate
-from tingyu.common.models.jobs import Job, JobState
+from tingyu.common.bus import Bus
+from tingyu.common.jobs import JobStore
 from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus
-from tingyu.deployer.jobs import Jobs
 from tingyu.deployer.rollouts.candidates import candidates
 from tingyu.deployer.rollouts.plan import progress, rollout_key, select
 
@@ -31,12 +30,13 @@ def extends(current: Rollout, command: RolloutCommand) -> bool:
 class RolloutCommands:
     """Handles `ty.cmd.rollout.*`."""
 
-    def __init__(self, bus: Bus, jobs: Jobs) -> None:
+    def __init__(self, bus: Bus, jobs: JobStore) -> None:
         self.bus = bus
         self.jobs = jobs
+        self.rollouts = bus.store(subjects.ROLLOUTS)
 
     async def handle(self, command: RolloutCommand, _: Msg) -> None:
-        job, _rev = await kv_get(await self.bus.kv(subjects.JOBS), command.job_id, Job)
+        job = await self.jobs.get(command.job_id)
         if job is not None and job.state.final:
             return
         key = rollout_key(command.area, command.operator, command.image)
@@ -75,7 +75,7 @@ class RolloutCommands:
             select(fresh, found)
             return fresh
 
-        await kv_mutate(await self.bus.kv(subjects.ROLLOUTS), key, Rollout, change)
+        await self.rollouts.mutate(key, change)
         if replaced is not None:
             await self.supersede(replaced, command.job_id)
 
@@ -85,4 +85,4 @@ class RolloutCommands:
         message = f"superseded by job {by}"
         log.info("rollout %s run %s %s", old.rollout_id, old.run, message)
         for job_id in old.jobs:
-            await self.jobs.move(job_id, JobState.FAILED, message, result=progress(old))
+            await self.jobs.fail(job_id, message, result=progress(old))
