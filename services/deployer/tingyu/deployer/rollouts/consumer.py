@@ -14,17 +14,9 @@ from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus
 from tingyu.deployer.rollouts.candidates import candidates
-from tingyu.deployer.rollouts.plan import progress, rollout_key, select
+from tingyu.deployer.rollouts.plan import join, progress, rollout_key
 
 log = logging.getLogger(__name__)
-
-
-def extends(current: Rollout, command: RolloutCommand) -> bool:
-    """Same target version and a run that was not aborted or replaced: the call joins that run."""
-    return current.patch == command.patch and current.status not in (
-        RolloutStatus.ABORTED,
-        RolloutStatus.SUPERSEDED,
-    )
 
 
 class RolloutCommands:
@@ -45,35 +37,8 @@ class RolloutCommands:
 
         def change(current: Rollout | None) -> Rollout | None:
             nonlocal replaced
-            replaced = None
-            now = timefmt.now()
-            if current is not None and command.job_id in current.jobs:
-                return None
-            if current is not None and extends(current, command):
-                # A lower percent never undoes or drops anything: the run keeps its larger target.
-                current.percent = max(current.percent, command.percent)
-                current.jobs.append(command.job_id)
-                current.status = RolloutStatus.RUNNING
-                current.message = ""
-                current.updated_at = now
-                select(current, found)
-                return current
-            if current is not None and not current.status.final:
-                replaced = current
-            fresh = Rollout(
-                rollout_id=key,
-                run=command.job_id,
-                area=command.area,
-                operator=command.operator,
-                image=command.image,
-                patch=command.patch,
-                percent=command.percent,
-                jobs=[command.job_id],
-                created_at=now,
-                updated_at=now,
-            )
-            select(fresh, found)
-            return fresh
+            after, replaced = join(current, command, found, timefmt.now())
+            return after
 
         await self.rollouts.mutate(key, change)
         if replaced is not None:
