@@ -1,92 +1,62 @@
-"""Deployer service: three durable consumers shared by all replicas."""
+"""Deployer service: five durable consumers shared by all replicas, and the leader's rollout loop."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, consume
-from tingyu.common.models.containers import ContainerCommand, NodeObserved
-from tingyu.common.models.files import FileFetchCommand
-from tingyu.common.models.jobs import JobDeadline
-from tingyu.common.service import run as run_service
+from tingyu.common.bus import consume
+from tingyu.common.jobs import JobStore
+from tingyu.common.leases import Lease
+from tingyu.common.service import Service, run_service
 from tingyu.deployer.config import get_settings
-from tingyu.deployer.handlers.commands import Commands
-from tingyu.deployer.handlers.deadlines import Deadlines
-from tingyu.deployer.handlers.files import Files
-from tingyu.deployer.handlers.observed import Observed
-from tingyu.deployer.jobs import Jobs
-from tingyu.deployer.rollouts.workers import workers as rollout_workers
+from tingyu.deployer.containers import Commands, Reports
+from tingyu.deployer.files import Files
+from tingyu.deployer.jobs import Deadlines, fail_job
+from tingyu.deployer.rollouts import RolloutCommands, RolloutLoop
 
 
-async def main(stop: asyncio.Event) -> None:
+async def setup(service: Service) -> None:
     settings = get_settings()
-    bus = await Bus.connect(settings.platform, "tingyu-deployer")
-    jobs = Jobs(bus)
+    bus = await service.connect(settings.platform)
+    jobs = JobStore(bus)
     commands = Commands(bus, jobs, settings.job_timeout_s)
-    observed = Observed(bus, jobs)
-    deadlines = Deadlines(bus, jobs)
+    reports = Reports(bus, jobs)
+    deadlines = Deadlines(jobs)
     files = Files(bus, jobs, settings.file_timeout_s, settings.file_agent_wait_s)
-    loops = [
-        consume(
-            bus,
-            stream=subjects.COMMANDS,
-            durable=subjects.DURABLE_DEPLOYER_COMMANDS,
-            subject=subjects.CONTAINER_COMMANDS,
-            model=ContainerCommand,
-            handler=commands.handle,
-            key=lambda c: c.node_uuid,  # one machine's desired doc is written in command order
-            batch=settings.batch,
-            stop=stop,
+    rollouts = RolloutCommands(bus, jobs)
+    loop = RolloutLoop(bus, jobs, settings)
+    dead = fail_job(jobs)
+    batch = settings.batch
+    service.loop(
+        "commands",
+        lambda stop: consume(
+            bus, subjects.DEPLOYER_COMMANDS, commands.handle, stop, on_dead=dead, batch=batch
         ),
-        consume(
-            bus,
-            stream=subjects.OBSERVED,
-            durable=subjects.DURABLE_DEPLOYER_OBSERVED,
-            subject=subjects.OBSERVED_ALL,
-            model=NodeObserved,
-            handler=observed.handle,
-            key=lambda r: r.node_uuid,
-            batch=settings.batch,
-            stop=stop,
+    )
+    # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
+    service.loop(
+        "reports", lambda stop: consume(bus, subjects.DEPLOYER_OBSERVED, reports.handle, stop, batch=batch)
+    )
+    service.loop(
+        "deadlines",
+        lambda stop: consume(
+            bus, subjects.DEPLOYER_DEADLINES, deadlines.handle, stop, on_dead=dead, batch=batch
         ),
-        consume(
-            bus,
-            stream=subjects.JOB_DEADLINES,
-            durable=subjects.DURABLE_DEPLOYER_DEADLINES,
-            subject=subjects.JOB_DEADLINES_ALL,
-            model=JobDeadline,
-            handler=deadlines.handle,
-            batch=settings.batch,
-            max_deliver=-1,
-            ack_wait=30.0,
-            stop=stop,
+    )
+    service.loop(
+        "files",
+        lambda stop: consume(bus, subjects.DEPLOYER_FILES, files.handle, stop, on_dead=dead, batch=batch),
+    )
+    service.loop(
+        "rollout-commands",
+        lambda stop: consume(
+            bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, stop, on_dead=dead, batch=batch
         ),
-        consume(
-            bus,
-            stream=subjects.COMMANDS,
-            durable=subjects.DURABLE_DEPLOYER_FILES,
-            subject=subjects.FILE_COMMANDS,
-            model=FileFetchCommand,
-            handler=files.handle,
-            batch=settings.batch,
-            ack_wait=30.0,  # a copy in progress keeps its message with in-progress acks
-            max_deliver=-1,  # retries stop at the command's agent_wait_s, not at a count
-            stop=stop,
-        ),
-    ]
-    loops += rollout_workers(bus, jobs, settings, stop)
-    tasks = [asyncio.create_task(loop) for loop in loops]
-    await stop.wait()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, timeout=5)
-    await bus.close()
+    )
+    service.leader(Lease(bus, "rollouts", settings.rollout_lease_s), settings.rollout_tick_s, loop.tick)
 
 
 def run() -> None:
-    run_service("deployer", main, get_settings().platform.log_level)
+    run_service("deployer", setup, get_settings().platform.log_level)
 
 
 if __name__ == "__main__":

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_get, kv_values
-from tingyu.common.models.containers import DesiredState, NodeDesired
-from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.bus import Bus
+from tingyu.common.models.containers import DesiredState
 from tingyu.deployer.rollouts.plan import Candidate
 
 
 async def candidates(bus: Bus, area: str, operator: str, image: str) -> list[Candidate]:
     """Every deployment whose spec runs `image` (any version), except those being deleted."""
-    desired = await bus.kv(subjects.DESIRED)
+    desired = bus.store(subjects.DESIRED)
     found: list[Candidate] = []
-    for node in await kv_values(await bus.kv(subjects.NODES), NodeRecord):
+    for node in await bus.store(subjects.NODES).values():
         if node.facts.area != area or node.facts.operator != operator:
             continue
-        doc, _ = await kv_get(desired, node.facts.uuid, NodeDesired)
+        doc = await desired.get(node.facts.uuid)
         if doc is None:
             continue
         found.extend(

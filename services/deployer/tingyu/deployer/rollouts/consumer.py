@@ -10,33 +10,25 @@ import logging
 from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, kv_get, kv_mutate
-from tingyu.common.models.jobs import Job, JobState
+from tingyu.common.bus import Bus
+from tingyu.common.jobs import JobStore
 from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus
-from tingyu.deployer.jobs import Jobs
 from tingyu.deployer.rollouts.candidates import candidates
-from tingyu.deployer.rollouts.plan import progress, rollout_key, select
+from tingyu.deployer.rollouts.plan import join, progress, rollout_key
 
 log = logging.getLogger(__name__)
-
-
-def extends(current: Rollout, command: RolloutCommand) -> bool:
-    """Same target version and a run that was not aborted or replaced: the call joins that run."""
-    return current.patch == command.patch and current.status not in (
-        RolloutStatus.ABORTED,
-        RolloutStatus.SUPERSEDED,
-    )
 
 
 class RolloutCommands:
     """Handles `ty.cmd.rollout.*`."""
 
-    def __init__(self, bus: Bus, jobs: Jobs) -> None:
+    def __init__(self, bus: Bus, jobs: JobStore) -> None:
         self.bus = bus
         self.jobs = jobs
+        self.rollouts = bus.store(subjects.ROLLOUTS)
 
     async def handle(self, command: RolloutCommand, _: Msg) -> None:
-        job, _rev = await kv_get(await self.bus.kv(subjects.JOBS), command.job_id, Job)
+        job = await self.jobs.get(command.job_id)
         if job is not None and job.state.final:
             return
         key = rollout_key(command.area, command.operator, command.image)
@@ -45,37 +37,10 @@ class RolloutCommands:
 
         def change(current: Rollout | None) -> Rollout | None:
             nonlocal replaced
-            replaced = None
-            now = timefmt.now()
-            if current is not None and command.job_id in current.jobs:
-                return None
-            if current is not None and extends(current, command):
-                # A lower percent never undoes or drops anything: the run keeps its larger target.
-                current.percent = max(current.percent, command.percent)
-                current.jobs.append(command.job_id)
-                current.status = RolloutStatus.RUNNING
-                current.message = ""
-                current.updated_at = now
-                select(current, found)
-                return current
-            if current is not None and not current.status.final:
-                replaced = current
-            fresh = Rollout(
-                rollout_id=key,
-                run=command.job_id,
-                area=command.area,
-                operator=command.operator,
-                image=command.image,
-                patch=command.patch,
-                percent=command.percent,
-                jobs=[command.job_id],
-                created_at=now,
-                updated_at=now,
-            )
-            select(fresh, found)
-            return fresh
+            after, replaced = join(current, command, found, timefmt.now())
+            return after
 
-        await kv_mutate(await self.bus.kv(subjects.ROLLOUTS), key, Rollout, change)
+        await self.rollouts.mutate(key, change)
         if replaced is not None:
             await self.supersede(replaced, command.job_id)
 
@@ -85,4 +50,4 @@ class RolloutCommands:
         message = f"superseded by job {by}"
         log.info("rollout %s run %s %s", old.rollout_id, old.run, message)
         for job_id in old.jobs:
-            await self.jobs.move(job_id, JobState.FAILED, message, result=progress(old))
+            await self.jobs.fail(job_id, message, result=progress(old))

@@ -1,4 +1,5 @@
-"""The rollout loop: one leader replica advances every running rollout, one tick a second.
+"""The rollout loop: one leader replica (the `rollouts` lease) advances every running rollout, one tick
+a second.
 
 Per tick and rollout: finished upgrade jobs become updated/failed members, the failure
 threshold is checked, and pending members on Ready machines are issued while fewer than
@@ -8,25 +9,20 @@ leader (or a restarted one) carries on where the last one stopped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
 from typing import Any
 
-from tingyu.common import leases, subjects, timefmt
-from tingyu.common.bus import Bus, kv_get, kv_mutate, kv_values
-from tingyu.common.jobs import submit_job
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import ContainerCommand, ContainerOp
-from tingyu.common.models.jobs import Job, JobKind, JobState
-from tingyu.common.models.nodes import NodeRecord, NodeStatus
+from tingyu.common.models.jobs import JobState
+from tingyu.common.models.nodes import NodeStatus
 from tingyu.common.models.rollouts import MemberState, Rollout, RolloutMember, RolloutStatus
-from tingyu.common.service import wait_or_stop
 from tingyu.deployer.config import DeployerSettings
-from tingyu.deployer.jobs import Jobs
 from tingyu.deployer.rollouts.plan import member_job_id, merge, progress, settle
 
 log = logging.getLogger(__name__)
-LEASE_NAME = "rollouts"
 
 JOB_STATES = {
     RolloutStatus.RUNNING: JobState.RUNNING,
@@ -35,32 +31,20 @@ JOB_STATES = {
 
 
 class RolloutLoop:
-    """Advances running rollouts while this replica holds the `rollouts` lease."""
+    """Advances running rollouts; `tick` runs while this replica holds the `rollouts` lease."""
 
-    def __init__(self, bus: Bus, jobs: Jobs, settings: DeployerSettings) -> None:
-        self.bus = bus
+    def __init__(self, bus: Bus, jobs: JobStore, settings: DeployerSettings) -> None:
         self.jobs = jobs
         self.settings = settings
-        self.holder = f"deployer-{secrets.token_hex(4)}"
+        self.rollouts = bus.store(subjects.ROLLOUTS)
+        self.nodes = bus.store(subjects.NODES)
         self.reported: dict[str, dict[str, Any]] = {}  # job id -> last result written, to skip rewrites
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not await wait_or_stop(stop, self.settings.rollout_tick_s):
-            try:
-                if await leases.hold(self.bus, LEASE_NAME, self.holder, self.settings.rollout_lease_s):
-                    await self.tick()
-            except Exception:
-                log.exception("rollout tick failed; trying again next tick")
-
     async def tick(self) -> None:
-        running = [
-            r
-            for r in await kv_values(await self.bus.kv(subjects.ROLLOUTS), Rollout)
-            if r.status == RolloutStatus.RUNNING
-        ]
+        running = [r for r in await self.rollouts.values() if r.status == RolloutStatus.RUNNING]
         if not running:
             return
-        nodes = await kv_values(await self.bus.kv(subjects.NODES), NodeRecord)
+        nodes = await self.nodes.values()
         ready = {n.facts.uuid for n in nodes if n.status == NodeStatus.READY}
         for rollout in running:
             await self.advance(rollout, ready)
@@ -92,7 +76,7 @@ class RolloutLoop:
             current.updated_at = timefmt.now()
             return current
 
-        stored = await kv_mutate(await self.bus.kv(subjects.ROLLOUTS), rollout.rollout_id, Rollout, change)
+        stored = await self.rollouts.mutate(rollout.rollout_id, change)
         if stored is not None and stored.run == rollout.run:
             if stored.status != preview.status and stored.status.final:
                 log.info("rollout %s %s: %s", stored.rollout_id, stored.status.value, stored.message)
@@ -100,12 +84,11 @@ class RolloutLoop:
 
     async def finished_members(self, rollout: Rollout) -> dict[str, RolloutMember]:
         """Issued members whose upgrade job is final."""
-        jobs = await self.bus.kv(subjects.JOBS)
         updates: dict[str, RolloutMember] = {}
         for member in rollout.members.values():
             if member.state != MemberState.ISSUED:
                 continue
-            job, _ = await kv_get(jobs, member.job_id, Job)
+            job = await self.jobs.get(member.job_id)
             if job is None or not job.state.final:
                 continue
             state = MemberState.UPDATED if job.state == JobState.SUCCEEDED else MemberState.FAILED
@@ -131,16 +114,7 @@ class RolloutLoop:
                 issued_at=timefmt.now(),
                 rollout_id=rollout.rollout_id,
             )
-            await submit_job(
-                self.bus,
-                kind=JobKind.CONTAINER,
-                op=ContainerOp.UPGRADE.value,
-                subject_of=subjects.container_command,
-                command=command,
-                job_id=job_id,
-                deploymentname=member.name,
-                node_uuid=member.node_uuid,
-            )
+            await self.jobs.submit(command)
             issued[member.name] = member.model_copy(update={"state": MemberState.ISSUED, "job_id": job_id})
             inflight += 1
         return issued

@@ -1,4 +1,4 @@
-"""Which containers a rollout targets, and where it stands. Pure: no I/O, easy to test."""
+"""Which containers a rollout targets, how a call joins it, and where it stands. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from tingyu.common.models.rollouts import MemberState, Rollout, RolloutMember, RolloutStatus
+from tingyu.common.models.rollouts import (
+    MemberState,
+    Rollout,
+    RolloutCommand,
+    RolloutMember,
+    RolloutStatus,
+)
 
 FAILURES_NAMED = 10  # how many failed containers a job message names
 
@@ -66,6 +72,50 @@ def select(rollout: Rollout, candidates: list[Candidate]) -> None:
         if candidate.name not in rollout.members:
             member = RolloutMember(name=candidate.name, node_uuid=candidate.node_uuid)
             rollout.members[candidate.name] = member
+
+
+def extends(current: Rollout, command: RolloutCommand) -> bool:
+    """Same target version and a run that was not aborted or replaced: the call joins that run."""
+    return current.patch == command.patch and current.status not in (
+        RolloutStatus.ABORTED,
+        RolloutStatus.SUPERSEDED,
+    )
+
+
+def join(
+    current: Rollout | None, command: RolloutCommand, found: list[Candidate], now: float
+) -> tuple[Rollout | None, Rollout | None]:
+    """The record after a rollout call, and the unfinished run it replaces (if any).
+
+    The call extends the current run (same target version, not aborted or replaced) or starts a new
+    run; (None, None) when the call was recorded already, so handling it twice has one effect.
+    """
+    if current is not None and command.job_id in current.jobs:
+        return None, None
+    if current is not None and extends(current, command):
+        # A lower percent never undoes or drops anything: the run keeps its larger target.
+        current.percent = max(current.percent, command.percent)
+        current.jobs.append(command.job_id)
+        current.status = RolloutStatus.RUNNING
+        current.message = ""
+        current.updated_at = now
+        select(current, found)
+        return current, None
+    replaced = current if current is not None and not current.status.final else None
+    fresh = Rollout(
+        rollout_id=rollout_key(command.area, command.operator, command.image),
+        run=command.job_id,
+        area=command.area,
+        operator=command.operator,
+        image=command.image,
+        patch=command.patch,
+        percent=command.percent,
+        jobs=[command.job_id],
+        created_at=now,
+        updated_at=now,
+    )
+    select(fresh, found)
+    return fresh, replaced
 
 
 def merge(rollout: Rollout, updates: dict[str, RolloutMember]) -> None:

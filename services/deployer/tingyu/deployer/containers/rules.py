@@ -1,7 +1,9 @@
-"""How a container command changes a machine's desired state. Pure: no I/O, easy to test.
+"""The containers slice's decisions. Pure: no I/O, easy to test.
 
-Every accepted operation bumps the deployment's `revision` and records its job id; the
-agent reports the revision and job id it applied, which is how jobs complete exactly.
+- `apply`: how a container command changes a machine's desired state. Every accepted operation
+  bumps the deployment's `revision` and records its job id;
+- `applied` and `verdict`: the agent reports the revision and job id it applied, which is how jobs
+  complete exactly.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from tingyu.common.models.containers import (
     DesiredContainer,
     DesiredState,
     NodeDesired,
+    NodeObserved,
+    ObservedContainer,
     PodPhase,
 )
+from tingyu.common.models.jobs import JobState
 
 GOALS = {
     DesiredState.RUNNING: PodPhase.RUNNING,
@@ -90,3 +95,51 @@ def _change(entry: DesiredContainer, command: ContainerCommand) -> str:
         case _:
             return f"{command.op.value} is missing its spec or image"
     return ""
+
+
+# --- agents' reports -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an applied revision means for its job, and whether the deployment is gone for good."""
+
+    state: JobState
+    message: str = ""
+    forget: bool = False  # a deleted deployment leaves the desired state and frees its name
+
+
+def newer(current: NodeObserved | None, report: NodeObserved) -> NodeObserved | None:
+    """The report to store, or None when the stored one is more recent (reports may overtake)."""
+    if current is not None and current.reported_at > report.reported_at:
+        return None
+    return report
+
+
+def applied(doc: NodeDesired, report: NodeObserved) -> list[tuple[DesiredContainer, ObservedContainer]]:
+    """The desired deployments whose current revision (and job) the agent reports as applied."""
+    pairs = []
+    for name, entry in doc.containers.items():
+        seen = report.containers.get(name)
+        if seen is not None and seen.job_id == entry.job_id and seen.revision == entry.revision:
+            pairs.append((entry, seen))
+    return pairs
+
+
+def verdict(entry: DesiredContainer, seen: ObservedContainer) -> Verdict:
+    """The agent applied this revision: its job succeeded, failed, or is still running."""
+    goal = GOALS[entry.state]
+    if seen.phase == goal:
+        return Verdict(JobState.SUCCEEDED, "success", forget=goal == PodPhase.DELETED)
+    if seen.phase == PodPhase.FAILED:
+        return Verdict(JobState.FAILED, seen.message or "the container failed")
+    return Verdict(JobState.RUNNING)
+
+
+def without(doc: NodeDesired | None, entry: DesiredContainer) -> NodeDesired | None:
+    """The desired state after a deleted deployment leaves it; None when it is gone or re-created."""
+    current = doc.containers.get(entry.name) if doc else None
+    if doc is None or current is None or current.job_id != entry.job_id:
+        return None
+    del doc.containers[entry.name]
+    return doc

@@ -6,9 +6,11 @@ import pytest
 
 from tests.factories import name
 from tingyu.common.models.containers import ImagePatch
-from tingyu.common.models.rollouts import MemberState, Rollout, RolloutStatus
+from tingyu.common.models.rollouts import MemberState, Rollout, RolloutCommand, RolloutStatus
+from tingyu.common.names import new_job_id
 from tingyu.deployer.rollouts.plan import (
     Candidate,
+    join,
     member_job_id,
     progress,
     rollout_key,
@@ -113,3 +115,94 @@ def test_member_job_ids_are_deterministic_per_run_and_version() -> None:
         len({member_job_id("r", "a", "2"), member_job_id("r", "a", "3"), member_job_id("s", "a", "2")}) == 3
     )
     assert len(member_job_id("r", "a", "2")) == 32
+
+
+# --- how a call joins a rollout ----------------------------------------------------------------
+
+
+def call(percent: float, version: str = "2") -> RolloutCommand:
+    patch = ImagePatch(image=IMAGE, imageversion=version, image_ref=f"{IMAGE}:{version}")
+    return RolloutCommand(
+        job_id=new_job_id(),
+        area="南京",
+        operator="移动",
+        image=IMAGE,
+        patch=patch,
+        percent=percent,
+        issued_at=0,
+    )
+
+
+def test_a_first_call_starts_a_run_named_after_its_job() -> None:
+    first = call(50)
+    started, replaced = join(None, first, fleet(4), 5.0)
+    assert started is not None
+    assert replaced is None
+    assert (started.rollout_id, started.run, started.jobs) == (
+        rollout_key("南京", "移动", IMAGE),
+        first.job_id,
+        [first.job_id],
+    )
+    assert (started.target, len(started.members), started.created_at) == (2, 2, 5.0)
+
+
+def test_a_call_handled_twice_has_one_effect() -> None:
+    first = call(50)
+    started, _ = join(None, first, fleet(4), 1.0)
+    assert join(started, first, fleet(4), 2.0) == (None, None)
+
+
+def test_a_call_for_the_same_version_extends_the_run_and_never_lowers_its_target() -> None:
+    candidates = fleet(4)
+    first = call(50)
+    started, _ = join(None, first, candidates, 1.0)
+    assert started is not None
+    chosen = list(started.members)
+    wider, _ = join(started.model_copy(deep=True), call(100), candidates, 2.0)
+    assert wider is not None
+    assert (wider.run, wider.percent, len(wider.jobs), list(wider.members)[:2]) == (
+        first.job_id,
+        100,
+        2,
+        chosen,
+    )
+    lower, replaced = join(wider.model_copy(deep=True), call(10), candidates, 3.0)
+    assert lower is not None
+    assert replaced is None
+    assert (lower.percent, len(lower.members), len(lower.jobs)) == (100, 4, 3)
+
+
+def test_a_finished_run_is_reopened_by_a_higher_percent() -> None:
+    candidates = fleet(4)
+    started, _ = join(None, call(50), candidates, 1.0)
+    assert started is not None
+    started.status, started.message = RolloutStatus.SUCCEEDED, "success"
+    reopened, replaced = join(started, call(100), candidates, 2.0)
+    assert reopened is not None
+    assert (reopened.status, reopened.message, replaced) == (RolloutStatus.RUNNING, "", None)
+
+
+def test_another_version_replaces_an_unfinished_run() -> None:
+    candidates = fleet(4)
+    old, _ = join(None, call(50, version="2"), candidates, 1.0)
+    assert old is not None
+    newer = call(50, version="3")
+    fresh, replaced = join(old.model_copy(deep=True), newer, candidates, 2.0)
+    assert fresh is not None
+    assert (fresh.run, fresh.jobs, fresh.patch.imageversion) == (newer.job_id, [newer.job_id], "3")
+    assert replaced == old
+
+
+@pytest.mark.parametrize("status", [RolloutStatus.ABORTED, RolloutStatus.FAILED, RolloutStatus.SUCCEEDED])
+def test_a_finished_run_is_never_superseded_and_an_aborted_one_is_never_extended(
+    status: RolloutStatus,
+) -> None:
+    candidates = fleet(4)
+    old, _ = join(None, call(50), candidates, 1.0)
+    assert old is not None
+    old.status = status
+    again = call(50)
+    after, replaced = join(old, again, candidates, 2.0)
+    assert after is not None
+    assert replaced is None
+    assert after.run == (again.job_id if status == RolloutStatus.ABORTED else old.run)

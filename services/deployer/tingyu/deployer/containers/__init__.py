@@ -1,0 +1,5 @@
+"""Containers: operators' commands become desired state; agents' reports complete their jobs."""
+
+from tingyu.deployer.containers.handler import Commands, Reports
+
+__all__ = ["Commands", "Reports"]

@@ -1,0 +1,114 @@
+"""The containers slice's handlers: operators' commands, and agents' reports of what they applied.
+
+Commands: claim the name, write desired state, dispatch the job, set its timer, nudge the agent.
+Each step is idempotent, so a command redelivered after a crash at any point has one effect.
+Reports: store the observed state and complete the jobs whose revision was applied.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.msg import Msg
+
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.claims import claim_name
+from tingyu.common.jobs import JobStore
+from tingyu.common.models.containers import (
+    ContainerCommand,
+    ContainerOp,
+    DesiredContainer,
+    NodeDesired,
+    NodeObserved,
+)
+from tingyu.common.models.jobs import JobDeadline, JobState
+from tingyu.deployer.containers.rules import Outcome, applied, apply, newer, verdict, without
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    """Handles `ty.cmd.container.*`."""
+
+    def __init__(self, bus: Bus, jobs: JobStore, job_timeout_s: float) -> None:
+        self.bus = bus
+        self.jobs = jobs
+        self.job_timeout_s = job_timeout_s
+        self.nodes = bus.store(subjects.NODES)
+        self.desired = bus.store(subjects.DESIRED)
+
+    async def handle(self, command: ContainerCommand, _: Msg) -> None:
+        job = await self.jobs.get(command.job_id)
+        if job is not None and job.state.final:
+            return
+        if await self.nodes.get(command.node_uuid) is None:
+            await self.jobs.fail(command.job_id, f"machine {command.node_uuid} is not registered")
+            return
+        if command.op == ContainerOp.CREATE:
+            refusal = await claim_name(self.bus, command.name, command.node_uuid, command.job_id)
+            if refusal:
+                await self.jobs.fail(command.job_id, refusal)
+                return
+        outcome = await self.write_desired(command)
+        if outcome.error:
+            await self.jobs.fail(command.job_id, outcome.error)
+            return
+        await self.jobs.move(
+            command.job_id,
+            JobState.DISPATCHED,
+            revision=outcome.revision,
+            goal=outcome.goal.value,
+            node_uuid=command.node_uuid,
+        )
+        if outcome.superseded and outcome.superseded != command.job_id:
+            await self.jobs.fail(outcome.superseded, f"superseded by job {command.job_id}")
+        deadline = JobDeadline(job_id=command.job_id, deadline=command.issued_at + self.job_timeout_s)
+        await self.bus.publish(
+            subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
+        )
+        await self.bus.nc.publish(subjects.agent_nudge(command.node_uuid), b"")
+
+    async def write_desired(self, command: ContainerCommand) -> Outcome:
+        outcome = Outcome()
+
+        def change(doc: NodeDesired | None) -> NodeDesired | None:
+            nonlocal outcome
+            doc = doc or NodeDesired(node_uuid=command.node_uuid)
+            outcome = apply(doc, command, timefmt.now())
+            return doc if outcome.changed and not outcome.error else None
+
+        await self.desired.mutate(command.node_uuid, change)
+        if outcome.error:
+            log.info("job %s (%s %s) refused: %s", command.job_id, command.op, command.name, outcome.error)
+        return outcome
+
+
+class Reports:
+    """Handles `ty.evt.observed.*`."""
+
+    def __init__(self, bus: Bus, jobs: JobStore) -> None:
+        self.jobs = jobs
+        self.observed = bus.store(subjects.OBSERVED_STATE)
+        self.desired = bus.store(subjects.DESIRED)
+        self.names = bus.store(subjects.NAMES)
+
+    async def handle(self, report: NodeObserved, _: Msg) -> None:
+        await self.observed.mutate(report.node_uuid, lambda current: newer(current, report))
+        doc = await self.desired.get(report.node_uuid)
+        if doc is None:
+            return
+        for entry, seen in applied(doc, report):
+            outcome = verdict(entry, seen)
+            if not self.jobs.is_finished(entry.job_id):
+                await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+            if outcome.forget:
+                await self.forget(report.node_uuid, entry)
+
+    async def forget(self, node_uuid: str, entry: DesiredContainer) -> None:
+        """A deleted deployment leaves the desired state, then frees its name."""
+        await self.desired.mutate(node_uuid, lambda doc: without(doc, entry))
+        claim = await self.names.get(entry.name)
+        if claim is not None and claim.node_uuid == node_uuid:
+            await self.names.delete(entry.name)
+        log.info("deployment %s deleted from %s", entry.name, node_uuid)

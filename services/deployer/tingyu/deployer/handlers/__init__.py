@@ -1,1 +1,0 @@
-"""Consumers of the deployer: commands, agents' reports, job deadlines."""

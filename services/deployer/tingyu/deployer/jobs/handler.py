@@ -1,0 +1,51 @@
+"""The jobs slice's handlers: job timers, and the jobs of messages a consumer gave up on.
+
+A dispatched job whose machine has not converged by its deadline fails with that reason; a command
+or timer that is dead-lettered fails its job with the dead letter's reason, so no job is left queued
+or dispatched forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+
+from tingyu.common import timefmt
+from tingyu.common.bus import Retry
+from tingyu.common.jobs import JobStore
+from tingyu.common.models.jobs import Command, JobDeadline
+from tingyu.deployer.jobs.rules import due_in, overdue
+
+log = logging.getLogger(__name__)
+
+
+class Deadlines:
+    """Handles `ty.jobdeadline.*`: early messages come back (nak with delay) when their time is due."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
+
+    async def handle(self, timer: JobDeadline, _: Msg) -> None:
+        if self.jobs.is_finished(timer.job_id):
+            return
+        wait = due_in(timer, timefmt.now())
+        if wait > 0:
+            raise Retry("not due", delay=wait)
+        reason = overdue(await self.jobs.get(timer.job_id))
+        if reason:
+            await self.jobs.fail(timer.job_id, reason)
+
+
+def fail_job(jobs: JobStore) -> Callable[[Command | JobDeadline | None, str], Awaitable[None]]:
+    """A consumer's `on_dead`: the dead message's job fails with the reason (a message that did not
+    decode names no job; the dead letter in `TY_DEAD` keeps it)."""
+
+    async def on_dead(item: Command | JobDeadline | None, reason: str) -> None:
+        if item is None:
+            return
+        log.warning("job %s failed: its message was dead-lettered: %s", item.job_id, reason)
+        await jobs.fail(item.job_id, reason)
+
+    return on_dead
