@@ -207,8 +207,8 @@ async def run_consumer(
 ) -> asyncio.Task[None]:
     stop = asyncio.Event()
 
-    async def on_dead(item: ContainerCommand | None, reason: str) -> None:
-        dead.append((item.job_id if item else "?", reason))
+    async def on_dead(item: ContainerCommand | None, reason: str, msg_id: str) -> None:
+        dead.append((item.job_id if item else msg_id, reason))
 
     task = asyncio.create_task(consume(bus, consumer, handler, stop, on_dead=on_dead))  # type: ignore[arg-type]
     task.add_done_callback(lambda _: stop.set())
@@ -247,7 +247,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_with_its_reason(bus
             job_id="j" + name, op=ContainerOp.STOP, name="w", node_uuid="n", issued_at=1.0
         )
         data = b"{broken" if failure == "undecodable" else command.to_bytes()
-        await bus.js.publish(f"ty.cmd.container.{name}.x", data)
+        await bus.js.publish(f"ty.cmd.container.{name}.x", data, headers={"Nats-Msg-Id": command.job_id})
         letters = await eventually(lambda: dead_letters(bus, consumer.durable), timeout=30)
         assert letters[0].subject == f"ty.cmd.container.{name}.x"
         assert base64.b64decode(letters[0].data_b64) == data
@@ -258,7 +258,8 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_with_its_reason(bus
             "undecodable": "undecodable",
         }
         assert expected[failure] in letters[0].reason
-        assert dead
+        assert len(dead) == 1
+        assert dead[0][0] == command.job_id  # the job is named even when the message did not decode
         assert expected[failure] in dead[0][1]
         assert calls == {"raise": [1, 2, 3], "retry": [1, 2, 3], "reject": [1], "undecodable": []}[failure]
         info = await bus.js.consumer_info(subjects.COMMANDS.name, consumer.durable)
@@ -275,8 +276,8 @@ async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: 
     consumer = spec(name, max_deliver=2)
     dead: list[tuple[str, str]] = []
 
-    async def on_dead(item: ContainerCommand | None, reason: str) -> None:
-        dead.append((item.job_id if item else "?", reason))
+    async def on_dead(item: ContainerCommand | None, reason: str, msg_id: str) -> None:
+        dead.append((item.job_id if item else msg_id, reason))
 
     async def unused(item: ContainerCommand, msg: Msg) -> None:
         raise AssertionError("never called")
@@ -288,7 +289,9 @@ async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: 
         command = ContainerCommand(
             job_id="j" + name, op=ContainerOp.STOP, name="w", node_uuid="n", issued_at=1.0
         )
-        ack = await bus.js.publish(f"ty.cmd.container.{name}.x", command.to_bytes())
+        ack = await bus.js.publish(
+            f"ty.cmd.container.{name}.x", command.to_bytes(), headers={"Nats-Msg-Id": "m"}
+        )
 
         async def take() -> list[tuple[str, str]]:
             with contextlib.suppress(TimeoutError):

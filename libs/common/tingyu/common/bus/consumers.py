@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 Handler = Callable[[M, Msg], Awaitable[None]]
-OnDead = Callable[[M | None, str], Awaitable[None]]
+# (the message decoded or None, the reason, its Nats-Msg-Id: a command's job id even when it did not decode)
+OnDead = Callable[[M | None, str, str], Awaitable[None]]
 
 
 class Retry(Exception):
@@ -137,15 +138,15 @@ class Consumer(Generic[M]):
             reason=reason,
             metadata=msg.metadata,
         )
-        await self._tell(item, reason)
+        await self._tell(item, reason, (msg.headers or {}).get("Nats-Msg-Id", ""))
         with contextlib.suppress(Exception):
             await msg.term()
 
-    async def _tell(self, item: M | None, reason: str) -> None:
+    async def _tell(self, item: M | None, reason: str, msg_id: str) -> None:
         if self.on_dead is None:
             return
         try:
-            await self.on_dead(item, reason)
+            await self.on_dead(item, reason, msg_id)
         except Exception:
             log.exception("%s: could not report a dead letter: %s", self.spec.durable, reason)
 
@@ -170,7 +171,7 @@ class Consumer(Generic[M]):
             item: M | None = self.spec.model.from_bytes(raw.data or b"")
         except ValueError:
             item = None
-        await self._tell(item, reason)
+        await self._tell(item, reason, (raw.headers or {}).get("Nats-Msg-Id", ""))
         with contextlib.suppress(js_errors.Error):
             await self.bus.js.delete_msg(self.spec.stream.name, seq)
 

@@ -38,14 +38,15 @@ class Deadlines:
             await self.jobs.fail(timer.job_id, reason)
 
 
-def fail_job(jobs: JobStore) -> Callable[[Command | JobDeadline | None, str], Awaitable[None]]:
-    """A consumer's `on_dead`: the dead message's job fails with the reason (a message that did not
-    decode names no job; the dead letter in `TY_DEAD` keeps it)."""
+def fail_job(jobs: JobStore) -> Callable[[Command | JobDeadline | None, str, str], Awaitable[None]]:
+    """A consumer's `on_dead`: the dead message's job fails with the reason. A command that did not
+    decode still names its job: its message id is the job id."""
 
-    async def on_dead(item: Command | JobDeadline | None, reason: str) -> None:
-        if item is None:
+    async def on_dead(item: Command | JobDeadline | None, reason: str, msg_id: str) -> None:
+        job_id = item.job_id if item is not None else msg_id
+        if not job_id:
             return
-        log.warning("job %s failed: its message was dead-lettered: %s", item.job_id, reason)
-        await jobs.fail(item.job_id, reason)
+        log.warning("job %s failed: its message was dead-lettered: %s", job_id, reason)
+        await jobs.fail(job_id, reason)
 
     return on_dead
