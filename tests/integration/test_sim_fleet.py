@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from tests.conftest import eventually, unique
-from tingyu.agent.sim import machines
-from tingyu.agent.sim.fleet import Fleet, FleetConfig
 from tingyu.common.bus import Bus
+from tingyu.sim import machines
+from tingyu.sim.fleet import Fleet, FleetConfig
 
 IMAGE = "127.0.0.1:5000/tysim/busybox"  # a full reference: the simulated engine never pulls it
 
