@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import eventually, unique
 from tingyu.common.bus import Bus
+from tingyu.common.service import Service
 from tingyu.sim import machines
 from tingyu.sim.fleet import Fleet, FleetConfig
 
@@ -36,8 +37,14 @@ class RunningFleet:
 async def start_fleet(bus: Bus, nodes: int, **options: Any) -> RunningFleet:
     config = FleetConfig(nodes=nodes, seed=unique("seed"), heartbeat_s=1.0, resync_s=3.0, **options)
     fleet = Fleet(bus, config)
-    stop = asyncio.Event()
-    return RunningFleet(fleet, stop, asyncio.create_task(fleet.run(stop)))
+    service = Service("sim (SIMULATED)")
+
+    async def run() -> None:
+        async with service.stack:
+            await fleet.declare(service)
+            await service.run()
+
+    return RunningFleet(fleet, service.stop, asyncio.create_task(run()))
 
 
 async def listed(api: httpx.AsyncClient, uuids: list[str]) -> list[dict[str, Any]]:
