@@ -35,7 +35,7 @@ BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for 
 
 
 class Agent:
-    """The loops of one machine; `run(stop)` returns once `stop` is set and the loops have ended."""
+    """The loops of one machine (`loops()`), opened by `start` and closed by `close`."""
 
     def __init__(
         self,

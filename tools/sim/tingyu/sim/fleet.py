@@ -108,7 +108,7 @@ class _Machine:
 
 
 class Fleet:
-    """The simulated machines of one process; `run(stop)` until `stop` is set."""
+    """The simulated machines of one process, opened on a `Service` by `declare`."""
 
     def __init__(self, bus: Bus, config: FleetConfig) -> None:
         self.bus = bus
