@@ -9,7 +9,7 @@ import contextlib
 
 from tests.factories import facts, heartbeat
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, kv_get
+from tingyu.common.bus import Bus
 from tingyu.common.models.containers import NodeDesired, NodeObserved, ObservedContainer, PodPhase
 from tingyu.common.models.nodes import NodeFacts
 
@@ -51,8 +51,7 @@ class PeerMachine:
             await asyncio.sleep(self.every)
 
     async def desired(self) -> NodeDesired | None:
-        doc, _ = await kv_get(await self.bus.kv(subjects.DESIRED), self.uuid, NodeDesired)
-        return doc
+        return await self.bus.store(subjects.DESIRED).get(self.uuid)
 
     async def report(self, phases: dict[str, PodPhase], message: str = "") -> None:
         """Report that this machine applied its current desired revision of each named deployment."""

@@ -28,15 +28,9 @@ from tingyu.common.settings import PlatformSettings
 
 
 async def job_done(bus: Bus, jobid: str) -> Job:
-    watcher = await (await bus.kv(subjects.JOBS)).watch(jobid)
-    try:
-        async for entry in watcher:
-            if entry is not None and entry.value:
-                job = Job.from_bytes(entry.value)
-                if job.state.final:
-                    return job
-    finally:
-        await watcher.stop()
+    async for _, job in bus.store(subjects.JOBS).watch(jobid):
+        if job is not None and job.state.final:
+            return job
     raise RuntimeError("watch ended")
 
 

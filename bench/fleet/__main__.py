@@ -27,10 +27,10 @@ import httpx
 
 from bench.fleet import baselines, preload, probes
 from bench.harness import platform, report
-from tingyu.agent.sim import machines
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
+from tingyu.sim import machines
 
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
@@ -79,7 +79,7 @@ async def api_probe(
 
 
 async def nodes_stored(bus: Bus) -> int:
-    info = await bus.js.stream_info(f"KV_{subjects.NODES.name}")
+    info = await bus.js.stream_info(subjects.NODES.stream)
     return int(info.state.messages)
 
 
@@ -96,7 +96,7 @@ async def step(
         argv = [
             sys.executable,
             "-m",
-            "tingyu.agent.sim.main",
+            "tingyu.sim.main",
             *("--nodes", str(n), "--offset", str(offset), "--seed", args.seed),
             *("--start-latency-ms", str(args.start_latency_ms), "--workers", str(args.workers)),
             *("--stats-file", str(stats_dir / f"sim-{first_proc + k}.json")),

@@ -50,7 +50,7 @@ class JobProbe:
     failed: dict[str, str] = field(default_factory=dict)
 
     async def start(self, bus: Bus) -> None:
-        self.sub = await bus.nc.subscribe(f"$KV.{subjects.JOBS.name}.>", cb=self.on_write)
+        self.sub = await bus.nc.subscribe(f"{subjects.JOBS.prefix}>", cb=self.on_write)
 
     async def on_write(self, msg: Msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]

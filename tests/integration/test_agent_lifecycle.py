@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -28,8 +29,9 @@ from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.runtime import LABEL_NODE
-from tingyu.common import subjects
-from tingyu.common.bus import Bus
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus, responders
+from tingyu.common.errors import FileFetchError, PayloadTooLarge
 from tingyu.common.models.containers import (
     ContainerSpec,
     DesiredContainer,
@@ -41,7 +43,9 @@ from tingyu.common.models.containers import (
     PodPhase,
     Volume,
 )
+from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.nodes import Heartbeat
+from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 
 FAST = {"heartbeat_s": 0.5, "resync_s": 2.0, "stop_timeout_s": 1.0, "pull_timeout_s": 20.0}
@@ -79,6 +83,15 @@ class RunningAgent:
     task: asyncio.Task[None]
 
 
+async def run_agent(stop: asyncio.Event, settings: AgentSettings) -> None:
+    """The agent's service in this process until `stop` is set, as `tingyu-agent` runs it."""
+    service = Service("agent")
+    service.stop = stop
+    async with service.stack:
+        await agent_main.setup(service, settings)
+        await service.run()
+
+
 def agent_settings(nats_url: str, state_dir: Path) -> AgentSettings:
     platform = PlatformSettings(nats_url=nats_url, state_dir=state_dir)
     return AgentSettings(platform=platform, area="南京", operator="联通", **FAST)  # type: ignore[arg-type]
@@ -95,7 +108,7 @@ async def agent(
     settings = agent_settings(nats_url, tmp_path).model_copy(update=getattr(request, "param", {}))
     uuid = load_or_create(settings.state_dir).uuid
     stop = asyncio.Event()
-    task = asyncio.create_task(agent_main.main(stop, settings))
+    task = asyncio.create_task(run_agent(stop, settings))
     yield RunningAgent(uuid, settings, stop, task)
     stop.set()
     await asyncio.wait_for(task, 30)
@@ -125,7 +138,7 @@ def make_desired(name: str, spec: ContainerSpec, **changes: object) -> DesiredCo
 
 async def put_desired(bus: Bus, uuid: str, *containers: DesiredContainer, nudge: bool = True) -> None:
     doc = NodeDesired(node_uuid=uuid, containers={c.name: c for c in containers})
-    await (await bus.kv(subjects.DESIRED)).put(uuid, doc.to_bytes())
+    await bus.store(subjects.DESIRED).put(uuid, doc)
     if nudge:
         await bus.nc.publish(subjects.agent_nudge(uuid), b"")
 
@@ -286,6 +299,48 @@ async def test_bad_bind_fails_with_dockers_text(agent: RunningAgent, test_bus: B
     assert "relative/path" in failed.message
 
 
+async def test_file_requests_are_answered_with_the_reply_envelope(
+    agent: RunningAgent, test_bus: Bus, image: str
+) -> None:
+    """The deployer's file request: the copy lands in `ty_files`, a repeated request for the same
+    job gets the same answer, and a refusal is the error class its TY code names, with the reason."""
+    name = unique("ag")
+    await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(image)))
+    await reported(test_bus, agent.uuid, name, 1, PodPhase.RUNNING)
+    subject = subjects.agent_request(agent.uuid, "file")
+
+    def ask(path: str, container: str = name, max_bytes: int = 0) -> FileFetchCommand:
+        return FileFetchCommand(
+            job_id=unique("job"),
+            name=container,
+            node_uuid=agent.uuid,
+            path=path,
+            max_bytes=max_bytes,
+            issued_at=timefmt.now(),
+        )
+
+    command = ask("/data/hello.txt")
+    first, second = await asyncio.gather(
+        *(responders.call(test_bus, subject, command, FileFetchReply, timeout=30) for _ in range(2))
+    )
+    content = b"hello from tingyu\n"
+    assert first == second
+    assert (first.ok, first.name, first.size) == (True, "hello.txt", len(content))
+    assert first.sha256 == hashlib.sha256(content).hexdigest()
+    stored = await (await test_bus.objects(subjects.FILES)).get(first.object)
+    assert stored.data == content
+
+    with pytest.raises(PayloadTooLarge) as too_large:
+        await responders.call(test_bus, subject, ask("/data/hello.txt", max_bytes=4), FileFetchReply, 30)
+    assert too_large.value.detail == f"/data/hello.txt is {len(content)} bytes, over the limit of 4 bytes"
+    with pytest.raises(FileFetchError) as no_file:
+        await responders.call(test_bus, subject, ask("/data/nope.txt"), FileFetchReply, 30)
+    assert no_file.value.detail == "/data/nope.txt: no such file or directory in the container"
+    with pytest.raises(FileFetchError) as no_container:
+        await responders.call(test_bus, subject, ask("/data/hello.txt", "absent"), FileFetchReply, 30)
+    assert no_container.value.detail == f"container absent does not exist on machine {agent.uuid}"
+
+
 async def test_strays_go_and_strangers_stay(
     agent: RunningAgent, test_bus: Bus, engine: docker.DockerClient, image: str
 ) -> None:
@@ -416,7 +471,7 @@ async def test_nats_outage_loses_no_report(tmp_path: Path, engine: docker.Docker
     settings = agent_settings(url, tmp_path / "state").model_copy(update={"resync_s": 300.0})
     uuid = load_or_create(settings.state_dir).uuid
     stop = asyncio.Event()
-    task = asyncio.create_task(agent_main.main(stop, settings))
+    task = asyncio.create_task(run_agent(stop, settings))
     try:
         desired = make_desired(unique("ag"), make_spec(image))
         await put_desired(own_bus, uuid, desired)

@@ -9,11 +9,24 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.msg import Msg
+from nats.js import errors as js_errors
 
 from tests.conftest import eventually, unique
-from tingyu.agent.sim import machines
-from tingyu.agent.sim.fleet import Fleet, FleetConfig
+from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.models.containers import (
+    ContainerSpec,
+    DesiredContainer,
+    NodeDesired,
+    NodeObserved,
+    PodPhase,
+)
+from tingyu.common.models.nodes import Heartbeat
+from tingyu.common.service import Service
+from tingyu.common.settings import PlatformSettings
+from tingyu.sim import machines
+from tingyu.sim.fleet import Fleet, FleetConfig
 
 IMAGE = "127.0.0.1:5000/tysim/busybox"  # a full reference: the simulated engine never pulls it
 
@@ -36,8 +49,14 @@ class RunningFleet:
 async def start_fleet(bus: Bus, nodes: int, **options: Any) -> RunningFleet:
     config = FleetConfig(nodes=nodes, seed=unique("seed"), heartbeat_s=1.0, resync_s=3.0, **options)
     fleet = Fleet(bus, config)
-    stop = asyncio.Event()
-    return RunningFleet(fleet, stop, asyncio.create_task(fleet.run(stop)))
+    service = Service("sim (SIMULATED)")
+
+    async def run() -> None:
+        async with service.stack:
+            await fleet.declare(service)
+            await service.run()
+
+    return RunningFleet(fleet, service.stop, asyncio.create_task(run()))
 
 
 async def listed(api: httpx.AsyncClient, uuids: list[str]) -> list[dict[str, Any]]:
@@ -136,3 +155,48 @@ async def test_stopping_the_simulator_makes_machines_not_ready(api: httpx.AsyncC
         return len(nodes) == 10 and all(n["status"] == "NotReady" for n in nodes)
 
     await eventually(all_not_ready, timeout=30)
+
+
+async def test_fleet_on_its_service_beats_reconciles_and_stops(nats_url: str) -> None:
+    """Only NATS: the fleet's declared loops beat for every machine (marked simulated), a nudged
+    machine reports its desired container, and stopping the service ends every loop."""
+    bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests")
+    beats: dict[str, Heartbeat] = {}
+
+    async def on_beat(msg: Msg) -> None:
+        beat = Heartbeat.from_bytes(msg.data)
+        beats[beat.uuid] = beat
+
+    sub = await bus.nc.subscribe(subjects.HEARTBEATS_ALL, cb=on_beat)
+    running = await start_fleet(bus, 8)
+    try:
+        await eventually(lambda: _all_in(running.uuids, beats), timeout=20)
+        assert all(beat.simulated for beat in beats.values())
+        uuid = running.uuids[3]
+        spec = ContainerSpec(image=IMAGE, imageversion="1", image_ref=f"{IMAGE}:1")
+        desired = DesiredContainer(name=unique("sim"), spec=spec, job_id=unique("job"), created_at=0.0)
+        await bus.store(subjects.DESIRED).put(
+            uuid, NodeDesired(node_uuid=uuid, containers={desired.name: desired})
+        )
+        await bus.nc.publish(subjects.agent_nudge(uuid), b"")
+
+        async def running_there() -> bool:
+            try:
+                msg = await bus.js.get_last_msg(subjects.OBSERVED.name, subjects.observed(uuid))
+            except js_errors.NotFoundError:
+                return False
+            report = NodeObserved.from_bytes(msg.data or b"")
+            entry = report.containers.get(desired.name)
+            return entry is not None and entry.phase == PodPhase.RUNNING
+
+        await eventually(running_there, timeout=20)
+        await asyncio.wait_for(running.halt(), 5)  # well within the service's stop grace
+        assert running.fleet.stats.passes >= len(running.uuids)
+    finally:
+        running.stop.set()
+        await sub.unsubscribe()
+        await bus.close()
+
+
+async def _all_in(uuids: list[str], beats: dict[str, Heartbeat]) -> bool:
+    return all(uuid in beats for uuid in uuids)

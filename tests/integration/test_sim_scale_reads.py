@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import unique
-from tingyu.common.bus import Bus, kv_values
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.settings import PlatformSettings
 
@@ -26,7 +27,7 @@ async def test_scan_during_writes_lists_each_key_once(nats_url: str) -> None:
 
         writer = asyncio.create_task(rewrite(15))
         await asyncio.sleep(0.1)
-        listed = await asyncio.wait_for(kv_values(kv, NodeFacts), 20)
+        listed = await asyncio.wait_for(bus.store(subjects.BucketSpec(name, NodeFacts)).values(), 20)
         assert not writer.done()  # the scan really ran during the writes
         await writer
         assert sorted(f.uuid for f in listed) == sorted(keys)

@@ -6,8 +6,6 @@ import pytest
 
 from tingyu.agent.reconciler import Reconciler
 from tingyu.agent.runtime import RuntimeFailure
-from tingyu.agent.sim import machines, traffic
-from tingyu.agent.sim.runtime import SimRuntime
 from tingyu.common.models.containers import (
     ContainerSpec,
     DesiredContainer,
@@ -15,6 +13,8 @@ from tingyu.common.models.containers import (
     NodeDesired,
     PodPhase,
 )
+from tingyu.sim import machines, traffic
+from tingyu.sim.runtime import SimRuntime
 
 
 def desired(uuid: str, *names: str, state: DesiredState = DesiredState.RUNNING) -> NodeDesired:

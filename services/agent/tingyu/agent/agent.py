@@ -1,7 +1,8 @@
 """One machine's loops: heartbeats, desired-state sync, reconcile passes and observed reports.
 
-Several agents can share one process and one bus (the fleet simulator does): each `Agent`
-has its own identity, runtime and reconciler and subscribes only to its own subjects.
+The agent's `main` opens it (`start`: its nudge subscription and file responder), declares its
+`loops()` on the service and closes it at stop. The fleet simulator (`tingyu.sim`) reuses one
+`Agent` per simulated machine for its pass (`sync_once`) and runs its own timers instead.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.heartbeat import heartbeat_loop
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_get
+from tingyu.common.bus import Bus
 from tingyu.common.models.containers import NodeDesired, NodeObserved
 from tingyu.common.models.nodes import NodeFacts
-from tingyu.common.service import wait_or_stop
+from tingyu.common.service import LoopFn, wait_or_stop
 from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for 
 
 
 class Agent:
-    """The loops of one machine; `run(stop)` returns once `stop` is set and the loops have ended."""
+    """The loops of one machine (`loops()`), opened by `start` and closed by `close`."""
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class Agent:
         self._desired_read = False
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
+        self._nudges: Subscription | None = None
         # Report numbers grow across restarts too: they start from the clock in milliseconds.
         self._seq = int(now() * 1000)
 
@@ -75,13 +78,26 @@ class Agent:
         """Ask for a pass soon (several asks before it starts make one pass)."""
         self.wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Heartbeats, nudges, Docker events and reconcile passes until `stop`."""
-        sub = await self.bus.nc.subscribe(subjects.agent_nudge(self.uuid), cb=self._on_nudge)
+    async def start(self) -> None:
+        """Listen for nudges (and file requests, when this machine serves them)."""
+        self._nudges = await self.bus.nc.subscribe(subjects.agent_nudge(self.uuid), cb=self._on_nudge)
         if self.files is not None:
             await self.files.start()
-        loops = [
-            heartbeat_loop(
+
+    async def close(self) -> None:
+        """Stop listening; copies in flight are cancelled."""
+        if self._nudges is not None:
+            with contextlib.suppress(Exception):
+                await self._nudges.unsubscribe()
+            self._nudges = None
+        if self.files is not None:
+            await self.files.close()
+
+    def loops(self) -> list[tuple[str, LoopFn]]:
+        """Heartbeats, reconcile passes, reconnect checks and Docker events, each until its stop."""
+
+        async def heartbeats(stop: asyncio.Event) -> None:
+            await heartbeat_loop(
                 self.bus,
                 self.uuid,
                 self.read_facts,
@@ -89,24 +105,17 @@ class Agent:
                 every_s=self.heartbeat_s,
                 facts_every=self.facts_every,
                 simulated=self.simulated,
-            ),
-            self._sync_loop(stop),
-            self._reconnect_loop(stop),
-            self.reconciler.runtime.watch(self.uuid, self.nudge, stop),
+            )
+
+        async def events(stop: asyncio.Event) -> None:
+            await self.reconciler.runtime.watch(self.uuid, self.nudge, stop)
+
+        return [
+            ("heartbeat", heartbeats),
+            ("sync", self._sync_loop),
+            ("reconnects", self._reconnect_loop),
+            ("events", events),
         ]
-        tasks = [asyncio.create_task(loop) for loop in loops]
-        try:
-            await stop.wait()
-        finally:
-            stop.set()
-            self.wake.set()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            if self.files is not None:
-                await self.files.close()
-            for result in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(result, Exception):
-                    log.error("%s: a loop ended with %r", self.uuid, result)
 
     async def _on_nudge(self, _msg: Msg) -> None:
         self.nudge()
@@ -114,8 +123,7 @@ class Agent:
     async def _sync_loop(self, stop: asyncio.Event) -> None:
         self.wake.set()  # the first pass right at start
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=self.resync_s)
+            await self._woken(stop)
             if stop.is_set():
                 return
             await asyncio.sleep(DEBOUNCE_S)
@@ -127,6 +135,15 @@ class Agent:
                 if await wait_or_stop(stop, 1.0):
                     return
                 self.wake.set()
+
+    async def _woken(self, stop: asyncio.Event) -> None:
+        """Wait for a nudge, the resync period or `stop`, whichever comes first."""
+        waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.resync_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def _reconnect_loop(self, stop: asyncio.Event) -> None:
         """A reconnect may have hidden nudges: read the desired state again after each one."""
@@ -151,8 +168,9 @@ class Agent:
         """The desired state; while NATS is away, the last one read (the machine keeps its containers
         as they were meant to be, e.g. brings back one that was stopped behind its back)."""
         try:
-            kv = await asyncio.wait_for(self.bus.kv(subjects.DESIRED), BUS_TIMEOUT_S)
-            self._desired, _ = await asyncio.wait_for(kv_get(kv, self.uuid, NodeDesired), BUS_TIMEOUT_S)
+            self._desired = await asyncio.wait_for(
+                self.bus.store(subjects.DESIRED).get(self.uuid), BUS_TIMEOUT_S
+            )
         except Exception as exc:
             if not self._desired_read:
                 raise

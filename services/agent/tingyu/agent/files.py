@@ -1,8 +1,10 @@
 """File fetch requests: copy one file out of one of this machine's containers into `ty_files`.
 
-The deployer asks over core NATS (request/reply) and owns the job; the agent only copies and
-answers. A copy can take longer than a callback should block the subscription, so each request
-runs in its own task; a second request for a job already being copied waits for that copy.
+The deployer asks over core NATS (`responders.call`) and owns the job; the agent only copies and
+answers with the one reply envelope: a `FileFetchReply`, or `FileFetchError` / `PayloadTooLarge`
+whose detail says in English why not. A copy can take longer than a callback should block the
+subscription (nats-py runs one subscription's callbacks one after another), so each request is
+answered in its own task; a second request for a job already being copied waits for that copy.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from nats.aio.subscription import Subscription
 from tingyu.agent.runtime import FileTooLarge, Runtime, RuntimeFailure, RuntimeFile
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.errors import FileFetchError, PayloadTooLarge
+from tingyu.common.bus.responders import answer
+from tingyu.common.errors import FileFetchError, PayloadTooLarge, TingyuError
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 
 log = logging.getLogger(__name__)
@@ -54,45 +57,50 @@ class FileFetcher:
         await asyncio.gather(*self.copies.values(), *self.answering, return_exceptions=True)
 
     async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._answer(msg))
+        task = asyncio.create_task(self._respond(msg))
         self.answering.add(task)
         task.add_done_callback(self.answering.discard)
 
-    async def _answer(self, msg: Msg) -> None:
-        try:
-            command = FileFetchCommand.from_bytes(msg.data)
-        except ValueError as exc:
-            log.warning("undecodable file request ignored: %s", exc)
-            return
+    async def _respond(self, msg: Msg) -> None:
+        """The responder helper's envelope, answered from this request's own task."""
+        reply = await answer(msg.data, FileFetchCommand, self.handle)
+        if msg.reply:
+            with contextlib.suppress(Exception):  # the asker may have given up; the job says so
+                await msg.respond(reply.to_bytes())
+
+    async def handle(self, command: FileFetchCommand) -> FileFetchReply:
+        """The copy of this job: a new one, or the one already under way."""
         copy = self.copies.get(command.job_id)
         if copy is None:
             copy = asyncio.create_task(self.fetch(command))
             self.copies[command.job_id] = copy
             copy.add_done_callback(lambda _: self.copies.pop(command.job_id, None))
-        reply = await asyncio.shield(copy)
-        with contextlib.suppress(Exception):  # the asker may have given up; the job says so
-            await msg.respond(reply.to_bytes())
+        return await asyncio.shield(copy)
 
     async def fetch(self, command: FileFetchCommand) -> FileFetchReply:
-        """Copy the file, or say in one sentence why not."""
+        """Copy the file, or raise the error that says in one sentence why not."""
         async with self.slots:
             try:
                 return await self._copy(command)
             except FileTooLarge as exc:
-                return _failed(command, str(exc), PayloadTooLarge.code)
+                raise PayloadTooLarge(detail=str(exc)) from exc
             except RuntimeFailure as exc:
-                return _failed(command, str(exc))
+                raise FileFetchError(detail=str(exc)) from exc
+            except TingyuError:
+                raise
             except Exception as exc:
                 log.exception("file job %s: copy failed", command.job_id)
-                return _failed(command, f"the copy failed: {exc}")
+                raise FileFetchError(detail=f"the copy failed: {exc}") from exc
 
     async def _copy(self, command: FileFetchCommand) -> FileFetchReply:
         containers = await self.runtime.list_node(self.node_uuid)
         container = next((c for c in containers if c.name == command.name), None)
         if container is None:
-            return _failed(command, f"container {command.name} does not exist on machine {self.node_uuid}")
+            raise FileFetchError(
+                detail=f"container {command.name} does not exist on machine {self.node_uuid}"
+            )
         if container.status != "running":
-            return _failed(command, f"container {command.name} is not running (it is {container.status})")
+            raise FileFetchError(detail=f"container {command.name} is not running (it is {container.status})")
         limit = min(command.max_bytes, self.max_bytes) if command.max_bytes > 0 else self.max_bytes
         opened = await self.runtime.open_file(container.id, command.path, limit)
         reader = _Hashing(opened)
@@ -117,10 +125,6 @@ class FileFetcher:
             sha256=reader.digest.hexdigest(),
             object=command.job_id,
         )
-
-
-def _failed(command: FileFetchCommand, message: str, code: str = FileFetchError.code) -> FileFetchReply:
-    return FileFetchReply(job_id=command.job_id, ok=False, message=message, code=code)
 
 
 class _Hashing(io.RawIOBase):

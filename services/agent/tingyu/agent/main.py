@@ -1,8 +1,11 @@
-"""`tingyu-agent`, one per machine: identity, Docker and the bus are made here and closed in reverse."""
+"""`tingyu-agent`, one per machine: identity, Docker and the bus are opened here, the loops declared.
+
+Resources close in reverse at stop: the agent stops listening, the bus drains, Docker closes.
+The machine's containers keep running afterwards.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 
@@ -15,14 +18,13 @@ from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.reconciler import Reconciler
 from tingyu.agent.sampling import run_sampler
-from tingyu.common import service
-from tingyu.common.bus import Bus
+from tingyu.common.service import Service, run_service
 
 log = logging.getLogger(__name__)
 
 
-async def main(stop: asyncio.Event, settings: AgentSettings | None = None) -> None:
-    """Run this machine's agent until `stop` is set; its containers keep running afterwards."""
+async def setup(service: Service, settings: AgentSettings | None = None) -> None:
+    """Open this machine's agent on `service` (settings from the environment unless given)."""
     settings = settings or get_settings()
     identity = load_or_create(settings.state_dir)
     platform = settings.platform
@@ -35,44 +37,36 @@ async def main(stop: asyncio.Event, settings: AgentSettings | None = None) -> No
         pull_timeout_s=settings.pull_timeout_s,
         stop_timeout_s=settings.stop_timeout_s,
     )
-    try:
-        # Agents do not declare the platform's streams and buckets: the central services own them.
-        bus = await Bus.connect(platform, "tingyu-agent", ensure=False)
-        try:
-            log.info("agent %s (nodename %s) starting", identity.uuid, identity.nodename)
-            agent = Agent(
-                bus,
-                identity,
-                Reconciler(
-                    runtime,
-                    identity.uuid,
-                    AppliedRestarts(settings.state_dir / "applied.json"),
-                    settings.parallel,
-                ),
-                functools.partial(read_facts, identity, settings),
-                heartbeat_s=settings.heartbeat_s,
-                resync_s=settings.resync_s,
-                facts_every=settings.facts_every,
-                files=FileFetcher(
-                    bus, runtime, identity.uuid, settings.max_file_bytes, settings.file_parallel
-                ),
-            )
-            sampler = asyncio.create_task(run_sampler(bus, identity.uuid, stop))
-            try:
-                await agent.run(stop)
-            finally:
-                stop.set()
-                await sampler
-        finally:
-            await bus.close()
-    finally:
-        runtime.close()
-    log.info("agent %s stopped", identity.uuid)
+    service.stack.callback(log.info, "agent %s stopped", identity.uuid)
+    service.stack.callback(runtime.close)
+    # Agents do not declare the platform's streams and buckets: the central services own them.
+    bus = await service.connect(platform, ensure=False)
+    log.info("agent %s (nodename %s) starting", identity.uuid, identity.nodename)
+    agent = Agent(
+        bus,
+        identity,
+        Reconciler(
+            runtime,
+            identity.uuid,
+            AppliedRestarts(settings.state_dir / "applied.json"),
+            settings.parallel,
+        ),
+        functools.partial(read_facts, identity, settings),
+        heartbeat_s=settings.heartbeat_s,
+        resync_s=settings.resync_s,
+        facts_every=settings.facts_every,
+        files=FileFetcher(bus, runtime, identity.uuid, settings.max_file_bytes, settings.file_parallel),
+    )
+    await agent.start()
+    service.stack.push_async_callback(agent.close)
+    for name, loop in agent.loops():
+        service.loop(name, loop)
+    service.loop("sampler", functools.partial(run_sampler, bus, identity.uuid))
 
 
 def run() -> None:
     settings = get_settings()
-    service.run("agent", functools.partial(main, settings=settings), settings.platform.log_level)
+    run_service("agent", functools.partial(setup, settings=settings), settings.platform.log_level)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ import psutil
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_get
-from tingyu.common.models.containers import NodeDesired
+from tingyu.common.bus import Bus
 from tingyu.common.models.metering import Sample, SampleBatch
 from tingyu.common.service import wait_or_stop
 
@@ -195,7 +194,7 @@ def to_samples(
 async def desired_images(bus: Bus, node_uuid: str) -> dict[str, tuple[str, str]]:
     """deploymentname -> (image, version) as the platform named them (bucket `ty_desired`)."""
     try:
-        desired, _ = await kv_get(await bus.kv(subjects.DESIRED), node_uuid, NodeDesired)
+        desired = await bus.store(subjects.DESIRED).get(node_uuid)
     except Exception as exc:  # NATS away: fall back on the image references
         log.debug("desired state unreadable: %s", exc)
         return {}
@@ -236,7 +235,7 @@ class Outbox:
 async def run_sampler(
     bus: Bus, node_uuid: str, stop: asyncio.Event, settings: SamplerSettings | None = None
 ) -> None:
-    """Sample every `sample_s` until `stop`; the agent's main runs this next to its other loops."""
+    """Sample every `sample_s` until `stop`; the agent's main declares this as one of its loops."""
     import docker
 
     settings = settings or SamplerSettings()

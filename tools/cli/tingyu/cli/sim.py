@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tingyu.agent.sim.main import BANNER, add_options
+from tingyu.sim.main import BANNER, add_options
 
 
 def _shared() -> list[argparse.Action]:
@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def argv_of(args: argparse.Namespace, offset: int, count: int, index: int) -> list[str]:
     """The command line of one simulator process."""
-    argv = [sys.executable, "-m", "tingyu.agent.sim.main", "--nodes", str(count), "--offset", str(offset)]
+    argv = [sys.executable, "-m", "tingyu.sim.main", "--nodes", str(count), "--offset", str(offset)]
     for action in _shared():
         argv += [action.option_strings[0], str(getattr(args, action.dest))]
     if args.stats_dir is not None:

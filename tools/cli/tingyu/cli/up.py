@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from tingyu.cli.launcher import Platform, PlatformConfig
+from tingyu.common.service import EXIT_BUS_LOST
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,8 +38,12 @@ def up(args: argparse.Namespace) -> int:
         )
         while not stopping.wait(1.0):
             for name, proc in list(platform.procs.items()):
-                if proc.popen.poll() is not None:
-                    print(f"{name} exited with {proc.popen.returncode}; stopping the platform", flush=True)
+                code = proc.popen.poll()
+                if code == EXIT_BUS_LOST:  # its NATS connection closed for good: a fresh process
+                    print(f"{name} lost its NATS connection; starting it again", flush=True)
+                    platform.restart(name)
+                elif code is not None:
+                    print(f"{name} exited with {code}; stopping the platform", flush=True)
                     stopping.set()
     finally:
         print("stopping…", flush=True)

@@ -1,4 +1,4 @@
-"""`python -m tingyu.agent.sim.main`: one process of a SIMULATED fleet (`tingyu sim` starts several).
+"""`python -m tingyu.sim.main`: one process of a SIMULATED fleet (`tingyu sim` starts several).
 
 The NATS address comes from the platform settings (`TINGYU_NATS_URL`).
 """
@@ -6,15 +6,13 @@ The NATS address comes from the platform settings (`TINGYU_NATS_URL`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import logging
 from pathlib import Path
 
-from tingyu.agent.sim.fleet import Fleet, FleetConfig
-from tingyu.common import service
-from tingyu.common.bus import Bus
+from tingyu.common.service import Service, run_service
 from tingyu.common.settings import get_platform_settings
+from tingyu.sim.fleet import Fleet, FleetConfig
 
 log = logging.getLogger(__name__)
 BANNER = "THIS IS A SIMULATION: simulated machines and a simulated container engine, no real hosts"
@@ -60,21 +58,18 @@ def config_of(args: argparse.Namespace) -> FleetConfig:
     )
 
 
-async def main(stop: asyncio.Event, config: FleetConfig) -> None:
-    """Run the simulated machines until `stop`."""
+async def setup(service: Service, config: FleetConfig) -> None:
+    """Open the simulated machines of this process on `service`."""
     log.warning(BANNER)
-    bus = await Bus.connect(get_platform_settings(), "tingyu-sim (simulated fleet)", ensure=False)
-    try:
-        await Fleet(bus, config).run(stop)
-    finally:
-        await bus.close()
+    bus = await service.connect(get_platform_settings(), ensure=False)
+    await Fleet(bus, config).declare(service)
 
 
 def run() -> None:
     args = parser().parse_args()
     config = config_of(args)
     name = f"sim[{config.offset}:{config.offset + config.nodes}] (SIMULATED)"
-    service.run(name, functools.partial(main, config=config), get_platform_settings().log_level)
+    run_service(name, functools.partial(setup, config=config), get_platform_settings().log_level)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Many SIMULATED machines in one process, each through the real agent's pass (`Agent.sync_once`).
 
+`Fleet.declare(service)` opens the fleet on a `Service` (its nudge subscription, closed at stop)
+and declares its loops: the pass workers, heartbeat and resync slots, reconnect checks, samples
+and the counters' report.
+
 A full `Agent` per machine would run four loops and one subscription each; at 100k machines per
 process that is too many tasks and subscriptions. The fleet keeps one `Agent` object per machine
 for its state and its pass (desired read, `Reconciler` over the simulated runtime, observed report)
@@ -27,19 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.msg import Msg
-from nats.js import errors as js_errors
+from nats.aio.subscription import Subscription
 
 from tingyu.agent.agent import DEBOUNCE_S, Agent
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
-from tingyu.agent.sim import machines
-from tingyu.agent.sim.runtime import SimRuntime
-from tingyu.agent.sim.traffic import SamplePublisher
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.nodes import Heartbeat, NodeFacts
-from tingyu.common.service import wait_or_stop
+from tingyu.common.service import LoopFn, Service, wait_or_stop
 from tingyu.common.timefmt import now
+from tingyu.sim import machines
+from tingyu.sim.runtime import SimRuntime
+from tingyu.sim.traffic import SamplePublisher
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ class _Machine:
 
 
 class Fleet:
-    """The simulated machines of one process; `run(stop)` until `stop` is set."""
+    """The simulated machines of one process, opened on a `Service` by `declare`."""
 
     def __init__(self, bus: Bus, config: FleetConfig) -> None:
         self.bus = bus
@@ -122,6 +126,7 @@ class Fleet:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._light: set[str] = set()  # queued by a resync only: a full pass only if something changed
+        self._nudges: Subscription | None = None
 
     def _machine(self, ident: Identity, index: int) -> _Machine:
         facts = machines.facts(ident, index)
@@ -159,9 +164,21 @@ class Fleet:
         if uuid in self.machines:
             self.nudge(uuid)
 
-    async def _worker(self) -> None:
-        while True:
+    async def _passes(self, stop: asyncio.Event) -> None:
+        """`workers` machine passes at once until `stop` (a pass under way is finished)."""
+        workers = max(self.config.workers, 1)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(self._worker(stop))
+            await stop.wait()
+            for _ in range(workers):
+                self._queue.put_nowait("")  # wakes a waiting worker, which then sees `stop`
+
+    async def _worker(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             uuid = await self._queue.get()
+            if stop.is_set():
+                return
             self._pending.discard(uuid)
             self._running.add(uuid)
             try:
@@ -179,11 +196,7 @@ class Fleet:
 
     async def _pass(self, machine: _Machine, light: bool) -> None:
         """The agent's pass, or only its desired-state read when a light resync finds nothing new."""
-        kv = await self.bus.kv(subjects.DESIRED)
-        try:
-            revision = (await kv.get(machine.agent.uuid)).revision or 0
-        except js_errors.KeyNotFoundError:
-            revision = 0
+        _, revision = await self.bus.store(subjects.DESIRED).entry(machine.agent.uuid)
         changes = self.runtime.changes(machine.agent.uuid)
         if light and revision == machine.revision and changes == machine.changes:
             self.stats.light_resyncs += 1
@@ -256,6 +269,7 @@ class Fleet:
     async def _samples(self, stop: asyncio.Event) -> None:
         publisher = self.samples
         if publisher is None or not publisher.on:
+            await stop.wait()  # samples are off: nothing to do until the fleet stops
             return
         period = self.config.sample_s
         while not await wait_or_stop(stop, period):
@@ -294,29 +308,44 @@ class Fleet:
 
     # --- the whole ---------------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Beat, reconcile and report for every machine until `stop`; the machines then go silent."""
+    async def start(self) -> None:
+        """Listen for nudges and queue every machine's first pass."""
         log.warning("SIMULATED fleet of %d machines starting (no real host or engine)", len(self.machines))
-        sub = await self.bus.nc.subscribe(subjects.AGENT_NUDGE_ALL, cb=self._on_nudge)
-        tasks = [asyncio.create_task(self._worker()) for _ in range(max(self.config.workers, 1))]
-        loops = [
-            self._slots(self.config.heartbeat_s, stop, self._beat),
-            self._slots(self.config.resync_s, stop, self._resync),
-            self._reconnects(stop),
-            self._samples(stop),
-            self._report(stop),
-        ]
-        tasks += [asyncio.create_task(loop) for loop in loops]
+        self._nudges = await self.bus.nc.subscribe(subjects.AGENT_NUDGE_ALL, cb=self._on_nudge)
         for uuid in self.order:
             self.nudge(uuid)
-        try:
-            await stop.wait()
-        finally:
+
+    async def close(self) -> None:
+        """Stop listening and write the last counters; the machines go silent."""
+        if self._nudges is not None:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.stats.containers = self.runtime.containers
-            self.write_stats()
-            log.warning("SIMULATED fleet of %d machines stopped", len(self.machines))
+                await self._nudges.unsubscribe()
+            self._nudges = None
+        self.stats.containers = self.runtime.containers
+        self.write_stats()
+        log.warning("SIMULATED fleet of %d machines stopped", len(self.machines))
+
+    def loops(self) -> list[tuple[str, LoopFn]]:
+        """Passes, heartbeats, resyncs, reconnect checks, samples and the report, each until stop."""
+
+        async def beats(stop: asyncio.Event) -> None:
+            await self._slots(self.config.heartbeat_s, stop, self._beat)
+
+        async def resyncs(stop: asyncio.Event) -> None:
+            await self._slots(self.config.resync_s, stop, self._resync)
+
+        return [
+            ("sim-passes", self._passes),
+            ("sim-heartbeats", beats),
+            ("sim-resyncs", resyncs),
+            ("sim-reconnects", self._reconnects),
+            ("sim-samples", self._samples),
+            ("sim-report", self._report),
+        ]
+
+    async def declare(self, service: Service) -> None:
+        """Open the fleet on `service`: closed at its stop, its loops run (and restarted) by it."""
+        await self.start()
+        service.stack.push_async_callback(self.close)
+        for name, loop in self.loops():
+            service.loop(name, loop)
