@@ -187,7 +187,28 @@ async def test_one_reply_envelope_carries_models_and_errors(bus: Bus) -> None:
             await call(bus, subject, Ping(text="boom"), Pong)
         assert "internal detail" not in f"{boom.value} {boom.value.detail}"
     finally:
-        await sub.unsubscribe()
+        await sub.close()
+
+
+async def test_a_slow_answer_never_holds_up_the_next_request(bus: Bus) -> None:
+    subject = f"test.rpc.{secrets.token_hex(4)}"
+    released = asyncio.Event()
+
+    async def handler(ping: Ping) -> Pong:
+        if ping.text == "slow":
+            await released.wait()  # only a later request can release it
+        else:
+            released.set()
+        return Pong(text=ping.text, size=0)
+
+    responder = await serve(bus, subject, Ping, handler)
+    try:
+        slow = asyncio.create_task(call(bus, subject, Ping(text="slow"), Pong, timeout=10))
+        await asyncio.sleep(0.2)
+        assert await call(bus, subject, Ping(text="fast"), Pong, timeout=5) == Pong(text="fast", size=0)
+        assert (await slow).text == "slow"
+    finally:
+        await responder.close()
 
 
 def spec(name: str, max_deliver: int = 3) -> subjects.ConsumerSpec[ContainerCommand]:

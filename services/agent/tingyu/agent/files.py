@@ -10,19 +10,15 @@ answered in its own task; a second request for a job already being copied waits 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import logging
 from typing import Any
 
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
 from tingyu.agent.runtime import FileTooLarge, Runtime, RuntimeFailure, RuntimeFile
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.bus.responders import answer
+from tingyu.common.bus.responders import Responder, serve
 from tingyu.common.errors import FileFetchError, PayloadTooLarge, TingyuError
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 
@@ -39,34 +35,19 @@ class FileFetcher:
         self.max_bytes = max_bytes
         self.slots = asyncio.Semaphore(max(parallel, 1))
         self.copies: dict[str, asyncio.Task[FileFetchReply]] = {}
-        self.answering: set[asyncio.Task[None]] = set()
-        self.sub: Subscription | None = None
+        self.responder: Responder[FileFetchCommand] | None = None
 
     async def start(self) -> None:
-        self.sub = await self.bus.nc.subscribe(
-            subjects.agent_request(self.node_uuid, "file"), cb=self._on_request
-        )
+        subject = subjects.agent_request(self.node_uuid, "file")
+        self.responder = await serve(self.bus, subject, FileFetchCommand, self.handle)
 
     async def close(self) -> None:
         """Stop answering; copies in flight are cancelled (the deployer asks again or fails the job)."""
-        if self.sub is not None:
-            with contextlib.suppress(Exception):
-                await self.sub.unsubscribe()
-        for task in [*self.copies.values(), *self.answering]:
+        if self.responder is not None:
+            await self.responder.close()
+        for task in self.copies.values():
             task.cancel()
-        await asyncio.gather(*self.copies.values(), *self.answering, return_exceptions=True)
-
-    async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._respond(msg))
-        self.answering.add(task)
-        task.add_done_callback(self.answering.discard)
-
-    async def _respond(self, msg: Msg) -> None:
-        """The responder helper's envelope, answered from this request's own task."""
-        reply = await answer(msg.data, FileFetchCommand, self.handle)
-        if msg.reply:
-            with contextlib.suppress(Exception):  # the asker may have given up; the job says so
-                await msg.respond(reply.to_bytes())
+        await asyncio.gather(*self.copies.values(), return_exceptions=True)
 
     async def handle(self, command: FileFetchCommand) -> FileFetchReply:
         """The copy of this job: a new one, or the one already under way."""

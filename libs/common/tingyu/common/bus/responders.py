@@ -8,9 +8,11 @@ into the contract envelope in one place (its error translator).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -36,6 +38,55 @@ class Reply(Message):
     detail: str = ""
 
 
+class Responder(Generic[Req]):
+    """Answers one subject (in `queue`, shared by a service's replicas), each request in its own
+    task, so a slow answer (a file copy, a long range query) never holds up the next request."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        subject: str,
+        request: type[Req],
+        handler: Callable[[Req], Awaitable[Message]],
+        *,
+        queue: str = "",
+        limit: int = 64,
+    ) -> None:
+        self.bus = bus
+        self.subject = subject
+        self.queue = queue
+        self.request = request
+        self.handler = handler
+        self.slots = asyncio.Semaphore(limit)
+        self.answering: set[asyncio.Task[None]] = set()
+        self.sub: Subscription | None = None
+
+    async def start(self) -> Responder[Req]:
+        self.sub = await self.bus.nc.subscribe(self.subject, queue=self.queue, cb=self._on_request)
+        return self
+
+    async def close(self) -> None:
+        """Stop answering; answers in flight are cancelled (their askers time out or ask again)."""
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+        for task in self.answering:
+            task.cancel()
+        await asyncio.gather(*self.answering, return_exceptions=True)
+
+    async def _on_request(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._answer(msg))
+        self.answering.add(task)
+        task.add_done_callback(self.answering.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        async with self.slots:
+            reply = await answer(msg.data, self.request, self.handler)
+        if msg.reply:
+            with contextlib.suppress(Exception):  # the asker may have gone; its side says so
+                await msg.respond(reply.to_bytes())
+
+
 async def serve(
     bus: Bus,
     subject: str,
@@ -43,15 +94,10 @@ async def serve(
     handler: Callable[[Req], Awaitable[Message]],
     *,
     queue: str = "",
-) -> Subscription:
-    """Answer `subject` (in `queue`, shared by a service's replicas); the caller unsubscribes."""
-
-    async def respond(msg: Msg) -> None:
-        reply = await answer(msg.data, request, handler)
-        if msg.reply:
-            await msg.respond(reply.to_bytes())
-
-    return await bus.nc.subscribe(subject, queue=queue, cb=respond)
+    limit: int = 64,
+) -> Responder[Req]:
+    """Answer `subject` until the returned responder is closed."""
+    return await Responder(bus, subject, request, handler, queue=queue, limit=limit).start()
 
 
 async def answer(data: bytes, request: type[Req], handler: Callable[[Req], Awaitable[Message]]) -> Reply:
