@@ -13,11 +13,12 @@ from dataclasses import replace
 import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
+from nats.js import api as js_api
 
 from tests.conftest import eventually
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
-from tingyu.common.bus.consumers import Consumer, subscribe
+from tingyu.common.bus.consumers import park_abandoned, subscribe
 from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.base import Message
@@ -300,11 +301,7 @@ async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: 
     async def on_dead(item: ContainerCommand | None, reason: str, msg_id: str) -> None:
         dead.append((item.job_id if item else msg_id, reason))
 
-    async def unused(item: ContainerCommand, msg: Msg) -> None:
-        raise AssertionError("never called")
-
-    parker = Consumer(bus, consumer, unused, on_dead)
-    advisories = await bus.nc.subscribe(consumer.max_deliveries_advisory, cb=parker._on_advisory)
+    advisories = await park_abandoned(bus, consumer, on_dead)
     sub = await subscribe(bus, consumer)
     try:
         command = ContainerCommand(
@@ -326,4 +323,25 @@ async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: 
             await bus.js.get_msg(subjects.COMMANDS.name, seq=ack.seq)
     finally:
         await advisories.unsubscribe()
+        await sub.unsubscribe()
+
+
+async def test_a_consumer_made_by_an_older_version_takes_the_declared_settings(bus: Bus) -> None:
+    name = f"old{secrets.token_hex(3)}"
+    consumer = spec(name, max_deliver=7)
+    await bus.js.add_consumer(
+        subjects.COMMANDS.name,
+        js_api.ConsumerConfig(
+            durable_name=consumer.durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            max_deliver=-1,
+            ack_wait=120.0,
+            filter_subject=consumer.subject,
+        ),
+    )
+    sub = await subscribe(bus, consumer)
+    try:
+        info = await bus.js.consumer_info(subjects.COMMANDS.name, consumer.durable)
+        assert (info.config.max_deliver, info.config.ack_wait) == (7, consumer.ack_wait_s)
+    finally:
         await sub.unsubscribe()

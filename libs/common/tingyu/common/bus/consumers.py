@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 import nats
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
@@ -71,9 +72,7 @@ class Consumer(Generic[M]):
         with the same `spec.order_by` key, which run in stream order."""
         size = batch or self.spec.batch
         sub = await subscribe(self.bus, self.spec, size)
-        advisories = await self.bus.nc.subscribe(
-            self.spec.max_deliveries_advisory, queue=self.spec.durable, cb=self._on_advisory
-        )
+        advisories = await park_abandoned(self.bus, self.spec, self.on_dead)
         try:
             while not stop.is_set():
                 msgs = await fetch(sub, size, self.spec.durable)
@@ -138,42 +137,46 @@ class Consumer(Generic[M]):
             reason=reason,
             metadata=msg.metadata,
         )
-        await self._tell(item, reason, (msg.headers or {}).get("Nats-Msg-Id", ""))
+        await tell(self.spec, self.on_dead, item, reason, (msg.headers or {}).get("Nats-Msg-Id", ""))
         with contextlib.suppress(Exception):
             await msg.term()
 
-    async def _tell(self, item: M | None, reason: str, msg_id: str) -> None:
-        if self.on_dead is None:
-            return
-        try:
-            await self.on_dead(item, reason, msg_id)
-        except Exception:
-            log.exception("%s: could not report a dead letter: %s", self.spec.durable, reason)
 
-    async def _on_advisory(self, advisory: Msg) -> None:
-        """JetStream gave up on a message nobody answered: park it from the stream itself."""
+async def tell(
+    spec: subjects.ConsumerSpec[M], on_dead: OnDead[M] | None, item: M | None, reason: str, msg_id: str
+) -> None:
+    """Let the service know (it fails the job); a failure to do so is logged, never raised."""
+    if on_dead is None:
+        return
+    try:
+        await on_dead(item, reason, msg_id)
+    except Exception:
+        log.exception("%s: could not report a dead letter: %s", spec.durable, reason)
+
+
+async def park_abandoned(bus: Bus, spec: subjects.ConsumerSpec[M], on_dead: OnDead[M] | None) -> Subscription:
+    """Dead-letter what JetStream gave up on without an answer (its handler hung or its process died
+    at every delivery), from the max-deliveries advisory; one replica handles each (queue group)."""
+
+    async def on_advisory(advisory: Msg) -> None:
         try:
             seq = int(json.loads(advisory.data)["stream_seq"])
-            raw = await self.bus.js.get_msg(self.spec.stream.name, seq=seq)
+            raw = await bus.js.get_msg(spec.stream.name, seq=seq)
         except (ValueError, KeyError, js_errors.Error) as exc:
-            log.warning("%s: max-deliveries advisory not handled: %s", self.spec.durable, exc)
+            log.warning("%s: max-deliveries advisory not handled: %s", spec.durable, exc)
             return
-        reason = f"no answer after {self.spec.max_deliver} deliveries"
-        await dead_letter(
-            self.bus,
-            self.spec,
-            subject=raw.subject or "",
-            data=raw.data or b"",
-            headers=raw.headers,
-            reason=reason,
-        )
+        reason = f"no answer after {spec.max_deliver} deliveries"
+        data = raw.data or b""
+        await dead_letter(bus, spec, subject=raw.subject or "", data=data, headers=raw.headers, reason=reason)
         try:
-            item: M | None = self.spec.model.from_bytes(raw.data or b"")
+            item: M | None = spec.model.from_bytes(data)
         except ValueError:
             item = None
-        await self._tell(item, reason, (raw.headers or {}).get("Nats-Msg-Id", ""))
+        await tell(spec, on_dead, item, reason, (raw.headers or {}).get("Nats-Msg-Id", ""))
         with contextlib.suppress(js_errors.Error):
-            await self.bus.js.delete_msg(self.spec.stream.name, seq)
+            await bus.js.delete_msg(spec.stream.name, seq)
+
+    return await bus.nc.subscribe(spec.max_deliveries_advisory, queue=spec.durable, cb=on_advisory)
 
 
 async def consume(
@@ -195,17 +198,21 @@ async def subscribe(
     """The spec's pull subscription, shared by every replica (for consumers that take whole
     batches themselves, such as metering)."""
     size = batch or spec.batch
-    return await bus.js.pull_subscribe(
-        spec.subject,
-        durable=spec.durable,
-        stream=spec.stream.name,
-        config=js_api.ConsumerConfig(
-            ack_wait=spec.ack_wait_s,
-            max_deliver=spec.max_deliver,
-            max_ack_pending=max(size * 4, spec.max_ack_pending),
-            filter_subject=spec.subject,
-        ),
+    config = js_api.ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=max(size * 4, spec.max_ack_pending),
+        filter_subject=spec.subject,
     )
+    # Creating a durable that exists updates it, so a changed spec (a bounded max_deliver, a new ack
+    # wait) reaches consumers created by an older version too.
+    try:
+        await bus.js.add_consumer(spec.stream.name, config)
+    except js_errors.APIError as exc:
+        log.warning("%s: consumer settings not updated (%s); using it as it is", spec.durable, exc)
+    return await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
 
 
 async def fetch(
