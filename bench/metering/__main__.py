@@ -24,7 +24,7 @@ import httpx
 from bench.metering.fleet import Fleet
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, responders
 from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope, MeteringSeries
 from tingyu.common.settings import PlatformSettings
 from tingyu.metering.config import DEFAULT_SCHEMA
@@ -96,7 +96,7 @@ async def ours_ingest(settings: PlatformSettings, fleet: Fleet) -> float:
     for batch in batches:
         await bus.publish(subjects.samples(batch.node_uuid), batch, msg_id=batch.batch_id)
     while True:
-        reply = await bus.request(subjects.METERING_QUERY, query, MeteringReply, timeout=30)
+        reply = await responders.call(bus, subjects.METERING_QUERY, query, MeteringReply, timeout=30)
         if reply.summary.up_bytes >= total:
             break
         await asyncio.sleep(0.05)
