@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import build_busybox, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_delete
+from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ContainerSpec, DesiredContainer, NodeDesired
 
 pytestmark = pytest.mark.e2e
@@ -173,8 +173,8 @@ async def test_delete_refused_while_a_container_uses_it(
         node_uuid=node,
         containers={deployment: DesiredContainer(name=deployment, spec=spec, job_id="j", created_at=0.0)},
     )
-    kv = await bus.kv(subjects.DESIRED)
-    await kv.put(node, desired.to_bytes())
+    store = bus.store(subjects.DESIRED)
+    await store.put(node, desired)
     try:
         refused = (
             await api.delete("/image/deleteByImageVersion", params={"image": name, "imageVersion": "1"})
@@ -188,7 +188,7 @@ async def test_delete_refused_while_a_container_uses_it(
         ).json()
         assert other["code"] == 200, other
     finally:
-        await kv_delete(kv, node)
+        await store.delete(node)
     unknown = (
         await api.delete("/image/deleteByImageVersion", params={"image": name, "imageVersion": "9"})
     ).json()

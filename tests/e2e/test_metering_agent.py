@@ -31,7 +31,7 @@ async def test_sampled_container_shows_in_resource_use(
         node_uuid=node,
         containers={name: DesiredContainer(name=name, spec=spec, job_id="j", created_at=time.time())},
     )
-    await (await bus.kv(subjects.DESIRED)).put(node, desired.to_bytes())
+    await bus.store(subjects.DESIRED).put(node, desired)
     container = docker_client.containers.run(
         reference, name=name, detach=True, network_mode="host", labels={"tingyu.node": node}
     )
@@ -69,4 +69,4 @@ async def test_sampled_container_shows_in_resource_use(
         await asyncio.wait_for(sampler, 30)
         container.remove(force=True)
         docker_client.images.remove(reference, force=True)
-        await (await bus.kv(subjects.DESIRED)).delete(node)
+        await bus.store(subjects.DESIRED).delete(node)

@@ -24,7 +24,7 @@ from tingyu.metering.config import DEFAULT_SCHEMA
 from tingyu.metering.queries import run_query
 from tingyu.metering.rollups import backfill_bandwidth
 from tingyu.metering.samples import insert_sql, store_samples
-from tingyu.metering.store import Store
+from tingyu.metering.store import ClickHouse
 
 FIVE_MIN = 300
 
@@ -89,7 +89,7 @@ async def test_store_matches_independent_computation_and_counts_once(tmp_path: P
     fleet = _fleet()
     batches = fleet.batches()
     samples = [s for b in batches for s in b.samples]
-    store = Store.open("", tmp_path / "chdb")
+    store = ClickHouse.open("", tmp_path / "chdb")
     try:
         await store.apply_schema(DEFAULT_SCHEMA)
         half = samples[: len(samples) // 2]
@@ -154,7 +154,7 @@ def _bytes_by_key(samples: Iterable[Sample]) -> dict[tuple[int, str, str, str], 
     return {key: (tx, rx) for key, (tx, rx) in sums.items()}
 
 
-async def _rollup(store: Store, table: str) -> dict[tuple[int, str, str, str], tuple[int, int]]:
+async def _rollup(store: ClickHouse, table: str) -> dict[tuple[int, str, str, str], tuple[int, int]]:
     rows = await store.rows(BY_KEY[table])
     return {(int(b), k, i, v): (int(tx), int(rx)) for b, k, i, v, tx, rx in rows}
 
@@ -162,7 +162,7 @@ async def _rollup(store: Store, table: str) -> dict[tuple[int, str, str, str], t
 async def test_bandwidth_rollup_counts_once_and_agrees_with_samples_5m(tmp_path: Path) -> None:
     fleet = _fleet()
     samples = [s for b in fleet.batches() for s in b.samples]
-    store = Store.open("", tmp_path / "chdb")
+    store = ClickHouse.open("", tmp_path / "chdb")
     try:
         await store.apply_schema(DEFAULT_SCHEMA)
         await store.apply_schema(DEFAULT_SCHEMA)  # applied at every start: idempotent
@@ -193,7 +193,7 @@ async def test_bandwidth_rollup_counts_once_and_agrees_with_samples_5m(tmp_path:
 async def test_upgrade_backfills_the_bandwidth_rollup_once(tmp_path: Path) -> None:
     fleet = _fleet(machines=2, ticks=120)
     samples = [s for b in fleet.batches() for s in b.samples]
-    store = Store.open("", tmp_path / "chdb")
+    store = ClickHouse.open("", tmp_path / "chdb")
     try:
         await store.apply_schema(DEFAULT_SCHEMA)
         assert not await backfill_bandwidth(store)  # a new store: nothing to copy

@@ -14,7 +14,7 @@ import pytest
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, port_open, wait_until
 from tingyu.common.errors import RegistryError
 from tingyu.common.settings import PlatformSettings
-from tingyu.imager.registry import Registry
+from tingyu.imager.registry import RegistryClient
 
 USER, PASSWORD = "robot", "s3cret-pass"
 
@@ -44,8 +44,8 @@ def guarded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def client(guarded_registry: str) -> AsyncIterator[Registry]:
-    registry = Registry(
+async def client(guarded_registry: str) -> AsyncIterator[RegistryClient]:
+    registry = RegistryClient(
         PlatformSettings(registry_url=guarded_registry, registry_user=USER, registry_password=PASSWORD)
     )
     yield registry
@@ -68,7 +68,7 @@ def test_anonymous_requests_are_refused(guarded_registry: str) -> None:
     assert httpx.get(f"{guarded_registry}/v2/").status_code == 401
 
 
-async def test_push_with_credentials(client: Registry) -> None:
+async def test_push_with_credentials(client: RegistryClient) -> None:
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     )
@@ -104,7 +104,7 @@ async def test_push_with_credentials(client: Registry) -> None:
 
 
 async def test_wrong_password_is_a_registry_error(guarded_registry: str) -> None:
-    wrong = Registry(
+    wrong = RegistryClient(
         PlatformSettings(registry_url=guarded_registry, registry_user=USER, registry_password="nope")
     )
     try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from tests.factories import facts, heartbeat
 from tingyu.common.models.nodes import NodeStatus
-from tingyu.nodes.registry import Registry
+from tingyu.nodes.registry import NodeRegistry
 
 
 def test_first_beat_with_facts_creates_then_quiet_beats_write_nothing() -> None:
-    registry = Registry(not_ready_after_s=40, lease_s=60)
+    registry = NodeRegistry(not_ready_after_s=40, lease_s=60)
     node = facts()
     record = registry.beat(heartbeat(node), 100.0)
     assert record is not None
@@ -19,7 +19,7 @@ def test_first_beat_with_facts_creates_then_quiet_beats_write_nothing() -> None:
 
 
 def test_lease_refresh_and_fact_change_are_written() -> None:
-    registry = Registry(not_ready_after_s=40, lease_s=60)
+    registry = NodeRegistry(not_ready_after_s=40, lease_s=60)
     node = facts()
     first = registry.beat(heartbeat(node), 100.0)
     assert first is not None
@@ -36,12 +36,12 @@ def test_lease_refresh_and_fact_change_are_written() -> None:
 
 
 def test_unknown_machine_without_facts_waits() -> None:
-    registry = Registry(not_ready_after_s=40, lease_s=60)
+    registry = NodeRegistry(not_ready_after_s=40, lease_s=60)
     assert registry.beat(heartbeat(facts(), with_facts=False), 1.0) is None
 
 
 def test_silent_machine_turns_not_ready_and_back() -> None:
-    registry = Registry(not_ready_after_s=40, lease_s=60)
+    registry = NodeRegistry(not_ready_after_s=40, lease_s=60)
     node = facts()
     record = registry.beat(heartbeat(node), 100.0)
     assert record is not None
@@ -57,11 +57,11 @@ def test_silent_machine_turns_not_ready_and_back() -> None:
 
 
 def test_loaded_machines_get_a_grace_period() -> None:
-    registry = Registry(not_ready_after_s=40, lease_s=60)
+    registry = NodeRegistry(not_ready_after_s=40, lease_s=60)
     node = facts()
     record = registry.beat(heartbeat(node), 100.0)
     assert record is not None
-    fresh = Registry(not_ready_after_s=40, lease_s=60)
+    fresh = NodeRegistry(not_ready_after_s=40, lease_s=60)
     fresh.load([record], now=1000.0)
     assert fresh.expired(1039.0) == []
     assert len(fresh.expired(1041.0)) == 1

@@ -1,20 +1,17 @@
-"""The image catalog (bucket `ty_images`), job records and who uses an image (bucket `ty_desired`)."""
+"""The image catalog (bucket `ty_images`) and who uses an image (bucket `ty_desired`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, kv_delete, kv_get, kv_mutate, kv_values
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
 from tingyu.common.errors import ImageNotFound, ImageVersionExists, ImageVersionNotFound
-from tingyu.common.models.containers import DesiredState, NodeDesired
+from tingyu.common.models.containers import DesiredState
 from tingyu.common.models.images import ImageRecord, ImageVersion
-from tingyu.common.models.jobs import Job, JobState
 
 
 async def image(bus: Bus, name: str) -> ImageRecord:
     """The catalog record; TY0020 when absent."""
-    record, _ = await kv_get(await bus.kv(subjects.IMAGES), name, ImageRecord)
+    record = await bus.store(subjects.IMAGES).get(name)
     if record is None:
         raise ImageNotFound(f"镜像不存在! {name}")
     return record
@@ -29,7 +26,7 @@ async def version(bus: Bus, name: str, tag: str) -> ImageVersion:
 
 
 async def has_version(bus: Bus, name: str, tag: str) -> bool:
-    record, _ = await kv_get(await bus.kv(subjects.IMAGES), name, ImageRecord)
+    record = await bus.store(subjects.IMAGES).get(name)
     return record is not None and tag in record.versions
 
 
@@ -44,12 +41,12 @@ async def add_version(bus: Bus, name: str, entry: ImageVersion) -> None:
         record.versions[entry.version] = entry
         return record
 
-    await kv_mutate(await bus.kv(subjects.IMAGES), name, ImageRecord, change)
+    await bus.store(subjects.IMAGES).mutate(name, change)
 
 
 async def remove_versions(bus: Bus, name: str, tags: list[str]) -> None:
     """Drop versions; the record goes when its last version does."""
-    kv = await bus.kv(subjects.IMAGES)
+    store = bus.store(subjects.IMAGES)
 
     def change(record: ImageRecord | None) -> ImageRecord | None:
         if record is None or not any(tag in record.versions for tag in tags):
@@ -58,15 +55,15 @@ async def remove_versions(bus: Bus, name: str, tags: list[str]) -> None:
             record.versions.pop(tag, None)
         return record
 
-    after = await kv_mutate(kv, name, ImageRecord, change)
+    after = await store.mutate(name, change)
     if after is not None and not after.versions:
-        await kv_delete(kv, name)
+        await store.delete(name)
 
 
 async def users(bus: Bus, name: str, tag: str = "") -> list[str]:
     """Deployments (not being deleted) whose spec runs catalog image `name` (in version `tag`)."""
     found = []
-    for node in await kv_values(await bus.kv(subjects.DESIRED), NodeDesired):
+    for node in await bus.store(subjects.DESIRED).values():
         for container in node.containers.values():
             spec = container.spec
             if container.state == DesiredState.ABSENT or spec.image != name:
@@ -74,26 +71,3 @@ async def users(bus: Bus, name: str, tag: str = "") -> list[str]:
             if not tag or spec.imageversion == tag:
                 found.append(container.name)
     return sorted(found)
-
-
-async def job(bus: Bus, job_id: str) -> Job | None:
-    found, _ = await kv_get(await bus.kv(subjects.JOBS), job_id, Job)
-    return found
-
-
-async def update_job(
-    bus: Bus, job_id: str, state: JobState, message: str = "", result: dict[str, Any] | None = None
-) -> Job | None:
-    """Move a job forward; a final job is never changed again (redeliveries stay harmless)."""
-
-    def change(current: Job | None) -> Job | None:
-        if current is None or current.state.final:
-            return None
-        update: dict[str, Any] = {"state": state, "updated_at": timefmt.now()}
-        if message:
-            update["message"] = message
-        if result is not None:
-            update["result"] = result
-        return current.model_copy(update=update)
-
-    return await kv_mutate(await bus.kv(subjects.JOBS), job_id, Job, change)

@@ -1,21 +1,20 @@
 """Deleting versions: refused while containers use them; manifests go from the registry, then the catalog.
 
-Served as request/reply on `IMAGER_QUERY` (queue group `tingyu-imager`), because only the
-imager talks to the registry and a delete is short. Blobs stay until the registry's garbage
-collection runs (docs/images.md).
+Served as request/reply on `IMAGER_QUERY` (queue group `tingyu-imager`, see `main.py`), because
+only the imager talks to the registry and a delete is short. A refusal is raised as its
+`TingyuError`, which the responder helper sends back by its TY code. Blobs stay until the
+registry's garbage collection runs (docs/images.md).
 """
 
 from __future__ import annotations
 
 import logging
 
-from nats.aio.msg import Msg
-
 from tingyu.common.bus import Bus
-from tingyu.common.errors import ImageInUse, InternalError, InvalidParameter, TingyuError
+from tingyu.common.errors import ImageInUse, InvalidParameter
 from tingyu.common.models.images import ImagerReply, ImagerRequest
 from tingyu.imager import catalog
-from tingyu.imager.registry import Registry
+from tingyu.imager.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -23,23 +22,9 @@ log = logging.getLogger(__name__)
 class Deleter:
     """Answers `ImagerRequest`s."""
 
-    def __init__(self, bus: Bus, registry: Registry) -> None:
+    def __init__(self, bus: Bus, registry: RegistryClient) -> None:
         self.bus = bus
         self.registry = registry
-
-    async def on_request(self, msg: Msg) -> None:
-        try:
-            request = ImagerRequest.from_bytes(msg.data)
-            reply = await self.answer(request)
-        except TingyuError as exc:
-            reply = ImagerReply(code=exc.code, msg=exc.msg, data={"detail": exc.detail} if exc.detail else {})
-        except ValueError as exc:
-            err = InvalidParameter(detail=str(exc))
-            reply = ImagerReply(code=err.code, msg=err.msg)
-        except Exception:
-            log.exception("imager request failed")
-            reply = ImagerReply(code=InternalError.code, msg=InternalError.default_msg)
-        await msg.respond(reply.to_bytes())
 
     async def answer(self, request: ImagerRequest) -> ImagerReply:
         if request.op != "delete":
@@ -65,4 +50,4 @@ class Deleter:
                 removed.append(digest)
         await catalog.remove_versions(self.bus, name, tags)
         log.info("deleted %s versions %s (manifests %s)", name, tags, removed)
-        return ImagerReply(data={"image": name, "versions": tags, "manifests": removed})
+        return ImagerReply(image=name, versions=tags, manifests=removed)

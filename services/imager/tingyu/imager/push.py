@@ -1,7 +1,8 @@
 """Handling one push command: spool the upload to disk, check it, push it, record it, tidy up.
 
-The job goes 0 -> 2 (progress in `result`) -> 3 (digest in `result`) or 4 (the reason).
-A redelivered command whose job is already final is acked and nothing else happens.
+The job goes 0 -> 2 (progress in `result`) -> 3 (digest in `result`) or 4 (the reason), always
+through `JobStore`. A redelivered command whose job is already final is acked and nothing else
+happens; a command the consumer gives up on (dead-lettered) fails its job with the reason.
 """
 
 from __future__ import annotations
@@ -20,47 +21,54 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, Retry
-from tingyu.common.errors import ImageVersionExists, TingyuError
+from tingyu.common.bus import Bus, Retry, in_progress
+from tingyu.common.errors import ImageVersionExists, InternalError, RegistryError, TingyuError
+from tingyu.common.jobs import JobStore
 from tingyu.common.models.images import ImagePushCommand, ImageVersion
 from tingyu.common.models.jobs import JobState
 from tingyu.imager import catalog
 from tingyu.imager.archive import Blob, ImageArchive, open_archive, read_member
 from tingyu.imager.config import ImagerSettings
-from tingyu.imager.registry import Registry
+from tingyu.imager.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
 
 class Pusher:
-    """Consumes `IMAGE_COMMANDS`; one instance per imager process."""
+    """Consumes `subjects.IMAGER_COMMANDS`; one instance per imager process."""
 
-    def __init__(self, bus: Bus, registry: Registry, settings: ImagerSettings) -> None:
+    def __init__(self, bus: Bus, registry: RegistryClient, settings: ImagerSettings) -> None:
         self.bus = bus
         self.registry = registry
         self.settings = settings
+        self.jobs = JobStore(bus)
 
     async def handle(self, command: ImagePushCommand, msg: Msg) -> None:
-        job = await catalog.job(self.bus, command.job_id)
+        job = await self.jobs.get(command.job_id)
         if job is None or job.state.final:
             await self._forget_upload(command.upload)
             return
-        keepalive = asyncio.create_task(_keep_in_progress(msg))
-        try:
-            result = await self._push(command)
-        except TingyuError as exc:
-            log.info("push %s:%s failed: %s (%s)", command.name, command.version, exc.msg, exc.detail)
-            failure = {"code": exc.code, **({"detail": exc.detail} if exc.detail else {})}
-            await catalog.update_job(self.bus, command.job_id, JobState.FAILED, exc.msg, failure)
-        except (httpx.TransportError, js_errors.Error, TimeoutError) as exc:
-            if (msg.metadata.num_delivered or 1) < self.settings.registry_attempts:
-                raise Retry(f"transient failure: {exc!r}", delay=2.0) from exc
-            reason = f"镜像仓库操作失败: {exc!r}"
-            await catalog.update_job(self.bus, command.job_id, JobState.FAILED, reason, {"code": "TY0025"})
-        else:
-            await catalog.update_job(self.bus, command.job_id, JobState.SUCCEEDED, "success", result)
-        finally:
-            keepalive.cancel()
+        async with in_progress(msg):  # a long upload is not redelivered to another replica
+            try:
+                result = await self._push(command)
+            except TingyuError as exc:
+                log.info("push %s:%s failed: %s (%s)", command.name, command.version, exc.msg, exc.detail)
+                failure = {"code": exc.code, **({"detail": exc.detail} if exc.detail else {})}
+                await self.jobs.fail(command.job_id, exc.msg, result=failure)
+            except (httpx.TransportError, js_errors.Error, TimeoutError) as exc:
+                if (msg.metadata.num_delivered or 1) < self.settings.registry_attempts:
+                    raise Retry(f"transient failure: {exc!r}", delay=2.0) from exc
+                reason = f"镜像仓库操作失败: {exc!r}"
+                await self.jobs.fail(command.job_id, reason, result={"code": RegistryError.code})
+            else:
+                await self.jobs.move(command.job_id, JobState.SUCCEEDED, "success", result=result)
+        await self._forget_upload(command.upload)
+
+    async def on_dead(self, command: ImagePushCommand | None, reason: str) -> None:
+        """The consumer gave up on a push: its job fails with the reason, its upload goes."""
+        if command is None:
+            return
+        await self.jobs.fail(command.job_id, reason, result={"code": InternalError.code})
         await self._forget_upload(command.upload)
 
     async def _push(self, command: ImagePushCommand) -> dict[str, Any]:
@@ -138,7 +146,7 @@ class Pusher:
 
     async def progress(self, command: ImagePushCommand, phase: str, done: int, total: int) -> None:
         result = {"phase": phase, "bytes_done": done, "bytes_total": total}
-        await catalog.update_job(self.bus, command.job_id, JobState.RUNNING, result=result)
+        await self.jobs.move(command.job_id, JobState.RUNNING, result=result)
 
     async def _forget_upload(self, upload: str) -> None:
         store = await self.bus.objects(subjects.UPLOADS)
@@ -162,11 +170,3 @@ class _Meter:
         if time.monotonic() - self.last >= self.pusher.settings.progress_every_s:
             self.last = time.monotonic()
             await self.pusher.progress(self.command, "pushing", self.sent + self.skipped, self.total)
-
-
-async def _keep_in_progress(msg: Msg, every: float = 15.0) -> None:
-    """Tell JetStream the push is alive, so a long upload is not redelivered to another replica."""
-    while True:
-        await asyncio.sleep(every)
-        with contextlib.suppress(Exception):
-            await msg.in_progress()

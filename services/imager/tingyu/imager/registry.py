@@ -85,7 +85,7 @@ def _verify(settings: PlatformSettings) -> ssl.SSLContext | bool:
     return True
 
 
-class Registry:
+class RegistryClient:
     """Blob and manifest operations on one registry."""
 
     def __init__(self, settings: PlatformSettings, timeout: float = 120.0) -> None:

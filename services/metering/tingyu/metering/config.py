@@ -28,7 +28,6 @@ class MeteringSettings(BaseSettings):
     batch_samples: int = 20_000  # insert once this many samples are waiting ...
     batch_wait_s: float = 2.0  # ... or once the oldest waiting one is this old
     fetch_messages: int = 256  # JetStream messages per pull
-    ack_wait_s: float = 120.0
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

@@ -1,111 +1,135 @@
 """Consuming `TY_SAMPLES` in batches bounded by size and age; acked only once stored.
 
-A batch that cannot be stored is nak'ed whole and comes back: storing is idempotent (see
-`samples.py`), so a batch stored but not acked (crash, lost ack) is simply skipped next time.
+A batch that cannot be stored is nak'ed whole and comes back (with a growing delay): storing is
+idempotent (see `samples.py`), so a batch stored but not acked (crash, lost ack) is simply skipped
+next time. Deliveries are bounded (`subjects.METERING_SAMPLES.max_deliver`): on its last one a
+message is tried alone, so one bad message cannot sink the others it was fetched with, and if it
+still cannot be stored it is dead-lettered (`TY_DEAD`, replayable) instead of retried forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
-import nats
 from nats.aio.msg import Msg
-from nats.js import errors as js_errors
 
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, fetch_batches
-from tingyu.common.models.metering import Sample, SampleBatch
+from tingyu.common.bus import Bus
+from tingyu.common.bus.consumers import dead_letter, fetch, subscribe
+from tingyu.common.models.metering import SampleBatch
 from tingyu.metering.config import MeteringSettings
 from tingyu.metering.samples import store_samples
-from tingyu.metering.store import Store
+from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
+
+SPEC = subjects.METERING_SAMPLES
+MAX_RETRY_DELAY_S = 60.0
 
 
 class Batcher:
     """Messages waiting to be stored together."""
 
     def __init__(self) -> None:
-        self.msgs: list[Msg] = []
-        self.samples: list[Sample] = []
+        self.batches: list[tuple[Msg, SampleBatch]] = []
+        self.samples = 0
         self.since = 0.0
 
     def add(self, msg: Msg, batch: SampleBatch) -> None:
-        if not self.msgs:
+        if not self.batches:
             self.since = time.monotonic()
-        self.msgs.append(msg)
-        self.samples.extend(batch.samples)
+        self.batches.append((msg, batch))
+        self.samples += len(batch.samples)
 
     def due(self, settings: MeteringSettings) -> bool:
-        if not self.msgs:
+        if not self.batches:
             return False
         old = time.monotonic() - self.since >= settings.batch_wait_s
-        return old or len(self.samples) >= settings.batch_samples
+        return old or self.samples >= settings.batch_samples
 
     def wait_s(self, settings: MeteringSettings) -> float:
         """How long the next fetch may block without making the waiting batch late."""
-        if not self.msgs:
+        if not self.batches:
             return 1.0
         return max(settings.batch_wait_s - (time.monotonic() - self.since), 0.05)
 
 
-async def ingest(bus: Bus, store: Store, settings: MeteringSettings, stop: asyncio.Event) -> None:
-    """Pull, batch, store, ack; until `stop`, then store what is waiting."""
-    sub = await fetch_batches(
-        bus,
-        stream=subjects.SAMPLES,
-        durable=subjects.DURABLE_METERING_SAMPLES,
-        subject=subjects.SAMPLES_ALL,
-        batch=settings.fetch_messages,
-        ack_wait=settings.ack_wait_s,
-    )
-    waiting = Batcher()
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(settings.fetch_messages, timeout=waiting.wait_s(settings))
-            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either, depending on the path
-                msgs = []
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(0.5)
-                msgs = []
-            except js_errors.APIError as exc:
-                log.warning("samples: fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                msgs = []
-            for msg in msgs:
-                try:
-                    waiting.add(msg, SampleBatch.from_bytes(msg.data))
-                except ValueError as exc:
-                    log.error("samples: undecodable batch on %s dead-lettered: %s", msg.subject, exc)
-                    await msg.term()
-            if waiting.due(settings):
-                await flush(store, waiting)
-                waiting = Batcher()
-        if waiting.msgs:
-            await flush(store, waiting)
-    finally:
-        await sub.unsubscribe()
+class Ingest:
+    """Pulls sample batches, stores them together, acks, retries or dead-letters them."""
 
+    def __init__(self, bus: Bus, store: ClickHouse, settings: MeteringSettings) -> None:
+        self.bus = bus
+        self.store = store
+        self.settings = settings
 
-async def flush(store: Store, waiting: Batcher) -> None:
-    """Store the waiting samples, then ack every message; on failure nak them all."""
-    started = time.monotonic()
-    try:
-        stored = await store_samples(store, waiting.samples)
-    except Exception:
-        log.exception("samples: storing %d samples failed; they will be redelivered", len(waiting.samples))
-        for msg in waiting.msgs:
-            await msg.nak(delay=2.0)
-        return
-    for msg in waiting.msgs:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull, batch, store, ack; until `stop`, then store what is waiting."""
+        size = self.settings.fetch_messages
+        sub = await subscribe(self.bus, SPEC, size)
+        waiting = Batcher()
+        try:
+            while not stop.is_set():
+                for msg in await fetch(sub, size, SPEC.durable, timeout=waiting.wait_s(self.settings)):
+                    try:
+                        waiting.add(msg, SampleBatch.from_bytes(msg.data))
+                    except ValueError as exc:
+                        await self.dead(msg, f"undecodable sample batch: {exc}")
+                if waiting.due(self.settings):
+                    await self.flush(waiting)
+                    waiting = Batcher()
+            if waiting.batches:
+                await self.flush(waiting)
+        finally:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
+
+    async def flush(self, waiting: Batcher) -> None:
+        """Store the waiting samples, then ack every message; on failure retry or park each one."""
+        started = time.monotonic()
+        samples = [sample for _, batch in waiting.batches for sample in batch.samples]
+        try:
+            stored = await store_samples(self.store, samples)
+        except Exception:
+            log.exception("samples: storing %d samples failed; they will be redelivered", len(samples))
+            for msg, batch in waiting.batches:
+                await self.failed(msg, batch)
+            return
+        for msg, _ in waiting.batches:
+            await msg.ack()
+        log.debug(
+            "samples: %d messages, %d samples, %d new, %.0f ms",
+            len(waiting.batches),
+            len(samples),
+            stored,
+            (time.monotonic() - started) * 1000,
+        )
+
+    async def failed(self, msg: Msg, batch: SampleBatch) -> None:
+        """A message of a batch that could not be stored: again later, or on its last delivery
+        alone, and dead-lettered if that fails too."""
+        deliveries = msg.metadata.num_delivered or 1
+        if deliveries < SPEC.max_deliver:
+            await msg.nak(delay=min(2.0 * 2 ** (deliveries - 1), MAX_RETRY_DELAY_S))
+            return
+        try:
+            await store_samples(self.store, batch.samples)
+        except Exception as exc:
+            await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
+            return
         await msg.ack()
-    log.debug(
-        "samples: %d messages, %d samples, %d new, %.0f ms",
-        len(waiting.msgs),
-        len(waiting.samples),
-        stored,
-        (time.monotonic() - started) * 1000,
-    )
+
+    async def dead(self, msg: Msg, reason: str) -> None:
+        """Park a message in `TY_DEAD` and end it in `TY_SAMPLES`."""
+        await dead_letter(
+            self.bus,
+            SPEC,
+            subject=msg.subject,
+            data=msg.data,
+            headers=msg.headers,
+            reason=reason,
+            metadata=msg.metadata,
+        )
+        await msg.term()

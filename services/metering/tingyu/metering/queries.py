@@ -19,7 +19,7 @@ from tingyu.common.models.metering import (
     MeteringSummary,
     bucket_range,
 )
-from tingyu.metering.store import Store
+from tingyu.metering.store import ClickHouse
 
 MACHINES = "kind = 'machine' AND image = '' AND version = ''"
 CONTAINERS = "kind = 'container'"
@@ -117,7 +117,7 @@ EVERY_SERIES = (MeteringSeries.BANDWIDTH, MeteringSeries.RESOURCES)
 
 
 async def run_query(
-    store: Store, query: MeteringQuery, series: tuple[MeteringSeries, ...] = EVERY_SERIES
+    store: ClickHouse, query: MeteringQuery, series: tuple[MeteringSeries, ...] = EVERY_SERIES
 ) -> tuple[list[MeteringPoint], MeteringSummary]:
     """Every bucket of the range (empty ones as zeros) and the summary over them.
 

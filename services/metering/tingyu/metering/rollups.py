@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from tingyu.metering.store import Store
+from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ GROUP BY bucket, kind, image, version
 """
 
 
-async def backfill_bandwidth(store: Store) -> bool:
+async def backfill_bandwidth(store: ClickHouse) -> bool:
     """Fill an empty `bandwidth_5m` from `samples_5m`; True if it did (an upgrade)."""
     ((bandwidth_rows, rollup_rows),) = await store.rows(COUNT)
     if int(bandwidth_rows) or not int(rollup_rows):

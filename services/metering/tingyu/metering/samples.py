@@ -8,21 +8,10 @@ import math
 from collections.abc import Iterable
 
 from tingyu.common.models.metering import Sample
-from tingyu.metering.store import Store
+from tingyu.metering.store import ClickHouse
 
-COLUMNS = (
-    "sample_id",
-    "node_uuid",
-    "deploymentname",
-    "image",
-    "version",
-    "ts",
-    "interval_s",
-    "tx_bytes",
-    "rx_bytes",
-    "cpu_cores",
-    "memory_mib",
-)
+# The raw table's columns are the sample's own fields, by the same names (deploy/clickhouse/schema.sql).
+COLUMNS = tuple(Sample.model_fields)
 
 # The raw table is ordered by (node_uuid, deploymentname, ts, ...): the time and machine bounds
 # keep this lookup to a few granules however large the table is.
@@ -56,22 +45,15 @@ def insert_sql(samples: list[Sample]) -> str:
 
 
 def row(sample: Sample) -> dict[str, object]:
-    return {
-        "sample_id": sample.sample_id,
-        "node_uuid": sample.node_uuid,
-        "deploymentname": sample.deploymentname,
-        "image": sample.image,
-        "version": sample.version,
+    """One raw-table row: every column, the time in whole seconds, byte counters never negative."""
+    return sample.model_dump() | {
         "ts": int(sample.ts),
-        "interval_s": sample.interval_s,
         "tx_bytes": max(sample.tx_bytes, 0),
         "rx_bytes": max(sample.rx_bytes, 0),
-        "cpu_cores": sample.cpu_cores,
-        "memory_mib": sample.memory_mib,
     }
 
 
-async def store_samples(store: Store, samples: list[Sample]) -> int:
+async def store_samples(store: ClickHouse, samples: list[Sample]) -> int:
     """Insert the samples not stored yet; returns how many were new."""
     fresh = unique(samples)
     if not fresh:

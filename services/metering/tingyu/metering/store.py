@@ -18,7 +18,7 @@ Params = dict[str, Any]
 
 
 class Engine(Protocol):
-    """What the store needs of an engine; both are blocking."""
+    """What `ClickHouse` needs of an engine; both are blocking."""
 
     def command(self, sql: str, params: Params | None = None) -> None: ...
     def rows(self, sql: str, params: Params | None = None) -> list[list[Any]]: ...
@@ -85,7 +85,7 @@ class ServerEngine:
         self._client.close()
 
 
-class Store:
+class ClickHouse:
     """Async face of an engine: every call runs in the store's one thread, in call order."""
 
     def __init__(self, engine: Engine) -> None:
@@ -93,7 +93,7 @@ class Store:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
 
     @classmethod
-    def open(cls, clickhouse_url: str, chdb_path: Path) -> Store:
+    def open(cls, clickhouse_url: str, chdb_path: Path) -> ClickHouse:
         engine: Engine = ServerEngine(clickhouse_url) if clickhouse_url else ChdbEngine(chdb_path)
         return cls(engine)
 

@@ -7,17 +7,19 @@ import contextlib
 import itertools
 import json
 import logging
-import secrets
+import time
+from collections.abc import Coroutine
+from typing import Any
 
 from nats.aio.msg import Msg
 
-from tingyu.common import leases, subjects, timefmt
-from tingyu.common.bus import Bus, kv_values
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.leases import Lease
 from tingyu.common.models.nodes import Heartbeat, NodeRecord
-from tingyu.common.service import run as run_service
-from tingyu.common.service import wait_or_stop
+from tingyu.common.service import Service, run_service
 from tingyu.nodes.config import NodesSettings, get_settings
-from tingyu.nodes.registry import Registry
+from tingyu.nodes.registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "nodes-leader"
@@ -47,20 +49,24 @@ class NodesService:
     def __init__(self, bus: Bus, settings: NodesSettings) -> None:
         self.bus = bus
         self.settings = settings
-        self.registry = Registry(settings.not_ready_after_s, settings.lease_s)
-        self.holder = f"nodes-{secrets.token_hex(4)}"
-        self.leader = False
+        self.store = bus.store(subjects.NODES)
+        self.registry = NodeRegistry(settings.not_ready_after_s, settings.lease_s)
+        self.lease = Lease(bus, LEASE_NAME, settings.leader_ttl_s)
+        self.leading_until = 0.0  # monotonic time up to which this replica surely holds the lease
         # Records waiting to be stored, one per machine: a newer change replaces an unwritten one.
         self.pending: dict[str, NodeRecord] = {}
         self.wake = asyncio.Event()
 
+    @property
+    def leader(self) -> bool:
+        return time.monotonic() < self.leading_until
+
     async def start(self) -> None:
-        records = await kv_values(await self.bus.kv(subjects.NODES), NodeRecord)
+        """Load the fleet from storage, then follow every heartbeat (unsubscribed by the drain)."""
+        records = await self.store.values()
         self.registry.load(records, timefmt.now())
         log.info("loaded %d machines", len(records))
         await self.bus.nc.subscribe(subjects.HEARTBEATS_ALL, cb=self.on_heartbeat)
-        # Writes by other replicas keep this replica's view of storage current.
-        self.watcher = await (await self.bus.kv(subjects.NODES)).watch(">", ignore_deletes=True)
 
     async def on_heartbeat(self, msg: Msg) -> None:
         hb = decode_heartbeat(msg.data)
@@ -70,29 +76,29 @@ class NodesService:
         record = self.registry.beat(hb, timefmt.now())
         if record is not None and self.leader:
             self.registry.stored(record)  # optimistic: avoids queueing the same change per beat
-            self.store(record)
+            self.queue(record)
 
-    def store(self, record: NodeRecord) -> None:
+    def queue(self, record: NodeRecord) -> None:
         self.pending[record.facts.uuid] = record
         self.wake.set()
 
     async def follow_storage(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                entry = await self.watcher.updates(timeout=1.0)
-            except TimeoutError:
-                continue
-            # The leader wrote it itself (and knows it); followers learn it here.
-            if entry is not None and entry.value and not self.leader:
-                self.registry.stored(NodeRecord.from_bytes(entry.value))
+        """Writes by other replicas keep this replica's view of storage current."""
+
+        async def follow() -> None:
+            async for _, record in self.store.watch():
+                # The leader wrote it itself (and knows it); followers learn it here.
+                if record is not None and not self.leader:
+                    self.registry.stored(record)
+
+        await until_stopped(follow(), stop)
 
     async def writer(self, stop: asyncio.Event) -> None:
         """Store pending records, many in flight at once (a fleet joining is 100,000 writes)."""
-        kv = await self.bus.kv(subjects.NODES)
 
         async def put(record: NodeRecord) -> bool:
             try:
-                await kv.put(record.facts.uuid, record.to_bytes())
+                await self.store.put(record.facts.uuid, record)
             except Exception as exc:
                 log.warning("could not store machine %s (%s); will retry", record.facts.uuid, exc)
                 self.pending.setdefault(record.facts.uuid, record)
@@ -109,52 +115,51 @@ class NodesService:
             stored = await asyncio.gather(*(put(record) for record in batch))
             await asyncio.sleep(0 if all(stored) else 0.5)  # let heartbeats in; back off on failures
 
-    async def reaper(self, stop: asyncio.Event) -> None:
-        while not await wait_or_stop(stop, self.settings.tick_s):
-            try:
-                was_leader = self.leader
-                self.leader = await leases.hold(self.bus, LEASE_NAME, self.holder, self.settings.leader_ttl_s)
-            except Exception as exc:
-                log.warning("leader lease not renewed: %s", exc)
-                self.leader = False
-                continue
-            if self.leader and not was_leader:
-                log.info("%s leads the node registry", self.holder)
-                # Grace for machines whose beats we may have missed while nobody led.
-                now = timefmt.now()
-                for seen in self.registry.nodes.values():
-                    seen.last_seen = max(seen.last_seen, now - self.settings.not_ready_after_s / 2)
-            if not self.leader:
-                continue
-            for record in self.registry.expired(timefmt.now()):
-                log.info("machine %s is NotReady", record.facts.uuid)
-                self.registry.stored(record)
-                self.store(record)
+    async def reap(self) -> None:
+        """The leader's tick (run while this replica holds the lease): silent machines go NotReady."""
+        if not self.leader:
+            log.info("%s leads the node registry", self.lease.holder)
+            # Grace for machines whose beats we may have missed while nobody led.
+            now = timefmt.now()
+            for seen in self.registry.nodes.values():
+                seen.last_seen = max(seen.last_seen, now - self.settings.not_ready_after_s / 2)
+        # The lease was just renewed for `leader_ttl_s`; counting a tick less keeps a slow renewal
+        # from overlapping with another replica's lead.
+        ttl = self.settings.leader_ttl_s
+        self.leading_until = time.monotonic() + ttl - min(self.settings.tick_s, ttl / 2)
+        for record in self.registry.expired(timefmt.now()):
+            log.info("machine %s is NotReady", record.facts.uuid)
+            self.registry.stored(record)
+            self.queue(record)
 
 
-async def main(stop: asyncio.Event) -> None:
-    settings = get_settings()
-    bus = await Bus.connect(settings.platform, "tingyu-nodes")
-    service = NodesService(bus, settings)
-    await service.start()
-    tasks = [
-        asyncio.create_task(service.reaper(stop)),
-        asyncio.create_task(service.writer(stop)),
-        asyncio.create_task(service.follow_storage(stop)),
-    ]
-    await stop.wait()
-    for task in tasks:
+async def until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run `work` until it ends (its error raised here) or `stop` is set (then it is cancelled)."""
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(service.watcher.stop(), 5.0)
-    await bus.close()
+        stopping.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def setup(service: Service) -> None:
+    """The bus, the fleet loaded and heartbeats followed; the writer, the storage follower and the
+    leader's reaper as the service's loops."""
+    settings = get_settings()
+    bus = await service.connect(settings.platform)
+    nodes = NodesService(bus, settings)
+    await nodes.start()
+    service.loop("writer", nodes.writer)
+    service.loop("follow-storage", nodes.follow_storage)
+    service.leader(nodes.lease, settings.tick_s, nodes.reap)
 
 
 def run() -> None:
-    run_service("nodes", main, get_settings().platform.log_level)
+    run_service("nodes", setup, get_settings().platform.log_level)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ class Seen:
     pending: Heartbeat | None = None  # facts not yet stored (the record did not exist)
 
 
-class Registry:
+class NodeRegistry:
     """In-memory view of the fleet and the rules that decide writes."""
 
     def __init__(self, not_ready_after_s: float, lease_s: float) -> None:

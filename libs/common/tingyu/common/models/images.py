@@ -58,8 +58,11 @@ class ImagerRequest(Message):
 
 
 class ImagerReply(Message):
-    """The imager's answer: `code` 200 or a TY code with its message."""
+    """What a delete removed: the image, its catalog versions and the registry manifests (by digest).
 
-    code: str = "200"
-    msg: str = "success"
-    data: dict[str, object] = Field(default_factory=dict)
+    A refused or failed delete is the responder's error reply instead (see `tingyu.common.bus.responders`).
+    """
+
+    image: str
+    versions: list[str] = Field(default_factory=list)
+    manifests: list[str] = Field(default_factory=list)

@@ -124,11 +124,8 @@ class MeteringSummary(Message):
 
 
 class MeteringReply(Message):
-    """Metering's answer; `code`/`msg` carry a TY error when `ok` is false."""
+    """Metering's answer to a `MeteringQuery` (a failed query is the responder's error reply)."""
 
-    ok: bool = True
-    code: str = ""
-    msg: str = ""
     columns: MeteringColumns = Field(default_factory=MeteringColumns)
     summary: MeteringSummary = Field(default_factory=MeteringSummary)
 

@@ -12,14 +12,13 @@ from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.api.uploads import store_upload
 from tingyu.common import jobs, subjects, timefmt
-from tingyu.common.bus import kv_values
+from tingyu.common.bus import kv_values, responders
 from tingyu.common.errors import (
     ImageNotFound,
     ImageVersionExists,
     ImageVersionNotFound,
     InvalidParameter,
     MissingParameter,
-    TingyuError,
     Unavailable,
 )
 from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImagerReply, ImagerRequest
@@ -134,20 +133,8 @@ async def _delete(bus: BusDep, timeout: float, name: str, tag: str) -> dict[str,
         raise ImageNotFound(f"镜像不存在! {name}")
     request = ImagerRequest(op="delete", name=name, version=tag)
     try:
-        reply = await bus.request(subjects.IMAGER_QUERY, request, ImagerReply, timeout=timeout)
+        # A refusal comes back raised as its TingyuError, for the error translator.
+        reply = await responders.call(bus, subjects.IMAGER_QUERY, request, ImagerReply, timeout=timeout)
     except nats.errors.NoRespondersError as exc:
         raise Unavailable(detail="no imager is running") from exc
-    if reply.code != "200":
-        raise error_of(reply)
-    return envelope.ok(reply.data)
-
-
-def error_of(reply: ImagerReply) -> TingyuError:
-    """The domain error a failed reply stands for (same TY code and message)."""
-    pending: list[type[TingyuError]] = [TingyuError]
-    while pending:
-        kind = pending.pop()
-        if kind.code == reply.code:
-            return kind(reply.msg, detail=str(reply.data.get("detail") or "") or None)
-        pending.extend(kind.__subclasses__())
-    return TingyuError(reply.msg)
+    return envelope.ok(reply.model_dump())

@@ -18,20 +18,16 @@ from tingyu.api import envelope
 from tingyu.api.config import ApiSettings
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, responders
 from tingyu.common.errors import (
-    InternalError,
     InvalidParameter,
     InvalidTimeRange,
     MissingParameter,
-    TingyuError,
     Unavailable,
 )
 from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope, MeteringSeries
 
 router = APIRouter(prefix="/info", tags=["metering"])
-
-REPLY_ERRORS: dict[str, type[TingyuError]] = {InvalidTimeRange.code: InvalidTimeRange}
 
 
 def _time(name: str, text: str, tz: str) -> float:
@@ -66,14 +62,12 @@ def _image_version(text: str) -> tuple[str, str]:
 
 async def _ask(bus: Bus, settings: ApiSettings, query: MeteringQuery) -> MeteringReply:
     try:
-        reply = await bus.request(
-            subjects.METERING_QUERY, query, MeteringReply, timeout=settings.bus_timeout_s
+        # A failed query comes back raised as its TingyuError, for the error translator.
+        return await responders.call(
+            bus, subjects.METERING_QUERY, query, MeteringReply, timeout=settings.bus_timeout_s
         )
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
         raise Unavailable("计量服务暂不可用,请稍后重试") from exc
-    if not reply.ok:
-        raise REPLY_ERRORS.get(reply.code, InternalError)(reply.msg or None)
-    return reply
 
 
 def _bandwidth(reply: MeteringReply, tz: str) -> JSONResponse:
