@@ -32,7 +32,7 @@ async def deletes(nats_url: str) -> AsyncIterator[tuple[Bus, str]]:
     try:
         yield bus, subject
     finally:
-        await sub.unsubscribe()
+        await sub.close()
         await registry.close()
         await bus.close()
 

@@ -44,7 +44,7 @@ async def metering(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, Cl
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ingest, 10)
-        await sub.unsubscribe()
+        await sub.close()
         await store.close()
         await bus.close()
 

@@ -23,8 +23,10 @@ async def setup(service: Service) -> None:
     bus = await service.connect(settings.platform)
     pusher = Pusher(bus, registry, settings)
     deleter = Deleter(bus, registry)
-    # Unsubscribed by the bus's drain at stop.
-    await serve(bus, subjects.IMAGER_QUERY, ImagerRequest, deleter.answer, queue=subjects.QUEUE_IMAGER)
+    queries = await serve(
+        bus, subjects.IMAGER_QUERY, ImagerRequest, deleter.answer, queue=subjects.QUEUE_IMAGER
+    )
+    service.stack.push_async_callback(queries.close)
 
     async def pushes(stop: asyncio.Event) -> None:
         await consume(

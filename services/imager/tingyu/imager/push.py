@@ -64,12 +64,13 @@ class Pusher:
                 await self.jobs.move(command.job_id, JobState.SUCCEEDED, "success", result=result)
         await self._forget_upload(command.upload)
 
-    async def on_dead(self, command: ImagePushCommand | None, reason: str) -> None:
+    async def on_dead(self, command: ImagePushCommand | None, reason: str, msg_id: str) -> None:
         """The consumer gave up on a push: its job fails with the reason, its upload goes."""
-        if command is None:
-            return
-        await self.jobs.fail(command.job_id, reason, result={"code": InternalError.code})
-        await self._forget_upload(command.upload)
+        job_id = command.job_id if command is not None else msg_id
+        if job_id:
+            await self.jobs.fail(job_id, reason, result={"code": InternalError.code})
+        if command is not None:
+            await self._forget_upload(command.upload)
 
     async def _push(self, command: ImagePushCommand) -> dict[str, Any]:
         if await catalog.has_version(self.bus, command.name, command.version):

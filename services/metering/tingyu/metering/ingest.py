@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.bus.consumers import dead_letter, fetch, subscribe
+from tingyu.common.bus.consumers import dead_letter, fetch, park_abandoned, subscribe
 from tingyu.common.models.metering import SampleBatch
 from tingyu.metering.config import MeteringSettings
 from tingyu.metering.samples import store_samples
@@ -69,6 +69,7 @@ class Ingest:
         """Pull, batch, store, ack; until `stop`, then store what is waiting."""
         size = self.settings.fetch_messages
         sub = await subscribe(self.bus, SPEC, size)
+        abandoned = await park_abandoned(self.bus, SPEC, None)  # batches no answer ever came for
         waiting = Batcher()
         try:
             while not stop.is_set():
@@ -83,8 +84,9 @@ class Ingest:
             if waiting.batches:
                 await self.flush(waiting)
         finally:
-            with contextlib.suppress(Exception):  # the connection may be gone already
-                await sub.unsubscribe()
+            for subscription in (sub, abandoned):
+                with contextlib.suppress(Exception):  # the connection may be gone already
+                    await subscription.unsubscribe()
 
     async def flush(self, waiting: Batcher) -> None:
         """Store the waiting samples, then ack every message; on failure retry or park each one."""

@@ -27,14 +27,14 @@ async def setup(service: Service) -> None:
     await store.apply_schema(settings.schema_file)
     await backfill_bandwidth(store)  # before consuming: an upgrade's one-time copy
     bus = await service.connect(settings.platform)
-    # Unsubscribed by the bus's drain at stop.
-    await serve(
+    queries = await serve(
         bus,
         subjects.METERING_QUERY,
         MeteringQuery,
         QueryResponder(store).answer,
         queue=subjects.QUEUE_METERING,
     )
+    service.stack.push_async_callback(queries.close)
     service.loop("ingest", Ingest(bus, store, settings).run)
     where = "ClickHouse server" if settings.clickhouse_url else f"chDB at {settings.chdb_path}"
     log.info("metering ready (%s)", where)
