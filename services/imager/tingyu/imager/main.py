@@ -25,6 +25,7 @@ async def serve(stop: asyncio.Event, settings: ImagerSettings | None = None) -> 
     registry = Registry(settings.platform, settings.registry_timeout_s)
     try:
         pusher = Pusher(bus, registry, settings)
+        pusher.clean_spool()
         deleter = Deleter(bus, registry)
         queries = await bus.nc.subscribe(
             subjects.IMAGER_QUERY, queue=subjects.QUEUE_IMAGER, cb=deleter.on_request
