@@ -29,11 +29,21 @@ class MeteringSettings(BaseSettings):
     batch_wait_s: float = 2.0  # ... or once the oldest waiting one is this old
     fetch_messages: int = 256  # JetStream messages per pull
     ack_wait_s: float = 120.0
+    # Deliveries of a sample batch before it is parked (written to `parked_dir`, taken off the stream).
+    max_deliver: int = 20
+    parked_dir: Path | None = None  # default: <state_dir>/metering/parked
+    # Samples older than this (the raw table's TTL) or further ahead than `sample_max_ahead_s` are dropped.
+    sample_max_age_s: float = 35 * 86400.0
+    sample_max_ahead_s: float = 86400.0
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property
     def chdb_path(self) -> Path:
         return self.chdb_dir or self.platform.state_dir / "chdb"
+
+    @property
+    def parked_path(self) -> Path:
+        return self.parked_dir or self.platform.state_dir / "metering" / "parked"
 
 
 @lru_cache
