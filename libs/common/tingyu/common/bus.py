@@ -283,7 +283,12 @@ async def kv_values(kv: KeyValue, model: type[M], pattern: str = ">") -> list[M]
                 if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
                     out.pop(key, None)
                 elif msg.data:
-                    out[key] = model.from_bytes(msg.data)
+                    try:
+                        out[key] = model.from_bytes(msg.data)
+                    except ValueError as exc:  # one corrupt record must not hide (or crash on) the rest
+                        log.warning(
+                            "%s: key %s does not parse as %s; skipped: %s", bucket, key, model.__name__, exc
+                        )
             last = msgs[-1].metadata
             if last.num_pending == 0 or (
                 last.sequence.stream >= state.last_seq and len(out) >= state.messages

@@ -36,7 +36,8 @@ def decode_heartbeat(data: bytes) -> Heartbeat | None:
                 sent_at=float(fields.get("sent_at", 0.0)),
                 simulated=bool(fields.get("simulated", False)),
             )
-        return Heartbeat.model_validate(fields)
+        hb = Heartbeat.model_validate(fields)
+        return hb if hb.facts is None or hb.facts.uuid == hb.uuid else None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -64,8 +65,12 @@ class NodesService:
 
     async def on_heartbeat(self, msg: Msg) -> None:
         hb = decode_heartbeat(msg.data)
-        if hb is None:
+        if hb is None or msg.subject != subjects.heartbeat(hb.uuid):
             log.warning("undecodable heartbeat on %s", msg.subject)
+            return
+        if self.registry.wants_facts(hb):
+            if msg.reply:  # the agent listens there and sends its facts at once
+                await self.bus.nc.publish(msg.reply, b"facts")
             return
         record = self.registry.beat(hb, timefmt.now())
         if record is not None and self.leader:
@@ -84,7 +89,12 @@ class NodesService:
                 continue
             # The leader wrote it itself (and knows it); followers learn it here.
             if entry is not None and entry.value and not self.leader:
-                self.registry.stored(NodeRecord.from_bytes(entry.value))
+                try:
+                    self.registry.stored(NodeRecord.from_bytes(entry.value))
+                except ValueError as exc:
+                    log.warning(
+                        "record %s in %s does not parse; skipped: %s", entry.key, subjects.NODES.name, exc
+                    )
 
     async def writer(self, stop: asyncio.Event) -> None:
         """Store pending records, many in flight at once (a fleet joining is 100,000 writes)."""
