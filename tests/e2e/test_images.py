@@ -225,20 +225,21 @@ async def test_truncated_and_foreign_files_are_refused(
     tar = saved_tar(docker_client, tars, unique("src"))
     truncated = tars / "truncated.tar"
     truncated.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
-    answer = await upload(api, truncated, name, "1")
-    job = await finished(api, answer["data"]["jobid"])
-    assert (job["state"], job["message"]) == (4, BAD_ARCHIVE), job
+    for raw in (False, True):  # multipart (length known) and a chunked body (length unknown)
+        refused = await upload(api, truncated, name, "1", raw=raw)
+        assert (refused["code"], refused["msg"], refused["tycode"]) == (500, BAD_ARCHIVE, "TY0023"), refused
 
     foreign = tars / "notes.txt"
     foreign.write_bytes(b"not a tar at all\n" * 100)
     refused = await upload(api, foreign, name, "2")
-    assert (refused["code"], refused["msg"]) == ("TY0023", BAD_ARCHIVE)
+    assert (refused["code"], refused["msg"], refused["tycode"]) == (500, BAD_ARCHIVE, "TY0023"), refused
 
     plain = tars / "plain.tar"
     with tarfile.open(plain, "w") as out:
         out.add(foreign, arcname="notes.txt")
-    job = await finished(api, (await upload(api, plain, name, "3"))["data"]["jobid"])
-    assert (job["state"], job["message"]) == (4, BAD_ARCHIVE), job
+    refused = await upload(api, plain, name, "3")  # a tar, but not a `docker save`: refused before any job
+    assert (refused["code"], refused["msg"], refused["tycode"]) == (500, BAD_ARCHIVE, "TY0023"), refused
+    assert "manifest.json" in refused["detail"]
     assert await search(api, name) == []
 
 

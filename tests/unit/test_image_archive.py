@@ -1,4 +1,7 @@
-"""The `docker save` reader on small archives made by factories (legacy layout and Docker 25+ OCI layout)."""
+"""The `docker save` reader on small archives made by factories (legacy layout and Docker 25+ OCI layout).
+
+The factories for hostile tars (sparse, links, devices) are used by tests/abuse as well.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from tingyu.common.errors import BadImageArchive
-from tingyu.imager.archive import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, open_archive
+from tingyu.common.imagetar import TarScanner, kept_reader, read_layout
+from tingyu.imager.archive import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, open_archive, read_member
+
+PIB = 1 << 50
 
 
 def sha(data: bytes) -> str:
@@ -28,13 +34,76 @@ def layer(text: str) -> bytes:
     return out.getvalue()
 
 
-def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+def write_tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """Files, then symlinks (`name -> target`, relative to the link's folder)."""
     with tarfile.open(path, "w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
     return path
+
+
+def sparse_header(name: str, stored: int, claimed: int) -> bytes:
+    """An old-GNU sparse header: `stored` bytes in the tar that expand to `claimed` bytes."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = tarfile.GNUTYPE_SPARSE, stored
+    block = bytearray(info.tobuf(tarfile.GNU_FORMAT)[-512:])
+    block[386:398] = b"%011o\0" % 0  # one data region at offset 0 ...
+    block[398:410] = b"%011o\0" % stored  # ... of `stored` bytes
+    block[483:495] = b"\x80" + claimed.to_bytes(11, "big")  # real size, base-256
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def hostile(path: Path, layer_member: bytes | None = None, links: dict[str, str] | None = None) -> Path:
+    """A legacy `docker save` layout whose one layer is `0/layer.tar`: the raw member given (a
+    header plus data) or the symlinks given; everything else is well formed."""
+    data = layer("x")
+    config = config_of([data])
+    config_name = f"{sha(config)[7:]}.json"
+    manifest = json.dumps([{"Config": config_name, "Layers": ["0/layer.tar"]}]).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, content in ((config_name, config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    body = out.getvalue().rstrip(b"\0")
+    body += b"\0" * (-len(body) % 512) + (layer_member or b"") + b"\0" * 1024
+    path.write_bytes(body)
+    return path
+
+
+def sparse_tar(path: Path) -> Path:
+    """2.5 KB on disk; its layer claims 1 PiB (a reader that expands sparse members hashes for days)."""
+    return hostile(path, sparse_header("0/layer.tar", 512, PIB) + b"\0" * 512)
+
+
+def device_tar(path: Path) -> Path:
+    info = tarfile.TarInfo("0/layer.tar")
+    info.type = tarfile.CHRTYPE
+    return hostile(path, info.tobuf(tarfile.USTAR_FORMAT))
+
+
+def oversized_tar(path: Path) -> Path:
+    """A plain member whose header claims 1 PiB (base-256 size) in a tar of a few KB."""
+    info = tarfile.TarInfo("0/layer.tar")
+    info.size = PIB
+    return hostile(path, info.tobuf(tarfile.GNU_FORMAT) + b"\0" * 512)
+
+
+def link_tar(path: Path, target: str, extra: dict[str, str] | None = None) -> Path:
+    return hostile(path, links={"0/layer.tar": target, **(extra or {})})
 
 
 def config_of(layers: list[bytes]) -> bytes:
@@ -131,3 +200,90 @@ def test_truncated_missing_and_foreign_archives_are_refused(tmp_path: Path) -> N
     for path in (truncated, plain, missing, garbage):
         with pytest.raises(BadImageArchive):
             open_archive(path)
+
+
+# --- hostile members ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (sparse_tar, "sparse"),
+        (oversized_tar, "more than the upload holds"),
+        (device_tar, "device"),
+        (lambda p: link_tar(p, "../1/layer.tar"), "dangling"),
+        (lambda p: link_tar(p, "../1/layer.tar", {"1/layer.tar": "../0/layer.tar"}), "loop"),
+        (lambda p: link_tar(p, "layer.tar"), "loop"),
+        (lambda p: link_tar(p, "../../etc/passwd"), "outside the archive"),
+        (lambda p: link_tar(p, "/etc/passwd"), "outside the archive"),
+    ],
+)
+def test_hostile_members_are_refused_by_both_readers(tmp_path: Path, make: object, reason: str) -> None:
+    path = make(tmp_path / "h.tar")  # type: ignore[operator]
+    assert path.stat().st_size <= 4096
+    with pytest.raises(BadImageArchive, match="上传失败") as caught:
+        open_archive(path)
+    assert reason in (caught.value.detail or ""), caught.value.detail
+    with pytest.raises(BadImageArchive) as streamed:
+        stream_check(path.read_bytes(), chunk=100)
+    assert reason in (streamed.value.detail or ""), streamed.value.detail
+
+
+def test_a_pax_size_cannot_claim_more_than_the_upload(tmp_path: Path) -> None:
+    path = tmp_path / "pax.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("big")
+        info.pax_headers = {"size": str(PIB)}
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(BadImageArchive, match="上传失败") as caught:
+        stream_check(path.read_bytes(), chunk=512)
+    assert "more than the upload holds" in (caught.value.detail or "")
+
+
+def test_a_legacy_layer_linked_to_another_layers_tar_is_followed(tmp_path: Path) -> None:
+    """`docker save` writes a repeated layer once and links the second `layer.tar` to the first."""
+    data = layer("shared")
+    config = config_of([data, data])
+    config_name = f"{sha(config)[7:]}.json"
+    names = ["a/layer.tar", "b/layer.tar"]
+    manifest = json.dumps([{"Config": config_name, "Layers": names}]).encode()
+    members = {"a/layer.tar": data, config_name: config, "manifest.json": manifest}
+    path = write_tar(tmp_path / "linked.tar", members, links={"b/layer.tar": "../a/layer.tar"})
+    archive = open_archive(path)
+    assert [b.digest for b in archive.layers] == [sha(data), sha(data)]
+    assert len(archive.blobs) == 2  # the shared layer is pushed once, then the config
+    assert b"".join(read_member(path, archive.layers[1])) == data
+    stream_check(path.read_bytes(), chunk=333)
+
+
+@pytest.mark.parametrize("chunk", [1, 511, 512, 4096])
+@pytest.mark.parametrize("kind", ["legacy", "oci"])
+def test_the_streaming_check_accepts_what_the_imager_accepts(tmp_path: Path, chunk: int, kind: str) -> None:
+    layers = [layer("base"), layer("app" * 300)]
+    path = legacy(tmp_path / "a.tar", layers) if kind == "legacy" else oci(tmp_path / "o.tar", layers)
+    assert stream_check(path.read_bytes(), chunk).layout == open_archive(path).layout
+
+
+def test_the_streaming_check_refuses_truncated_and_foreign_tars(tmp_path: Path) -> None:
+    whole = legacy(tmp_path / "a.tar", [layer("x" * 5000)]).read_bytes()
+    plain = write_tar(tmp_path / "p.tar", {"notes.txt": b"hi"}).read_bytes()
+    for body, reason in (
+        (whole[:3000], "more than the upload holds"),
+        (plain, "neither manifest.json"),
+        (b"not a tar at all\n" * 100, "not a tar header"),
+    ):
+        with pytest.raises(BadImageArchive) as caught:
+            stream_check(body, chunk=700)
+        assert reason in (caught.value.detail or ""), caught.value.detail
+    with pytest.raises(BadImageArchive, match="上传失败") as cut:  # a body of unknown length, cut short
+        stream_check(whole[:3000], chunk=700, bound=1 << 30)
+    assert "truncated" in (cut.value.detail or "")
+
+
+def stream_check(body: bytes, chunk: int, bound: int = 0) -> object:
+    """What the API does with an upload: feed the scanner as chunks arrive, then check the layout."""
+    scanner = TarScanner(bound or len(body), keep=True)
+    for start in range(0, len(body), chunk):
+        scanner.feed(body[start : start + chunk])
+    index = scanner.finish()
+    return read_layout(index, kept_reader(index))

@@ -8,7 +8,8 @@ from tingyu.agent.sampling import ContainerReading, Reading, split_image_ref, to
 from tingyu.api.config import ApiSettings
 from tingyu.api.routes.metering import _image_version, _range
 from tingyu.common.errors import InvalidParameter, InvalidTimeRange, MissingParameter
-from tingyu.common.models.metering import bucket_range, p95_index
+from tingyu.common.models.metering import RawSampleBatch, bucket_range, p95_index
+from tingyu.metering.samples import Window, accepted
 from tingyu.metering.store import split_statements
 
 
@@ -101,3 +102,34 @@ def test_schema_statements_split_without_comments() -> None:
         "CREATE X",
         "CREATE Y\n  (a)",
     ]
+
+
+def test_each_bad_sample_drops_alone() -> None:
+    now = 1_800_000_000.0
+    good = {"sample_id": "s", "node_uuid": "n1", "ts": now - 60, "interval_s": 30.0, "tx_bytes": 5}
+    bad = {
+        "nan time": {**good, "ts": float("nan")},
+        "infinite cpu": {**good, "cpu_cores": float("inf")},
+        "negative counter": {**good, "rx_bytes": -1},
+        "huge counter": {**good, "tx_bytes": 2**64},
+        "far future": {**good, "ts": now + 2 * 86400},
+        "older than the raw table": {**good, "ts": now - 40 * 86400},
+        "zero interval": {**good, "interval_s": 0},
+        "another machine": {**good, "node_uuid": "n2"},
+        "no id": {**good, "sample_id": ""},
+        "not an object": "x",
+        "time is text": {**good, "ts": "soon"},
+    }
+    samples = [{**good, "sample_id": "a"}, *bad.values(), {**good, "sample_id": "b"}]
+    batch = RawSampleBatch(batch_id="b1", node_uuid="n1", samples=samples)
+    kept, dropped = accepted(batch, Window(now, 35 * 86400, 86400))
+    assert [s.sample_id for s in kept] == ["a", "b"]
+    assert sum(dropped.values()) == len(bad), dropped
+    assert dropped["not a finite number"] == 2
+
+
+def test_a_nan_in_json_is_dropped_not_fatal() -> None:
+    sample = b'{"sample_id":"x","node_uuid":"n","ts":NaN,"interval_s":1}'
+    data = b'{"batch_id":"b","node_uuid":"n","samples":[' + sample + b"]}"
+    kept, dropped = accepted(RawSampleBatch.from_bytes(data), Window(1e9, 1e9, 1e9))
+    assert (kept, dict(dropped)) == ([], {"not a finite number": 1})

@@ -35,9 +35,16 @@ def test_lease_refresh_and_fact_change_are_written() -> None:
     assert update.createtime == 100.0
 
 
-def test_unknown_machine_without_facts_waits() -> None:
+def test_unknown_machine_without_facts_is_asked_and_not_remembered() -> None:
     registry = NodeRegistry(not_ready_after_s=40, lease_s=60)
-    assert registry.beat(heartbeat(facts(), with_facts=False), 1.0) is None
+    node = facts()
+    quiet = heartbeat(node, with_facts=False)
+    assert registry.wants_facts(quiet)
+    assert registry.beat(quiet, 1.0) is None
+    assert registry.nodes == {}
+    full = heartbeat(node)
+    assert registry.beat(full, 2.0) is not None
+    assert not registry.wants_facts(quiet)
 
 
 def test_silent_machine_turns_not_ready_and_back() -> None:

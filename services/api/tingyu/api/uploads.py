@@ -4,15 +4,20 @@ The body is read chunk by chunk from the ASGI stream (multipart field `file`, pa
 python-multipart's push parser, or a raw `application/x-tar` body). nats-py's `ObjectStore.put`
 reads from a blocking file-like object in a worker thread; `BodyReader` is that object, and
 each `readinto` waits for the next chunk from the event loop. At most one request chunk and
-one object chunk are in memory at a time.
+one object chunk are in memory at a time, plus the tar's small JSON documents.
+
+Every chunk also goes through the imager's own tar reader (`tingyu.common.imagetar`): a body
+that is not a tar, a member that claims more than the upload holds, a sparse member, a device,
+a link that dangles or leaves the archive, or a tar that is not a `docker save` layout is refused
+before the upload is accepted (digests are checked by the imager, which fails the job).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import tarfile
 from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.js import api as js_api
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -21,10 +26,18 @@ from starlette.requests import Request
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
+from tingyu.common.imagetar import TarScanner, kept_reader, read_layout
 
 CHUNK_BYTES = 512 * 1024  # object chunk; below NATS' default 1 MiB max payload
 RAW_TYPES = ("application/x-tar", "application/octet-stream", "application/tar")
-TAR_BLOCK = 512
+DRAIN_BYTES = (
+    64 * 1024 * 1024
+)  # read at most this much more of a refused body, so the client reads the answer
+
+
+def refusal(exc: BadImageArchive) -> dict[str, Any]:
+    """The contract's upload error `{"msg": "上传失败!…", "code": 500}`, our code and reason beside it."""
+    return {"msg": exc.msg, "code": 500, "tycode": exc.code, "detail": exc.detail or ""}
 
 
 async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int:
@@ -39,10 +52,16 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
         chunks = request.stream()
     else:
         raise InvalidRequest("请求格式错误: send the tar as multipart field `file` or as application/x-tar")
-    reader = BodyReader(chunks, asyncio.get_running_loop(), limit)
+    length = request.headers.get("content-length", "")
+    bound = min(limit, int(length)) if length.isdigit() else limit
+    reader = BodyReader(chunks, asyncio.get_running_loop(), limit, bound)
     store = await bus.objects(subjects.UPLOADS)
     meta = js_api.ObjectMeta(name=name, options=js_api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
-    info = await store.put(name, reader, meta=meta)  # type: ignore[arg-type]
+    try:
+        info = await store.put(name, reader, meta=meta)  # type: ignore[arg-type]
+    except BadImageArchive:
+        await reader.drain(DRAIN_BYTES)
+        raise
     return int(info.size or 0)
 
 
@@ -92,16 +111,18 @@ async def multipart_field(
 class BodyReader(io.RawIOBase):
     """A blocking reader over an async chunk stream, for code that reads in a worker thread.
 
-    It also refuses bodies over `limit` bytes and a first block that is not a tar header
-    (the cheap part of the archive check, answered before the upload goes any further).
+    It also refuses bodies over `limit` bytes, and feeds every chunk to a tar scanner bounded by
+    `bound` (the body's length when the client sent it): the archive check runs as bytes arrive.
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, limit: int, bound: int
+    ) -> None:
         self._chunks = chunks
         self._loop = loop
         self._limit = limit
         self._buffer = memoryview(b"")
-        self._head = b""
+        self._scanner = TarScanner(bound, keep=True)
         self.total = 0
 
     def readable(self) -> bool:
@@ -125,22 +146,24 @@ class BodyReader(io.RawIOBase):
             except StopAsyncIteration:
                 if self.total == 0:
                     raise MissingParameter("缺少必填参数: file (the upload is empty)") from None
-                if len(self._head) < TAR_BLOCK:
-                    self._check_head()
+                index = self._scanner.finish()
+                read_layout(index, kept_reader(index))
                 return b""
             if not data:
                 continue
             self.total += len(data)
             if self.total > self._limit:
                 raise PayloadTooLarge(f"文件过大: the upload is over {self._limit} bytes")
-            if len(self._head) < TAR_BLOCK:
-                self._head += data[: TAR_BLOCK - len(self._head)]
-                if len(self._head) == TAR_BLOCK:
-                    self._check_head()
+            self._scanner.feed(data)
             return data
 
-    def _check_head(self) -> None:
+    async def drain(self, most: int) -> None:
+        """Read (and drop) what is left of a refused body, up to `most` bytes."""
+        drained = 0
         try:
-            tarfile.TarInfo.frombuf(self._head, tarfile.ENCODING, "surrogateescape")
-        except tarfile.TarError as exc:
-            raise BadImageArchive(detail=f"the upload does not start with a tar header: {exc}") from exc
+            async for data in self._chunks:
+                drained += len(data)
+                if drained > most:
+                    return
+        except Exception:  # a broken body: nothing more to read
+            return

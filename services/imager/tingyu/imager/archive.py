@@ -1,42 +1,57 @@
-"""Reading a `docker save` tar: the legacy Docker archive and the OCI layout of Docker 25+.
+"""Checking a spooled `docker save` tar before anything is pushed (legacy archive or Docker 25+ OCI layout).
 
-`open_archive` checks everything before anything is pushed: the tar reads to its end, every
-blob the manifest names is present, and every blob hashes to its digest (legacy layers to the
-`diff_ids` of their config). Anything else is `BadImageArchive` with the contract message and
-a `detail` that says what was wrong.
+The tar's headers and layout are read by `tingyu.common.imagetar`, the same code the API runs
+while the upload streams in. Here the spooled file is scanned again (seeking past member data),
+then every blob the manifest names is hashed where its header says it is, and must match its
+digest (legacy layers the config's `diff_ids`). The upload's length bounds every member, so the
+work is bounded by the bytes that were uploaded. Anything wrong is `BadImageArchive`, the
+contract's message with a `detail` that says what.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from tingyu.common.errors import BadImageArchive
+from tingyu.common.imagetar import (
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Layout,
+    Member,
+    Part,
+    TarIndex,
+    TarScanner,
+    bad,
+    read_layout,
+)
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-# `docker save` keeps layers uncompressed; they are pushed as they are (no recompression).
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-INDEXES = (OCI_INDEX, DOCKER_LIST)
+__all__ = [
+    "DOCKER_MANIFEST",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Blob",
+    "ImageArchive",
+    "open_archive",
+    "read_member",
+]
+
 READ_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Blob:
-    """A config or layer blob: its digest, size and where it is in the tar."""
+    """A config or layer blob: its digest, size, and where its bytes are in the tar."""
 
     digest: str
     size: int
     media_type: str
-    member: str
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -67,177 +82,103 @@ class ImageArchive:
         return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
 
 
-def bad(detail: str) -> BadImageArchive:
-    return BadImageArchive(detail=detail)
+def open_archive(path: Path, deadline: float | None = None) -> ImageArchive:
+    """Scan, parse and verify the tar at `path` (blocking: run it in a thread).
 
-
-def open_archive(path: Path) -> ImageArchive:
-    """Parse and verify the tar at `path` (blocking: run it in a thread)."""
+    `deadline` (monotonic) bounds the hashing: past it, TimeoutError.
+    """
     try:
-        with tarfile.open(path, "r:") as tar:
-            return _Reader(path, tar).archive()
-    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
-        raise bad(f"not a readable tar: {exc}") from exc
+        with path.open("rb") as handle:
+            index = scan(handle, path.stat().st_size)
+            layout = read_layout(index, lambda member: _read(handle, member))
+            return _Verifier(path, handle, deadline).archive(layout)
+    except OSError as exc:
+        raise bad(f"the spooled tar cannot be read: {exc}") from exc
 
 
-def read_member(path: Path, member: str, chunk: int = READ_BYTES) -> Generator[bytes, None, None]:
-    """The bytes of one tar member, in chunks (blocking)."""
-    with tarfile.open(path, "r:") as tar:
-        handle = tar.extractfile(member)
-        if handle is None:
-            raise bad(f"{member} is not a file")
-        with handle:
-            while data := handle.read(chunk):
-                yield data
+def scan(handle: Any, size: int) -> TarIndex:
+    """Every member header of the tar in `handle`; member data is sought past, not read."""
+    scanner = TarScanner(size)
+    while not scanner.done:
+        if skip := scanner.skippable():
+            handle.seek(skip, 1)
+            scanner.skip(skip)
+            continue
+        data = handle.read(64 * 1024)
+        if not data:
+            break
+        scanner.feed(data)
+    return scanner.finish()
 
 
-class _Reader:
-    """One pass over the tar's index, then one hash per blob."""
+def read_member(path: Path, blob: Blob, chunk: int = READ_BYTES) -> Generator[bytes, None, None]:
+    """The bytes of one blob, in chunks (blocking)."""
+    with path.open("rb") as handle:
+        handle.seek(blob.offset)
+        left = blob.size
+        while left:
+            data = handle.read(min(chunk, left))
+            if not data:
+                raise bad(f"the tar ends inside blob {blob.digest}")
+            left -= len(data)
+            yield data
 
-    def __init__(self, path: Path, tar: tarfile.TarFile) -> None:
+
+def _read(handle: Any, member: Member) -> bytes:
+    handle.seek(member.offset)
+    data: bytes = handle.read(member.size)
+    return data
+
+
+class _Verifier:
+    """Hashes each member once, where its header says its bytes are."""
+
+    def __init__(self, path: Path, handle: Any, deadline: float | None) -> None:
         self.path = path
-        self.tar = tar
-        self.members = {_clean(m.name): m for m in tar.getmembers()}  # reads every header: finds truncation
-        self.hashed: dict[str, tuple[str, int]] = {}
+        self.handle = handle
+        self.deadline = deadline
+        self.hashed: dict[int, str] = {}
 
-    def archive(self) -> ImageArchive:
-        if "index.json" in self.members and "oci-layout" in self.members:
-            return self._oci()
-        if "manifest.json" in self.members:
-            return self._docker()
-        raise bad("neither manifest.json nor an OCI layout (index.json, oci-layout) is in the tar")
-
-    # --- files --------------------------------------------------------------------------------
-
-    def _open(self, name: str) -> IO[bytes]:
-        member = self.members.get(_clean(name))
-        if member is None:
-            raise bad(f"{name} is named by the manifest but missing from the tar")
-        handle = self.tar.extractfile(member)
-        if handle is None:
-            raise bad(f"{name} is not a regular file")
-        return handle
-
-    def _json(self, name: str, limit: int = 4 * 1024 * 1024) -> tuple[Any, bytes]:
-        with self._open(name) as handle:
-            raw = handle.read(limit + 1)
-        if len(raw) > limit:
-            raise bad(f"{name} is larger than {limit} bytes")
-        try:
-            return json.loads(raw), raw
-        except ValueError as exc:
-            raise bad(f"{name} is not JSON: {exc}") from exc
-
-    def _hash(self, name: str) -> tuple[str, int]:
-        """sha256 digest and size of a member (each member is read once)."""
-        key = _clean(name)
-        if key not in self.hashed:
-            digest = hashlib.sha256()
-            size = 0
-            with self._open(name) as handle:
-                while data := handle.read(READ_BYTES):
-                    digest.update(data)
-                    size += len(data)
-            self.hashed[key] = (f"sha256:{digest.hexdigest()}", size)
-        return self.hashed[key]
-
-    # --- legacy Docker archive ---------------------------------------------------------------
-
-    def _docker(self) -> ImageArchive:
-        entries, _ = self._json("manifest.json")
-        if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
-            raise bad("manifest.json does not list an image")
-        entry = entries[0]  # one image per upload: a multi-image tar pushes its first image
-        config_name, layer_names = entry.get("Config"), entry.get("Layers")
-        if not isinstance(config_name, str) or not isinstance(layer_names, list):
-            raise bad("manifest.json lacks Config or Layers")
-        config_digest, config_size = self._hash(config_name)
-        stem = Path(config_name).name.removesuffix(".json")
-        if len(stem) == 64 and f"sha256:{stem}" != config_digest:
-            raise bad(f"config {config_name} does not match its digest")
-        config, _ = self._json(config_name)
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_names):
-            raise bad("the config's rootfs.diff_ids do not match the manifest's layers")
-        layers = []
-        for name, diff_id in zip(layer_names, diff_ids, strict=True):
-            digest, size = self._hash(str(name))
-            if digest != diff_id:
-                raise bad(f"layer {name} has digest {digest}, the config says {diff_id}")
-            layers.append(Blob(digest, size, DOCKER_LAYER, _clean(str(name))))
-        config_blob = Blob(config_digest, config_size, DOCKER_CONFIG, _clean(config_name))
+    def archive(self, layout: Layout) -> ImageArchive:
+        for part in layout.checked:
+            self.blob(part)
+        config = self.blob(layout.config)
+        layers = tuple(self.blob(part) for part in layout.layers)
+        if layout.layout == "oci":
+            return ImageArchive(self.path, layout.manifest, layout.media_type, config, layers, "oci")
         manifest = {
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
-            "config": _descriptor(config_blob),
+            "config": _descriptor(config),
             "layers": [_descriptor(layer) for layer in layers],
         }
         body = json.dumps(manifest, separators=(",", ":")).encode()
-        return ImageArchive(self.path, body, DOCKER_MANIFEST, config_blob, tuple(layers), "docker")
+        return ImageArchive(self.path, body, DOCKER_MANIFEST, config, layers, "docker")
 
-    # --- OCI layout --------------------------------------------------------------------------
+    def blob(self, part: Part) -> Blob:
+        member = part.member
+        digest = self.hash(member)
+        if part.digest is not None and digest != part.digest:
+            raise bad(f"{member.name} has digest {digest}, the archive says {part.digest}")
+        if part.size is not None and part.size != member.size:
+            raise bad(f"{member.name} has {member.size} bytes, its descriptor says {part.size}")
+        return Blob(digest, member.size, part.media_type, member.offset)
 
-    def _oci(self) -> ImageArchive:
-        index, _ = self._json("index.json")
-        manifests = index.get("manifests") if isinstance(index, dict) else None
-        if not isinstance(manifests, list) or not manifests:
-            raise bad("index.json lists no manifest")
-        return self._manifest(self._pick(manifests), depth=0)
-
-    def _pick(self, descriptors: list[Any]) -> dict[str, Any]:
-        """The first descriptor whose blob is in the tar and that is not an attestation."""
-        for descriptor in descriptors:
-            if not isinstance(descriptor, dict):
-                continue
-            platform = descriptor.get("platform") or {}
-            if platform.get("os") == "unknown":
-                continue
-            if _blob_name(descriptor) in self.members:
-                return descriptor
-        raise bad("no manifest named by the index is in the tar")
-
-    def _checked(self, descriptor: dict[str, Any]) -> str:
-        """The member of a descriptor's blob after checking its digest and size."""
-        name = _blob_name(descriptor)
-        digest, size = self._hash(name)
-        if digest != descriptor.get("digest"):
-            raise bad(f"blob {name} has digest {digest}, its descriptor says {descriptor.get('digest')}")
-        if descriptor.get("size") not in (None, size):
-            raise bad(f"blob {name} has {size} bytes, its descriptor says {descriptor.get('size')}")
-        return name
-
-    def _manifest(self, descriptor: dict[str, Any], depth: int) -> ImageArchive:
-        name = self._checked(descriptor)
-        document, body = self._json(name)
-        if not isinstance(document, dict):
-            raise bad(f"manifest {name} is not an object")
-        media_type = document.get("mediaType") or descriptor.get("mediaType") or OCI_MANIFEST
-        if media_type in INDEXES or "manifests" in document:
-            if depth > 2:
-                raise bad("image indexes are nested too deeply")
-            return self._manifest(self._pick(document.get("manifests") or []), depth + 1)
-        config_d, layer_ds = document.get("config"), document.get("layers")
-        if not isinstance(config_d, dict) or not isinstance(layer_ds, list):
-            raise bad(f"manifest {name} lacks config or layers")
-        config = self._blob(config_d)
-        layers = tuple(self._blob(d) for d in layer_ds if isinstance(d, dict))
-        return ImageArchive(self.path, body, str(media_type), config, layers, "oci")
-
-    def _blob(self, descriptor: dict[str, Any]) -> Blob:
-        member = self._checked(descriptor)
-        digest, size = self._hash(member)
-        return Blob(digest, size, str(descriptor.get("mediaType", "")), member)
-
-
-def _clean(name: str) -> str:
-    return name.removeprefix("./").lstrip("/")
-
-
-def _blob_name(descriptor: dict[str, Any]) -> str:
-    algorithm, _, hexdigest = str(descriptor.get("digest", "")).partition(":")
-    if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
-        raise bad(f"unsupported digest {descriptor.get('digest')!r}")
-    return f"blobs/sha256/{hexdigest}"
+    def hash(self, member: Member) -> str:
+        if member.offset not in self.hashed:
+            digest = hashlib.sha256()
+            self.handle.seek(member.offset)
+            left = member.size
+            while left:
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    raise TimeoutError(f"hashing {member.name} ran past the push timeout")
+                data = self.handle.read(min(READ_BYTES, left))
+                if not data:
+                    raise bad(f"the tar ends inside {member.name} (truncated)")
+                digest.update(data)
+                left -= len(data)
+            self.hashed[member.offset] = f"sha256:{digest.hexdigest()}"
+        return self.hashed[member.offset]
 
 
 def _descriptor(blob: Blob) -> dict[str, Any]:

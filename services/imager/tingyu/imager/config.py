@@ -22,6 +22,8 @@ class ImagerSettings(BaseSettings):
     progress_every_s: float = 1.0  # how often a running job's progress is written
     registry_attempts: int = 5  # deliveries of a push before an unreachable registry fails the job
     registry_timeout_s: float = 120.0
+    # Longest one push may hold its slot (spool, check, push); then its job fails and the slot is free.
+    push_timeout_s: float = 3600.0
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

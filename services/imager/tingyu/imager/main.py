@@ -22,6 +22,7 @@ async def setup(service: Service) -> None:
     service.stack.push_async_callback(registry.close)
     bus = await service.connect(settings.platform)
     pusher = Pusher(bus, registry, settings)
+    pusher.clean_spool()
     deleter = Deleter(bus, registry)
     queries = await serve(
         bus, subjects.IMAGER_QUERY, ImagerRequest, deleter.answer, queue=subjects.QUEUE_IMAGER

@@ -48,18 +48,25 @@ class Pusher:
         if job is None or job.state.final:
             await self._forget_upload(command.upload)
             return
+        deadline = time.monotonic() + self.settings.push_timeout_s
         async with in_progress(msg):  # a long upload is not redelivered to another replica
             try:
-                result = await self._push(command)
+                result = await asyncio.wait_for(self._push(command, deadline), self.settings.push_timeout_s)
             except TingyuError as exc:
                 log.info("push %s:%s failed: %s (%s)", command.name, command.version, exc.msg, exc.detail)
                 failure = {"code": exc.code, **({"detail": exc.detail} if exc.detail else {})}
                 await self.jobs.fail(command.job_id, exc.msg, result=failure)
-            except (httpx.TransportError, js_errors.Error, TimeoutError) as exc:
-                if (msg.metadata.num_delivered or 1) < self.settings.registry_attempts:
-                    raise Retry(f"transient failure: {exc!r}", delay=2.0) from exc
-                reason = f"镜像仓库操作失败: {exc!r}"
-                await self.jobs.fail(command.job_id, reason, result={"code": RegistryError.code})
+            except TimeoutError as exc:
+                if time.monotonic() < deadline:  # a registry or NATS call timed out: transient
+                    await self._retry_or_fail(command, msg, exc)
+                else:
+                    await self._fail_timed_out(command)
+            except (httpx.TransportError, js_errors.Error) as exc:
+                await self._retry_or_fail(command, msg, exc)
+            except Exception as exc:  # a defect must not leave the job running forever
+                log.exception("push %s:%s failed unexpectedly", command.name, command.version)
+                failure = {"code": InternalError.code, "detail": repr(exc)}
+                await self.jobs.fail(command.job_id, InternalError.default_msg, result=failure)
             else:
                 await self.jobs.move(command.job_id, JobState.SUCCEEDED, "success", result=result)
         await self._forget_upload(command.upload)
@@ -72,7 +79,31 @@ class Pusher:
         if command is not None:
             await self._forget_upload(command.upload)
 
-    async def _push(self, command: ImagePushCommand) -> dict[str, Any]:
+    async def _retry_or_fail(self, command: ImagePushCommand, msg: Msg, exc: Exception) -> None:
+        if (msg.metadata.num_delivered or 1) < self.settings.registry_attempts:
+            raise Retry(f"transient failure: {exc!r}", delay=2.0) from exc
+        reason = f"镜像仓库操作失败: {exc!r}"
+        await self.jobs.fail(command.job_id, reason, result={"code": RegistryError.code})
+
+    async def _fail_timed_out(self, command: ImagePushCommand) -> None:
+        """One upload may not hold a push slot for longer than `push_timeout_s`; it is not retried."""
+        limit = self.settings.push_timeout_s
+        log.info("push %s:%s ran past %.0f s; failed", command.name, command.version, limit)
+        detail = f"the push took longer than TINGYU_IMAGER_PUSH_TIMEOUT_S ({limit:.0f} s)"
+        failure = {"code": RegistryError.code, "detail": detail}
+        await self.jobs.fail(command.job_id, RegistryError.default_msg, result=failure)
+
+    def clean_spool(self) -> None:
+        """Remove what a previous process left in the spool (a spool belongs to one imager process)."""
+        spool = self.settings.spool
+        if not spool.is_dir():
+            return
+        for path in spool.iterdir():
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                log.info("removed stale spool file %s", path.name)
+
+    async def _push(self, command: ImagePushCommand, deadline: float) -> dict[str, Any]:
         if await catalog.has_version(self.bus, command.name, command.version):
             raise ImageVersionExists(f"镜像版本已存在! {command.name}:{command.version}")
         spool = self.settings.spool
@@ -82,7 +113,7 @@ class Pusher:
             await self.progress(command, "receiving", 0, command.size)
             await self._download(command.upload, handle)
             await self.progress(command, "verifying", 0, command.size)
-            archive = await asyncio.to_thread(open_archive, path)
+            archive = await asyncio.to_thread(open_archive, path, deadline)
             return await self._send(command, archive)
 
     async def _download(self, upload: str, handle: Any) -> None:
@@ -137,7 +168,7 @@ class Pusher:
 
     async def _chunks(self, path: Path, blob: Blob, meter: _Meter) -> AsyncIterator[bytes]:
         """One blob from the spooled tar, read in a thread, counted as it goes out."""
-        reader = read_member(path, blob.member, self.settings.chunk_bytes)
+        reader = read_member(path, blob, self.settings.chunk_bytes)
         try:
             while data := await asyncio.to_thread(next, reader, b""):
                 yield data

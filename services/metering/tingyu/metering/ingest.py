@@ -1,10 +1,12 @@
 """Consuming `TY_SAMPLES` in batches bounded by size and age; acked only once stored.
 
-A batch that cannot be stored is nak'ed whole and comes back (with a growing delay): storing is
-idempotent (see `samples.py`), so a batch stored but not acked (crash, lost ack) is simply skipped
-next time. Deliveries are bounded (`subjects.METERING_SAMPLES.max_deliver`): on its last one a
-message is tried alone, so one bad message cannot sink the others it was fetched with, and if it
-still cannot be stored it is dead-lettered (`TY_DEAD`, replayable) instead of retried forever.
+Each sample is checked on its own (`samples.accepted`): a bad one (NaN, out of range, another
+machine's) is dropped and counted, and the rest of its batch is stored. A batch that cannot be
+stored is retried message by message, so one message that fails does not hold back the others;
+storing is idempotent (see `samples.py`), so a batch stored but not acked is skipped next time.
+Deliveries are bounded (`subjects.METERING_SAMPLES.max_deliver`): a message that still cannot be
+stored on its last one is dead-lettered (`TY_DEAD`, replayable with `tingyu dead replay`), never
+retried forever; one JetStream gave up on without an answer is parked from the advisory.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 
 from nats.aio.msg import Msg
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import dead_letter, fetch, park_abandoned, subscribe
-from tingyu.common.models.metering import SampleBatch
+from tingyu.common.models.metering import RawSampleBatch, Sample
 from tingyu.metering.config import MeteringSettings
-from tingyu.metering.samples import store_samples
+from tingyu.metering.samples import Window, accepted, store_samples
 from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -31,42 +34,48 @@ MAX_RETRY_DELAY_S = 60.0
 
 
 class Batcher:
-    """Messages waiting to be stored together."""
+    """Messages waiting to be stored together, each with its own good samples."""
 
     def __init__(self) -> None:
-        self.batches: list[tuple[Msg, SampleBatch]] = []
-        self.samples = 0
+        self.entries: list[tuple[Msg, list[Sample]]] = []
+        self.count = 0
         self.since = 0.0
 
-    def add(self, msg: Msg, batch: SampleBatch) -> None:
-        if not self.batches:
+    @property
+    def samples(self) -> list[Sample]:
+        return [sample for _, samples in self.entries for sample in samples]
+
+    def add(self, msg: Msg, samples: list[Sample]) -> None:
+        if not self.entries:
             self.since = time.monotonic()
-        self.batches.append((msg, batch))
-        self.samples += len(batch.samples)
+        self.entries.append((msg, samples))
+        self.count += len(samples)
 
     def due(self, settings: MeteringSettings) -> bool:
-        if not self.batches:
+        if not self.entries:
             return False
         old = time.monotonic() - self.since >= settings.batch_wait_s
-        return old or self.samples >= settings.batch_samples
+        return old or self.count >= settings.batch_samples
 
     def wait_s(self, settings: MeteringSettings) -> float:
         """How long the next fetch may block without making the waiting batch late."""
-        if not self.batches:
+        if not self.entries:
             return 1.0
         return max(settings.batch_wait_s - (time.monotonic() - self.since), 0.05)
 
 
 class Ingest:
-    """Pulls sample batches, stores them together, acks, retries or dead-letters them."""
+    """Pulls sample batches, checks each sample, stores them together, acks, retries or
+    dead-letters them; counts what it drops."""
 
     def __init__(self, bus: Bus, store: ClickHouse, settings: MeteringSettings) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
+        self.dropped: Counter[str] = Counter()  # samples dropped since start, by reason
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull, batch, store, ack; until `stop`, then store what is waiting."""
+        """Pull, check, batch, store, ack; until `stop`, then store what is waiting."""
         size = self.settings.fetch_messages
         sub = await subscribe(self.bus, SPEC, size)
         abandoned = await park_abandoned(self.bus, SPEC, None)  # batches no answer ever came for
@@ -74,52 +83,82 @@ class Ingest:
         try:
             while not stop.is_set():
                 for msg in await fetch(sub, size, SPEC.durable, timeout=waiting.wait_s(self.settings)):
-                    try:
-                        waiting.add(msg, SampleBatch.from_bytes(msg.data))
-                    except ValueError as exc:
-                        await self.dead(msg, f"undecodable sample batch: {exc}")
+                    samples = await self.check(msg)
+                    if samples is not None:
+                        waiting.add(msg, samples)
                 if waiting.due(self.settings):
                     await self.flush(waiting)
                     waiting = Batcher()
-            if waiting.batches:
+            if waiting.entries:
                 await self.flush(waiting)
         finally:
             for subscription in (sub, abandoned):
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     await subscription.unsubscribe()
 
-    async def flush(self, waiting: Batcher) -> None:
-        """Store the waiting samples, then ack every message; on failure retry or park each one."""
-        started = time.monotonic()
-        samples = [sample for _, batch in waiting.batches for sample in batch.samples]
+    async def check(self, msg: Msg) -> list[Sample] | None:
+        """The message's good samples; None (and the message ended) when it is no sample batch."""
         try:
-            stored = await store_samples(self.store, samples)
-        except Exception:
-            log.exception("samples: storing %d samples failed; they will be redelivered", len(samples))
-            for msg, batch in waiting.batches:
-                await self.failed(msg, batch)
+            batch = RawSampleBatch.from_bytes(msg.data)
+        except ValueError as exc:
+            self.dropped["undecodable batch"] += 1
+            await self.dead(msg, f"undecodable sample batch: {exc}")
+            return None
+        if msg.subject != subjects.samples(batch.node_uuid):
+            log.warning(
+                "samples: batch %s of %s arrived on %s; dropped", batch.batch_id, batch.node_uuid, msg.subject
+            )
+            self.dropped["wrong subject"] += len(batch.samples)
+            await msg.term()
+            return None
+        window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
+        good, dropped = accepted(batch, window)
+        if dropped:
+            self.dropped.update(dropped)
+            log.warning(
+                "samples: dropped %d of %d samples of batch %s from %s (%s); %d dropped since start",
+                sum(dropped.values()),
+                len(batch.samples),
+                batch.batch_id,
+                batch.node_uuid,
+                ", ".join(f"{reason}: {count}" for reason, count in sorted(dropped.items())),
+                sum(self.dropped.values()),
+            )
+        return good
+
+    async def flush(self, waiting: Batcher) -> None:
+        """Store the waiting samples and ack; on failure, store message by message."""
+        started = time.monotonic()
+        try:
+            stored = await store_samples(self.store, waiting.samples)
+        except Exception as exc:
+            log.warning(
+                "samples: storing %d samples failed (%r); storing message by message", waiting.count, exc
+            )
+            for msg, samples in waiting.entries:
+                await self.flush_one(msg, samples)
             return
-        for msg, _ in waiting.batches:
+        for msg, _ in waiting.entries:
             await msg.ack()
         log.debug(
             "samples: %d messages, %d samples, %d new, %.0f ms",
-            len(waiting.batches),
-            len(samples),
+            len(waiting.entries),
+            waiting.count,
             stored,
             (time.monotonic() - started) * 1000,
         )
 
-    async def failed(self, msg: Msg, batch: SampleBatch) -> None:
-        """A message of a batch that could not be stored: again later, or on its last delivery
-        alone, and dead-lettered if that fails too."""
-        deliveries = msg.metadata.num_delivered or 1
-        if deliveries < SPEC.max_deliver:
-            await msg.nak(delay=min(2.0 * 2 ** (deliveries - 1), MAX_RETRY_DELAY_S))
-            return
+    async def flush_one(self, msg: Msg, samples: list[Sample]) -> None:
+        """One message alone: stored and acked, again later, or dead-lettered on its last delivery."""
         try:
-            await store_samples(self.store, batch.samples)
+            await store_samples(self.store, samples)
         except Exception as exc:
-            await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
+            deliveries = msg.metadata.num_delivered or 1
+            if deliveries < SPEC.max_deliver:
+                log.warning("samples: message %s failed (delivery %d): %r", msg.subject, deliveries, exc)
+                await msg.nak(delay=min(2.0 * 2 ** (deliveries - 1), MAX_RETRY_DELAY_S))
+            else:
+                await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
             return
         await msg.ack()
 

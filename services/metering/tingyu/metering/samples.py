@@ -1,14 +1,72 @@
-"""Storing samples exactly once: drop ids already stored, then insert with a deduplication token."""
+"""Checking samples one by one, then storing them exactly once: drop ids already stored, then
+insert with a deduplication token."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from tingyu.common.models.metering import Sample
+from pydantic import ValidationError
+
+from tingyu.common.models.metering import RawSampleBatch, Sample
 from tingyu.metering.store import ClickHouse
+
+MAX_COUNTER = 2**63 - 1  # bytes columns are UInt64; JSON integers past this do not fit safely
+MAX_INTERVAL_S = 3600.0
+MAX_CPU_CORES = 4096.0
+MAX_MEMORY_MIB = float(2**30)  # 1 PiB
+MAX_TEXT = 256
+
+
+@dataclass(frozen=True)
+class Window:
+    """The sample times metering accepts: not older than the raw table keeps, not far in the future."""
+
+    now: float
+    max_age_s: float
+    max_ahead_s: float
+
+
+def accepted(batch: RawSampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
+    """The batch's good samples, and how many were dropped for each reason."""
+    good: list[Sample] = []
+    dropped: Counter[str] = Counter()
+    for raw in batch.samples:
+        try:
+            sample = Sample.model_validate(raw)
+        except ValidationError:
+            dropped["malformed"] += 1
+            continue
+        reason = problem(sample, batch.node_uuid, window)
+        if reason:
+            dropped[reason] += 1
+        else:
+            good.append(sample)
+    return good, dropped
+
+
+def problem(sample: Sample, node_uuid: str, window: Window) -> str:
+    """Why a sample cannot be stored ("" when it can): one bad sample must never stop billing."""
+    floats = (sample.ts, sample.interval_s, sample.cpu_cores, sample.memory_mib)
+    texts = (sample.sample_id, sample.node_uuid, sample.deploymentname, sample.image, sample.version)
+    checks = (
+        (all(math.isfinite(x) for x in floats), "not a finite number"),
+        (sample.node_uuid == node_uuid, "another machine's sample"),
+        (bool(sample.sample_id) and all(len(t) <= MAX_TEXT for t in texts), "bad id or name"),
+        (window.now - window.max_age_s <= sample.ts <= window.now + window.max_ahead_s, "time out of range"),
+        (0 < sample.interval_s <= MAX_INTERVAL_S, "interval out of range"),
+        (0 <= sample.tx_bytes <= MAX_COUNTER and 0 <= sample.rx_bytes <= MAX_COUNTER, "counter out of range"),
+        (
+            0 <= sample.cpu_cores <= MAX_CPU_CORES and 0 <= sample.memory_mib <= MAX_MEMORY_MIB,
+            "usage out of range",
+        ),
+    )
+    return next((reason for ok, reason in checks if not ok), "")
+
 
 # The raw table's columns are the sample's own fields, by the same names (deploy/clickhouse/schema.sql).
 COLUMNS = tuple(Sample.model_fields)

@@ -38,7 +38,8 @@ def decode_heartbeat(data: bytes) -> Heartbeat | None:
                 sent_at=float(fields.get("sent_at", 0.0)),
                 simulated=bool(fields.get("simulated", False)),
             )
-        return Heartbeat.model_validate(fields)
+        hb = Heartbeat.model_validate(fields)
+        return hb if hb.facts is None or hb.facts.uuid == hb.uuid else None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -70,8 +71,12 @@ class NodesService:
 
     async def on_heartbeat(self, msg: Msg) -> None:
         hb = decode_heartbeat(msg.data)
-        if hb is None:
+        if hb is None or msg.subject != subjects.heartbeat(hb.uuid):
             log.warning("undecodable heartbeat on %s", msg.subject)
+            return
+        if self.registry.wants_facts(hb):
+            if msg.reply:  # the agent listens there and sends its facts at once
+                await self.bus.nc.publish(msg.reply, b"facts")
             return
         record = self.registry.beat(hb, timefmt.now())
         if record is not None and self.leader:

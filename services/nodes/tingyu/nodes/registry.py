@@ -1,8 +1,10 @@
 """The node registry's logic, independent of NATS: what a heartbeat or the clock changes.
 
-Every replica tracks every heartbeat in memory (core NATS fan-out), so a new leader
-knows the fleet at once; only the leader writes, and only when something changed:
-new facts, a status flip, or a heartbeat time older than the lease.
+Every replica tracks every registered machine's heartbeat in memory (core NATS fan-out), so a
+new leader knows the fleet at once; only the leader writes, and only when something changed:
+new facts, a status flip, or a heartbeat time older than the lease. A beat without facts from a
+machine the registry does not know leaves no trace here: the service asks that machine for its
+facts instead (`wants_facts`), so memory holds registered machines only.
 """
 
 from __future__ import annotations
@@ -34,10 +36,16 @@ class NodeRegistry:
         for record in records:
             self.nodes[record.facts.uuid] = Seen(last_seen=max(record.heartbeattime, now), stored=record)
 
+    def wants_facts(self, hb: Heartbeat) -> bool:
+        """A beat without facts from a machine not registered: only its facts can register it."""
+        return hb.facts is None and hb.uuid not in self.nodes
+
     def beat(self, hb: Heartbeat, now: float) -> NodeRecord | None:
         """Record a heartbeat; return the record to store when storage must change, else None."""
         seen = self.nodes.get(hb.uuid)
         if seen is None:
+            if hb.facts is None:
+                return None  # unknown machine: nothing is kept until its facts arrive
             seen = self.nodes[hb.uuid] = Seen(last_seen=now)
         seen.last_seen = now
         stored = seen.stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -39,6 +40,14 @@ class SampleBatch(Message):
     batch_id: str
     node_uuid: str
     samples: list[Sample] = Field(default_factory=list)
+
+
+class RawSampleBatch(Message):
+    """A batch as metering reads it: each sample is checked on its own, so a bad one drops alone."""
+
+    batch_id: str
+    node_uuid: str
+    samples: list[Any] = Field(default_factory=list)
 
 
 class MeteringScope(StrEnum):

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 
 from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.api.uploads import store_upload
+from tingyu.api.uploads import refusal, store_upload
 from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import kv_values, responders
 from tingyu.common.errors import (
+    BadImageArchive,
     ImageNotFound,
     ImageVersionExists,
     ImageVersionNotFound,
@@ -67,7 +68,10 @@ async def upload_image(
     image_url: str = Query(""),
     detail: str = Query(""),
 ) -> dict[str, Any]:
-    """Upload a `docker save` tar (multipart field `file` or an application/x-tar body); answers a jobid."""
+    """Upload a `docker save` tar (multipart field `file` or an application/x-tar body); answers a jobid.
+
+    A body that is not a `docker save` tar answers the contract's `{"msg": "上传失败!…", "code": 500}`.
+    """
     name, tag = _required(image_name, "image_name"), _required(version, "version")
     if not is_image_name(name):
         raise InvalidParameter(f"参数值不合法: image_name '{name}' is not a valid repository name")
@@ -77,7 +81,10 @@ async def upload_image(
     if record is not None and tag in record.versions:
         raise ImageVersionExists(f"镜像版本已存在! {name}:{tag}")
     job_id = jobs.job_id()
-    size = await store_upload(bus, request, job_id, settings.max_upload_bytes)
+    try:
+        size = await store_upload(bus, request, job_id, settings.max_upload_bytes)
+    except BadImageArchive as exc:
+        return refusal(exc)
     command = ImagePushCommand(
         job_id=job_id,
         name=name,
