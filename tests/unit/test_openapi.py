@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 
 from tests import factories
+from tingyu.api import texts
 from tingyu.api.config import ApiSettings
 from tingyu.api.envelope import ok, ok_info
 from tingyu.api.main import create_app
@@ -21,6 +22,7 @@ from tingyu.api.schemas.metering import BandwidthAnswer, ResourceAnswer, bandwid
 from tingyu.api.schemas.rollouts import RolloutAccepted
 from tingyu.api.schemas.tasks import TaskState
 from tingyu.api.services import containers, tasks
+from tingyu.common.errors import TingyuError
 from tingyu.common.models.containers import DesiredContainer, NodeObserved, ObservedContainer, PodPhase
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.models.metering import MeteringColumns, MeteringReply, MeteringSummary
@@ -272,3 +274,27 @@ def test_metering_fast_answers_are_what_openapi_declares(render: Any, model: Any
     assert declared.model_dump() == body  # same keys, same order, same values
     assert list(body) == ["msg", "code", "info", "summary"]
     assert body["info"][0]["time"] == "2020-09-13 20:30:00"
+
+
+@pytest.mark.parametrize(
+    ("error", "msg", "detail"),
+    [
+        (texts.missing("name"), "缺少必填参数: name", None),
+        (texts.too_many(1000, "job ids"), "参数值不合法: at most 1000 job ids per request", None),
+        (
+            texts.bad_time("startDate 2 is after endDate 1"),
+            "时间范围错误: startDate 2 is after endDate 1",
+            None,
+        ),
+        (texts.version_exists("pcdn", "v1"), "镜像版本已存在! pcdn:v1", None),
+        (texts.deployment_gone("web1"), "容器不存在: web1", 'deployments.apps "web1" not found'),
+        (
+            texts.file_node_not_ready("web1", "u"),
+            "文件获取失败: 容器 web1 所在机器未就绪",
+            "Node is not ready: u",
+        ),
+        (texts.file_not_finished("j", 1), "文件尚未就绪: j", "job j has not finished (state 1)"),
+    ],
+)
+def test_refusal_texts_keep_their_words(error: TingyuError, msg: str, detail: str | None) -> None:
+    assert (error.msg, error.detail) == (msg, detail)

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from tingyu.common.errors import InvalidParameter, InvalidTimeRange, MissingParameter, TingyuError
+from tingyu.common.errors import (
+    DeploymentNotFound,
+    FileFetchError,
+    FileNotReady,
+    ImageNotFound,
+    ImageVersionExists,
+    ImageVersionNotFound,
+    InvalidParameter,
+    InvalidTimeRange,
+    JobNotFound,
+    MissingParameter,
+    TingyuError,
+    Unavailable,
+)
 
 E = TypeVar("E", bound=TingyuError)
 
@@ -63,3 +76,45 @@ def cannot_move(name: str, node_uuid: str) -> str:
 
 def job_not_found(job_id: str) -> str:
     return f"job {job_id} not found"
+
+
+# --- refusals of one kind of request -----------------------------------------------------------------
+
+
+def version_exists(name: str, tag: str) -> ImageVersionExists:
+    return ImageVersionExists(f"{ImageVersionExists.default_msg} {name}:{tag}")
+
+
+def version_not_found(name: str, tag: str) -> ImageVersionNotFound:
+    return ImageVersionNotFound(f"{ImageVersionNotFound.default_msg} {name}:{tag}")
+
+
+def image_not_found(name: str) -> ImageNotFound:
+    return ImageNotFound(f"{ImageNotFound.default_msg} {name}")
+
+
+def metering_unavailable() -> Unavailable:
+    return Unavailable("计量服务暂不可用,请稍后重试")
+
+
+def deployment_gone(name: str) -> DeploymentNotFound:
+    """The file interfaces' refusal of an unknown deployment."""
+    return DeploymentNotFound(f"容器不存在: {name}", detail=not_found(name))
+
+
+def file_node_not_ready(name: str, node_uuid: str) -> FileFetchError:
+    return refusal(FileFetchError, f"容器 {name} 所在机器未就绪", detail=f"Node is not ready: {node_uuid}")
+
+
+def file_job_unknown(job_id: str) -> JobNotFound:
+    return JobNotFound(f"任务不存在: {job_id}", detail=f"no file job {job_id} (unknown or expired)")
+
+
+def file_not_finished(job_id: str, state: int) -> FileNotReady:
+    return refusal(FileNotReady, job_id, detail=f"job {job_id} has not finished (state {state})")
+
+
+def file_expired(job_id: str, hours: float) -> FileNotReady:
+    return FileNotReady(
+        "文件已过期,请重新下载", detail=f"the file of job {job_id} has expired (files are kept {hours:g}h)"
+    )

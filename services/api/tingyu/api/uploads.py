@@ -18,9 +18,10 @@ from nats.js import api as js_api
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from tingyu.api import texts
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
+from tingyu.common.errors import BadImageArchive, InvalidRequest, PayloadTooLarge
 
 CHUNK_BYTES = 512 * 1024  # object chunk; below NATS' default 1 MiB max payload
 RAW_TYPES = ("application/x-tar", "application/octet-stream", "application/tar")
@@ -33,12 +34,12 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
     if content_type == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
-            raise InvalidRequest("请求格式错误: multipart body without a boundary")
+            raise texts.refusal(InvalidRequest, "multipart body without a boundary")
         chunks = multipart_field(request.stream(), boundary, b"file")
     elif content_type.decode(errors="replace") in RAW_TYPES:
         chunks = request.stream()
     else:
-        raise InvalidRequest("请求格式错误: send the tar as multipart field `file` or as application/x-tar")
+        raise texts.refusal(InvalidRequest, "send the tar as multipart field `file` or as application/x-tar")
     reader = BodyReader(chunks, asyncio.get_running_loop(), limit)
     store = await bus.objects(subjects.UPLOADS)
     meta = js_api.ObjectMeta(name=name, options=js_api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
@@ -86,7 +87,7 @@ async def multipart_field(
     while pending:
         yield pending.pop(0)
     if not state["found"]:
-        raise MissingParameter("缺少必填参数: file")
+        raise texts.missing("file")
 
 
 class BodyReader(io.RawIOBase):
@@ -124,7 +125,7 @@ class BodyReader(io.RawIOBase):
                 data = await anext(self._chunks)
             except StopAsyncIteration:
                 if self.total == 0:
-                    raise MissingParameter("缺少必填参数: file (the upload is empty)") from None
+                    raise texts.missing("file (the upload is empty)") from None
                 if len(self._head) < TAR_BLOCK:
                     self._check_head()
                 return b""
@@ -132,7 +133,7 @@ class BodyReader(io.RawIOBase):
                 continue
             self.total += len(data)
             if self.total > self._limit:
-                raise PayloadTooLarge(f"文件过大: the upload is over {self._limit} bytes")
+                raise texts.refusal(PayloadTooLarge, f"the upload is over {self._limit} bytes")
             if len(self._head) < TAR_BLOCK:
                 self._head += data[: TAR_BLOCK - len(self._head)]
                 if len(self._head) == TAR_BLOCK:

@@ -13,18 +13,14 @@ from collections.abc import AsyncIterator
 from nats.js import errors as js_errors
 from nats.js.api import ObjectInfo
 
-from tingyu.api import reads
+from tingyu.api import reads, texts
 from tingyu.api.config import ApiSettings
 from tingyu.api.params import FileTarget
 from tingyu.api.schemas.files import FileJob, FileState
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, object_chunks
 from tingyu.common.errors import (
-    DeploymentNotFound,
     FileFetchError,
-    FileNotReady,
-    JobNotFound,
-    MissingParameter,
     PayloadTooLarge,
     TingyuError,
 )
@@ -43,13 +39,10 @@ async def node_of(bus: Bus, name: str) -> str:
     owner = await reads.claim(bus, name)
     desired = (await reads.desired(bus, owner.node_uuid)).containers.get(name) if owner else None
     if owner is None or desired is None or desired.state == DesiredState.ABSENT:
-        raise DeploymentNotFound(f"容器不存在: {name}", detail=f'deployments.apps "{name}" not found')
+        raise texts.deployment_gone(name)
     node = await reads.find_node(bus, owner.node_uuid)
     if node is None or node.status != NodeStatus.READY:
-        raise FileFetchError(
-            f"{FileFetchError.default_msg}: 容器 {name} 所在机器未就绪",
-            detail=f"Node is not ready: {owner.node_uuid}",
-        )
+        raise texts.file_node_not_ready(name, owner.node_uuid)
     return owner.node_uuid
 
 
@@ -71,13 +64,13 @@ async def fetch(bus: Bus, target: FileTarget) -> FileJob:
 async def file_job(bus: Bus, job_id: str) -> Job:
     """The file job `job_id`; a failed one raises the error it failed with."""
     if not job_id:
-        raise MissingParameter(f"{MissingParameter.default_msg}: jobId", detail="jobId is required")
+        raise texts.missing("jobId", detail="jobId is required")
     job = await reads.job(bus, job_id) if _JOB_ID.match(job_id) else None
     if job is None or job.kind != JobKind.FILE:
-        raise JobNotFound(f"任务不存在: {job_id}", detail=f"no file job {job_id} (unknown or expired)")
+        raise texts.file_job_unknown(job_id)
     if job.state == JobState.FAILED:
         failure = _FAILURES.get(str(job.result.get("code", "")), FileFetchError)
-        raise failure(f"{failure.default_msg}: {job.message}", detail=job.message)
+        raise texts.refusal(failure, job.message, detail=job.message)
     return job
 
 
@@ -87,11 +80,7 @@ async def stored(bus: Bus, job: Job) -> ObjectInfo:
     try:
         return await store.get_info(str(job.result.get("object") or job.job_id))
     except js_errors.NotFoundError:
-        hours = subjects.FILES.ttl_s / 3600
-        raise FileNotReady(
-            "文件已过期,请重新下载",
-            detail=f"the file of job {job.job_id} has expired (files are kept {hours:g}h)",
-        ) from None
+        raise texts.file_expired(job.job_id, subjects.FILES.ttl_s / 3600) from None
 
 
 async def state(bus: Bus, settings: ApiSettings, job_id: str) -> FileState:
@@ -124,8 +113,5 @@ class Download:
 async def download(bus: Bus, job_id: str) -> Download:
     job = await file_job(bus, job_id)
     if job.state != JobState.SUCCEEDED:
-        raise FileNotReady(
-            f"{FileNotReady.default_msg}: {job_id}",
-            detail=f"job {job_id} has not finished (state {int(job.state)})",
-        )
+        raise texts.file_not_finished(job_id, int(job.state))
     return Download(bus, job, await stored(bus, job))

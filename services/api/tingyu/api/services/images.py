@@ -6,28 +6,16 @@ from __future__ import annotations
 import nats.errors
 from starlette.requests import Request
 
-from tingyu.api import params, reads
+from tingyu.api import params, reads, texts
 from tingyu.api.config import ApiSettings
 from tingyu.api.schemas.images import ImageDeleted, ImageUploaded, ImageView, VersionView
 from tingyu.api.uploads import store_upload
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, responders
-from tingyu.common.errors import ImageNotFound, ImageVersionExists, ImageVersionNotFound, Unavailable
+from tingyu.common.errors import Unavailable
 from tingyu.common.jobs import JobStore, job_id
 from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImagerReply, ImagerRequest
 from tingyu.common.names import is_image_name, is_image_tag
-
-
-def version_exists(name: str, tag: str) -> ImageVersionExists:
-    return ImageVersionExists(f"{ImageVersionExists.default_msg} {name}:{tag}")
-
-
-def version_not_found(name: str, tag: str) -> ImageVersionNotFound:
-    return ImageVersionNotFound(f"{ImageVersionNotFound.default_msg} {name}:{tag}")
-
-
-def image_not_found(name: str) -> ImageNotFound:
-    return ImageNotFound(f"{ImageNotFound.default_msg} {name}")
 
 
 def image_view(record: ImageRecord, timezone: str) -> ImageView:
@@ -58,7 +46,7 @@ async def upload(
     name, tag = target
     record = await reads.image(bus, name)
     if record is not None and tag in record.versions:
-        raise version_exists(name, tag)
+        raise texts.version_exists(name, tag)
     upload_id = job_id()
     size = await store_upload(bus, request, upload_id, settings.max_upload_bytes)
     command = ImagePushCommand(
@@ -85,7 +73,7 @@ async def delete_version(bus: Bus, settings: ApiSettings, image: str, version: s
     """Delete one version from the registry and the catalog; refused while containers use it."""
     name, tag = params.required(image, "image"), params.required(version, "imageVersion")
     if not is_image_tag(tag):
-        raise version_not_found(name, tag)
+        raise texts.version_not_found(name, tag)
     return await _delete(bus, settings, name, tag)
 
 
@@ -96,7 +84,7 @@ async def delete_image(bus: Bus, settings: ApiSettings, image: str) -> ImageDele
 
 async def _delete(bus: Bus, settings: ApiSettings, name: str, tag: str) -> ImageDeleted:
     if not is_image_name(name):
-        raise image_not_found(name)
+        raise texts.image_not_found(name)
     request = ImagerRequest(op="delete", name=name, version=tag)
     try:
         reply = await responders.call(

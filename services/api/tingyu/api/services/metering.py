@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import nats.errors
 
+from tingyu.api import texts
 from tingyu.api.config import ApiSettings
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, responders
-from tingyu.common.errors import Unavailable
 from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope, MeteringSeries
-
-
-def unavailable() -> Unavailable:
-    return Unavailable("计量服务暂不可用,请稍后重试")
 
 
 async def points(
@@ -33,4 +29,4 @@ async def points(
             bus, subjects.METERING_QUERY, query, MeteringReply, settings.bus_timeout_s
         )
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-        raise unavailable() from exc
+        raise texts.metering_unavailable() from exc
