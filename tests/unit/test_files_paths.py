@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tingyu.api.routes.files import _check_path, _disposition
+from tingyu.api.params import check_path as _check_path
+from tingyu.api.routes.files import disposition as _disposition
 from tingyu.common.errors import InvalidParameter, MissingParameter
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from tingyu.agent.sampling import ContainerReading, Reading, split_image_ref, to_samples
 from tingyu.api.config import ApiSettings
-from tingyu.api.routes.metering import _image_version, _range
+from tingyu.api.params import split_image_version as _image_version
+from tingyu.api.params import time_range as _range
 from tingyu.common.errors import InvalidParameter, InvalidTimeRange, MissingParameter
 from tingyu.common.models.metering import RawSampleBatch, bucket_range, p95_index
 from tingyu.metering.samples import Window, accepted

@@ -4,35 +4,90 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tingyu.common.errors import InternalError, InvalidRequest, MissingParameter, TingyuError, Unavailable
+from tingyu.common.errors import (
+    BadImageArchive,
+    InternalError,
+    InvalidRequest,
+    MissingParameter,
+    TingyuError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-def ok(data: Any = None, msg: str = "success") -> dict[str, Any]:
-    """Success with `data` (container, node and image interfaces)."""
-    return {"msg": msg, "code": 200, "data": data}
-
-
-def ok_info(info: Any, msg: str = "success") -> dict[str, Any]:
-    """Success with `info` (task and metering interfaces)."""
-    return {"msg": msg, "code": 200, "info": info}
+# The type of a key that an answer leaves out rather than sets to null (`str | Absent = None`):
+# `EnvelopeRoute` drops keys a view did not set, and OpenAPI shows the key as optional, never null.
+Absent = SkipJsonSchema[None]
 
 
-def item(name: str, message: str = "success", code: int = 200, **extra: Any) -> dict[str, Any]:
-    """One per-item result in `data`: code, deploymentname, message (and jobid once accepted)."""
-    return {"code": code, "deploymentname": name, "message": message, **extra}
+class Envelope(BaseModel, Generic[T]):
+    """A success answer with `data` (container, node, image and file interfaces)."""
+
+    msg: str = Field(description="success, or what went wrong with part of the request")
+    code: int = Field(description="200")
+    data: T
+
+
+class InfoEnvelope(BaseModel, Generic[T]):
+    """A success answer with `info` (task and metering interfaces)."""
+
+    msg: str = Field(description="success")
+    code: int = Field(description="200")
+    info: T
+
+
+class ErrorBody(BaseModel):
+    """Every refused request: the TY code and a message a person understands (`detail` when there is more)."""
+
+    msg: str
+    code: str = Field(description="TYxxxx (docs/api.md lists them)")
+    detail: str | None = None
+
+
+class ContractErrorBody(BaseModel):
+    """A refused file request, in the contract's own shape, with our TY code beside it."""
+
+    msg: str
+    code: int = Field(description="500")
+    error: str
+    tycode: str
+
+
+def ok(data: T, msg: str = "success") -> Envelope[T]:
+    """Success with `data`."""
+    return Envelope(msg=msg, code=200, data=data)
+
+
+def ok_info(info: T, msg: str = "success") -> InfoEnvelope[T]:
+    """Success with `info`."""
+    return InfoEnvelope(msg=msg, code=200, info=info)
+
+
+class EnvelopeRoute(APIRoute):
+    """Every JSON route: a key a view leaves unset is absent from the answer (not `null`), as the
+    contract's answers show; a key set to None answers `null`."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        kwargs["response_model_exclude_unset"] = True
+        super().__init__(path, endpoint, **kwargs)
 
 
 def error_body(exc: TingyuError) -> dict[str, Any]:
+    if isinstance(exc, BadImageArchive):
+        # The contract's upload error `{"msg": "上传失败!…", "code": 500}`, our code and reason beside it.
+        return {"msg": exc.msg, "code": 500, "tycode": exc.code, "detail": exc.detail or ""}
     body: dict[str, Any] = {"msg": exc.msg, "code": exc.code}
     if exc.detail:
         body["detail"] = exc.detail
@@ -101,7 +156,7 @@ def contract_error_body(exc: TingyuError) -> dict[str, Any]:
     return {"msg": exc.msg, "code": 500, "error": exc.detail or exc.msg, "tycode": exc.code}
 
 
-class ContractErrorRoute(APIRoute):
+class ContractErrorRoute(EnvelopeRoute):
     """A route whose errors take the contract's `{msg, code: 500, error}` shape (the file interfaces)."""
 
     missing_status: int = 200  # HTTP status of a domain error (the contract answers errors with 200)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tingyu.api import state
+from tingyu.api import reads
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ImagePatch
 from tingyu.common.names import has_registry_host, is_image_name, is_image_tag
@@ -23,7 +23,7 @@ async def resolve(bus: Bus, registry: str, image: str, version: str) -> ImagePat
         raise UnknownImage(f"'{image}' is not a valid image name")
     if not version or not is_image_tag(version):
         raise UnknownImage(f"image version '{version}' is not valid")
-    record = await state.image(bus, image)
+    record = await reads.image(bus, image)
     if record is None:
         raise UnknownImage(f"image '{image}' is not in the catalog")
     if version not in record.versions:

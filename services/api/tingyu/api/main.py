@@ -1,8 +1,16 @@
-"""API app factory and lifespan: one NATS connection, made at start and drained at stop."""
+"""API app factory and lifespan: one NATS connection, made at start and drained at stop.
+
+A connection that nats-py gives up on for good (`bus.lost`) ends the process with code 3, so that
+its supervisor starts a fresh one; until then `/tingyu/healthz` keeps answering liveness.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -14,17 +22,34 @@ from tingyu.api.routes import ROUTERS
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
 
+log = logging.getLogger(__name__)
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+EXIT_LOST = 3  # also uvicorn's code for a failed start (e.g. NATS never reachable)
+
+
+async def _when_lost(bus: Bus, on_lost: Callable[[], None] | None) -> None:
+    await bus.lost.wait()
+    log.critical("api: the NATS connection is lost for good; stopping so that a fresh process starts")
+    if on_lost is not None:
+        on_lost()
+
+
+def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], None] | None = None) -> FastAPI:
+    """The app; `on_lost` is called once if the NATS connection is lost for good (`run` stops the server)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.bus = await Bus.connect(settings.platform, "tingyu-api")
+        bus = await Bus.connect(settings.platform, "tingyu-api")
+        app.state.bus = bus
+        watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")
         try:
             yield
         finally:
-            await app.state.bus.close()
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            await bus.close()
 
     app = FastAPI(
         title="Tingyu",
@@ -43,13 +68,24 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 def run() -> None:
     settings = get_settings()
     setup_logging("api", settings.platform.log_level)
-    uvicorn.run(
-        create_app(settings),
+    lost: list[bool] = []
+
+    def stop() -> None:
+        lost.append(True)
+        server.should_exit = True
+
+    config = uvicorn.Config(
+        create_app(settings, on_lost=stop),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if lost or not server.started:
+        sys.exit(EXIT_LOST)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
-from typing import Any
 
 from nats.js import api as js_api
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from tingyu.api import texts
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
@@ -35,18 +35,13 @@ DRAIN_BYTES = (
 )  # read at most this much more of a refused body, so the client reads the answer
 
 
-def refusal(exc: BadImageArchive) -> dict[str, Any]:
-    """The contract's upload error `{"msg": "上传失败!…", "code": 500}`, our code and reason beside it."""
-    return {"msg": exc.msg, "code": 500, "tycode": exc.code, "detail": exc.detail or ""}
-
-
 async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int:
     """Store the request's tar as object `name`; returns its size. Nothing stays behind on failure."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
-            raise InvalidRequest("请求格式错误: multipart body without a boundary")
+            raise texts.refusal(InvalidRequest, "multipart body without a boundary")
         chunks = multipart_field(request.stream(), boundary, b"file")
     elif content_type.decode(errors="replace") in RAW_TYPES:
         chunks = request.stream()
@@ -105,7 +100,7 @@ async def multipart_field(
     while pending:
         yield pending.pop(0)
     if not state["found"]:
-        raise MissingParameter("缺少必填参数: file")
+        raise texts.missing("file")
 
 
 class BodyReader(io.RawIOBase):

@@ -3,145 +3,48 @@ deletes are a request/reply to the imager, the one service that talks to the reg
 
 from __future__ import annotations
 
-from typing import Any
-
-import nats.errors
 from fastapi import APIRouter, Query, Request
 
-from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.api.uploads import refusal, store_upload
-from tingyu.common import jobs, subjects, timefmt
-from tingyu.common.bus import kv_values, responders
-from tingyu.common.errors import (
-    BadImageArchive,
-    ImageNotFound,
-    ImageVersionExists,
-    ImageVersionNotFound,
-    InvalidParameter,
-    MissingParameter,
-    Unavailable,
-)
-from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImagerReply, ImagerRequest
-from tingyu.common.models.jobs import JobKind
-from tingyu.common.names import is_image_name, is_image_tag
+from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
+from tingyu.api.params import SearchWord, UploadTarget
+from tingyu.api.schemas.images import ImageDeleted, ImageUploaded, ImageView
+from tingyu.api.services import images
 
-router = APIRouter(prefix="/image", tags=["images"])
+router = APIRouter(prefix="/image", tags=["images"], route_class=EnvelopeRoute)
 
 
-def image_view(record: ImageRecord, timezone: str) -> dict[str, Any]:
-    """One catalog image on the wire, versions newest first."""
-    versions = sorted(record.versions.values(), key=lambda v: v.uploaded_at, reverse=True)
-    return {
-        "name": record.name,
-        "createtime": timefmt.to_wire(record.created_at, timezone),
-        "versions": [
-            {
-                "version": v.version,
-                "digest": v.digest,
-                "size": v.size,
-                "layers": v.layers,
-                "uploadtime": timefmt.to_wire(v.uploaded_at, timezone),
-                "detail": v.detail,
-                "image_url": v.image_url,
-            }
-            for v in versions
-        ],
-    }
-
-
-def _required(value: str, name: str) -> str:
-    value = value.strip()
-    if not value:
-        raise MissingParameter(f"缺少必填参数: {name}")
-    return value
-
-
-@router.post("/uploadImage")
+@router.post("/uploadImage", response_model=Envelope[ImageUploaded])
 async def upload_image(
     *,
     request: Request,
     bus: BusDep,
     settings: SettingsDep,
-    image_name: str = Query(""),
-    version: str = Query(""),
+    target: UploadTarget,
     image_url: str = Query(""),
     detail: str = Query(""),
-) -> dict[str, Any]:
-    """Upload a `docker save` tar (multipart field `file` or an application/x-tar body); answers a jobid.
-
-    A body that is not a `docker save` tar answers the contract's `{"msg": "上传失败!…", "code": 500}`.
-    """
-    name, tag = _required(image_name, "image_name"), _required(version, "version")
-    if not is_image_name(name):
-        raise InvalidParameter(f"参数值不合法: image_name '{name}' is not a valid repository name")
-    if not is_image_tag(tag):
-        raise InvalidParameter(f"参数值不合法: version '{tag}' is not a valid tag")
-    record = await state.image(bus, name)
-    if record is not None and tag in record.versions:
-        raise ImageVersionExists(f"镜像版本已存在! {name}:{tag}")
-    job_id = jobs.job_id()
-    try:
-        size = await store_upload(bus, request, job_id, settings.max_upload_bytes)
-    except BadImageArchive as exc:
-        return refusal(exc)
-    command = ImagePushCommand(
-        job_id=job_id,
-        name=name,
-        version=tag,
-        upload=job_id,
-        size=size,
-        detail=detail,
-        image_url=image_url,
-        issued_at=timefmt.now(),
-    )
-    await jobs.submit_job(
-        bus, kind=JobKind.IMAGE, op="push", subject_of=subjects.image_command, command=command, job_id=job_id
-    )
-    return envelope.ok({"jobid": job_id, "image": name, "version": tag, "size": size})
+) -> Envelope[ImageUploaded]:
+    """Upload a `docker save` tar (multipart field `file` or an application/x-tar body); answers a jobid."""
+    return ok(await images.upload(bus, settings, request, target, image_url=image_url, detail=detail))
 
 
-@router.get("/search")
-async def search(
-    bus: BusDep,
-    settings: SettingsDep,
-    wordKey: str | None = Query(None),
-    wordkey: str = Query(""),
-) -> dict[str, Any]:
+@router.get("/search", response_model=Envelope[list[ImageView]])
+async def search(bus: BusDep, settings: SettingsDep, word: SearchWord) -> Envelope[list[ImageView]]:
     """Catalog images whose name contains the keyword (case-insensitive); all of them when it is empty."""
-    word = (wordKey if wordKey is not None else wordkey).strip().lower()
-    records = await kv_values(await bus.kv(subjects.IMAGES), ImageRecord)
-    found = sorted((r for r in records if word in r.name.lower()), key=lambda r: r.name)
-    return envelope.ok([image_view(r, settings.platform.timezone) for r in found])
+    return ok(await images.search(bus, settings, word))
 
 
-@router.delete("/deleteByImageVersion")
+@router.delete("/deleteByImageVersion", response_model=Envelope[ImageDeleted])
 async def delete_by_image_version(
-    bus: BusDep,
-    settings: SettingsDep,
-    image: str = Query(""),
-    imageVersion: str = Query(""),
-) -> dict[str, Any]:
+    bus: BusDep, settings: SettingsDep, image: str = Query(""), imageVersion: str = Query("")
+) -> Envelope[ImageDeleted]:
     """Delete one version from the registry and the catalog; refused while containers use it."""
-    name, tag = _required(image, "image"), _required(imageVersion, "imageVersion")
-    if not is_image_tag(tag):
-        raise ImageVersionNotFound(f"镜像版本不存在! {name}:{tag}")
-    return await _delete(bus, settings.bus_timeout_s, name, tag)
+    return ok(await images.delete_version(bus, settings, image, imageVersion))
 
 
-@router.delete("/deleteByImage")
-async def delete_by_image(bus: BusDep, settings: SettingsDep, image: str = Query("")) -> dict[str, Any]:
+@router.delete("/deleteByImage", response_model=Envelope[ImageDeleted])
+async def delete_by_image(
+    bus: BusDep, settings: SettingsDep, image: str = Query("")
+) -> Envelope[ImageDeleted]:
     """Delete an image with all its versions; refused while any container uses one of them."""
-    return await _delete(bus, settings.bus_timeout_s, _required(image, "image"), "")
-
-
-async def _delete(bus: BusDep, timeout: float, name: str, tag: str) -> dict[str, Any]:
-    if not is_image_name(name):
-        raise ImageNotFound(f"镜像不存在! {name}")
-    request = ImagerRequest(op="delete", name=name, version=tag)
-    try:
-        # A refusal comes back raised as its TingyuError, for the error translator.
-        reply = await responders.call(bus, subjects.IMAGER_QUERY, request, ImagerReply, timeout=timeout)
-    except nats.errors.NoRespondersError as exc:
-        raise Unavailable(detail="no imager is running") from exc
-    return envelope.ok(reply.model_dump())
+    return ok(await images.delete_image(bus, settings, image))

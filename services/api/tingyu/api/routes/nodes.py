@@ -2,64 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.common.errors import InvalidParameter, MissingParameter
-from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.names import is_node_uuid, split_csv
-from tingyu.common.timefmt import to_wire
+from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
+from tingyu.api.params import NodeNames
+from tingyu.api.schemas.nodes import NodeView
+from tingyu.api.services import nodes
 
-router = APIRouter(prefix="/node", tags=["nodes"])
-
-
-def node_view(record: NodeRecord, timezone: str) -> dict[str, Any]:
-    """A machine in the contract's shape: `eth` and `diskinfo` are JSON strings, as old clients expect."""
-    facts = record.facts
-    return {
-        "area": facts.area,
-        "createtime": to_wire(record.createtime, timezone),
-        "memory": facts.memory,
-        "address": facts.address or facts.nodename,
-        "bandwith": facts.bandwith,
-        "operatingsystem": facts.operatingsystem,
-        "cpu": facts.cpu,
-        "uuid": facts.uuid,
-        "operator": facts.operator,
-        "kernelversion": facts.kernelversion,
-        "nodename": facts.nodename,
-        "eth": json.dumps([nic.model_dump() for nic in facts.eth], ensure_ascii=False, separators=(",", ":")),
-        "systemos": facts.osimage,
-        "osimage": facts.osimage,
-        "diskinfo": json.dumps([d.model_dump() for d in facts.diskinfo], separators=(",", ":")),
-        "heartbeattime": to_wire(record.heartbeattime, timezone),
-        "status": record.status.value,
-        "architecture": facts.architecture,
-        "simulated": record.simulated,
-    }
+router = APIRouter(prefix="/node", tags=["nodes"], route_class=EnvelopeRoute)
 
 
-@router.get("/get")
-async def get(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
+@router.get("/get", response_model=Envelope[list[NodeView]])
+async def get(bus: BusDep, settings: SettingsDep, names: NodeNames) -> Envelope[list[NodeView]]:
     """Machines by nodename or uuid (comma-separated); TY0015 when one is unknown."""
-    names = split_csv(name)
-    if not names:
-        raise MissingParameter("缺少必填参数: name")
-    if len(names) > settings.max_items:
-        raise InvalidParameter(f"参数值不合法: at most {settings.max_items} names per request")
-    data = []
-    for one in names:
-        uuid = one if is_node_uuid(one) else f"tingyu-{one}"
-        data.append(node_view(await state.node(bus, uuid), settings.platform.timezone))
-    return envelope.ok(data)
+    return ok(await nodes.named(bus, settings, names))
 
 
-@router.get("/list")
-async def list_all(bus: BusDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get("/list", response_model=Envelope[list[NodeView]])
+async def list_all(bus: BusDep, settings: SettingsDep) -> Envelope[list[NodeView]]:
     """Every machine, oldest first."""
-    records = sorted(await state.all_nodes(bus), key=lambda r: (r.createtime, r.facts.uuid))
-    return envelope.ok([node_view(r, settings.platform.timezone) for r in records])
+    return ok(await nodes.every(bus, settings))

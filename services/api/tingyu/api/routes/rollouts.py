@@ -6,70 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from tingyu.api import envelope
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.api.images_ref import UnknownImage, resolve
-from tingyu.common import jobs, subjects, timefmt
-from tingyu.common.errors import InvalidOperator, InvalidParameter, MissingParameter
-from tingyu.common.models.jobs import JobKind
-from tingyu.common.models.nodes import OPERATORS
-from tingyu.common.models.rollouts import RolloutCommand
+from tingyu.api.envelope import EnvelopeRoute
+from tingyu.api.schemas.rollouts import RolloutAccepted
+from tingyu.api.services import rollouts
 
-router = APIRouter(prefix="/container", tags=["containers"])
+router = APIRouter(prefix="/container", tags=["containers"], route_class=EnvelopeRoute)
 
 # A plain object, checked by hand: the operator is judged first, whatever else is wrong (contract).
 RolloutBody = Annotated[dict[str, Any], Body()]
 
 
-def _text(body: dict[str, Any], field: str) -> str:
-    value = body.get(field)
-    if value is None or value == "":
-        raise MissingParameter(f"缺少必填参数: {field}")
-    if not isinstance(value, str):
-        raise InvalidParameter(f"参数值不合法: {field} must be a string")
-    return value.strip()
-
-
-def _percent(body: dict[str, Any]) -> float:
-    value = body.get("percent")
-    if value is None:
-        raise MissingParameter("缺少必填参数: percent")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise InvalidParameter(f"参数值不合法: percent must be a number from 0 to 100, not {value!r}")
-    return float(value)
-
-
-@router.put("/updateByInherit")
-async def update_by_inherit(bus: BusDep, settings: SettingsDep, body: RolloutBody) -> dict[str, Any]:
+@router.put("/updateByInherit", response_model=RolloutAccepted)
+async def update_by_inherit(bus: BusDep, settings: SettingsDep, body: RolloutBody) -> RolloutAccepted:
     """Canary rollout: move percent % of an area's and operator's containers of image to imageversion."""
-    if body.get("operator") not in OPERATORS:
-        raise InvalidOperator()
-    percent = _percent(body)
-    area = _text(body, "area")
-    image = _text(body, "image")
-    version = body.get("imageversion") or ""
-    if not isinstance(version, str):
-        raise InvalidParameter("参数值不合法: imageversion must be a string")
-    try:
-        patch = await resolve(bus, settings.platform.registry, image, version.strip())
-    except UnknownImage as exc:
-        raise InvalidParameter(f"参数值不合法: {exc}") from exc
-    command = RolloutCommand(
-        job_id=jobs.job_id(),
-        area=area,
-        operator=body["operator"],
-        image=image,
-        patch=patch,
-        percent=percent,
-        issued_at=timefmt.now(),
-    )
-    await jobs.submit_job(
-        bus,
-        kind=JobKind.ROLLOUT,
-        op="rollout",
-        subject_of=subjects.rollout_command,
-        command=command,
-        job_id=command.job_id,
-    )
-    # `data` stays null as the contract shows; the job id is an extra key old clients ignore.
-    return {**envelope.ok(None), "jobid": command.job_id}
+    job = await rollouts.start(bus, settings, body)
+    return RolloutAccepted(msg="success", code=200, data=None, jobid=job)

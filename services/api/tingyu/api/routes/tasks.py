@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from tingyu.api import envelope, state
-from tingyu.api.concurrency import gather_bounded
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.common.errors import InvalidParameter, MissingParameter
-from tingyu.common.models.jobs import Job
-from tingyu.common.names import split_csv
-from tingyu.common.timefmt import to_wire
+from tingyu.api.envelope import EnvelopeRoute, InfoEnvelope, ok_info
+from tingyu.api.params import JobIds
+from tingyu.api.schemas.tasks import TaskState
+from tingyu.api.services import tasks
 
-router = APIRouter(prefix="/task", tags=["tasks"])
-
-
-def job_view(job: Job, timezone: str) -> dict[str, Any]:
-    """Contract fields (deploymentname, state, uuid = nodename, deviceid = machine uuid) and extensions."""
-
-    view: dict[str, Any] = {
-        "code": 200,
-        "jobid": job.job_id,
-        "deploymentname": job.deploymentname,
-        "state": int(job.state),
-        "uuid": job.nodename,
-        "deviceid": job.node_uuid,
-        "kind": job.kind.value,
-        "op": job.op,
-        "message": job.message,
-        "createtime": to_wire(job.created_at, timezone),
-        "updatetime": to_wire(job.updated_at, timezone),
-    }
-    if job.result:
-        view["result"] = job.result
-    return view
+router = APIRouter(prefix="/task", tags=["tasks"], route_class=EnvelopeRoute)
 
 
-@router.get("/status")
-async def status(bus: BusDep, settings: SettingsDep, jobid: str = Query("")) -> dict[str, Any]:
+@router.get("/status", response_model=InfoEnvelope[list[TaskState]])
+async def status(bus: BusDep, settings: SettingsDep, ids: JobIds) -> InfoEnvelope[list[TaskState]]:
     """Job states by comma-separated jobid: 0 queued, 1 dispatched, 2 running, 3 succeeded, 4 failed."""
-    ids = split_csv(jobid)
-    if not ids:
-        raise MissingParameter("缺少必填参数: jobid")
-    if len(ids) > settings.max_items:
-        raise InvalidParameter(f"参数值不合法: at most {settings.max_items} job ids per request")
-
-    async def one(job_id: str) -> dict[str, Any]:
-        job = await state.job(bus, job_id) if job_id.isalnum() else None
-        if job is None:
-            return {"code": 500, "jobid": job_id, "message": f"job {job_id} not found"}
-        return job_view(job, settings.platform.timezone)
-
-    return envelope.ok_info(await gather_bounded([one(job_id) for job_id in ids]))
+    return ok_info(await tasks.states(bus, settings, ids))

@@ -1,11 +1,13 @@
-"""Container request bodies (contract §二)."""
+"""Container request bodies and answers (contract §二)."""
 
 from __future__ import annotations
 
 import posixpath
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tingyu.api.envelope import Absent
 from tingyu.common.models.containers import EnvVar, Volume
 from tingyu.common.names import is_deployment_name
 
@@ -70,3 +72,73 @@ class InheritUpdate(BaseModel):
     deploymentnames: str = Field(min_length=1)
     image: str = Field(min_length=1, max_length=512)
     imageversion: str = Field(default="", max_length=128)
+
+
+# --- answers --------------------------------------------------------------------------------------
+
+
+class ItemResult(BaseModel):
+    """What became of one item of a request: code 200 with the `jobid` to follow, or 500 and why not."""
+
+    code: int
+    deploymentname: str
+    message: str
+    jobid: str | Absent = Field(default=None, description="Extension: present once the item is accepted")
+
+
+class ContainerView(BaseModel):
+    """A deployment in the contract's /container/get shape, plus uuid, version and resources."""
+
+    image: str = Field(description="The full reference the machine pulls")
+    restart: str
+    name: str
+    volumes: list[Volume]
+    env: list[EnvVar]
+    network: str
+    uuid: str
+    imagename: str
+    imageversion: str
+    requestscpu: float
+    requestsmemory: int
+    limitscpu: float
+    limitsmemory: int
+    desiredstate: str
+
+
+class PodInfo(BaseModel):
+    podname: str
+    podstate: str = Field(description="Pending, Running, Failed, Stopped or Deleted")
+    message: str | Absent = Field(default=None, description="Extension: present when the machine said why")
+
+
+class PodView(BaseModel):
+    """A deployment in the contract's /container/info shape."""
+
+    createtime: str
+    podinfo: list[PodInfo]
+    deploymentname: str
+
+
+class ContainerListing(ContainerView):
+    """One container of a machine (/container/list): its spec and its pod state."""
+
+    createtime: str
+    podinfo: list[PodInfo]
+    deploymentname: str
+
+
+class DeploymentName(BaseModel):
+    """The name that was asked for, when no deployment has it."""
+
+    name: str
+
+
+V = TypeVar("V", bound=BaseModel)
+
+
+class Found(BaseModel, Generic[V]):
+    """One name of a per-name read: code 200 and the deployment, or 500, the name and why."""
+
+    code: int
+    data: V | DeploymentName
+    message: str

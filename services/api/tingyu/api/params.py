@@ -1,0 +1,225 @@
+"""Query parsing shared by the routes, as public dependencies (and the pure checks behind them).
+
+Each dependency answers the parsed value or raises the contract's error; the routes declare them
+as `Annotated` aliases, so a route's signature says what it reads.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from tingyu.api import texts
+from tingyu.api.config import ApiSettings
+from tingyu.api.deps import SettingsDep
+from tingyu.common import timefmt
+from tingyu.common.names import is_deployment_name, is_image_name, is_image_tag, split_csv
+
+MAX_PATH = 4096
+
+# --- comma-separated lists ------------------------------------------------------------------------
+
+
+def comma_list(text: str, param: str, limit: int, items: str) -> list[str]:
+    """`a, b,,c` -> [a, b, c]; missing when empty, refused above `limit` (`items` names them)."""
+    values = split_csv(text)
+    if not values:
+        raise texts.missing(param)
+    if len(values) > limit:
+        raise texts.too_many(limit, items)
+    return values
+
+
+def deployment_list(text: str, limit: int) -> list[str]:
+    """The named deployments, each once, in the order given."""
+    return list(dict.fromkeys(comma_list(text, "name", limit, "names")))
+
+
+async def deployment_names(
+    settings: SettingsDep, name: str = Query("", description="Deployment names, comma-separated")
+) -> list[str]:
+    return deployment_list(name, settings.max_items)
+
+
+async def job_ids(
+    settings: SettingsDep, jobid: str = Query("", description="Job ids, comma-separated")
+) -> list[str]:
+    return comma_list(jobid, "jobid", settings.max_items, "job ids")
+
+
+async def node_names(
+    settings: SettingsDep, name: str = Query("", description="Nodenames or machine uuids, comma-separated")
+) -> list[str]:
+    return comma_list(name, "name", settings.max_items, "names")
+
+
+async def machine(uuid: str = Query("", description="Machine uuid, tingyu-<32 hex>")) -> str:
+    if not uuid:
+        raise texts.missing("uuid")
+    return uuid
+
+
+DeploymentNames = Annotated[list[str], Depends(deployment_names)]
+JobIds = Annotated[list[str], Depends(job_ids)]
+NodeNames = Annotated[list[str], Depends(node_names)]
+MachineUuid = Annotated[str, Depends(machine)]
+
+
+def required(value: str, param: str) -> str:
+    """The value without surrounding blanks; missing when nothing is left."""
+    value = value.strip()
+    if not value:
+        raise texts.missing(param)
+    return value
+
+
+# --- time ranges ----------------------------------------------------------------------------------
+
+
+def wire_time(param: str, text: str, tz: str) -> float:
+    """A contract time (`yyyy-MM-dd HH:mm:ss`, platform time zone) as epoch seconds."""
+    if not text:
+        raise texts.missing(param)
+    try:
+        return timefmt.from_wire(text, tz)
+    except ValueError as exc:
+        raise texts.bad_time(f"{param} '{text}' is not yyyy-MM-dd HH:mm:ss") from exc
+
+
+def time_range(start_date: str, end_date: str, settings: ApiSettings) -> tuple[float, float]:
+    """Both dates parsed, in order, and no longer apart than the configured limit."""
+    tz = settings.platform.timezone
+    start, end = wire_time("startDate", start_date, tz), wire_time("endDate", end_date, tz)
+    if start > end:
+        raise texts.bad_time(f"startDate {start_date} is after endDate {end_date}")
+    if end - start > settings.max_range_days * 86400:
+        raise texts.bad_time(
+            f"the range is longer than {settings.max_range_days} days; ask for a shorter one"
+        )
+    return start, end
+
+
+async def dates(
+    settings: SettingsDep,
+    startDate: str = Query("", description="yyyy-MM-dd HH:mm:ss, platform time zone"),
+    endDate: str = Query("", description="yyyy-MM-dd HH:mm:ss, platform time zone"),
+) -> tuple[float, float]:
+    """The contract's `startDate` and `endDate` as an epoch-seconds range."""
+    return time_range(startDate, endDate, settings)
+
+
+TimeRange = Annotated[tuple[float, float], Depends(dates)]
+
+
+# --- image names ----------------------------------------------------------------------------------
+
+
+def split_image_version(text: str) -> tuple[str, str]:
+    """`name:version` split at its last colon (a registry host may carry a port)."""
+    name, sep, version = text.rpartition(":")
+    if not sep or not name or not version or "/" in version:
+        raise texts.invalid(f"imageVersion '{text}' is not name:version")
+    return name, version
+
+
+async def image_version(
+    imageVersion: str = Query("", description="name:version (none: every container)"),
+) -> tuple[str, str]:
+    """(image, version), or ("", "") when not given."""
+    text = imageVersion.strip()
+    return split_image_version(text) if text else ("", "")
+
+
+async def image_version_or_image(
+    imageVersion: str = Query("", description="name:version (none: every container)"),
+    image: str = Query("", description="read as imageVersion when that is absent"),
+) -> tuple[str, str]:
+    """Like `image_version`, with `image` read as an alias (the contract's example uses both)."""
+    text = (imageVersion or image).strip()
+    return split_image_version(text) if text else ("", "")
+
+
+async def image_any_version(
+    image: str = Query("", description="Image name (none: every container)"),
+) -> tuple[str, str]:
+    """(image, "") for every version of one image, or ("", "") when not given."""
+    return image.strip(), ""
+
+
+async def search_word(
+    wordKey: str | None = Query(None, description="Keyword (the contract's example spelling)"),
+    wordkey: str = Query("", description="Keyword (the contract's table spelling)"),
+) -> str:
+    """The search keyword, lower-cased; empty matches everything."""
+    return (wordKey if wordKey is not None else wordkey).strip().lower()
+
+
+async def upload_target(image_name: str = Query(""), version: str = Query("")) -> tuple[str, str]:
+    """The (repository, tag) an upload is for."""
+    name, tag = required(image_name, "image_name"), required(version, "version")
+    if not is_image_name(name):
+        raise texts.invalid(f"image_name '{name}' is not a valid repository name")
+    if not is_image_tag(tag):
+        raise texts.invalid(f"version '{tag}' is not a valid tag")
+    return name, tag
+
+
+ImageVersion = Annotated[tuple[str, str], Depends(image_version)]
+ImageAnyVersion = Annotated[tuple[str, str], Depends(image_any_version)]
+ImageVersionOrImage = Annotated[tuple[str, str], Depends(image_version_or_image)]
+SearchWord = Annotated[str, Depends(search_word)]
+UploadTarget = Annotated[tuple[str, str], Depends(upload_target)]
+
+
+# --- file paths -----------------------------------------------------------------------------------
+
+
+def check_path(filepath: str) -> None:
+    """An absolute, normalised path (the file interfaces' errors carry an English `detail`)."""
+    if not filepath:
+        raise texts.missing("filepath", detail="filepath is required")
+    if "\0" in filepath or len(filepath) > MAX_PATH:
+        raise texts.invalid("filepath", detail="filepath is not a valid path")
+    if not filepath.startswith("/"):
+        raise texts.invalid(
+            f"filepath 必须是绝对路径: {filepath}", detail=f"filepath must be absolute: {filepath}"
+        )
+    if posixpath.normpath(filepath) != filepath or filepath.startswith("//"):
+        raise texts.invalid(
+            f"filepath 不是规范路径: {filepath}",
+            detail=f"filepath must be normalised (no '.', '..', '//' or trailing '/'): {filepath}",
+        )
+
+
+def check_deployment_name(name: str) -> None:
+    if not name:
+        raise texts.missing("name", detail="name is required")
+    if not is_deployment_name(name):
+        raise texts.invalid(f"name {name!r}", detail=f"name is not a DNS-1123 label: {name!r}")
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """Which file of which deployment to fetch, and the caller's own size limit (0: none)."""
+
+    name: str
+    path: str
+    max_bytes: int
+
+
+async def file_target(
+    name: str = Query("", description="The container's deploymentname"),
+    filepath: str = Query("", description="Absolute path of a regular file in the container"),
+    maxbytes: int = Query(
+        0, ge=0, description="Extension: refuse files above this size (never above the machine's limit)"
+    ),
+) -> FileTarget:
+    check_path(filepath)
+    check_deployment_name(name)
+    return FileTarget(name=name, path=filepath, max_bytes=maxbytes)
+
+
+FileTargetDep = Annotated[FileTarget, Depends(file_target)]

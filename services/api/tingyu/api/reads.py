@@ -1,0 +1,57 @@
+"""Typed reads of the state stores the API answers from (each a `Store` of its model)."""
+
+from __future__ import annotations
+
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.errors import NodeNotFound
+from tingyu.common.models.containers import NameClaim, NodeDesired, NodeObserved
+from tingyu.common.models.images import ImageRecord
+from tingyu.common.models.jobs import Job
+from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.names import is_deployment_name, is_image_name, is_node_uuid
+
+
+async def node(bus: Bus, uuid: str) -> NodeRecord:
+    """The machine's registry record; TY0015 when the uuid is unknown."""
+    record = await bus.store(subjects.NODES).get(uuid) if is_node_uuid(uuid) else None
+    if record is None:
+        raise NodeNotFound()
+    return record
+
+
+async def find_node(bus: Bus, uuid: str) -> NodeRecord | None:
+    try:
+        return await node(bus, uuid)
+    except NodeNotFound:
+        return None
+
+
+async def all_nodes(bus: Bus) -> list[NodeRecord]:
+    return await bus.store(subjects.NODES).values()
+
+
+async def claim(bus: Bus, name: str) -> NameClaim | None:
+    """Which machine the deployment `name` lives on (None for a name that cannot exist)."""
+    return await bus.store(subjects.NAMES).get(name) if is_deployment_name(name) else None
+
+
+async def desired(bus: Bus, node_uuid: str) -> NodeDesired:
+    found = await bus.store(subjects.DESIRED).get(node_uuid)
+    return found or NodeDesired(node_uuid=node_uuid)
+
+
+async def observed(bus: Bus, node_uuid: str) -> NodeObserved | None:
+    return await bus.store(subjects.OBSERVED_STATE).get(node_uuid)
+
+
+async def job(bus: Bus, job_id: str) -> Job | None:
+    return await bus.store(subjects.JOBS).get(job_id)
+
+
+async def image(bus: Bus, name: str) -> ImageRecord | None:
+    return await bus.store(subjects.IMAGES).get(name) if is_image_name(name) else None
+
+
+async def all_images(bus: Bus) -> list[ImageRecord]:
+    return await bus.store(subjects.IMAGES).values()

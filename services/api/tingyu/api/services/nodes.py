@@ -1,0 +1,54 @@
+"""Nodes (contract §六): the machines of the fleet, from the node registry."""
+
+from __future__ import annotations
+
+import json
+
+from tingyu.api import reads
+from tingyu.api.config import ApiSettings
+from tingyu.api.schemas.nodes import NodeView
+from tingyu.common.bus import Bus
+from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.names import is_node_uuid
+from tingyu.common.timefmt import to_wire
+
+
+def node_view(record: NodeRecord, timezone: str) -> NodeView:
+    """A machine in the contract's shape: `eth` and `diskinfo` are JSON strings, as old clients expect."""
+    facts = record.facts
+    return NodeView(
+        area=facts.area,
+        createtime=to_wire(record.createtime, timezone),
+        memory=facts.memory,
+        address=facts.address or facts.nodename,
+        bandwith=facts.bandwith,
+        operatingsystem=facts.operatingsystem,
+        cpu=facts.cpu,
+        uuid=facts.uuid,
+        operator=facts.operator,
+        kernelversion=facts.kernelversion,
+        nodename=facts.nodename,
+        eth=json.dumps([nic.model_dump() for nic in facts.eth], ensure_ascii=False, separators=(",", ":")),
+        systemos=facts.osimage,
+        osimage=facts.osimage,
+        diskinfo=json.dumps([d.model_dump() for d in facts.diskinfo], separators=(",", ":")),
+        heartbeattime=to_wire(record.heartbeattime, timezone),
+        status=record.status.value,
+        architecture=facts.architecture,
+        simulated=record.simulated,
+    )
+
+
+async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeView]:
+    """Machines by nodename or uuid, in the order asked; TY0015 when one is unknown."""
+    views = []
+    for name in names:
+        uuid = name if is_node_uuid(name) else f"tingyu-{name}"
+        views.append(node_view(await reads.node(bus, uuid), settings.platform.timezone))
+    return views
+
+
+async def every(bus: Bus, settings: ApiSettings) -> list[NodeView]:
+    """Every machine, oldest first."""
+    records = sorted(await reads.all_nodes(bus), key=lambda r: (r.createtime, r.facts.uuid))
+    return [node_view(r, settings.platform.timezone) for r in records]

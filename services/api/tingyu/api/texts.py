@@ -1,0 +1,120 @@
+"""The API's refusal texts, each built by one constructor (the contract's wording where it has one).
+
+A refusal of the whole request is an error: its kind's own message, a colon, what exactly is wrong.
+A refusal of one item of a request is the `message` of that item's result.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from tingyu.common.errors import (
+    DeploymentNotFound,
+    FileFetchError,
+    FileNotReady,
+    ImageNotFound,
+    ImageVersionExists,
+    ImageVersionNotFound,
+    InvalidParameter,
+    InvalidTimeRange,
+    JobNotFound,
+    MissingParameter,
+    TingyuError,
+    Unavailable,
+)
+
+E = TypeVar("E", bound=TingyuError)
+
+
+def refusal(kind: type[E], text: str, detail: str | None = None) -> E:
+    """`kind`'s own message followed by what exactly is wrong."""
+    return kind(f"{kind.default_msg}: {text}", detail=detail)
+
+
+def missing(what: str, detail: str | None = None) -> MissingParameter:
+    return refusal(MissingParameter, what, detail)
+
+
+def invalid(what: str, detail: str | None = None) -> InvalidParameter:
+    return refusal(InvalidParameter, what, detail)
+
+
+def too_many(limit: int, what: str) -> InvalidParameter:
+    """More items in one request than the configured limit."""
+    return invalid(f"at most {limit} {what} per request")
+
+
+def bad_time(text: str) -> InvalidTimeRange:
+    return refusal(InvalidTimeRange, text)
+
+
+# --- per-item messages ------------------------------------------------------------------------------
+
+
+def not_found(name: str) -> str:
+    """The contract's message for an unknown deployment name."""
+    return f'deployments.apps "{name}" not found'
+
+
+def not_ready() -> str:
+    """The contract's message for a machine that is not Ready."""
+    return "Node is not ready"
+
+
+def name_unknown() -> str:
+    """The contract's message of /container/inheritUpdate for an unknown deployment."""
+    return "Get Deploymentname Fail"
+
+
+def appears_twice(name: str) -> str:
+    return f"deployment {name} appears twice in this request"
+
+
+def cannot_move(name: str, node_uuid: str) -> str:
+    return f"deployment {name} runs on {node_uuid}; it cannot move machines"
+
+
+def job_not_found(job_id: str) -> str:
+    return f"job {job_id} not found"
+
+
+# --- refusals of one kind of request -----------------------------------------------------------------
+
+
+def version_exists(name: str, tag: str) -> ImageVersionExists:
+    return ImageVersionExists(f"{ImageVersionExists.default_msg} {name}:{tag}")
+
+
+def version_not_found(name: str, tag: str) -> ImageVersionNotFound:
+    return ImageVersionNotFound(f"{ImageVersionNotFound.default_msg} {name}:{tag}")
+
+
+def image_not_found(name: str) -> ImageNotFound:
+    return ImageNotFound(f"{ImageNotFound.default_msg} {name}")
+
+
+def metering_unavailable() -> Unavailable:
+    return Unavailable("计量服务暂不可用,请稍后重试")
+
+
+def deployment_gone(name: str) -> DeploymentNotFound:
+    """The file interfaces' refusal of an unknown deployment."""
+    return DeploymentNotFound(f"容器不存在: {name}", detail=not_found(name))
+
+
+def file_node_not_ready(name: str, node_uuid: str) -> FileFetchError:
+    return refusal(FileFetchError, f"容器 {name} 所在机器未就绪", detail=f"Node is not ready: {node_uuid}")
+
+
+def file_job_unknown(job_id: str) -> JobNotFound:
+    return JobNotFound(f"任务不存在: {job_id}", detail=f"no file job {job_id} (unknown or expired)")
+
+
+def file_not_finished(job_id: str, state: int) -> FileNotReady:
+    return refusal(FileNotReady, job_id, detail=f"job {job_id} has not finished (state {state})")
+
+
+def file_expired(job_id: str, hours: float) -> FileNotReady:
+    return FileNotReady(
+        "文件已过期,请重新下载", detail=f"the file of job {job_id} has expired (files are kept {hours:g}h)"
+    )
