@@ -23,7 +23,6 @@ from tingyu.cli.launcher import Platform
 from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.models.images import ImagePushCommand
-from tingyu.common.models.jobs import JobKind
 
 pytestmark = pytest.mark.e2e
 
@@ -73,9 +72,7 @@ async def imager_job(api: httpx.AsyncClient, bus: Bus, tar: Path, name: str) -> 
     command = ImagePushCommand(
         job_id=job_id, name=name, version="1", upload=job_id, size=len(data), issued_at=timefmt.now()
     )
-    await jobs.submit_job(
-        bus, kind=JobKind.IMAGE, op="push", subject_of=subjects.image_command, command=command, job_id=job_id
-    )
+    await jobs.JobStore(bus).submit(command)
 
     async def final() -> dict[str, Any] | None:
         job = (await api.get("/task/status", params={"jobid": job_id})).json()["info"][0]

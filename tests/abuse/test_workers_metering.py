@@ -63,7 +63,7 @@ async def test_a_nan_sample_is_dropped_and_the_rest_of_its_batch_is_stored(
     await eventually(stored, timeout=30)
 
     async def consumed() -> bool:  # acked: not waiting for a redelivery that would fail again
-        info = await bus.js.consumer_info(subjects.SAMPLES.name, subjects.DURABLE_METERING_SAMPLES)
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, subjects.METERING_SAMPLES.durable)
         return (info.ack_floor.stream_seq or 0) >= sent.seq
 
     await eventually(consumed, timeout=30)

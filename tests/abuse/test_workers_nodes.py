@@ -15,7 +15,7 @@ from tests.peer import PeerMachine
 from tingyu.agent.heartbeat import heartbeat_loop
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_delete
+from tingyu.common.bus import Bus
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +28,12 @@ async def ready(api: httpx.AsyncClient, nodename: str) -> bool:
 async def test_a_corrupt_record_is_skipped_and_the_registry_keeps_working(
     api: httpx.AsyncClient, bus: Bus, platform: Platform
 ) -> None:
-    kv = await bus.kv(subjects.NODES)
+    nodes = bus.store(subjects.NODES)
     before = PeerMachine(bus)
     before.start()
     await eventually(lambda: ready(api, before.facts.nodename), timeout=20)
     corrupt = facts().uuid
-    await kv.put(corrupt, b'{"facts": {"uuid": 42}, "not": "a node record"')
+    await bus.js.publish(nodes.spec.prefix + corrupt, b'{"facts": {"uuid": 42}, "not": "a node record"')
     after = PeerMachine(bus)
     try:
         platform.kill("nodes", signal.SIGKILL)
@@ -51,7 +51,7 @@ async def test_a_corrupt_record_is_skipped_and_the_registry_keeps_working(
     finally:
         await before.stop()
         await after.stop()
-        await kv_delete(kv, corrupt)
+        await nodes.delete(corrupt)
 
 
 async def test_a_machine_is_ready_within_one_heartbeat_when_the_nodes_service_starts_after_it(

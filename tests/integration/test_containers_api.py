@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import eventually, unique
 from tests.peer import PeerMachine
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_get
-from tingyu.common.models.containers import DesiredState, NameClaim, PodPhase
+from tingyu.common.bus import Bus
+from tingyu.common.models.containers import DesiredState, PodPhase
 
 IMAGE = "127.0.0.1:5000/tytest/busybox"
 
@@ -94,7 +94,7 @@ async def test_create_dispatches_and_completes_from_report(
     assert doc is not None
     entry = doc.containers[name]
     assert (entry.state, entry.revision, entry.spec.limits_memory) == (DesiredState.RUNNING, 1, 64)
-    claim, _ = await kv_get(await bus.kv(subjects.NAMES), name, NameClaim)
+    claim = await bus.store(subjects.NAMES).get(name)
     assert claim is not None
     assert claim.node_uuid == peer.uuid
 
@@ -144,7 +144,7 @@ async def test_unknown_uuid_is_ty0015_and_creates_nothing(
         )
     ).json()
     assert body == {"msg": "uuid不存在!", "code": "TY0015"}
-    claim, _ = await kv_get(await bus.kv(subjects.NAMES), name, NameClaim)
+    claim = await bus.store(subjects.NAMES).get(name)
     assert claim is None
 
 
@@ -239,7 +239,7 @@ async def test_lifecycle_ops_bump_revision_and_delete_frees_name(
     await wait_job(api, delete_job, 3)
 
     async def freed() -> bool:
-        claim, _ = await kv_get(await bus.kv(subjects.NAMES), name, NameClaim)
+        claim = await bus.store(subjects.NAMES).get(name)
         doc = await peer.desired()
         return claim is None and doc is not None and name not in doc.containers
 

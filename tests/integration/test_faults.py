@@ -124,7 +124,7 @@ def _quiet(bus: Bus) -> Callable[[], Awaitable[bool]]:
     """True once the deployer has no command left to process."""
 
     async def check() -> bool:
-        info = await bus.js.consumer_info(subjects.COMMANDS.name, subjects.DURABLE_DEPLOYER_COMMANDS)
+        info = await bus.js.consumer_info(subjects.COMMANDS.name, subjects.DEPLOYER_COMMANDS.durable)
         return info.num_pending == 0 and info.num_ack_pending == 0
 
     return check

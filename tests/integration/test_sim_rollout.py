@@ -11,16 +11,15 @@ import httpx
 from tests.conftest import eventually, unique
 from tests.integration.test_sim_fleet import all_ready, item, job_reaches, start_fleet
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, kv_get
-from tingyu.common.models.containers import NodeDesired
+from tingyu.common.bus import Bus
 
 
 async def versions(bus: Bus, placed: dict[str, str]) -> dict[str, str]:
     """deployment -> image version in its machine's desired state."""
-    kv = await bus.kv(subjects.DESIRED)
+    desired = bus.store(subjects.DESIRED)
     out = {}
     for name, uuid in placed.items():
-        doc, _ = await kv_get(kv, uuid, NodeDesired)
+        doc = await desired.get(uuid)
         assert doc is not None
         out[name] = doc.containers[name].spec.imageversion
     return out
