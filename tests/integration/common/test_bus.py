@@ -345,3 +345,13 @@ async def test_a_consumer_made_by_an_older_version_takes_the_declared_settings(b
         assert (info.config.max_deliver, info.config.ack_wait) == (7, consumer.ack_wait_s)
     finally:
         await sub.unsubscribe()
+
+
+async def test_a_key_of_another_form_reads_as_absent_and_is_never_written(bus: Bus) -> None:
+    jobs = bus.store(subjects.JOBS)
+    for bad in ("x" * 4100, "a b", "a*", "a>", "", ".hidden", "job\n"):
+        assert await jobs.get(bad) is None
+        with pytest.raises(InvalidParameter):
+            await bus.store(subjects.NAMES).put(bad, NameClaim(node_uuid="n", job_id="j"))
+    await bus.nc.flush()
+    assert bus.connected

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
@@ -18,7 +19,7 @@ from nats.js.kv import KeyValue
 
 from tingyu.common import subjects
 from tingyu.common.bus.connection import Bus
-from tingyu.common.errors import Conflict, PayloadTooLarge
+from tingyu.common.errors import Conflict, InvalidParameter, PayloadTooLarge
 from tingyu.common.models.base import Message
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+MAX_KEY = 256  # bytes; every key the platform makes is far shorter
+_KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")  # what a JetStream KV key may hold
 _DELETED = ("DEL", "PURGE")
 
 
@@ -47,7 +50,10 @@ class Store(Generic[M]):
     # --- reads ---------------------------------------------------------------------------------
 
     async def entry(self, key: str) -> tuple[M | None, int]:
-        """The key's value and its revision; (None, 0) when absent, deleted or unreadable."""
+        """The key's value and its revision; (None, 0) when absent, deleted or unreadable (a key
+        that no write can have made, such as one of another form, reads as absent)."""
+        if not is_key(key):
+            return None, 0
         try:
             msg = await self.bus.js.get_msg(self.spec.stream, subject=self.spec.prefix + key, direct=True)
         except js_errors.NotFoundError:
@@ -133,10 +139,12 @@ class Store(Generic[M]):
 
     async def put(self, key: str, value: M) -> int:
         """Store unconditionally; returns the new revision."""
+        self._check_key(key)
         return await (await self._handle()).put(key, self._encode(value))
 
     async def create(self, key: str, value: M) -> int:
         """Store only when the key is absent (or deleted); `Conflict` when it exists."""
+        self._check_key(key)
         try:
             return await (await self._handle()).create(key, self._encode(value))
         except js_errors.KeyWrongLastSequenceError as exc:
@@ -144,6 +152,7 @@ class Store(Generic[M]):
 
     async def update(self, key: str, value: M, expected_revision: int) -> int:
         """Store only when the key is still at `expected_revision`; `Conflict` otherwise."""
+        self._check_key(key)
         try:
             return await (await self._handle()).update(key, self._encode(value), last=expected_revision)
         except js_errors.KeyWrongLastSequenceError as exc:
@@ -178,8 +187,13 @@ class Store(Generic[M]):
 
     async def delete(self, key: str) -> None:
         """Delete a key; an absent key is fine."""
+        self._check_key(key)
         with contextlib.suppress(js_errors.KeyNotFoundError):
             await (await self._handle()).delete(key)
+
+    def _check_key(self, key: str) -> None:
+        if not is_key(key):
+            raise InvalidParameter(detail=f"not a valid key of {self.spec.name}: {key[:80]!r}")
 
     # --- encoding ------------------------------------------------------------------------------
 
@@ -198,3 +212,8 @@ class Store(Generic[M]):
         except ValueError as exc:
             log.error("%s/%s does not parse and is skipped: %s", self.spec.name, key, exc)
             return None
+
+
+def is_key(key: str) -> bool:
+    """A key a bucket can hold: its exact form and length (nothing else reaches the server)."""
+    return len(key) <= MAX_KEY and _KEY.fullmatch(key) is not None and not key.startswith(".")
