@@ -18,10 +18,14 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, consume, serve
+from tingyu.common.bus.consumers import Handler, OnDead
 from tingyu.common.leases import Lease
+from tingyu.common.models.base import Message
 from tingyu.common.settings import PlatformSettings
+from tingyu.common.subjects import ConsumerSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,8 @@ STOP_GRACE_S = 10.0
 MAX_BACKOFF_S = 30.0
 
 LoopFn = Callable[[asyncio.Event], Awaitable[None]]
+M = TypeVar("M", bound=Message)
+Req = TypeVar("Req", bound=Message)
 
 
 def setup_logging(name: str, level: str = "INFO") -> None:
@@ -79,6 +85,31 @@ class Service:
 
     def loop(self, name: str, run: LoopFn) -> None:
         self.loops.append(Loop(name, run))
+
+    def consume(
+        self,
+        bus: Bus,
+        spec: ConsumerSpec[M],
+        handler: Handler[M],
+        *,
+        on_dead: OnDead[M] | None = None,
+        batch: int | None = None,
+    ) -> None:
+        """A durable consumer of `spec` as a supervised loop named after it."""
+        self.loop(spec.durable, lambda stop: consume(bus, spec, handler, stop, on_dead=on_dead, batch=batch))
+
+    async def serve(
+        self,
+        bus: Bus,
+        subject: str,
+        request: type[Req],
+        handler: Callable[[Req], Awaitable[Message]],
+        *,
+        queue: str = "",
+    ) -> None:
+        """A request/reply responder, closed at stop before the connection drains."""
+        responder = await serve(bus, subject, request, handler, queue=queue)
+        self.stack.push_async_callback(responder.close)
 
     def leader(self, lease: Lease, every_s: float, tick: Callable[[], Awaitable[None]]) -> None:
         """Run `tick` every `every_s` seconds while this replica holds `lease`."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tingyu.common import subjects
-from tingyu.common.bus import consume
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
 from tingyu.common.service import Service, run_service
@@ -26,32 +25,12 @@ async def setup(service: Service) -> None:
     loop = RolloutLoop(bus, jobs, settings)
     dead = fail_job(jobs)
     batch = settings.batch
-    service.loop(
-        "commands",
-        lambda stop: consume(
-            bus, subjects.DEPLOYER_COMMANDS, commands.handle, stop, on_dead=dead, batch=batch
-        ),
-    )
+    service.consume(bus, subjects.DEPLOYER_COMMANDS, commands.handle, on_dead=dead, batch=batch)
+    service.consume(bus, subjects.DEPLOYER_DEADLINES, deadlines.handle, on_dead=dead, batch=batch)
+    service.consume(bus, subjects.DEPLOYER_FILES, files.handle, on_dead=dead, batch=batch)
+    service.consume(bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, on_dead=dead, batch=batch)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
-    service.loop(
-        "reports", lambda stop: consume(bus, subjects.DEPLOYER_OBSERVED, reports.handle, stop, batch=batch)
-    )
-    service.loop(
-        "deadlines",
-        lambda stop: consume(
-            bus, subjects.DEPLOYER_DEADLINES, deadlines.handle, stop, on_dead=dead, batch=batch
-        ),
-    )
-    service.loop(
-        "files",
-        lambda stop: consume(bus, subjects.DEPLOYER_FILES, files.handle, stop, on_dead=dead, batch=batch),
-    )
-    service.loop(
-        "rollout-commands",
-        lambda stop: consume(
-            bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, stop, on_dead=dead, batch=batch
-        ),
-    )
+    service.consume(bus, subjects.DEPLOYER_OBSERVED, reports.handle, batch=batch)
     service.leader(Lease(bus, "rollouts", settings.rollout_lease_s), settings.rollout_tick_s, loop.tick)
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from tingyu.common import subjects
-from tingyu.common.bus import consume, serve
 from tingyu.common.models.images import ImagerRequest
 from tingyu.common.service import Service, run_service
 from tingyu.imager.config import get_settings
@@ -24,22 +22,12 @@ async def setup(service: Service) -> None:
     pusher = Pusher(bus, registry, settings)
     pusher.clean_spool()
     deleter = Deleter(bus, registry)
-    queries = await serve(
+    await service.serve(
         bus, subjects.IMAGER_QUERY, ImagerRequest, deleter.answer, queue=subjects.QUEUE_IMAGER
     )
-    service.stack.push_async_callback(queries.close)
-
-    async def pushes(stop: asyncio.Event) -> None:
-        await consume(
-            bus,
-            subjects.IMAGER_COMMANDS,
-            pusher.handle,
-            stop,
-            on_dead=pusher.on_dead,
-            batch=settings.concurrency,
-        )
-
-    service.loop("pushes", pushes)
+    service.consume(
+        bus, subjects.IMAGER_COMMANDS, pusher.handle, on_dead=pusher.on_dead, batch=settings.concurrency
+    )
 
 
 def run() -> None:
