@@ -43,11 +43,16 @@ class RolloutLoop:
         self.settings = settings
         self.holder = f"deployer-{secrets.token_hex(4)}"
         self.reported: dict[str, dict[str, Any]] = {}  # job id -> last result written, to skip rewrites
+        self.leading = False
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await wait_or_stop(stop, self.settings.rollout_tick_s):
             try:
-                if await leases.hold(self.bus, LEASE_NAME, self.holder, self.settings.rollout_lease_s):
+                leading = await leases.hold(self.bus, LEASE_NAME, self.holder, self.settings.rollout_lease_s)
+                if leading and not self.leading:
+                    log.info("%s leads the rollouts", self.holder)
+                self.leading = leading
+                if leading:
                     await self.tick()
             except Exception:
                 log.exception("rollout tick failed; trying again next tick")
