@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
+import pytest
 import pytest_asyncio
 
 from tests.conftest import eventually, unique
 from tests.e2e.test_containers_e2e import body, create, finished
+from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 
@@ -176,3 +179,36 @@ async def test_unknown_and_expired_jobs(api: httpx.AsyncClient, running: str, bu
     content = await api.get(f"/file/content/{answer['jobid']}")
     assert content.status_code == 404
     assert content.json()["tycode"] == "TY0051"
+
+
+AGENT_LIMIT = 100_000
+
+
+@pytest.fixture
+def small_file_limit(platform: Platform) -> Iterator[None]:
+    """The agent restarted with its own file limit lowered; put back as it was after the test."""
+    platform.kill("agent", signal.SIGTERM)
+    platform.start_service("agent", {"TINGYU_AGENT_MAX_FILE_BYTES": str(AGENT_LIMIT)})
+    try:
+        yield
+    finally:
+        platform.kill("agent", signal.SIGTERM)
+        platform.start_service("agent")
+
+
+@pytest.mark.usefixtures("small_file_limit")
+async def test_agent_file_limit_holds_on_both_sides_and_maxbytes_cannot_raise_it(
+    api: httpx.AsyncClient, running: str, docker_client: docker.DockerClient
+) -> None:
+    in_container(docker_client, running, f"head -c {AGENT_LIMIT} /bin/busybox > /data/exact")
+    in_container(docker_client, running, f"head -c {AGENT_LIMIT + 1} /bin/busybox > /data/over")
+    exact = await download(api, await fetch(api, running, "/data/exact"))
+    assert len(exact.content) == AGENT_LIMIT
+    over = await failure(api, running, "/data/over")
+    assert over["tycode"] == "TY0052", over
+    assert f"over the limit of {AGENT_LIMIT} bytes" in over["error"]
+    raised = await failure(api, running, "/data/over", maxbytes=10 * AGENT_LIMIT)
+    assert raised["tycode"] == "TY0052", raised
+    assert f"over the limit of {AGENT_LIMIT} bytes" in raised["error"]
+    lower = await failure(api, running, "/data/exact", maxbytes=AGENT_LIMIT - 1)  # a lower one applies
+    assert f"over the limit of {AGENT_LIMIT - 1} bytes" in lower["error"]
