@@ -7,6 +7,7 @@ through the same launcher `tingyu up` uses; each test makes its own names.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import docker
 import httpx
+import nats.errors
 import pytest
 import pytest_asyncio
 
@@ -53,19 +55,52 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{secrets.token_hex(5)}"
 
 
+class TransientAnswer(Exception):
+    """The API answered 503 (TY0010: a worker or NATS was briefly unavailable); asking again may work."""
+
+
+# Failures that say "not now" rather than "wrong": `eventually` asks again after them.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    httpx.TransportError,
+    nats.errors.Error,
+    TransientAnswer,
+)
+_RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("retrying", default=False)
+
+
 async def eventually(
     check: Callable[[], Awaitable[T | None]], timeout: float = 60.0, every: float = 0.2
 ) -> T:
-    """Poll an async check until it returns something truthy; fail with its last value otherwise."""
+    """Poll an async check until it returns something truthy; fail with its last value otherwise.
+
+    A transient failure inside the check (a timeout, a dropped connection, a TY0010 answer from the
+    `api` client) counts as "not yet"; if it is still the last thing seen at the deadline, it is raised.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     last: Any = None
     while True:
-        last = await check()
-        if last:
+        token = _RETRYING.set(True)
+        try:
+            last = await check()
+        except TRANSIENT as exc:
+            last = exc
+        finally:
+            _RETRYING.reset(token)
+        if last and not isinstance(last, BaseException):
             return last  # type: ignore[no-any-return]
         if asyncio.get_running_loop().time() > deadline:
+            if isinstance(last, BaseException):
+                raise AssertionError(f"condition not met within {timeout}s; last error: {last!r}") from last
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         await asyncio.sleep(every)
+
+
+async def raise_transient(response: httpx.Response) -> None:
+    """Event hook of the `api` client: inside `eventually`, a TY0010 answer is retried, not read."""
+    if response.status_code == 503 and _RETRYING.get():
+        await response.aread()
+        raise TransientAnswer(response.text)
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +156,9 @@ def remove_agent_containers(identity: Path) -> None:
 @pytest_asyncio.fixture(scope="session")
 async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client rooted at /tingyu."""
-    async with httpx.AsyncClient(base_url=platform.config.api_url, timeout=30.0) as client:
+    async with httpx.AsyncClient(
+        base_url=platform.config.api_url, timeout=30.0, event_hooks={"response": [raise_transient]}
+    ) as client:
         yield client
 
 
@@ -185,3 +222,16 @@ async def node_uuid(api: httpx.AsyncClient, state_dir: Path) -> str:
         return uuid if body["code"] == 200 else None
 
     return await eventually(joined, timeout=60)
+
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test carries the marker of its layer (its folder), so `pytest -m unit` runs one layer."""
+    root = Path(__file__).parent
+    for item in items:
+        layer = item.path.relative_to(root).parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/{{unit,integration,e2e}}")
+        item.add_marker(layer)

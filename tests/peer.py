@@ -53,16 +53,25 @@ class PeerMachine:
     async def desired(self) -> NodeDesired | None:
         return await self.bus.store(subjects.DESIRED).get(self.uuid)
 
-    async def report(self, phases: dict[str, PodPhase], message: str = "") -> None:
-        """Report that this machine applied its current desired revision of each named deployment."""
+    async def report(
+        self,
+        phases: dict[str, PodPhase],
+        message: str = "",
+        *,
+        revision: int | None = None,
+        job_id: str | None = None,
+        reported_at: float | None = None,
+    ) -> NodeObserved:
+        """Report that this machine applied its current desired revision of each named deployment;
+        `revision`, `job_id` and `reported_at` make it a stale or late report instead."""
         doc = await self.desired()
         assert doc is not None
         self.seq += 1
         containers = {
             name: ObservedContainer(
                 name=name,
-                revision=doc.containers[name].revision,
-                job_id=doc.containers[name].job_id,
+                revision=doc.containers[name].revision if revision is None else revision,
+                job_id=doc.containers[name].job_id if job_id is None else job_id,
                 phase=phase,
                 podname=f"{name}-peer",
                 message=message,
@@ -70,6 +79,10 @@ class PeerMachine:
             for name, phase in phases.items()
         }
         report = NodeObserved(
-            node_uuid=self.uuid, containers=containers, reported_at=timefmt.now(), seq=self.seq
+            node_uuid=self.uuid,
+            containers=containers,
+            reported_at=timefmt.now() if reported_at is None else reported_at,
+            seq=self.seq,
         )
         await self.bus.publish(subjects.observed(self.uuid), report)
+        return report

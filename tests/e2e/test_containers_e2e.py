@@ -173,22 +173,27 @@ async def test_agent_offline_converges_when_it_returns(
     name = unique()
     assert (await create(api, body(node_uuid, name, busybox_ref)))["state"] == 3
     platform.kill("agent", signal.SIGKILL)
+
+    async def status(wanted: str) -> bool:
+        node = (await api.get("/node/get", params={"name": node_uuid})).json()["data"][0]
+        return bool(node["status"] == wanted)
+
     try:
         stop = (await api.post("/container/stop", params={"name": name})).json()["data"][0]
         assert stop["code"] == 200, stop  # accepted while the machine still counts as Ready
-        status = (await api.get("/task/status", params={"jobid": stop["jobid"]})).json()["info"][0]
-        assert status["state"] in (0, 1)
-        assert inspect(docker_client, name)["State"]["Running"]  # nobody applied it yet
+        status_ = (await api.get("/task/status", params={"jobid": stop["jobid"]})).json()["info"][0]
+        assert status_["state"] in (0, 1)
+        # The silence is noticed: the machine really goes NotReady while nobody applies the stop.
+        await eventually(lambda: status("NotReady"), timeout=30)
+        assert inspect(docker_client, name)["State"]["Running"]
+        assert (await api.get("/task/status", params={"jobid": stop["jobid"]})).json()["info"][0][
+            "state"
+        ] == 1
     finally:
         platform.start_service("agent")
+    await eventually(lambda: status("Ready"), timeout=30)
     assert (await finished(api, stop["jobid"]))["state"] == 3
     assert not inspect(docker_client, name)["State"]["Running"]
-
-    async def ready_again() -> bool:
-        node = (await api.get("/node/get", params={"name": node_uuid})).json()["data"][0]
-        return bool(node["status"] == "Ready")
-
-    await eventually(ready_again, timeout=30)
     await finished(
         api, (await api.delete("/container/delete", params={"name": name})).json()["data"][0]["jobid"]
     )

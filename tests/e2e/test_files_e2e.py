@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
+import pytest
 import pytest_asyncio
 
 from tests.conftest import eventually, unique
 from tests.e2e.test_containers_e2e import body, create, finished
+from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 
@@ -176,3 +179,96 @@ async def test_unknown_and_expired_jobs(api: httpx.AsyncClient, running: str, bu
     content = await api.get(f"/file/content/{answer['jobid']}")
     assert content.status_code == 404
     assert content.json()["tycode"] == "TY0051"
+
+
+AGENT_LIMIT = 100_000
+
+
+@pytest.fixture
+def small_file_limit(platform: Platform) -> Iterator[None]:
+    """The agent restarted with its own file limit lowered; put back as it was after the test."""
+    platform.kill("agent", signal.SIGTERM)
+    platform.start_service("agent", {"TINGYU_AGENT_MAX_FILE_BYTES": str(AGENT_LIMIT)})
+    try:
+        yield
+    finally:
+        platform.kill("agent", signal.SIGTERM)
+        platform.start_service("agent")
+
+
+@pytest.mark.usefixtures("small_file_limit")
+async def test_agent_file_limit_holds_on_both_sides_and_maxbytes_cannot_raise_it(
+    api: httpx.AsyncClient, running: str, docker_client: docker.DockerClient
+) -> None:
+    in_container(docker_client, running, f"head -c {AGENT_LIMIT} /bin/busybox > /data/exact")
+    in_container(docker_client, running, f"head -c {AGENT_LIMIT + 1} /bin/busybox > /data/over")
+    exact = await download(api, await fetch(api, running, "/data/exact"))
+    assert len(exact.content) == AGENT_LIMIT
+    over = await failure(api, running, "/data/over")
+    assert over["tycode"] == "TY0052", over
+    assert f"over the limit of {AGENT_LIMIT} bytes" in over["error"]
+    raised = await failure(api, running, "/data/over", maxbytes=10 * AGENT_LIMIT)
+    assert raised["tycode"] == "TY0052", raised
+    assert f"over the limit of {AGENT_LIMIT} bytes" in raised["error"]
+    lower = await failure(api, running, "/data/exact", maxbytes=AGENT_LIMIT - 1)  # a lower one applies
+    assert f"over the limit of {AGENT_LIMIT - 1} bytes" in lower["error"]
+
+
+AGENT_WAIT_S = 6
+
+
+@pytest.fixture
+def short_agent_wait(platform: Platform) -> Iterator[None]:
+    """The deployer restarted to wait only a few seconds for an agent that is away."""
+    platform.kill("deployer", signal.SIGTERM)
+    platform.start_service("deployer", {"TINGYU_DEPLOYER_FILE_AGENT_WAIT_S": str(AGENT_WAIT_S)})
+    try:
+        yield
+    finally:
+        platform.kill("deployer", signal.SIGTERM)
+        platform.start_service("deployer")
+
+
+async def file_job(api: httpx.AsyncClient, jobid: str) -> dict[str, Any]:
+    async def final() -> dict[str, Any] | None:
+        answer: dict[str, Any] = (await api.post("/file/getResponseByJobId", params={"jobId": jobid})).json()
+        done = answer["code"] != 200 or answer["data"]["state"] in (3, 4)
+        return {**answer, "jobid": jobid} if done else None
+
+    return await eventually(final, timeout=60)
+
+
+@pytest.mark.faults
+@pytest.mark.usefixtures("short_agent_wait")
+async def test_fetch_while_the_agent_is_away_waits_for_it_then_gives_up(
+    api: httpx.AsyncClient, running: str, platform: Platform, node_uuid: str
+) -> None:
+    async def status(wanted: str) -> bool:
+        node = (await api.get("/node/get", params={"name": node_uuid})).json()["data"][0]
+        return bool(node["status"] == wanted)
+
+    # Away for longer than the wait: accepted while the machine still counts as Ready, then failed.
+    platform.kill("agent", signal.SIGKILL)
+    try:
+        started = await start_fetch(api, running, "/data/hello.txt")
+        assert started["code"] == 200, started
+        gone = await file_job(api, started["data"]["jobid"])
+        assert gone["tycode"] == "TY0050", gone
+        assert gone["error"] == f"machine {node_uuid} did not answer within {AGENT_WAIT_S}s", gone
+        await eventually(lambda: status("NotReady"), timeout=30)
+        refused = await start_fetch(api, running, "/data/hello.txt")
+        assert (refused["code"], refused["tycode"]) == (500, "TY0050"), refused
+        assert refused["error"] == f"Node is not ready: {node_uuid}", refused
+    finally:
+        platform.start_service("agent")
+    await eventually(lambda: status("Ready"), timeout=30)
+
+    # Back within the wait: the fetch waits for the agent and succeeds.
+    platform.kill("agent", signal.SIGKILL)
+    try:
+        started = await start_fetch(api, running, "/data/hello.txt")
+        assert started["code"] == 200, started
+    finally:
+        platform.start_service("agent")
+    response = await download(api, await file_job(api, started["data"]["jobid"]))
+    assert response.content == HELLO

@@ -91,6 +91,26 @@ async def search(api: httpx.AsyncClient, word: str, spelling: str = "wordKey") -
     return data
 
 
+async def manifest_status(platform: Platform, name: str, tag: str) -> int:
+    """What the platform's registry says of a manifest (Registry HTTP API V2): 200 there, 404 gone."""
+    return (await manifest(platform, name, tag))[0]
+
+
+async def manifest(platform: Platform, name: str, tag: str) -> tuple[int, str]:
+    """(HTTP status, Docker-Content-Digest) of a manifest in the platform's registry."""
+    accept = ", ".join(
+        [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ]
+    )
+    async with httpx.AsyncClient() as registry:
+        answer = await registry.head(
+            f"http://{platform.config.registry}/v2/{name}/manifests/{tag}", headers={"Accept": accept}
+        )
+    return answer.status_code, answer.headers.get("Docker-Content-Digest", "")
+
+
 def rewrite(source: Path, target: Path, change: dict[str, bytes]) -> Path:
     """A copy of a tar with some members' contents replaced."""
     with tarfile.open(source) as old, tarfile.open(target, "w") as new:
@@ -158,13 +178,14 @@ async def test_upload_search_pull_and_delete(
 
 
 async def test_delete_refused_while_a_container_uses_it(
-    api: httpx.AsyncClient, bus: Bus, docker_client: docker.DockerClient, tars: Path
+    api: httpx.AsyncClient, bus: Bus, docker_client: docker.DockerClient, tars: Path, platform: Platform
 ) -> None:
     name = unique("inuse")
     tar = saved_tar(docker_client, tars, unique("src"))
     await asyncio.gather(pushed(api, tar, name, "1"), pushed(api, tar, name, "2", raw=True))
     [found] = await search(api, name)
     assert sorted(v["version"] for v in found["versions"]) == ["1", "2"]
+    versions = {v["version"]: v["digest"] for v in found["versions"]}
 
     # What the deployer keeps for a container created from the catalog (bucket ty_desired).
     node, deployment = f"tingyu-{'0' * 24}{unique('')[1:]}"[:39], unique("web")
@@ -187,6 +208,15 @@ async def test_delete_refused_while_a_container_uses_it(
             await api.delete("/image/deleteByImageVersion", params={"image": name, "imageVersion": "2"})
         ).json()
         assert other["code"] == 200, other
+        # In the registry itself v1 must stay. The registry deletes manifests only by digest, so v2's
+        # tag is gone unless it is the very manifest v1 still needs (one tar uploaded twice).
+        kept_status, kept_digest = await manifest(platform, name, "1")
+        assert kept_status == 200
+        assert kept_digest == versions["1"]
+        left = await manifest(platform, name, "2")
+        assert left in {(404, ""), (200, kept_digest)}, left
+        [kept] = await search(api, name)
+        assert [v["version"] for v in kept["versions"]] == ["1"]
     finally:
         await store.delete(node)
     unknown = (
@@ -196,6 +226,7 @@ async def test_delete_refused_while_a_container_uses_it(
     done = await delete(api, name)
     assert done["code"] == 200, done
     assert await search(api, name) == []
+    assert await manifest_status(platform, name, "1") == 404
 
 
 async def test_corrupt_layer_is_refused_and_nothing_is_stored(
@@ -272,12 +303,21 @@ async def test_deploy_from_catalog_after_removing_local_copy(
     assert job["state"] == 3, job
     shown = (await api.post("/container/get", params={"name": deployment})).json()
     assert f"{platform.config.registry}/{name}:1" in json.dumps(shown)
+    attrs = docker_client.api.inspect_container(deployment)  # what really runs, not what the API says
+    assert attrs["State"]["Running"]
+    assert attrs["Config"]["Image"] == f"{platform.config.registry}/{name}:1"
+    assert docker_client.images.get(attrs["Image"]).id == attrs["Image"]
     refused = await delete(api, name)
     assert refused["code"] == "TY0022", refused
     assert deployment in refused["msg"]
     not_in_catalog = {**item, "deploymentname": unique("d"), "imageversion": "9"}
     answer = (await api.post("/container/create", json=[not_in_catalog])).json()
     assert answer["data"][0]["code"] == 500, answer
+    assert answer["data"][0]["message"] == f"image '{name}' has no version '9' in the catalog", answer
+    assert "jobid" not in answer["data"][0]
+    assert not docker_client.containers.list(
+        all=True, filters={"name": f"^{not_in_catalog['deploymentname']}$"}
+    )
     removed = (await api.delete("/container/delete", params={"name": deployment})).json()
     await finished(api, removed["data"][0]["jobid"])
     done = await delete(api, name)
@@ -303,9 +343,11 @@ async def test_cli_push_ls_rm(
     again = await run("push", str(tar), "--name", name, "--version", "1")
     assert again.returncode == 1
     assert "TY0024" in again.stderr
+    assert await manifest_status(platform, name, "1") == 200
     removed = await run("rm", name, "--version", "1")
     assert removed.returncode == 0, removed.stderr
     assert await search(api, name) == []
+    assert await manifest_status(platform, name, "1") == 404
 
 
 def as_oci_layout(source: Path, target: Path) -> Path:

@@ -75,6 +75,12 @@ async def test_half_of_an_area_moves_and_a_higher_percent_extends(
                 await finished(api, answer["jobid"])
 
     async def gone() -> bool:
-        return not docker_client.containers.list(all=True, filters={"name": "can"})
+        # Only this test's containers: this machine's agent label and the exact names (a shared Engine).
+        return not any(
+            docker_client.containers.list(
+                all=True, filters={"label": f"tingyu.node={node_uuid}", "name": f"^{name}$"}
+            )
+            for name in names
+        )
 
     await eventually(gone, timeout=30)

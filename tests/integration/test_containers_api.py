@@ -206,6 +206,8 @@ async def test_unknown_names_in_reads_and_lifecycle(api: httpx.AsyncClient) -> N
     ]
     stopped = (await api.post("/container/stop", params={"name": name})).json()
     assert stopped["data"][0]["code"] == 500
+    assert stopped["data"][0]["message"] == f'deployments.apps "{name}" not found', stopped
+    assert "jobid" not in stopped["data"][0]
     assert (await api.post("/container/list", params={"uuid": "tingyu-" + "e" * 32})).json()[
         "code"
     ] == "TY0015"

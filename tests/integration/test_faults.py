@@ -6,6 +6,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import httpx
+import pytest
 
 from tests.conftest import eventually, unique
 from tests.factories import command
@@ -14,6 +15,8 @@ from tingyu.cli.launcher import Platform, port_open
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ContainerCommand, ContainerOp, DesiredState, PodPhase
+
+pytestmark = pytest.mark.faults
 
 
 async def test_commands_accepted_while_deployer_is_dead_are_applied_after_restart(
@@ -65,13 +68,19 @@ async def test_nats_server_killed_and_restarted_keeps_jobs_and_desired_state(
         await peer.stop()
 
 
-async def test_nodes_service_restart_keeps_machines_ready(
+async def test_restarted_nodes_service_tracks_machines(
     api: httpx.AsyncClient, bus: Bus, platform: Platform
 ) -> None:
+    """The API reads `ty_nodes` directly, so only a change made after the restart proves the new
+    nodes service runs: it must take the leader lease, see the machine go silent and come back."""
     peer = await ready_peer(api, bus)
     try:
         platform.kill("nodes", signal.SIGKILL)
         platform.start_service("nodes")
+        await peer.stop()
+        await eventually(lambda: _status(api, peer.uuid, "NotReady"), timeout=45)
+        peer.start()
+        await eventually(lambda: _status(api, peer.uuid, "Ready"), timeout=30)
         name = unique()
         body = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()
         assert body["data"][0]["code"] == 200
@@ -80,36 +89,40 @@ async def test_nodes_service_restart_keeps_machines_ready(
         await peer.stop()
 
 
+async def _status(api: httpx.AsyncClient, uuid: str, status: str) -> bool:
+    body = (await api.get("/node/get", params={"name": uuid})).json()
+    return body["code"] == 200 and body["data"][0]["status"] == status
+
+
 async def _async(value: bool) -> bool:
     return value
 
 
 async def test_same_command_delivered_twice_has_one_effect(api: httpx.AsyncClient, bus: Bus) -> None:
     """A redelivery (same job id, published again under another message id, as after the
-    duplicate window) changes nothing: one desired entry, one revision, one job."""
+    duplicate window) changes nothing: one desired entry, one revision, one job per operation."""
     peer = await ready_peer(api, bus)
     try:
         name = unique()
         jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
         await wait_job(api, jobid, 1)
-        stop = command(ContainerOp.STOP, name, node_uuid=peer.uuid)
+        stop_job = (await api.post("/container/stop", params={"name": name})).json()["data"][0]["jobid"]
+        await wait_job(api, stop_job, 1)
+        stop = command(ContainerOp.STOP, name, node_uuid=peer.uuid).model_copy(update={"job_id": stop_job})
         for attempt in range(3):
-            await bus.publish(
-                subjects.container_command(stop.job_id), stop, msg_id=f"{stop.job_id}-{attempt}"
-            )
+            await bus.publish(subjects.container_command(stop_job), stop, msg_id=f"{stop_job}-{attempt}")
         await bus.publish(subjects.container_command(jobid), _original(peer.uuid, name, jobid))
-
-        async def stopped_once() -> bool:
-            doc = await peer.desired()
-            entry = doc.containers[name] if doc else None
-            return entry is not None and entry.job_id == stop.job_id
-
-        await eventually(stopped_once, timeout=20)
         await eventually(_quiet(bus), timeout=20)
         doc = await peer.desired()
         assert doc is not None
         entry = doc.containers[name]
-        assert (entry.revision, entry.state) == (2, DesiredState.STOPPED)
+        assert (entry.revision, entry.state, entry.job_id) == (2, DesiredState.STOPPED, stop_job)
+        jobs = [j for j in await bus.store(subjects.JOBS).values() if j.deploymentname == name]
+        assert sorted((j.op, j.job_id, j.revision) for j in jobs) == sorted(
+            [("create", jobid, 1), ("stop", stop_job, 2)]
+        )
+        await peer.report({name: PodPhase.STOPPED})
+        await wait_job(api, stop_job, 3)
     finally:
         await peer.stop()
 

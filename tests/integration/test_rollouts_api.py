@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import eventually, unique
 from tests.peer import PeerMachine
+from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import DesiredContainer, PodPhase
 
@@ -210,10 +211,8 @@ async def test_batches_are_bounded_by_max_unavailable(api: httpx.AsyncClient, fl
     await fleet.machine(3, delay=0.6)
     await fleet.machine(3, delay=0.6)
     jobid = await accepted(fleet, 100)
-    widest = 0
 
     async def finished() -> bool:
-        nonlocal widest
         moved = len(await fleet.at("2"))  # read before the job: `updated` only grows
         info = await job_info(api, jobid)
         result = info.get("result", {})
@@ -221,12 +220,25 @@ async def test_batches_are_bounded_by_max_unavailable(api: httpx.AsyncClient, fl
             return False
         assert result["inflight"] <= MAX_UNAVAILABLE
         assert moved <= result["updated"] + MAX_UNAVAILABLE
-        widest = max(widest, result["inflight"])
         return bool(info["state"] == 3)
 
     await eventually(finished, timeout=40, every=0.1)
-    assert widest == MAX_UNAVAILABLE
     assert len(await fleet.at("2")) == 6
+    # From the upgrade jobs' own times (not from polling): how many were open at once, at most.
+    jobs = await fleet.bus.store(subjects.JOBS).values()
+    upgrades = [j for j in jobs if j.op == "upgrade" and j.deploymentname in fleet.names]
+    assert len(upgrades) == 6
+    assert widest_overlap([(j.created_at, j.updated_at) for j in upgrades]) == MAX_UNAVAILABLE
+
+
+def widest_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one moment (a span that ends when another starts does not overlap it)."""
+    events = sorted([(end, -1) for _, end in spans] + [(start, 1) for start, _ in spans])
+    open_, widest = 0, 0
+    for _, change in events:
+        open_ += change
+        widest = max(widest, open_)
+    return widest
 
 
 async def test_failures_past_the_threshold_abort_the_rollout(api: httpx.AsyncClient, fleet: Fleet) -> None:

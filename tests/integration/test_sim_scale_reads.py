@@ -20,16 +20,26 @@ async def test_scan_during_writes_lists_each_key_once(nats_url: str) -> None:
         for key in keys:
             await kv.put(key, NodeFacts(uuid=key, nodename=key).to_bytes())
 
-        async def rewrite(rounds: int) -> None:
-            for _ in range(rounds):
-                for key in keys[:200]:
-                    await kv.put(key, NodeFacts(uuid=key, nodename=key, cpu=1).to_bytes())
+        writing = asyncio.Event()
+        scanned = asyncio.Event()
+        written = 0
 
-        writer = asyncio.create_task(rewrite(15))
-        await asyncio.sleep(0.1)
+        async def rewrite() -> None:
+            """Rewrite the first keys over and over until the scan has ended."""
+            nonlocal written
+            while not scanned.is_set():
+                for key in keys[:200]:
+                    await kv.put(key, NodeFacts(uuid=key, nodename=key, cpu=written % 8).to_bytes())
+                    written += 1
+                    writing.set()
+
+        writer = asyncio.create_task(rewrite())
+        await asyncio.wait_for(writing.wait(), 20)
+        before = written
         listed = await asyncio.wait_for(bus.store(subjects.BucketSpec(name, NodeFacts)).values(), 20)
-        assert not writer.done()  # the scan really ran during the writes
-        await writer
+        scanned.set()
+        assert written > before  # the scan really ran during the writes
+        await asyncio.wait_for(writer, 20)
         assert sorted(f.uuid for f in listed) == sorted(keys)
     finally:
         await bus.js.delete_key_value(name)

@@ -206,3 +206,28 @@ def test_a_finished_run_is_never_superseded_and_an_aborted_one_is_never_extended
     assert after is not None
     assert replaced is None
     assert after.run == (again.job_id if status == RolloutStatus.ABORTED else old.run)
+
+
+@pytest.mark.parametrize(
+    ("failed", "executed", "threshold", "min_executed", "status"),
+    [
+        (2, 10, 0.2, 3, RolloutStatus.RUNNING),  # exactly at the threshold: carries on
+        (3, 10, 0.2, 3, RolloutStatus.ABORTED),  # one more failure: past it
+        (1, 4, 0.25, 3, RolloutStatus.RUNNING),
+        (2, 4, 0.25, 3, RolloutStatus.ABORTED),
+        (2, 2, 0.2, 3, RolloutStatus.RUNNING),  # every one failed, but one short of the minimum
+        (3, 3, 0.2, 3, RolloutStatus.ABORTED),  # the minimum reached
+        (0, 10, 0.0, 3, RolloutStatus.RUNNING),  # threshold 0: no failure is no abort ...
+        (1, 10, 0.0, 3, RolloutStatus.ABORTED),  # ... and any failure is
+    ],
+)
+def test_abort_threshold_on_both_sides_of_its_boundary(
+    failed: int, executed: int, threshold: float, min_executed: int, status: RolloutStatus
+) -> None:
+    plan = rollout(100)
+    select(plan, fleet(executed + 1))  # one member left pending, so the rollout is not simply done
+    for index, member in enumerate(list(plan.members.values())[:executed]):
+        member.job_id = f"j{index}"
+        member.state = MemberState.FAILED if index < failed else MemberState.UPDATED
+    settle(plan, threshold=threshold, min_executed=min_executed)
+    assert plan.status == status, plan.message

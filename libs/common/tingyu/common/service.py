@@ -115,9 +115,14 @@ class Service:
         """Run `tick` every `every_s` seconds while this replica holds `lease`."""
 
         async def lead(stop: asyncio.Event) -> None:
+            leading = False
             while not await wait_or_stop(stop, every_s):
                 try:
-                    if await lease.hold():
+                    held = await lease.hold()
+                    if held and not leading:
+                        log.info("%s leads the %s", lease.holder, lease.name)
+                    leading = held
+                    if held:
                         await tick()
                 except Exception:
                     log.exception("%s: leader tick failed; trying again next tick", lease.name)

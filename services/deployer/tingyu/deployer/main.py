@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from tingyu.common import subjects
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
@@ -31,7 +33,8 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, on_dead=dead, batch=batch)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
     service.consume(bus, subjects.DEPLOYER_OBSERVED, reports.handle, batch=batch)
-    service.leader(Lease(bus, "rollouts", settings.rollout_lease_s), settings.rollout_tick_s, loop.tick)
+    lease = Lease(bus, "rollouts", settings.rollout_lease_s, holder=f"deployer-{secrets.token_hex(4)}")
+    service.leader(lease, settings.rollout_tick_s, loop.tick)
 
 
 def run() -> None:
