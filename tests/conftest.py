@@ -224,14 +224,24 @@ async def node_uuid(api: httpx.AsyncClient, state_dir: Path) -> str:
     return await eventually(joined, timeout=60)
 
 
-LAYERS = ("unit", "integration", "e2e")
+# The folder a test lives in -> its layer's marker. Hostile-input tests drive the whole platform.
+LAYERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "abuse": "e2e",
+    "cluster": "cluster",
+    "kubernetes": "kubernetes",
+    "console": "console",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test carries the marker of its layer (its folder), so `pytest -m unit` runs one layer."""
     root = Path(__file__).parent
     for item in items:
-        layer = item.path.relative_to(root).parts[0]
-        if layer not in LAYERS:
-            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/{{unit,integration,e2e}}")
+        folder = item.path.relative_to(root).parts[0]
+        if folder not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/{{{','.join(LAYERS)}}}")
+        layer = LAYERS[folder]
         item.add_marker(layer)
