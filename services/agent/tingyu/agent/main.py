@@ -17,6 +17,7 @@ from tingyu.agent.reconciler import Reconciler
 from tingyu.agent.sampling import run_sampler
 from tingyu.common import service
 from tingyu.common.bus import Bus
+from tingyu.common.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ async def main(stop: asyncio.Event, settings: AgentSettings | None = None) -> No
                     identity.uuid,
                     AppliedRestarts(settings.state_dir / "applied.json"),
                     settings.parallel,
+                    Policy.from_settings(own_registry=platform.registry),
                 ),
                 functools.partial(read_facts, identity, settings),
                 heartbeat_s=settings.heartbeat_s,

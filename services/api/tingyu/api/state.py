@@ -9,7 +9,7 @@ from tingyu.common.models.containers import DesiredContainer, NameClaim, NodeDes
 from tingyu.common.models.images import ImageRecord
 from tingyu.common.models.jobs import Job
 from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.names import is_deployment_name, is_image_name, is_node_uuid
+from tingyu.common.names import is_deployment_name, is_image_name, is_job_id, is_node_uuid
 
 
 async def node(bus: Bus, uuid: str) -> NodeRecord:
@@ -59,6 +59,8 @@ async def observed(bus: Bus, node_uuid: str) -> NodeObserved | None:
 
 
 async def job(bus: Bus, job_id: str) -> Job | None:
+    if not is_job_id(job_id):
+        return None
     found, _ = await kv_get(await bus.kv(subjects.JOBS), job_id, Job)
     return found
 

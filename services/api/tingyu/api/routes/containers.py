@@ -11,6 +11,7 @@ from tingyu.api.concurrency import gather_bounded
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.api.images_ref import UnknownImage, resolve
 from tingyu.api.schemas.containers import ContainerItem, InheritUpdate
+from tingyu.api.schemas.params import deployment_names
 from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.claims import claim_name
@@ -27,7 +28,7 @@ from tingyu.common.models.containers import (
 )
 from tingyu.common.models.jobs import JobKind
 from tingyu.common.models.nodes import NodeRecord, NodeStatus
-from tingyu.common.names import split_csv
+from tingyu.common.policy import Policy
 
 router = APIRouter(prefix="/container", tags=["containers"])
 
@@ -42,12 +43,7 @@ def not_found(name: str) -> str:
 
 
 def _names(name: str, limit: int) -> list[str]:
-    names = split_csv(name)
-    if not names:
-        raise MissingParameter("缺少必填参数: name")
-    if len(names) > limit:
-        raise InvalidParameter(f"参数值不合法: at most {limit} names per request")
-    return list(dict.fromkeys(names))
+    return deployment_names(name, limit)
 
 
 def _items(items: list[ContainerItem], limit: int) -> None:
@@ -103,6 +99,7 @@ async def _write(
     """Shared by create and updateByName: per-item checks, then one job per accepted item."""
     _items(items, settings.max_items)
     nodes = await _nodes_of(bus, {item.uuid for item in items})
+    policy = Policy.from_settings(own_registry=settings.platform.registry)
     seen: set[str] = set()
     twice: set[int] = set()
     for index, item in enumerate(items):
@@ -124,12 +121,16 @@ async def _write(
             patch = await resolve(bus, settings.platform.registry, item.image, item.imageversion)
         except UnknownImage as exc:
             return envelope.item(name, str(exc), 500)
+        spec = _spec(item, patch.image_ref)
+        refusal = policy.spec_refusal(spec)
+        if refusal:
+            return envelope.item(name, refusal, 500)
         command = ContainerCommand(
             job_id=jobs.job_id(),
             op=op,
             name=name,
             node_uuid=item.uuid,
-            spec=_spec(item, patch.image_ref),
+            spec=spec,
             issued_at=timefmt.now(),
         )
         return await _submit(bus, command)

@@ -7,7 +7,6 @@ docs/files.md); `ContractErrorRoute` renders every raised domain error that way.
 from __future__ import annotations
 
 import posixpath
-import re
 from typing import Any
 from urllib.parse import quote
 
@@ -34,13 +33,12 @@ from tingyu.common.models.containers import DesiredState
 from tingyu.common.models.files import FileFetchCommand
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.models.nodes import NodeStatus
-from tingyu.common.names import is_deployment_name
+from tingyu.common.names import is_deployment_name, is_job_id
 
 router = APIRouter(prefix="/file", tags=["files"], route_class=envelope.ContractErrorRoute)
 downloads = APIRouter(prefix="/file", tags=["files"], route_class=envelope.ContractDownloadRoute)
 
 MAX_PATH = 4096
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _FAILURES: dict[str, type[TingyuError]] = {PayloadTooLarge.code: PayloadTooLarge}
 
 
@@ -117,7 +115,7 @@ async def download_file(
 async def _file_job(bus: Bus, job_id: str) -> Job:
     if not job_id:
         raise MissingParameter("缺少必填参数: jobId", detail="jobId is required")
-    job = await state.job(bus, job_id) if _JOB_ID.match(job_id) else None
+    job = await state.job(bus, job_id) if is_job_id(job_id) else None
     if job is None or job.kind != JobKind.FILE:
         raise JobNotFound(f"任务不存在: {job_id}", detail=f"no file job {job_id} (unknown or expired)")
     if job.state == JobState.FAILED:

@@ -71,9 +71,15 @@ async def upload_image(
     """Upload a `docker save` tar (multipart field `file` or an application/x-tar body); answers a jobid."""
     name, tag = _required(image_name, "image_name"), _required(version, "version")
     if not is_image_name(name):
-        raise InvalidParameter(f"参数值不合法: image_name '{name}' is not a valid repository name")
+        raise InvalidParameter(f"参数值不合法: image_name '{name[:200]}' is not a valid repository name")
     if not is_image_tag(tag):
-        raise InvalidParameter(f"参数值不合法: version '{tag}' is not a valid tag")
+        raise InvalidParameter(f"参数值不合法: version '{tag[:200]}' is not a valid tag")
+    for text, field in ((detail, "detail"), (image_url, "image_url")):
+        if len(text.encode()) > settings.max_detail_bytes:
+            raise InvalidParameter(
+                f"参数值不合法: {field} is longer than {settings.max_detail_bytes} bytes "
+                "(TINGYU_API_MAX_DETAIL_BYTES)"
+            )
     record = await state.image(bus, name)
     if record is not None and tag in record.versions:
         raise ImageVersionExists(f"镜像版本已存在! {name}:{tag}")

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 
 from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.common.errors import InvalidParameter, MissingParameter
+from tingyu.api.schemas.params import node_names
 from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.names import is_node_uuid, split_csv
+from tingyu.common.names import is_node_uuid
 from tingyu.common.timefmt import to_wire
 
 router = APIRouter(prefix="/node", tags=["nodes"])
@@ -46,13 +46,8 @@ def node_view(record: NodeRecord, timezone: str) -> dict[str, Any]:
 @router.get("/get")
 async def get(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
     """Machines by nodename or uuid (comma-separated); TY0015 when one is unknown."""
-    names = split_csv(name)
-    if not names:
-        raise MissingParameter("缺少必填参数: name")
-    if len(names) > settings.max_items:
-        raise InvalidParameter(f"参数值不合法: at most {settings.max_items} names per request")
     data = []
-    for one in names:
+    for one in node_names(name, settings.max_items):
         uuid = one if is_node_uuid(one) else f"tingyu-{one}"
         data.append(node_view(await state.node(bus, uuid), settings.platform.timezone))
     return envelope.ok(data)

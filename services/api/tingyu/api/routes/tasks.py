@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query
 from tingyu.api import envelope, state
 from tingyu.api.concurrency import gather_bounded
 from tingyu.api.deps import BusDep, SettingsDep
-from tingyu.common.errors import InvalidParameter, MissingParameter
+from tingyu.api.schemas.params import job_ids
 from tingyu.common.models.jobs import Job
-from tingyu.common.names import split_csv
 from tingyu.common.timefmt import to_wire
 
 router = APIRouter(prefix="/task", tags=["tasks"])
@@ -41,14 +40,10 @@ def job_view(job: Job, timezone: str) -> dict[str, Any]:
 @router.get("/status")
 async def status(bus: BusDep, settings: SettingsDep, jobid: str = Query("")) -> dict[str, Any]:
     """Job states by comma-separated jobid: 0 queued, 1 dispatched, 2 running, 3 succeeded, 4 failed."""
-    ids = split_csv(jobid)
-    if not ids:
-        raise MissingParameter("缺少必填参数: jobid")
-    if len(ids) > settings.max_items:
-        raise InvalidParameter(f"参数值不合法: at most {settings.max_items} job ids per request")
+    ids = job_ids(jobid, settings.max_items)
 
     async def one(job_id: str) -> dict[str, Any]:
-        job = await state.job(bus, job_id) if job_id.isalnum() else None
+        job = await state.job(bus, job_id)
         if job is None:
             return {"code": 500, "jobid": job_id, "message": f"job {job_id} not found"}
         return job_view(job, settings.platform.timezone)
