@@ -28,9 +28,13 @@ from tingyu.common.settings import PlatformSettings
 
 T = TypeVar("T")
 
-# The edge policy's default folders plus the temporary folder the tests mount (tmp_path lives there);
-# the fixed deny list stays as it is. In-process agents and services read it from the environment too.
-TEST_POLICY = {"TINGYU_POLICY_HOSTPATH_ALLOW": f"/data,/storage,/tmp/tingyu,{tempfile.gettempdir()}"}
+# The edge policy's default folders plus the temporary folder the tests mount (tmp_path lives there),
+# and the registry integration tests name in full references (their peers never pull); the fixed
+# deny list stays as it is. In-process agents and services read it from the environment too.
+TEST_POLICY = {
+    "TINGYU_POLICY_HOSTPATH_ALLOW": f"/data,/storage,/tmp/tingyu,{tempfile.gettempdir()}",
+    "TINGYU_POLICY_REGISTRIES": "127.0.0.1:5000",
+}
 os.environ.update(TEST_POLICY)
 
 # Short periods so that convergence, NotReady and metering windows happen within a test.

@@ -46,7 +46,7 @@ class ContainerItem(BaseModel):
             for path in (volume.hostPath, volume.mountPath):
                 if len(path.encode()) > settings.max_path_bytes:
                     raise ValueError(f"a volume path is longer than {settings.max_path_bytes} bytes")
-                if not path.startswith("/") or normalised(path) != path.rstrip("/") or "\0" in path:
+                if not path.startswith("/") or normalised(path) != (path.rstrip("/") or "/") or "\0" in path:
                     raise ValueError(f"volume path '{path}' must be an absolute, normalised path")
                 if ":" in path:
                     raise ValueError(f"volume path '{path}' must not contain ':' (no mount options)")
