@@ -30,6 +30,15 @@ from tingyu.common.settings import PlatformSettings
 
 T = TypeVar("T")
 
+# The edge policy's default folders plus the temporary folder the tests mount (tmp_path lives there),
+# and the registry integration tests name in full references (their peers never pull); the fixed
+# deny list stays as it is. In-process agents and services read it from the environment too.
+TEST_POLICY = {
+    "TINGYU_POLICY_HOSTPATH_ALLOW": f"/data,/storage,/tmp/tingyu,{tempfile.gettempdir()}",
+    "TINGYU_POLICY_REGISTRIES": "127.0.0.1:5000",
+}
+os.environ.update(TEST_POLICY)
+
 # Short periods so that convergence, NotReady and metering windows happen within a test.
 FAST_ENV = {
     "TINGYU_AGENT_HEARTBEAT_S": "1",
@@ -47,6 +56,7 @@ FAST_ENV = {
     "TINGYU_DEPLOYER_ROLLOUT_TICK_S": "0.3",
     "TINGYU_METERING_BATCH_WAIT_S": "0.5",
     "TINGYU_LOG_LEVEL": "INFO",
+    **TEST_POLICY,
 }
 
 

@@ -211,7 +211,8 @@ async def test_unknown_names_in_reads_and_lifecycle(api: httpx.AsyncClient) -> N
     assert (await api.post("/container/list", params={"uuid": "tingyu-" + "e" * 32})).json()[
         "code"
     ] == "TY0015"
-    assert (await api.get("/task/status", params={"jobid": "nope"})).json()["info"][0]["code"] == 500
+    assert (await api.get("/task/status", params={"jobid": "0" * 32})).json()["info"][0]["code"] == 500
+    assert (await api.get("/task/status", params={"jobid": "nope"})).json()["code"] == "TY0003"
     assert (await api.get("/task/status")).json()["code"] == "TY0002"
 
 

@@ -44,6 +44,22 @@ class InvalidParameter(TingyuError):
     default_msg = "参数值不合法"
 
 
+class RequestTooLarge(TingyuError):
+    """The URL, a query value or the body is over its configured limit; nothing more was read."""
+
+    code = "TY0006"
+    http_status = 413
+    default_msg = "请求过大"
+
+
+class RequestTimeout(TingyuError):
+    """The client stopped sending its request body for longer than the configured idle timeout."""
+
+    code = "TY0007"
+    http_status = 408
+    default_msg = "请求超时"
+
+
 class Unavailable(TingyuError):
     """A backing service (NATS, a worker) did not answer in time; nothing was changed."""
 

@@ -15,6 +15,7 @@ from docker import errors as docker_errors
 
 from tingyu.agent import docker_files
 from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
+from tingyu.common.policy import bind
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ class DockerRuntime:
         host_config = self.client.api.create_host_config(
             network_mode="host",
             restart_policy={"Name": "always"},
-            binds=[f"{v.hostPath}:{v.mountPath}" for v in spec.volumes],
+            binds=[bind(v) for v in spec.volumes],  # the reconciler has judged them by the edge policy
+            privileged=False,  # never, and no added capabilities (edge policy)
             nano_cpus=int(spec.limits_cpu * 1e9) or None,
             cpu_shares=int(spec.requests_cpu * 1024) or None,
             mem_limit=spec.limits_memory * 2**20 or None,

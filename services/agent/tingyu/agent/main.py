@@ -18,6 +18,7 @@ from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.reconciler import Reconciler
 from tingyu.agent.sampling import run_sampler
+from tingyu.common.policy import Policy
 from tingyu.common.service import Service, run_service
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
             identity.uuid,
             AppliedRestarts(settings.state_dir / "applied.json"),
             settings.parallel,
+            Policy.from_settings(own_registry=platform.registry),
         ),
         functools.partial(read_facts, identity, settings),
         heartbeat_s=settings.heartbeat_s,

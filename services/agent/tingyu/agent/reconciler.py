@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
 from tingyu.agent.applied import AppliedRestarts
@@ -31,6 +32,7 @@ from tingyu.common.models.containers import (
     ObservedContainer,
     PodPhase,
 )
+from tingyu.common.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,15 @@ class Reconciler:
     """One machine's reconciler over any Runtime (Docker, or a simulated engine)."""
 
     def __init__(
-        self, runtime: Runtime, node_uuid: str, applied: AppliedRestarts | None = None, parallel: int = 4
+        self,
+        runtime: Runtime,
+        node_uuid: str,
+        applied: AppliedRestarts | None = None,
+        parallel: int = 4,
+        policy: Policy | None = None,
     ) -> None:
         self.runtime = runtime
+        self.policy = policy or Policy.from_settings()
         self.node_uuid = node_uuid
         self.applied = applied or AppliedRestarts()
         self._lock = asyncio.Lock()
@@ -89,6 +97,10 @@ class Reconciler:
                 await self.runtime.remove(container.id)
             self.applied.forget(desired.name)
             return None
+        # The edge policy holds whoever wrote the desired state; a running container is left as it is.
+        refusal = self.policy.mounts_refusal(desired.spec, os.path.realpath)
+        if refusal:
+            raise RuntimeFailure(f"refused by the edge policy: {refusal}")
         digest = spec_hash(desired.spec)
         if container is not None and container.spec_hash != digest:
             # Fetch the new image before the old container goes, so a bad image leaves it running.
@@ -114,6 +126,9 @@ class Reconciler:
     async def _ensure_image(self, image_ref: str) -> None:
         if await self.runtime.has_image(image_ref):
             return
+        refusal = self.policy.image_refusal(image_ref)
+        if refusal:
+            raise RuntimeFailure(f"refused by the edge policy: {refusal}")
         try:
             await self.runtime.pull(image_ref)
         except RuntimeFailure as exc:

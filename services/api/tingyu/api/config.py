@@ -22,7 +22,26 @@ class ApiSettings(BaseSettings):
     max_items: int = 1000  # items in one create/update/delete request
     max_upload_bytes: int = 8 * 1024**3
     max_range_days: int = 93  # longest metering time range
+    # Request limits (docs/api.md "Limits"); each refusal is an envelope the application writes.
+    max_url_bytes: int = 128 * 1024  # path and query string, as sent
+    max_query_value_bytes: int = 64 * 1024  # one query parameter, as sent
+    max_body_bytes: int = 4 * 1024**2  # a JSON body, counted while it is read
+    drain_bytes: int = 16 * 1024**2  # read (and dropped) past a refused body so the client reads the answer
+    body_idle_timeout_s: float = 60.0  # longest wait for the next piece of a body
+    head_timeout_s: float = 30.0  # longest wait for a request's line and headers
+    keep_alive_s: int = 5  # an idle connection is closed after this long
+    max_env: int = 256  # environment variables per container
+    max_env_bytes: int = 64 * 1024  # names and values of one container's environment, UTF-8
+    max_volumes: int = 32  # binds per container
+    max_path_bytes: int = 4096  # one hostPath or mountPath
+    max_detail_bytes: int = 4096  # an image's detail and image_url
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
+
+    @property
+    def max_head_bytes(self) -> int:
+        """What the HTTP server itself reads of a request head: above the URL limit, so that an
+        over-long URL reaches the application and is answered with an envelope."""
+        return self.max_url_bytes + 64 * 1024
 
 
 @lru_cache

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from tingyu.api import reads
+from tingyu.api import reads, texts
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ImagePatch
-from tingyu.common.names import has_registry_host, is_image_name, is_image_tag
+from tingyu.common.names import has_registry_host, is_full_image, is_image_name, is_image_tag
+from tingyu.common.policy import Policy
 
 
 class UnknownImage(ValueError):
@@ -13,16 +14,25 @@ class UnknownImage(ValueError):
 
 
 async def resolve(bus: Bus, registry: str, image: str, version: str) -> ImagePatch:
-    """A full reference (first component is a registry host) is used as given; any other name
-    is a catalog image, which must have that version, and resolves to `<registry>/<name>:<version>`."""
+    """A full reference (first component is a registry host) is used as given, if the edge policy
+    allows its registry; any other name is a catalog image, which must have that version, and
+    resolves to `<registry>/<name>:<version>`."""
     if has_registry_host(image):
-        return ImagePatch(
-            image=image, imageversion=version, image_ref=f"{image}:{version}" if version else image
-        )
+        if not is_full_image(image):
+            raise UnknownImage(
+                f"'{texts.cut(image)}' is not a valid image reference (<registry host>/<repository>)"
+            )
+        if version and not is_image_tag(version):
+            raise UnknownImage(f"image version '{texts.cut(version)}' is not valid")
+        reference = f"{image}:{version}" if version else image
+        refusal = Policy.from_settings(own_registry=registry).image_refusal(reference)
+        if refusal:
+            raise UnknownImage(refusal)
+        return ImagePatch(image=image, imageversion=version, image_ref=reference)
     if not is_image_name(image):
-        raise UnknownImage(f"'{image}' is not a valid image name")
+        raise UnknownImage(f"'{texts.cut(image)}' is not a valid image name")
     if not version or not is_image_tag(version):
-        raise UnknownImage(f"image version '{version}' is not valid")
+        raise UnknownImage(f"image version '{texts.cut(version)}' is not valid")
     record = await reads.image(bus, image)
     if record is None:
         raise UnknownImage(f"image '{image}' is not in the catalog")

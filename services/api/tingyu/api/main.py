@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from tingyu.api import envelope
 from tingyu.api.config import ApiSettings, get_settings
+from tingyu.api.limits import HeadTimeoutH11, RequestLimits
 from tingyu.api.routes import ROUTERS
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
@@ -60,6 +61,7 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
         lifespan=lifespan,
     )
     envelope.install(app)
+    app.add_middleware(RequestLimits, settings=settings)
     for router in ROUTERS:
         app.include_router(router, prefix=settings.root_path)
     return app
@@ -80,6 +82,10 @@ def run() -> None:
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        # The server's own limits sit above the application's, which answer with an envelope.
+        http=HeadTimeoutH11.with_timeout(settings.head_timeout_s),
+        h11_max_incomplete_event_size=settings.max_head_bytes,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,12 +1,15 @@
 """Query parsing shared by the routes, as public dependencies (and the pure checks behind them).
 
 Each dependency answers the parsed value or raises the contract's error; the routes declare them
-as `Annotated` aliases, so a route's signature says what it reads.
+as `Annotated` aliases, so a route's signature says what it reads. An identifier becomes a NATS
+subject token or a key, so one that is not of its exact form is refused (TY0003) before anything
+is looked up; a well-formed one that does not exist is the service's own answer (per item, or TY0015).
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,7 +19,15 @@ from tingyu.api import texts
 from tingyu.api.config import ApiSettings
 from tingyu.api.deps import SettingsDep
 from tingyu.common import timefmt
-from tingyu.common.names import is_deployment_name, is_image_name, is_image_tag, split_csv
+from tingyu.common.names import (
+    is_deployment_name,
+    is_image_name,
+    is_image_tag,
+    is_job_id,
+    is_node_uuid,
+    is_nodename,
+    split_csv,
+)
 
 MAX_PATH = 4096
 
@@ -33,9 +44,38 @@ def comma_list(text: str, param: str, limit: int, items: str) -> list[str]:
     return values
 
 
+def identifiers(
+    text: str, param: str, limit: int, items: str, *, valid: Callable[[str], bool], form: str
+) -> list[str]:
+    """The distinct values of a comma-separated parameter, in order; refused if one is not of its `form`."""
+    values = list(dict.fromkeys(comma_list(text, param, limit, items)))
+    for value in values:
+        if not valid(value):
+            raise texts.malformed(param, value, form)
+    return values
+
+
+def is_machine(value: str) -> bool:
+    """A machine uuid (`tingyu-<32 hex>`) or a nodename."""
+    return is_node_uuid(value) or is_nodename(value)
+
+
 def deployment_list(text: str, limit: int) -> list[str]:
     """The named deployments, each once, in the order given."""
-    return list(dict.fromkeys(comma_list(text, "name", limit, "names")))
+    form = "a deployment name (DNS-1123 label, 1-63 characters)"
+    return identifiers(text, "name", limit, "names", valid=is_deployment_name, form=form)
+
+
+def job_id_list(text: str, limit: int) -> list[str]:
+    """The job ids asked for, each once, in the order given."""
+    form = "a job id (32 lower-case hex digits)"
+    return identifiers(text, "jobid", limit, "job ids", valid=is_job_id, form=form)
+
+
+def node_list(text: str, limit: int) -> list[str]:
+    """Machine uuids or nodenames, each once, in the order given."""
+    form = "a machine uuid (tingyu-<32 hex>) or nodename"
+    return identifiers(text, "name", limit, "names", valid=is_machine, form=form)
 
 
 async def deployment_names(
@@ -47,13 +87,13 @@ async def deployment_names(
 async def job_ids(
     settings: SettingsDep, jobid: str = Query("", description="Job ids, comma-separated")
 ) -> list[str]:
-    return comma_list(jobid, "jobid", settings.max_items, "job ids")
+    return job_id_list(jobid, settings.max_items)
 
 
 async def node_names(
     settings: SettingsDep, name: str = Query("", description="Nodenames or machine uuids, comma-separated")
 ) -> list[str]:
-    return comma_list(name, "name", settings.max_items, "names")
+    return node_list(name, settings.max_items)
 
 
 async def machine(uuid: str = Query("", description="Machine uuid, tingyu-<32 hex>")) -> str:
@@ -161,10 +201,35 @@ async def upload_target(image_name: str = Query(""), version: str = Query("")) -
     """The (repository, tag) an upload is for."""
     name, tag = required(image_name, "image_name"), required(version, "version")
     if not is_image_name(name):
-        raise texts.invalid(f"image_name '{name}' is not a valid repository name")
+        raise texts.invalid(f"image_name '{texts.cut(name)}' is not a valid repository name")
     if not is_image_tag(tag):
-        raise texts.invalid(f"version '{tag}' is not a valid tag")
+        raise texts.invalid(f"version '{texts.cut(tag)}' is not a valid tag")
     return name, tag
+
+
+@dataclass(frozen=True)
+class UploadNotes:
+    """What an upload says about its image, each within `TINGYU_API_MAX_DETAIL_BYTES`."""
+
+    image_url: str
+    detail: str
+
+
+def bounded(text: str, param: str, limit: int) -> str:
+    """`text` when its UTF-8 bytes are within `limit`; refused otherwise."""
+    if len(text.encode()) > limit:
+        raise texts.too_long(param, limit, "TINGYU_API_MAX_DETAIL_BYTES")
+    return text
+
+
+async def upload_notes(
+    settings: SettingsDep,
+    image_url: str = Query("", description="Where the image comes from (free text)"),
+    detail: str = Query("", description="A description of this version (free text)"),
+) -> UploadNotes:
+    limit = settings.max_detail_bytes
+    detail = bounded(detail, "detail", limit)
+    return UploadNotes(image_url=bounded(image_url, "image_url", limit), detail=detail)
 
 
 ImageVersion = Annotated[tuple[str, str], Depends(image_version)]
@@ -172,6 +237,7 @@ ImageAnyVersion = Annotated[tuple[str, str], Depends(image_any_version)]
 ImageVersionOrImage = Annotated[tuple[str, str], Depends(image_version_or_image)]
 SearchWord = Annotated[str, Depends(search_word)]
 UploadTarget = Annotated[tuple[str, str], Depends(upload_target)]
+UploadNotesDep = Annotated[UploadNotes, Depends(upload_notes)]
 
 
 # --- file paths -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from tingyu.common.models.containers import NameClaim, NodeDesired, NodeObserved
 from tingyu.common.models.images import ImageRecord
 from tingyu.common.models.jobs import Job
 from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.names import is_deployment_name, is_image_name, is_node_uuid
+from tingyu.common.names import is_deployment_name, is_image_name, is_job_id, is_node_uuid
 
 
 async def node(bus: Bus, uuid: str) -> NodeRecord:
@@ -46,7 +46,8 @@ async def observed(bus: Bus, node_uuid: str) -> NodeObserved | None:
 
 
 async def job(bus: Bus, job_id: str) -> Job | None:
-    return await bus.store(subjects.JOBS).get(job_id)
+    """The job `job_id` (None for an id that is not of the form `new_job_id` makes)."""
+    return await bus.store(subjects.JOBS).get(job_id) if is_job_id(job_id) else None
 
 
 async def image(bus: Bus, name: str) -> ImageRecord | None:

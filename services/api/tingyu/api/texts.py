@@ -44,6 +44,26 @@ def too_many(limit: int, what: str) -> InvalidParameter:
     return invalid(f"at most {limit} {what} per request")
 
 
+def cut(value: str, limit: int = 200) -> str:
+    """At most `limit` characters of a value a client sent, so an answer never echoes a huge one."""
+    return value[:limit]
+
+
+def shown(value: str) -> str:
+    """A value a client sent, quoted, its control characters visible, cut after 80 characters."""
+    return repr(value if len(value) <= 80 else value[:80] + "…")
+
+
+def malformed(param: str, value: str, form: str) -> InvalidParameter:
+    """A value of `param` that is not of its exact form (an identifier, before it is looked up)."""
+    return invalid(f"{param} {shown(value)} is not {form}")
+
+
+def too_long(param: str, limit: int, setting: str) -> InvalidParameter:
+    """A free-text value over its byte limit (`setting` names the variable that sets it)."""
+    return invalid(f"{param} is longer than {limit} bytes ({setting})")
+
+
 def bad_time(text: str) -> InvalidTimeRange:
     return refusal(InvalidTimeRange, text)
 

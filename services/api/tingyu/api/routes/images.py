@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
-from tingyu.api.params import SearchWord, UploadTarget
+from tingyu.api.params import SearchWord, UploadNotesDep, UploadTarget
 from tingyu.api.schemas.images import ImageDeleted, ImageUploaded, ImageView
 from tingyu.api.services import images
 
@@ -21,11 +21,10 @@ async def upload_image(
     bus: BusDep,
     settings: SettingsDep,
     target: UploadTarget,
-    image_url: str = Query(""),
-    detail: str = Query(""),
+    notes: UploadNotesDep,
 ) -> Envelope[ImageUploaded]:
     """Upload a `docker save` tar (multipart field `file` or an application/x-tar body); answers a jobid."""
-    return ok(await images.upload(bus, settings, request, target, image_url=image_url, detail=detail))
+    return ok(await images.upload(bus, settings, request, target, notes))
 
 
 @router.get("/search", response_model=Envelope[list[ImageView]])

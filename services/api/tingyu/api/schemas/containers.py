@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import posixpath
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tingyu.api.config import get_settings
 from tingyu.api.envelope import Absent
 from tingyu.common.models.containers import EnvVar, Volume
 from tingyu.common.names import is_deployment_name
+from tingyu.common.policy import normalised
 
 
 class ContainerItem(BaseModel):
@@ -17,7 +18,7 @@ class ContainerItem(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    uuid: str = Field(min_length=1, description="machine uuid, tingyu-<32 hex>")
+    uuid: str = Field(min_length=1, max_length=64, description="machine uuid, tingyu-<32 hex>")
     image: str = Field(min_length=1, max_length=512)
     imageversion: str = Field(default="", max_length=128)
     deploymentname: str
@@ -41,18 +42,36 @@ class ContainerItem(BaseModel):
     @field_validator("volumes")
     @classmethod
     def _absolute_paths(cls, volumes: list[Volume]) -> list[Volume]:
+        settings = get_settings()
+        if len(volumes) > settings.max_volumes:
+            raise ValueError(f"at most {settings.max_volumes} volumes per container (TINGYU_API_MAX_VOLUMES)")
         for volume in volumes:
             for path in (volume.hostPath, volume.mountPath):
-                if not path.startswith("/") or posixpath.normpath(path) != path.rstrip("/") or "\0" in path:
+                if len(path.encode()) > settings.max_path_bytes:
+                    raise ValueError(f"a volume path is longer than {settings.max_path_bytes} bytes")
+                if not path.startswith("/") or normalised(path) != (path.rstrip("/") or "/") or "\0" in path:
                     raise ValueError(f"volume path '{path}' must be an absolute, normalised path")
+                if ":" in path:
+                    raise ValueError(f"volume path '{path}' must not contain ':' (no mount options)")
         return volumes
 
     @field_validator("env")
     @classmethod
     def _env_keys(cls, env: list[EnvVar]) -> list[EnvVar]:
+        settings = get_settings()
+        if len(env) > settings.max_env:
+            raise ValueError(
+                f"at most {settings.max_env} environment variables per container (TINGYU_API_MAX_ENV)"
+            )
+        size = sum(len(var.key.encode()) + len(var.value.encode()) for var in env)
+        if size > settings.max_env_bytes:
+            raise ValueError(
+                f"the environment is {size} bytes, over {settings.max_env_bytes} per container "
+                "(TINGYU_API_MAX_ENV_BYTES)"
+            )
         for var in env:
             if not var.key or "=" in var.key or "\0" in var.key + var.value:
-                raise ValueError(f"environment variable name '{var.key}' is not allowed")
+                raise ValueError(f"environment variable name '{var.key[:80]}' is not allowed")
         return env
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ from tingyu.common.models.containers import (
     PodPhase,
 )
 from tingyu.common.models.nodes import NodeRecord, NodeStatus
+from tingyu.common.policy import Policy
 
 
 def accepted(name: str, jobid: str) -> ItemResult:
@@ -97,9 +98,11 @@ def update_refusal(name: str, uuid: str, owner: NameClaim | None) -> str:
 async def write(
     bus: Bus, settings: ApiSettings, items: list[ContainerItem], op: ContainerOp
 ) -> list[ItemResult]:
-    """Create or update (by name): per-item checks, then one job per accepted item."""
+    """Create or update (by name): per-item checks (the edge policy's among them), then one job per
+    accepted item."""
     check_items(items, settings.max_items)
     nodes = await nodes_of(bus, {item.uuid for item in items})
+    policy = Policy.from_settings(own_registry=settings.platform.registry)
     seen: set[str] = set()
     twice: set[int] = set()
     for index, item in enumerate(items):
@@ -121,12 +124,16 @@ async def write(
             patch = await resolve(bus, settings.platform.registry, item.image, item.imageversion)
         except UnknownImage as exc:
             return refused(name, str(exc))
+        spec = spec_of(item, patch.image_ref)
+        refusal = policy.spec_refusal(spec)
+        if refusal:
+            return refused(name, refusal)
         command = ContainerCommand(
             job_id=job_id(),
             op=op,
             name=name,
             node_uuid=item.uuid,
-            spec=spec_of(item, patch.image_ref),
+            spec=spec,
             issued_at=timefmt.now(),
         )
         return await submit(bus, command)

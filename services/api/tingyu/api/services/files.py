@@ -7,7 +7,6 @@ English `detail` beside its message.
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import AsyncIterator
 
 from nats.js import errors as js_errors
@@ -30,7 +29,6 @@ from tingyu.common.models.files import FileFetchCommand
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.models.nodes import NodeStatus
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _FAILURES: dict[str, type[TingyuError]] = {PayloadTooLarge.code: PayloadTooLarge}
 
 
@@ -65,7 +63,7 @@ async def file_job(bus: Bus, job_id: str) -> Job:
     """The file job `job_id`; a failed one raises the error it failed with."""
     if not job_id:
         raise texts.missing("jobId", detail="jobId is required")
-    job = await reads.job(bus, job_id) if _JOB_ID.match(job_id) else None
+    job = await reads.job(bus, job_id)
     if job is None or job.kind != JobKind.FILE:
         raise texts.file_job_unknown(job_id)
     if job.state == JobState.FAILED:

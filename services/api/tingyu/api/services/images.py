@@ -40,7 +40,7 @@ def image_view(record: ImageRecord, timezone: str) -> ImageView:
 
 
 async def upload(
-    bus: Bus, settings: ApiSettings, request: Request, target: tuple[str, str], *, image_url: str, detail: str
+    bus: Bus, settings: ApiSettings, request: Request, target: tuple[str, str], notes: params.UploadNotes
 ) -> ImageUploaded:
     """Store the request's tar and submit the job that pushes it as `name:tag`."""
     name, tag = target
@@ -55,8 +55,8 @@ async def upload(
         version=tag,
         upload=upload_id,
         size=size,
-        detail=detail,
-        image_url=image_url,
+        detail=notes.detail,
+        image_url=notes.image_url,
         issued_at=timefmt.now(),
     )
     await JobStore(bus).submit(command)

@@ -1,0 +1,195 @@
+"""Request limits, enforced before anything is parsed: URL and query values, body bytes while they arrive.
+
+`RequestLimits` is plain ASGI, so a body over its limit is refused as the bytes come in (a JSON body
+is never buffered beyond `TINGYU_API_MAX_BODY_BYTES`), and every refusal is the contract's envelope.
+The HTTP server's own limits sit above these (`ApiSettings.max_head_bytes`), so its plain-text
+errors are reserved for what is not HTTP at all. `HeadTimeoutH11` closes a connection that has
+not sent a whole request head in time, which uvicorn itself never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+import h11
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from tingyu.api.config import ApiSettings
+from tingyu.api.envelope import error_body
+from tingyu.common.errors import RequestTimeout, RequestTooLarge, TingyuError
+
+# Routes whose body is streamed to storage with their own size limit (TINGYU_API_MAX_UPLOAD_BYTES).
+STREAMED = ("/image/uploadImage",)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB" if size >= 1024**2 else f"{size} bytes"
+
+
+class _Body:
+    """How much of the request body has been read, and whether all of it."""
+
+    def __init__(self, receive: Receive, idle_s: float) -> None:
+        self.receive = receive
+        self.idle_s = idle_s
+        self.size = 0
+        self.done = False
+        self.gone = False
+
+    async def next(self) -> Message:
+        """The next body message; RequestTimeout when the client sends nothing for `idle_s`."""
+        if self.done:
+            return await self.receive()
+        try:
+            message = await asyncio.wait_for(self.receive(), self.idle_s)
+        except TimeoutError:
+            self.done = True
+            raise RequestTimeout(
+                f"请求超时: no body bytes for {self.idle_s:g}s (TINGYU_API_BODY_IDLE_TIMEOUT_S)"
+            ) from None
+        if message["type"] != "http.request":
+            self.done = self.gone = True
+        else:
+            self.size += len(message.get("body", b""))
+            self.done = not message.get("more_body", False)
+        return message
+
+    async def drain(self, limit: int) -> None:
+        """Read and drop up to `limit` more bytes, so a client that sends before it reads sees the answer."""
+        start = self.size
+        while not self.done and self.size - start < limit:
+            try:
+                await self.next()
+            except RequestTimeout:
+                return
+
+
+class RequestLimits:
+    """URL length, query values and body bytes, each refused with an envelope before routing."""
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.streamed = {settings.root_path + path for path in STREAMED}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = _Body(receive, self.settings.body_idle_timeout_s)
+        try:
+            self._check_head(scope)
+            if scope["path"] in self.streamed:
+                self._check_declared(scope, self.settings.max_upload_bytes)
+                await self.app(scope, body.next, send)
+                return
+            self._check_declared(scope, self.settings.max_body_bytes)
+            content = await self._read(body, self.settings.max_body_bytes)
+        except TingyuError as exc:
+            if not body.gone:
+                await self._refuse(exc, body, send)
+            return
+        if not body.gone:
+            await self.app(scope, _replay(content, receive), send)
+
+    def _check_head(self, scope: Scope) -> None:
+        query: bytes = scope.get("query_string", b"")
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
+        limit = self.settings.max_url_bytes
+        if len(path) + len(query) > limit:
+            size = _mib(len(path) + len(query))
+            raise RequestTooLarge(
+                f"请求过大: the URL is {size}, over {_mib(limit)} (TINGYU_API_MAX_URL_BYTES)"
+            )
+        limit = self.settings.max_query_value_bytes
+        for pair in query.split(b"&"):
+            if len(pair) > limit:
+                name = pair.partition(b"=")[0][:40].decode(errors="replace")
+                raise RequestTooLarge(
+                    f"请求过大: query parameter '{name}' is {_mib(len(pair))}, over {_mib(limit)} "
+                    "(TINGYU_API_MAX_QUERY_VALUE_BYTES)"
+                )
+
+    @staticmethod
+    def _check_declared(scope: Scope, limit: int) -> None:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise RequestTooLarge(f"请求过大: the body is {_mib(int(value))}, over {_mib(limit)}")
+
+    @staticmethod
+    async def _read(body: _Body, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        while not body.done:
+            message = await body.next()
+            if body.size > limit:
+                raise RequestTooLarge(f"请求过大: the body is over {_mib(limit)} (TINGYU_API_MAX_BODY_BYTES)")
+            chunks.append(message.get("body", b""))
+        return b"".join(chunks)
+
+    async def _refuse(self, exc: TingyuError, body: _Body, send: Send) -> None:
+        """The envelope first, then up to `drain_bytes` of the rest of the body, then the end."""
+        payload = json.dumps(error_body(exc), ensure_ascii=False).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": True})
+        await body.drain(self.settings.drain_bytes)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _replay(content: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """The body read already, as one message; then the server's own receive (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": content, "more_body": False}
+
+    return replay
+
+
+class HeadTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head is not complete in time."""
+
+    head_timeout_s: ClassVar[float] = 30.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_timeout(cls, seconds: float) -> type[HeadTimeoutH11]:
+        return type("HeadTimeoutH11", (cls,), {"head_timeout_s": seconds})
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _expired(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
