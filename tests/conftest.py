@@ -28,6 +28,9 @@ from tingyu.common.settings import PlatformSettings
 
 T = TypeVar("T")
 
+# The bootstrap admin token of the test platform: the suite runs with authentication on, as users do.
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
+
 # Short periods so that convergence, NotReady and metering windows happen within a test.
 FAST_ENV = {
     "TINGYU_AGENT_HEARTBEAT_S": "1",
@@ -45,7 +48,12 @@ FAST_ENV = {
     "TINGYU_DEPLOYER_ROLLOUT_TICK_S": "0.3",
     "TINGYU_METERING_BATCH_WAIT_S": "0.5",
     "TINGYU_LOG_LEVEL": "INFO",
+    "TINGYU_API_ADMIN_TOKEN": ADMIN_TOKEN,
 }
+
+
+def bearer(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unique(prefix: str = "t") -> str:
@@ -120,8 +128,8 @@ def remove_agent_containers(identity: Path) -> None:
 
 @pytest_asyncio.fixture(scope="session")
 async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client rooted at /tingyu."""
-    async with httpx.AsyncClient(base_url=platform.config.api_url, timeout=30.0) as client:
+    """An HTTP client rooted at /tingyu, sending the bootstrap admin token."""
+    async with httpx.AsyncClient(base_url=platform.config.api_url, timeout=30.0, headers=bearer()) as client:
         yield client
 
 
