@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tingyu.api.audit import Auditor, action_of, audited, named, outcome, parse_json
@@ -58,6 +60,28 @@ class Doors:
 
     def public(self, path: str) -> bool:
         return path in self.exact or any(path == tree or path.startswith(f"{tree}/") for tree in self.trees)
+
+
+@dataclass(frozen=True)
+class Actions:
+    """The stable action name of every route (`container.create`), matched on the request's path
+    before any routing (refusals are audited under the route they were for)."""
+
+    patterns: tuple[tuple[re.Pattern[str], str], ...]
+
+    @classmethod
+    def of(cls, root: str, routers: list[APIRouter]) -> Actions:
+        found = []
+        for router in routers:
+            for route in router.routes:
+                if isinstance(route, APIRoute):
+                    regex, _, _ = compile_path(f"{root}{route.path}")
+                    found.append((regex, action_of(f"{root}{route.path}", root)))
+        return cls(tuple(found))
+
+    def __call__(self, path: str) -> str:
+        """The action of `path`; `unknown` when no route has it."""
+        return next((name for regex, name in self.patterns if regex.match(path)), "unknown")
 
 
 @dataclass
@@ -101,9 +125,10 @@ class Call:
 class Gate:
     """ASGI middleware; the keyring, limiter and auditor are on `app.state` (made in the lifespan)."""
 
-    def __init__(self, app: ASGIApp, doors: Doors) -> None:
+    def __init__(self, app: ASGIApp, doors: Doors, actions: Actions) -> None:
         self.app = app
         self.doors = doors
+        self.actions = actions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,7 +140,7 @@ class Gate:
         call = Call(
             scope,
             asked if _REQUEST_ID.fullmatch(asked) else secrets.token_hex(8),
-            self.action(scope),
+            self.actions(scope["path"]),
             (scope.get("client") or ("", 0))[0],
             time.time(),
         )
@@ -152,14 +177,6 @@ class Gate:
             return
         scope.setdefault("state", {})["principal"] = call.principal
         await self.run(call, state.auditor, receive, send)
-
-    def action(self, scope: Scope) -> str:
-        """The stable name of the route a request is for (`unknown` when none has its path)."""
-        for route in scope["app"].router.routes:
-            match, _ = route.matches(scope)
-            if match != Match.NONE:
-                return action_of(getattr(route, "path", ""), self.doors.root)
-        return "unknown"
 
     async def refuse(
         self,

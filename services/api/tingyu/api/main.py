@@ -20,7 +20,7 @@ from tingyu.api import envelope
 from tingyu.api.audit import Auditor
 from tingyu.api.auth import FailureLimiter, Keyring
 from tingyu.api.config import ApiSettings, get_settings
-from tingyu.api.gate import Doors, Gate
+from tingyu.api.gate import Actions, Doors, Gate
 from tingyu.api.routes import ROUTERS
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
@@ -75,7 +75,8 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     public_docs = tuple(
         url for url in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if url
     )
-    app.add_middleware(Gate, doors=Doors.of(settings.root_path, public_docs))
+    doors = Doors.of(settings.root_path, public_docs)
+    app.add_middleware(Gate, doors=doors, actions=Actions.of(settings.root_path, ROUTERS))
     return app
 
 
