@@ -34,6 +34,12 @@ def platform(services: tuple[str, ...], **env: str) -> Iterator[Platform]:
             running.stop()
 
 
+def bearer(config: PlatformConfig) -> dict[str, str]:
+    """The header that authenticates a benchmark's calls: the admin token of the platform it started
+    (`TINGYU_API_ADMIN_TOKEN` when set, else the one `tingyu up`'s code made under its state dir)."""
+    return {"Authorization": f"Bearer {config.admin_token()}"}
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by nearest rank."""
     ordered = sorted(values)
@@ -59,8 +65,9 @@ class RawHttp:
     """A minimal HTTP/1.1 keep-alive client: the load generator must cost far less than the server
     it measures (httpx spends more CPU per request than the API does)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None) -> None:
         self.host, self.port = host, port
+        self.extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -70,7 +77,7 @@ class RawHttp:
         assert self.reader is not None
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"Content-Length: {len(body)}\r\n{self.extra}\r\n"
         ).encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()

@@ -38,6 +38,8 @@ TEST_POLICY = {
     "TINGYU_POLICY_REGISTRIES": "127.0.0.1:5000",
 }
 os.environ.update(TEST_POLICY)
+# The bootstrap admin token of the test platform: the suite runs with authentication on, as users do.
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 
 # Short periods so that convergence, NotReady and metering windows happen within a test.
 FAST_ENV = {
@@ -57,7 +59,12 @@ FAST_ENV = {
     "TINGYU_METERING_BATCH_WAIT_S": "0.5",
     "TINGYU_LOG_LEVEL": "INFO",
     **TEST_POLICY,
+    "TINGYU_API_ADMIN_TOKEN": ADMIN_TOKEN,
 }
+
+
+def bearer(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unique(prefix: str = "t") -> str:
@@ -165,9 +172,12 @@ def remove_agent_containers(identity: Path) -> None:
 
 @pytest_asyncio.fixture(scope="session")
 async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client rooted at /tingyu."""
+    """An HTTP client rooted at /tingyu, sending the bootstrap admin token."""
     async with httpx.AsyncClient(
-        base_url=platform.config.api_url, timeout=30.0, event_hooks={"response": [raise_transient]}
+        base_url=platform.config.api_url,
+        timeout=30.0,
+        headers=bearer(),
+        event_hooks={"response": [raise_transient]},
     ) as client:
         yield client
 

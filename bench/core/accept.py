@@ -19,7 +19,7 @@ import urllib.parse
 
 import httpx
 
-from bench.harness import RawHttp, platform, report
+from bench.harness import RawHttp, bearer, platform, report
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ContainerCommand, ContainerOp, ContainerSpec
@@ -60,14 +60,16 @@ def body(uuid: str, items: int) -> list[dict[str, object]]:
     ]
 
 
-async def api_rate(url: str, uuids: list[str], requests: int, concurrency: int, items: int) -> float:
+async def api_rate(
+    url: str, uuids: list[str], requests: int, concurrency: int, items: int, *, headers: dict[str, str]
+) -> float:
     parsed = urllib.parse.urlsplit(url)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(i)
 
     async def worker() -> None:
-        client = RawHttp(parsed.hostname or "127.0.0.1", parsed.port or 80)
+        client = RawHttp(parsed.hostname or "127.0.0.1", parsed.port or 80, headers)
         try:
             while not queue.empty():
                 i = queue.get_nowait()
@@ -115,14 +117,15 @@ async def run(requests: int, concurrency: int, items: int, machines: int) -> lis
         bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench")
         fleet = [stand_in(i) for i in range(machines)]
         beating = asyncio.create_task(beat_forever(bus, fleet))
-        async with httpx.AsyncClient(base_url=running.config.api_url) as client:
+        headers = bearer(running.config)
+        async with httpx.AsyncClient(base_url=running.config.api_url, headers=headers) as client:
             for _ in range(100):
                 answer = (await client.get("/node/list")).json()
                 if len(answer["data"]) == machines:
                     break
                 await asyncio.sleep(0.2)
         uuids = [facts.uuid for facts in fleet]
-        ours = await api_rate(running.config.api_url, uuids, requests, concurrency, items)
+        ours = await api_rate(running.config.api_url, uuids, requests, concurrency, items, headers=headers)
         raw = await raw_rate(bus, uuids[0], requests, concurrency, items)
         beating.cancel()
         await bus.close()

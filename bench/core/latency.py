@@ -20,7 +20,7 @@ import docker
 import httpx
 from tests.conftest import build_busybox
 
-from bench.harness import percentile, platform, report
+from bench.harness import bearer, percentile, platform, report
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.jobs import Job, JobState
@@ -34,9 +34,11 @@ async def job_done(bus: Bus, jobid: str) -> Job:
     raise RuntimeError("watch ended")
 
 
-async def ours(url: str, bus: Bus, uuid: str, image: str, count: int) -> tuple[list[float], list[str]]:
+async def ours(
+    url: str, bus: Bus, uuid: str, image: str, count: int, *, headers: dict[str, str]
+) -> tuple[list[float], list[str]]:
     latencies, names = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         for _ in range(count):
             name = f"lat{secrets.token_hex(5)}"
             item = {
@@ -79,8 +81,8 @@ def push_busybox(client: docker.DockerClient, image: str) -> None:
     subprocess.run(["docker", "push", f"{image}:1"], check=True, capture_output=True)
 
 
-async def node_uuid(url: str) -> str:
-    async with httpx.AsyncClient(base_url=url) as client:
+async def node_uuid(url: str, headers: dict[str, str]) -> str:
+    async with httpx.AsyncClient(base_url=url, headers=headers) as client:
         for _ in range(300):
             nodes = (await client.get("/node/list")).json()["data"]
             if nodes:
@@ -95,8 +97,9 @@ async def run(count: int) -> list[str]:
         image = f"{running.config.registry}/bench/busybox"
         await asyncio.to_thread(push_busybox, client, image)
         bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench")
-        uuid = await node_uuid(running.config.api_url)
-        mine, _ = await ours(running.config.api_url, bus, uuid, image, count)
+        headers = bearer(running.config)
+        uuid = await node_uuid(running.config.api_url, headers)
+        mine, _ = await ours(running.config.api_url, bus, uuid, image, count, headers=headers)
         baseline = direct(client, image, count)
         await bus.close()
     lines = [

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench.fleet import baselines, preload, probes
-from bench.harness import platform, report
+from bench.harness import bearer, platform, report
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
@@ -248,7 +248,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         args.hb = probes.HeartbeatProbe()
         await args.hb.start(bus)
         limits = httpx.Limits(max_connections=args.concurrency)
-        async with httpx.AsyncClient(base_url=running.config.api_url, timeout=120, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=running.config.api_url, timeout=120, limits=limits, headers=bearer(running.config)
+        ) as client:
             start = 0
             for size in sizes:
                 results.append(await step(args, running, bus, client, start=start, size=size))

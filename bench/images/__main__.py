@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.harness import bearer
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
 
 
@@ -60,7 +61,9 @@ def save(reference: str, path: Path) -> int:
     return path.stat().st_size
 
 
-def upload(api: str, path: Path, name: str, version: str) -> tuple[float, dict[str, Any]]:
+def upload(
+    api: str, auth: dict[str, str], path: Path, name: str, version: str
+) -> tuple[float, dict[str, Any]]:
     """Seconds from the first byte sent to the job's state 3, and the job's result."""
 
     def chunks() -> Any:
@@ -69,7 +72,7 @@ def upload(api: str, path: Path, name: str, version: str) -> tuple[float, dict[s
                 yield data
 
     started = time.monotonic()
-    with httpx.Client(base_url=api, timeout=httpx.Timeout(60.0, read=None)) as client:
+    with httpx.Client(base_url=api, timeout=httpx.Timeout(60.0, read=None), headers=auth) as client:
         answer = client.post(
             "/image/uploadImage",
             params={"image_name": name, "version": version},
@@ -142,7 +145,7 @@ def main() -> None:
             created += [base, v1, v2]
             size = save(v1, folder / "v1.tar")
 
-            seconds, result = upload(api, folder / "v1.tar", f"bench-{tag}", "v1")
+            seconds, result = upload(api, bearer(config), folder / "v1.tar", f"bench-{tag}", "v1")
             ours = size / seconds / 1e6
             baseline_ref = f"{config.registry}/baseline-{tag}:v1"
             sh("docker", "rmi", v1)
@@ -157,7 +160,7 @@ def main() -> None:
             print(f"  first version: {result['bytes_sent'] / 1e6:.1f} MB sent")
 
             size2 = save(v2, folder / "v2.tar")
-            _, result2 = upload(api, folder / "v2.tar", f"bench-{tag}", "v2")
+            _, result2 = upload(api, bearer(config), folder / "v2.tar", f"bench-{tag}", "v2")
             print(
                 f"second version (tar {size2 / 1e6:.1f} MB, one new 8 MB layer + config): "
                 f"{result2['bytes_sent'] / 1e6:.2f} MB sent, {result2['bytes_skipped'] / 1e6:.1f} MB skipped"
@@ -168,7 +171,7 @@ def main() -> None:
             big_size = save(big, folder / "big.tar")
             pids = {name: platform.procs[name].popen.pid for name in ("api", "imager")}
             with PeakRss(pids) as rss:
-                seconds, _ = upload(api, folder / "big.tar", f"bench-big-{tag}", "v1")
+                seconds, _ = upload(api, bearer(config), folder / "big.tar", f"bench-big-{tag}", "v1")
             print(f"{big_size / 1e6:.0f} MB upload in {seconds:.1f}s ({big_size / seconds / 1e6:.1f} MB/s)")
             for name, peak in rss.peak.items():
                 print(f"  peak RSS {name}: {peak / 1e6:.1f} MB")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import bearer
 from bench.metering.fleet import Fleet
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects, timefmt
@@ -112,11 +113,11 @@ ROUTES = {
 
 
 async def api_queries(
-    api_url: str, series: MeteringSeries, start: float, end: float, count: int
+    api_url: str, series: MeteringSeries, start: float, end: float, count: int, *, auth: dict[str, str]
 ) -> list[float]:
     params = {"startDate": timefmt.to_wire(start), "endDate": timefmt.to_wire(end), "image": BENCH_IMAGE}
     times = []
-    async with httpx.AsyncClient(base_url=api_url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=api_url, timeout=300, headers=auth) as client:
         for _ in range(count):
             started = time.perf_counter()
             body = (await client.get(ROUTES[series], params=params)).json()
@@ -183,7 +184,9 @@ def main() -> None:
             ours_s = asyncio.run(ours_ingest(PlatformSettings(nats_url=config.nats_url), fleet))
             counts = {MeteringSeries.BANDWIDTH: args.queries, MeteringSeries.RESOURCES: args.resource_queries}
             api_times = {
-                series: asyncio.run(api_queries(config.api_url, series, first, end, count))
+                series: asyncio.run(
+                    api_queries(config.api_url, series, first, end, count, auth=bearer(config))
+                )
                 for series, count in counts.items()
             }
         finally:

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -18,7 +19,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import build_busybox, eventually, unique
+from tests.conftest import ADMIN_TOKEN, build_busybox, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -332,7 +333,8 @@ async def test_cli_push_ls_rm(
     cli = [sys.executable, "-m", "tingyu.cli.main", "image", "--api", platform.config.api_url]
 
     async def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(subprocess.run, [*cli, *args], capture_output=True, text=True)
+        env = {**os.environ, "TINGYU_TOKEN": ADMIN_TOKEN}
+        return await asyncio.to_thread(subprocess.run, [*cli, *args], capture_output=True, text=True, env=env)
 
     pushed_ = await run("push", str(tar), "--name", name, "--version", "1")
     assert pushed_.returncode == 0, pushed_.stderr

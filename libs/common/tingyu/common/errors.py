@@ -187,6 +187,49 @@ class PayloadTooLarge(TingyuError):
     default_msg = "文件过大"
 
 
+class AccessRefused(TingyuError):
+    """A call refused for who made it (no credential, a bad one, a role or area that may not, too
+    many failures); always answered in the general envelope with its HTTP status, on every route."""
+
+
+class Unauthenticated(AccessRefused):
+    """No bearer token, or one that is unknown or revoked."""
+
+    code = "TY0070"
+    http_status = 401
+    default_msg = "未认证:缺少或无效的访问令牌"
+
+
+class Forbidden(AccessRefused):
+    """The token's role or areas do not allow this call."""
+
+    code = "TY0071"
+    http_status = 403
+    default_msg = "无权执行此操作"
+
+
+class TooManyFailures(AccessRefused):
+    """Too many failed authentications from this client address; refused without checking until later."""
+
+    code = "TY0072"
+    http_status = 429
+    default_msg = "认证失败次数过多,请稍后再试"
+
+
+class TokenNotFound(TingyuError):
+    """No active API token has that name or id."""
+
+    code = "TY0073"
+    default_msg = "令牌不存在!"
+
+
+class TokenExists(TingyuError):
+    """An active API token already has that name."""
+
+    code = "TY0074"
+    default_msg = "令牌名已存在!"
+
+
 class InternalError(TingyuError):
     """An unexpected failure; the log has the details, the client only the code."""
 

@@ -25,6 +25,7 @@ from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.metering import SampleBatch
 from tingyu.common.models.nodes import NodeRecord
 from tingyu.common.models.rollouts import Rollout, RolloutCommand
+from tingyu.common.models.tokens import TokenRecord
 
 M = TypeVar("M", bound=Message)
 
@@ -91,7 +92,15 @@ DEAD = StreamSpec(
 )
 DEAD_MAX_DATA = 512 * 1024  # bytes of a dead message's body kept (a dead letter stays under max payload)
 
-ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, OBSERVED, SAMPLES, JOB_DEADLINES, DEAD)
+AUDIT = StreamSpec(
+    name="TY_AUDIT",
+    subjects=["ty.audit.>"],
+    max_age_s=90 * 24 * 3600.0,
+    max_bytes=2 * GIB,
+    description="Every change, file download and refused call made to the API (docs/security.md).",
+)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, OBSERVED, SAMPLES, JOB_DEADLINES, DEAD, AUDIT)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ job_deadline = Family("ty.jobdeadline")
 """The timer message of one job; id = job id."""
 dead = Family("ty.dead")
 """A dead letter of one consumer; id = the consumer's durable name."""
+audit = Family("ty.audit")
+"""An audit event; id = its action (`container.create`), so a subscriber filters by action or area."""
 
 CONTAINER_COMMANDS = container_command.all
 IMAGE_COMMANDS = image_command.all
@@ -135,6 +146,7 @@ OBSERVED_ALL = observed.all
 SAMPLES_ALL = samples.all
 JOB_DEADLINES_ALL = job_deadline.all
 DEAD_ALL = dead.all
+AUDIT_ALL = audit.all
 
 _COMMAND_SUBJECTS = {
     JobKind.CONTAINER: container_command,
@@ -325,6 +337,13 @@ LEASES = BucketSpec(
     max_bytes=GIB // 64,
     description="Leader leases of singleton loops; key = loop name.",
 )
+TOKENS = BucketSpec(
+    "ty_tokens",
+    TokenRecord,
+    max_bytes=GIB // 64,
+    max_value_bytes=64 * 1024,
+    description="API tokens: role, areas and the sha256 of the secret (never the secret); key = token id.",
+)
 
 ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
     NODES,
@@ -335,6 +354,7 @@ ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
     IMAGES,
     ROLLOUTS,
     LEASES,
+    TOKENS,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tingyu.common.settings import PlatformSettings, get_platform_settings
@@ -35,6 +35,11 @@ class ApiSettings(BaseSettings):
     max_volumes: int = 32  # binds per container
     max_path_bytes: int = 4096  # one hostPath or mountPath
     max_detail_bytes: int = 4096  # an image's detail and image_url
+    # The bootstrap admin token (16 characters or more); `tingyu up` makes one in var/api/admin.token.
+    admin_token: SecretStr = SecretStr("")
+    token_cache_s: float = 1.0  # how old a token record may be; a revocation reaches every replica within it
+    auth_max_failures: int = 20  # failed authentications per client address within the window (0: no limit)
+    auth_failure_window_s: float = 60.0
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property
@@ -42,6 +47,13 @@ class ApiSettings(BaseSettings):
         """What the HTTP server itself reads of a request head: above the URL limit, so that an
         over-long URL reaches the application and is answered with an envelope."""
         return self.max_url_bytes + 64 * 1024
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("TINGYU_API_ADMIN_TOKEN must be 16 characters or more")
+        return value
 
 
 @lru_cache

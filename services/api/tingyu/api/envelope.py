@@ -15,6 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tingyu.common.errors import (
+    AccessRefused,
     BadImageArchive,
     InternalError,
     InvalidRequest,
@@ -167,6 +168,8 @@ class ContractErrorRoute(EnvelopeRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
+            except AccessRefused:
+                raise  # who may call is answered alike on every route (the app's translator)
             except TingyuError as exc:
                 status = exc.http_status if exc.http_status != 200 else self.missing_status
                 return JSONResponse(contract_error_body(exc), status_code=status)

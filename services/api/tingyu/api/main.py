@@ -17,7 +17,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from tingyu.api import envelope
+from tingyu.api.audit import Auditor
+from tingyu.api.auth import FailureLimiter, Keyring
 from tingyu.api.config import ApiSettings, get_settings
+from tingyu.api.gate import Actions, Doors, Gate
 from tingyu.api.limits import HeadTimeoutH11, RequestLimits
 from tingyu.api.routes import ROUTERS
 from tingyu.common.bus import Bus
@@ -43,6 +46,12 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus = await Bus.connect(settings.platform, "tingyu-api")
         app.state.bus = bus
+        admin_token = settings.admin_token.get_secret_value()
+        if not admin_token:
+            log.warning("api: no TINGYU_API_ADMIN_TOKEN; only tokens in ty_tokens are accepted")
+        app.state.keyring = Keyring(bus, admin_token, settings.token_cache_s)
+        app.state.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+        app.state.auditor = Auditor(bus)
         watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")
         try:
             yield
@@ -50,6 +59,7 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            await app.state.auditor.close()
             await bus.close()
 
     app = FastAPI(
@@ -64,6 +74,11 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     app.add_middleware(RequestLimits, settings=settings)
     for router in ROUTERS:
         app.include_router(router, prefix=settings.root_path)
+    public_docs = tuple(
+        url for url in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if url
+    )
+    doors = Doors.of(settings.root_path, public_docs)
+    app.add_middleware(Gate, doors=doors, actions=Actions.of(settings.root_path, ROUTERS))
     return app
 
 

@@ -9,6 +9,7 @@ is looked up; a well-formed one that does not exist is the service's own answer 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -18,6 +19,7 @@ from fastapi import Depends, Query
 from tingyu.api import texts
 from tingyu.api.config import ApiSettings
 from tingyu.api.deps import SettingsDep
+from tingyu.api.services.audit import AuditQuery
 from tingyu.common import timefmt
 from tingyu.common.names import (
     is_deployment_name,
@@ -289,3 +291,43 @@ async def file_target(
 
 
 FileTargetDep = Annotated[FileTarget, Depends(file_target)]
+
+
+# --- audit queries --------------------------------------------------------------------------------
+
+MAX_AUDIT_PAGE = 1000
+_ACTION = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def moment(param: str, text: str, tz: str) -> float | None:
+    """Epoch seconds, or a contract time (`yyyy-MM-dd HH:mm:ss`, platform time zone); None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return wire_time(param, text, tz)
+
+
+async def audit_query(  # noqa: PLR0917 - FastAPI reads each query parameter from the signature
+    settings: SettingsDep,
+    since: str = Query("", description="From this time: epoch seconds or yyyy-MM-dd HH:mm:ss"),
+    until: str = Query("", description="Up to this time: epoch seconds or yyyy-MM-dd HH:mm:ss"),
+    actor: str = Query("", description="Only calls made with the token of this name"),
+    action: str = Query(
+        "", description="Only this action (`container.create`), or all of an area (`container`)"
+    ),
+    after: int = Query(0, ge=0, description="Continue after this stream sequence (a page's `next`)"),
+    limit: int = Query(100, ge=1, le=MAX_AUDIT_PAGE, description="Events per page"),
+) -> AuditQuery:
+    tz = settings.platform.timezone
+    if action and not _ACTION.fullmatch(action):
+        raise texts.invalid(f"action '{action[:80]}' is not a dotted name such as container.create")
+    first, last = moment("since", since, tz), moment("until", until, tz)
+    if first is not None and last is not None and first > last:
+        raise texts.bad_time(f"since {since} is after until {until}")
+    return AuditQuery(since=first, until=last, actor=actor.strip(), action=action, after=after, limit=limit)
+
+
+AuditQueryDep = Annotated[AuditQuery, Depends(audit_query)]

@@ -12,6 +12,7 @@ from tingyu.common.errors import (
     DeploymentNotFound,
     FileFetchError,
     FileNotReady,
+    Forbidden,
     ImageNotFound,
     ImageVersionExists,
     ImageVersionNotFound,
@@ -94,6 +95,12 @@ def cannot_move(name: str, node_uuid: str) -> str:
     return f"deployment {name} runs on {node_uuid}; it cannot move machines"
 
 
+def outside_areas(node_uuid: str, area: str, areas: frozenset[str]) -> str:
+    """Per item: the token may not act on this machine's area."""
+    allowed = ", ".join(sorted(areas))
+    return f"machine {node_uuid} is in area {area or '(none)'}; this token may act only on {allowed}"
+
+
 def job_not_found(job_id: str) -> str:
     return f"job {job_id} not found"
 
@@ -137,4 +144,11 @@ def file_not_finished(job_id: str, state: int) -> FileNotReady:
 def file_expired(job_id: str, hours: float) -> FileNotReady:
     return FileNotReady(
         "文件已过期,请重新下载", detail=f"the file of job {job_id} has expired (files are kept {hours:g}h)"
+    )
+
+
+def area_forbidden(what: str, area: str, areas: frozenset[str]) -> Forbidden:
+    """The whole request acts on an area the token may not."""
+    return Forbidden(
+        detail=f"{what} is in area {area or '(none)'}; this token may act only on {', '.join(sorted(areas))}"
     )

@@ -8,17 +8,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-DEFAULT_API = "http://127.0.0.1:8080/tingyu"
+from tingyu.cli import client
+
 CHUNK = 1024 * 1024
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("image", help="push, list and remove catalog images")
-    parser.add_argument("--api", default=DEFAULT_API, help=f"the API root (default {DEFAULT_API})")
+    client.add_api_option(parser)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     push = verbs.add_parser("push", help="upload a `docker save` tar and wait until it is in the registry")
@@ -43,11 +43,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     gc.add_argument("--config", type=Path, default=Path("var/registry/config.yml"))
     gc.add_argument("--dry-run", action="store_true")
     gc.set_defaults(func=collect_garbage)
-
-
-def _fail(answer: dict[str, Any]) -> int:
-    print(f"error {answer.get('code')}: {answer.get('msg')}", file=sys.stderr)
-    return 1
 
 
 def _bar(done: int, total: int, started: float, label: str) -> None:
@@ -78,27 +73,27 @@ def push_image(args: argparse.Namespace) -> int:
     params = {"image_name": args.name, "version": args.version, "detail": args.detail}
     if args.image_url:
         params["image_url"] = args.image_url
-    with httpx.Client(base_url=args.api, timeout=httpx.Timeout(60.0, read=None)) as client:
-        answer = client.post(
+    with client.api(args.api, timeout=httpx.Timeout(60.0, read=None)) as http:
+        answer = http.post(
             "/image/uploadImage",
             params=params,
             content=_chunks(path, path.stat().st_size),
             headers={"Content-Type": "application/x-tar"},
         ).json()
         if answer.get("code") != 200:
-            return _fail(answer)
+            return client.fail(answer)
         job_id = answer["data"]["jobid"]
         print(f"jobid {job_id}", file=sys.stderr)
         if args.no_wait:
             print(job_id)
             return 0
-        return _follow(client, job_id)
+        return _follow(http, job_id)
 
 
-def _follow(client: httpx.Client, job_id: str) -> int:
+def _follow(http: httpx.Client, job_id: str) -> int:
     started = time.monotonic()
     while True:
-        job = client.get("/task/status", params={"jobid": job_id}).json()["info"][0]
+        job = http.get("/task/status", params={"jobid": job_id}).json()["info"][0]
         result = job.get("result") or {}
         if job.get("state") == 3:
             _bar(1, 1, started, "push")
@@ -113,10 +108,10 @@ def _follow(client: httpx.Client, job_id: str) -> int:
 
 
 def list_images(args: argparse.Namespace) -> int:
-    with httpx.Client(base_url=args.api, timeout=30.0) as client:
-        answer = client.get("/image/search", params={"wordKey": args.word}).json()
+    with client.api(args.api, timeout=30.0) as http:
+        answer = http.get("/image/search", params={"wordKey": args.word}).json()
     if answer.get("code") != 200:
-        return _fail(answer)
+        return client.fail(answer)
     print(f"{'IMAGE':<40} {'VERSION':<20} {'SIZE':>10} {'LAYERS':>6}  {'UPLOADED':<19}  DIGEST")
     for image in answer["data"]:
         for v in image["versions"]:
@@ -129,14 +124,14 @@ def list_images(args: argparse.Namespace) -> int:
 
 
 def remove_image(args: argparse.Namespace) -> int:
-    with httpx.Client(base_url=args.api, timeout=30.0) as client:
+    with client.api(args.api, timeout=30.0) as http:
         if args.version:
             params = {"image": args.name, "imageVersion": args.version}
-            answer = client.delete("/image/deleteByImageVersion", params=params).json()
+            answer = http.delete("/image/deleteByImageVersion", params=params).json()
         else:
-            answer = client.delete("/image/deleteByImage", params={"image": args.name}).json()
+            answer = http.delete("/image/deleteByImage", params={"image": args.name}).json()
     if answer.get("code") != 200:
-        return _fail(answer)
+        return client.fail(answer)
     print(f"deleted {args.name}{':' + args.version if args.version else ''}")
     return 0
 

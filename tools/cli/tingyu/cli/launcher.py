@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
+ADMIN_TOKEN_ENV = "TINGYU_API_ADMIN_TOKEN"
 COLOURS = ("36", "32", "35", "33", "34", "31", "96", "92", "95")
 
 
@@ -129,6 +131,26 @@ class PlatformConfig:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/tingyu"
 
+    @property
+    def admin_token_file(self) -> Path:
+        return self.state_dir / "api" / "admin.token"
+
+    def admin_token(self) -> str:
+        """The bootstrap admin token: `TINGYU_API_ADMIN_TOKEN` when set, else the one in
+        `var/api/admin.token`, made (mode 0600) on the first start."""
+        given = self.extra_env.get(ADMIN_TOKEN_ENV) or os.environ.get(ADMIN_TOKEN_ENV, "")
+        if given:
+            return given
+        path = self.admin_token_file
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return token
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -200,6 +222,8 @@ class Platform:
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None, *, label: str = "") -> None:
         argv = [sys.executable, "-m", f"tingyu.{name}.main"]
+        if name == "api":  # the bootstrap admin token goes to the API alone
+            extra_env = {ADMIN_TOKEN_ENV: self.config.admin_token(), **(extra_env or {})}
         self.spawn(label or name, argv, extra_env)
 
     def start_all(self) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
 
-from tingyu.cli.launcher import Platform, PlatformConfig
+from tingyu.cli.launcher import ADMIN_TOKEN_ENV, Platform, PlatformConfig
 from tingyu.common.service import EXIT_BUS_LOST
 
 
@@ -18,6 +19,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--nats-port", type=int, default=4222)
     parser.add_argument("--registry-port", type=int, default=5000)
     parser.set_defaults(func=up)
+
+
+def admin_token_hint(config: PlatformConfig) -> str:
+    """Where the bootstrap admin token is (never the token itself)."""
+    if ADMIN_TOKEN_ENV in os.environ:
+        return f"Admin token: the value of {ADMIN_TOKEN_ENV}."
+    return (
+        f"Admin token: {config.admin_token_file} (mode 0600); "
+        f"export TINGYU_TOKEN=$(cat {config.admin_token_file}) for the tingyu command."
+    )
 
 
 def up(args: argparse.Namespace) -> int:
@@ -36,6 +47,7 @@ def up(args: argparse.Namespace) -> int:
         print(
             f"Tingyu is up: API {config.api_url} (docs {config.api_url}/docs); Ctrl-C stops it.", flush=True
         )
+        print(admin_token_hint(config), flush=True)
         while not stopping.wait(1.0):
             for name, proc in list(platform.procs.items()):
                 code = proc.popen.poll()

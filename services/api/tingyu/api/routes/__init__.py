@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tingyu.api.routes import containers, files, health, images, metering, nodes, rollouts, tasks
+from tingyu.api.routes import (
+    audit,
+    containers,
+    files,
+    health,
+    images,
+    metering,
+    nodes,
+    rollouts,
+    tasks,
+    tokens,
+)
 
 ROUTERS: list[APIRouter] = [
     tasks.router,
@@ -16,4 +27,6 @@ ROUTERS: list[APIRouter] = [
     files.router,
     files.downloads,
     health.router,
+    tokens.router,
+    audit.router,
 ]

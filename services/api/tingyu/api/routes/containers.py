@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 
-from tingyu.api.deps import BusDep, SettingsDep
+from tingyu.api.deps import BusDep, Operator, SettingsDep, caller
 from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
 from tingyu.api.params import DeploymentNames, MachineUuid
 from tingyu.api.schemas.containers import (
@@ -21,7 +21,9 @@ from tingyu.api.schemas.containers import (
 from tingyu.api.services import containers
 from tingyu.common.models.containers import ContainerOp
 
-router = APIRouter(prefix="/container", tags=["containers"], route_class=EnvelopeRoute)
+router = APIRouter(
+    prefix="/container", tags=["containers"], route_class=EnvelopeRoute, dependencies=[Depends(caller)]
+)
 
 ItemsBody = Annotated[list[ContainerItem], Body()]
 Results = Envelope[list[ItemResult]]
@@ -32,47 +34,47 @@ def verdict(results: list[ItemResult], success: str, failure: str) -> Results:
 
 
 @router.post("/create", response_model=Results)
-async def create(bus: BusDep, settings: SettingsDep, items: ItemsBody) -> Results:
+async def create(who: Operator, bus: BusDep, settings: SettingsDep, items: ItemsBody) -> Results:
     """Create containers on machines; each accepted item answers a jobid to follow in /task/status."""
-    return ok(await containers.write(bus, settings, items, ContainerOp.CREATE))
+    return ok(await containers.write(bus, settings, items, ContainerOp.CREATE, caller=who))
 
 
 @router.put("/updateByName", response_model=Results)
-async def update_by_name(bus: BusDep, settings: SettingsDep, items: ItemsBody) -> Results:
+async def update_by_name(who: Operator, bus: BusDep, settings: SettingsDep, items: ItemsBody) -> Results:
     """Replace the spec of existing containers by deploymentname (the container is recreated)."""
-    return ok(await containers.write(bus, settings, items, ContainerOp.UPDATE))
+    return ok(await containers.write(bus, settings, items, ContainerOp.UPDATE, caller=who))
 
 
 @router.post("/inheritUpdate", response_model=Results)
-async def inherit_update(bus: BusDep, settings: SettingsDep, body: InheritUpdate) -> Results:
+async def inherit_update(who: Operator, bus: BusDep, settings: SettingsDep, body: InheritUpdate) -> Results:
     """Move the named containers to another image version, keeping the rest of their spec."""
-    return ok(await containers.inherit_update(bus, settings, body))
+    return ok(await containers.inherit_update(bus, settings, body, caller=who))
 
 
 @router.delete("/delete", response_model=Results)
-async def delete(bus: BusDep, names: DeploymentNames) -> Results:
+async def delete(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
     """Delete containers by name (comma-separated); each accepted name answers a jobid."""
-    return ok(await containers.lifecycle(bus, names, ContainerOp.DELETE))
+    return ok(await containers.lifecycle(bus, names, ContainerOp.DELETE, caller=who))
 
 
 @router.post("/start", response_model=Results)
-async def start(bus: BusDep, names: DeploymentNames) -> Results:
+async def start(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
     """Start stopped containers; `data` (an extension) carries a jobid per name."""
-    results = await containers.lifecycle(bus, names, ContainerOp.START)
+    results = await containers.lifecycle(bus, names, ContainerOp.START, caller=who)
     return verdict(results, "启动成功!", "部分容器启动失败,详见data")
 
 
 @router.post("/stop", response_model=Results)
-async def stop(bus: BusDep, names: DeploymentNames) -> Results:
+async def stop(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
     """Stop containers; they stay stopped until started (restart policy does not revive them)."""
-    results = await containers.lifecycle(bus, names, ContainerOp.STOP)
+    results = await containers.lifecycle(bus, names, ContainerOp.STOP, caller=who)
     return verdict(results, "停止成功!", "部分容器停止失败,详见data")
 
 
 @router.post("/restart", response_model=Results)
-async def restart(bus: BusDep, names: DeploymentNames) -> Results:
+async def restart(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
     """Restart containers (a stopped one is started)."""
-    results = await containers.lifecycle(bus, names, ContainerOp.RESTART)
+    results = await containers.lifecycle(bus, names, ContainerOp.RESTART, caller=who)
     return verdict(results, "重启成功!", "部分容器重启失败,详见data")
 
 

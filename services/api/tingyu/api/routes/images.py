@@ -3,18 +3,22 @@ deletes are a request/reply to the imager, the one service that talks to the reg
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from tingyu.api.deps import BusDep, SettingsDep
+from tingyu.api.deps import BusDep, SettingsDep, caller, fleet_operator
 from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
 from tingyu.api.params import SearchWord, UploadNotesDep, UploadTarget
 from tingyu.api.schemas.images import ImageDeleted, ImageUploaded, ImageView
 from tingyu.api.services import images
 
-router = APIRouter(prefix="/image", tags=["images"], route_class=EnvelopeRoute)
+router = APIRouter(
+    prefix="/image", tags=["images"], route_class=EnvelopeRoute, dependencies=[Depends(caller)]
+)
+# Images are shared by every area: changing them needs an operator token of every area.
+CHANGE = [Depends(fleet_operator)]
 
 
-@router.post("/uploadImage", response_model=Envelope[ImageUploaded])
+@router.post("/uploadImage", response_model=Envelope[ImageUploaded], dependencies=CHANGE)
 async def upload_image(
     *,
     request: Request,
@@ -33,7 +37,7 @@ async def search(bus: BusDep, settings: SettingsDep, word: SearchWord) -> Envelo
     return ok(await images.search(bus, settings, word))
 
 
-@router.delete("/deleteByImageVersion", response_model=Envelope[ImageDeleted])
+@router.delete("/deleteByImageVersion", response_model=Envelope[ImageDeleted], dependencies=CHANGE)
 async def delete_by_image_version(
     bus: BusDep, settings: SettingsDep, image: str = Query(""), imageVersion: str = Query("")
 ) -> Envelope[ImageDeleted]:
@@ -41,7 +45,7 @@ async def delete_by_image_version(
     return ok(await images.delete_version(bus, settings, image, imageVersion))
 
 
-@router.delete("/deleteByImage", response_model=Envelope[ImageDeleted])
+@router.delete("/deleteByImage", response_model=Envelope[ImageDeleted], dependencies=CHANGE)
 async def delete_by_image(
     bus: BusDep, settings: SettingsDep, image: str = Query("")
 ) -> Envelope[ImageDeleted]:

@@ -6,17 +6,19 @@ is 26,785 points); `response_model` declares their shape for OpenAPI only.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from tingyu.api.deps import BusDep, SettingsDep
+from tingyu.api.deps import BusDep, SettingsDep, caller
 from tingyu.api.envelope import EnvelopeRoute
 from tingyu.api.params import ImageAnyVersion, ImageVersion, ImageVersionOrImage, TimeRange
 from tingyu.api.schemas.metering import BandwidthAnswer, ResourceAnswer, bandwidth_body, resources_body
 from tingyu.api.services import metering
 from tingyu.common.models.metering import MeteringScope, MeteringSeries
 
-router = APIRouter(prefix="/info", tags=["metering"], route_class=EnvelopeRoute)
+router = APIRouter(
+    prefix="/info", tags=["metering"], route_class=EnvelopeRoute, dependencies=[Depends(caller)]
+)
 
 ACCOUNT, CONTAINERS = MeteringScope.ACCOUNT, MeteringScope.CONTAINERS
 BANDWIDTH, RESOURCES = MeteringSeries.BANDWIDTH, MeteringSeries.RESOURCES

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from tingyu.api.deps import BusDep, SettingsDep
+from tingyu.api.deps import BusDep, SettingsDep, caller
 from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
 from tingyu.api.params import NodeNames
 from tingyu.api.schemas.nodes import NodeView
 from tingyu.api.services import nodes
 
-router = APIRouter(prefix="/node", tags=["nodes"], route_class=EnvelopeRoute)
+router = APIRouter(prefix="/node", tags=["nodes"], route_class=EnvelopeRoute, dependencies=[Depends(caller)])
 
 
 @router.get("/get", response_model=Envelope[list[NodeView]])

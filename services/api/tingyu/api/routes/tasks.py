@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from tingyu.api.deps import BusDep, SettingsDep
+from tingyu.api.deps import BusDep, SettingsDep, caller
 from tingyu.api.envelope import EnvelopeRoute, InfoEnvelope, ok_info
 from tingyu.api.params import JobIds
 from tingyu.api.schemas.tasks import TaskState
 from tingyu.api.services import tasks
 
-router = APIRouter(prefix="/task", tags=["tasks"], route_class=EnvelopeRoute)
+router = APIRouter(prefix="/task", tags=["tasks"], route_class=EnvelopeRoute, dependencies=[Depends(caller)])
 
 
 @router.get("/status", response_model=InfoEnvelope[list[TaskState]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tingyu.api import params, reads, texts
+from tingyu.api.auth import Principal
 from tingyu.api.concurrency import gather_bounded
 from tingyu.api.config import ApiSettings
 from tingyu.api.images_ref import UnknownImage, resolve
@@ -95,8 +96,14 @@ def update_refusal(name: str, uuid: str, owner: NameClaim | None) -> str:
     return ""
 
 
+def elsewhere(caller: Principal, node: NodeRecord) -> str:
+    """Why `caller` may not act on `node` (a machine outside its areas), or ''."""
+    area = node.facts.area
+    return "" if caller.covers(area) else texts.outside_areas(node.facts.uuid, area, caller.areas)
+
+
 async def write(
-    bus: Bus, settings: ApiSettings, items: list[ContainerItem], op: ContainerOp
+    bus: Bus, settings: ApiSettings, items: list[ContainerItem], op: ContainerOp, *, caller: Principal
 ) -> list[ItemResult]:
     """Create or update (by name): per-item checks (the edge policy's among them), then one job per
     accepted item."""
@@ -112,10 +119,14 @@ async def write(
 
     async def one(index: int, item: ContainerItem) -> ItemResult:
         name = item.deploymentname
-        if index in twice:
-            return refused(name, texts.appears_twice(name))
-        if nodes[item.uuid].status != NodeStatus.READY:
-            return refused(name, texts.not_ready())
+        node = nodes[item.uuid]
+        first = (
+            (texts.appears_twice(name) if index in twice else "")
+            or elsewhere(caller, node)
+            or ("" if node.status == NodeStatus.READY else texts.not_ready())
+        )
+        if first:
+            return refused(name, first)
         if op == ContainerOp.UPDATE:  # a create claims its name when it is submitted
             refusal = update_refusal(name, item.uuid, await reads.claim(bus, name))
             if refusal:
@@ -141,7 +152,9 @@ async def write(
     return await gather_bounded([one(i, item) for i, item in enumerate(items)])
 
 
-async def inherit_update(bus: Bus, settings: ApiSettings, body: InheritUpdate) -> list[ItemResult]:
+async def inherit_update(
+    bus: Bus, settings: ApiSettings, body: InheritUpdate, *, caller: Principal
+) -> list[ItemResult]:
     """Move the named deployments to another image version, keeping the rest of their spec."""
     names = params.deployment_list(body.deploymentnames, settings.max_items)
     try:
@@ -154,6 +167,9 @@ async def inherit_update(bus: Bus, settings: ApiSettings, body: InheritUpdate) -
         node = await reads.find_node(bus, owner.node_uuid) if owner else None
         if owner is None or node is None:
             results.append(refused(name, texts.name_unknown()))
+            continue
+        if outside := elsewhere(caller, node):
+            results.append(refused(name, outside))
             continue
         if node.status != NodeStatus.READY:
             results.append(refused(name, texts.not_ready()))
@@ -170,7 +186,7 @@ async def inherit_update(bus: Bus, settings: ApiSettings, body: InheritUpdate) -
     return results
 
 
-async def lifecycle(bus: Bus, names: list[str], op: ContainerOp) -> list[ItemResult]:
+async def lifecycle(bus: Bus, names: list[str], op: ContainerOp, *, caller: Principal) -> list[ItemResult]:
     """start/stop/restart/delete: per-name checks and one job each."""
 
     async def one(name: str) -> ItemResult:
@@ -178,6 +194,8 @@ async def lifecycle(bus: Bus, names: list[str], op: ContainerOp) -> list[ItemRes
         if owner is None:
             return refused(name, texts.not_found(name))
         node = await reads.find_node(bus, owner.node_uuid)
+        if node is not None and (outside := elsewhere(caller, node)):
+            return refused(name, outside)
         if node is None or node.status != NodeStatus.READY:
             return refused(name, texts.not_ready())
         command = ContainerCommand(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tingyu.api import texts
+from tingyu.api.auth import Principal
 from tingyu.api.config import ApiSettings
 from tingyu.api.images_ref import UnknownImage, resolve
 from tingyu.common import timefmt
@@ -33,13 +34,15 @@ def percent(body: dict[str, Any]) -> float:
     return float(value)
 
 
-async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any]) -> str:
+async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller: Principal) -> str:
     """Check the request (the operator first, whatever else is wrong: the contract) and submit the
     rollout's job; answers its id."""
     if body.get("operator") not in OPERATORS:
         raise InvalidOperator()
     share = percent(body)
     area = text(body, "area")
+    if not caller.covers(area):
+        raise texts.area_forbidden("the rollout", area, caller.areas)
     image = text(body, "image")
     version = body.get("imageversion") or ""
     if not isinstance(version, str):
