@@ -7,9 +7,11 @@ through the same launcher `tingyu up` uses; each test makes its own names.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -23,10 +25,31 @@ import pytest
 import pytest_asyncio
 
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
+from tingyu.common.auth.material import AuthDir
+from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
 
 T = TypeVar("T")
+
+# One operator, account and CA for every nats-server this session starts (made the way `tingyu up`
+# makes them). The tests' own connections are the admin user's, through the settings every process
+# reads (TINGYU_NATS_CREDS, TINGYU_NATS_CA): auth and TLS are on for the whole suite.
+TRUST = Path(tempfile.mkdtemp(prefix="tingyu-trust-"))
+atexit.register(shutil.rmtree, TRUST, True)
+AUTH = AuthDir(TRUST / "auth").ensure()
+NATS_CA, _, _ = ensure_local_tls(TRUST / "tls")
+os.environ["TINGYU_NATS_CREDS"] = str(AUTH.creds("admin"))
+os.environ["TINGYU_NATS_CA"] = str(NATS_CA)
+os.environ["TINGYU_NATS_AUTH_DIR"] = str(AUTH.root)
+
+
+def trusted(config: PlatformConfig) -> PlatformConfig:
+    """The config with this session's trust material."""
+    config.auth_dir = AUTH.root
+    config.tls_dir = TRUST / "tls"
+    return config
+
 
 # Short periods so that convergence, NotReady and metering windows happen within a test.
 FAST_ENV = {
@@ -77,14 +100,16 @@ def state_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def platform(state_dir: Path) -> Iterator[Platform]:
     """The whole platform (nats-server, registry, dockerd if needed, every service, one agent)."""
-    config = PlatformConfig(
-        state_dir=state_dir,
-        nats_port=free_port(),
-        registry_port=free_port(),
-        api_port=free_port(),
-        extra_env=FAST_ENV,
-        colour=False,
-        log_file=Path(os.environ.get("TINGYU_TEST_LOG", str(state_dir / "platform.log"))),
+    config = trusted(
+        PlatformConfig(
+            state_dir=state_dir,
+            nats_port=free_port(),
+            registry_port=free_port(),
+            api_port=free_port(),
+            extra_env=FAST_ENV,
+            colour=False,
+            log_file=Path(os.environ.get("TINGYU_TEST_LOG", str(state_dir / "platform.log"))),
+        )
     )
     platform = Platform(config)
     try:
@@ -168,8 +193,19 @@ def busybox_ref(platform: Platform, docker_client: docker.DockerClient) -> tuple
     """(image, version) of a busybox image pushed to the platform's registry, by full reference."""
     repository = f"{platform.config.registry}/tytest/busybox"
     build_busybox(docker_client, repository, "1")
-    subprocess.run(["docker", "push", f"{repository}:1"], check=True, capture_output=True)
+    docker_push(platform, f"{repository}:1")
     return repository, "1"
+
+
+def docker_push(platform: Platform, reference: str) -> None:
+    """`docker push` to the platform's registry as its read-write user (in a config folder of its own)."""
+    password = platform.registry_users()["imager"]
+    with tempfile.TemporaryDirectory() as config:
+        login = ["docker", "--config", config, "login", "-u", "imager", "--password-stdin"]
+        subprocess.run(
+            [*login, platform.config.registry], input=password.encode(), check=True, capture_output=True
+        )
+        subprocess.run(["docker", "--config", config, "push", reference], check=True, capture_output=True)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -171,6 +171,14 @@ class PayloadTooLarge(TingyuError):
     default_msg = "文件过大"
 
 
+class EnrollmentRefused(TingyuError):
+    """A machine's enrollment was refused: unknown, used or expired token, or a revoked or taken uuid."""
+
+    code = "TY0060"
+    http_status = 403
+    default_msg = "节点注册被拒绝"
+
+
 class InternalError(TingyuError):
     """An unexpected failure; the log has the details, the client only the code."""
 

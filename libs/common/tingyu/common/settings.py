@@ -24,6 +24,7 @@ class PlatformSettings(BaseSettings):
     nats_ca: str = ""  # the CA that signed the NATS server's certificate; see `ca_file`
     nats_tls_cert: str = ""  # the NATS server's certificate and key (where the launcher runs it)
     nats_tls_key: str = ""
+    nats_inbox_prefix: str = "_INBOX"  # a machine's agent uses its own (its permissions allow no other)
     nats_auth_dir: Path = Path()  # operator/account keys and service users; default <state_dir>/nats/auth
     stream_replicas: int = 1  # 3 on a NATS cluster
     # Bytes per stream, bucket or object store by name (`{"TY_SAMPLES": 21474836480}`), over the

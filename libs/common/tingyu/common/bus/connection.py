@@ -58,10 +58,9 @@ class Bus:
         *,
         ensure: bool = True,
         attempts: int = 60,
-        inbox_prefix: str = "_INBOX",
     ) -> Bus:
         """Connect (retrying while the server is not up yet) and, unless `ensure` is off, declare
-        the topology. A machine passes its own `inbox_prefix`: its permissions allow no other."""
+        the topology."""
         holder: list[Bus] = []
 
         async def closed() -> None:
@@ -81,7 +80,7 @@ class Bus:
             "closed_cb": closed,
         }
         options |= connect_options(settings)
-        options["inbox_prefix"] = inbox_prefix
+        options["inbox_prefix"] = settings.nats_inbox_prefix
         for attempt in range(attempts):
             try:
                 nc = await nats.connect(**options)

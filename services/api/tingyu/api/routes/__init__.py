@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tingyu.api.routes import containers, files, health, images, metering, nodes, rollouts, tasks
+from tingyu.api.routes import containers, enroll, files, health, images, metering, nodes, rollouts, tasks
 
 ROUTERS: list[APIRouter] = [
     tasks.router,
@@ -13,6 +13,7 @@ ROUTERS: list[APIRouter] = [
     images.router,
     metering.router,
     nodes.router,
+    enroll.router,
     files.router,
     files.downloads,
     health.router,
