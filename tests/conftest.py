@@ -24,8 +24,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tingyu.agent.identity import load_or_create
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
-from tingyu.common.auth.material import AuthDir
+from tingyu.common.auth import jwt
+from tingyu.common.auth.material import AuthDir, write_secret
+from tingyu.common.auth.permissions import machine_inbox, machine_permissions
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
@@ -42,6 +45,33 @@ NATS_CA, _, _ = ensure_local_tls(TRUST / "tls")
 os.environ["TINGYU_NATS_CREDS"] = str(AUTH.creds("admin"))
 os.environ["TINGYU_NATS_CA"] = str(NATS_CA)
 os.environ["TINGYU_NATS_AUTH_DIR"] = str(AUTH.root)
+
+
+def machine_creds(folder: Path, node_uuid: str) -> tuple[Path, str]:
+    """A machine's own credential, signed as the API signs it at enrollment: (creds file, public key)."""
+    seed = jwt.new_seed("user")
+    token = jwt.user_jwt(
+        AUTH.seed("account"), jwt.public_key(seed), node_uuid, machine_permissions(node_uuid)
+    )
+    path = folder / f"{node_uuid}.creds"
+    write_secret(path, jwt.creds(token, seed))
+    return path, jwt.public_key(seed)
+
+
+def machine_settings(nats_url: str, creds: Path, node_uuid: str) -> PlatformSettings:
+    """How a machine connects: its own credential and inbox."""
+    return PlatformSettings(
+        nats_url=nats_url, nats_creds=str(creds), nats_inbox_prefix=machine_inbox(node_uuid)
+    )
+
+
+def enroll_offline(agent_state: Path) -> str:
+    """Give an agent's state folder an identity and an enrolled credential (for agents started by
+    tests without the API); returns the uuid."""
+    uuid = load_or_create(agent_state).uuid
+    creds, _ = machine_creds(agent_state, uuid)
+    creds.rename(agent_state / "nats.creds")
+    return uuid
 
 
 def trusted(config: PlatformConfig) -> PlatformConfig:
