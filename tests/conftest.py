@@ -223,19 +223,20 @@ def busybox_ref(platform: Platform, docker_client: docker.DockerClient) -> tuple
     """(image, version) of a busybox image pushed to the platform's registry, by full reference."""
     repository = f"{platform.config.registry}/tytest/busybox"
     build_busybox(docker_client, repository, "1")
-    docker_push(platform, f"{repository}:1")
+    docker_as(platform, "imager", "push", f"{repository}:1")
     return repository, "1"
 
 
-def docker_push(platform: Platform, reference: str) -> None:
-    """`docker push` to the platform's registry as its read-write user (in a config folder of its own)."""
-    password = platform.registry_users()["imager"]
+def docker_as(platform: Platform, user: str, *args: str) -> None:
+    """The docker CLI logged in to the platform's registry as `user` (`imager` pushes, `agent`
+    pulls), with a config folder of its own so the machine's docker login is left alone."""
+    password = platform.registry_users()[user]
     with tempfile.TemporaryDirectory() as config:
-        login = ["docker", "--config", config, "login", "-u", "imager", "--password-stdin"]
+        login = ["docker", "--config", config, "login", "-u", user, "--password-stdin"]
         subprocess.run(
             [*login, platform.config.registry], input=password.encode(), check=True, capture_output=True
         )
-        subprocess.run(["docker", "--config", config, "push", reference], check=True, capture_output=True)
+        subprocess.run(["docker", "--config", config, *args], check=True, capture_output=True)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -22,6 +22,8 @@ class ApiSettings(BaseSettings):
     max_items: int = 1000  # items in one create/update/delete request
     max_upload_bytes: int = 8 * 1024**3
     max_range_days: int = 93  # longest metering time range
+    tls_cert: str = ""  # HTTPS from these files; empty: plain HTTP (loopback or behind a proxy)
+    tls_key: str = ""
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
 

@@ -80,6 +80,8 @@ def run() -> None:
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
