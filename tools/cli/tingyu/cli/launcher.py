@@ -29,6 +29,7 @@ import bcrypt
 
 from tingyu.common.auth.material import AuthDir
 from tingyu.common.auth.tls import ensure_local_tls
+from tingyu.common.settings import PlatformSettings
 
 SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
 COLOURS = ("36", "32", "35", "33", "34", "31", "96", "92", "95")
@@ -154,6 +155,12 @@ class PlatformConfig:
     @property
     def auth(self) -> AuthDir:
         return AuthDir(self.auth_dir or self.state_dir / "nats" / "auth")
+
+    def admin_settings(self) -> PlatformSettings:
+        """Settings of a client of this platform's NATS as its admin user (CLI, tests, benches)."""
+        return PlatformSettings(
+            nats_url=self.nats_url, nats_creds=str(self.auth.creds("admin")), nats_ca=self.tls_files()[0]
+        )
 
     def tls_files(self) -> tuple[str, str, str]:
         """(CA, server certificate, server key): the given files, or the local CA's (made once)."""
@@ -291,13 +298,8 @@ class Platform:
         """A one-time enrollment token for a machine (valid for an hour)."""
         from tingyu.common.auth.enrollment import new_token
         from tingyu.common.bus import Bus
-        from tingyu.common.settings import PlatformSettings
 
-        settings = PlatformSettings(
-            nats_url=self.config.nats_url,
-            nats_creds=str(self.config.auth.creds("admin")),
-            nats_ca=self.config.tls_files()[0],
-        )
+        settings = self.config.admin_settings()
 
         async def make() -> str:
             bus = await Bus.connect(settings, "tingyu-launcher")
