@@ -7,10 +7,12 @@ through the same launcher `tingyu up` uses; each test makes its own names.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -24,7 +26,12 @@ import nats.errors
 import pytest
 import pytest_asyncio
 
+from tingyu.agent.identity import load_or_create
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
+from tingyu.common.auth import jwt
+from tingyu.common.auth.material import AuthDir, write_secret
+from tingyu.common.auth.permissions import machine_inbox, machine_permissions
+from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
 
@@ -40,6 +47,51 @@ TEST_POLICY = {
 os.environ.update(TEST_POLICY)
 # The bootstrap admin token of the test platform: the suite runs with authentication on, as users do.
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
+# One operator, account and CA for every nats-server this session starts (made the way `tingyu up`
+# makes them). The tests' own connections are the admin user's, through the settings every process
+# reads (TINGYU_NATS_CREDS, TINGYU_NATS_CA): auth and TLS are on for the whole suite.
+TRUST = Path(tempfile.mkdtemp(prefix="tingyu-trust-"))
+atexit.register(shutil.rmtree, TRUST, True)
+AUTH = AuthDir(TRUST / "auth").ensure()
+NATS_CA, _, _ = ensure_local_tls(TRUST / "tls")
+os.environ["TINGYU_NATS_CREDS"] = str(AUTH.creds("admin"))
+os.environ["TINGYU_NATS_CA"] = str(NATS_CA)
+os.environ["TINGYU_NATS_AUTH_DIR"] = str(AUTH.root)
+
+
+def machine_creds(folder: Path, node_uuid: str) -> tuple[Path, str]:
+    """A machine's own credential, signed as the API signs it at enrollment: (creds file, public key)."""
+    seed = jwt.new_seed("user")
+    token = jwt.user_jwt(
+        AUTH.seed("account"), jwt.public_key(seed), node_uuid, machine_permissions(node_uuid)
+    )
+    path = folder / f"{node_uuid}.creds"
+    write_secret(path, jwt.creds(token, seed))
+    return path, jwt.public_key(seed)
+
+
+def machine_settings(nats_url: str, creds: Path, node_uuid: str) -> PlatformSettings:
+    """How a machine connects: its own credential and inbox."""
+    return PlatformSettings(
+        nats_url=nats_url, nats_creds=str(creds), nats_inbox_prefix=machine_inbox(node_uuid)
+    )
+
+
+def enroll_offline(agent_state: Path) -> str:
+    """Give an agent's state folder an identity and an enrolled credential (for agents started by
+    tests without the API); returns the uuid."""
+    uuid = load_or_create(agent_state).uuid
+    creds, _ = machine_creds(agent_state, uuid)
+    creds.rename(agent_state / "nats.creds")
+    return uuid
+
+
+def trusted(config: PlatformConfig) -> PlatformConfig:
+    """The config with this session's trust material."""
+    config.auth_dir = AUTH.root
+    config.tls_dir = TRUST / "tls"
+    return config
+
 
 # Short periods so that convergence, NotReady and metering windows happen within a test.
 FAST_ENV = {
@@ -129,14 +181,16 @@ def state_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def platform(state_dir: Path) -> Iterator[Platform]:
     """The whole platform (nats-server, registry, dockerd if needed, every service, one agent)."""
-    config = PlatformConfig(
-        state_dir=state_dir,
-        nats_port=free_port(),
-        registry_port=free_port(),
-        api_port=free_port(),
-        extra_env=FAST_ENV,
-        colour=False,
-        log_file=Path(os.environ.get("TINGYU_TEST_LOG", str(state_dir / "platform.log"))),
+    config = trusted(
+        PlatformConfig(
+            state_dir=state_dir,
+            nats_port=free_port(),
+            registry_port=free_port(),
+            api_port=free_port(),
+            extra_env=FAST_ENV,
+            colour=False,
+            log_file=Path(os.environ.get("TINGYU_TEST_LOG", str(state_dir / "platform.log"))),
+        )
     )
     platform = Platform(config)
     try:
@@ -225,8 +279,20 @@ def busybox_ref(platform: Platform, docker_client: docker.DockerClient) -> tuple
     """(image, version) of a busybox image pushed to the platform's registry, by full reference."""
     repository = f"{platform.config.registry}/tytest/busybox"
     build_busybox(docker_client, repository, "1")
-    subprocess.run(["docker", "push", f"{repository}:1"], check=True, capture_output=True)
+    docker_as(platform, "imager", "push", f"{repository}:1")
     return repository, "1"
+
+
+def docker_as(platform: Platform, user: str, *args: str) -> None:
+    """The docker CLI logged in to the platform's registry as `user` (`imager` pushes, `agent`
+    pulls), with a config folder of its own so the machine's docker login is left alone."""
+    password = platform.registry_users()[user]
+    with tempfile.TemporaryDirectory() as config:
+        login = ["docker", "--config", config, "login", "-u", user, "--password-stdin"]
+        subprocess.run(
+            [*login, platform.config.registry], input=password.encode(), check=True, capture_output=True
+        )
+        subprocess.run(["docker", "--config", config, *args], check=True, capture_output=True)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -25,7 +25,6 @@ from tingyu.common.bus import Bus
 from tingyu.common.models.containers import ContainerCommand, ContainerOp, ContainerSpec
 from tingyu.common.models.nodes import Heartbeat, NodeFacts
 from tingyu.common.names import new_job_id, new_node_identity
-from tingyu.common.settings import PlatformSettings
 
 IMAGE = "127.0.0.1:5000/bench/busybox"
 
@@ -114,7 +113,7 @@ def stand_in(index: int) -> NodeFacts:
 
 async def run(requests: int, concurrency: int, items: int, machines: int) -> list[str]:
     with platform(("nodes", "deployer", "api")) as running:
-        bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench")
+        bus = await Bus.connect(running.config.admin_settings(), "bench")
         fleet = [stand_in(i) for i in range(machines)]
         beating = asyncio.create_task(beat_forever(bus, fleet))
         headers = bearer(running.config)

@@ -24,7 +24,6 @@ from bench.harness import bearer, percentile, platform, report
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.jobs import Job, JobState
-from tingyu.common.settings import PlatformSettings
 
 
 async def job_done(bus: Bus, jobid: str) -> Job:
@@ -96,7 +95,7 @@ async def run(count: int) -> list[str]:
     with platform(("nodes", "deployer", "api", "agent"), TINGYU_AGENT_STOP_TIMEOUT_S="1") as running:
         image = f"{running.config.registry}/bench/busybox"
         await asyncio.to_thread(push_busybox, client, image)
-        bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench")
+        bus = await Bus.connect(running.config.admin_settings(), "bench")
         headers = bearer(running.config)
         uuid = await node_uuid(running.config.api_url, headers)
         mine, _ = await ours(running.config.api_url, bus, uuid, image, count, headers=headers)

@@ -29,7 +29,6 @@ from bench.fleet import baselines, preload, probes
 from bench.harness import bearer, platform, report
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.settings import PlatformSettings
 from tingyu.sim import machines
 
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
@@ -242,7 +241,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     with platform(("nodes", "deployer", "api")) as running:
         (running.config.state_dir / "sim").mkdir()
-        bus = await Bus.connect(PlatformSettings(nats_url=running.config.nats_url), "bench-fleet")
+        bus = await Bus.connect(running.config.admin_settings(), "bench-fleet")
         args.raw_publish_rate = await baselines.core_publish_rate(bus, b"x" * 250)
         print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
         args.hb = probes.HeartbeatProbe()

@@ -181,7 +181,7 @@ def main() -> None:
                 "bench", args.ingest_machines, [("ingestimg", "v1")], end - 86400, args.ingest_ticks
             )
             samples = sum(len(b.samples) for b in fleet.batches())
-            ours_s = asyncio.run(ours_ingest(PlatformSettings(nats_url=config.nats_url), fleet))
+            ours_s = asyncio.run(ours_ingest(config.admin_settings(), fleet))
             counts = {MeteringSeries.BANDWIDTH: args.queries, MeteringSeries.RESOURCES: args.resource_queries}
             api_times = {
                 series: asyncio.run(

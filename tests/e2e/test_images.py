@@ -19,7 +19,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, build_busybox, eventually, unique
+from tests.conftest import ADMIN_TOKEN, build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -159,7 +159,7 @@ async def test_upload_search_pull_and_delete(
 
     # The pull is real: the image is not on this machine any more.
     reference = f"{platform.config.registry}/{name}:v1.0"
-    await docker_cli("pull", reference)
+    await asyncio.to_thread(docker_as, platform, "agent", "pull", reference)
     assert await docker_cli("run", "--rm", reference, "cat", "/data/hello.txt") == b"hello from tingyu\n"
     await docker_cli("rmi", reference)
 
@@ -171,7 +171,7 @@ async def test_upload_search_pull_and_delete(
     ).json()
     assert deleted["code"] == 200, deleted
     assert await search(api, name) == []
-    async with httpx.AsyncClient() as registry:
+    async with httpx.AsyncClient(auth=("imager", platform.registry_users()["imager"])) as registry:
         gone = await registry.head(f"http://{platform.config.registry}/v2/{name}/manifests/v1.0")
     assert gone.status_code == 404
     missing = await delete(api, name)
@@ -245,7 +245,7 @@ async def test_corrupt_layer_is_refused_and_nothing_is_stored(
     assert (job["state"], job["message"]) == (4, BAD_ARCHIVE), job
     assert "digest" in job["result"]["detail"]
     assert await search(api, name) == []
-    async with httpx.AsyncClient() as registry:
+    async with httpx.AsyncClient(auth=("imager", platform.registry_users()["imager"])) as registry:
         tags = await registry.get(f"http://{platform.config.registry}/v2/{name}/tags/list")
     assert tags.status_code == 404
 
@@ -398,7 +398,7 @@ async def test_oci_layout_upload_is_pullable(
     job = await pushed(api, tar, name, "1")
     assert job["result"]["format"] == "oci"
     reference = f"{platform.config.registry}/{name}:1"
-    await docker_cli("pull", reference)
+    await asyncio.to_thread(docker_as, platform, "agent", "pull", reference)
     assert await docker_cli("run", "--rm", reference, "cat", "/data/hello.txt") == b"hello from tingyu\n"
     await docker_cli("rmi", reference)
     assert (await delete(api, name))["code"] == 200

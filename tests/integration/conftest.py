@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import trusted
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
 
 
 def nats_only(state_dir: Path) -> Platform:
     """A nats-server with JetStream on a free port, its store and log in `state_dir` (launcher code)."""
-    config = PlatformConfig(
-        state_dir=state_dir, nats_port=free_port(), colour=False, log_file=state_dir / "nats.log"
+    config = trusted(
+        PlatformConfig(
+            state_dir=state_dir, nats_port=free_port(), colour=False, log_file=state_dir / "nats.log"
+        )
     )
     platform = Platform(config)
     platform.start_nats()

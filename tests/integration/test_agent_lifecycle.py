@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from nats.js import errors as js_errors
 
-from tests.conftest import build_busybox, eventually, unique
+from tests.conftest import build_busybox, enroll_offline, eventually, unique
 from tests.integration.conftest import nats_only
 from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
@@ -106,7 +106,7 @@ async def agent(
     Parametrise it indirectly with a dict to override settings.
     """
     settings = agent_settings(nats_url, tmp_path).model_copy(update=getattr(request, "param", {}))
-    uuid = load_or_create(settings.state_dir).uuid
+    uuid = enroll_offline(settings.state_dir)
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(stop, settings))
     yield RunningAgent(uuid, settings, stop, task)
@@ -390,6 +390,7 @@ async def test_agent_restart_keeps_identity_and_converges(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
+    enroll_offline(state / "agent")
     proc = start()
     uuid = ""
     try:
@@ -469,7 +470,7 @@ async def test_nats_outage_loses_no_report(tmp_path: Path, engine: docker.Docker
     url = nats.config.nats_url
     own_bus = await Bus.connect(PlatformSettings(nats_url=url), "agent-outage-tests")
     settings = agent_settings(url, tmp_path / "state").model_copy(update={"resync_s": 300.0})
-    uuid = load_or_create(settings.state_dir).uuid
+    uuid = enroll_offline(settings.state_dir)
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(stop, settings))
     try:

@@ -26,6 +26,8 @@ from tingyu.common.settings import PlatformSettings
 from tingyu.imager import main
 from tingyu.imager.config import ImagerSettings
 
+REGISTRY_AUTH: list[tuple[str, str]] = []  # the registry's read-write user, once it runs
+
 
 @pytest.fixture(scope="module")
 def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -35,6 +37,7 @@ def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         PlatformConfig(state_dir=root, registry_port=free_port(), colour=False, log_file=root / "log")
     )
     launcher.start_registry()
+    REGISTRY_AUTH.append(("imager", launcher.registry_users()["imager"]))
     try:
         yield f"http://{launcher.config.registry}"
     finally:
@@ -46,7 +49,10 @@ async def imager(
     nats_url: str, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Bus]:
     """A running imager (its `setup` in a `Service`) and a bus of the test's own."""
-    platform = PlatformSettings(nats_url=nats_url, registry_url=registry_url)
+    user, password = REGISTRY_AUTH[-1]
+    platform = PlatformSettings(
+        nats_url=nats_url, registry_url=registry_url, registry_user=user, registry_password=password
+    )
     settings = ImagerSettings(spool_dir=tmp_path / "spool", platform=platform)
     monkeypatch.setattr(main, "get_settings", lambda: settings)
     service = Service("imager")
@@ -93,7 +99,7 @@ async def test_push_then_duplicate_then_vanished_upload(
     done = await _push(imager, name, upload, tar)
     assert done.message == "success", done
     assert done.result["format"] == "oci"
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(auth=REGISTRY_AUTH[-1]) as client:
         head = await client.head(
             f"{registry_url}/v2/{name}/manifests/1",
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},

@@ -230,6 +230,14 @@ class TokenExists(TingyuError):
     default_msg = "令牌名已存在!"
 
 
+class EnrollmentRefused(TingyuError):
+    """A machine's enrollment was refused: unknown, used or expired token, or a revoked or taken uuid."""
+
+    code = "TY0060"
+    http_status = 403
+    default_msg = "节点注册被拒绝"
+
+
 class InternalError(TingyuError):
     """An unexpected failure; the log has the details, the client only the code."""
 

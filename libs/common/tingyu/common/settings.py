@@ -20,8 +20,12 @@ class PlatformSettings(BaseSettings):
     mode: Literal["local", "production"] = "local"
     state_dir: Path = Path("./var")
     nats_url: str = "nats://127.0.0.1:4222"  # comma-separated for a cluster
-    nats_creds: str = ""  # a .creds file (JWT + nkey) in production
-    nats_token: str = ""
+    nats_creds: str = ""  # this process's .creds file (JWT + nkey); see `creds_file`
+    nats_ca: str = ""  # the CA that signed the NATS server's certificate; see `ca_file`
+    nats_tls_cert: str = ""  # the NATS server's certificate and key (where the launcher runs it)
+    nats_tls_key: str = ""
+    nats_inbox_prefix: str = "_INBOX"  # a machine's agent uses its own (its permissions allow no other)
+    nats_auth_dir: Path = Path()  # operator/account keys and service users; default <state_dir>/nats/auth
     stream_replicas: int = 1  # 3 on a NATS cluster
     # Bytes per stream, bucket or object store by name (`{"TY_SAMPLES": 21474836480}`), over the
     # defaults declared in `subjects` (docs/operations.md sizes them for 100,000 machines).
@@ -39,11 +43,31 @@ class PlatformSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> PlatformSettings:
         if self.mode == "production":
-            if not (self.nats_creds or self.nats_token):
-                raise ValueError("TINGYU_MODE=production needs TINGYU_NATS_CREDS or TINGYU_NATS_TOKEN")
+            if not self.nats_creds:
+                raise ValueError("TINGYU_MODE=production needs TINGYU_NATS_CREDS")
             if self.registry_insecure:
                 raise ValueError("TINGYU_REGISTRY_INSECURE is refused when TINGYU_MODE=production")
         return self
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.nats_auth_dir if self.nats_auth_dir != Path() else self.state_dir / "nats" / "auth"
+
+    @property
+    def creds_file(self) -> str:
+        """TINGYU_NATS_CREDS, or on the host `tingyu up` runs on, its admin user (for the CLI)."""
+        if self.nats_creds:
+            return self.nats_creds
+        local = self.auth_dir / "users" / "admin.creds"
+        return str(local) if local.exists() else ""
+
+    @property
+    def ca_file(self) -> str:
+        """TINGYU_NATS_CA, or on the host `tingyu up` runs on, its local CA."""
+        if self.nats_ca:
+            return self.nats_ca
+        local = self.state_dir / "nats" / "tls" / "ca.pem"
+        return str(local) if local.exists() else ""
 
     @property
     def nats_servers(self) -> list[str]:

@@ -18,6 +18,7 @@ from tingyu.common.models.containers import (
     NodeDesired,
     NodeObserved,
 )
+from tingyu.common.models.enroll import EnrollRecord
 from tingyu.common.models.files import FileFetchCommand
 from tingyu.common.models.images import ImagePushCommand, ImageRecord
 from tingyu.common.models.jobs import Command, Job, JobDeadline, JobKind
@@ -177,6 +178,11 @@ def agent_nudge(node_uuid: str) -> str:
 def agent_request(node_uuid: str, verb: str) -> str:
     """A request/reply addressed to one agent (e.g. `file`)."""
     return f"ty.agent.{node_uuid}.req.{verb}"
+
+
+def agent_all(node_uuid: str) -> str:
+    """Everything addressed to one agent: its nudges and its requests."""
+    return f"ty.agent.{node_uuid}.>"
 
 
 AGENT_NUDGE_ALL = "ty.agent.*.nudge"
@@ -344,6 +350,23 @@ TOKENS = BucketSpec(
     max_value_bytes=64 * 1024,
     description="API tokens: role, areas and the sha256 of the secret (never the secret); key = token id.",
 )
+ENROLL = BucketSpec(
+    "ty_enroll",
+    EnrollRecord,
+    max_bytes=GIB // 16,
+    description="Enrollment tokens (key = token.<sha256>) and machine keys (key = machine.<uuid>).",
+)
+
+
+def enroll_token_key(token_hash: str) -> str:
+    """The `ty_enroll` key of an enrollment token, by the sha256 hex of the token."""
+    return f"token.{token_hash}"
+
+
+def machine_key(node_uuid: str) -> str:
+    """The `ty_enroll` key of one machine's enrolled public key."""
+    return f"machine.{node_uuid}"
+
 
 ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
     NODES,
@@ -355,6 +378,7 @@ ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
     ROLLOUTS,
     LEASES,
     TOKENS,
+    ENROLL,
 )
 
 

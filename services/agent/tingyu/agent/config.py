@@ -31,6 +31,10 @@ class AgentSettings(BaseSettings):
     parallel: int = 4  # deployments reconciled at the same time
     max_file_bytes: int = 1024**3  # largest file copied out of a container
     file_parallel: int = 2  # file copies at the same time
+    # Enrollment (only while the machine holds no credential): the API and a one-time token.
+    enroll_url: str = "http://127.0.0.1:8080/tingyu"
+    enroll_token: str = ""
+    enroll_ca: str = ""  # the CA of an API served over HTTPS with a private certificate
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")

@@ -10,10 +10,16 @@ answered in its own task; a second request for a job already being copied waits 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
+import json
 import logging
+import secrets
+from datetime import UTC, datetime
 from typing import Any
+
+from nats.js import api as js_api
 
 from tingyu.agent.runtime import FileTooLarge, Runtime, RuntimeFailure, RuntimeFile
 from tingyu.common import subjects
@@ -86,9 +92,7 @@ class FileFetcher:
         opened = await self.runtime.open_file(container.id, command.path, limit)
         reader = _Hashing(opened)
         try:
-            store = await self.bus.objects(subjects.FILES)
-            # put() reads in a thread pool and publishes chunk by chunk: the file is never in memory.
-            await store.put(command.job_id, reader)  # type: ignore[arg-type]  # any object with readinto
+            await put_object(self.bus, subjects.FILES, command.job_id, reader)
         finally:
             reader.close()
         log.info(
@@ -106,6 +110,41 @@ class FileFetcher:
             sha256=reader.digest.hexdigest(),
             object=command.job_id,
         )
+
+
+CHUNK = 128 * 1024  # the object store's own chunk size
+
+
+async def put_object(bus: Bus, spec: subjects.ObjectStoreSpec, name: str, reader: io.RawIOBase) -> None:
+    """Write one object in the object store's layout (chunks on `$O.<bucket>.C.<id>`, then its
+    meta on `$O.<bucket>.M.<name>`), read in a thread pool chunk by chunk so the file is never in
+    memory. Unlike nats-py's `put`, it reads nothing back (no stream info, no earlier meta): a
+    machine's permissions allow it to publish these subjects and nothing else of the store."""
+    chunk_id = secrets.token_hex(11)
+    chunk_subject = f"$O.{spec.name}.C.{chunk_id}"
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    size = chunks = 0
+    loop = asyncio.get_running_loop()
+    while n := await loop.run_in_executor(None, reader.readinto, buffer):
+        await bus.js.publish(chunk_subject, bytes(buffer[:n]))
+        digest.update(buffer[:n])
+        size += n
+        chunks += 1
+    info = js_api.ObjectInfo(
+        name=name,
+        bucket=spec.name,
+        nuid=chunk_id,
+        size=size,
+        chunks=chunks,
+        mtime=datetime.now(UTC).isoformat(),
+        digest="SHA-256=" + base64.urlsafe_b64encode(digest.digest()).decode(),
+        options=js_api.ObjectMetaOptions(max_chunk_size=CHUNK),
+    )
+    meta_subject = f"$O.{spec.name}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+    await bus.js.publish(
+        meta_subject, json.dumps(info.as_dict()).encode(), headers={js_api.Header.ROLLUP: "sub"}
+    )
 
 
 class _Hashing(io.RawIOBase):

@@ -13,6 +13,7 @@ from tingyu.agent.agent import Agent
 from tingyu.agent.applied import AppliedRestarts
 from tingyu.agent.config import AgentSettings, get_settings
 from tingyu.agent.docker_runtime import DockerRuntime
+from tingyu.agent.enroll import ensure_enrolled, machine_platform
 from tingyu.agent.facts import read_facts
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
@@ -28,7 +29,11 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
     """Open this machine's agent on `service` (settings from the environment unless given)."""
     settings = settings or get_settings()
     identity = load_or_create(settings.state_dir)
-    platform = settings.platform
+    enrollment = await ensure_enrolled(settings, identity)
+    # The area and ISP in the settings win at every start; the token's presets fill what is unset.
+    presets = {"area": settings.area or enrollment.area, "operator": settings.operator or enrollment.operator}
+    settings = settings.model_copy(update=presets)
+    platform = machine_platform(settings.platform, enrollment, identity.uuid)
     runtime = DockerRuntime.connect(
         settings.docker_host,
         settings.docker_timeout_s,

@@ -40,6 +40,8 @@ class ApiSettings(BaseSettings):
     token_cache_s: float = 1.0  # how old a token record may be; a revocation reaches every replica within it
     auth_max_failures: int = 20  # failed authentications per client address within the window (0: no limit)
     auth_failure_window_s: float = 60.0
+    tls_cert: str = ""  # HTTPS from these files; empty: plain HTTP (loopback or behind a proxy)
+    tls_key: str = ""
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

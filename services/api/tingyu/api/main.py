@@ -101,6 +101,8 @@ def run() -> None:
         http=HeadTimeoutH11.with_timeout(settings.head_timeout_s),
         h11_max_incomplete_event_size=settings.max_head_bytes,
         timeout_keep_alive=settings.keep_alive_s,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):

@@ -6,8 +6,10 @@ its own ports and folders, so what the tests start is what operators start.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -17,10 +19,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import bcrypt
+
+from tingyu.common.auth.material import AuthDir
+from tingyu.common.auth.tls import ensure_local_tls
+from tingyu.common.settings import PlatformSettings
 
 SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
 ADMIN_TOKEN_ENV = "TINGYU_API_ADMIN_TOKEN"
@@ -66,6 +75,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return bool(200 <= response.status < 300)
+
+
+def registry_answers(url: str) -> bool:
+    """The registry is up: it answers /v2/, with 401 when it asks for credentials."""
+    try:
+        return http_ok(url)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def docker_answers() -> bool:
@@ -118,10 +142,33 @@ class PlatformConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     colour: bool = True
     log_file: Path | None = None
+    # NATS trust material (operator, account, service users); shared by several platforms (tests).
+    auth_dir: Path | None = None
+    tls_dir: Path | None = None  # the local CA and server certificate
+    nats_tls_cert: str = ""  # given files (production) instead of the local CA's
+    nats_tls_key: str = ""
+    nats_ca: str = ""
 
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def auth(self) -> AuthDir:
+        return AuthDir(self.auth_dir or self.state_dir / "nats" / "auth")
+
+    def admin_settings(self) -> PlatformSettings:
+        """Settings of a client of this platform's NATS as its admin user (CLI, tests, benches)."""
+        return PlatformSettings(
+            nats_url=self.nats_url, nats_creds=str(self.auth.creds("admin")), nats_ca=self.tls_files()[0]
+        )
+
+    def tls_files(self) -> tuple[str, str, str]:
+        """(CA, server certificate, server key): the given files, or the local CA's (made once)."""
+        if self.nats_tls_cert and self.nats_tls_key:
+            return self.nats_ca, self.nats_tls_cert, self.nats_tls_key
+        ca, cert, key = ensure_local_tls(self.tls_dir or self.state_dir / "nats" / "tls")
+        return str(ca), str(cert), str(key)
 
     @property
     def registry(self) -> str:
@@ -157,6 +204,9 @@ class PlatformConfig:
             {
                 "TINGYU_STATE_DIR": str(self.state_dir),
                 "TINGYU_NATS_URL": self.nats_url,
+                "TINGYU_NATS_CA": self.tls_files()[0],
+                "TINGYU_NATS_AUTH_DIR": str(self.auth.root),
+                "TINGYU_NATS_CREDS": str(self.auth.creds("admin")),
                 "TINGYU_REGISTRY": self.registry,
                 "TINGYU_REGISTRY_URL": f"http://{self.registry}",
                 "TINGYU_API_PORT": str(self.api_port),
@@ -178,38 +228,67 @@ class Platform:
 
     # --- infrastructure --------------------------------------------------------------------------
 
-    def start_nats(self) -> None:
-        store = self.config.state_dir / "nats"
+    def nats_config(self, name: str, port: int, store: Path, extra: str = "") -> str:
+        """One nats-server's configuration: JetStream, TLS on the client port, decentralized JWT
+        auth with a full resolver; `extra` adds lines (a cluster block)."""
+        _, cert, key = self.config.tls_files()
+        auth = self.config.auth.ensure()
+        return (
+            f"server_name: {json.dumps(name)}\n"
+            f"listen: 127.0.0.1:{port}\n"
+            f"jetstream {{ store_dir: {json.dumps(str(store))} }}\n"
+            f"tls {{ cert_file: {json.dumps(cert)}, key_file: {json.dumps(key)}, timeout: 5 }}\n"
+            + auth.server_config(store / "jwt")
+            + extra
+        )
+
+    def start_nats(self, name: str = "nats", port: int | None = None, extra: str = "") -> None:
+        """Start one nats-server (`name` and `port` for the members of a cluster)."""
+        port = port or self.config.nats_port
+        store = self.config.state_dir / name
         store.mkdir(parents=True, exist_ok=True)
-        argv = [
-            find_binary("nats-server"),
-            "-js",
-            "-sd",
-            str(store),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.config.nats_port),
-            "-n",
-            f"tingyu-{self.config.nats_port}",
-        ]
-        self.spawn("nats", argv)
-        wait_until(lambda: port_open(self.config.nats_port), 30, "nats-server")
+        conf = store / "nats-server.conf"
+        conf.write_text(self.nats_config(f"tingyu-{port}", port, store, extra))
+        self.spawn(name, [find_binary("nats-server"), "-c", str(conf)])
+        wait_until(lambda: port_open(port), 30, "nats-server")
+
+    def registry_users(self) -> dict[str, str]:
+        """User name -> password of the registry: `imager` pushes and deletes, `agent` pulls.
+        Made once (var/registry/auth, mode 0600) with the bcrypt htpasswd the registry reads."""
+        folder = self.config.state_dir / "registry" / "auth"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        passwords = {}
+        for user in ("imager", "agent"):
+            path = folder / f"{user}.password"
+            if not path.exists():
+                write_private(path, secrets.token_urlsafe(24))
+                (folder / "htpasswd").unlink(missing_ok=True)
+            passwords[user] = path.read_text().strip()
+        if not (folder / "htpasswd").exists():
+            # Random 32-character passwords need no slow hash; a low cost keeps each pull cheap.
+            lines = (
+                f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}"
+                for u, p in passwords.items()
+            )
+            write_private(folder / "htpasswd", "\n".join(lines) + "\n")
+        return passwords
 
     def start_registry(self) -> None:
         root = self.config.state_dir / "registry"
         (root / "data").mkdir(parents=True, exist_ok=True)
+        self.registry_users()
         conf = root / "config.yml"
         conf.write_text(
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             "storage:\n"
             f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
-            "  delete:\n    enabled: true\n"
+            "  delete:\n    enabled: true\n"  # the imager deletes versions (its user only)
             f"http:\n  addr: 127.0.0.1:{self.config.registry_port}\n"
+            f"auth:\n  htpasswd:\n    realm: tingyu\n    path: {root / 'auth' / 'htpasswd'}\n"
         )
         self.spawn("registry", [find_binary("docker-registry"), "serve", str(conf)])
-        wait_until(lambda: http_ok(f"http://{self.config.registry}/v2/"), 30, "docker-registry")
+        wait_until(lambda: registry_answers(f"http://{self.config.registry}/v2/"), 30, "docker-registry")
 
     def ensure_dockerd(self) -> None:
         """Use the running Docker Engine, or start one (needs root)."""
@@ -220,19 +299,56 @@ class Platform:
 
     # --- services --------------------------------------------------------------------------------
 
+    def service_env(self, name: str) -> dict[str, str]:
+        """A service's own NATS user and registry user; the agent instead enrolls (with a one-time
+        token made here when it has no credential yet) and pulls as the read-only registry user."""
+        registry = self.registry_users()
+        if name == "agent":
+            env = {"TINGYU_REGISTRY_USER": "agent", "TINGYU_REGISTRY_PASSWORD": registry["agent"]}
+            env |= {"TINGYU_NATS_CREDS": "", "TINGYU_AGENT_ENROLL_URL": self.config.api_url}
+            state = Path(self.config.env().get("TINGYU_AGENT_STATE_DIR") or self.config.state_dir / "agent")
+            if not (state / "nats.creds").exists():
+                env["TINGYU_AGENT_ENROLL_TOKEN"] = self.enroll_token()
+            return env
+        env = {"TINGYU_NATS_CREDS": str(self.config.auth.creds(name))}
+        if name == "imager":
+            env |= {"TINGYU_REGISTRY_USER": "imager", "TINGYU_REGISTRY_PASSWORD": registry["imager"]}
+        return env
+
+    def enroll_token(self, area: str = "", operator: str = "") -> str:
+        """A one-time enrollment token for a machine (valid for an hour)."""
+        from tingyu.common.auth.enrollment import new_token
+        from tingyu.common.bus import Bus
+
+        settings = self.config.admin_settings()
+
+        async def make() -> str:
+            bus = await Bus.connect(settings, "tingyu-launcher")
+            try:
+                return await new_token(bus, area, operator, ttl_s=3600.0)
+            finally:
+                await bus.close()
+
+        return asyncio.run(make())
+
     def start_service(self, name: str, extra_env: dict[str, str] | None = None, *, label: str = "") -> None:
         argv = [sys.executable, "-m", f"tingyu.{name}.main"]
+        env = self.service_env(name)
         if name == "api":  # the bootstrap admin token goes to the API alone
-            extra_env = {ADMIN_TOKEN_ENV: self.config.admin_token(), **(extra_env or {})}
-        self.spawn(label or name, argv, extra_env)
+            env[ADMIN_TOKEN_ENV] = self.config.admin_token()
+        self.spawn(label or name, argv, env | (extra_env or {}))
 
     def start_all(self) -> None:
         self.start_nats()
         self.start_registry()
         self.ensure_dockerd()
         for name in self.config.services:
-            self.start_service(name)
-        wait_until(lambda: http_ok(f"{self.config.api_url}/healthz"), 60, "api")
+            if name != "agent":
+                self.start_service(name)
+        if "api" in self.config.services:
+            wait_until(lambda: http_ok(f"{self.config.api_url}/healthz"), 60, "api")
+        if "agent" in self.config.services:
+            self.start_service("agent")
 
     # --- process plumbing ------------------------------------------------------------------------
 

@@ -45,7 +45,10 @@ def up(args: argparse.Namespace) -> int:
     try:
         platform.start_all()
         print(
-            f"Tingyu is up: API {config.api_url} (docs {config.api_url}/docs); Ctrl-C stops it.", flush=True
+            f"Tingyu is up: API {config.api_url} (docs {config.api_url}/docs); Ctrl-C stops it.\n"
+            f"NATS (TLS, CA {config.tls_files()[0]}) credentials: {config.auth.root}/users; "
+            "new machines: `tingyu node enroll-token` (docs/security.md)",
+            flush=True,
         )
         print(admin_token_hint(config), flush=True)
         while not stopping.wait(1.0):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,7 +52,12 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, settings: PlatformSettings, name: str, *, ensure: bool = True, attempts: int = 60
+        cls,
+        settings: PlatformSettings,
+        name: str,
+        *,
+        ensure: bool = True,
+        attempts: int = 60,
     ) -> Bus:
         """Connect (retrying while the server is not up yet) and, unless `ensure` is off, declare
         the topology."""
@@ -73,10 +79,8 @@ class Bus:
             "reconnected_cb": _log_event(f"{name}: reconnected to NATS"),
             "closed_cb": closed,
         }
-        if settings.nats_creds:
-            options["user_credentials"] = settings.nats_creds
-        if settings.nats_token:
-            options["token"] = settings.nats_token
+        options |= connect_options(settings)
+        options["inbox_prefix"] = settings.nats_inbox_prefix
         for attempt in range(attempts):
             try:
                 nc = await nats.connect(**options)
@@ -150,6 +154,17 @@ class Bus:
         except Exception:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), timeout)
+
+
+def connect_options(settings: PlatformSettings) -> dict[str, Any]:
+    """The credential and TLS options of a nats-py connection: the `.creds` file, and a TLS
+    context that verifies the server against the configured CA (or the system's CAs)."""
+    options: dict[str, Any] = {}
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    if settings.ca_file:
+        options["tls"] = ssl.create_default_context(cafile=settings.ca_file)
+    return options
 
 
 async def _log_error(exc: Exception) -> None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from tingyu.api.routes import (
     audit,
     containers,
+    enroll,
     files,
     health,
     images,
@@ -24,6 +25,7 @@ ROUTERS: list[APIRouter] = [
     images.router,
     metering.router,
     nodes.router,
+    enroll.router,
     files.router,
     files.downloads,
     health.router,

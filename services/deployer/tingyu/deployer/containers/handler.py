@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.bus.consumers import Reject
 from tingyu.common.claims import claim_name
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import (
@@ -93,7 +94,10 @@ class Reports:
         self.desired = bus.store(subjects.DESIRED)
         self.names = bus.store(subjects.NAMES)
 
-    async def handle(self, report: NodeObserved, _: Msg) -> None:
+    async def handle(self, report: NodeObserved, msg: Msg) -> None:
+        # The subject names the machine its credential allows: a report about another is refused.
+        if msg.subject != subjects.observed(report.node_uuid):
+            raise Reject(f"report about {report.node_uuid} arrived on {msg.subject}")
         await self.observed.mutate(report.node_uuid, lambda current: newer(current, report))
         doc = await self.desired.get(report.node_uuid)
         if doc is None:
