@@ -31,6 +31,7 @@ class AgentSettings(BaseSettings):
     parallel: int = 4  # deployments reconciled at the same time
     max_file_bytes: int = 1024**3  # largest file copied out of a container
     file_parallel: int = 2  # file copies at the same time
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")

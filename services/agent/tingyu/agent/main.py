@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 async def setup(service: Service, settings: AgentSettings | None = None) -> None:
     """Open this machine's agent on `service` (settings from the environment unless given)."""
     settings = settings or get_settings()
+    service.metrics(settings.metrics_port)
     identity = load_or_create(settings.state_dir)
     platform = settings.platform
     runtime = DockerRuntime.connect(

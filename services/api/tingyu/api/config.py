@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,7 @@ class ApiSettings(BaseSettings):
     max_items: int = 1000  # items in one create/update/delete request
     max_upload_bytes: int = 8 * 1024**3
     max_range_days: int = 93  # longest metering time range
+    console_dir: Path | None = None  # the built console (default: console/dist of this source tree)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
 

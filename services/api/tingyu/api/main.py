@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from tingyu.api import envelope
+from tingyu.api import console, envelope, metrics
 from tingyu.api.config import ApiSettings, get_settings
 from tingyu.api.routes import ROUTERS
 from tingyu.common.bus import Bus
@@ -62,6 +62,10 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     envelope.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=settings.root_path)
+    app.include_router(console.router, prefix=settings.root_path)
+    app.include_router(metrics.router)  # /metrics on the API's own port, for Prometheus
+    app.mount(f"{settings.root_path}/console", console.Console(settings.console_dir or console.DEFAULT_DIST))
+    app.add_middleware(metrics.RequestMetrics)
     return app
 
 

@@ -93,6 +93,25 @@ def find_binary(name: str) -> str:
     return found
 
 
+CONSOLE = Path(__file__).resolve().parents[4] / "console"  # console/ of this source tree
+
+
+def build_console(folder: Path = CONSOLE, *, force: bool = False) -> str:
+    """Build the web console (`npm ci && npm run build`) when its bundle is missing; returns what
+    happened. Without npm it is skipped: the API then serves a 'console not built' page."""
+    if (folder / "dist" / "index.html").is_file() and not force:
+        return "console: built"
+    npm = shutil.which("npm")
+    if npm is None or not (folder / "package-lock.json").is_file():
+        return "console: not built (npm is not installed); everything else runs without it"
+    for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
+        done = subprocess.run([npm, *step], cwd=folder, capture_output=True, text=True, check=False)
+        if done.returncode:
+            output = (done.stdout + done.stderr)[-4000:]
+            return f"console: `npm {' '.join(step)}` failed; not built:\n{output}"
+    return "console: built now"
+
+
 @dataclass
 class Proc:
     """A running child with its output prefixed and copied to the launcher's log."""
@@ -116,6 +135,20 @@ class PlatformConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     colour: bool = True
     log_file: Path | None = None
+    # Each service's metrics port (`TINGYU_<SERVICE>_METRICS_PORT`; the API serves /metrics on its
+    # own port); services not named get a free port each, so that parallel platforms never collide.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.services:
+            if name != "api":
+                self.metrics_ports.setdefault(name, free_port())
+
+    def metrics_url(self, name: str) -> str:
+        """Where Prometheus scrapes `name` in this platform."""
+        if name == "api":
+            return f"http://127.0.0.1:{self.api_port}/metrics"
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
 
     @property
     def nats_url(self) -> str:
@@ -200,7 +233,10 @@ class Platform:
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None, *, label: str = "") -> None:
         argv = [sys.executable, "-m", f"tingyu.{name}.main"]
-        self.spawn(label or name, argv, extra_env)
+        env = dict(extra_env or {})
+        if not label and name in self.config.metrics_ports:
+            env.setdefault(f"TINGYU_{name.upper()}_METRICS_PORT", str(self.config.metrics_ports[name]))
+        self.spawn(label or name, argv, env)
 
     def start_all(self) -> None:
         self.start_nats()
