@@ -89,7 +89,9 @@ export default function bandwidth(root) {
     show();
   };
 
+  let asked = 0; // an answer to an older question is dropped when it comes late
   const show = async () => {
+    const question = ++asked;
     sessionStorage.setItem(TZ_KEY, timezone.value);
     const dates = { startDate: start.value.trim(), endDate: end.value.trim() };
     const which = scope.value;
@@ -102,6 +104,7 @@ export default function bandwidth(root) {
         get(`/info/bandWith/${bwPath}`, { ...dates, ...bwParams }),
         get(`/info/resourceUse/${resPath}`, { ...dates, ...bwParams }),
       ]);
+      if (question !== asked) return;
       const s = bw.summary;
       notice(status, bw.info.length ? "" : t("noData"), "info");
       figures.replaceChildren(
@@ -140,9 +143,9 @@ export default function bandwidth(root) {
         { time: rtime, lines: [{ name: t("memory"), data: res.info.map((p) => p.memory) }] },
         [[["P95", rs.p95Memory], [t("peak"), rs.peakMemory]]],
       );
-      root.dataset.loaded = String(Date.now());
+      root.dataset.shown = `${which}:${named}`;
     } catch (exc) {
-      notice(status, exc.message);
+      if (question === asked) notice(status, exc.message);
     }
   };
 
