@@ -65,7 +65,7 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     app.include_router(console.router, prefix=settings.root_path)
     app.include_router(metrics.router)  # /metrics on the API's own port, for Prometheus
     app.mount(f"{settings.root_path}/console", console.Console(settings.console_dir or console.DEFAULT_DIST))
-    app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(metrics.RequestMetrics, root=settings.root_path)
     return app
 
 

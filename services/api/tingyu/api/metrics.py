@@ -29,18 +29,22 @@ async def prometheus() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def route_of(scope: Scope) -> str:
-    """The route template that answered (`/tingyu/container/create`), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", "")
-    return path if isinstance(path, str) and path else UNMATCHED
+def route_of(scope: Scope, root: str) -> str:
+    """The route template that answered (`/tingyu/container/create`), never the raw path: a route
+    of a router included under `root` knows only its own part of the path."""
+    path = getattr(scope.get("route"), "path", "")
+    asked = str(scope.get("path", ""))
+    if not isinstance(path, str) or not path:
+        return f"{root}/console/" if asked.startswith(f"{root}/console") else UNMATCHED
+    return f"{root}{path}" if asked.startswith(f"{root}/") and not path.startswith(f"{root}/") else path
 
 
 class RequestMetrics:
     """Counts and times every HTTP request by route template and status code, with a request id."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, root: str = "") -> None:
         self.app = app
+        self.root = root
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +65,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route, code = route_of(scope), str(status["code"])
+            route, code = route_of(scope, self.root), str(status["code"])
             metrics.API_REQUESTS.labels(route, code).inc()
             metrics.API_LATENCY.labels(route, code).observe(time.monotonic() - started)
             logs.request_id.reset(token)

@@ -229,6 +229,7 @@ async def subscribe(
     """The spec's pull subscription, shared by every replica (for consumers that take whole
     batches themselves, such as metering)."""
     size = batch or spec.batch
+    metrics.CONSUMER_REDELIVERED.labels(spec.durable)  # the series exists (at 0) from the start
     config = js_api.ConsumerConfig(
         durable_name=spec.durable,
         ack_policy=js_api.AckPolicy.EXPLICIT,
