@@ -64,3 +64,26 @@ class Route:
 )
 def test_requests_are_labelled_by_route_template(scope: dict[str, object], label: str) -> None:
     assert route_of(scope, "/tingyu") == label
+
+
+def defined_metrics() -> set[str]:
+    from prometheus_client import REGISTRY
+
+    from tingyu.common import metrics  # noqa: F401 - registers them
+
+    return {family.name for family in REGISTRY.collect() if family.name.startswith("tingyu_")}
+
+
+@pytest.mark.parametrize(
+    "path", ["deploy/prometheus/tingyu-alerts.yml", "deploy/grafana/tingyu-dashboard.json", "docs/metrics.md"]
+)
+def test_alerts_dashboard_and_docs_read_only_series_that_exist(path: str) -> None:
+    import re
+
+    known = defined_metrics()
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for name in re.findall(r"tingyu_[a-z_]+", (ROOT / path).read_text())
+    }
+    assert used, path
+    assert used <= {name.removesuffix("_total") for name in known}, used - known
