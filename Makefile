@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-faults deps venv lint typecheck bench clean
+.PHONY: up test test-faults console-test console deps venv lint typecheck bench clean
 
 up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
 	$(BIN)/tingyu up
@@ -15,6 +15,12 @@ test: deps venv lint typecheck  ## lint, types, then unit, integration and end-t
 
 test-faults: deps venv  ## the slow fault tests: timeouts, killed leaders, replicas, dead NATS
 	$(BIN)/pytest -q -m faults tests
+
+console-test: deps venv  ## only the console's browser tests (also part of `make test`); screenshots in var/screenshots
+	$(BIN)/pytest -q -m console tests/console
+
+console:  ## build the web console (console/dist) from its lockfile
+	cd console && npm ci --no-audit --no-fund && npm run build
 
 deps:  ## Debian packages the platform runs on (installed only when missing)
 	@bash deploy/local/install-deps.sh

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tingyu.common import subjects, timefmt
+from tingyu.common import metrics, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.errors import Conflict
 from tingyu.common.models.jobs import Command, Job, JobState
@@ -84,15 +84,24 @@ class JobStore:
         except Exception as exc:
             await self.move(job.job_id, JobState.FAILED, f"command could not be queued: {exc}")
             raise
+        metrics.COMMANDS.labels(job.kind.value).inc()
+        metrics.JOBS.labels(job.kind.value, job.state.name.lower()).inc()
         return job
 
     async def move(self, job_id: str, state: JobState, message: str = "", **fields: Any) -> Job | None:
         """Move a job by the rule of `advance`; returns what is stored afterwards."""
         if job_id in self.finished:
             return None
-        stored = await self.store.mutate(
-            job_id, lambda job: advance(job, state, timefmt.now(), message, **fields)
-        )
+        before: dict[str, JobState] = {}
+
+        def change(job: Job | None) -> Job | None:
+            if job is not None:
+                before["state"] = job.state
+            return advance(job, state, timefmt.now(), message, **fields)
+
+        stored = await self.store.mutate(job_id, change)
+        if stored is not None and stored.state != before.get("state"):
+            metrics.JOBS.labels(stored.kind.value, stored.state.name.lower()).inc()
         if stored is not None and stored.state.final:
             self.finished[job_id] = None
             if len(self.finished) > self.remember:

@@ -20,11 +20,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from tingyu.common import logs, metrics
 from tingyu.common.bus import Bus, consume, serve
 from tingyu.common.bus.consumers import Handler, OnDead
 from tingyu.common.leases import Lease
 from tingyu.common.models.base import Message
-from tingyu.common.settings import PlatformSettings
+from tingyu.common.settings import PlatformSettings, get_platform_settings
 from tingyu.common.subjects import ConsumerSpec
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,9 @@ Req = TypeVar("Req", bound=Message)
 
 
 def setup_logging(name: str, level: str = "INFO") -> None:
-    """One line per record, prefixed with the service name (the launcher adds colour per service)."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("nats").setLevel(logging.WARNING)
+    """One line per record, prefixed with the service name (the launcher adds colour per service),
+    or one JSON object per line with `TINGYU_LOG_FORMAT=json`."""
+    logs.configure(name, level, get_platform_settings().log_format)
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -82,6 +79,11 @@ class Service:
         self.stack.push_async_callback(bus.close)
         self.buses.append(bus)
         return bus
+
+    def metrics(self, port: int, host: str | None = None) -> None:
+        """Expose this process's Prometheus metrics on `port` (0 = off); the host is the platform's
+        `TINGYU_METRICS_HOST` unless given."""
+        metrics.serve(port, host or get_platform_settings().metrics_host)
 
     def loop(self, name: str, run: LoopFn) -> None:
         self.loops.append(Loop(name, run))

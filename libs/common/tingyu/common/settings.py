@@ -32,6 +32,8 @@ class PlatformSettings(BaseSettings):
     store_max_bytes: dict[str, int] = {}
     timezone: str = "Asia/Shanghai"
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line for a log stack
+    metrics_host: str = "127.0.0.1"  # where each service's metrics port listens (0.0.0.0 to scrape)
     # The registry every catalog image lives in, as seen by agents (the host part of image refs).
     registry: str = "127.0.0.1:5000"
     registry_url: str = "http://127.0.0.1:5000"  # how services reach its HTTP API

@@ -35,6 +35,7 @@ class AgentSettings(BaseSettings):
     enroll_url: str = "http://127.0.0.1:8080/tingyu"
     enroll_token: str = ""
     enroll_ca: str = ""  # the CA of an API served over HTTPS with a private certificate
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")

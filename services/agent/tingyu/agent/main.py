@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 async def setup(service: Service, settings: AgentSettings | None = None) -> None:
     """Open this machine's agent on `service` (settings from the environment unless given)."""
     settings = settings or get_settings()
+    service.metrics(settings.metrics_port)
     identity = load_or_create(settings.state_dir)
     enrollment = await ensure_enrolled(settings, identity)
     # The area and ISP in the settings win at every start; the token's presets fill what is unset.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,7 @@ class ApiSettings(BaseSettings):
     auth_failure_window_s: float = 60.0
     tls_cert: str = ""  # HTTPS from these files; empty: plain HTTP (loopback or behind a proxy)
     tls_key: str = ""
+    console_dir: Path | None = None  # the built console (default: console/dist of this source tree)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

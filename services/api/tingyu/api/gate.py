@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tingyu.api.audit import Auditor, action_of, audited, named, outcome, parse_json
 from tingyu.api.auth import FailureLimiter, Keyring, Principal, bearer
 from tingyu.api.envelope import error_body
+from tingyu.common import logs
 from tingyu.common.errors import TingyuError, TooManyFailures, Unauthenticated, Unavailable
 from tingyu.common.models.audit import AuditEvent
 
@@ -137,14 +138,17 @@ class Gate:
         state = scope["app"].state
         headers = Headers(scope=scope)
         asked = headers.get("x-request-id", "")
+        # The request-metrics middleware outside names the request (and tags the answer) already.
+        outer_id = logs.request_id.get()
         call = Call(
             scope,
-            asked if _REQUEST_ID.fullmatch(asked) else secrets.token_hex(8),
+            outer_id or (asked if _REQUEST_ID.fullmatch(asked) else secrets.token_hex(8)),
             self.actions(scope["path"]),
             (scope.get("client") or ("", 0))[0],
             time.time(),
         )
-        send = _tagged(send, call.request_id)
+        if not outer_id:
+            send = _tagged(send, call.request_id)
         if self.doors.public(scope["path"]):
             await self.run(call, state.auditor, receive, send)
             return

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from tingyu.api import envelope
+from tingyu.api import console, envelope, metrics
 from tingyu.api.audit import Auditor
 from tingyu.api.auth import FailureLimiter, Keyring
 from tingyu.api.config import ApiSettings, get_settings
@@ -74,11 +74,15 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     app.add_middleware(RequestLimits, settings=settings)
     for router in ROUTERS:
         app.include_router(router, prefix=settings.root_path)
+    app.include_router(console.router, prefix=settings.root_path)
+    app.include_router(metrics.router)  # /metrics on the API's own port, for Prometheus
+    app.mount(f"{settings.root_path}/console", console.Console(settings.console_dir or console.DEFAULT_DIST))
     public_docs = tuple(
         url for url in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if url
     )
     doors = Doors.of(settings.root_path, public_docs)
     app.add_middleware(Gate, doors=doors, actions=Actions.of(settings.root_path, ROUTERS))
+    app.add_middleware(metrics.RequestMetrics, root=settings.root_path)
     return app
 
 

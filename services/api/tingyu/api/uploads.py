@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator
 
 from nats.js import api as js_api
@@ -23,7 +24,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from tingyu.api import texts
-from tingyu.common import subjects
+from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
 from tingyu.common.imagetar import TarScanner, kept_reader, read_layout
@@ -50,6 +51,7 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
     length = request.headers.get("content-length", "")
     bound = min(limit, int(length)) if length.isdigit() else limit
     reader = BodyReader(chunks, asyncio.get_running_loop(), limit, bound)
+    started = time.monotonic()
     store = await bus.objects(subjects.UPLOADS)
     meta = js_api.ObjectMeta(name=name, options=js_api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
     try:
@@ -57,7 +59,10 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
     except BadImageArchive:
         await reader.drain(DRAIN_BYTES)
         raise
-    return int(info.size or 0)
+    size = int(info.size or 0)
+    metrics.UPLOAD_BYTES.inc(size)
+    metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
+    return size
 
 
 async def multipart_field(

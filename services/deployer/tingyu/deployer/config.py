@@ -19,6 +19,7 @@ class DeployerSettings(BaseSettings):
     batch: int = 128  # messages fetched at once per consumer
     file_timeout_s: float = 900.0  # longest copy of one file out of a container
     file_agent_wait_s: float = 30.0  # how long a file job waits for an agent that is away
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
     # Canary rollouts (docs/rollouts.md).
     rollout_max_unavailable: int = Field(default=10, ge=1)  # upgrade jobs of one rollout in flight at once

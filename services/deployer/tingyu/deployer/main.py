@@ -17,6 +17,7 @@ from tingyu.deployer.rollouts import RolloutCommands, RolloutLoop
 
 async def setup(service: Service) -> None:
     settings = get_settings()
+    service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
     jobs = JobStore(bus)
     commands = Commands(bus, jobs, settings.job_timeout_s)

@@ -24,6 +24,7 @@ class ImagerSettings(BaseSettings):
     registry_timeout_s: float = 120.0
     # Longest one push may hold its slot (spool, check, push); then its job fails and the slot is free.
     push_timeout_s: float = 3600.0
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

@@ -18,6 +18,7 @@ async def setup(service: Service) -> None:
     settings = get_settings()
     registry = RegistryClient(settings.platform, settings.registry_timeout_s)
     service.stack.push_async_callback(registry.close)
+    service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
     pusher = Pusher(bus, registry, settings)
     pusher.clean_spool()

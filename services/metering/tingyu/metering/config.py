@@ -31,6 +31,7 @@ class MeteringSettings(BaseSettings):
     # Samples older than this (the raw table's TTL) or further ahead than `sample_max_ahead_s` are dropped.
     sample_max_age_s: float = 35 * 86400.0
     sample_max_ahead_s: float = 86400.0
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

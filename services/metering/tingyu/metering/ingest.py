@@ -19,9 +19,9 @@ from collections import Counter
 
 from nats.aio.msg import Msg
 
-from tingyu.common import subjects
+from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
-from tingyu.common.bus.consumers import dead_letter, fetch, park_abandoned, subscribe
+from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
 from tingyu.common.models.metering import RawSampleBatch, Sample
 from tingyu.metering.config import MeteringSettings
 from tingyu.metering.samples import Window, accepted, store_samples
@@ -80,8 +80,10 @@ class Ingest:
         sub = await subscribe(self.bus, SPEC, size)
         abandoned = await park_abandoned(self.bus, SPEC, None)  # batches no answer ever came for
         waiting = Batcher()
+        observed = 0.0
         try:
             while not stop.is_set():
+                observed = await observe(self.bus, SPEC, observed)
                 for msg in await fetch(sub, size, SPEC.durable, timeout=waiting.wait_s(self.settings)):
                     samples = await self.check(msg)
                     if samples is not None:
@@ -98,6 +100,8 @@ class Ingest:
 
     async def check(self, msg: Msg) -> list[Sample] | None:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
+        if (msg.metadata.num_delivered or 1) > 1:
+            metrics.CONSUMER_REDELIVERED.labels(SPEC.durable).inc()
         try:
             batch = RawSampleBatch.from_bytes(msg.data)
         except ValueError as exc:
@@ -109,11 +113,13 @@ class Ingest:
                 "samples: batch %s of %s arrived on %s; dropped", batch.batch_id, batch.node_uuid, msg.subject
             )
             self.dropped["wrong subject"] += len(batch.samples)
+            metrics.SAMPLES.labels("dropped").inc(len(batch.samples))
             await msg.term()
             return None
         window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
         good, dropped = accepted(batch, window)
         if dropped:
+            metrics.SAMPLES.labels("dropped").inc(sum(dropped.values()))
             self.dropped.update(dropped)
             log.warning(
                 "samples: dropped %d of %d samples of batch %s from %s (%s); %d dropped since start",
@@ -140,6 +146,7 @@ class Ingest:
             return
         for msg, _ in waiting.entries:
             await msg.ack()
+        measure(waiting.samples, started)
         log.debug(
             "samples: %d messages, %d samples, %d new, %.0f ms",
             len(waiting.entries),
@@ -150,6 +157,7 @@ class Ingest:
 
     async def flush_one(self, msg: Msg, samples: list[Sample]) -> None:
         """One message alone: stored and acked, again later, or dead-lettered on its last delivery."""
+        started = time.monotonic()
         try:
             await store_samples(self.store, samples)
         except Exception as exc:
@@ -161,6 +169,7 @@ class Ingest:
                 await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
             return
         await msg.ack()
+        measure(samples, started)
 
     async def dead(self, msg: Msg, reason: str) -> None:
         """Park a message in `TY_DEAD` and end it in `TY_SAMPLES`."""
@@ -174,3 +183,11 @@ class Ingest:
             metadata=msg.metadata,
         )
         await msg.term()
+
+
+def measure(samples: list[Sample], started: float) -> None:
+    """Samples stored, the insert's time and how far behind the newest stored sample is."""
+    metrics.SAMPLES.labels("ingested").inc(len(samples))
+    metrics.INSERT_SECONDS.observe(time.monotonic() - started)
+    if samples:
+        metrics.METERING_LAG.set(max(time.time() - max(sample.ts for sample in samples), 0.0))

@@ -22,6 +22,7 @@ async def setup(service: Service) -> None:
     settings = get_settings()
     # Opening the store first: with chDB a second process on the same path fails here, before
     # it takes any sample off the stream.
+    service.metrics(settings.metrics_port)
     store = ClickHouse.open(settings.clickhouse_url, settings.chdb_path)
     service.stack.push_async_callback(store.close)
     await store.apply_schema(settings.schema_file)

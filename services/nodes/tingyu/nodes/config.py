@@ -18,6 +18,7 @@ class NodesSettings(BaseSettings):
     not_ready_after_s: float = 40.0  # no heartbeat for this long: NotReady
     lease_s: float = 60.0  # heartbeattime in the bucket is refreshed at most this often
     leader_ttl_s: float = 10.0  # the reaper's leader lease
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

@@ -8,15 +8,16 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from tingyu.common import subjects, timefmt
+from tingyu.common import metrics, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.leases import Lease
-from tingyu.common.models.nodes import Heartbeat, NodeRecord
+from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodeStatus
 from tingyu.common.service import Service, run_service
 from tingyu.nodes.config import NodesSettings, get_settings
 from tingyu.nodes.registry import NodeRegistry
@@ -70,6 +71,7 @@ class NodesService:
         await self.bus.nc.subscribe(subjects.HEARTBEATS_ALL, cb=self.on_heartbeat)
 
     async def on_heartbeat(self, msg: Msg) -> None:
+        metrics.HEARTBEATS.inc()
         hb = decode_heartbeat(msg.data)
         if hb is None or msg.subject != subjects.heartbeat(hb.uuid):
             log.warning("undecodable heartbeat on %s", msg.subject)
@@ -133,9 +135,12 @@ class NodesService:
         ttl = self.settings.leader_ttl_s
         self.leading_until = time.monotonic() + ttl - min(self.settings.tick_s, ttl / 2)
         for record in self.registry.expired(timefmt.now()):
-            log.info("machine %s is NotReady", record.facts.uuid)
+            log.info("machine %s is NotReady", record.facts.uuid, extra={"uuid": record.facts.uuid})
             self.registry.stored(record)
             self.queue(record)
+        statuses = Counter(seen.stored.status.value for seen in self.registry.nodes.values() if seen.stored)
+        for status in NodeStatus:
+            metrics.MACHINES.labels(status.value).set(statuses[status.value])
 
 
 async def until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
@@ -155,6 +160,7 @@ async def setup(service: Service) -> None:
     """The bus, the fleet loaded and heartbeats followed; the writer, the storage follower and the
     leader's reaper as the service's loops."""
     settings = get_settings()
+    service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
     nodes = NodesService(bus, settings)
     await nodes.start()

@@ -119,6 +119,25 @@ def find_binary(name: str) -> str:
     return found
 
 
+CONSOLE = Path(__file__).resolve().parents[4] / "console"  # console/ of this source tree
+
+
+def build_console(folder: Path = CONSOLE, *, force: bool = False) -> str:
+    """Build the web console (`npm ci && npm run build`) when its bundle is missing; returns what
+    happened. Without npm it is skipped: the API then serves a 'console not built' page."""
+    if (folder / "dist" / "index.html").is_file() and not force:
+        return "console: built"
+    npm = shutil.which("npm")
+    if npm is None or not (folder / "package-lock.json").is_file():
+        return "console: not built (npm is not installed); everything else runs without it"
+    for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
+        done = subprocess.run([npm, *step], cwd=folder, capture_output=True, text=True, check=False)
+        if done.returncode:
+            output = (done.stdout + done.stderr)[-4000:]
+            return f"console: `npm {' '.join(step)}` failed; not built:\n{output}"
+    return "console: built now"
+
+
 @dataclass
 class Proc:
     """A running child with its output prefixed and copied to the launcher's log."""
@@ -148,6 +167,20 @@ class PlatformConfig:
     nats_tls_cert: str = ""  # given files (production) instead of the local CA's
     nats_tls_key: str = ""
     nats_ca: str = ""
+    # Each service's metrics port (`TINGYU_<SERVICE>_METRICS_PORT`; the API serves /metrics on its
+    # own port); services not named get a free port each, so that parallel platforms never collide.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.services:
+            if name != "api":
+                self.metrics_ports.setdefault(name, free_port())
+
+    def metrics_url(self, name: str) -> str:
+        """Where Prometheus scrapes `name` in this platform."""
+        if name == "api":
+            return f"http://127.0.0.1:{self.api_port}/metrics"
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
 
     @property
     def nats_url(self) -> str:
@@ -336,6 +369,8 @@ class Platform:
         env = self.service_env(name)
         if name == "api":  # the bootstrap admin token goes to the API alone
             env[ADMIN_TOKEN_ENV] = self.config.admin_token()
+        if not label and name in self.config.metrics_ports:
+            env[f"TINGYU_{name.upper()}_METRICS_PORT"] = str(self.config.metrics_ports[name])
         self.spawn(label or name, argv, env | (extra_env or {}))
 
     def start_all(self) -> None:

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tingyu.cli.launcher import ADMIN_TOKEN_ENV, Platform, PlatformConfig
+from tingyu.cli.launcher import ADMIN_TOKEN_ENV, SERVICES, Platform, PlatformConfig, build_console
 from tingyu.common.service import EXIT_BUS_LOST
 
 
@@ -18,6 +18,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--nats-port", type=int, default=4222)
     parser.add_argument("--registry-port", type=int, default=5000)
+    parser.add_argument(
+        "--metrics-port-base", type=int, default=9100, help="services' metrics ports: base+1 … (0: off)"
+    )
     parser.set_defaults(func=up)
 
 
@@ -37,7 +40,9 @@ def up(args: argparse.Namespace) -> int:
         nats_port=args.nats_port,
         registry_port=args.registry_port,
         api_port=args.api_port,
+        metrics_ports=metrics_ports(args.metrics_port_base),
     )
+    print(build_console(), flush=True)
     platform = Platform(config)
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -45,7 +50,8 @@ def up(args: argparse.Namespace) -> int:
     try:
         platform.start_all()
         print(
-            f"Tingyu is up: API {config.api_url} (docs {config.api_url}/docs); Ctrl-C stops it.\n"
+            f"Tingyu is up: API {config.api_url} (docs {config.api_url}/docs, "
+            f"console {config.api_url}/console/); Ctrl-C stops it.\n"
             f"NATS (TLS, CA {config.tls_files()[0]}) credentials: {config.auth.root}/users; "
             "new machines: `tingyu node enroll-token` (docs/security.md)",
             flush=True,
@@ -64,3 +70,9 @@ def up(args: argparse.Namespace) -> int:
         print("stopping…", flush=True)
         platform.stop()
     return 0
+
+
+def metrics_ports(base: int) -> dict[str, int]:
+    """Fixed metrics ports for a scrape config (deploy/prometheus): base+1 … in SERVICES order."""
+    services = [name for name in SERVICES if name != "api"]
+    return {name: base + i if base else 0 for i, name in enumerate(services, start=1)}

@@ -19,8 +19,9 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
+from prometheus_client import Counter
 
-from tingyu.common import subjects
+from tingyu.common import metrics, subjects
 from tingyu.common.errors import InvalidParameter, PayloadTooLarge
 from tingyu.common.models.base import Message
 from tingyu.common.settings import PlatformSettings
@@ -75,8 +76,8 @@ class Bus:
             "reconnect_time_wait": 1,
             "connect_timeout": 2,
             "error_cb": _log_error,
-            "disconnected_cb": _log_event(f"{name}: disconnected from NATS"),
-            "reconnected_cb": _log_event(f"{name}: reconnected to NATS"),
+            "disconnected_cb": _log_event(f"{name}: disconnected from NATS", metrics.NATS_DISCONNECTS),
+            "reconnected_cb": _log_event(f"{name}: reconnected to NATS", metrics.NATS_RECONNECTS),
             "closed_cb": closed,
         }
         options |= connect_options(settings)
@@ -171,8 +172,9 @@ async def _log_error(exc: Exception) -> None:
     log.warning("NATS: %s", exc)
 
 
-def _log_event(text: str) -> Callable[[], Awaitable[None]]:
+def _log_event(text: str, counter: Counter) -> Callable[[], Awaitable[None]]:
     async def callback() -> None:
+        counter.inc()
         log.warning(text)
 
     return callback

@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
-from tingyu.common import subjects, timefmt
+from tingyu.common import logs, metrics, subjects, timefmt
 from tingyu.common.bus.connection import Bus
 from tingyu.common.models.base import Message
 from tingyu.common.models.dead import DeadLetter
@@ -73,8 +73,10 @@ class Consumer(Generic[M]):
         size = batch or self.spec.batch
         sub = await subscribe(self.bus, self.spec, size)
         advisories = await park_abandoned(self.bus, self.spec, self.on_dead)
+        observed = 0.0
         try:
             while not stop.is_set():
+                observed = await observe(self.bus, self.spec, observed)
                 msgs = await fetch(sub, size, self.spec.durable)
                 groups: dict[Hashable, list[Msg]] = defaultdict(list)
                 for index, msg in enumerate(msgs):
@@ -98,12 +100,18 @@ class Consumer(Generic[M]):
             await self.handle(msg)
 
     async def handle(self, msg: Msg) -> None:
+        # A command's message id is its job id: every record logged while handling it names the job.
+        logs.job_id.set((msg.headers or {}).get("Nats-Msg-Id", ""))
+        outcome = "dead"
         try:
             item = self.spec.model.from_bytes(msg.data)
         except ValueError as exc:
             await self.dead(msg, None, f"undecodable message: {exc}")
+            metrics.CONSUMER_HANDLED.labels(self.spec.durable, outcome).inc()
             return
         deliveries = msg.metadata.num_delivered or 1
+        if deliveries > 1:
+            metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
         last = 0 < self.spec.max_deliver <= deliveries
         try:
             await self.handler(item, msg)
@@ -111,6 +119,7 @@ class Consumer(Generic[M]):
             if last:
                 await self.dead(msg, item, f"still not done after {deliveries} deliveries: {exc}")
             else:
+                outcome = "retried"
                 log.debug("%s: retry %s in %.1fs: %s", self.spec.durable, msg.subject, exc.delay, exc)
                 await msg.nak(delay=exc.delay)
         except Reject as exc:
@@ -122,9 +131,12 @@ class Consumer(Generic[M]):
             if last:
                 await self.dead(msg, item, f"failed {deliveries} times; last error: {exc!r}")
             else:
+                outcome = "retried"
                 await msg.nak(delay=min(0.5 * 2**deliveries, 30.0))
         else:
+            outcome = "acked"
             await msg.ack()
+        metrics.CONSUMER_HANDLED.labels(self.spec.durable, outcome).inc()
 
     async def dead(self, msg: Msg, item: M | None, reason: str) -> None:
         """Park the message in `TY_DEAD`, tell the service, and end it in its stream."""
@@ -179,6 +191,25 @@ async def park_abandoned(bus: Bus, spec: subjects.ConsumerSpec[M], on_dead: OnDe
     return await bus.nc.subscribe(spec.max_deliveries_advisory, queue=spec.durable, cb=on_advisory)
 
 
+OBSERVE_EVERY_S = 5.0
+
+
+async def observe(bus: Bus, spec: subjects.ConsumerSpec[M], last: float) -> float:
+    """Every `OBSERVE_EVERY_S`: the consumer's backlog (pending, ack pending) as gauges; returns the
+    time of the last look. A failed look is skipped (the next one tries again)."""
+    now = asyncio.get_running_loop().time()
+    if now - last < OBSERVE_EVERY_S:
+        return last
+    try:
+        info = await bus.js.consumer_info(spec.stream.name, spec.durable)
+    except Exception as exc:
+        log.debug("%s: consumer info not read: %s", spec.durable, exc)
+        return now
+    metrics.CONSUMER_PENDING.labels(spec.durable).set(info.num_pending or 0)
+    metrics.CONSUMER_ACK_PENDING.labels(spec.durable).set(info.num_ack_pending or 0)
+    return now
+
+
 async def consume(
     bus: Bus,
     spec: subjects.ConsumerSpec[M],
@@ -198,6 +229,7 @@ async def subscribe(
     """The spec's pull subscription, shared by every replica (for consumers that take whole
     batches themselves, such as metering)."""
     size = batch or spec.batch
+    metrics.CONSUMER_REDELIVERED.labels(spec.durable)  # the series exists (at 0) from the start
     config = js_api.ConsumerConfig(
         durable_name=spec.durable,
         ack_policy=js_api.AckPolicy.EXPLICIT,

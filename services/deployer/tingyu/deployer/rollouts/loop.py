@@ -9,10 +9,11 @@ leader (or a restarted one) carries on where the last one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from tingyu.common import subjects, timefmt
+from tingyu.common import metrics, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import ContainerCommand, ContainerOp
@@ -42,6 +43,7 @@ class RolloutLoop:
 
     async def tick(self) -> None:
         running = [r for r in await self.rollouts.values() if r.status == RolloutStatus.RUNNING]
+        metrics.ROLLOUTS_ACTIVE.set(len(running))
         if not running:
             return
         nodes = await self.nodes.values()
@@ -122,6 +124,7 @@ class RolloutLoop:
     async def report(self, rollout: Rollout, ready: set[str]) -> None:
         """Write the rollout's progress into every open job of its run."""
         result = progress(rollout, ready)
+        show_progress(rollout.rollout_id, result, rollout.status.final)
         state = JOB_STATES.get(rollout.status, JobState.FAILED)
         message = "" if state == JobState.RUNNING else rollout.message
         for job_id in rollout.jobs:
@@ -132,3 +135,16 @@ class RolloutLoop:
                 self.reported.pop(job_id, None)
             else:
                 self.reported[job_id] = result
+
+
+PROGRESS_FIELDS = ("target", "updated", "inflight", "failed", "pending", "waiting_notready")
+
+
+def show_progress(rollout_id: str, result: dict[str, Any], final: bool) -> None:
+    """The rollout's progress as gauges while it runs; a finished rollout's series go away."""
+    for field in PROGRESS_FIELDS:
+        if final:
+            with contextlib.suppress(KeyError):
+                metrics.ROLLOUT_MACHINES.remove(rollout_id, field)
+        else:
+            metrics.ROLLOUT_MACHINES.labels(rollout_id, field).set(result[field])

@@ -1,0 +1,97 @@
+"""Every Prometheus metric of the platform, declared once, and the metrics port of a service.
+
+All names start with `tingyu_`. A process registers only what it imports, in the default registry;
+the API serves it at `/metrics` on its own port, every other service on a port of its own
+(`TINGYU_<SERVICE>_METRICS_PORT`, 0 = off) started by the service skeleton. docs/metrics.md lists
+them with what each alert reads.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+# --- API ------------------------------------------------------------------------------------------
+API_REQUESTS = Counter(
+    "tingyu_api_requests_total", "HTTP requests answered, by route template and code", ["route", "code"]
+)
+API_LATENCY = Histogram(
+    "tingyu_api_request_seconds",
+    "Time to answer an HTTP request, by route template and code",
+    ["route", "code"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+UPLOAD_BYTES = Counter("tingyu_upload_bytes_total", "Bytes of image tars received by the API")
+UPLOAD_SECONDS = Histogram(
+    "tingyu_upload_seconds",
+    "Time to receive and store one image upload",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+
+# --- jobs (JobStore) ------------------------------------------------------------------------------
+COMMANDS = Counter("tingyu_commands_accepted_total", "Commands queued with their job, by kind", ["kind"])
+JOBS = Counter(
+    "tingyu_jobs_total", "Jobs that reached a state (queued ... failed), by kind and state", ["kind", "state"]
+)
+
+# --- consumers (bus.consumers) --------------------------------------------------------------------
+CONSUMER_PENDING = Gauge(
+    "tingyu_consumer_pending", "Messages not yet delivered to a durable consumer", ["consumer"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "tingyu_consumer_ack_pending", "Messages delivered to a consumer and not yet acked", ["consumer"]
+)
+CONSUMER_REDELIVERED = Counter(
+    "tingyu_consumer_redelivered_total", "Deliveries of a message delivered before", ["consumer"]
+)
+CONSUMER_HANDLED = Counter(
+    "tingyu_consumer_messages_total",
+    "Messages settled by a consumer, by outcome (acked, retried, dead)",
+    ["consumer", "outcome"],
+)
+
+# --- NATS connection (bus.connection) -------------------------------------------------------------
+NATS_RECONNECTS = Counter("tingyu_nats_reconnects_total", "Reconnections to NATS after a lost connection")
+NATS_DISCONNECTS = Counter("tingyu_nats_disconnects_total", "Connections to NATS lost (reconnecting)")
+
+# --- nodes ----------------------------------------------------------------------------------------
+HEARTBEATS = Counter("tingyu_heartbeats_total", "Heartbeats received (rate() gives heartbeats per second)")
+MACHINES = Gauge("tingyu_machines", "Machines known to the node registry, by status", ["status"])
+
+# --- rollouts (deployer) --------------------------------------------------------------------------
+ROLLOUT_MACHINES = Gauge(
+    "tingyu_rollout_containers",
+    "Containers of a running rollout by progress (target, updated, inflight, failed, waiting)",
+    ["rollout", "progress"],
+)
+ROLLOUTS_ACTIVE = Gauge("tingyu_rollouts_active", "Rollouts the leader is driving")
+
+# --- metering -------------------------------------------------------------------------------------
+SAMPLES = Counter(
+    "tingyu_metering_samples_total", "Samples off the stream, by outcome (ingested, dropped)", ["outcome"]
+)
+INSERT_SECONDS = Histogram(
+    "tingyu_metering_insert_seconds",
+    "Time of one batch insert into ClickHouse",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+METERING_LAG = Gauge(
+    "tingyu_metering_lag_seconds", "Age of the newest sample of the last stored batch when it was stored"
+)
+
+
+def serve(port: int, host: str = "127.0.0.1") -> int:
+    """Expose this process's metrics on `host:port` (a thread of prometheus-client); 0 = off.
+    Returns the port (0 when off)."""
+    if port <= 0:
+        return 0
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:  # the service works without its metrics; say so loudly
+        log.error("metrics port %s:%d not opened (%s); running without metrics", host, port, exc)
+        return 0
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return port

@@ -1,0 +1,234 @@
+"""The console in a real browser against the real platform: sign in, the fleet, a container and its
+job, a rollout's bar, an upload with progress, and the bandwidth chart's 95th-percentile line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from tests.conftest import FAST_ENV, build_busybox, eventually, unique
+from tests.console.conftest import TOKEN, open_page, wait
+from tests.e2e.test_containers_e2e import body, create
+from tests.e2e.test_images import saved_tar
+from tingyu.cli.launcher import Platform
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.models.metering import Sample, SampleBatch
+
+pytestmark = pytest.mark.console
+
+
+def fill(browser: WebDriver, fields: dict[str, str]) -> None:
+    for field, value in fields.items():
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value)
+
+
+def job_state(browser: WebDriver, jobid: str) -> str:
+    rows = browser.find_elements(By.CSS_SELECTOR, f'#jobs tr[data-jobid="{jobid}"]')
+    return rows[0].get_attribute("data-state") or "" if rows else ""
+
+
+async def test_sign_in_keeps_the_token_in_the_session_and_shows_this_machine_ready(
+    signed_in: WebDriver, node_uuid: str, screenshots: Path
+) -> None:
+    browser = signed_in
+    assert browser.execute_script("return sessionStorage.getItem('tingyu.token')") == TOKEN
+    assert browser.execute_script("return JSON.stringify(localStorage)") == "{}"
+    row = f'#fleet-list tr[data-uuid="{node_uuid}"]'
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} td.ok").text == "Ready"
+    assert FAST_ENV["TINGYU_AGENT_AREA"] in browser.find_element(By.ID, "fleet-matrix").text
+    browser.find_element(By.ID, "fleet-search").send_keys(node_uuid[-12:])
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#fleet-list tr[data-uuid]")) == 1
+    browser.find_element(By.CSS_SELECTOR, row).click()
+    wait(browser).until(lambda d: node_uuid in d.find_element(By.ID, "machine-detail").text)
+    assert browser.find_element(By.ID, "nav-fleet").text == "节点"
+    browser.find_element(By.ID, "lang").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "nav-fleet").text == "Fleet")
+    browser.find_element(By.ID, "lang").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "nav-fleet").text == "节点")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    browser.save_screenshot(str(screenshots / "fleet.png"))
+
+
+async def test_a_container_created_in_the_console_reaches_success(
+    *,
+    signed_in: WebDriver,
+    api: httpx.AsyncClient,
+    node_uuid: str,
+    busybox_ref: tuple[str, str],
+    docker_client: docker.DockerClient,
+    screenshots: Path,
+) -> None:
+    browser, name = signed_in, unique("con")
+    open_page(browser, "deployments")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#uuid option[value="{node_uuid}"]'))
+    Select(browser.find_element(By.ID, "uuid")).select_by_value(node_uuid)
+    fill(browser, {"deploymentname": name, "image": busybox_ref[0], "imageversion": busybox_ref[1]})
+    fill(browser, {"limitsmemory": "64"})
+    try:
+        browser.find_element(By.ID, "create").click()
+        wait(browser).until(lambda d: name in d.find_element(By.ID, "jobs").text)
+        jobid = browser.find_element(By.CSS_SELECTOR, "#jobs tr[data-jobid]").get_attribute("data-jobid")
+        assert jobid
+        wait(browser, 120).until(lambda d: job_state(d, jobid) in ("3", "4"))
+        assert job_state(browser, jobid) == "3", browser.find_element(By.ID, "jobs").text
+        assert docker_client.containers.get(name).status == "running"
+        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#containers tr[data-name="{name}"]'))
+        # The same name again: the API's refusal, with its code, is what the page shows.
+        browser.find_element(By.ID, "create").click()
+        wait(browser).until(lambda d: "500" in d.find_element(By.ID, "form-status").text)
+        browser.save_screenshot(str(screenshots / "deployments.png"))
+    finally:
+        await api.delete("/container/delete", params={"name": name})
+
+
+async def test_a_rollout_started_in_the_console_moves_its_bar(
+    *,
+    signed_in: WebDriver,
+    api: httpx.AsyncClient,
+    node_uuid: str,
+    platform: Platform,
+    docker_client: docker.DockerClient,
+    screenshots: Path,
+) -> None:
+    browser = signed_in
+    repository = f"{platform.config.registry}/tytest/{unique('roll')}"
+    for version in ("1", "2"):
+        build_busybox(docker_client, repository, version)
+        docker_client.images.push(repository, tag=version)
+    names = [unique("rol") for _ in range(2)]
+    for name in names:
+        assert (await create(api, body(node_uuid, name, (repository, "1"))))["state"] == 3
+    try:
+        open_page(browser, "rollouts")
+        fill(
+            browser,
+            {
+                "area": FAST_ENV["TINGYU_AGENT_AREA"],
+                "operator": FAST_ENV["TINGYU_AGENT_OPERATOR"],
+                "image": repository,
+                "imageversion": "2",
+                "percent": "100",
+            },
+        )
+        browser.find_element(By.ID, "start-rollout").click()
+        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rollout[data-jobid] .bar"))
+        seen: list[int] = []
+
+        def done(d: WebDriver) -> bool:
+            bar = d.find_element(By.CSS_SELECTOR, ".rollout[data-jobid] .bar")
+            seen.append(int(bar.get_attribute("aria-valuenow") or 0))
+            state = d.find_element(By.CSS_SELECTOR, ".rollout[data-jobid]").get_attribute("data-state")
+            return state in ("3", "4")
+
+        wait(browser, 120).until(done)
+        rollout = browser.find_element(By.CSS_SELECTOR, ".rollout[data-jobid]")
+        assert rollout.get_attribute("data-state") == "3", rollout.text
+        bar = rollout.find_element(By.CSS_SELECTOR, ".bar")
+        assert bar.get_attribute("aria-valuemax") == "2"
+        assert seen[-1] == 2, seen  # the bar ends full: both containers updated
+        assert seen == sorted(seen), seen  # and never went back
+        width = bar.find_element(By.CSS_SELECTOR, ".part.updated").value_of_css_property("width")
+        assert float(width.removesuffix("px")) > 0.95 * bar.size["width"]
+        browser.save_screenshot(str(screenshots / "rollouts.png"))
+    finally:
+        await api.delete("/container/delete", params={"name": ",".join(names)})
+
+
+async def test_an_image_uploaded_in_the_console_shows_progress_and_lands_in_the_catalog(
+    signed_in: WebDriver, docker_client: docker.DockerClient, tmp_path: Path, screenshots: Path
+) -> None:
+    browser, name = signed_in, unique("up")
+    tar = saved_tar(docker_client, tmp_path, unique("src"))
+    open_page(browser, "images")
+    fill(browser, {"image_name": name, "version": "v1"})
+    browser.find_element(By.ID, "file").send_keys(str(tar))
+    browser.find_element(By.ID, "upload").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "upload-progress").get_attribute("value") == "100")
+    assert "%" in browser.find_element(By.ID, "upload-percent").text
+    wait(browser).until(lambda d: name in d.find_element(By.ID, "jobs").text)
+    jobid = browser.find_element(By.CSS_SELECTOR, "#jobs tr[data-jobid]").get_attribute("data-jobid")
+    assert jobid
+    wait(browser, 120).until(lambda d: job_state(d, jobid) in ("3", "4"))
+    assert job_state(browser, jobid) == "3", browser.find_element(By.ID, "jobs").text
+    row = f'#catalog tr[data-image="{name}"][data-version="v1"]'
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    browser.save_screenshot(str(screenshots / "images.png"))
+
+
+async def publish_samples(bus: Bus, image: str) -> None:
+    """An hour of a machine's container traffic, one sample per 5 minutes, uneven on purpose."""
+    node = f"tingyu-{unique('')[1:]}{'0' * 22}"
+    now = time.time()
+    samples = [
+        Sample(
+            sample_id=f"{node}-{i}",
+            node_uuid=node,
+            deploymentname="web",
+            image=image,
+            version="v1",
+            ts=now - 300 * (12 - i),
+            interval_s=10,
+            tx_bytes=1_000_000 * (1 + (i * 7) % 12),
+            rx_bytes=250_000 * (1 + (i * 5) % 12),
+        )
+        for i in range(12)
+    ]
+    batch = SampleBatch(batch_id=unique("b"), node_uuid=node, samples=samples)
+    await bus.publish(subjects.samples(node), batch, msg_id=batch.batch_id)
+
+
+async def test_the_bandwidth_chart_draws_the_api_95th_percentile(
+    signed_in: WebDriver, api: httpx.AsyncClient, bus: Bus, screenshots: Path
+) -> None:
+    browser, image = signed_in, unique("bw")
+    await publish_samples(bus, image)
+
+    async def stored() -> dict[str, Any] | None:
+        params = {
+            "startDate": timefmt.to_wire(time.time() - 7200),
+            "endDate": timefmt.to_wire(time.time()),
+            "imageVersion": f"{image}:v1",
+        }
+        answer: dict[str, Any] = (await api.get("/info/bandWith/getByImageVersion", params=params)).json()
+        return answer if answer["code"] == 200 and answer["summary"]["points"] >= 12 else None
+
+    await eventually(stored, timeout=60)
+    open_page(browser, "bandwidth")
+    Select(browser.find_element(By.ID, "scope")).select_by_value("version")
+    fill(browser, {"scope-image": f"{image}:v1"})
+    browser.find_element(By.ID, "last-6h").click()
+    shown = f"version:{image}:v1"
+    page = (By.ID, "page-bandwidth")
+    wait(browser).until(lambda d: d.find_element(*page).get_attribute("data-shown") == shown)
+    dates = {key: browser.find_element(By.ID, key).get_attribute("value") for key in ("startDate", "endDate")}
+    answer = (
+        await api.get("/info/bandWith/getByImageVersion", params={**dates, "imageVersion": f"{image}:v1"})
+    ).json()
+    summary = answer["summary"]
+    marks = browser.execute_script(
+        "return window.tingyuCharts.bandwidth.getOption().series.map("
+        "s => Object.fromEntries(s.markLine.data.map(m => [m.name, m.yAxis])))"
+    )
+    up, down = marks
+    assert summary["p95Upbps"] > 0
+    assert up["P95"] == pytest.approx(summary["p95Upbps"])
+    assert down["P95"] == pytest.approx(summary["p95Downbps"])
+    assert max(up.values()) == pytest.approx(summary["peakUpbps"])
+    assert summary["p95Upbps"] < summary["peakUpbps"]  # uneven traffic: two different lines
+    stated = browser.find_element(By.ID, "p95-up").get_attribute("data-value")
+    assert float(stated or 0) == pytest.approx(summary["p95Upbps"])
+    points = browser.execute_script("return window.tingyuCharts.bandwidth.getOption().series[0].data.length")
+    assert points == len(answer["info"])
+    browser.save_screenshot(str(screenshots / "bandwidth.png"))
