@@ -19,8 +19,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from tingyu.common import subjects
-from tingyu.common.models.base import Message
 from tingyu.common.models.audit import AuditEvent
+from tingyu.common.models.base import Message
 from tingyu.common.models.dead import DeadLetter
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.images import ImagerReply, ImagerRequest
