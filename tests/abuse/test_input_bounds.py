@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.abuse.conftest import assert_alive, assert_untouched
-from tests.conftest import unique
+from tests.conftest import ADMIN_TOKEN, unique
 from tests.integration.test_containers_api import item, ready_peer
 from tingyu.cli.launcher import Platform
 from tingyu.common.bus import Bus
@@ -50,7 +50,10 @@ async def _get_raw(platform: Platform, target: str) -> tuple[int, str, dict[str,
     """GET over a raw socket (httpx itself refuses URLs over 64 KiB): status, content type, envelope."""
     reader, writer = await asyncio.open_connection("127.0.0.1", platform.config.api_port)
     try:
-        writer.write(f"GET /tingyu{target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n".encode())
+        auth = f"Authorization: Bearer {ADMIN_TOKEN}"
+        writer.write(
+            f"GET /tingyu{target} HTTP/1.1\r\nHost: api\r\n{auth}\r\nConnection: close\r\n\r\n".encode()
+        )
         await writer.drain()
         head, _, body = (await asyncio.wait_for(reader.read(-1), 30)).partition(b"\r\n\r\n")
     finally:
@@ -82,7 +85,11 @@ async def _post_raw(
     Returns (HTTP status, envelope, bytes of the body sent when the answer was complete)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", platform.config.api_port)
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {body_bytes}"
-    head = f"POST /tingyu{path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    auth = f"Authorization: Bearer {ADMIN_TOKEN}"
+    head = (
+        f"POST /tingyu{path} HTTP/1.1\r\nHost: api\r\n{auth}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+    )
     writer.write(head.encode())
 
     async def answer() -> tuple[int, dict[str, Any]]:

@@ -196,10 +196,26 @@ def small_file_limit(platform: Platform) -> Iterator[None]:
         platform.start_service("agent")
 
 
+async def beating_again(bus: Bus, api: httpx.AsyncClient, node_uuid: str) -> None:
+    """The restarted agent beats, and its machine reads Ready (it may have gone NotReady meanwhile)."""
+    beats = await bus.nc.subscribe(subjects.heartbeat(node_uuid))
+    try:
+        await beats.next_msg(timeout=60)
+    finally:
+        await beats.unsubscribe()
+
+    async def ready() -> bool:
+        answer = (await api.get("/node/get", params={"name": node_uuid})).json()
+        return answer["code"] == 200 and answer["data"][0]["status"] == "Ready"
+
+    await eventually(ready, timeout=30)
+
+
 @pytest.mark.usefixtures("small_file_limit")
 async def test_agent_file_limit_holds_on_both_sides_and_maxbytes_cannot_raise_it(
-    api: httpx.AsyncClient, running: str, docker_client: docker.DockerClient
+    api: httpx.AsyncClient, running: str, docker_client: docker.DockerClient, bus: Bus, node_uuid: str
 ) -> None:
+    await beating_again(bus, api, node_uuid)
     in_container(docker_client, running, f"head -c {AGENT_LIMIT} /bin/busybox > /data/exact")
     in_container(docker_client, running, f"head -c {AGENT_LIMIT + 1} /bin/busybox > /data/over")
     exact = await download(api, await fetch(api, running, "/data/exact"))

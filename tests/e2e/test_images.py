@@ -105,7 +105,9 @@ async def manifest(platform: Platform, name: str, tag: str) -> tuple[int, str]:
             "application/vnd.oci.image.manifest.v1+json",
         ]
     )
-    async with httpx.AsyncClient() as registry:
+    # The registry requires its users: the agents' read-only one is enough to look.
+    auth = ("agent", platform.registry_users()["agent"])
+    async with httpx.AsyncClient(auth=auth) as registry:
         answer = await registry.head(
             f"http://{platform.config.registry}/v2/{name}/manifests/{tag}", headers={"Accept": accept}
         )
