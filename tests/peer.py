@@ -40,9 +40,7 @@ class PeerMachine:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel(self._task)
             self._task = None
 
     async def _beat(self) -> None:
@@ -86,3 +84,13 @@ class PeerMachine:
         )
         await self.bus.publish(subjects.observed(self.uuid), report)
         return report
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    """Cancel `task` until it has ended: a cancellation that lands while a NATS request completes can
+    be swallowed by the client's `wait_for`, and a loop would then go on for ever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -6,7 +6,6 @@ The platform runs with max unavailable 2, min executed 2 and the default 20 % ab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually, unique
-from tests.peer import PeerMachine
+from tests.peer import PeerMachine, cancel
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import DesiredContainer, PodPhase
@@ -121,9 +120,7 @@ class Fleet:
 
     async def close(self) -> None:
         for task in self.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         for peer in self.peers:
             await peer.stop()
 

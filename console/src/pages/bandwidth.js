@@ -144,6 +144,7 @@ export default function bandwidth(root) {
         [[["P95", rs.p95Memory], [t("peak"), rs.peakMemory]]],
       );
       root.dataset.shown = `${which}:${named}`;
+      root.dataset.range = `${dates.startDate}|${dates.endDate}`; // which question the charts answer
     } catch (exc) {
       if (question === asked) notice(status, exc.message);
     }
