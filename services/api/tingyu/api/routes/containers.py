@@ -14,7 +14,13 @@ from tingyu.api.schemas.containers import ContainerItem, InheritUpdate
 from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.claims import claim_name
-from tingyu.common.errors import InvalidParameter, MissingParameter
+from tingyu.common.errors import (
+    DeploymentNotFound,
+    InternalError,
+    InvalidParameter,
+    MissingParameter,
+    NodeNotReady,
+)
 from tingyu.common.models.containers import (
     ContainerCommand,
     ContainerOp,
@@ -41,25 +47,25 @@ def not_found(name: str) -> str:
     return f'deployments.apps "{name}" not found'
 
 
-def _names(name: str, limit: int) -> list[str]:
+def _names(name: str, limit: int, field: str = "name") -> list[str]:
     names = split_csv(name)
     if not names:
-        raise MissingParameter("缺少必填参数: name")
+        raise MissingParameter(detail=f"{field} is required (comma-separated deployment names)")
     if len(names) > limit:
-        raise InvalidParameter(f"参数值不合法: at most {limit} names per request")
+        raise InvalidParameter(detail=f"at most {limit} names per request")
     return list(dict.fromkeys(names))
 
 
 def _items(items: list[ContainerItem], limit: int) -> None:
     if not items:
-        raise MissingParameter("缺少必填参数: the body must list at least one container")
+        raise MissingParameter(detail="the body must list at least one container")
     if len(items) > limit:
-        raise InvalidParameter(f"参数值不合法: at most {limit} containers per request")
+        raise InvalidParameter(detail=f"at most {limit} containers per request")
 
 
-async def _nodes_of(bus: Bus, uuids: set[str]) -> dict[str, NodeRecord]:
-    """Every named machine, or TY0015 for the whole request before anything changes."""
-    return {uuid: await state.node(bus, uuid) for uuid in sorted(uuids)}
+async def _nodes_of(bus: Bus, names: set[str]) -> dict[str, NodeRecord]:
+    """Every named machine (by uuid or nodename), or TY0015 for the whole request before anything changes."""
+    return {name: await state.node(bus, name) for name in sorted(names)}
 
 
 async def _submit(bus: Bus, command: ContainerCommand) -> dict[str, Any]:
@@ -114,10 +120,12 @@ async def _write(
         name = item.deploymentname
         if index in twice:
             return envelope.item(name, f"deployment {name} appears twice in this request", 500)
-        if nodes[item.uuid].status != NodeStatus.READY:
+        node = nodes[item.uuid]
+        if node.status != NodeStatus.READY:
             return envelope.item(name, NOT_READY, 500)
+        uuid = node.facts.uuid
         if op == ContainerOp.UPDATE:  # a create claims its name when it is submitted
-            refusal = _update_refusal(name, item.uuid, await state.claim(bus, name))
+            refusal = _update_refusal(name, uuid, await state.claim(bus, name))
             if refusal:
                 return envelope.item(name, refusal, 500)
         try:
@@ -128,7 +136,7 @@ async def _write(
             job_id=jobs.job_id(),
             op=op,
             name=name,
-            node_uuid=item.uuid,
+            node_uuid=uuid,
             spec=_spec(item, patch.image_ref),
             issued_at=timefmt.now(),
         )
@@ -164,22 +172,29 @@ async def update_by_name(
 
 @router.post("/inheritUpdate")
 async def inherit_update(bus: BusDep, settings: SettingsDep, body: InheritUpdate) -> dict[str, Any]:
-    """Move the named containers to another image version, keeping the rest of their spec."""
-    names = _names(body.deploymentnames, settings.max_items)
-    try:
-        patch = await resolve(bus, settings.platform.registry, body.image, body.imageversion)
-    except UnknownImage as exc:
-        raise InvalidParameter(f"参数值不合法: {exc}") from exc
-    results = []
+    """Move the named containers to another image version, keeping the rest of their spec.
+
+    Names are judged before the image (as the contract's example shows): unknown names answer
+    `Get Deploymentname Fail` per item; an unknown image refuses the request only when some name exists.
+    """
+    names = _names(body.deploymentnames, settings.max_items, "deploymentnames")
+    results: dict[str, dict[str, Any]] = {}
+    owners: dict[str, NameClaim] = {}
     for name in names:
         owner = await state.claim(bus, name)
         node = await state.find_node(bus, owner.node_uuid) if owner else None
         if owner is None or node is None:
-            results.append(envelope.item(name, "Get Deploymentname Fail", 500))
-            continue
-        if node.status != NodeStatus.READY:
-            results.append(envelope.item(name, NOT_READY, 500))
-            continue
+            results[name] = envelope.item(name, "Get Deploymentname Fail", 500)
+        elif node.status != NodeStatus.READY:
+            results[name] = envelope.item(name, NOT_READY, 500)
+        else:
+            owners[name] = owner
+    if owners:
+        try:
+            patch = await resolve(bus, settings.platform.registry, body.image, body.imageversion)
+        except UnknownImage as exc:
+            raise InvalidParameter(detail=str(exc)) from exc
+    for name, owner in owners.items():
         command = ContainerCommand(
             job_id=jobs.job_id(),
             op=ContainerOp.UPGRADE,
@@ -188,8 +203,8 @@ async def inherit_update(bus: BusDep, settings: SettingsDep, body: InheritUpdate
             patch=patch,
             issued_at=timefmt.now(),
         )
-        results.append(await _submit(bus, command))
-    return envelope.ok(results)
+        results[name] = await _submit(bus, command)
+    return envelope.ok([results[name] for name in names])
 
 
 async def _lifecycle(bus: Bus, settings: SettingsDep, name: str, op: ContainerOp) -> list[dict[str, Any]]:
@@ -210,9 +225,29 @@ async def _lifecycle(bus: Bus, settings: SettingsDep, name: str, op: ContainerOp
     return await gather_bounded([one(deployment) for deployment in _names(name, settings.max_items)])
 
 
-def _verdict(results: list[dict[str, Any]], success: str, failure: str) -> dict[str, Any]:
-    ok = all(result["code"] == 200 for result in results)
-    return envelope.ok(results, success if ok else failure)
+# The contract's msg per operation: every name accepted, some accepted, none accepted.
+VERDICTS = {
+    ContainerOp.START: ("启动成功!", "部分容器启动失败,详见data", "容器启动失败!"),
+    ContainerOp.STOP: ("停止成功!", "部分容器停止失败,详见data", "容器停止失败!"),
+    ContainerOp.RESTART: ("重启成功!", "部分容器重启失败,详见data", "容器重启失败!"),
+}
+
+
+def _verdict(results: list[dict[str, Any]], op: ContainerOp) -> dict[str, Any]:
+    """200 when at least one name was accepted; `code: 500` with the reasons when none was."""
+    success, partial, failure = VERDICTS[op]
+    accepted = sum(1 for result in results if result["code"] == 200)
+    if accepted:
+        return envelope.ok(results, success if accepted == len(results) else partial)
+    reasons = [result["message"] for result in results]
+    if all(r == not_found(result["deploymentname"]) for r, result in zip(reasons, results, strict=True)):
+        tycode = DeploymentNotFound.code
+    elif all(r == NOT_READY or "not found" in r for r in reasons):
+        tycode = NodeNotReady.code
+    else:
+        tycode = InternalError.code
+    detail = "; ".join(f"{result['deploymentname']}: {result['message']}" for result in results)
+    return {"msg": failure, "code": 500, "tycode": tycode, "detail": detail, "data": results}
 
 
 @router.delete("/delete")
@@ -224,25 +259,19 @@ async def delete(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> d
 @router.post("/start")
 async def start(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
     """Start stopped containers; `data` (an extension) carries a jobid per name."""
-    return _verdict(
-        await _lifecycle(bus, settings, name, ContainerOp.START), "启动成功!", "部分容器启动失败,详见data"
-    )
+    return _verdict(await _lifecycle(bus, settings, name, ContainerOp.START), ContainerOp.START)
 
 
 @router.post("/stop")
 async def stop(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
     """Stop containers; they stay stopped until started (restart policy does not revive them)."""
-    return _verdict(
-        await _lifecycle(bus, settings, name, ContainerOp.STOP), "停止成功!", "部分容器停止失败,详见data"
-    )
+    return _verdict(await _lifecycle(bus, settings, name, ContainerOp.STOP), ContainerOp.STOP)
 
 
 @router.post("/restart")
 async def restart(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
     """Restart containers (a stopped one is started)."""
-    return _verdict(
-        await _lifecycle(bus, settings, name, ContainerOp.RESTART), "重启成功!", "部分容器重启失败,详见data"
-    )
+    return _verdict(await _lifecycle(bus, settings, name, ContainerOp.RESTART), ContainerOp.RESTART)
 
 
 def container_view(desired: DesiredContainer, node_uuid: str) -> dict[str, Any]:
@@ -315,8 +344,8 @@ async def info(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dic
 async def list_by_node(bus: BusDep, settings: SettingsDep, uuid: str = Query("")) -> dict[str, Any]:
     """Every container of one machine, with its spec and pod state."""
     if not uuid:
-        raise MissingParameter("缺少必填参数: uuid")
-    await state.node(bus, uuid)
+        raise MissingParameter(detail="uuid is required (a machine uuid or nodename)")
+    uuid = (await state.node(bus, uuid)).facts.uuid
     desired = await state.desired(bus, uuid)
     observed = await state.observed(bus, uuid)
     data = []

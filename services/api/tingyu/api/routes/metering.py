@@ -8,10 +8,11 @@ never opens ClickHouse.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 import nats
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from tingyu.api import envelope
@@ -36,11 +37,11 @@ REPLY_ERRORS: dict[str, type[TingyuError]] = {InvalidTimeRange.code: InvalidTime
 
 def _time(name: str, text: str, tz: str) -> float:
     if not text:
-        raise MissingParameter(f"缺少必填参数: {name}")
+        raise MissingParameter(detail=f"{name} is required (yyyy-MM-dd HH:mm:ss)")
     try:
         return timefmt.from_wire(text, tz)
     except ValueError as exc:
-        raise InvalidTimeRange(f"时间范围错误: {name} '{text}' is not yyyy-MM-dd HH:mm:ss") from exc
+        raise InvalidTimeRange(detail=f"{name} '{text}' is not yyyy-MM-dd HH:mm:ss") from exc
 
 
 def _range(start_date: str, end_date: str, settings: ApiSettings) -> tuple[float, float]:
@@ -48,20 +49,54 @@ def _range(start_date: str, end_date: str, settings: ApiSettings) -> tuple[float
     tz = settings.platform.timezone
     start, end = _time("startDate", start_date, tz), _time("endDate", end_date, tz)
     if start > end:
-        raise InvalidTimeRange(f"时间范围错误: startDate {start_date} is after endDate {end_date}")
+        raise InvalidTimeRange(detail=f"startDate {start_date} is after endDate {end_date}")
     if end - start > settings.max_range_days * 86400:
         raise InvalidTimeRange(
-            f"时间范围错误: the range is longer than {settings.max_range_days} days; ask for a shorter one"
+            detail=f"the range is longer than {settings.max_range_days} days; ask for a shorter one"
         )
     return start, end
 
 
-def _image_version(text: str) -> tuple[str, str]:
+def _image_version(text: str, field: str = "imageVersion") -> tuple[str, str]:
     """`name:version` split at its last colon (a registry host may carry a port)."""
     name, sep, version = text.rpartition(":")
     if not sep or not name or not version or "/" in version:
-        raise InvalidParameter(f"参数值不合法: imageVersion '{text}' is not name:version")
+        raise InvalidParameter(detail=f"{field} '{text}' is not name:version")
     return name, version
+
+
+def _version_filter(image_version: str, image: str) -> tuple[str, str]:
+    """The (image, version) of a by-version query; the contract names the parameter both ways.
+
+    `imageVersion=name:version` or `image=name:version`: that version; `image=name` alone: every
+    version of that image; `image=name&imageVersion=version`: that version; nothing: everything.
+    """
+    image_version, image = image_version.strip(), image.strip()
+    if image and image_version:
+        name, version = image_version.rpartition(":")[::2] if ":" in image_version else (image, image_version)
+        if name != image:
+            raise InvalidParameter(detail=f"image '{image}' and imageVersion '{image_version}' disagree")
+        return name, version
+    if image_version:
+        return _image_version(image_version)
+    if image and ":" in image.rsplit("/", 1)[-1]:
+        return _image_version(image, "image")
+    return image, ""
+
+
+def _only(*allowed: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A dependency refusing query parameters the route does not read: an ignored filter is an error."""
+    known = {"startDate", "endDate", *allowed}
+
+    async def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            reads = ", ".join(sorted(known))
+            raise InvalidParameter(
+                detail=f"unknown parameter {', '.join(unknown)}; this interface reads {reads}"
+            )
+
+    return check
 
 
 async def _ask(bus: Bus, settings: ApiSettings, query: MeteringQuery) -> MeteringReply:
@@ -137,14 +172,14 @@ async def _query(
     return await _ask(bus, settings, query)
 
 
-@router.get("/bandWith/getAllNode")
+@router.get("/bandWith/getAllNode", dependencies=[Depends(_only())])
 async def bandwidth_all(bus: BusDep, settings: SettingsDep, dates: DatesDep) -> JSONResponse:
     """The account's bandwidth: every machine's counted NICs, summed per 5 minutes."""
     reply = await _query(bus, settings, dates, MeteringScope.ACCOUNT, MeteringSeries.BANDWIDTH)
     return _bandwidth(reply, settings.platform.timezone)
 
 
-@router.get("/bandWith/getByImage")
+@router.get("/bandWith/getByImage", dependencies=[Depends(_only("image"))])
 async def bandwidth_by_image(
     bus: BusDep,
     settings: SettingsDep,
@@ -158,22 +193,23 @@ async def bandwidth_by_image(
     return _bandwidth(reply, settings.platform.timezone)
 
 
-@router.get("/bandWith/getByImageVersion")
+@router.get("/bandWith/getByImageVersion", dependencies=[Depends(_only("imageVersion", "image"))])
 async def bandwidth_by_version(
     bus: BusDep,
     settings: SettingsDep,
     dates: DatesDep,
     imageVersion: str = Query(""),
+    image: str = Query(""),
 ) -> JSONResponse:
-    """Bandwidth of the containers of one image version (`name:version`; none: every container)."""
-    image, version = _image_version(imageVersion.strip()) if imageVersion.strip() else ("", "")
+    """Bandwidth of one image version (`imageVersion` or `image` = name:version; none: every container)."""
+    image, version = _version_filter(imageVersion, image)
     reply = await _query(
         bus, settings, dates, MeteringScope.CONTAINERS, MeteringSeries.BANDWIDTH, image=image, version=version
     )
     return _bandwidth(reply, settings.platform.timezone)
 
 
-@router.get("/resourceUse/getByImage")
+@router.get("/resourceUse/getByImage", dependencies=[Depends(_only("image"))])
 async def resources_by_image(
     bus: BusDep,
     settings: SettingsDep,
@@ -187,7 +223,7 @@ async def resources_by_image(
     return _resources(reply, settings.platform.timezone)
 
 
-@router.get("/resourceUse/getByImageVersion")
+@router.get("/resourceUse/getByImageVersion", dependencies=[Depends(_only("imageVersion", "image"))])
 async def resources_by_version(
     bus: BusDep,
     settings: SettingsDep,
@@ -195,9 +231,8 @@ async def resources_by_version(
     imageVersion: str = Query(""),
     image: str = Query(""),
 ) -> JSONResponse:
-    """CPU and memory of one image version (`imageVersion=name:version`; `image` is read as an alias)."""
-    text = (imageVersion or image).strip()
-    name, version = _image_version(text) if text else ("", "")
+    """CPU and memory of one image version (`imageVersion` or `image` = name:version; none: everything)."""
+    name, version = _version_filter(imageVersion, image)
     reply = await _query(
         bus, settings, dates, MeteringScope.CONTAINERS, MeteringSeries.RESOURCES, image=name, version=version
     )

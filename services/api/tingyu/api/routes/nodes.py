@@ -11,7 +11,7 @@ from tingyu.api import envelope, state
 from tingyu.api.deps import BusDep, SettingsDep
 from tingyu.common.errors import InvalidParameter, MissingParameter
 from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.names import is_node_uuid, split_csv
+from tingyu.common.names import split_csv
 from tingyu.common.timefmt import to_wire
 
 router = APIRouter(prefix="/node", tags=["nodes"])
@@ -24,7 +24,8 @@ def node_view(record: NodeRecord, timezone: str) -> dict[str, Any]:
         "area": facts.area,
         "createtime": to_wire(record.createtime, timezone),
         "memory": facts.memory,
-        "address": facts.address or facts.nodename,
+        "address": facts.nodename,  # as the contract's example shows; the IP is under `ip`
+        "ip": facts.address,
         "bandwith": facts.bandwith,
         "operatingsystem": facts.operatingsystem,
         "cpu": facts.cpu,
@@ -45,16 +46,15 @@ def node_view(record: NodeRecord, timezone: str) -> dict[str, Any]:
 
 @router.get("/get")
 async def get(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> dict[str, Any]:
-    """Machines by nodename or uuid (comma-separated); TY0015 when one is unknown."""
+    """Machines by nodename or uuid (comma-separated, duplicates folded); TY0015 when one is unknown."""
     names = split_csv(name)
     if not names:
-        raise MissingParameter("缺少必填参数: name")
+        raise MissingParameter(detail="name is required (machine nodenames or uuids, comma-separated)")
     if len(names) > settings.max_items:
-        raise InvalidParameter(f"参数值不合法: at most {settings.max_items} names per request")
-    data = []
-    for one in names:
-        uuid = one if is_node_uuid(one) else f"tingyu-{one}"
-        data.append(node_view(await state.node(bus, uuid), settings.platform.timezone))
+        raise InvalidParameter(detail=f"at most {settings.max_items} names per request")
+    # A machine named twice (or by both its uuid and its nodename) is answered once.
+    keys = list(dict.fromkeys(state.node_key(one) for one in names))
+    data = [node_view(await state.node(bus, key), settings.platform.timezone) for key in keys]
     return envelope.ok(data)
 
 

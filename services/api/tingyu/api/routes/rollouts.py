@@ -24,18 +24,18 @@ RolloutBody = Annotated[dict[str, Any], Body()]
 def _text(body: dict[str, Any], field: str) -> str:
     value = body.get(field)
     if value is None or value == "":
-        raise MissingParameter(f"缺少必填参数: {field}")
+        raise MissingParameter(detail=f"{field} is required")
     if not isinstance(value, str):
-        raise InvalidParameter(f"参数值不合法: {field} must be a string")
+        raise InvalidParameter(detail=f"{field} must be a string")
     return value.strip()
 
 
 def _percent(body: dict[str, Any]) -> float:
     value = body.get("percent")
     if value is None:
-        raise MissingParameter("缺少必填参数: percent")
+        raise MissingParameter(detail="percent is required")
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise InvalidParameter(f"参数值不合法: percent must be a number from 0 to 100, not {value!r}")
+        raise InvalidParameter(detail=f"percent must be a number from 0 to 100, not {value!r}")
     return float(value)
 
 
@@ -49,11 +49,11 @@ async def update_by_inherit(bus: BusDep, settings: SettingsDep, body: RolloutBod
     image = _text(body, "image")
     version = body.get("imageversion") or ""
     if not isinstance(version, str):
-        raise InvalidParameter("参数值不合法: imageversion must be a string")
+        raise InvalidParameter(detail="imageversion must be a string")
     try:
         patch = await resolve(bus, settings.platform.registry, image, version.strip())
     except UnknownImage as exc:
-        raise InvalidParameter(f"参数值不合法: {exc}") from exc
+        raise InvalidParameter(detail=str(exc)) from exc
     command = RolloutCommand(
         job_id=jobs.job_id(),
         area=area,

@@ -40,12 +40,12 @@ def job_view(job: Job, timezone: str) -> dict[str, Any]:
 
 @router.get("/status")
 async def status(bus: BusDep, settings: SettingsDep, jobid: str = Query("")) -> dict[str, Any]:
-    """Job states by comma-separated jobid: 0 queued, 1 dispatched, 2 running, 3 succeeded, 4 failed."""
-    ids = split_csv(jobid)
+    """Job states by comma-separated jobid (folded): 0 queued, 1 dispatched, 2 running, 3 done, 4 failed."""
+    ids = list(dict.fromkeys(split_csv(jobid)))  # a job asked twice is answered once
     if not ids:
-        raise MissingParameter("缺少必填参数: jobid")
+        raise MissingParameter(detail="jobid is required (comma-separated job ids)")
     if len(ids) > settings.max_items:
-        raise InvalidParameter(f"参数值不合法: at most {settings.max_items} job ids per request")
+        raise InvalidParameter(detail=f"at most {settings.max_items} job ids per request")
 
     async def one(job_id: str) -> dict[str, Any]:
         job = await state.job(bus, job_id) if job_id.isalnum() else None
