@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from tingyu.common.models.containers import (
     ContainerCommand,
     ContainerOp,
+    ContainerSpec,
     DesiredContainer,
     DesiredState,
+    FailedAttempt,
     NodeDesired,
     PodPhase,
 )
@@ -75,9 +77,9 @@ def _change(entry: DesiredContainer, command: ContainerCommand) -> str:
     """Change an existing deployment; '' when done, else why not."""
     match command.op:
         case ContainerOp.UPDATE if command.spec is not None:
-            entry.spec = command.spec
+            _respec(entry, command.spec)
         case ContainerOp.UPGRADE if command.patch is not None:
-            entry.spec = entry.spec.model_copy(update=command.patch.model_dump())
+            _respec(entry, entry.spec.model_copy(update=command.patch.model_dump()))
         case ContainerOp.START:
             entry.state = DesiredState.RUNNING
         case ContainerOp.STOP:
@@ -90,3 +92,55 @@ def _change(entry: DesiredContainer, command: ContainerCommand) -> str:
         case _:
             return f"{command.op.value} is missing its spec or image"
     return ""
+
+
+def _respec(entry: DesiredContainer, spec: ContainerSpec) -> None:
+    """A new spec; the last one that ran stays as the fallback until the change succeeds."""
+    if spec == entry.spec:
+        return
+    if entry.fallback is None:
+        entry.fallback = entry.spec
+    elif spec == entry.fallback:
+        entry.fallback = None  # back to what runs: nothing left to roll back
+    entry.spec = spec
+
+
+def commit(doc: NodeDesired, name: str, job_id: str) -> bool:
+    """Job `job_id` of deployment `name` succeeded: its spec is now the one that runs."""
+    entry = doc.containers.get(name)
+    if entry is None or entry.job_id != job_id or entry.fallback is None:
+        return False
+    entry.fallback = None
+    entry.failed = None
+    return True
+
+
+def roll_back(doc: NodeDesired, name: str, job_id: str, reason: str, now: float) -> bool:
+    """Job `job_id` of deployment `name` failed: back to the last spec that ran, the attempt kept.
+
+    A new revision makes the agent converge to it; the job id stays the failed one (already
+    final), so the rollback completes no job. Applying it twice changes nothing the second time.
+    """
+    entry = doc.containers.get(name)
+    if entry is None or entry.job_id != job_id or entry.fallback is None:
+        return False
+    tried = entry.spec
+    entry.failed = FailedAttempt(
+        job_id=job_id,
+        image=tried.image,
+        imageversion=tried.imageversion,
+        image_ref=tried.image_ref,
+        reason=reason,
+        at=now,
+    )
+    entry.spec = entry.fallback
+    entry.fallback = None
+    entry.revision += 1
+    return True
+
+
+def rollback_note(entry: DesiredContainer) -> str:
+    """What a failed job's message adds when its deployment goes back to the spec that ran."""
+    if entry.fallback is None:
+        return ""
+    return f"; rolled back to {entry.fallback.image}:{entry.fallback.imageversion}"

@@ -275,8 +275,11 @@ async def restart(bus: BusDep, settings: SettingsDep, name: str = Query("")) -> 
 
 
 def container_view(desired: DesiredContainer, node_uuid: str) -> dict[str, Any]:
-    """A deployment in the contract's /container/get shape, plus uuid, version and resources."""
-    spec = desired.spec
+    """A deployment in the contract's /container/get shape, plus uuid, version and resources.
+
+    While a change of spec is in flight, the spec shown is the one the machine still runs.
+    """
+    spec = desired.running_spec
     return {
         "image": spec.image_ref,
         "restart": "Always",
@@ -306,11 +309,22 @@ def pod_view(
     }
     if seen and seen.message:
         pod["message"] = seen.message
-    return {
+    view: dict[str, Any] = {
         "createtime": timefmt.to_wire(desired.created_at, settings.platform.timezone),
         "podinfo": [pod],
         "deploymentname": desired.name,
     }
+    if desired.failed is not None:
+        failed = desired.failed
+        view["failedupdate"] = {
+            "jobid": failed.job_id,
+            "imagename": failed.image,
+            "imageversion": failed.imageversion,
+            "image": failed.image_ref,
+            "message": failed.reason,
+            "time": timefmt.to_wire(failed.at, settings.platform.timezone),
+        }
+    return view
 
 
 async def _per_name(bus: Bus, settings: SettingsDep, name: str, info: bool) -> list[dict[str, Any]]:

@@ -1,4 +1,7 @@
-"""Job timers: a dispatched job whose machine has not converged by its deadline fails with that reason."""
+"""Job timers: a dispatched job whose machine has not converged by its deadline fails with that reason.
+
+A change of spec that times out is rolled back to the last spec that ran, like one that failed.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,11 @@ from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, Retry, kv_get
+from tingyu.common.models.containers import DesiredContainer, NodeDesired
 from tingyu.common.models.jobs import Job, JobDeadline, JobState
+from tingyu.deployer.desired import rollback_note
 from tingyu.deployer.jobs import Jobs
+from tingyu.deployer.transactions import roll_back_change
 
 
 class Deadlines:
@@ -28,4 +34,15 @@ class Deadlines:
             return
         where = f"machine {job.node_uuid}" if job.node_uuid else "its worker"
         goal = f" did not reach {job.goal}" if job.goal else " did not finish"
-        await self.jobs.move(job.job_id, JobState.FAILED, f"timed out: {where}{goal} in time")
+        reason = f"timed out: {where}{goal} in time"
+        entry = await self._deployment(job)
+        note = rollback_note(entry) if entry is not None and entry.job_id == job.job_id else ""
+        await self.jobs.move(job.job_id, JobState.FAILED, reason + note)
+        if note:
+            await roll_back_change(self.bus, job.node_uuid, job.deploymentname, job.job_id, reason)
+
+    async def _deployment(self, job: Job) -> DesiredContainer | None:
+        if not job.node_uuid or not job.deploymentname:
+            return None
+        doc, _rev = await kv_get(await self.bus.kv(subjects.DESIRED), job.node_uuid, NodeDesired)
+        return doc.containers.get(job.deploymentname) if doc else None

@@ -18,8 +18,9 @@ from tingyu.common.models.containers import (
     PodPhase,
 )
 from tingyu.common.models.jobs import JobState
-from tingyu.deployer.desired import GOALS
+from tingyu.deployer.desired import GOALS, rollback_note
 from tingyu.deployer.jobs import Jobs
+from tingyu.deployer.transactions import commit_change, roll_back_change
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,21 @@ class Observed:
         if self.jobs.is_finished(entry.job_id):
             if entry.state == DesiredState.ABSENT and seen.phase == PodPhase.DELETED:
                 await self.forget(node_uuid, entry)
+            elif entry.fallback is not None and seen.phase == PodPhase.FAILED:
+                # The job failed but the rollback was not written (a crash in between): write it now.
+                await roll_back_change(self.bus, node_uuid, entry.name, entry.job_id, seen.message)
             return
         goal = GOALS[entry.state]
         if seen.phase == goal:
+            if entry.fallback is not None:
+                await commit_change(self.bus, node_uuid, entry.name, entry.job_id)
             await self.jobs.move(entry.job_id, JobState.SUCCEEDED, "success")
             if goal == PodPhase.DELETED:
                 await self.forget(node_uuid, entry)
         elif seen.phase == PodPhase.FAILED:
-            await self.jobs.move(entry.job_id, JobState.FAILED, seen.message or "the container failed")
+            reason = seen.message or "the container failed"
+            await self.jobs.move(entry.job_id, JobState.FAILED, reason + rollback_note(entry))
+            await roll_back_change(self.bus, node_uuid, entry.name, entry.job_id, reason)
         else:
             await self.jobs.move(entry.job_id, JobState.RUNNING)
 
