@@ -45,7 +45,8 @@ async def test_an_upgrade_to_a_missing_tag_fails_at_once_and_leaves_the_old_cont
 
     job = await _upgrade(api, name, repository, "no-such-tag")  # well before the 120 s deadline
     assert job["state"] == 4, job
-    assert "no-such-tag" in job["message"] and "manifest unknown" in job["message"], job
+    assert "no-such-tag" in job["message"], job
+    assert "manifest unknown" in job["message"], job
     assert f"rolled back to {repository}:{version}" in job["message"]
 
     after = inspect(docker_client, name)
