@@ -6,12 +6,11 @@ import pytest
 
 from tests.factories import name
 from tingyu.common.models.containers import ImagePatch
-from tingyu.common.models.rollouts import MemberState, Rollout, RolloutStatus
+from tingyu.common.models.rollouts import MemberState, Rollout, RolloutStatus, rollout_key
 from tingyu.deployer.rollouts.plan import (
     Candidate,
     member_job_id,
     progress,
-    rollout_key,
     select,
     settle,
     target_count,
@@ -113,3 +112,30 @@ def test_member_job_ids_are_deterministic_per_run_and_version() -> None:
         len({member_job_id("r", "a", "2"), member_job_id("r", "a", "3"), member_job_id("s", "a", "2")}) == 3
     )
     assert len(member_job_id("r", "a", "2")) == 32
+
+
+def test_members_whose_deployment_is_gone_drop_out_and_stale_done_ones_are_pending_again() -> None:
+    plan = rollout(100)
+    first = [Candidate(name(), "tingyu-a", "1") for _ in range(3)]
+    select(plan, first)
+    assert plan.target == 3
+    for member in plan.members.values():
+        member.state = MemberState.UPDATED
+    gone, recreated, kept = first
+    fresh = Candidate(name(), "tingyu-a", "1")
+    select(plan, [Candidate(recreated.name, "tingyu-b", "1"), Candidate(kept.name, "tingyu-a", "2"), fresh])
+    assert gone.name not in plan.members
+    assert (plan.total, plan.target) == (3, 3)
+    assert plan.members[recreated.name].state == MemberState.PENDING
+    assert plan.members[recreated.name].node_uuid == "tingyu-b"
+    assert plan.members[kept.name].state == MemberState.UPDATED
+    assert plan.members[fresh.name].state == MemberState.PENDING
+
+
+def test_a_paused_rollout_is_not_settled() -> None:
+    plan = rollout(100)
+    select(plan, [Candidate(name(), "tingyu-a", "2")])
+    plan.status = RolloutStatus.PAUSED
+    settle(plan, 0.2, 1)
+    assert plan.status == RolloutStatus.PAUSED
+    assert not plan.status.final

@@ -12,20 +12,21 @@ from nats.aio.msg import Msg
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, kv_get, kv_mutate
 from tingyu.common.models.jobs import Job, JobState
-from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus
+from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus, rollout_key
 from tingyu.deployer.jobs import Jobs
 from tingyu.deployer.rollouts.candidates import candidates
-from tingyu.deployer.rollouts.plan import progress, rollout_key, select
+from tingyu.deployer.rollouts.plan import progress, select
 
 log = logging.getLogger(__name__)
 
 
 def extends(current: Rollout, command: RolloutCommand) -> bool:
-    """Same target version and a run that was not aborted or replaced: the call joins that run."""
-    return current.patch == command.patch and current.status not in (
-        RolloutStatus.ABORTED,
-        RolloutStatus.SUPERSEDED,
-    )
+    """Same target version and a run still going (running or paused): the call joins that run.
+
+    Any other call starts a new run, planned from the fleet as it is now: after an abort, after a
+    run finished (containers created since are targeted, those deleted are not), or for a new version.
+    """
+    return current.patch == command.patch and not current.status.final
 
 
 class RolloutCommands:
@@ -53,7 +54,6 @@ class RolloutCommands:
                 # A lower percent never undoes or drops anything: the run keeps its larger target.
                 current.percent = max(current.percent, command.percent)
                 current.jobs.append(command.job_id)
-                current.status = RolloutStatus.RUNNING
                 current.message = ""
                 current.updated_at = now
                 select(current, found)

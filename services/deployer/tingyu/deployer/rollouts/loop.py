@@ -30,6 +30,7 @@ LEASE_NAME = "rollouts"
 
 JOB_STATES = {
     RolloutStatus.RUNNING: JobState.RUNNING,
+    RolloutStatus.PAUSED: JobState.RUNNING,
     RolloutStatus.SUCCEEDED: JobState.SUCCEEDED,
 }
 
@@ -43,6 +44,7 @@ class RolloutLoop:
         self.settings = settings
         self.holder = f"deployer-{secrets.token_hex(4)}"
         self.reported: dict[str, dict[str, Any]] = {}  # job id -> last result written, to skip rewrites
+        self.settled_runs: set[str] = set()  # runs whose jobs this replica saw final
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await wait_or_stop(stop, self.settings.rollout_tick_s):
@@ -53,17 +55,20 @@ class RolloutLoop:
                 log.exception("rollout tick failed; trying again next tick")
 
     async def tick(self) -> None:
-        running = [
-            r
-            for r in await kv_values(await self.bus.kv(subjects.ROLLOUTS), Rollout)
-            if r.status == RolloutStatus.RUNNING
-        ]
-        if not running:
+        rollouts = await kv_values(await self.bus.kv(subjects.ROLLOUTS), Rollout)
+        # A paused rollout still records the upgrades that finish; it only issues none.
+        running = [r for r in rollouts if not r.status.final]
+        # Runs that ended outside this loop (aborted by request) still owe their jobs a final state.
+        unsettled = [r for r in rollouts if r.status.final and r.run not in self.settled_runs]
+        if not running and not unsettled:
             return
         nodes = await kv_values(await self.bus.kv(subjects.NODES), NodeRecord)
         ready = {n.facts.uuid for n in nodes if n.status == NodeStatus.READY}
         for rollout in running:
             await self.advance(rollout, ready)
+        for rollout in unsettled:
+            await self.report(rollout, ready)
+            self.settled_runs.add(rollout.run)
 
     def _settled(self, rollout: Rollout, updates: dict[str, RolloutMember]) -> Rollout:
         after = rollout.model_copy(deep=True)

@@ -23,11 +23,6 @@ class Candidate:
     imageversion: str
 
 
-def rollout_key(area: str, operator: str, image: str) -> str:
-    """The rollout id: one rollout per (area, operator, image), whatever the target version."""
-    return hashlib.sha256(f"{area}\x1f{operator}\x1f{image}".encode()).hexdigest()
-
-
 def target_count(total: int, percent: float) -> int:
     """ceil(total x percent / 100), computed exactly: 50 % of 3 is 2, 1 % of 1 is 1, 0 % is 0."""
     return math.ceil(Fraction(total) * Fraction(str(percent)) / 100)
@@ -46,12 +41,21 @@ def _order(rollout_id: str, name: str) -> str:
 def select(rollout: Rollout, candidates: list[Candidate]) -> None:
     """Add members until `target` are selected; existing members stay, so a higher percent only appends.
 
-    Containers already at the target version count as done (members without a job).
+    Containers already at the target version count as done (members without a job). Members whose
+    deployment is gone (deleted, or no longer of this image, area and operator) drop out; a member
+    counted done whose container is no longer at the target version (re-created, rolled back) is
+    pending again.
     """
+    by_name = {c.name: c for c in candidates}
+    version = rollout.patch.imageversion
+    for name in [n for n in rollout.members if n not in by_name]:
+        del rollout.members[name]
+    for name, member in rollout.members.items():
+        if member.state == MemberState.UPDATED and by_name[name].imageversion != version:
+            rollout.members[name] = RolloutMember(name=name, node_uuid=by_name[name].node_uuid)
     rollout.total = len(candidates)
     rollout.target = target_count(rollout.total, rollout.percent)
     ordered = sorted(candidates, key=lambda c: _order(rollout.rollout_id, c.name))
-    version = rollout.patch.imageversion
     for candidate in ordered:
         if candidate.name not in rollout.members and candidate.imageversion == version:
             rollout.members[candidate.name] = RolloutMember(
@@ -83,7 +87,7 @@ def _named(members: list[RolloutMember]) -> str:
 
 def settle(rollout: Rollout, threshold: float, min_executed: int) -> None:
     """Decide the status of a running rollout: abort past the failure threshold, finish when all are done."""
-    if rollout.status.final:
+    if rollout.status != RolloutStatus.RUNNING:
         return
     members = list(rollout.members.values())
     failed = [m for m in members if m.state == MemberState.FAILED]
