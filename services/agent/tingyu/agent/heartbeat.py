@@ -14,6 +14,9 @@ from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
 
+# The first beats all carry the facts: a machine is known as soon as the registry hears one of them.
+STARTUP_FACT_BEATS = 6
+
 
 async def heartbeat_loop(
     bus: Bus,
@@ -29,6 +32,7 @@ async def heartbeat_loop(
     subject = subjects.heartbeat(uuid)
     sent_digest = ""
     since_facts = 0
+    early = STARTUP_FACT_BEATS  # the registry may start after us: a beat it missed must not cost minutes
     while not stop.is_set():
         try:
             facts = await asyncio.to_thread(read_facts)  # disk usage can stall on a sick mount
@@ -38,7 +42,7 @@ async def heartbeat_loop(
                 return
             continue
         digest = facts.digest()
-        with_facts = digest != sent_digest or since_facts >= max(facts_every, 1) - 1
+        with_facts = digest != sent_digest or early > 0 or since_facts >= max(facts_every, 1) - 1
         beat = Heartbeat(
             uuid=uuid,
             facts_digest=digest,
@@ -49,6 +53,7 @@ async def heartbeat_loop(
         if await _emit(bus, subject, beat):
             sent_digest = digest if with_facts else sent_digest
             since_facts = 0 if with_facts else since_facts + 1
+            early = max(early - 1, 0)
         if await wait_or_stop(stop, every_s):
             return
 
