@@ -27,6 +27,7 @@ from tests.conftest import build_busybox, eventually, unique
 from tests.integration.conftest import nats_only
 from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
+from tingyu.agent.heartbeat import STARTUP_FACT_BEATS
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.runtime import LABEL_NODE
 from tingyu.common import subjects, timefmt
@@ -187,17 +188,18 @@ async def test_heartbeat_carries_facts(agent: RunningAgent, test_bus: Bus) -> No
 
     sub = await test_bus.nc.subscribe(subjects.heartbeat(agent.uuid), cb=on_beat)
     try:
-        first = await asyncio.wait_for(beats.get(), 10)
-        second = await asyncio.wait_for(beats.get(), 10)
+        # The first beats carry the facts (a registry started later learns the machine at once);
+        # after them, unchanged facts stop travelling on every beat.
+        seen = [await asyncio.wait_for(beats.get(), 10) for _ in range(STARTUP_FACT_BEATS + 2)]
     finally:
         await sub.unsubscribe()
-    with_facts = first if first.facts else second
+    with_facts = seen[0]
     assert with_facts.facts is not None
     assert with_facts.facts.uuid == agent.uuid
     assert (with_facts.facts.area, with_facts.facts.operator) == ("南京", "联通")
     assert with_facts.facts.cpu == os.cpu_count()
     assert with_facts.facts_digest == with_facts.facts.digest()
-    assert first.facts is None or second.facts is None  # unchanged facts do not travel on every beat
+    assert any(beat.facts is None for beat in seen[STARTUP_FACT_BEATS - 1 :])
 
 
 async def test_lifecycle(
@@ -282,8 +284,14 @@ async def test_lifecycle(
 
 async def test_bad_image_fails_with_its_name(agent: RunningAgent, test_bus: Bus, image: str) -> None:
     name = unique("ag")
-    missing = f"127.0.0.1:9/{unique('nope')}/none:1"
+    unreachable = f"127.0.0.1:9/{unique('nope')}/none:1"
+    await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(unreachable), revision=2))
+    # A registry that does not answer may come back: the deployment waits (Pending, with the reason).
+    waiting = await reported(test_bus, agent.uuid, name, 2, PodPhase.PENDING)
+    assert unreachable in waiting.message
+    missing = f"127.0.0.1:9/{unique('NOPE')}/none:1"
     await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(missing), revision=3))
+    # A reference that can never be pulled (no registry needed to know): Failed at once, named.
     failed = await reported(test_bus, agent.uuid, name, 3, PodPhase.FAILED)
     assert missing in failed.message
     # fixed by the next revision: the same deployment converges

@@ -46,7 +46,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _fail(answer: dict[str, Any]) -> int:
-    print(f"error {answer.get('code')}: {answer.get('msg')}", file=sys.stderr)
+    detail = f" ({answer['detail']})" if answer.get("detail") else ""
+    print(f"error {answer.get('code')}: {answer.get('msg')}{detail}", file=sys.stderr)
     return 1
 
 
@@ -73,7 +74,12 @@ def _chunks(path: Path, total: int) -> Iterator[bytes]:
 def push_image(args: argparse.Namespace) -> int:
     path: Path = args.file
     if not path.is_file():
-        print(f"error: {path} is not a file", file=sys.stderr)
+        print(
+            f"error: {path} is not a file.\n"
+            f"next: save an image first, e.g. `docker save myimage:1 -o {path}` "
+            "(no image at hand? `tingyu up` puts a demo image into the catalog: `tingyu image ls demo`)",
+            file=sys.stderr,
+        )
         return 2
     params = {"image_name": args.name, "version": args.version, "detail": args.detail}
     if args.image_url:
