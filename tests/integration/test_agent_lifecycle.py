@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.conftest import build_busybox, eventually, unique
@@ -297,6 +298,29 @@ async def test_bad_image_fails_with_its_name(agent: RunningAgent, test_bus: Bus,
     # fixed by the next revision: the same deployment converges
     await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(image), revision=4))
     await reported(test_bus, agent.uuid, name, 4, PodPhase.RUNNING)
+
+
+async def test_a_container_that_dies_right_after_its_start_is_reported_failed_first(
+    agent: RunningAgent, test_bus: Bus, engine: docker.DockerClient
+) -> None:
+    # It lives long enough to be seen running once started, and dies within the settle time.
+    crashing = build_busybox(engine, f"tyagent/{unique('crash')}", "1", cmd="sleep 0.3; exit 3")
+    name = unique("ag")
+    first: asyncio.Queue[ObservedContainer] = asyncio.Queue()
+
+    async def on_report(msg: Msg) -> None:
+        seen = NodeObserved.from_bytes(msg.data).containers.get(name)
+        if seen is not None and seen.phase != PodPhase.PENDING:
+            first.put_nowait(seen)
+
+    sub = await test_bus.nc.subscribe(subjects.observed(agent.uuid), cb=on_report)
+    try:
+        await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(crashing)))
+        seen = await asyncio.wait_for(first.get(), 30)
+    finally:
+        await sub.unsubscribe()
+    # Never a moment of Running: that would complete a change of spec that should roll back.
+    assert (seen.phase, seen.message) == (PodPhase.FAILED, "exited with code 3 right after it started")
 
 
 async def test_bad_bind_fails_with_dockers_text(agent: RunningAgent, test_bus: Bus, image: str) -> None:
