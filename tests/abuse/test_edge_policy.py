@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests.abuse.conftest import assert_alive, assert_untouched
-from tests.conftest import build_busybox, eventually, unique
+from tests.conftest import build_busybox, enroll_offline, eventually, unique
 from tests.integration.test_agent_lifecycle import (
     inspect,
     make_desired,
@@ -25,7 +25,6 @@ from tests.integration.test_agent_lifecycle import (
 )
 from tests.integration.test_containers_api import item, ready_peer
 from tingyu.agent.config import AgentSettings
-from tingyu.agent.identity import load_or_create
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -132,7 +131,7 @@ async def agent_uuid(
         resync_s=2.0,
         stop_timeout_s=1.0,
     )
-    uuid = load_or_create(settings.state_dir).uuid
+    uuid = enroll_offline(settings.state_dir)  # its identity and its own NATS credential
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(stop, settings))
     yield uuid

@@ -16,12 +16,13 @@ import psutil
 import pytest
 
 from tests.abuse.conftest import assert_alive, assert_untouched
-from tests.conftest import unique
+from tests.conftest import ADMIN_TOKEN, unique
 from tests.integration.test_containers_api import item, ready_peer
 from tingyu.cli.launcher import Platform
 from tingyu.common.bus import Bus
 
 MiB = 1024**2
+AUTHORIZATION = f"Authorization: Bearer {ADMIN_TOKEN}"  # the suite runs with authentication on
 
 
 async def test_a_4100_letter_jobid_is_refused_and_the_api_stays_connected(
@@ -50,7 +51,8 @@ async def _get_raw(platform: Platform, target: str) -> tuple[int, str, dict[str,
     """GET over a raw socket (httpx itself refuses URLs over 64 KiB): status, content type, envelope."""
     reader, writer = await asyncio.open_connection("127.0.0.1", platform.config.api_port)
     try:
-        writer.write(f"GET /tingyu{target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n".encode())
+        head = f"GET /tingyu{target} HTTP/1.1\r\nHost: api\r\n{AUTHORIZATION}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode())
         await writer.drain()
         head, _, body = (await asyncio.wait_for(reader.read(-1), 30)).partition(b"\r\n\r\n")
     finally:
@@ -82,7 +84,10 @@ async def _post_raw(
     Returns (HTTP status, envelope, bytes of the body sent when the answer was complete)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", platform.config.api_port)
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {body_bytes}"
-    head = f"POST /tingyu{path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    head = (
+        f"POST /tingyu{path} HTTP/1.1\r\nHost: api\r\n{AUTHORIZATION}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+    )
     writer.write(head.encode())
 
     async def answer() -> tuple[int, dict[str, Any]]:

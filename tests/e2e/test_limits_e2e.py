@@ -10,7 +10,7 @@ import docker
 import httpx
 import pytest_asyncio
 
-from tests.conftest import unique
+from tests.conftest import bearer, unique
 from tests.e2e.test_images import manifest_status, pushed, saved_tar, search, upload
 from tingyu.cli.launcher import Platform, free_port, http_ok, wait_until
 
@@ -28,7 +28,8 @@ async def tar_and_small_api(
     platform.start_service("api", env, label="api-small")
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/tingyu/healthz"), 60, "second api")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/tingyu", timeout=60) as client:
+        root = f"http://127.0.0.1:{port}/tingyu"
+        async with httpx.AsyncClient(base_url=root, timeout=60, headers=bearer()) as client:
             yield tar, client
     finally:
         platform.kill("api-small", signal.SIGTERM)
