@@ -47,6 +47,7 @@ from tingyu.common.models.containers import (
 )
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.nodes import Heartbeat
+from tingyu.common.policy import get_policy_settings
 from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 
@@ -283,7 +284,21 @@ async def test_lifecycle(
     await eventually(forgotten, timeout=30)
 
 
-async def test_bad_image_fails_with_its_name(agent: RunningAgent, test_bus: Bus, image: str) -> None:
+@pytest.fixture
+def registry_port_9_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The edge policy allows the registry 127.0.0.1:9 (nothing listens there) for the agent started
+    after this fixture, so that its pulls reach the runtime and fail there, not at the policy."""
+    allowed = f"{os.environ['TINGYU_POLICY_REGISTRIES']},127.0.0.1:9"
+    monkeypatch.setenv("TINGYU_POLICY_REGISTRIES", allowed)
+    get_policy_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_policy_settings.cache_clear()
+
+
+async def test_bad_image_fails_with_its_name(
+    registry_port_9_allowed: None, agent: RunningAgent, test_bus: Bus, image: str
+) -> None:
     name = unique("ag")
     unreachable = f"127.0.0.1:9/{unique('nope')}/none:1"
     await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(unreachable), revision=2))
