@@ -78,15 +78,26 @@ async def test_the_api_refuses_mount_options_and_foreign_registries(
         name = unique("pol")
         options = item(peer.uuid, name, volumes=[{"hostPath": "/data/a", "mountPath": "/srv:ro"}])
         answer = (await api.post("/container/create", json=[options])).json()
-        assert answer["code"] == "TY0001"
-        assert "mount options" in answer["msg"]
+        assert (answer["msg"], answer["code"]) == ("请求格式错误", "TY0001")
+        assert "mount options" in answer["detail"]
         foreign = item(peer.uuid, name, image="evil.example.org/pcdn", imageversion="v6.1333")
         refused = (await api.post("/container/create", json=[foreign])).json()["data"][0]
         assert refused["code"] == 500
         assert "evil.example.org" in refused["message"]
         assert "TINGYU_POLICY_REGISTRIES" in refused["message"]
+        # inheritUpdate judges names first: an unknown one is refused per item, the image unread ...
         inherit = {"deploymentnames": name, "image": "evil.example.org/pcdn", "imageversion": "1"}
-        assert (await api.post("/container/inheritUpdate", json=inherit)).json()["code"] == "TY0003"
+        unknown = (await api.post("/container/inheritUpdate", json=inherit)).json()["data"][0]
+        assert (unknown["code"], unknown["message"]) == (500, "Get Deploymentname Fail")
+        # ... and for a deployment that exists, the foreign registry refuses the whole request.
+        present = unique("pol")
+        created = (await api.post("/container/create", json=[item(peer.uuid, present)])).json()
+        assert created["data"][0]["code"] == 200, created
+        upgrade = {**inherit, "deploymentnames": present}
+        foreign_upgrade = (await api.post("/container/inheritUpdate", json=upgrade)).json()
+        assert foreign_upgrade["code"] == "TY0003", foreign_upgrade
+        assert "evil.example.org" in foreign_upgrade["detail"]
+        assert (await api.delete("/container/delete", params={"name": present})).json()["code"] == 200
         await assert_untouched(bus, name)
         await assert_alive(api, node_uuid)
     finally:
@@ -120,7 +131,7 @@ async def agent_uuid(
         resync_s=2.0,
         stop_timeout_s=1.0,
     )
-    uuid = enroll_offline(settings.state_dir)  # its own machine credential, as enrollment gives
+    uuid = enroll_offline(settings.state_dir)  # its identity and its own NATS credential
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(stop, settings))
     yield uuid

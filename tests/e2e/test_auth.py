@@ -324,3 +324,32 @@ async def test_the_cli_creates_lists_and_revokes_tokens_and_tails_the_audit(plat
     assert tail.returncode == 0, tail.stderr
     assert "token.revoke" in tail.stdout
     assert name in tail.stdout
+
+
+async def test_steering_a_rollout_needs_an_operator_of_its_area(
+    platform: Platform, api: httpx.AsyncClient, bus: Bus
+) -> None:
+    """Reading a rollout needs any token; pause/resume/abort need the operator role and the rollout's
+    area, judged before the rollout is looked up, and each refusal is audited."""
+    _, viewer_token = await make_token(api, "viewer")
+    _, nanjing_token = await make_token(api, "operator", ("南京",))
+    shanghai_name, shanghai_token = await make_token(api, "operator", ("上海",))
+    target = {"area": "南京", "operator": "移动", "image": unique("img")}
+    async with (
+        as_token(platform, viewer_token) as viewer,
+        as_token(platform, nanjing_token) as nanjing,
+        as_token(platform, shanghai_token) as shanghai,
+    ):
+        assert (await viewer.get("/container/rollout", params=target)).json()["code"] == "TY0033"
+        for action in ("pause", "resume", "abort"):
+            refused(await viewer.put(f"/container/rollout/{action}", params=target), 403, "TY0071")
+            answer = refused(await shanghai.put(f"/container/rollout/{action}", params=target), 403, "TY0071")
+            assert "南京" in answer["detail"]
+            # Role and area allow it: the rollout itself is judged (none was started for that image).
+            assert (await nanjing.put(f"/container/rollout/{action}", params=target)).json()[
+                "code"
+            ] == "TY0033"
+        rid = request_id()
+        await shanghai.put("/container/rollout/abort", params=target, headers={"X-Request-Id": rid})
+    event = await audited(bus, "container.rollout.abort", rid)
+    assert (event.actor, event.status, event.code) == (shanghai_name, 403, "TY0071")

@@ -105,9 +105,8 @@ async def manifest(platform: Platform, name: str, tag: str) -> tuple[int, str]:
             "application/vnd.oci.image.manifest.v1+json",
         ]
     )
-    # The registry requires its users: the agents' read-only one is enough to look.
-    auth = ("agent", platform.registry_users()["agent"])
-    async with httpx.AsyncClient(auth=auth) as registry:
+    # The registry asks for credentials (htpasswd): the imager's, who pushes and deletes.
+    async with httpx.AsyncClient(auth=("imager", platform.registry_users()["imager"])) as registry:
         answer = await registry.head(
             f"http://{platform.config.registry}/v2/{name}/manifests/{tag}", headers={"Accept": accept}
         )

@@ -21,12 +21,14 @@ from typing import Any
 import docker
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.conftest import build_busybox, enroll_offline, eventually, unique
 from tests.integration.conftest import nats_only
 from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
+from tingyu.agent.heartbeat import STARTUP_FACT_BEATS
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.runtime import LABEL_NODE
 from tingyu.common import subjects, timefmt
@@ -45,6 +47,7 @@ from tingyu.common.models.containers import (
 )
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.nodes import Heartbeat
+from tingyu.common.policy import get_policy_settings
 from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 
@@ -187,17 +190,18 @@ async def test_heartbeat_carries_facts(agent: RunningAgent, test_bus: Bus) -> No
 
     sub = await test_bus.nc.subscribe(subjects.heartbeat(agent.uuid), cb=on_beat)
     try:
-        first = await asyncio.wait_for(beats.get(), 10)
-        second = await asyncio.wait_for(beats.get(), 10)
+        # The first beats carry the facts (a registry started later learns the machine at once);
+        # after them, unchanged facts stop travelling on every beat.
+        seen = [await asyncio.wait_for(beats.get(), 10) for _ in range(STARTUP_FACT_BEATS + 2)]
     finally:
         await sub.unsubscribe()
-    with_facts = first if first.facts else second
+    with_facts = seen[0]
     assert with_facts.facts is not None
     assert with_facts.facts.uuid == agent.uuid
     assert (with_facts.facts.area, with_facts.facts.operator) == ("南京", "联通")
     assert with_facts.facts.cpu == os.cpu_count()
     assert with_facts.facts_digest == with_facts.facts.digest()
-    assert first.facts is None or second.facts is None  # unchanged facts do not travel on every beat
+    assert any(beat.facts is None for beat in seen[STARTUP_FACT_BEATS - 1 :])
 
 
 async def test_lifecycle(
@@ -280,15 +284,58 @@ async def test_lifecycle(
     await eventually(forgotten, timeout=30)
 
 
-async def test_bad_image_fails_with_its_name(agent: RunningAgent, test_bus: Bus, image: str) -> None:
+@pytest.fixture
+def registry_port_9_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The edge policy allows the registry 127.0.0.1:9 (nothing listens there) for the agent started
+    after this fixture, so that its pulls reach the runtime and fail there, not at the policy."""
+    allowed = f"{os.environ['TINGYU_POLICY_REGISTRIES']},127.0.0.1:9"
+    monkeypatch.setenv("TINGYU_POLICY_REGISTRIES", allowed)
+    get_policy_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_policy_settings.cache_clear()
+
+
+async def test_bad_image_fails_with_its_name(
+    registry_port_9_allowed: None, agent: RunningAgent, test_bus: Bus, image: str
+) -> None:
     name = unique("ag")
-    missing = f"127.0.0.1:9/{unique('nope')}/none:1"
+    unreachable = f"127.0.0.1:9/{unique('nope')}/none:1"
+    await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(unreachable), revision=2))
+    # A registry that does not answer may come back: the deployment waits (Pending, with the reason).
+    waiting = await reported(test_bus, agent.uuid, name, 2, PodPhase.PENDING)
+    assert unreachable in waiting.message
+    missing = f"127.0.0.1:9/{unique('NOPE')}/none:1"
     await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(missing), revision=3))
+    # A reference that can never be pulled (no registry needed to know): Failed at once, named.
     failed = await reported(test_bus, agent.uuid, name, 3, PodPhase.FAILED)
     assert missing in failed.message
     # fixed by the next revision: the same deployment converges
     await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(image), revision=4))
     await reported(test_bus, agent.uuid, name, 4, PodPhase.RUNNING)
+
+
+async def test_a_container_that_dies_right_after_its_start_is_reported_failed_first(
+    agent: RunningAgent, test_bus: Bus, engine: docker.DockerClient
+) -> None:
+    # It lives long enough to be seen running once started, and dies within the settle time.
+    crashing = build_busybox(engine, f"tyagent/{unique('crash')}", "1", cmd="sleep 0.3; exit 3")
+    name = unique("ag")
+    first: asyncio.Queue[ObservedContainer] = asyncio.Queue()
+
+    async def on_report(msg: Msg) -> None:
+        seen = NodeObserved.from_bytes(msg.data).containers.get(name)
+        if seen is not None and seen.phase != PodPhase.PENDING:
+            first.put_nowait(seen)
+
+    sub = await test_bus.nc.subscribe(subjects.observed(agent.uuid), cb=on_report)
+    try:
+        await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(crashing)))
+        seen = await asyncio.wait_for(first.get(), 30)
+    finally:
+        await sub.unsubscribe()
+    # Never a moment of Running: that would complete a change of spec that should roll back.
+    assert (seen.phase, seen.message) == (PodPhase.FAILED, "exited with code 3 right after it started")
 
 
 async def test_bad_bind_fails_with_dockers_text(agent: RunningAgent, test_bus: Bus, image: str) -> None:

@@ -212,7 +212,11 @@ async def test_unknown_names_in_reads_and_lifecycle(api: httpx.AsyncClient) -> N
         "code"
     ] == "TY0015"
     assert (await api.get("/task/status", params={"jobid": "0" * 32})).json()["info"][0]["code"] == 500
-    assert (await api.get("/task/status", params={"jobid": "nope"})).json()["code"] == "TY0003"
+    # The contract's example asks for `jobid=jobid`: a value that may be a key is answered per item,
+    # one that can be no key (a dot, a newline, over 64 characters) is refused.
+    nope = (await api.get("/task/status", params={"jobid": "nope"})).json()
+    assert nope["info"] == [{"code": 500, "jobid": "nope", "message": "job nope not found"}]
+    assert (await api.get("/task/status", params={"jobid": "no.pe"})).json()["code"] == "TY0003"
     assert (await api.get("/task/status")).json()["code"] == "TY0002"
 
 

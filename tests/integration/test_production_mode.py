@@ -36,10 +36,12 @@ def test_every_service_refuses_production_without_nats_credentials(service: str)
     assert NEEDS_CREDENTIALS in done.stdout + done.stderr
 
 
-def test_production_settings_on_both_sides() -> None:
-    assert PlatformSettings(mode="production", nats_creds="/etc/tingyu/nats.creds").mode == "production"
+def test_production_settings_on_both_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINGYU_NATS_CREDS", raising=False)  # the suite's own admin credential
+    creds = "/etc/tingyu/nats.creds"
+    assert PlatformSettings(mode="production", nats_creds=creds).mode == "production"
     with pytest.raises(ValueError, match="needs TINGYU_NATS_CREDS"):
-        PlatformSettings(mode="production", nats_creds="")
+        PlatformSettings(mode="production")
     with pytest.raises(ValueError, match="TINGYU_REGISTRY_INSECURE is refused"):
-        PlatformSettings(mode="production", nats_creds="/etc/tingyu/nats.creds", registry_insecure=True)
+        PlatformSettings(mode="production", nats_creds=creds, registry_insecure=True)
     assert PlatformSettings(mode="local", registry_insecure=True).registry_insecure

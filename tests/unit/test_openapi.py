@@ -16,14 +16,21 @@ from tingyu.api.config import ApiSettings
 from tingyu.api.envelope import ok, ok_info
 from tingyu.api.main import create_app
 from tingyu.api.routes import ROUTERS
-from tingyu.api.schemas.containers import ContainerListing, ContainerView, DeploymentName, Found, PodView
+from tingyu.api.schemas.containers import ContainerView, DeploymentName, Found, PodView
 from tingyu.api.schemas.files import FileState
 from tingyu.api.schemas.metering import BandwidthAnswer, ResourceAnswer, bandwidth_body, resources_body
 from tingyu.api.schemas.rollouts import RolloutAccepted
 from tingyu.api.schemas.tasks import TaskState
 from tingyu.api.services import containers, tasks
 from tingyu.common.errors import TingyuError
-from tingyu.common.models.containers import DesiredContainer, NodeObserved, ObservedContainer, PodPhase
+from tingyu.common.models.containers import (
+    ContainerOp,
+    DesiredContainer,
+    FailedAttempt,
+    NodeObserved,
+    ObservedContainer,
+    PodPhase,
+)
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.models.metering import MeteringColumns, MeteringReply, MeteringSummary
 
@@ -122,7 +129,28 @@ def test_item_results_carry_a_jobid_only_once_accepted() -> None:
             {"code": 500, "deploymentname": "b1", "message": "Node is not ready"},
         ],
     }
-    assert _answer("/tingyu/container/start", ok(results, failure)) == _as_before(expected)
+    assert _answer("/tingyu/container/start", containers.verdict(results, ContainerOp.START)) == _as_before(
+        expected
+    )
+
+
+def test_a_lifecycle_call_where_no_name_was_accepted_answers_500_with_the_reasons() -> None:
+    gone = 'deployments.apps "b1" not found'
+    results = [containers.refused("b1", gone)]
+    expected = {
+        "msg": "容器停止失败!",
+        "code": 500,
+        "tycode": "TY0017",
+        "detail": f"b1: {gone}",
+        "data": [{"code": 500, "deploymentname": "b1", "message": gone}],
+    }
+    answer = containers.verdict(results, ContainerOp.STOP)
+    assert _answer("/tingyu/container/stop", answer) == _as_before(expected)
+    not_ready = containers.verdict([containers.refused("c1", "Node is not ready")], ContainerOp.RESTART)
+    assert (not_ready.msg, not_ready.code, not_ready.tycode) == ("容器重启失败!", 500, "TY0019")
+    outside = texts.outside_areas("tingyu-" + "1" * 32, "南京", frozenset({"上海"}))
+    forbidden = containers.verdict([containers.refused("d1", outside)], ContainerOp.START)
+    assert (forbidden.msg, forbidden.code, forbidden.tycode) == ("容器启动失败!", 500, "TY0071")
 
 
 def _desired(name: str) -> DesiredContainer:
@@ -173,9 +201,7 @@ def test_container_reads_keep_the_contract_shapes() -> None:
     pending = {"createtime": "2020-09-13 20:26:40", "podinfo": [{"podname": "web1-3", "podstate": "Pending"}]}
     failed = seen.model_copy(update={"message": "exit 1"})
     listing = [
-        ContainerListing(
-            **dict(containers.container_view(desired, uuid)), **dict(containers.pod_view(desired, None, TZ))
-        ),
+        containers.listing(containers.container_view(desired, uuid), containers.pod_view(desired, None, TZ)),
     ]
     expected = {"msg": "success", "code": 200, "data": [{**spec_view, **pending, "deploymentname": "web1"}]}
     assert _answer("/tingyu/container/list", ok(listing)) == _as_before(expected)
@@ -201,6 +227,54 @@ def test_container_reads_keep_the_contract_shapes() -> None:
         ],
     }
     assert _answer("/tingyu/container/info", ok(answers)) == _as_before(expected)
+
+
+def test_a_rolled_back_change_shows_the_spec_that_runs_and_the_failed_attempt() -> None:
+    desired = _desired("web1")
+    tried = desired.spec.model_copy(update={"imageversion": "2", "image_ref": f"{desired.spec.image}:2"})
+    in_flight = desired.model_copy(update={"spec": tried, "fallback": desired.spec})
+    assert containers.container_view(in_flight, "u").imageversion == "1"  # it runs 1 until 2 succeeds
+    attempt = FailedAttempt(
+        job_id="b" * 32,
+        image=tried.image,
+        imageversion="2",
+        image_ref=tried.image_ref,
+        reason="cannot pull image: manifest unknown",
+        at=1_600_000_001.0,
+    )
+    rolled_back = desired.model_copy(update={"failed": attempt})
+    pod = containers.pod_view(rolled_back, None, TZ)
+    expected = {
+        "msg": "success",
+        "code": 200,
+        "data": [
+            {
+                "code": 200,
+                "data": {
+                    "createtime": "2020-09-13 20:26:40",
+                    "podinfo": [{"podname": "web1-3", "podstate": "Pending"}],
+                    "deploymentname": "web1",
+                    "failedupdate": {
+                        "jobid": "b" * 32,
+                        "imagename": tried.image,
+                        "imageversion": "2",
+                        "image": tried.image_ref,
+                        "message": "cannot pull image: manifest unknown",
+                        "time": "2020-09-13 20:26:41",
+                    },
+                },
+                "message": "success",
+            }
+        ],
+    }
+    answer = ok([Found[PodView](code=200, data=pod, message="success")])
+    assert _answer("/tingyu/container/info", answer) == _as_before(expected)
+    listing = containers.listing(containers.container_view(rolled_back, "u"), pod)
+    assert list(listing.model_dump(exclude_unset=True))[-2:] == ["deploymentname", "failedupdate"]
+    plain = containers.listing(
+        containers.container_view(desired, "u"), containers.pod_view(desired, None, TZ)
+    )
+    assert "failedupdate" not in plain.model_dump(exclude_unset=True)
 
 
 def test_task_states_keep_extensions_and_leave_out_what_is_unknown() -> None:
@@ -279,13 +353,15 @@ def test_metering_fast_answers_are_what_openapi_declares(render: Any, model: Any
 @pytest.mark.parametrize(
     ("error", "msg", "detail"),
     [
-        (texts.missing("name"), "缺少必填参数: name", None),
-        (texts.too_many(1000, "job ids"), "参数值不合法: at most 1000 job ids per request", None),
+        (texts.missing("image_name"), "缺少必填参数: image_name", None),
+        (texts.too_many(1000, "files"), "参数值不合法: at most 1000 files per request", None),
         (
-            texts.bad_time("startDate 2 is after endDate 1"),
-            "时间范围错误: startDate 2 is after endDate 1",
-            None,
+            texts.required("name", "comma-separated deployment names"),
+            "缺少必填参数",
+            "name is required (comma-separated deployment names)",
         ),
+        (texts.over_limit(1000, "job ids"), "参数值不合法", "at most 1000 job ids per request"),
+        (texts.bad_range("startDate 2 is after endDate 1"), "时间范围错误", "startDate 2 is after endDate 1"),
         (texts.version_exists("pcdn", "v1"), "镜像版本已存在! pcdn:v1", None),
         (texts.deployment_gone("web1"), "容器不存在: web1", 'deployments.apps "web1" not found'),
         (

@@ -6,14 +6,13 @@ import pytest
 
 from tests.factories import name
 from tingyu.common.models.containers import ImagePatch
-from tingyu.common.models.rollouts import MemberState, Rollout, RolloutCommand, RolloutStatus
+from tingyu.common.models.rollouts import MemberState, Rollout, RolloutCommand, RolloutStatus, rollout_key
 from tingyu.common.names import new_job_id
 from tingyu.deployer.rollouts.plan import (
     Candidate,
     join,
     member_job_id,
     progress,
-    rollout_key,
     select,
     settle,
     target_count,
@@ -172,14 +171,19 @@ def test_a_call_for_the_same_version_extends_the_run_and_never_lowers_its_target
     assert (lower.percent, len(lower.members), len(lower.jobs)) == (100, 4, 3)
 
 
-def test_a_finished_run_is_reopened_by_a_higher_percent() -> None:
+def test_a_paused_run_is_extended_and_stays_paused() -> None:
     candidates = fleet(4)
     started, _ = join(None, call(50), candidates, 1.0)
     assert started is not None
-    started.status, started.message = RolloutStatus.SUCCEEDED, "success"
-    reopened, replaced = join(started, call(100), candidates, 2.0)
-    assert reopened is not None
-    assert (reopened.status, reopened.message, replaced) == (RolloutStatus.RUNNING, "", None)
+    started.status = RolloutStatus.PAUSED
+    wider, replaced = join(started.model_copy(deep=True), call(100), candidates, 2.0)
+    assert wider is not None
+    assert (wider.run, wider.status, len(wider.members), replaced) == (
+        started.run,
+        RolloutStatus.PAUSED,
+        4,
+        None,
+    )
 
 
 def test_another_version_replaces_an_unfinished_run() -> None:
@@ -194,18 +198,23 @@ def test_another_version_replaces_an_unfinished_run() -> None:
 
 
 @pytest.mark.parametrize("status", [RolloutStatus.ABORTED, RolloutStatus.FAILED, RolloutStatus.SUCCEEDED])
-def test_a_finished_run_is_never_superseded_and_an_aborted_one_is_never_extended(
+def test_a_call_after_a_run_ended_starts_a_new_run_over_the_fleet_as_it_is_now(
     status: RolloutStatus,
 ) -> None:
-    candidates = fleet(4)
-    old, _ = join(None, call(50), candidates, 1.0)
+    old, _ = join(None, call(100), fleet(4), 1.0)
     assert old is not None
     old.status = status
-    again = call(50)
-    after, replaced = join(old, again, candidates, 2.0)
+    again = call(100)
+    now = fleet(6)
+    after, replaced = join(old, again, now, 2.0)
     assert after is not None
-    assert replaced is None
-    assert after.run == (again.job_id if status == RolloutStatus.ABORTED else old.run)
+    assert replaced is None  # a run that ended is never superseded
+    assert (after.run, after.status, after.total, len(after.members)) == (
+        again.job_id,
+        RolloutStatus.RUNNING,
+        6,
+        6,
+    )
 
 
 @pytest.mark.parametrize(
@@ -231,3 +240,30 @@ def test_abort_threshold_on_both_sides_of_its_boundary(
         member.state = MemberState.FAILED if index < failed else MemberState.UPDATED
     settle(plan, threshold=threshold, min_executed=min_executed)
     assert plan.status == status, plan.message
+
+
+def test_members_whose_deployment_is_gone_drop_out_and_stale_done_ones_are_pending_again() -> None:
+    plan = rollout(100)
+    first = [Candidate(name(), "tingyu-a", "1") for _ in range(3)]
+    select(plan, first)
+    assert plan.target == 3
+    for member in plan.members.values():
+        member.state = MemberState.UPDATED
+    gone, recreated, kept = first
+    fresh = Candidate(name(), "tingyu-a", "1")
+    select(plan, [Candidate(recreated.name, "tingyu-b", "1"), Candidate(kept.name, "tingyu-a", "2"), fresh])
+    assert gone.name not in plan.members
+    assert (plan.total, plan.target) == (3, 3)
+    assert plan.members[recreated.name].state == MemberState.PENDING
+    assert plan.members[recreated.name].node_uuid == "tingyu-b"
+    assert plan.members[kept.name].state == MemberState.UPDATED
+    assert plan.members[fresh.name].state == MemberState.PENDING
+
+
+def test_a_paused_rollout_is_not_settled() -> None:
+    plan = rollout(100)
+    select(plan, [Candidate(name(), "tingyu-a", "2")])
+    plan.status = RolloutStatus.PAUSED
+    settle(plan, 0.2, 1)
+    assert plan.status == RolloutStatus.PAUSED
+    assert not plan.status.final

@@ -103,6 +103,13 @@ class DeploymentExists(TingyuError):
     default_msg = "容器名已存在!"
 
 
+class NodeNotReady(TingyuError):
+    """The machine has not sent a heartbeat lately, so nothing is sent to it."""
+
+    code = "TY0019"
+    default_msg = "节点未就绪!"
+
+
 class ImageNotFound(TingyuError):
     """The image is not in the catalog."""
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import docker
+import requests
 from docker import errors as docker_errors
 
 from tingyu.agent import docker_files
@@ -38,12 +39,14 @@ class DockerRuntime:
         registry_password: str = "",
         pull_timeout_s: float = 600.0,
         stop_timeout_s: float = 10.0,
+        start_settle_s: float = 1.0,
     ) -> None:
         self.client = client
         self.registry = registry
         self.auth = {"username": registry_user, "password": registry_password} if registry_user else None
         self.pull_timeout_s = pull_timeout_s
         self.stop_timeout_s = int(max(stop_timeout_s, 0))
+        self.start_settle_s = start_settle_s
 
     @classmethod
     def connect(cls, docker_host: str = "", timeout_s: float = 60.0, **options: Any) -> DockerRuntime:
@@ -130,12 +133,29 @@ class DockerRuntime:
 
     async def start(self, container_id: str) -> None:
         await self._call(self.client.api.start, container_id)
+        await self._settle(container_id)
 
     async def stop(self, container_id: str) -> None:
         await self._call(self.client.api.stop, container_id, timeout=self.stop_timeout_s)
 
     async def restart(self, container_id: str) -> None:
         await self._call(self.client.api.restart, container_id, timeout=self.stop_timeout_s)
+        await self._settle(container_id)
+
+    async def _settle(self, container_id: str) -> None:
+        """A container that exits within `start_settle_s` of its start did not start. Without this
+        wait a crash right after the start reads Running for a moment (its restart policy starts it
+        again), and the job of a change of spec would succeed instead of rolling back."""
+        if self.start_settle_s <= 0:
+            return
+        try:
+            exited = await self._call(
+                self.client.api.wait, container_id, timeout=self.start_settle_s, condition="not-running"
+            )
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return  # still running after the settle time: started
+        code = int(exited.get("StatusCode") or 0)
+        raise RuntimeFailure(f"exited with code {code} right after it started")
 
     async def remove(self, container_id: str) -> None:
         try:

@@ -1,6 +1,6 @@
 """Heartbeats on core NATS: cheap, fire-and-forget, full facts only when they matter.
 
-Facts ride on the first beat, on change and every `facts_every` beats. Each beat names a reply
+Facts ride on the first six beats, on change and every `facts_every` beats. Each beat names a reply
 subject of this agent's own: when the node registry hears a beat from a machine it does not know
 (it started after the agent, or lost the record), it answers there, and the agent sends its facts
 at once instead of waiting for the next periodic full beat. So a machine is Ready within one
@@ -23,6 +23,9 @@ from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
 
+# The first beats all carry the facts: a machine is known as soon as the registry hears one of them.
+STARTUP_FACT_BEATS = 6
+
 
 async def heartbeat_loop(
     bus: Bus,
@@ -34,7 +37,7 @@ async def heartbeat_loop(
     facts_every: int,
     simulated: bool = False,
 ) -> None:
-    """Beat every `every_s` until `stop`; facts ride on the first beat, on change, every `facts_every`,
+    """Beat every `every_s` until `stop`; facts ride on the first beats, on change, every `facts_every`,
     and whenever the registry asks for them."""
     subject = subjects.heartbeat(uuid)
     asked = asyncio.Event()
@@ -46,6 +49,7 @@ async def heartbeat_loop(
     asks = await bus.nc.subscribe(inbox, cb=on_ask)
     sent_digest = ""
     since_facts = 0
+    early = STARTUP_FACT_BEATS  # the registry may start after us: a beat it missed must not cost minutes
     try:
         while not stop.is_set():
             try:
@@ -58,7 +62,9 @@ async def heartbeat_loop(
             digest = facts.digest()
             wanted = asked.is_set()
             asked.clear()
-            with_facts = wanted or digest != sent_digest or since_facts >= max(facts_every, 1) - 1
+            with_facts = (
+                wanted or early > 0 or digest != sent_digest or since_facts >= max(facts_every, 1) - 1
+            )
             if wanted:
                 log.info("the node registry asked for this machine's facts")
             beat = Heartbeat(
@@ -71,6 +77,7 @@ async def heartbeat_loop(
             if await _emit(bus, subject, beat, inbox):
                 sent_digest = digest if with_facts else sent_digest
                 since_facts = 0 if with_facts else since_facts + 1
+                early = max(early - 1, 0)
             # After answering an ask, a whole period passes before the next: a registry that
             # cannot take these facts gets one beat per period, never a tight loop.
             if await _wait(stop, None if wanted else asked, every_s):

@@ -43,6 +43,7 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
         registry_password=platform.registry_password,
         pull_timeout_s=settings.pull_timeout_s,
         stop_timeout_s=settings.stop_timeout_s,
+        start_settle_s=settings.start_settle_s,
     )
     service.stack.callback(log.info, "agent %s stopped", identity.uuid)
     service.stack.callback(runtime.close)

@@ -19,10 +19,12 @@ from tingyu.agent.runtime import (
     LABEL_REVISION,
     LABEL_SPEC,
     CreateRequest,
+    PullFailure,
     Runtime,
     RuntimeContainer,
     RuntimeFailure,
     podname,
+    pull_failure,
     spec_hash,
 )
 from tingyu.common.models.containers import (
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 class _Outcome:
     container: RuntimeContainer | None
     error: str = ""
+    waiting: bool = False  # the error may pass (an unreachable registry): Pending, not Failed
 
 
 class Reconciler:
@@ -76,7 +79,7 @@ class Reconciler:
                     self.applied.forget(name)
             self.applied.save()
         return {
-            name: observe(wanted[name], out.container, out.error)
+            name: observe(wanted[name], out.container, out.error, waiting=out.waiting)
             for name, out in zip(names, outcomes, strict=True)
         }
 
@@ -84,6 +87,9 @@ class Reconciler:
         async with self._slots:
             try:
                 container = await self._apply(desired, container)
+            except PullFailure as exc:
+                log.warning("%s: %s", desired.name, exc)
+                return _Outcome(await self._reinspect(container), str(exc), waiting=not exc.permanent)
             except RuntimeFailure as exc:
                 log.warning("%s: %s", desired.name, exc)
                 return _Outcome(await self._reinspect(container), str(exc))
@@ -131,8 +137,10 @@ class Reconciler:
             raise RuntimeFailure(f"refused by the edge policy: {refusal}")
         try:
             await self.runtime.pull(image_ref)
+        except PullFailure:
+            raise
         except RuntimeFailure as exc:
-            raise RuntimeFailure(f"cannot pull image {image_ref}: {exc}") from exc
+            raise pull_failure(image_ref, str(exc)) from exc
 
     def _request(self, desired: DesiredContainer, digest: str) -> CreateRequest:
         labels = {
@@ -160,11 +168,14 @@ class Reconciler:
 
 
 def observe(
-    desired: DesiredContainer, container: RuntimeContainer | None, error: str = ""
+    desired: DesiredContainer, container: RuntimeContainer | None, error: str = "", *, waiting: bool = False
 ) -> ObservedContainer:
-    """The report of one deployment after a pass, at the revision that pass applied."""
+    """The report of one deployment after a pass, at the revision that pass applied.
+
+    An error that may pass (`waiting`) reads Pending with its text: the job waits for its deadline.
+    """
     digest = spec_hash(desired.spec)
-    phase, message = _phase(desired.state, container, error)
+    phase, message = (PodPhase.PENDING, error) if waiting else _phase(desired.state, container, error)
     return ObservedContainer(
         name=desired.name,
         revision=desired.revision,

@@ -26,6 +26,35 @@ class RuntimeFailure(Exception):
     """The engine refused an operation; the text is the engine's own and ends up in the report."""
 
 
+class PullFailure(RuntimeFailure):
+    """An image could not be fetched; `permanent` when waiting cannot help (no such tag or repository)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# Registry answers that say the image is not there (or not ours to take): retrying cannot help.
+_PERMANENT_PULL_ERRORS = (
+    "manifest unknown",
+    "not found",
+    "unknown tag",
+    "does not exist",
+    "name unknown",
+    "invalid reference format",
+    "pull access denied",
+    "unauthorized",
+    "denied",
+)
+
+
+def pull_failure(image_ref: str, engine_text: str) -> PullFailure:
+    """The engine's pull error, judged permanent (fail the change now) or transient (wait and retry)."""
+    lowered = engine_text.lower()
+    permanent = any(marker in lowered for marker in _PERMANENT_PULL_ERRORS)
+    return PullFailure(f"cannot pull image {image_ref}: {engine_text}", permanent=permanent)
+
+
 class FileTooLarge(RuntimeFailure):
     """A file asked for is bigger than the limit; the text gives both sizes."""
 

@@ -123,8 +123,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         kind, text = _describe(list(exc.errors()))
-        err = kind(f"{kind.default_msg}: {text}")
-        return JSONResponse(error_body(err), status_code=200)
+        return JSONResponse(error_body(kind(detail=text)), status_code=200)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

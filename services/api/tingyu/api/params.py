@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 
 from tingyu.api import texts
 from tingyu.api.config import ApiSettings
 from tingyu.api.deps import SettingsDep
 from tingyu.api.services.audit import AuditQuery
 from tingyu.common import timefmt
+from tingyu.common.errors import InvalidOperator
+from tingyu.common.models.nodes import OPERATORS
 from tingyu.common.names import (
     is_deployment_name,
     is_image_name,
     is_image_tag,
-    is_job_id,
     is_node_uuid,
     is_nodename,
     split_csv,
@@ -36,24 +37,32 @@ MAX_PATH = 4096
 # --- comma-separated lists ------------------------------------------------------------------------
 
 
-def comma_list(text: str, param: str, limit: int, items: str) -> list[str]:
-    """`a, b,,c` -> [a, b, c]; missing when empty, refused above `limit` (`items` names them)."""
+def comma_list(text: str, param: str, limit: int, items: str, hint: str) -> list[str]:
+    """`a, b,,c` -> [a, b, c], each once, in the order given; missing when empty (`hint` says what
+    `param` holds), refused above `limit` (`items` names them)."""
     values = split_csv(text)
     if not values:
-        raise texts.missing(param)
+        raise texts.required(param, hint)
     if len(values) > limit:
-        raise texts.too_many(limit, items)
-    return values
+        raise texts.over_limit(limit, items)
+    return list(dict.fromkeys(values))
 
 
-def identifiers(
-    text: str, param: str, limit: int, items: str, *, valid: Callable[[str], bool], form: str
-) -> list[str]:
-    """The distinct values of a comma-separated parameter, in order; refused if one is not of its `form`."""
-    values = list(dict.fromkeys(comma_list(text, param, limit, items)))
+@dataclass(frozen=True)
+class Form:
+    """What one value of a comma-separated identifier parameter must be."""
+
+    valid: Callable[[str], bool]
+    one: str  # the form of one value, for a refusal
+    hint: str  # what the parameter holds, for a missing one
+
+
+def identifiers(text: str, param: str, limit: int, items: str, form: Form) -> list[str]:
+    """The distinct values of a comma-separated parameter, in order; refused if one is not of its form."""
+    values = comma_list(text, param, limit, items, form.hint)
     for value in values:
-        if not valid(value):
-            raise texts.malformed(param, value, form)
+        if not form.valid(value):
+            raise texts.malformed(param, value, form.one)
     return values
 
 
@@ -62,22 +71,41 @@ def is_machine(value: str) -> bool:
     return is_node_uuid(value) or is_nodename(value)
 
 
-def deployment_list(text: str, limit: int) -> list[str]:
+# The contract's own example asks `/task/status?jobid=jobid` and shows a per-item answer: a value
+# that may be a key is answered (`job <id> not found` when the platform never made it); one with
+# other characters, or longer, can never be a job and is refused.
+_JOB_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_job_token(value: str) -> bool:
+    """Letters, digits, `-` and `_`, at most 64: a value that may be asked for as a job id."""
+    return bool(_JOB_TOKEN.fullmatch(value))
+
+
+DEPLOYMENT = Form(
+    is_deployment_name,
+    "a deployment name (DNS-1123 label, 1-63 characters)",
+    "comma-separated deployment names",
+)
+JOB = Form(is_job_token, "a job id (letters, digits, - or _, at most 64)", "comma-separated job ids")
+MACHINE = Form(
+    is_machine, "a machine uuid (tingyu-<32 hex>) or nodename", "machine nodenames or uuids, comma-separated"
+)
+
+
+def deployment_list(text: str, limit: int, param: str = "name") -> list[str]:
     """The named deployments, each once, in the order given."""
-    form = "a deployment name (DNS-1123 label, 1-63 characters)"
-    return identifiers(text, "name", limit, "names", valid=is_deployment_name, form=form)
+    return identifiers(text, param, limit, "names", DEPLOYMENT)
 
 
 def job_id_list(text: str, limit: int) -> list[str]:
     """The job ids asked for, each once, in the order given."""
-    form = "a job id (32 lower-case hex digits)"
-    return identifiers(text, "jobid", limit, "job ids", valid=is_job_id, form=form)
+    return identifiers(text, "jobid", limit, "job ids", JOB)
 
 
 def node_list(text: str, limit: int) -> list[str]:
     """Machine uuids or nodenames, each once, in the order given."""
-    form = "a machine uuid (tingyu-<32 hex>) or nodename"
-    return identifiers(text, "name", limit, "names", valid=is_machine, form=form)
+    return identifiers(text, "name", limit, "names", MACHINE)
 
 
 async def deployment_names(
@@ -98,9 +126,9 @@ async def node_names(
     return node_list(name, settings.max_items)
 
 
-async def machine(uuid: str = Query("", description="Machine uuid, tingyu-<32 hex>")) -> str:
+async def machine(uuid: str = Query("", description="Machine uuid (tingyu-<32 hex>) or nodename")) -> str:
     if not uuid:
-        raise texts.missing("uuid")
+        raise texts.required("uuid", "a machine uuid or nodename")
     return uuid
 
 
@@ -124,11 +152,11 @@ def required(value: str, param: str) -> str:
 def wire_time(param: str, text: str, tz: str) -> float:
     """A contract time (`yyyy-MM-dd HH:mm:ss`, platform time zone) as epoch seconds."""
     if not text:
-        raise texts.missing(param)
+        raise texts.required(param, "yyyy-MM-dd HH:mm:ss")
     try:
         return timefmt.from_wire(text, tz)
     except ValueError as exc:
-        raise texts.bad_time(f"{param} '{text}' is not yyyy-MM-dd HH:mm:ss") from exc
+        raise texts.bad_range(f"{param} '{text}' is not yyyy-MM-dd HH:mm:ss") from exc
 
 
 def time_range(start_date: str, end_date: str, settings: ApiSettings) -> tuple[float, float]:
@@ -136,9 +164,9 @@ def time_range(start_date: str, end_date: str, settings: ApiSettings) -> tuple[f
     tz = settings.platform.timezone
     start, end = wire_time("startDate", start_date, tz), wire_time("endDate", end_date, tz)
     if start > end:
-        raise texts.bad_time(f"startDate {start_date} is after endDate {end_date}")
+        raise texts.bad_range(f"startDate {start_date} is after endDate {end_date}")
     if end - start > settings.max_range_days * 86400:
-        raise texts.bad_time(
+        raise texts.bad_range(
             f"the range is longer than {settings.max_range_days} days; ask for a shorter one"
         )
     return start, end
@@ -159,29 +187,53 @@ TimeRange = Annotated[tuple[float, float], Depends(dates)]
 # --- image names ----------------------------------------------------------------------------------
 
 
-def split_image_version(text: str) -> tuple[str, str]:
+def split_image_version(text: str, param: str = "imageVersion") -> tuple[str, str]:
     """`name:version` split at its last colon (a registry host may carry a port)."""
     name, sep, version = text.rpartition(":")
     if not sep or not name or not version or "/" in version:
-        raise texts.invalid(f"imageVersion '{text}' is not name:version")
+        raise texts.not_allowed(f"{param} '{text}' is not name:version")
     return name, version
 
 
-async def image_version(
-    imageVersion: str = Query("", description="name:version (none: every container)"),
-) -> tuple[str, str]:
-    """(image, version), or ("", "") when not given."""
-    text = imageVersion.strip()
-    return split_image_version(text) if text else ("", "")
+def version_filter(image_version: str, image: str) -> tuple[str, str]:
+    """The (image, version) of a by-version query; the contract names the parameter both ways.
+
+    `imageVersion=name:version` or `image=name:version`: that version; `image=name` alone: every
+    version of that image; `image=name&imageVersion=version`: that version; nothing: everything.
+    """
+    image_version, image = image_version.strip(), image.strip()
+    if image and image_version:
+        name, version = image_version.rpartition(":")[::2] if ":" in image_version else (image, image_version)
+        if name != image:
+            raise texts.not_allowed(f"image '{image}' and imageVersion '{image_version}' disagree")
+        return name, version
+    if image_version:
+        return split_image_version(image_version)
+    if image and ":" in image.rsplit("/", 1)[-1]:
+        return split_image_version(image, "image")
+    return image, ""
 
 
 async def image_version_or_image(
-    imageVersion: str = Query("", description="name:version (none: every container)"),
-    image: str = Query("", description="read as imageVersion when that is absent"),
+    imageVersion: str = Query(
+        "", description="name:version, or a version of `image` (none: every container)"
+    ),
+    image: str = Query("", description="name:version, or a name alone for every version of it"),
 ) -> tuple[str, str]:
-    """Like `image_version`, with `image` read as an alias (the contract's example uses both)."""
-    text = (imageVersion or image).strip()
-    return split_image_version(text) if text else ("", "")
+    """(image, version) of a by-version query, in either of the contract's spellings."""
+    return version_filter(imageVersion, image)
+
+
+def only(*allowed: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A metering route's dependency refusing query parameters it does not read (besides the dates)."""
+    known = sorted({"startDate", "endDate", *allowed})
+
+    async def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(known))
+        if unknown:
+            raise texts.unknown_parameters(unknown, known)
+
+    return check
 
 
 async def image_any_version(
@@ -234,12 +286,39 @@ async def upload_notes(
     return UploadNotes(image_url=bounded(image_url, "image_url", limit), detail=detail)
 
 
-ImageVersion = Annotated[tuple[str, str], Depends(image_version)]
 ImageAnyVersion = Annotated[tuple[str, str], Depends(image_any_version)]
 ImageVersionOrImage = Annotated[tuple[str, str], Depends(image_version_or_image)]
 SearchWord = Annotated[str, Depends(search_word)]
 UploadTarget = Annotated[tuple[str, str], Depends(upload_target)]
 UploadNotesDep = Annotated[UploadNotes, Depends(upload_notes)]
+
+
+# --- rollouts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutTarget:
+    """Which rollout a request reads or steers: one per (area, operator, image)."""
+
+    area: str
+    operator: str
+    image: str
+
+
+async def rollout_target(
+    area: str = Query("", description="The rollout's area"),
+    operator: str = Query("", description="移动, 联通 or 电信"),
+    image: str = Query("", description="The rollout's image name"),
+) -> RolloutTarget:
+    """The operator first, whatever else is wrong (as updateByInherit judges it)."""
+    if operator not in OPERATORS:
+        raise InvalidOperator()
+    if not area.strip() or not image.strip():
+        raise texts.required_together("area, operator and image")
+    return RolloutTarget(area=area.strip(), operator=operator, image=image.strip())
+
+
+RolloutTargetDep = Annotated[RolloutTarget, Depends(rollout_target)]
 
 
 # --- file paths -----------------------------------------------------------------------------------

@@ -12,17 +12,24 @@ from tingyu.common.models.nodes import NodeRecord
 from tingyu.common.names import is_deployment_name, is_image_name, is_job_id, is_node_uuid
 
 
-async def node(bus: Bus, uuid: str) -> NodeRecord:
-    """The machine's registry record; TY0015 when the uuid is unknown."""
+def node_key(name: str) -> str:
+    """A machine named by its uuid (`tingyu-<32 hex>`) or its nodename (`<32 hex>`) -> its uuid.
+    Nothing is trimmed: `tingyu-<32 hex>\n` is no machine's name."""
+    return name if name.startswith("tingyu-") else f"tingyu-{name}"
+
+
+async def node(bus: Bus, name: str) -> NodeRecord:
+    """The machine named by uuid or nodename; TY0015 when unknown (or not a machine name at all)."""
+    uuid = node_key(name)
     record = await bus.store(subjects.NODES).get(uuid) if is_node_uuid(uuid) else None
     if record is None:
         raise NodeNotFound()
     return record
 
 
-async def find_node(bus: Bus, uuid: str) -> NodeRecord | None:
+async def find_node(bus: Bus, name: str) -> NodeRecord | None:
     try:
-        return await node(bus, uuid)
+        return await node(bus, name)
     except NodeNotFound:
         return None
 

@@ -1,6 +1,10 @@
 """The API's refusal texts, each built by one constructor (the contract's wording where it has one).
 
-A refusal of the whole request is an error: its kind's own message, a colon, what exactly is wrong.
+A refusal of the whole request is an error. On the contract's own interfaces (containers, nodes,
+tasks, metering, rollouts) `msg` is its kind's own message, in the contract's language, and `detail`
+says in English what exactly is wrong (`reason`, `required`, `over_limit`, `not_allowed`,
+`bad_range`); the image and file interfaces keep their kind's message, a colon, and what is wrong
+(`refusal`, `missing`, `invalid`, `too_many`, `bad_time`).
 A refusal of one item of a request is the `message` of that item's result.
 """
 
@@ -20,6 +24,7 @@ from tingyu.common.errors import (
     InvalidTimeRange,
     JobNotFound,
     MissingParameter,
+    RolloutNotFound,
     TingyuError,
     Unavailable,
 )
@@ -55,11 +60,6 @@ def shown(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:80] + "…")
 
 
-def malformed(param: str, value: str, form: str) -> InvalidParameter:
-    """A value of `param` that is not of its exact form (an identifier, before it is looked up)."""
-    return invalid(f"{param} {shown(value)} is not {form}")
-
-
 def too_long(param: str, limit: int, setting: str) -> InvalidParameter:
     """A free-text value over its byte limit (`setting` names the variable that sets it)."""
     return invalid(f"{param} is longer than {limit} bytes ({setting})")
@@ -67,6 +67,62 @@ def too_long(param: str, limit: int, setting: str) -> InvalidParameter:
 
 def bad_time(text: str) -> InvalidTimeRange:
     return refusal(InvalidTimeRange, text)
+
+
+# --- refusals with the reason in `detail` -------------------------------------------------------------
+
+
+def reason(kind: type[E], text: str) -> E:
+    """`kind`'s own message, and what exactly is wrong (English) in `detail`."""
+    return kind(detail=text)
+
+
+def required(param: str, hint: str = "") -> MissingParameter:
+    """`param` is absent or empty; `hint` says what it holds."""
+    return reason(MissingParameter, f"{param} is required" + (f" ({hint})" if hint else ""))
+
+
+def empty_body(item: str) -> MissingParameter:
+    """A body that lists nothing."""
+    return reason(MissingParameter, f"the body must list at least one {item}")
+
+
+def required_together(params: str) -> MissingParameter:
+    return reason(MissingParameter, f"{params} are required")
+
+
+def over_limit(limit: int, what: str) -> InvalidParameter:
+    """More items in one request than the configured limit."""
+    return reason(InvalidParameter, f"at most {limit} {what} per request")
+
+
+def not_allowed(text: str) -> InvalidParameter:
+    return reason(InvalidParameter, text)
+
+
+def malformed(param: str, value: str, form: str) -> InvalidParameter:
+    """A value of `param` that is not of its exact form (an identifier, before it is looked up)."""
+    return not_allowed(f"{param} {shown(value)} is not {form}")
+
+
+def bad_range(text: str) -> InvalidTimeRange:
+    return reason(InvalidTimeRange, text)
+
+
+def unknown_parameters(unknown: list[str], known: list[str]) -> InvalidParameter:
+    """A query parameter the interface does not read: an ignored filter is an error, not silence."""
+    return not_allowed(f"unknown parameter {', '.join(unknown)}; this interface reads {', '.join(known)}")
+
+
+def no_rollout() -> RolloutNotFound:
+    return reason(RolloutNotFound, "no rollout of that image was started in that area and operator")
+
+
+def rollout_ended(status: str, action: str) -> InvalidParameter:
+    return not_allowed(
+        f"the rollout's last run is {status}; it cannot be {action}d "
+        "(a new updateByInherit call starts a new run)"
+    )
 
 
 # --- per-item messages ------------------------------------------------------------------------------
@@ -95,10 +151,18 @@ def cannot_move(name: str, node_uuid: str) -> str:
     return f"deployment {name} runs on {node_uuid}; it cannot move machines"
 
 
+_OUTSIDE = "; this token may act only on "
+
+
 def outside_areas(node_uuid: str, area: str, areas: frozenset[str]) -> str:
     """Per item: the token may not act on this machine's area."""
     allowed = ", ".join(sorted(areas))
-    return f"machine {node_uuid} is in area {area or '(none)'}; this token may act only on {allowed}"
+    return f"machine {node_uuid} is in area {area or '(none)'}{_OUTSIDE}{allowed}"
+
+
+def is_outside_areas(message: str) -> bool:
+    """Whether a per-item message is `outside_areas`'."""
+    return message.startswith("machine ") and _OUTSIDE in message
 
 
 def job_not_found(job_id: str) -> str:

@@ -22,7 +22,7 @@ async def setup(service: Service) -> None:
     jobs = JobStore(bus)
     commands = Commands(bus, jobs, settings.job_timeout_s)
     reports = Reports(bus, jobs)
-    deadlines = Deadlines(jobs)
+    deadlines = Deadlines(bus, jobs)
     files = Files(bus, jobs, settings.file_timeout_s, settings.file_agent_wait_s)
     rollouts = RolloutCommands(bus, jobs)
     loop = RolloutLoop(bus, jobs, settings)

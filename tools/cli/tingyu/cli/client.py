@@ -50,4 +50,10 @@ def fail(answer: dict[str, Any]) -> int:
     """Print a refusal (its TY code, message and detail) and answer the exit code 1."""
     detail = f" ({answer['detail']})" if answer.get("detail") else ""
     print(f"error {answer.get('code')}: {answer.get('msg')}{detail}", file=sys.stderr)
+    if answer.get("code") == "TY0070":
+        print(
+            f"next: export {TOKEN_ENV}=<a token> (on the machine running `tingyu up`: "
+            f"`export {TOKEN_ENV}=$(cat {LOCAL_ADMIN_TOKEN})`, or run from the folder holding var/)",
+            file=sys.stderr,
+        )
     return 1

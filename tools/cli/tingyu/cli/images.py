@@ -68,7 +68,12 @@ def _chunks(path: Path, total: int) -> Iterator[bytes]:
 def push_image(args: argparse.Namespace) -> int:
     path: Path = args.file
     if not path.is_file():
-        print(f"error: {path} is not a file", file=sys.stderr)
+        print(
+            f"error: {path} is not a file.\n"
+            f"next: save an image first, e.g. `docker save myimage:1 -o {path}` "
+            "(no image at hand? `tingyu up` puts a demo image into the catalog: `tingyu image ls demo`)",
+            file=sys.stderr,
+        )
         return 2
     params = {"image_name": args.name, "version": args.version, "detail": args.detail}
     if args.image_url:

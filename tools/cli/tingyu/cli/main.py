@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import httpx
+
 from tingyu.cli import audit, dead, images, node, sim, tokens, up
 
 COMMANDS = [up, images, sim, dead, tokens, audit, node]
@@ -16,7 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     for module in COMMANDS:
         module.register(commands)
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except httpx.ConnectError as exc:
+        where = getattr(args, "api", "") or "the API"
+        print(
+            f"error: cannot reach {where} ({exc}).\n"
+            "next: start the platform with `make up` (it prints `Tingyu is up` when ready), "
+            "or point --api at a running one.",
+            file=sys.stderr,
+        )
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}.\nnext: run `make deps` (installs docker.io, docker-registry, busybox-static).")
+        return 2
     return result
 
 

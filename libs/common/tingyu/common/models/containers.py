@@ -90,8 +90,24 @@ class DesiredState(StrEnum):
     ABSENT = "absent"
 
 
+class FailedAttempt(Message):
+    """A change of spec that did not take and was rolled back: what it tried and why it failed."""
+
+    job_id: str
+    image: str
+    imageversion: str
+    image_ref: str
+    reason: str
+    at: float
+
+
 class DesiredContainer(Message):
-    """One deployment as the deployer wants it; `revision` grows with every accepted operation."""
+    """One deployment as the deployer wants it; `revision` grows with every accepted operation.
+
+    A change of spec (update, upgrade) is a transaction: `fallback` keeps the last spec that ran
+    until the change's job succeeds; if it fails, the spec goes back to `fallback` and the attempt
+    is kept in `failed`.
+    """
 
     name: str
     spec: ContainerSpec
@@ -100,6 +116,13 @@ class DesiredContainer(Message):
     restarts: int = 0
     job_id: str
     created_at: float
+    fallback: ContainerSpec | None = None
+    failed: FailedAttempt | None = None
+
+    @property
+    def running_spec(self) -> ContainerSpec:
+        """The spec the machine runs while a change is in flight (else the desired one)."""
+        return self.fallback or self.spec
 
 
 class NodeDesired(Message):

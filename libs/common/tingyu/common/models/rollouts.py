@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import ClassVar
 
@@ -10,6 +11,11 @@ from pydantic import Field
 from tingyu.common.models.base import Message
 from tingyu.common.models.containers import ImagePatch
 from tingyu.common.models.jobs import Command, JobKind
+
+
+def rollout_key(area: str, operator: str, image: str) -> str:
+    """The rollout id: one rollout per (area, operator, image), whatever the target version."""
+    return hashlib.sha256(f"{area}\x1f{operator}\x1f{image}".encode()).hexdigest()
 
 
 class RolloutCommand(Command):
@@ -31,17 +37,18 @@ class RolloutCommand(Command):
 
 
 class RolloutStatus(StrEnum):
-    """Where a rollout run stands; every status but `running` is final for its run."""
+    """Where a rollout run stands; every status but `running` and `paused` is final for its run."""
 
     RUNNING = "running"
+    PAUSED = "paused"  # by request: nothing new is issued until it is resumed
     SUCCEEDED = "succeeded"  # every targeted container runs the new version
     FAILED = "failed"  # every targeted container was tried; some failed (fewer than the abort threshold)
-    ABORTED = "aborted"  # failures passed the threshold: nothing more is issued
+    ABORTED = "aborted"  # failures passed the threshold, or aborted by request: nothing more is issued
     SUPERSEDED = "superseded"  # a call with another target version replaced it
 
     @property
     def final(self) -> bool:
-        return self != RolloutStatus.RUNNING
+        return self not in (RolloutStatus.RUNNING, RolloutStatus.PAUSED)
 
 
 class MemberState(StrEnum):

@@ -16,6 +16,7 @@ from tingyu.api.schemas.containers import (
     Found,
     InheritUpdate,
     ItemResult,
+    LifecycleAnswer,
     PodView,
 )
 from tingyu.api.services import containers
@@ -27,10 +28,6 @@ router = APIRouter(
 
 ItemsBody = Annotated[list[ContainerItem], Body()]
 Results = Envelope[list[ItemResult]]
-
-
-def verdict(results: list[ItemResult], success: str, failure: str) -> Results:
-    return ok(results, success if containers.all_accepted(results) else failure)
 
 
 @router.post("/create", response_model=Results)
@@ -47,7 +44,8 @@ async def update_by_name(who: Operator, bus: BusDep, settings: SettingsDep, item
 
 @router.post("/inheritUpdate", response_model=Results)
 async def inherit_update(who: Operator, bus: BusDep, settings: SettingsDep, body: InheritUpdate) -> Results:
-    """Move the named containers to another image version, keeping the rest of their spec."""
+    """Move the named containers to another image version, keeping the rest of their spec; names are
+    judged before the image. A failed upgrade is rolled back to the spec that ran."""
     return ok(await containers.inherit_update(bus, settings, body, caller=who))
 
 
@@ -57,25 +55,22 @@ async def delete(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
     return ok(await containers.lifecycle(bus, names, ContainerOp.DELETE, caller=who))
 
 
-@router.post("/start", response_model=Results)
-async def start(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
+@router.post("/start", response_model=LifecycleAnswer)
+async def start(who: Operator, bus: BusDep, names: DeploymentNames) -> LifecycleAnswer:
     """Start stopped containers; `data` (an extension) carries a jobid per name."""
-    results = await containers.lifecycle(bus, names, ContainerOp.START, caller=who)
-    return verdict(results, "启动成功!", "部分容器启动失败,详见data")
+    return await containers.operate(bus, names, ContainerOp.START, caller=who)
 
 
-@router.post("/stop", response_model=Results)
-async def stop(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
+@router.post("/stop", response_model=LifecycleAnswer)
+async def stop(who: Operator, bus: BusDep, names: DeploymentNames) -> LifecycleAnswer:
     """Stop containers; they stay stopped until started (restart policy does not revive them)."""
-    results = await containers.lifecycle(bus, names, ContainerOp.STOP, caller=who)
-    return verdict(results, "停止成功!", "部分容器停止失败,详见data")
+    return await containers.operate(bus, names, ContainerOp.STOP, caller=who)
 
 
-@router.post("/restart", response_model=Results)
-async def restart(who: Operator, bus: BusDep, names: DeploymentNames) -> Results:
+@router.post("/restart", response_model=LifecycleAnswer)
+async def restart(who: Operator, bus: BusDep, names: DeploymentNames) -> LifecycleAnswer:
     """Restart containers (a stopped one is started)."""
-    results = await containers.lifecycle(bus, names, ContainerOp.RESTART, caller=who)
-    return verdict(results, "重启成功!", "部分容器重启失败,详见data")
+    return await containers.operate(bus, names, ContainerOp.RESTART, caller=who)
 
 
 @router.post("/get", response_model=Envelope[list[Found[ContainerView]]])
@@ -97,5 +92,5 @@ async def info(bus: BusDep, settings: SettingsDep, names: DeploymentNames) -> En
 async def list_by_node(
     bus: BusDep, settings: SettingsDep, uuid: MachineUuid
 ) -> Envelope[list[ContainerListing]]:
-    """Every container of one machine, with its spec and pod state."""
+    """Every container of one machine (by uuid or nodename), with its spec and pod state."""
     return ok(await containers.of_machine(bus, settings, uuid))

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from tingyu.api.deps import BusDep, SettingsDep, caller
 from tingyu.api.envelope import EnvelopeRoute
-from tingyu.api.params import ImageAnyVersion, ImageVersion, ImageVersionOrImage, TimeRange
+from tingyu.api.params import ImageAnyVersion, ImageVersionOrImage, TimeRange, only
 from tingyu.api.schemas.metering import BandwidthAnswer, ResourceAnswer, bandwidth_body, resources_body
 from tingyu.api.services import metering
 from tingyu.common.models.metering import MeteringScope, MeteringSeries
@@ -22,16 +22,18 @@ router = APIRouter(
 
 ACCOUNT, CONTAINERS = MeteringScope.ACCOUNT, MeteringScope.CONTAINERS
 BANDWIDTH, RESOURCES = MeteringSeries.BANDWIDTH, MeteringSeries.RESOURCES
+# A parameter a route does not read is refused (an ignored filter would answer the wrong numbers).
+DATES_ONLY, BY_IMAGE, BY_VERSION = only(), only("image"), only("imageVersion", "image")
 
 
-@router.get("/bandWith/getAllNode", response_model=BandwidthAnswer)
+@router.get("/bandWith/getAllNode", response_model=BandwidthAnswer, dependencies=[Depends(DATES_ONLY)])
 async def bandwidth_all(bus: BusDep, settings: SettingsDep, dates: TimeRange) -> JSONResponse:
     """The account's bandwidth: every machine's counted NICs, summed per 5 minutes."""
     reply = await metering.points(bus, settings, ACCOUNT, BANDWIDTH, dates=dates)
     return JSONResponse(bandwidth_body(reply, settings.platform.timezone))
 
 
-@router.get("/bandWith/getByImage", response_model=BandwidthAnswer)
+@router.get("/bandWith/getByImage", response_model=BandwidthAnswer, dependencies=[Depends(BY_IMAGE)])
 async def bandwidth_by_image(
     bus: BusDep, settings: SettingsDep, dates: TimeRange, image: ImageAnyVersion
 ) -> JSONResponse:
@@ -40,16 +42,16 @@ async def bandwidth_by_image(
     return JSONResponse(bandwidth_body(reply, settings.platform.timezone))
 
 
-@router.get("/bandWith/getByImageVersion", response_model=BandwidthAnswer)
+@router.get("/bandWith/getByImageVersion", response_model=BandwidthAnswer, dependencies=[Depends(BY_VERSION)])
 async def bandwidth_by_version(
-    bus: BusDep, settings: SettingsDep, version: ImageVersion, dates: TimeRange
+    bus: BusDep, settings: SettingsDep, version: ImageVersionOrImage, dates: TimeRange
 ) -> JSONResponse:
-    """Bandwidth of the containers of one image version (`name:version`; none: every container)."""
+    """Bandwidth of one image version (`imageVersion` or `image` = name:version; none: every container)."""
     reply = await metering.points(bus, settings, CONTAINERS, BANDWIDTH, dates=dates, image=version)
     return JSONResponse(bandwidth_body(reply, settings.platform.timezone))
 
 
-@router.get("/resourceUse/getByImage", response_model=ResourceAnswer)
+@router.get("/resourceUse/getByImage", response_model=ResourceAnswer, dependencies=[Depends(BY_IMAGE)])
 async def resources_by_image(
     bus: BusDep, settings: SettingsDep, dates: TimeRange, image: ImageAnyVersion
 ) -> JSONResponse:
@@ -58,10 +60,12 @@ async def resources_by_image(
     return JSONResponse(resources_body(reply, settings.platform.timezone))
 
 
-@router.get("/resourceUse/getByImageVersion", response_model=ResourceAnswer)
+@router.get(
+    "/resourceUse/getByImageVersion", response_model=ResourceAnswer, dependencies=[Depends(BY_VERSION)]
+)
 async def resources_by_version(
     bus: BusDep, settings: SettingsDep, version: ImageVersionOrImage, dates: TimeRange
 ) -> JSONResponse:
-    """CPU and memory of one image version (`imageVersion=name:version`; `image` is read as an alias)."""
+    """CPU and memory of one image version (`imageVersion` or `image` = name:version; none: everything)."""
     reply = await metering.points(bus, settings, CONTAINERS, RESOURCES, dates=dates, image=version)
     return JSONResponse(resources_body(reply, settings.platform.timezone))

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/node", tags=["nodes"], route_class=EnvelopeRoute, de
 
 @router.get("/get", response_model=Envelope[list[NodeView]])
 async def get(bus: BusDep, settings: SettingsDep, names: NodeNames) -> Envelope[list[NodeView]]:
-    """Machines by nodename or uuid (comma-separated); TY0015 when one is unknown."""
+    """Machines by nodename or uuid (comma-separated, duplicates folded); TY0015 when one is unknown."""
     return ok(await nodes.named(bus, settings, names))
 
 

@@ -15,5 +15,5 @@ router = APIRouter(prefix="/task", tags=["tasks"], route_class=EnvelopeRoute, de
 
 @router.get("/status", response_model=InfoEnvelope[list[TaskState]])
 async def status(bus: BusDep, settings: SettingsDep, ids: JobIds) -> InfoEnvelope[list[TaskState]]:
-    """Job states by comma-separated jobid: 0 queued, 1 dispatched, 2 running, 3 succeeded, 4 failed."""
+    """Job states by comma-separated jobid (folded): 0 queued, 1 dispatched, 2 running, 3 done, 4 failed."""
     return ok_info(await tasks.states(bus, settings, ids))

@@ -18,7 +18,7 @@ class ContainerItem(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    uuid: str = Field(min_length=1, max_length=64, description="machine uuid, tingyu-<32 hex>")
+    uuid: str = Field(min_length=1, max_length=64, description="machine uuid (tingyu-<32 hex>) or nodename")
     image: str = Field(min_length=1, max_length=512)
     imageversion: str = Field(default="", max_length=128)
     deploymentname: str
@@ -105,6 +105,19 @@ class ItemResult(BaseModel):
     jobid: str | Absent = Field(default=None, description="Extension: present once the item is accepted")
 
 
+class LifecycleAnswer(BaseModel):
+    """start/stop/restart: `code` 200 when some name was accepted (`msg` says whether all were);
+    500 with `tycode` and `detail` (the reasons) when none was."""
+
+    msg: str
+    code: int = Field(description="200, or 500 when no name was accepted")
+    tycode: str | Absent = Field(
+        default=None, description="Extension, with code 500: TY0017, TY0019 or TY0000"
+    )
+    detail: str | Absent = Field(default=None, description="Extension, with code 500: each name and why")
+    data: list[ItemResult]
+
+
 class ContainerView(BaseModel):
     """A deployment in the contract's /container/get shape, plus uuid, version and resources."""
 
@@ -130,12 +143,27 @@ class PodInfo(BaseModel):
     message: str | Absent = Field(default=None, description="Extension: present when the machine said why")
 
 
+class FailedUpdate(BaseModel):
+    """The last change of spec that failed and was rolled back (until a later one succeeds)."""
+
+    jobid: str
+    imagename: str
+    imageversion: str
+    image: str = Field(description="The full reference it tried")
+    message: str = Field(description="Why it failed")
+    time: str
+
+
+FAILED_UPDATE = "Extension: present after a change of spec failed; the machine runs the spec shown"
+
+
 class PodView(BaseModel):
     """A deployment in the contract's /container/info shape."""
 
     createtime: str
     podinfo: list[PodInfo]
     deploymentname: str
+    failedupdate: FailedUpdate | Absent = Field(default=None, description=FAILED_UPDATE)
 
 
 class ContainerListing(ContainerView):
@@ -144,6 +172,7 @@ class ContainerListing(ContainerView):
     createtime: str
     podinfo: list[PodInfo]
     deploymentname: str
+    failedupdate: FailedUpdate | Absent = Field(default=None, description=FAILED_UPDATE)
 
 
 class DeploymentName(BaseModel):

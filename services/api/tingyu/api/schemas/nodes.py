@@ -11,7 +11,8 @@ class NodeView(BaseModel):
     area: str
     createtime: str
     memory: int = Field(description="MiB")
-    address: str
+    address: str = Field(description="The nodename, as the contract's example shows (the IP is under `ip`)")
+    ip: str = Field(description="Extension: the machine's address")
     bandwith: int = Field(description="Mbps")
     operatingsystem: str
     cpu: int

@@ -1,4 +1,8 @@
-"""Containers (contract §二): every change is a job; reads answer from the state stores."""
+"""Containers (contract §二): every change is a job; reads answer from the state stores.
+
+A machine is named by its uuid or its nodename. While a change of spec is in flight, reads show
+the spec the machine still runs; a change that failed and was rolled back shows in `failedupdate`.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,18 @@ from tingyu.api.schemas.containers import (
     ContainerListing,
     ContainerView,
     DeploymentName,
+    FailedUpdate,
     Found,
     InheritUpdate,
     ItemResult,
+    LifecycleAnswer,
     PodInfo,
     PodView,
 )
 from tingyu.common import timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.claims import claim_name
+from tingyu.common.errors import DeploymentNotFound, Forbidden, InternalError, NodeNotReady
 from tingyu.common.jobs import JobStore, Refused, job_id
 from tingyu.common.models.containers import (
     ContainerCommand,
@@ -44,8 +51,32 @@ def refused(name: str, message: str) -> ItemResult:
     return ItemResult(code=500, deploymentname=name, message=message)
 
 
-def all_accepted(results: list[ItemResult]) -> bool:
-    return all(result.code == 200 for result in results)
+# The contract's msg per operation: every name accepted, some accepted, none accepted.
+VERDICTS = {
+    ContainerOp.START: ("启动成功!", "部分容器启动失败,详见data", "容器启动失败!"),
+    ContainerOp.STOP: ("停止成功!", "部分容器停止失败,详见data", "容器停止失败!"),
+    ContainerOp.RESTART: ("重启成功!", "部分容器重启失败,详见data", "容器重启失败!"),
+}
+
+
+def verdict(results: list[ItemResult], op: ContainerOp) -> LifecycleAnswer:
+    """start/stop/restart: 200 when at least one name was accepted; `code: 500` with the reasons
+    (`tycode`, `detail`) when none was, so a client checking `code == 200` never takes it for success."""
+    success, partial, failure = VERDICTS[op]
+    accepted = sum(1 for result in results if result.code == 200)
+    if accepted:
+        return LifecycleAnswer(msg=success if accepted == len(results) else partial, code=200, data=results)
+    reasons = [result.message for result in results]
+    if all(result.message == texts.not_found(result.deploymentname) for result in results):
+        tycode = DeploymentNotFound.code
+    elif all(r == texts.not_ready() or "not found" in r for r in reasons):
+        tycode = NodeNotReady.code
+    elif all(texts.is_outside_areas(r) for r in reasons):
+        tycode = Forbidden.code
+    else:
+        tycode = InternalError.code
+    detail = "; ".join(f"{result.deploymentname}: {result.message}" for result in results)
+    return LifecycleAnswer(msg=failure, code=500, tycode=tycode, detail=detail, data=results)
 
 
 async def submit(bus: Bus, command: ContainerCommand) -> ItemResult:
@@ -63,14 +94,14 @@ async def submit(bus: Bus, command: ContainerCommand) -> ItemResult:
 
 def check_items(items: list[ContainerItem], limit: int) -> None:
     if not items:
-        raise texts.missing("the body must list at least one container")
+        raise texts.empty_body("container")
     if len(items) > limit:
-        raise texts.too_many(limit, "containers")
+        raise texts.over_limit(limit, "containers")
 
 
-async def nodes_of(bus: Bus, uuids: set[str]) -> dict[str, NodeRecord]:
-    """Every named machine, or TY0015 for the whole request before anything changes."""
-    return {uuid: await reads.node(bus, uuid) for uuid in sorted(uuids)}
+async def nodes_of(bus: Bus, names: set[str]) -> dict[str, NodeRecord]:
+    """Every named machine (by uuid or nodename), or TY0015 for the whole request before anything changes."""
+    return {name: await reads.node(bus, name) for name in sorted(names)}
 
 
 def spec_of(item: ContainerItem, image_ref: str) -> ContainerSpec:
@@ -120,6 +151,7 @@ async def write(
     async def one(index: int, item: ContainerItem) -> ItemResult:
         name = item.deploymentname
         node = nodes[item.uuid]
+        uuid = node.facts.uuid
         first = (
             (texts.appears_twice(name) if index in twice else "")
             or elsewhere(caller, node)
@@ -128,7 +160,7 @@ async def write(
         if first:
             return refused(name, first)
         if op == ContainerOp.UPDATE:  # a create claims its name when it is submitted
-            refusal = update_refusal(name, item.uuid, await reads.claim(bus, name))
+            refusal = update_refusal(name, uuid, await reads.claim(bus, name))
             if refusal:
                 return refused(name, refusal)
         try:
@@ -143,7 +175,7 @@ async def write(
             job_id=job_id(),
             op=op,
             name=name,
-            node_uuid=item.uuid,
+            node_uuid=uuid,
             spec=spec,
             issued_at=timefmt.now(),
         )
@@ -155,25 +187,31 @@ async def write(
 async def inherit_update(
     bus: Bus, settings: ApiSettings, body: InheritUpdate, *, caller: Principal
 ) -> list[ItemResult]:
-    """Move the named deployments to another image version, keeping the rest of their spec."""
-    names = params.deployment_list(body.deploymentnames, settings.max_items)
-    try:
-        patch = await resolve(bus, settings.platform.registry, body.image, body.imageversion)
-    except UnknownImage as exc:
-        raise texts.invalid(str(exc)) from exc
-    results = []
+    """Move the named deployments to another image version, keeping the rest of their spec.
+
+    Names are judged before the image (as the contract's example shows): unknown names answer
+    `Get Deploymentname Fail` per item; an unknown image refuses the request only when some name exists.
+    """
+    names = params.deployment_list(body.deploymentnames, settings.max_items, "deploymentnames")
+    results: dict[str, ItemResult] = {}
+    owners: dict[str, NameClaim] = {}
     for name in names:
         owner = await reads.claim(bus, name)
         node = await reads.find_node(bus, owner.node_uuid) if owner else None
         if owner is None or node is None:
-            results.append(refused(name, texts.name_unknown()))
-            continue
-        if outside := elsewhere(caller, node):
-            results.append(refused(name, outside))
-            continue
-        if node.status != NodeStatus.READY:
-            results.append(refused(name, texts.not_ready()))
-            continue
+            results[name] = refused(name, texts.name_unknown())
+        elif outside := elsewhere(caller, node):
+            results[name] = refused(name, outside)
+        elif node.status != NodeStatus.READY:
+            results[name] = refused(name, texts.not_ready())
+        else:
+            owners[name] = owner
+    if owners:
+        try:
+            patch = await resolve(bus, settings.platform.registry, body.image, body.imageversion)
+        except UnknownImage as exc:
+            raise texts.not_allowed(str(exc)) from exc
+    for name, owner in owners.items():
         command = ContainerCommand(
             job_id=job_id(),
             op=ContainerOp.UPGRADE,
@@ -182,8 +220,8 @@ async def inherit_update(
             patch=patch,
             issued_at=timefmt.now(),
         )
-        results.append(await submit(bus, command))
-    return results
+        results[name] = await submit(bus, command)
+    return [results[name] for name in names]
 
 
 async def lifecycle(bus: Bus, names: list[str], op: ContainerOp, *, caller: Principal) -> list[ItemResult]:
@@ -206,11 +244,17 @@ async def lifecycle(bus: Bus, names: list[str], op: ContainerOp, *, caller: Prin
     return await gather_bounded([one(name) for name in names])
 
 
+async def operate(bus: Bus, names: list[str], op: ContainerOp, *, caller: Principal) -> LifecycleAnswer:
+    """start/stop/restart: one job per accepted name, and the verdict over all of them."""
+    return verdict(await lifecycle(bus, names, op, caller=caller), op)
+
+
 # --- reads ------------------------------------------------------------------------------------------
 
 
 def container_view(desired: DesiredContainer, node_uuid: str) -> ContainerView:
-    spec = desired.spec
+    """The spec the machine runs (while a change is in flight, the one it runs until that succeeds)."""
+    spec = desired.running_spec
     return ContainerView(
         image=spec.image_ref,
         restart="Always",
@@ -239,12 +283,31 @@ def pod_info(desired: DesiredContainer, observed: NodeObserved | None) -> PodInf
     return PodInfo(podname=seen.podname, podstate=seen.phase.value)
 
 
+def failed_update(desired: DesiredContainer, timezone: str) -> FailedUpdate | None:
+    """The last change of spec that failed and was rolled back, until a later one succeeds."""
+    failed = desired.failed
+    if failed is None:
+        return None
+    return FailedUpdate(
+        jobid=failed.job_id,
+        imagename=failed.image,
+        imageversion=failed.imageversion,
+        image=failed.image_ref,
+        message=failed.reason,
+        time=timefmt.to_wire(failed.at, timezone),
+    )
+
+
 def pod_view(desired: DesiredContainer, observed: NodeObserved | None, timezone: str) -> PodView:
-    return PodView(
+    view = PodView(
         createtime=timefmt.to_wire(desired.created_at, timezone),
         podinfo=[pod_info(desired, observed)],
         deploymentname=desired.name,
     )
+    failed = failed_update(desired, timezone)
+    if failed is not None:
+        view.failedupdate = failed
+    return view
 
 
 async def _live(bus: Bus, name: str) -> tuple[str, DesiredContainer] | None:
@@ -285,14 +348,19 @@ async def pods(bus: Bus, settings: ApiSettings, names: list[str]) -> list[Found[
     return await gather_bounded([one(name) for name in names])
 
 
-async def of_machine(bus: Bus, settings: ApiSettings, uuid: str) -> list[ContainerListing]:
-    """Every container of one machine, oldest first, with its spec and pod state."""
-    await reads.node(bus, uuid)
+def listing(view: ContainerView, pod: PodView) -> ContainerListing:
+    """A container's spec and pod state in one object (a key the pod view leaves out stays out)."""
+    return ContainerListing(**dict(view), **{key: getattr(pod, key) for key in pod.model_fields_set})
+
+
+async def of_machine(bus: Bus, settings: ApiSettings, name: str) -> list[ContainerListing]:
+    """Every container of one machine (by uuid or nodename), oldest first, with its spec and pod state."""
+    uuid = (await reads.node(bus, name)).facts.uuid
     desired = await reads.desired(bus, uuid)
     observed = await reads.observed(bus, uuid)
     tz = settings.platform.timezone
     return [
-        ContainerListing(**dict(container_view(container, uuid)), **dict(pod_view(container, observed, tz)))
+        listing(container_view(container, uuid), pod_view(container, observed, tz))
         for container in sorted(desired.containers.values(), key=lambda c: c.created_at)
         if container.state != DesiredState.ABSENT
     ]

@@ -9,7 +9,6 @@ from tingyu.api.config import ApiSettings
 from tingyu.api.schemas.nodes import NodeView
 from tingyu.common.bus import Bus
 from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.names import is_node_uuid
 from tingyu.common.timefmt import to_wire
 
 
@@ -20,7 +19,8 @@ def node_view(record: NodeRecord, timezone: str) -> NodeView:
         area=facts.area,
         createtime=to_wire(record.createtime, timezone),
         memory=facts.memory,
-        address=facts.address or facts.nodename,
+        address=facts.nodename,
+        ip=facts.address,
         bandwith=facts.bandwith,
         operatingsystem=facts.operatingsystem,
         cpu=facts.cpu,
@@ -40,12 +40,10 @@ def node_view(record: NodeRecord, timezone: str) -> NodeView:
 
 
 async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeView]:
-    """Machines by nodename or uuid, in the order asked; TY0015 when one is unknown."""
-    views = []
-    for name in names:
-        uuid = name if is_node_uuid(name) else f"tingyu-{name}"
-        views.append(node_view(await reads.node(bus, uuid), settings.platform.timezone))
-    return views
+    """Machines by nodename or uuid, in the order asked; TY0015 when one is unknown. A machine named
+    twice (or by both its uuid and its nodename) is answered once."""
+    uuids = dict.fromkeys(reads.node_key(name) for name in names)
+    return [node_view(await reads.node(bus, uuid), settings.platform.timezone) for uuid in uuids]
 
 
 async def every(bus: Bus, settings: ApiSettings) -> list[NodeView]:

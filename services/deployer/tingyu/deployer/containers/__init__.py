@@ -1,5 +1,5 @@
 """Containers: operators' commands become desired state; agents' reports complete their jobs."""
 
-from tingyu.deployer.containers.handler import Commands, Reports
+from tingyu.deployer.containers.handler import Commands, Reports, Transactions
 
-__all__ = ["Commands", "Reports"]
+__all__ = ["Commands", "Reports", "Transactions"]

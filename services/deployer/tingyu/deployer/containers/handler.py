@@ -3,6 +3,8 @@
 Commands: claim the name, write desired state, dispatch the job, set its timer, nudge the agent.
 Each step is idempotent, so a command redelivered after a crash at any point has one effect.
 Reports: store the observed state and complete the jobs whose revision was applied.
+Transactions: a change of spec commits when its job succeeds and rolls back when it fails (the
+decisions are the pure `commit` and `roll_back` of the rules; this stores them and nudges the agent).
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from tingyu.common.models.containers import (
     NodeObserved,
 )
 from tingyu.common.models.jobs import JobDeadline, JobState
-from tingyu.deployer.containers.rules import Outcome, applied, apply, newer, verdict, without
+from tingyu.deployer.containers.rules import (
+    Outcome,
+    applied,
+    apply,
+    commit,
+    newer,
+    roll_back,
+    verdict,
+    without,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +96,45 @@ class Commands:
         return outcome
 
 
+class Transactions:
+    """Stores the end of a change of spec: committed, or rolled back to the spec that ran."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.desired = bus.store(subjects.DESIRED)
+
+    async def commit(self, node_uuid: str, name: str, job_id: str) -> None:
+        """The change made by `job_id` ran: forget the fallback (before the job reads succeeded)."""
+
+        def change(doc: NodeDesired | None) -> NodeDesired | None:
+            return doc if doc is not None and commit(doc, name, job_id) else None
+
+        await self.desired.mutate(node_uuid, change)
+
+    async def roll_back(self, node_uuid: str, name: str, job_id: str, reason: str) -> bool:
+        """The change made by `job_id` failed: the machine goes back to the last spec that ran."""
+        rolled = False
+
+        def change(doc: NodeDesired | None) -> NodeDesired | None:
+            nonlocal rolled
+            rolled = doc is not None and roll_back(doc, name, job_id, reason, timefmt.now())
+            return doc if rolled else None
+
+        await self.desired.mutate(node_uuid, change)
+        if rolled:
+            log.info(
+                "deployment %s on %s rolled back after job %s failed: %s", name, node_uuid, job_id, reason
+            )
+            await self.bus.nc.publish(subjects.agent_nudge(node_uuid), b"")
+        return rolled
+
+
 class Reports:
     """Handles `ty.evt.observed.*`."""
 
     def __init__(self, bus: Bus, jobs: JobStore) -> None:
         self.jobs = jobs
+        self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.OBSERVED_STATE)
         self.desired = bus.store(subjects.DESIRED)
         self.names = bus.store(subjects.NAMES)
@@ -105,7 +150,14 @@ class Reports:
         for entry, seen in applied(doc, report):
             outcome = verdict(entry, seen)
             if not self.jobs.is_finished(entry.job_id):
+                if outcome.commit:
+                    await self.transactions.commit(report.node_uuid, entry.name, entry.job_id)
                 await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+            if outcome.roll_back:
+                # Also for a job already failed: a crash may have come between its failure and the rollback.
+                await self.transactions.roll_back(
+                    report.node_uuid, entry.name, entry.job_id, outcome.roll_back
+                )
             if outcome.forget:
                 await self.forget(report.node_uuid, entry)
 

@@ -2,8 +2,10 @@
 
 - `apply`: how a container command changes a machine's desired state. Every accepted operation
   bumps the deployment's `revision` and records its job id;
+- `commit` and `roll_back`: a change of spec (update, upgrade) is a transaction; the last spec that
+  ran stays as `fallback` until its job succeeds, and a failed change goes back to it;
 - `applied` and `verdict`: the agent reports the revision and job id it applied, which is how jobs
-  complete exactly.
+  complete exactly (and changes commit or roll back).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 from tingyu.common.models.containers import (
     ContainerCommand,
     ContainerOp,
+    ContainerSpec,
     DesiredContainer,
     DesiredState,
+    FailedAttempt,
     NodeDesired,
     NodeObserved,
     ObservedContainer,
@@ -80,9 +84,9 @@ def _change(entry: DesiredContainer, command: ContainerCommand) -> str:
     """Change an existing deployment; '' when done, else why not."""
     match command.op:
         case ContainerOp.UPDATE if command.spec is not None:
-            entry.spec = command.spec
+            _respec(entry, command.spec)
         case ContainerOp.UPGRADE if command.patch is not None:
-            entry.spec = entry.spec.model_copy(update=command.patch.model_dump())
+            _respec(entry, entry.spec.model_copy(update=command.patch.model_dump()))
         case ContainerOp.START:
             entry.state = DesiredState.RUNNING
         case ContainerOp.STOP:
@@ -97,6 +101,62 @@ def _change(entry: DesiredContainer, command: ContainerCommand) -> str:
     return ""
 
 
+# --- changes of spec as transactions ---------------------------------------------------------
+
+
+def _respec(entry: DesiredContainer, spec: ContainerSpec) -> None:
+    """A new spec; the last one that ran stays as the fallback until the change succeeds."""
+    if spec == entry.spec:
+        return
+    if entry.fallback is None:
+        entry.fallback = entry.spec
+    elif spec == entry.fallback:
+        entry.fallback = None  # back to what runs: nothing left to roll back
+    entry.spec = spec
+
+
+def commit(doc: NodeDesired, name: str, job_id: str) -> bool:
+    """Job `job_id` of deployment `name` succeeded: its spec is now the one that runs."""
+    entry = doc.containers.get(name)
+    if entry is None or entry.job_id != job_id or entry.fallback is None:
+        return False
+    entry.fallback = None
+    entry.failed = None
+    return True
+
+
+def roll_back(doc: NodeDesired, name: str, job_id: str, reason: str, now: float) -> bool:
+    """Job `job_id` of deployment `name` failed: back to the last spec that ran, the attempt kept.
+
+    A new revision makes the agent converge to it; the job id stays the failed one (already
+    final), so the rollback completes no job. Applying it twice changes nothing the second time.
+    """
+    entry = doc.containers.get(name)
+    if entry is None or entry.job_id != job_id or entry.fallback is None:
+        return False
+    tried = entry.spec
+    entry.failed = FailedAttempt(
+        job_id=job_id,
+        image=tried.image,
+        imageversion=tried.imageversion,
+        image_ref=tried.image_ref,
+        reason=reason,
+        at=now,
+    )
+    entry.spec = entry.fallback
+    entry.fallback = None
+    entry.revision += 1
+    return True
+
+
+def rollback_note(entry: DesiredContainer | None, job_id: str) -> str:
+    """What the failure of job `job_id` adds to its message when the deployment goes back to the
+    spec that ran ('' when that job changed no spec, or is no longer the deployment's current one)."""
+    if entry is None or entry.job_id != job_id or entry.fallback is None:
+        return ""
+    return f"; rolled back to {entry.fallback.image}:{entry.fallback.imageversion}"
+
+
 # --- agents' reports -------------------------------------------------------------------------
 
 
@@ -107,6 +167,8 @@ class Verdict:
     state: JobState
     message: str = ""
     forget: bool = False  # a deleted deployment leaves the desired state and frees its name
+    commit: bool = False  # a change of spec ran: the fallback goes (before the job reads succeeded)
+    roll_back: str = ""  # a change of spec failed, for this reason: back to the spec that ran
 
 
 def newer(current: NodeObserved | None, report: NodeObserved) -> NodeObserved | None:
@@ -127,12 +189,18 @@ def applied(doc: NodeDesired, report: NodeObserved) -> list[tuple[DesiredContain
 
 
 def verdict(entry: DesiredContainer, seen: ObservedContainer) -> Verdict:
-    """The agent applied this revision: its job succeeded, failed, or is still running."""
+    """The agent applied this revision: its job succeeded, failed, or is still running.
+
+    A change of spec in flight (`fallback` set) commits when it succeeds and rolls back when it fails.
+    """
     goal = GOALS[entry.state]
+    changing = entry.fallback is not None
     if seen.phase == goal:
-        return Verdict(JobState.SUCCEEDED, "success", forget=goal == PodPhase.DELETED)
+        return Verdict(JobState.SUCCEEDED, "success", forget=goal == PodPhase.DELETED, commit=changing)
     if seen.phase == PodPhase.FAILED:
-        return Verdict(JobState.FAILED, seen.message or "the container failed")
+        reason = seen.message or "the container failed"
+        note = rollback_note(entry, entry.job_id)
+        return Verdict(JobState.FAILED, reason + note, roll_back=reason if changing else "")
     return Verdict(JobState.RUNNING)
 
 

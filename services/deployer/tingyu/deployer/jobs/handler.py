@@ -2,7 +2,8 @@
 
 A dispatched job whose machine has not converged by its deadline fails with that reason; a command
 or timer that is dead-lettered fails its job with the dead letter's reason, so no job is left queued
-or dispatched forever.
+or dispatched forever. A change of spec that times out is rolled back to the last spec that ran,
+like one that failed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 
-from tingyu.common import timefmt
-from tingyu.common.bus import Retry
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus, Retry
 from tingyu.common.jobs import JobStore
-from tingyu.common.models.jobs import Command, JobDeadline
+from tingyu.common.models.containers import DesiredContainer
+from tingyu.common.models.jobs import Command, Job, JobDeadline
+from tingyu.deployer.containers.handler import Transactions
+from tingyu.deployer.containers.rules import rollback_note
 from tingyu.deployer.jobs.rules import due_in, overdue
 
 log = logging.getLogger(__name__)
@@ -24,8 +28,10 @@ log = logging.getLogger(__name__)
 class Deadlines:
     """Handles `ty.jobdeadline.*`: early messages come back (nak with delay) when their time is due."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, bus: Bus, jobs: JobStore) -> None:
         self.jobs = jobs
+        self.desired = bus.store(subjects.DESIRED)
+        self.transactions = Transactions(bus)
 
     async def handle(self, timer: JobDeadline, _: Msg) -> None:
         if self.jobs.is_finished(timer.job_id):
@@ -33,9 +39,21 @@ class Deadlines:
         wait = due_in(timer, timefmt.now())
         if wait > 0:
             raise Retry("not due", delay=wait)
-        reason = overdue(await self.jobs.get(timer.job_id))
-        if reason:
-            await self.jobs.fail(timer.job_id, reason)
+        job = await self.jobs.get(timer.job_id)
+        reason = overdue(job)
+        if job is None or not reason:
+            return
+        note = rollback_note(await self.deployment(job), job.job_id)
+        await self.jobs.fail(job.job_id, reason + note)
+        if note:
+            await self.transactions.roll_back(job.node_uuid, job.deploymentname, job.job_id, reason)
+
+    async def deployment(self, job: Job) -> DesiredContainer | None:
+        """The deployment a container job changes, as the deployer wants it now."""
+        if not job.node_uuid or not job.deploymentname:
+            return None
+        doc = await self.desired.get(job.node_uuid)
+        return doc.containers.get(job.deploymentname) if doc else None
 
 
 def fail_job(jobs: JobStore) -> Callable[[Command | JobDeadline | None, str, str], Awaitable[None]]:

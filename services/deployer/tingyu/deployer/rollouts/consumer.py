@@ -12,9 +12,9 @@ from nats.aio.msg import Msg
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore
-from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus
+from tingyu.common.models.rollouts import Rollout, RolloutCommand, RolloutStatus, rollout_key
 from tingyu.deployer.rollouts.candidates import candidates
-from tingyu.deployer.rollouts.plan import join, progress, rollout_key
+from tingyu.deployer.rollouts.plan import join, progress
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 JOB_STATES = {
     RolloutStatus.RUNNING: JobState.RUNNING,
+    RolloutStatus.PAUSED: JobState.RUNNING,
     RolloutStatus.SUCCEEDED: JobState.SUCCEEDED,
 }
 
@@ -40,16 +41,24 @@ class RolloutLoop:
         self.rollouts = bus.store(subjects.ROLLOUTS)
         self.nodes = bus.store(subjects.NODES)
         self.reported: dict[str, dict[str, Any]] = {}  # job id -> last result written, to skip rewrites
+        self.settled_runs: set[str] = set()  # runs whose jobs this replica saw final
 
     async def tick(self) -> None:
-        running = [r for r in await self.rollouts.values() if r.status == RolloutStatus.RUNNING]
+        rollouts = await self.rollouts.values()
+        # A paused rollout still records the upgrades that finish; it only issues none.
+        running = [r for r in rollouts if not r.status.final]
         metrics.ROLLOUTS_ACTIVE.set(len(running))
-        if not running:
+        # Runs that ended outside this loop (aborted by request) still owe their jobs a final state.
+        unsettled = [r for r in rollouts if r.status.final and r.run not in self.settled_runs]
+        if not running and not unsettled:
             return
         nodes = await self.nodes.values()
         ready = {n.facts.uuid for n in nodes if n.status == NodeStatus.READY}
         for rollout in running:
             await self.advance(rollout, ready)
+        for rollout in unsettled:
+            await self.report(rollout, ready)
+            self.settled_runs.add(rollout.run)
 
     def _settled(self, rollout: Rollout, updates: dict[str, RolloutMember]) -> Rollout:
         after = rollout.model_copy(deep=True)

@@ -15,6 +15,7 @@ from tingyu.common.models.rollouts import (
     RolloutCommand,
     RolloutMember,
     RolloutStatus,
+    rollout_key,
 )
 
 FAILURES_NAMED = 10  # how many failed containers a job message names
@@ -27,11 +28,6 @@ class Candidate:
     name: str
     node_uuid: str
     imageversion: str
-
-
-def rollout_key(area: str, operator: str, image: str) -> str:
-    """The rollout id: one rollout per (area, operator, image), whatever the target version."""
-    return hashlib.sha256(f"{area}\x1f{operator}\x1f{image}".encode()).hexdigest()
 
 
 def target_count(total: int, percent: float) -> int:
@@ -52,12 +48,21 @@ def _order(rollout_id: str, name: str) -> str:
 def select(rollout: Rollout, candidates: list[Candidate]) -> None:
     """Add members until `target` are selected; existing members stay, so a higher percent only appends.
 
-    Containers already at the target version count as done (members without a job).
+    Containers already at the target version count as done (members without a job). Members whose
+    deployment is gone (deleted, or no longer of this image, area and operator) drop out; a member
+    counted done whose container is no longer at the target version (re-created, rolled back) is
+    pending again.
     """
+    by_name = {c.name: c for c in candidates}
+    version = rollout.patch.imageversion
+    for name in [n for n in rollout.members if n not in by_name]:
+        del rollout.members[name]
+    for name, member in rollout.members.items():
+        if member.state == MemberState.UPDATED and by_name[name].imageversion != version:
+            rollout.members[name] = RolloutMember(name=name, node_uuid=by_name[name].node_uuid)
     rollout.total = len(candidates)
     rollout.target = target_count(rollout.total, rollout.percent)
     ordered = sorted(candidates, key=lambda c: _order(rollout.rollout_id, c.name))
-    version = rollout.patch.imageversion
     for candidate in ordered:
         if candidate.name not in rollout.members and candidate.imageversion == version:
             rollout.members[candidate.name] = RolloutMember(
@@ -75,11 +80,12 @@ def select(rollout: Rollout, candidates: list[Candidate]) -> None:
 
 
 def extends(current: Rollout, command: RolloutCommand) -> bool:
-    """Same target version and a run that was not aborted or replaced: the call joins that run."""
-    return current.patch == command.patch and current.status not in (
-        RolloutStatus.ABORTED,
-        RolloutStatus.SUPERSEDED,
-    )
+    """Same target version and a run still going (running or paused): the call joins that run.
+
+    Any other call starts a new run, planned from the fleet as it is now: after an abort, after a
+    run finished (containers created since are targeted, those deleted are not), or for a new version.
+    """
+    return current.patch == command.patch and not current.status.final
 
 
 def join(
@@ -87,8 +93,9 @@ def join(
 ) -> tuple[Rollout | None, Rollout | None]:
     """The record after a rollout call, and the unfinished run it replaces (if any).
 
-    The call extends the current run (same target version, not aborted or replaced) or starts a new
-    run; (None, None) when the call was recorded already, so handling it twice has one effect.
+    The call extends the current run (same target version, still running or paused: a paused run
+    stays paused) or starts a new run; (None, None) when the call was recorded already, so handling
+    it twice has one effect.
     """
     if current is not None and command.job_id in current.jobs:
         return None, None
@@ -96,7 +103,6 @@ def join(
         # A lower percent never undoes or drops anything: the run keeps its larger target.
         current.percent = max(current.percent, command.percent)
         current.jobs.append(command.job_id)
-        current.status = RolloutStatus.RUNNING
         current.message = ""
         current.updated_at = now
         select(current, found)
@@ -133,7 +139,7 @@ def _named(members: list[RolloutMember]) -> str:
 
 def settle(rollout: Rollout, threshold: float, min_executed: int) -> None:
     """Decide the status of a running rollout: abort past the failure threshold, finish when all are done."""
-    if rollout.status.final:
+    if rollout.status != RolloutStatus.RUNNING:
         return
     members = list(rollout.members.values())
     failed = [m for m in members if m.state == MemberState.FAILED]
