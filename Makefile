@@ -5,13 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test deps venv lint typecheck bench clean
+.PHONY: up test test-faults deps venv lint typecheck bench clean
 
 up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
 	$(BIN)/tingyu up
 
 test: deps venv lint typecheck  ## lint, types, then unit, integration and end-to-end tests against real parts
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -m "not faults" tests
+
+test-faults: deps venv  ## the slow fault tests: timeouts, killed leaders, replicas, dead NATS
+	$(BIN)/pytest -q -m faults tests
 
 deps:  ## Debian packages the platform runs on (installed only when missing)
 	@bash deploy/local/install-deps.sh
