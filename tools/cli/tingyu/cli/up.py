@@ -1,4 +1,8 @@
-"""`tingyu up`: the whole platform on this machine, embedded defaults, state under ./var."""
+"""`tingyu up`: the whole platform on this machine, embedded defaults, state under ./var.
+
+Every process is supervised (`supervisor.py`): one that exits is started again with back-off.
+Ctrl-C or SIGTERM stops the supervisor first, then every process; nothing restarts meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import threading
 from pathlib import Path
 
 from tingyu.cli.launcher import ADMIN_TOKEN_ENV, SERVICES, Platform, PlatformConfig, build_console
-from tingyu.common.service import EXIT_BUS_LOST
+from tingyu.cli.supervisor import Supervisor
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,8 +49,17 @@ def up(args: argparse.Namespace) -> int:
     print(build_console(), flush=True)
     platform = Platform(config)
     stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    starting = threading.Event()
+    starting.set()
+
+    def on_signal(*_: object) -> None:
+        stopping.set()
+        if starting.is_set():
+            starting.clear()
+            raise KeyboardInterrupt  # still starting: abandon the start, stop what runs
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         platform.start_all()
         print(
@@ -57,16 +70,13 @@ def up(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(admin_token_hint(config), flush=True)
-        while not stopping.wait(1.0):
-            for name, proc in list(platform.procs.items()):
-                code = proc.popen.poll()
-                if code == EXIT_BUS_LOST:  # its NATS connection closed for good: a fresh process
-                    print(f"{name} lost its NATS connection; starting it again", flush=True)
-                    platform.restart(name)
-                elif code is not None:
-                    print(f"{name} exited with {code}; stopping the platform", flush=True)
-                    stopping.set()
+        starting.clear()
+        Supervisor(platform, stopping).run()
+    except KeyboardInterrupt:
+        pass
     finally:
+        starting.clear()
+        stopping.set()
         print("stopping…", flush=True)
         platform.stop()
     return 0
