@@ -1,7 +1,7 @@
 """`make bench`: every benchmark at a size this machine runs in minutes; each prints its ratios.
 
 Run one alone for other sizes: `python -m bench.core.accept --help`, `bench.core.latency`,
-`bench.images`, `bench.metering`, `bench.fleet`.
+`bench.images`, `bench.pressure`, `bench.metering`, `bench.fleet`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ RUNS = [
     ["bench.core.accept", "--requests", "200", "--items", "20"],
     ["bench.core.latency", "--containers", "30"],
     ["bench.images", "--mb", "64", "--big-mb", "256"],
+    ["bench.pressure", "--slow", "50", "--uploads", "10", "--mb", "32"],
     [
         "bench.metering",
         "--machines",

@@ -22,6 +22,7 @@ class ApiSettings(BaseSettings):
     bus_timeout_s: float = 10.0  # a request to a worker that takes longer answers TY0010
     max_items: int = 1000  # items in one create/update/delete request
     max_upload_bytes: int = 8 * 1024**3
+    max_uploads: int = 8  # uploads in flight in one API process; one more answers TY0010 at once
     max_range_days: int = 93  # longest metering time range
     # Request limits (docs/api.md "Limits"); each refusal is an envelope the application writes.
     max_url_bytes: int = 128 * 1024  # path and query string, as sent

@@ -2,6 +2,8 @@
 
 `RequestLimits` is plain ASGI, so a body over its limit is refused as the bytes come in (a JSON body
 is never buffered beyond `TINGYU_API_MAX_BODY_BYTES`), and every refusal is the contract's envelope.
+Uploads (streamed to storage) are counted: at most `TINGYU_API_MAX_UPLOADS` are in flight, one more
+is refused at once with TY0010, and a stalled one is cut by the body idle timeout like any body.
 The HTTP server's own limits sit above these (`ApiSettings.max_head_bytes`), so its plain-text
 errors are reserved for what is not HTTP at all. `HeadTimeoutH11` closes a connection that has
 not sent a whole request head in time, which uvicorn itself never does.
@@ -20,7 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tingyu.api.config import ApiSettings
 from tingyu.api.envelope import error_body
-from tingyu.common.errors import RequestTimeout, RequestTooLarge, TingyuError
+from tingyu.common.errors import RequestTimeout, RequestTooLarge, TingyuError, Unavailable
 
 # Routes whose body is streamed to storage with their own size limit (TINGYU_API_MAX_UPLOAD_BYTES).
 STREAMED = ("/image/uploadImage",)
@@ -75,6 +77,7 @@ class RequestLimits:
         self.app = app
         self.settings = settings
         self.streamed = {settings.root_path + path for path in STREAMED}
+        self.uploads = 0  # streamed requests in flight (bounded by TINGYU_API_MAX_UPLOADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,7 +88,11 @@ class RequestLimits:
             self._check_head(scope)
             if scope["path"] in self.streamed:
                 self._check_declared(scope, self.settings.max_upload_bytes)
-                await self.app(scope, body.next, send)
+                self._take_upload_slot()
+                try:
+                    await self.app(scope, body.next, send)
+                finally:
+                    self.uploads -= 1
                 return
             self._check_declared(scope, self.settings.max_body_bytes)
             content = await self._read(body, self.settings.max_body_bytes)
@@ -113,6 +120,16 @@ class RequestLimits:
                     f"请求过大: query parameter '{name}' is {_mib(len(pair))}, over {_mib(limit)} "
                     "(TINGYU_API_MAX_QUERY_VALUE_BYTES)"
                 )
+
+    def _take_upload_slot(self) -> None:
+        """Count one more upload in flight, or refuse it at once: a full API never queues one."""
+        limit = self.settings.max_uploads
+        if self.uploads >= limit:
+            raise Unavailable(
+                f"服务暂不可用,请稍后重试: {limit} uploads are in flight in this API process "
+                "(TINGYU_API_MAX_UPLOADS)"
+            )
+        self.uploads += 1
 
     @staticmethod
     def _check_declared(scope: Scope, limit: int) -> None:

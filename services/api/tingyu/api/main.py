@@ -23,6 +23,7 @@ from tingyu.api.config import ApiSettings, get_settings
 from tingyu.api.gate import Actions, Doors, Gate
 from tingyu.api.limits import HeadTimeoutH11, RequestLimits
 from tingyu.api.routes import ROUTERS
+from tingyu.api.uploads import reader_threads
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
 
@@ -44,6 +45,7 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_default_executor(reader_threads(settings.max_uploads))
         bus = await Bus.connect(settings.platform, "tingyu-api")
         app.state.bus = bus
         admin_token = settings.admin_token.get_secret_value()

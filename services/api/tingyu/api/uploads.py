@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from nats.js import api as js_api
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from tingyu.api import texts
 from tingyu.common import metrics, subjects
@@ -29,11 +31,23 @@ from tingyu.common.bus import Bus
 from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
 from tingyu.common.imagetar import TarScanner, kept_reader, read_layout
 
+log = logging.getLogger(__name__)
+
 CHUNK_BYTES = 512 * 1024  # object chunk; below NATS' default 1 MiB max payload
 RAW_TYPES = ("application/x-tar", "application/octet-stream", "application/tar")
 DRAIN_BYTES = (
     64 * 1024 * 1024
 )  # read at most this much more of a refused body, so the client reads the answer
+
+
+SPARE_THREADS = 8  # threads of the default executor beyond one per upload in flight
+
+
+def reader_threads(max_uploads: int) -> ThreadPoolExecutor:
+    """The API's default executor: nats-py reads every upload body in it (one thread per upload,
+    blocked while the client sends), so it holds a thread for each upload admitted and some to
+    spare. Python's own default (cores + 4) let six stalled uploads block every other one."""
+    return ThreadPoolExecutor(max_uploads + SPARE_THREADS, thread_name_prefix="tingyu-api")
 
 
 async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int:
@@ -59,6 +73,10 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
     except BadImageArchive:
         await reader.drain(DRAIN_BYTES)
         raise
+    except ClientDisconnect:
+        # Nobody reads the answer; an expected event, not a stack trace in the log.
+        log.info("upload %s: the client went away after %d bytes", name, reader.total)
+        raise InvalidRequest("请求格式错误: the client closed the connection during the upload") from None
     size = int(info.size or 0)
     metrics.UPLOAD_BYTES.inc(size)
     metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)

@@ -2,6 +2,9 @@
 
 Once it runs, the demo image is in the catalog and this machine is Ready: the README's first
 deployment works as written.
+
+Every process is supervised (`supervisor.py`): one that exits is started again with back-off.
+Ctrl-C or SIGTERM stops the supervisor first, then every process; nothing restarts meanwhile.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import httpx
 from tingyu.cli import demo
 from tingyu.cli.client import auth_headers
 from tingyu.cli.launcher import ADMIN_TOKEN_ENV, SERVICES, Platform, PlatformConfig, build_console
+from tingyu.cli.supervisor import Supervisor
 from tingyu.common.models.nodes import OPERATORS
-from tingyu.common.service import EXIT_BUS_LOST
 
 DEFAULT_AREA = "本地"
 DEFAULT_OPERATOR = "移动"
@@ -103,8 +106,17 @@ def up(args: argparse.Namespace) -> int:
     print(build_console(), flush=True)
     platform = Platform(config)
     stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    starting = threading.Event()
+    starting.set()
+
+    def on_signal(*_: object) -> None:
+        stopping.set()
+        if starting.is_set():
+            starting.clear()
+            raise KeyboardInterrupt  # still starting: abandon the start, stop what runs
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         platform.start_all()
         say(
@@ -128,16 +140,13 @@ def up(args: argparse.Namespace) -> int:
             say(f"this machine is Ready: uuid {uuid}; the README's first deployment can start now.")
         else:
             say("this machine is not Ready yet: look for `agent` lines above (is dockerd running?)")
-        while not stopping.wait(1.0):
-            for name, proc in list(platform.procs.items()):
-                code = proc.popen.poll()
-                if code == EXIT_BUS_LOST:  # its NATS connection closed for good: a fresh process
-                    say(f"{name} lost its NATS connection; starting it again")
-                    platform.restart(name)
-                elif code is not None:
-                    say(f"{name} exited with {code}; stopping the platform")
-                    stopping.set()
+        starting.clear()
+        Supervisor(platform, stopping).run()
+    except KeyboardInterrupt:
+        pass
     finally:
+        starting.clear()
+        stopping.set()
         say("stopping…")
         platform.stop()
     return 0

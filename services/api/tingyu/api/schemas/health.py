@@ -1,4 +1,4 @@
-"""The liveness answer."""
+"""The liveness and readiness answers."""
 
 from __future__ import annotations
 
@@ -7,3 +7,10 @@ from pydantic import BaseModel
 
 class Health(BaseModel):
     nats: bool
+
+
+class Ready(BaseModel):
+    """Every dependency `/readyz` checks, all true (otherwise it answers 503 TY0010 naming them)."""
+
+    nats: bool
+    jetstream: bool

@@ -1,0 +1,1 @@
+"""Memory under hostile load (slow clients and concurrent uploads)."""
