@@ -11,7 +11,7 @@ import docker
 import httpx
 
 from tests.abuse.conftest import assert_alive
-from tests.conftest import eventually, unique
+from tests.conftest import ADMIN_TOKEN, bearer, eventually, unique
 from tests.e2e.test_images import finished, saved_tar, upload
 from tests.integration.conftest import nats_only
 from tingyu.api.config import ApiSettings
@@ -101,7 +101,10 @@ async def test_six_stalled_uploads_do_not_block_another_and_one_over_the_cap_is_
 async def test_a_stalled_upload_is_cut_by_the_idle_timeout_and_frees_its_slot(tmp_path: Path) -> None:
     nats = nats_only(tmp_path)
     settings = ApiSettings(
-        platform=PlatformSettings(nats_url=nats.config.nats_url), max_uploads=2, body_idle_timeout_s=2.0
+        platform=PlatformSettings(nats_url=nats.config.nats_url),
+        max_uploads=2,
+        body_idle_timeout_s=2.0,
+        admin_token=ADMIN_TOKEN,
     )
     app = create_app(settings)
     never = asyncio.Event()
@@ -118,7 +121,10 @@ async def test_a_stalled_upload_is_cut_by_the_idle_timeout_and_frees_its_slot(tm
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api/tingyu", timeout=30
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://api/tingyu",
+                timeout=30,
+                headers=bearer(),
             ) as api,
         ):
             first = await api.post("/image/uploadImage", params=params, content=b"x" * 10, headers=headers)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests.conftest import trusted
 from tests.factories import command
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
 from tingyu.common import subjects
@@ -29,12 +30,14 @@ NODE = "tingyu-" + "0" * 32
 @pytest.fixture
 def parts(tmp_path: Path) -> AsyncIterator[Platform]:
     platform = Platform(
-        PlatformConfig(
-            state_dir=tmp_path,
-            nats_port=free_port(),
-            registry_port=free_port(),
-            colour=False,
-            log_file=tmp_path / "log",
+        trusted(
+            PlatformConfig(
+                state_dir=tmp_path,
+                nats_port=free_port(),
+                registry_port=free_port(),
+                colour=False,
+                log_file=tmp_path / "log",
+            )
         )
     )
     try:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.conftest import FAST_ENV, eventually
+from tests.conftest import FAST_ENV, bearer, eventually, trusted
 from tests.integration.test_rollouts_api import Fleet, accepted, job_info, wait_job
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects
@@ -41,13 +41,15 @@ ROLLOUTS = ("rollouts", "leads the rollouts", float(FAST_ENV["TINGYU_DEPLOYER_RO
 def replicas() -> Iterator[Platform]:
     """nats-server, two nodes services, two deployers and the API; no agent, no registry."""
     with tempfile.TemporaryDirectory(prefix="tingyu-replicas-") as folder:
-        config = PlatformConfig(
-            state_dir=Path(folder),
-            nats_port=free_port(),
-            api_port=free_port(),
-            extra_env=REPLICA_ENV,
-            colour=False,
-            log_file=Path(folder) / "platform.log",
+        config = trusted(
+            PlatformConfig(
+                state_dir=Path(folder),
+                nats_port=free_port(),
+                api_port=free_port(),
+                extra_env=REPLICA_ENV,
+                colour=False,
+                log_file=Path(folder) / "platform.log",
+            )
         )
         platform = Platform(config)
         try:
@@ -65,7 +67,7 @@ def replicas() -> Iterator[Platform]:
 
 @pytest_asyncio.fixture(scope="module")
 async def replica_api(replicas: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=replicas.config.api_url, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=replicas.config.api_url, timeout=30.0, headers=bearer()) as client:
         yield client
 
 
