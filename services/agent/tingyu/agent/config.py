@@ -31,6 +31,15 @@ class AgentSettings(BaseSettings):
     parallel: int = 4  # deployments reconciled at the same time
     max_file_bytes: int = 1024**3  # largest file copied out of a container
     file_parallel: int = 2  # file copies at the same time
+    # Remote operations (docs/remote.md).
+    logs_max_lines: int = 10_000  # most lines one logs answer carries
+    logs_max_bytes: int = 512 * 1024  # most bytes one logs answer carries (the newest are kept)
+    logs_follow_max_s: float = 3600.0  # longest a followed log stream lasts
+    exec_max_sessions: int = 4  # commands (interactive or not) running at once on this machine
+    exec_idle_s: float = 900.0  # an interactive session with no input or output this long is closed
+    exec_timeout_s: float = 60.0  # longest a non-interactive command may run
+    exec_max_output_bytes: int = 256 * 1024  # most output a non-interactive command answers
+    pull_parallel: int = 1  # image pre-pulls at the same time on this machine
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")
