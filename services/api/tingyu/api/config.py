@@ -22,6 +22,12 @@ class ApiSettings(BaseSettings):
     max_items: int = 1000  # items in one create/update/delete request
     max_upload_bytes: int = 8 * 1024**3
     max_range_days: int = 93  # longest metering time range
+    # Remote operations (docs/remote.md).
+    logs_max_tail: int = 10_000  # largest `tail` a logs request may ask for
+    logs_follow_max_s: float = 600.0  # longest a followed log stream lasts
+    exec_timeout_s: float = 60.0  # longest a non-interactive exec is waited for
+    exec_idle_s: float = 900.0  # an exec WebSocket with nothing from either side this long is closed
+    prepull_deadline_s: float = 3600.0  # a pre-pull's machines that have not pulled by then fail
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tingyu.api.routes import containers, files, health, images, metering, nodes, rollouts, tasks
+from tingyu.api.routes import containers, files, health, images, metering, nodes, remote, rollouts, tasks
 
 ROUTERS: list[APIRouter] = [
     tasks.router,
@@ -15,5 +15,7 @@ ROUTERS: list[APIRouter] = [
     nodes.router,
     files.router,
     files.downloads,
+    remote.router,
+    remote.images,
     health.router,
 ]
