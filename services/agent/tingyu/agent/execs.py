@@ -220,6 +220,9 @@ class Session:
             self.active = time.monotonic()
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self.raw.sendall, unb64(message.data))
+        if message.eof:
+            with contextlib.suppress(OSError):
+                self.raw.shutdown(socket.SHUT_WR)  # the command reads the end of its input
 
     async def _resize(self, cols: int, rows: int) -> None:
         if not self.request.tty:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tingyu.cli import dead, images, sim, up
+from tingyu.cli import dead, exec, images, logs, sim, up
 
-COMMANDS = [up, images, sim, dead]
+COMMANDS = [up, images, sim, dead, logs, exec]
 
 
 def main(argv: list[str] | None = None) -> int:

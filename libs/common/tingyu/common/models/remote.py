@@ -91,12 +91,13 @@ def unb64(text: str) -> bytes:
 
 
 class ExecInput(Message):
-    """Asker -> agent: keystrokes (`data`, base64), a resize (`cols`/`rows` > 0), a keep-alive (all
-    empty) or `close`."""
+    """Asker -> agent: keystrokes (`data`, base64), a resize (`cols`/`rows` > 0), the end of input
+    (`eof`), a keep-alive (all empty) or `close`."""
 
     data: str = ""
     cols: int = 0
     rows: int = 0
+    eof: bool = False
     close: bool = False
 
 

@@ -308,7 +308,8 @@ class Session:
 
 
 def control(text: str) -> ExecInput:
-    """A text frame from the client: `{"resize": [cols, rows]}`, `{"close": true}`, or typed text."""
+    """A text frame from the client: `{"resize": [cols, rows]}`, `{"eof": true}`, `{"close": true}`,
+    or typed text."""
     try:
         parsed: Any = json.loads(text)
     except ValueError:
@@ -317,6 +318,8 @@ def control(text: str) -> ExecInput:
         size = parsed.get("resize")
         if isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size):
             return ExecInput(cols=size[0], rows=size[1])
+        if parsed.get("eof") is True:
+            return ExecInput(eof=True)
         if parsed.get("close") is True:
             return ExecInput(close=True)
     return ExecInput(data=b64(text.encode()))
