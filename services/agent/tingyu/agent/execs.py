@@ -154,9 +154,11 @@ class ExecServer:
         except RuntimeFailure as exc:
             raise RemoteCommandFailed(detail=f"exec in {request.name}: {exc}") from exc
         try:
-            return socket.socket(fileno=os.dup(hijacked.fileno()))
+            raw = socket.socket(fileno=os.dup(hijacked.fileno()))
         finally:
             hijacked.close()
+        raw.setblocking(True)  # the descriptor came non-blocking from docker-py's own timeout
+        return raw
 
     async def exit_code(self, exec_id: str) -> int | None:
         for _ in range(50):  # the exit code lands a moment after the output ends
@@ -242,7 +244,7 @@ class Session:
                 for chunk in _frames(self.raw, self.request.tty, None):
                     asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
             except Exception as exc:
-                log.debug("exec session %s: output ended: %s", self.request.session, exc)
+                log.warning("exec session %s: output ended: %r", self.request.session, exc)
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(chunks.put(None), loop).result(5.0)
 

@@ -77,7 +77,7 @@ def raw_terminal(use_tty: bool) -> Iterator[None]:
         return
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # keys typed ahead are kept, not flushed
     try:
         yield
     finally:
