@@ -24,7 +24,8 @@ from tingyu.common.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
-CONNECT_ATTEMPTS = 5  # per round; between rounds the machine is held on its disk state
+CONNECT_ATTEMPTS = 5  # per round of connecting
+HOLD_AFTER_S = 3.0  # not connected by then: hold the machine on its disk state meanwhile
 
 
 class DesiredMemory:
@@ -75,26 +76,29 @@ async def connect_holding(
     memory: DesiredMemory,
     every_s: float,
 ) -> Bus | None:
-    """The agent's connection; while NATS cannot be reached the machine is held on its disk state.
-    None when the service is stopped before a connection was made."""
+    """The agent's connection; while NATS cannot be reached (nats-py keeps trying) the machine is
+    held on its disk state. None when the service is stopped before a connection was made."""
     connected = asyncio.Event()
     holding: asyncio.Task[None] | None = None
+    stopping = asyncio.create_task(service.stop.wait())
+    connecting = asyncio.create_task(_connect(service, settings))
     try:
-        while not service.stop.is_set():
-            connecting = asyncio.create_task(_connect(service, settings))
-            stopping = asyncio.create_task(service.stop.wait())
-            done, _ = await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if connecting not in done:
-                connecting.cancel()
+        while True:
+            done, _ = await asyncio.wait(
+                {connecting, stopping}, timeout=HOLD_AFTER_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stopping in done:
                 return None
-            bus = connecting.result()
-            if bus is not None:
-                return bus
+            if connecting in done:
+                bus = connecting.result()
+                if bus is not None:
+                    return bus
+                connecting = asyncio.create_task(_connect(service, settings))
             if holding is None:
                 holding = asyncio.create_task(hold(reconciler, memory, connected, every_s))
-        return None
     finally:
+        stopping.cancel()
+        connecting.cancel()
         connected.set()
         if holding is not None:
             await holding
