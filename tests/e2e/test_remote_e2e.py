@@ -26,6 +26,7 @@ from tests.e2e.test_containers_e2e import body, create, finished
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.deployer.rollouts.plan import member_job_id
 
 # Five known lines on stdout and stderr each, then a tick every 0.2 s.
 PRINTER = (
@@ -356,3 +357,43 @@ async def test_bad_prepull_requests_are_refused(api: httpx.AsyncClient, busybox_
         answer = (await api.post("/image/prepull", json=request)).json()
         assert answer["code"] == code, (request, answer)
         assert "jobid" not in answer
+
+
+async def test_a_rollout_with_prepull_pulls_everywhere_before_the_first_upgrade(
+    api: httpx.AsyncClient, bus: Bus, node_uuid: str, platform: Platform, docker_client: docker.DockerClient
+) -> None:
+    repository = f"{platform.config.registry}/tytest/{unique('pproll')}"
+    for version in ("1", "2"):
+        build_busybox(docker_client, repository, version)
+        await asyncio.to_thread(docker_client.images.push, repository, tag=version)
+    docker_client.images.remove(f"{repository}:2", force=True)
+    name = unique("pproll")
+    assert (await create(api, body(node_uuid, name, (repository, "1"))))["state"] == 3
+    try:
+        request = {
+            "area": FAST_ENV["TINGYU_AGENT_AREA"],
+            "operator": FAST_ENV["TINGYU_AGENT_OPERATOR"],
+            "percent": 100,
+            "image": repository,
+            "imageversion": "2",
+            "prepull": True,
+        }
+        answer = (await api.put("/container/updateByInherit", json=request)).json()
+        assert answer["code"] == 200, answer
+        rollout = await finished(api, answer["jobid"], timeout=120)
+        assert rollout["state"] == 3, rollout
+        prepull = await finished(api, rollout["result"]["prepulljob"])
+        assert prepull["state"] == 3, prepull
+        assert (prepull["result"]["total"], prepull["result"]["pulled"]) == (1, 1)
+        jobs = bus.store(subjects.JOBS)
+        pulled = await jobs.get(rollout["result"]["prepulljob"])
+        upgrade = await jobs.get(member_job_id(answer["jobid"], name, "2"))
+        assert pulled is not None
+        assert upgrade is not None
+        assert upgrade.created_at >= pulled.updated_at  # the upgrade came after the pull had finished
+        assert docker_client.api.inspect_container(name)["Config"]["Image"] == f"{repository}:2"
+        refused = (await api.put("/container/updateByInherit", json={**request, "prepull": "yes"})).json()
+        assert refused["code"] == "TY0003"
+    finally:
+        delete = (await api.delete("/container/delete", params={"name": name})).json()["data"][0]
+        await finished(api, delete["jobid"])

@@ -30,6 +30,7 @@ class DeployerSettings(BaseSettings):
     rollout_min_executed: int = Field(default=3, ge=1)  # finished upgrades before the threshold applies
     rollout_tick_s: float = Field(default=1.0, gt=0)
     rollout_lease_s: float = Field(default=5.0, gt=0)
+    rollout_prepull_deadline_s: float = Field(default=3600.0, gt=0)  # a rollout's pre-pull (prepull: true)
 
 
 @lru_cache
