@@ -183,8 +183,10 @@ class Follow:
 
     async def close(self) -> None:
         if self.sub is not None:
-            with contextlib.suppress(Exception):
-                await self.sub.unsubscribe()
+            # shielded: a client that left cancels this stream, and the unsubscribe must still
+            # happen (it is what stops the machine's side)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self.sub.unsubscribe())
             self.sub = None
 
 
@@ -302,8 +304,10 @@ class Session:
 
     async def close(self) -> None:
         if self.sub is not None:
-            with contextlib.suppress(Exception):
-                await self.sub.unsubscribe()
+            # shielded: a client that left cancels this stream, and the unsubscribe must still
+            # happen (it is what stops the machine's side)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self.sub.unsubscribe())
             self.sub = None
 
 
