@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tingyu.cli import audit, dead, images, node, sim, tokens, up
+from tingyu.cli import audit, dead, exec, images, logs, node, sim, tokens, up
 
-COMMANDS = [up, images, sim, dead, tokens, audit, node]
+COMMANDS = [up, images, sim, dead, tokens, audit, node, logs, exec]
 
 
 def main(argv: list[str] | None = None) -> int:
