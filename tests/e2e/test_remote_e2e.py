@@ -19,9 +19,13 @@ from typing import Any
 
 import docker
 import httpx
+import pytest
 import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from tests.conftest import FAST_ENV, build_busybox, eventually, unique
+from tests.conftest import ADMIN_TOKEN, FAST_ENV, bearer, build_busybox, docker_as, eventually, unique
+from tests.e2e.test_auth import as_token, audit_events, audited, make_token, refused, request_id
 from tests.e2e.test_containers_e2e import body, create, finished
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
@@ -39,7 +43,7 @@ PRINTER = (
 async def printer_ref(platform: Platform, docker_client: docker.DockerClient) -> tuple[str, str]:
     repository = f"{platform.config.registry}/tytest/{unique('printer')}"
     build_busybox(docker_client, repository, "1", cmd=PRINTER)
-    await asyncio.to_thread(docker_client.images.push, repository, tag="1")
+    await asyncio.to_thread(docker_as, platform, "imager", "push", f"{repository}:1")
     return repository, "1"
 
 
@@ -179,13 +183,18 @@ async def test_exec_answers_output_and_exit_code(
     assert seen == b"made\n"
 
 
-def cli(platform: Platform, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def cli(
+    platform: Platform, *args: str, stdin: bytes = b"", token: str = ADMIN_TOKEN
+) -> subprocess.CompletedProcess[bytes]:
+    """`tingyu ...` as a user runs it, with `token` as TINGYU_TOKEN (in a folder without var/api)."""
     return subprocess.run(
         [sys.executable, "-m", "tingyu.cli.main", *args],
         input=stdin,
         capture_output=True,
         timeout=60,
         check=False,
+        env={**os.environ, "TINGYU_TOKEN": token},
+        cwd=platform.config.state_dir,
     )
 
 
@@ -312,7 +321,7 @@ async def test_prepull_of_an_image_not_yet_here_pulls_it(
 ) -> None:
     repository = f"{platform.config.registry}/tytest/{unique('prepull')}"
     build_busybox(docker_client, repository, "1")
-    await asyncio.to_thread(docker_client.images.push, repository, tag="1")
+    await asyncio.to_thread(docker_as, platform, "imager", "push", f"{repository}:1")
     docker_client.images.remove(f"{repository}:1", force=True)
     job = await prepulled(api, {"uuids": [node_uuid], "image": repository, "imageversion": "1"})
     assert job["state"] == 3, job
@@ -365,7 +374,7 @@ async def test_a_rollout_with_prepull_pulls_everywhere_before_the_first_upgrade(
     repository = f"{platform.config.registry}/tytest/{unique('pproll')}"
     for version in ("1", "2"):
         build_busybox(docker_client, repository, version)
-        await asyncio.to_thread(docker_client.images.push, repository, tag=version)
+        await asyncio.to_thread(docker_as, platform, "imager", "push", f"{repository}:{version}")
     docker_client.images.remove(f"{repository}:2", force=True)
     name = unique("pproll")
     assert (await create(api, body(node_uuid, name, (repository, "1"))))["state"] == 3
@@ -397,3 +406,96 @@ async def test_a_rollout_with_prepull_pulls_everywhere_before_the_first_upgrade(
     finally:
         delete = (await api.delete("/container/delete", params={"name": name})).json()["data"][0]
         await finished(api, delete["jobid"])
+
+
+# --- under API tokens ------------------------------------------------------------------------------
+
+
+def ws_exec(platform: Platform, name: str, *cmd: str) -> str:
+    query = "&".join(f"cmd={part}" for part in cmd)
+    root = platform.config.api_url.replace("http://", "ws://", 1)
+    return f"{root}/container/exec?name={name}&{query}&tty=false"
+
+
+async def ws_refusal(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and envelope of a WebSocket upgrade the API refuses."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers):
+            pass
+    answer: dict[str, Any] = json.loads(refused.value.response.body or b"{}")
+    return refused.value.response.status_code, answer
+
+
+async def ws_session(url: str, headers: dict[str, str]) -> tuple[bytes, dict[str, Any]]:
+    """(output, last envelope) of a whole session."""
+    output = b""
+    async with connect(url, additional_headers=headers) as ws:
+        async for message in ws:
+            if isinstance(message, bytes):
+                output += message
+                continue
+            return output, json.loads(message)
+    raise AssertionError(f"the session closed without an envelope; output {output!r}")
+
+
+async def test_logs_and_exec_need_an_operator_of_the_machines_area_and_are_audited(
+    api: httpx.AsyncClient, platform: Platform, bus: Bus, printer: str, busybox_ref: tuple[str, str]
+) -> None:
+    """The session's machine is in 南京: a viewer and a 上海 operator are refused (403 TY0071) on
+    logs, exec (POST and WebSocket) and pre-pull; no token refuses the WebSocket's upgrade (401); a
+    南京 operator reads and runs, and each call is an audit event with its actor."""
+    _, viewer = await make_token(api, "viewer")
+    _, shanghai = await make_token(api, "operator", ("上海",))
+    nanjing_name, nanjing = await make_token(api, "operator", ("南京",))
+    url = ws_exec(platform, printer, "echo", "in-session")
+    image, version = busybox_ref
+    prepull = {"area": "南京", "operator": "移动", "image": image, "imageversion": version}
+
+    status, answer = await ws_refusal(url, {})
+    assert (status, answer["code"]) == (401, "TY0070"), answer
+    status, answer = await ws_refusal(url, bearer(viewer))
+    assert (status, answer["code"]) == (403, "TY0071"), answer
+    async with as_token(platform, viewer) as client:
+        refused(await client.get("/container/logs", params={"name": printer}), 403, "TY0071")
+        refused(await client.post("/container/exec", json={"name": printer, "cmd": ["true"]}), 403, "TY0071")
+    async with as_token(platform, shanghai) as client:
+        answer = refused(await client.get("/container/logs", params={"name": printer}), 403, "TY0071")
+        assert "南京" in answer["detail"], answer
+        refused(await client.post("/container/exec", json={"name": printer, "cmd": ["true"]}), 403, "TY0071")
+        refused(await client.post("/image/prepull", json=prepull), 403, "TY0071")
+    _, inside = await ws_session(url, bearer(shanghai))  # authenticated: refused inside the session
+    assert inside["code"] == "TY0071", inside
+
+    logs_id, exec_id, session_id = request_id(), request_id(), request_id()
+    async with as_token(platform, nanjing) as client:
+        lines = (
+            await client.get("/container/logs", params={"name": printer}, headers={"X-Request-Id": logs_id})
+        ).json()
+        assert lines["code"] == 200, lines
+        ran = await client.post(
+            "/container/exec", json={"name": printer, "cmd": ["true"]}, headers={"X-Request-Id": exec_id}
+        )
+        assert ran.json()["data"]["exit_code"] == 0, ran.text
+    output, last = await ws_session(url, {**bearer(nanjing), "X-Request-Id": session_id})
+    assert (output, last["data"]["exit_code"]) == (b"in-session\n", 0), (output, last)
+
+    for action, rid, method, status in (
+        ("container.logs", logs_id, "GET", 200),
+        ("container.exec", exec_id, "POST", 200),
+        ("container.exec", session_id, "GET", 101),  # the WebSocket, once it ended
+    ):
+        event = await audited(bus, action, rid)
+        assert (event.actor, event.method, event.status, event.code) == (nanjing_name, method, status, "200")
+        assert event.targets[:1] == [printer], event
+    refusals = [
+        e for e in await audit_events(bus, "container.exec") if e.status == 403 and e.code == "TY0071"
+    ]
+    assert len(refusals) >= 3, refusals  # the viewer's POST and upgrade, the 上海 operator's POST and session
+
+
+async def test_the_cli_without_a_token_is_refused(platform: Platform, printer: str) -> None:
+    api = platform.config.api_url
+    for args in (("exec", "--api", api, printer, "--", "sh"), ("logs", "--api", api, printer)):
+        done = await asyncio.to_thread(cli, platform, *args, stdin=b"exit\n", token="")
+        assert done.returncode == 1, done
+        assert b"TY0070" in done.stderr, done.stderr

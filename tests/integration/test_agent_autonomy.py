@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.conftest import build_busybox, eventually, unique
+from tests.conftest import build_busybox, enroll_offline, eventually, unique
 from tests.integration.conftest import nats_only
 from tests.integration.test_agent_lifecycle import (
     agent_settings,
@@ -27,7 +27,6 @@ from tests.integration.test_agent_lifecycle import (
     reported,
     run_agent,
 )
-from tingyu.agent.identity import load_or_create
 from tingyu.agent.runtime import LABEL_NODE
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import PodPhase
@@ -66,7 +65,7 @@ async def test_restarted_offline_the_agent_keeps_everything_and_converges_withou
     nats = nats_only(tmp_path)
     own_bus = await Bus.connect(PlatformSettings(nats_url=nats.config.nats_url), "autonomy-tests")
     settings = agent_settings(nats.config.nats_url, tmp_path / "state")
-    uuid = load_or_create(settings.state_dir).uuid
+    uuid = enroll_offline(settings.state_dir)  # its own machine credential, as enrollment gives
     names = [unique("au") for _ in range(2)]
     stray = unique("stray")
     stop = asyncio.Event()

@@ -8,7 +8,7 @@ import json
 import httpx
 from websockets.asyncio.client import connect
 
-from tests.conftest import eventually, unique
+from tests.conftest import bearer, eventually, unique
 from tests.integration.test_containers_api import item, ready_peer
 from tests.peer import PeerMachine
 from tingyu.cli.launcher import Platform
@@ -62,6 +62,6 @@ async def test_a_not_ready_machine_is_refused_with_the_contract_message(
     ):
         assert (answer["code"], answer["msg"]) == ("TY0019", "Node is not ready"), answer
     url = platform.config.api_url.replace("http://", "ws://", 1)
-    async with connect(f"{url}/container/exec?name={name}&cmd=sh") as ws:
+    async with connect(f"{url}/container/exec?name={name}&cmd=sh", additional_headers=bearer()) as ws:
         refusal = json.loads(await ws.recv())
     assert (refusal["code"], refusal["msg"]) == ("TY0019", "Node is not ready")

@@ -61,7 +61,8 @@ class ExecRequest(Message):
     interactive: bool = False
     tty: bool = False
     session: str = ""  # interactive: the id that names the session's input subject
-    inbox: str = ""  # interactive: where the output goes
+    inbox: str = ""  # interactive: where the output goes; the reply inbox of this very request (the
+    # only inbox a machine's credential lets it answer on)
     cols: int = 0
     rows: int = 0
     timeout_s: float = 0.0  # not interactive: the longest the command may run (0: the agent's limit)

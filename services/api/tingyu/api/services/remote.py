@@ -2,7 +2,10 @@
 
 The API finds the deployment's machine (the contract's not-found message for an unknown name,
 `Node is not ready` for a NotReady machine) and asks its agent on `ty.agent.<uuid>.req.<verb>`.
-Streams (followed logs, an interactive session) come back to an inbox of this process.
+Streams (followed logs, an interactive session) come back to the reply inbox of the request, the
+only place a machine's credential lets it answer; every ack, keystroke and keep-alive sent to the
+machine names that inbox again, which keeps it answerable for as long as the stream lasts
+(`REPLY_TTL_S` in `common/auth/permissions.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tingyu.common.errors import (
     Unavailable,
     error_of,
 )
+from tingyu.common.models.base import Message
 from tingyu.common.models.containers import DesiredState
 from tingyu.common.models.nodes import NodeStatus
 from tingyu.common.models.remote import (
@@ -75,6 +79,31 @@ async def machine_of(bus: Bus, name: str, caller: Principal) -> str:
 
 def silent(node_uuid: str) -> Unavailable:
     return Unavailable(detail=f"the agent of machine {node_uuid} is not answering")
+
+
+async def ask(
+    bus: Bus,
+    node_uuid: str,
+    verb: str,
+    request: Message,
+    *,
+    inbox: str,
+    answers: asyncio.Queue[Msg],
+    timeout: float,
+) -> Reply:
+    """Send `request` with `inbox` (already subscribed, into `answers`) as its reply subject and
+    wait for the first answer there; raises the agent's error, or `silent` without an agent."""
+    data = request.to_bytes()
+    subject = subjects.agent_request(node_uuid, verb)
+    bus.check(subject, len(data))
+    await bus.nc.publish(subject, data, reply=inbox)
+    first = await asyncio.wait_for(answers.get(), timeout)
+    if first.headers and first.headers.get("Status") == "503":
+        raise silent(node_uuid)
+    reply = Reply.from_bytes(first.data)
+    if not reply.ok:
+        raise error_of(reply.code, reply.msg, reply.detail or None)
+    return reply
 
 
 # --- logs ------------------------------------------------------------------------------------------
@@ -148,16 +177,15 @@ class Follow:
         """Ask the agent; its first answer says whether the stream starts (or raises its error)."""
         self.sub = await self.bus.nc.subscribe(self.inbox, cb=self.frames.put)
         try:
-            data = request.to_bytes()
-            subject = subjects.agent_request(self.node_uuid, "logs")
-            self.bus.check(subject, len(data))
-            await self.bus.nc.publish(subject, data, reply=self.inbox)
-            first = await asyncio.wait_for(self.frames.get(), timeout)
-            if first.headers and first.headers.get("Status") == "503":
-                raise silent(self.node_uuid)
-            reply = Reply.from_bytes(first.data)
-            if not reply.ok:
-                raise error_of(reply.code, reply.msg, reply.detail or None)
+            await ask(
+                self.bus,
+                self.node_uuid,
+                "logs",
+                request,
+                inbox=self.inbox,
+                answers=self.frames,
+                timeout=timeout,
+            )
         except BaseException:
             await self.close()
             raise
@@ -175,7 +203,8 @@ class Follow:
                 for line in frame.lines:
                     yield sse(line)
                 if msg.reply:
-                    await self.bus.nc.publish(msg.reply, b"")  # the ack that lets the next frame go
+                    # the ack that lets the next frame go; it names the inbox again (answerable)
+                    await self.bus.nc.publish(msg.reply, b"", reply=self.inbox)
                 if frame.end:
                     yield end_event(
                         FollowEnded(f"{FollowEnded.default_msg}: {frame.reason}", detail=frame.reason)
@@ -242,22 +271,28 @@ class Session:
         self.sub: Subscription | None = None
 
     async def open(self, request: ExecRequest, timeout: float) -> None:
+        """Start the session: its `ExecStarted` and then its output come to this session's inbox."""
         self.sub = await self.bus.nc.subscribe(self.inbox, cb=self.output.put)
         request = request.model_copy(update={"session": self.id, "inbox": self.inbox, "interactive": True})
         try:
-            await call(
-                self.bus, subjects.agent_request(self.node_uuid, "exec"), request, ExecStarted, timeout
+            answer = await ask(
+                self.bus,
+                self.node_uuid,
+                "exec",
+                request,
+                inbox=self.inbox,
+                answers=self.output,
+                timeout=timeout,
             )
-        except nats.errors.NoRespondersError:
-            await self.close()
-            raise silent(self.node_uuid) from None
+            ExecStarted.model_validate(answer.data)
         except BaseException:
             await self.close()
             raise
 
     async def send(self, message: ExecInput) -> None:
+        """Input to the session; it names the output inbox again, which keeps it answerable."""
         with contextlib.suppress(Exception):
-            await self.bus.emit(self.input, message)
+            await self.bus.emit(self.input, message, reply=self.inbox)
 
     async def bridge(self, websocket: WebSocket) -> None:
         """Client bytes to the command, its output back, then the exit code as the last message."""
