@@ -251,7 +251,7 @@ async def test_a_stream_keeps_its_inbox_while_the_asker_names_it_and_loses_it_af
     admin: Bus, nats_url: str, tmp_path: Path
 ) -> None:
     uuid, _ = new_node_identity()
-    creds, public_key = machine_creds(tmp_path, uuid, reply_ttl_s=1.0)  # the real one: an hour
+    creds, public_key = machine_creds(tmp_path, uuid, reply_ttl_s=2.0)  # the real one: an hour
     machine = Machine(uuid, creds, public_key)
     nc = await machine.connect(nats_url)
     try:
@@ -262,17 +262,17 @@ async def test_a_stream_keeps_its_inbox_while_the_asker_names_it_and_loses_it_af
 
         async def keep_alive_then_answer() -> None:
             await admin.nc.publish(subjects.agent_request(machine.uuid, "exec"), b"{}", reply=inbox)
-            for n in range(5):  # 2.5 s, past the 1 s allowance: each keep-alive names the inbox again
+            for n in range(8):  # 4 s, past the 2 s allowance: each keep-alive names the inbox again
                 await asyncio.sleep(0.5)
                 await admin.nc.publish(session_input, b"{}", reply=inbox)
                 await admin.nc.flush()
                 await nc.publish(inbox, f"out-{n}".encode())
             await nc.flush()
 
-        assert await received(admin, inbox, keep_alive_then_answer) == [f"out-{n}".encode() for n in range(5)]
+        assert await received(admin, inbox, keep_alive_then_answer) == [f"out-{n}".encode() for n in range(8)]
 
         async def after_silence() -> None:
-            await asyncio.sleep(1.5)  # the asker named the inbox last more than 1 s ago
+            await asyncio.sleep(3.0)  # the asker named the inbox last more than 2 s ago
             await nc.publish(inbox, b"late")
             await nc.flush()
 
