@@ -30,7 +30,7 @@ from tingyu.agent.identity import load_or_create
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
 from tingyu.common.auth import jwt
 from tingyu.common.auth.material import AuthDir, write_secret
-from tingyu.common.auth.permissions import machine_inbox, machine_permissions
+from tingyu.common.auth.permissions import REPLY_TTL_S, machine_inbox, machine_permissions
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
@@ -59,12 +59,11 @@ os.environ["TINGYU_NATS_CA"] = str(NATS_CA)
 os.environ["TINGYU_NATS_AUTH_DIR"] = str(AUTH.root)
 
 
-def machine_creds(folder: Path, node_uuid: str) -> tuple[Path, str]:
+def machine_creds(folder: Path, node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> tuple[Path, str]:
     """A machine's own credential, signed as the API signs it at enrollment: (creds file, public key)."""
     seed = jwt.new_seed("user")
-    token = jwt.user_jwt(
-        AUTH.seed("account"), jwt.public_key(seed), node_uuid, machine_permissions(node_uuid)
-    )
+    permissions = machine_permissions(node_uuid, reply_ttl_s)
+    token = jwt.user_jwt(AUTH.seed("account"), jwt.public_key(seed), node_uuid, permissions)
     path = folder / f"{node_uuid}.creds"
     write_secret(path, jwt.creds(token, seed))
     return path, jwt.public_key(seed)

@@ -209,3 +209,78 @@ async def test_tls_without_the_ca_fails_to_verify(nats_url: str) -> None:
     options.pop("tls")
     with pytest.raises(ssl.SSLCertVerificationError):
         await nats.connect(nats_url, allow_reconnect=False, connect_timeout=3, **options)
+
+
+async def test_machine_streams_many_answers_to_a_request_it_received(
+    admin: Bus, pair: tuple[Machine, Machine]
+) -> None:
+    """Followed logs and interactive exec answer one request with many messages on its inbox."""
+    a, _b = pair
+    assert a.nc is not None
+    nc = a.nc
+    asked: list[str] = []
+
+    async def on_request(msg: Any) -> None:
+        asked.append(msg.reply)
+
+    await nc.subscribe(subjects.agent_request(a.uuid, "logs"), cb=on_request)
+    await nc.flush()
+    inbox = admin.nc.new_inbox()
+    other_inbox = admin.nc.new_inbox()  # an inbox of the same asker that the machine was never given
+
+    async def stream() -> None:
+        await admin.nc.publish(subjects.agent_request(a.uuid, "logs"), b"{}", reply=inbox)
+        await admin.nc.flush()
+        await eventually(lambda: _got(asked), timeout=5)
+        for n in range(300):
+            await nc.publish(asked[0], str(n).encode())
+        await nc.flush()
+
+    got = await received(admin, inbox, stream)
+    assert got == [str(n).encode() for n in range(300)]
+
+    async def elsewhere() -> None:
+        await nc.publish(other_inbox, b"forged")
+        await nc.flush()
+
+    assert await received(admin, other_inbox, elsewhere) == []
+    assert await a.refused(other_inbox)
+
+
+async def test_a_stream_keeps_its_inbox_while_the_asker_names_it_and_loses_it_after(
+    admin: Bus, nats_url: str, tmp_path: Path
+) -> None:
+    uuid, _ = new_node_identity()
+    creds, public_key = machine_creds(tmp_path, uuid, reply_ttl_s=2.0)  # the real one: an hour
+    machine = Machine(uuid, creds, public_key)
+    nc = await machine.connect(nats_url)
+    try:
+        await nc.subscribe(subjects.agent_all(machine.uuid))
+        await nc.flush()
+        inbox = admin.nc.new_inbox()
+        session_input = subjects.agent_exec_input(machine.uuid, "s1")
+
+        async def keep_alive_then_answer() -> None:
+            await admin.nc.publish(subjects.agent_request(machine.uuid, "exec"), b"{}", reply=inbox)
+            for n in range(8):  # 4 s, past the 2 s allowance: each keep-alive names the inbox again
+                await asyncio.sleep(0.5)
+                await admin.nc.publish(session_input, b"{}", reply=inbox)
+                await admin.nc.flush()
+                await nc.publish(inbox, f"out-{n}".encode())
+            await nc.flush()
+
+        assert await received(admin, inbox, keep_alive_then_answer) == [f"out-{n}".encode() for n in range(8)]
+
+        async def after_silence() -> None:
+            await asyncio.sleep(3.0)  # the asker named the inbox last more than 2 s ago
+            await nc.publish(inbox, b"late")
+            await nc.flush()
+
+        assert await received(admin, inbox, after_silence) == []
+        assert await machine.refused(inbox)
+    finally:
+        await nc.close()
+
+
+async def _got(values: list[str]) -> bool:
+    return bool(values)

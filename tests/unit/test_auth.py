@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from tingyu.api import audit, deps
 from tingyu.api.auth import FailureLimiter, Principal, bearer, digest, mint, split
@@ -183,6 +183,22 @@ def test_file_downloads_need_an_operator_too() -> None:
     for route in _routes():
         if route.path.startswith("/file/"):
             assert deps.operator in _calls(route.dependant), route.path
+
+
+def test_logs_exec_and_prepull_need_an_operator() -> None:
+    remote = {"/container/logs", "/container/exec", "/image/prepull"}
+    found = {route.path for route in _routes() if route.path in remote}
+    assert found == remote
+    for route in _routes():
+        if route.path in remote:
+            assert deps.operator in _calls(route.dependant), route.path
+
+
+def test_every_websocket_needs_an_operator() -> None:
+    sockets = [route for router in ROUTERS for route in router.routes if isinstance(route, APIWebSocketRoute)]
+    assert [route.path for route in sockets] == ["/container/exec"]
+    for route in sockets:
+        assert deps.session_operator in _calls(route.dependant), route.path
 
 
 def test_every_route_but_the_public_ones_reads_the_caller() -> None:

@@ -12,6 +12,8 @@ from tingyu.deployer.rollouts.plan import (
     Candidate,
     join,
     member_job_id,
+    prepull_job_id,
+    prepull_targets,
     progress,
     select,
     settle,
@@ -267,3 +269,23 @@ def test_a_paused_rollout_is_not_settled() -> None:
     settle(plan, 0.2, 1)
     assert plan.status == RolloutStatus.PAUSED
     assert not plan.status.final
+
+
+def test_a_prepull_run_names_its_job_and_the_machines_still_to_upgrade() -> None:
+    command = RolloutCommand(
+        job_id=new_job_id(),
+        area="南京",
+        operator="移动",
+        image=IMAGE,
+        patch=ImagePatch(image=IMAGE, imageversion="2", image_ref=f"{IMAGE}:2"),
+        percent=100,
+        issued_at=0.0,
+        prepull=True,
+    )
+    found = [*fleet(3), Candidate(name(), "tingyu-" + "f" * 32, "2")]
+    fresh, _ = join(None, command, found, 0.0)
+    assert fresh is not None
+    assert fresh.prepull
+    assert prepull_targets(fresh) == sorted(c.node_uuid for c in found[:3])  # not the one already at 2
+    assert prepull_job_id(fresh.run) == prepull_job_id(command.job_id) != prepull_job_id(new_job_id())
+    assert progress(fresh)["prepulljob"] == prepull_job_id(command.job_id)

@@ -26,6 +26,7 @@ from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.images import ImagerReply, ImagerRequest
 from tingyu.common.models.metering import MeteringQuery, MeteringReply
 from tingyu.common.models.nodes import Heartbeat
+from tingyu.common.models.remote import ExecReply, ExecRequest, LogsReply, LogsRequest, PullReply, PullRequest
 
 VERSION = "0.1.0"
 
@@ -41,6 +42,27 @@ REQUESTS: tuple[tuple[str, type[Message], type[Message], str], ...] = (
         FileFetchCommand,
         FileFetchReply,
         "The deployer asks one agent for a file out of a container.",
+    ),
+    (
+        subjects.agent_request("{uuid}", "logs"),
+        LogsRequest,
+        LogsReply,
+        "The API asks one agent for a container's logs; a followed stream then sends `LogFrame`s "
+        "to the asker's reply inbox (docs/remote.md).",
+    ),
+    (
+        subjects.agent_request("{uuid}", "exec"),
+        ExecRequest,
+        ExecReply,
+        "The API runs a command in a container on one agent; an interactive session answers "
+        "`ExecStarted`, reads `ExecInput` on `ty.agent.{uuid}.req.exec.{session}` and sends `ExecOutput` "
+        "to the asker's reply inbox (docs/remote.md).",
+    ),
+    (
+        subjects.agent_request("{uuid}", "pull"),
+        PullRequest,
+        PullReply,
+        "The deployer asks one agent to have an image (a pre-pull).",
     ),
 )
 

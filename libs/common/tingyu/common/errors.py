@@ -245,6 +245,42 @@ class EnrollmentRefused(TingyuError):
     default_msg = "节点注册被拒绝"
 
 
+class ContainerNotRunning(TingyuError):
+    """The container exists but is not running, so a command cannot run in it."""
+
+    code = "TY0080"
+    default_msg = "容器未运行"
+
+
+class RemoteCommandFailed(TingyuError):
+    """Reading logs or running a command in a container failed on its machine; the detail says why."""
+
+    code = "TY0081"
+    default_msg = "远程操作失败"
+
+
+class TooManySessions(TingyuError):
+    """The machine already runs its maximum of interactive sessions."""
+
+    code = "TY0082"
+    default_msg = "会话数已达上限,请稍后重试"
+
+
+class PullFailed(TingyuError):
+    """A machine could not pull an image; the detail is the engine's reason."""
+
+    code = "TY0083"
+    default_msg = "镜像拉取失败"
+
+
+class FollowEnded(TingyuError):
+    """A followed log stream was ended by the platform (its maximum duration, or its machine); the
+    last event of the stream carries it."""
+
+    code = "TY0084"
+    default_msg = "日志跟踪已结束"
+
+
 class InternalError(TingyuError):
     """An unexpected failure; the log has the details, the client only the code."""
 

@@ -73,9 +73,9 @@ class Service:
         self.buses: list[Bus] = []
         self.exit_code = 0
 
-    async def connect(self, settings: PlatformSettings, *, ensure: bool = True) -> Bus:
+    async def connect(self, settings: PlatformSettings, *, ensure: bool = True, attempts: int = 60) -> Bus:
         """The service's NATS connection, drained and closed at stop, watched while running."""
-        bus = await Bus.connect(settings, f"tingyu-{self.name}", ensure=ensure)
+        bus = await Bus.connect(settings, f"tingyu-{self.name}", ensure=ensure, attempts=attempts)
         self.stack.push_async_callback(bus.close)
         self.buses.append(bus)
         return bus

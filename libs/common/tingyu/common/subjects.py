@@ -25,6 +25,7 @@ from tingyu.common.models.jobs import Command, Job, JobDeadline, JobKind
 from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.metering import SampleBatch
 from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.models.remote import PrepullCommand
 from tingyu.common.models.rollouts import Rollout, RolloutCommand
 from tingyu.common.models.tokens import TokenRecord
 
@@ -128,6 +129,8 @@ rollout_command = Family("ty.cmd.rollout")
 """A canary rollout (updateByInherit) for the deployer; id = job id."""
 file_command = Family("ty.cmd.file")
 """A file fetch out of a container, for the deployer to route to the agent; id = job id."""
+prepull_command = Family("ty.cmd.prepull")
+"""An image pre-pull onto many machines, for the deployer; id = job id."""
 observed = Family("ty.evt.observed")
 """An agent's report of its containers; id = machine uuid."""
 samples = Family("ty.samples")
@@ -143,6 +146,7 @@ CONTAINER_COMMANDS = container_command.all
 IMAGE_COMMANDS = image_command.all
 ROLLOUT_COMMANDS = rollout_command.all
 FILE_COMMANDS = file_command.all
+PREPULL_COMMANDS = prepull_command.all
 OBSERVED_ALL = observed.all
 SAMPLES_ALL = samples.all
 JOB_DEADLINES_ALL = job_deadline.all
@@ -154,6 +158,7 @@ _COMMAND_SUBJECTS = {
     JobKind.IMAGE: image_command,
     JobKind.ROLLOUT: rollout_command,
     JobKind.FILE: file_command,
+    JobKind.PREPULL: prepull_command,
 }
 
 
@@ -183,6 +188,11 @@ def agent_request(node_uuid: str, verb: str) -> str:
 def agent_all(node_uuid: str) -> str:
     """Everything addressed to one agent: its nudges and its requests."""
     return f"ty.agent.{node_uuid}.>"
+
+
+def agent_exec_input(node_uuid: str, session: str) -> str:
+    """The input (keystrokes, resizes, keep-alives) of one interactive exec session on one agent."""
+    return f"ty.agent.{node_uuid}.req.exec.{session}"
 
 
 AGENT_NUDGE_ALL = "ty.agent.*.nudge"
@@ -259,6 +269,15 @@ DEPLOYER_DEADLINES = ConsumerSpec(
     ack_wait_s=30.0,
     max_deliver=100,  # an early timer comes back once, when due; the rest is room for failures
 )
+DEPLOYER_PREPULL = ConsumerSpec(
+    COMMANDS,
+    "deployer-prepull",
+    PREPULL_COMMANDS,
+    PrepullCommand,
+    batch=16,
+    ack_wait_s=30.0,  # a pre-pull keeps its message with in-progress acks until every machine is done
+    max_deliver=50,  # a redelivery (a replica died) carries on: machines that pulled answer at once
+)
 IMAGER_COMMANDS = ConsumerSpec(COMMANDS, "imager-commands", IMAGE_COMMANDS, ImagePushCommand, batch=2)
 METERING_SAMPLES = ConsumerSpec(
     SAMPLES, "metering-samples", SAMPLES_ALL, SampleBatch, batch=512, max_ack_pending=1024
@@ -270,6 +289,7 @@ ALL_CONSUMERS: tuple[ConsumerSpec[Any], ...] = (
     DEPLOYER_FILES,
     DEPLOYER_OBSERVED,
     DEPLOYER_DEADLINES,
+    DEPLOYER_PREPULL,
     IMAGER_COMMANDS,
     METERING_SAMPLES,
 )

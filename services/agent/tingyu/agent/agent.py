@@ -16,6 +16,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from tingyu.agent.autonomy import DesiredMemory
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.heartbeat import heartbeat_loop
 from tingyu.agent.identity import Identity
@@ -49,9 +50,13 @@ class Agent:
         facts_every: int = 30,
         simulated: bool = False,
         files: FileFetcher | None = None,
+        memory: DesiredMemory | None = None,
+        serving: list[Any] | None = None,
     ) -> None:
         self.bus = bus
         self.files = files
+        self.memory = memory or DesiredMemory()
+        self.serving = serving or []  # more responders with start()/close() (logs, exec, pulls)
         self.identity = identity
         self.reconciler = reconciler
         self.read_facts = read_facts
@@ -62,8 +67,9 @@ class Agent:
         self.wake = asyncio.Event()
         self.passes = 0
         self.last_observed: NodeObserved | None = None  # what the last pass saw
-        self._desired: NodeDesired | None = None
-        self._desired_read = False
+        self._desired: NodeDesired | None = self.memory.desired
+        self._desired_read = self._desired is not None  # a state on disk counts as read
+        self._fresh = False  # the last pass read the desired state from the platform
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None
@@ -83,6 +89,8 @@ class Agent:
         self._nudges = await self.bus.nc.subscribe(subjects.agent_nudge(self.uuid), cb=self._on_nudge)
         if self.files is not None:
             await self.files.start()
+        for server in self.serving:
+            await server.start()
 
     async def close(self) -> None:
         """Stop listening; copies in flight are cancelled."""
@@ -92,6 +100,8 @@ class Agent:
             self._nudges = None
         if self.files is not None:
             await self.files.close()
+        for server in self.serving:
+            await server.close()
 
     def loops(self) -> list[tuple[str, LoopFn]]:
         """Heartbeats, reconcile passes, reconnect checks and Docker events, each until its stop."""
@@ -155,7 +165,9 @@ class Agent:
 
     async def sync_once(self) -> NodeObserved:
         """Read the desired state, reconcile, and publish the report when it says something new."""
-        containers = await self.reconciler.reconcile(await self._read_desired())
+        desired = await self._read_desired()
+        # Only a state read from the platform removes anything (autonomy: docs/remote.md).
+        containers = await self.reconciler.reconcile(desired, removals=self._fresh)
         self.passes += 1
         report = NodeObserved(
             node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1
@@ -167,6 +179,7 @@ class Agent:
     async def _read_desired(self) -> NodeDesired | None:
         """The desired state; while NATS is away, the last one read (the machine keeps its containers
         as they were meant to be, e.g. brings back one that was stopped behind its back)."""
+        self._fresh = False
         try:
             self._desired = await asyncio.wait_for(
                 self.bus.store(subjects.DESIRED).get(self.uuid), BUS_TIMEOUT_S
@@ -175,6 +188,9 @@ class Agent:
             if not self._desired_read:
                 raise
             log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
+        else:
+            self._fresh = True
+            await asyncio.to_thread(self.memory.remember, self._desired)
         self._desired_read = True
         return self._desired
 

@@ -37,6 +37,15 @@ class AgentSettings(BaseSettings):
     enroll_token: str = ""
     enroll_ca: str = ""  # the CA of an API served over HTTPS with a private certificate
     metrics_port: int = 0  # Prometheus metrics on this port (0: off)
+    # Remote operations (docs/remote.md).
+    logs_max_lines: int = 10_000  # most lines one logs answer carries
+    logs_max_bytes: int = 512 * 1024  # most bytes one logs answer carries (the newest are kept)
+    logs_follow_max_s: float = 3600.0  # longest a followed log stream lasts
+    exec_max_sessions: int = 4  # commands (interactive or not) running at once on this machine
+    exec_idle_s: float = 900.0  # an interactive session with no input or output this long is closed
+    exec_timeout_s: float = 60.0  # longest a non-interactive command may run
+    exec_max_output_bytes: int = 256 * 1024  # most output a non-interactive command answers
+    pull_parallel: int = 1  # image pre-pulls at the same time on this machine
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")

@@ -62,6 +62,10 @@ class DockerRuntime:
     def close(self) -> None:
         self.client.close()
 
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Any docker-py call in a thread, its errors as RuntimeFailure (logs, exec, pulls use it)."""
+        return await self._call(fn, *args, **kwargs)
+
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)

@@ -1,7 +1,8 @@
 """`tingyu-agent`, one per machine: identity, Docker and the bus are opened here, the loops declared.
 
 Resources close in reverse at stop: the agent stops listening, the bus drains, Docker closes.
-The machine's containers keep running afterwards.
+The machine's containers keep running afterwards. Started while NATS is unreachable, the agent
+holds the machine on the desired state on disk until it can connect (`autonomy`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ import logging
 
 from tingyu.agent.agent import Agent
 from tingyu.agent.applied import AppliedRestarts
+from tingyu.agent.autonomy import DesiredMemory, connect_holding
 from tingyu.agent.config import AgentSettings, get_settings
 from tingyu.agent.docker_runtime import DockerRuntime
 from tingyu.agent.enroll import ensure_enrolled, machine_platform
+from tingyu.agent.execs import ExecServer
 from tingyu.agent.facts import read_facts
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
+from tingyu.agent.logs import LogServer
+from tingyu.agent.pulls import Puller
 from tingyu.agent.reconciler import Reconciler
 from tingyu.agent.sampling import run_sampler
+from tingyu.common import subjects
+from tingyu.common.models.remote import PullRequest
 from tingyu.common.policy import Policy
 from tingyu.common.service import Service, run_service
 
@@ -47,24 +54,50 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
     )
     service.stack.callback(log.info, "agent %s stopped", identity.uuid)
     service.stack.callback(runtime.close)
+    reconciler = Reconciler(
+        runtime,
+        identity.uuid,
+        AppliedRestarts(settings.state_dir / "applied.json"),
+        settings.parallel,
+        Policy.from_settings(own_registry=platform.registry),
+    )
+    memory = DesiredMemory(settings.state_dir / "desired.json")
     # Agents do not declare the platform's streams and buckets: the central services own them.
-    bus = await service.connect(platform, ensure=False)
+    bus = await connect_holding(service, platform, reconciler, memory, settings.resync_s)
+    if bus is None:
+        return  # stopped before NATS could be reached; the containers stay as they are
     log.info("agent %s (nodename %s) starting", identity.uuid, identity.nodename)
+    uuid = identity.uuid
+    logs = LogServer(
+        bus,
+        runtime,
+        uuid,
+        max_lines=settings.logs_max_lines,
+        max_bytes=settings.logs_max_bytes,
+        follow_max_s=settings.logs_follow_max_s,
+    )
+    execs = ExecServer(
+        bus,
+        runtime,
+        uuid,
+        max_sessions=settings.exec_max_sessions,
+        idle_s=settings.exec_idle_s,
+        timeout_s=settings.exec_timeout_s,
+        max_output_bytes=settings.exec_max_output_bytes,
+    )
+    puller = Puller(runtime, settings.pull_parallel)
+    await service.serve(bus, subjects.agent_request(uuid, "pull"), PullRequest, puller.handle)
     agent = Agent(
         bus,
         identity,
-        Reconciler(
-            runtime,
-            identity.uuid,
-            AppliedRestarts(settings.state_dir / "applied.json"),
-            settings.parallel,
-            Policy.from_settings(own_registry=platform.registry),
-        ),
+        reconciler,
         functools.partial(read_facts, identity, settings),
         heartbeat_s=settings.heartbeat_s,
         resync_s=settings.resync_s,
         facts_every=settings.facts_every,
         files=FileFetcher(bus, runtime, identity.uuid, settings.max_file_bytes, settings.file_parallel),
+        memory=memory,
+        serving=[logs, execs],
     )
     await agent.start()
     service.stack.push_async_callback(agent.close)

@@ -64,15 +64,23 @@ class Reconciler:
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(parallel, 1))
 
-    async def reconcile(self, desired: NodeDesired | None) -> dict[str, ObservedContainer]:
-        """One pass: act on every deployment, remove strays, and say what each deployment looks like."""
+    async def reconcile(
+        self, desired: NodeDesired | None, *, removals: bool = True
+    ) -> dict[str, ObservedContainer]:
+        """One pass: act on every deployment, remove strays, and say what each deployment looks like.
+
+        Without `removals` (a state remembered on disk, not read from the platform) nothing is
+        removed: neither strays nor deployments marked absent.
+        """
         wanted = desired.containers if desired else {}
         async with self._lock:
             current = {c.name: c for c in await self.runtime.list_node(self.node_uuid)}
+            if not removals:
+                wanted = {n: c for n, c in wanted.items() if c.state != DesiredState.ABSENT}
             names = sorted(wanted)
             outcomes = await asyncio.gather(*(self._one(wanted[n], current.get(n)) for n in names))
             for name, container in current.items():
-                if name not in wanted:
+                if name not in wanted and removals:
                     await self._remove_stray(container)
             for name in self.applied.names():
                 if name not in wanted:

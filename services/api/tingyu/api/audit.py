@@ -39,7 +39,8 @@ TARGET_KEYS = (
     "role",
 )
 MACHINE_KEYS = ("uuid",)
-AUDITED_READS = ("file.content",)  # GET routes audited like changes: file downloads
+# GET routes audited like changes: file downloads, container logs, exec sessions (the WebSocket).
+AUDITED_READS = ("file.content", "container.logs", "container.exec")
 
 
 def action_of(route_path: str, root: str) -> str:
@@ -50,7 +51,8 @@ def action_of(route_path: str, root: str) -> str:
 
 
 def audited(method: str, action: str, status: int) -> bool:
-    """Every change, every file download and every refused call (401, 403, 429)."""
+    """Every change, every file download, log read and exec session, and every refused call (401,
+    403, 429)."""
     return method not in ("GET", "HEAD", "OPTIONS") or action in AUDITED_READS or status in (401, 403, 429)
 
 

@@ -45,6 +45,12 @@ class ApiSettings(BaseSettings):
     tls_cert: str = ""  # HTTPS from these files; empty: plain HTTP (loopback or behind a proxy)
     tls_key: str = ""
     console_dir: Path | None = None  # the built console (default: console/dist of this source tree)
+    # Remote operations (docs/remote.md).
+    logs_max_tail: int = 10_000  # largest `tail` a logs request may ask for
+    logs_follow_max_s: float = 600.0  # longest a followed log stream lasts
+    exec_timeout_s: float = 60.0  # longest a non-interactive exec is waited for
+    exec_idle_s: float = 900.0  # an exec WebSocket with nothing from either side this long is closed
+    prepull_deadline_s: float = 3600.0  # a pre-pull's machines that have not pulled by then fail
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @property

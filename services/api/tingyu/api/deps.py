@@ -5,7 +5,8 @@ thread hop per request for what is only an attribute read.
 
 The caller was authenticated by the gate (`gate.py`) before any route runs; these check what its
 role and areas allow. Every route but the public ones reads `Caller` (its router declares it), and
-a route that changes anything declares `Operator`, `FleetOperator` or `Admin`.
+a route that changes anything declares `Operator`, `FleetOperator` or `Admin`; a WebSocket route
+declares `SessionOperator`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from tingyu.api.auth import Principal
 from tingyu.api.config import ApiSettings, get_settings
@@ -38,13 +40,19 @@ async def settings() -> ApiSettings:
     return get_settings()
 
 
-async def caller(
-    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
-) -> Principal:
-    """The authenticated caller (any role may read)."""
-    principal: Principal | None = getattr(request.state, "principal", None)
+async def authenticated(connection: HTTPConnection) -> Principal:
+    """The caller the gate authenticated, on a request or on a WebSocket's upgrade."""
+    principal: Principal | None = getattr(connection.state, "principal", None)
     if principal is None:  # only when the gate is not installed: refuse rather than guess
         raise Unauthenticated()
+    return principal
+
+
+async def caller(
+    principal: Annotated[Principal, Depends(authenticated)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> Principal:
+    """The authenticated caller (any role may read)."""
     return principal
 
 
@@ -71,6 +79,12 @@ async def fleet_operator(principal: Annotated[Principal, Depends(operator)]) -> 
     return principal
 
 
+async def session_operator(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    """An operator on a WebSocket (FastAPI's bearer scheme reads only plain requests; the gate
+    checked the upgrade's token the same way). A refusal answers the upgrade with HTTP 403."""
+    return require(principal, Role.OPERATOR)
+
+
 async def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
     """A caller that manages tokens and reads the audit."""
     return require(principal, Role.ADMIN)
@@ -82,3 +96,4 @@ Caller = Annotated[Principal, Depends(caller)]
 Operator = Annotated[Principal, Depends(operator)]
 FleetOperator = Annotated[Principal, Depends(fleet_operator)]
 Admin = Annotated[Principal, Depends(admin)]
+SessionOperator = Annotated[Principal, Depends(session_operator)]

@@ -108,7 +108,7 @@ class Call:
             time=self.started,
             request_id=self.request_id,
             action=self.action,
-            method=self.scope["method"],
+            method=method_of(self.scope),
             path=self.scope["path"],
             actor=who.name if who else "",
             token_id=who.id if who else "",
@@ -132,7 +132,7 @@ class Gate:
         self.actions = actions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
@@ -198,7 +198,10 @@ class Gate:
 
     async def run(self, call: Call, auditor: Auditor, receive: Receive, send: Send) -> None:
         """Call the app, keeping what the audit needs of the request and the answer."""
-        method = call.scope["method"]
+        method = method_of(call.scope)
+        if call.scope["type"] == "websocket":
+            await self.run_session(call, auditor, receive, send)
+            return
         if method not in ("GET", "HEAD"):
             receive = await self.read_body(call, receive)
         chunks: list[bytes] = []
@@ -220,6 +223,37 @@ class Gate:
             if audited(method, call.action, call.status or 500):
                 call.status = call.status or 500
                 call.answer = parse_json(b"".join(chunks)) if capture[0] else None
+                auditor.record(call.event())
+
+    async def run_session(self, call: Call, auditor: Auditor, receive: Receive, send: Send) -> None:
+        """A WebSocket (an interactive exec): audited once it ends, with status 101 when it was
+        accepted (or the status of the refusal) and the code of its last envelope (the exit, or
+        the refusal sent inside the session)."""
+        denial: list[bytes] = []
+
+        async def watching(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                call.status = 101
+            elif kind == "websocket.http.response.start":
+                call.status = message["status"]
+            elif kind == "websocket.http.response.body":
+                denial.append(message.get("body", b""))
+            elif kind == "websocket.close" and not call.status:
+                call.status = 403  # closed before it was accepted: the server answers 403
+            elif kind == "websocket.send" and message.get("text"):
+                answer = parse_json(message["text"].encode())
+                if isinstance(answer, dict) and "code" in answer:
+                    call.answer = answer
+            await send(message)
+
+        try:
+            await self.app(call.scope, receive, watching)
+        finally:
+            call.status = call.status or 500
+            if denial:
+                call.answer = parse_json(b"".join(denial))
+            if audited(method_of(call.scope), call.action, call.status):
                 auditor.record(call.event())
 
     async def read_body(self, call: Call, receive: Receive) -> Receive:
@@ -244,11 +278,16 @@ class Gate:
         return replay
 
 
+def method_of(scope: Scope) -> str:
+    """The HTTP method; a WebSocket is the GET that asked for the upgrade."""
+    return str(scope.get("method", "GET"))
+
+
 def _tagged(send: Send, request_id: str) -> Send:
     """Every answer carries `X-Request-Id` (the caller's own when it sent a valid one)."""
 
     async def tagged(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
             message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
         await send(message)
 

@@ -21,12 +21,17 @@ class DeployerSettings(BaseSettings):
     file_agent_wait_s: float = 30.0  # how long a file job waits for an agent that is away
     metrics_port: int = 0  # Prometheus metrics on this port (0: off)
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
+    # Image pre-pull (docs/remote.md).
+    prepull_parallel: int = Field(default=10, ge=1)  # machines of one pre-pull pulling at once
+    prepull_pull_timeout_s: float = Field(default=900.0, gt=0)  # longest one machine's pull is waited for
+    prepull_tick_s: float = Field(default=1.0, gt=0)  # how often NotReady machines are looked at again
     # Canary rollouts (docs/rollouts.md).
     rollout_max_unavailable: int = Field(default=10, ge=1)  # upgrade jobs of one rollout in flight at once
     rollout_failure_threshold: float = Field(default=0.2, ge=0, le=1)  # abort above failed/executed
     rollout_min_executed: int = Field(default=3, ge=1)  # finished upgrades before the threshold applies
     rollout_tick_s: float = Field(default=1.0, gt=0)
     rollout_lease_s: float = Field(default=5.0, gt=0)
+    rollout_prepull_deadline_s: float = Field(default=3600.0, gt=0)  # a rollout's pre-pull (prepull: true)
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from tingyu.deployer.config import get_settings
 from tingyu.deployer.containers import Commands, Reports
 from tingyu.deployer.files import Files
 from tingyu.deployer.jobs import Deadlines, fail_job
+from tingyu.deployer.prepull import Prepulls
 from tingyu.deployer.rollouts import RolloutCommands, RolloutLoop
 
 
@@ -25,6 +26,13 @@ async def setup(service: Service) -> None:
     deadlines = Deadlines(bus, jobs)
     files = Files(bus, jobs, settings.file_timeout_s, settings.file_agent_wait_s)
     rollouts = RolloutCommands(bus, jobs)
+    prepulls = Prepulls(
+        bus,
+        jobs,
+        parallel=settings.prepull_parallel,
+        pull_timeout_s=settings.prepull_pull_timeout_s,
+        tick_s=settings.prepull_tick_s,
+    )
     loop = RolloutLoop(bus, jobs, settings)
     dead = fail_job(jobs)
     batch = settings.batch
@@ -32,6 +40,7 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_DEADLINES, deadlines.handle, on_dead=dead, batch=batch)
     service.consume(bus, subjects.DEPLOYER_FILES, files.handle, on_dead=dead, batch=batch)
     service.consume(bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, on_dead=dead, batch=batch)
+    service.consume(bus, subjects.DEPLOYER_PREPULL, prepulls.handle, on_dead=dead)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
     service.consume(bus, subjects.DEPLOYER_OBSERVED, reports.handle, batch=batch)
     lease = Lease(bus, "rollouts", settings.rollout_lease_s, holder=f"deployer-{secrets.token_hex(4)}")

@@ -7,9 +7,9 @@ import sys
 
 import httpx
 
-from tingyu.cli import audit, dead, doctor, images, node, sim, tokens, up
+from tingyu.cli import audit, dead, doctor, exec, images, logs, node, sim, tokens, up
 
-COMMANDS = [up, images, sim, dead, doctor, tokens, audit, node]
+COMMANDS = [up, images, sim, dead, doctor, tokens, audit, node, logs, exec]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,18 @@ def desired_get(node_uuid: str) -> str:
     return f"$JS.API.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
 
 
-def machine_permissions(node_uuid: str) -> dict[str, Any]:
+# How long a machine may answer on the reply inbox of a request it received, counted from the
+# latest message that named that inbox as its reply: a file copy or an image pull answers once it
+# is done (up to the deployer's 900 s file timeout), and a stream (followed logs, an interactive
+# exec) keeps its inbox answerable because the asker names it again in every ack, keystroke and
+# keep-alive it sends. A stream sends any number of messages there (`max` below zero).
+REPLY_TTL_S = 3600.0
+
+
+def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dict[str, Any]:
     """Publish its heartbeats, reports and samples, read its own desired state, write file copies;
-    subscribe to its own nudges and requests and to its own inbox; answer the requests it gets."""
+    subscribe to its own nudges and requests and to its own inbox; answer the requests it gets,
+    with as many messages as a stream needs, only on their reply inboxes."""
     files = subjects.FILES.name
     return {
         "pub": {
@@ -40,7 +49,7 @@ def machine_permissions(node_uuid: str) -> dict[str, Any]:
             ]
         },
         "sub": {"allow": [subjects.agent_all(node_uuid), f"{machine_inbox(node_uuid)}.>"]},
-        "resp": {"max": 1, "ttl": 0},
+        "resp": {"max": -1, "ttl": int(reply_ttl_s * 1e9)},  # nanoseconds
     }
 
 

@@ -138,11 +138,12 @@ class Bus:
         ack = await self.js.publish(subject, data, headers=headers)
         return ack.seq
 
-    async def emit(self, subject: str, message: Message) -> None:
-        """Fire-and-forget on core NATS (heartbeats, nudges)."""
+    async def emit(self, subject: str, message: Message, *, reply: str = "") -> None:
+        """Fire-and-forget on core NATS (heartbeats, nudges); `reply` names the inbox the receiver
+        may answer on."""
         data = message.to_bytes()
         self.check(subject, len(data))
-        await self.nc.publish(subject, data)
+        await self.nc.publish(subject, data, reply=reply)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Drain (finish in-flight work, flush publishes) and close; give up draining after `timeout`

@@ -31,6 +31,7 @@ class JobKind(StrEnum):
     IMAGE = "image"
     ROLLOUT = "rollout"
     FILE = "file"
+    PREPULL = "prepull"
 
 
 class Job(Message):

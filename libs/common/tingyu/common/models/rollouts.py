@@ -30,6 +30,7 @@ class RolloutCommand(Command):
     patch: ImagePatch
     percent: float = Field(ge=0, le=100)
     issued_at: float
+    prepull: bool = False  # pre-pull the image onto every targeted machine before the first upgrade
 
     @property
     def job_op(self) -> str:
@@ -90,5 +91,6 @@ class Rollout(Message):
     message: str = ""
     members: dict[str, RolloutMember] = Field(default_factory=dict)
     jobs: list[str] = Field(default_factory=list)  # every accepted call of this run, first = `run`
+    prepull: bool = False  # no upgrade is issued before the run's pre-pull job has finished
     created_at: float
     updated_at: float

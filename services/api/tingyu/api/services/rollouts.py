@@ -59,6 +59,9 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
         patch = await resolve(bus, settings.platform.registry, image, version.strip())
     except UnknownImage as exc:
         raise texts.not_allowed(str(exc)) from exc
+    prepull = body.get("prepull", False)
+    if not isinstance(prepull, bool):
+        raise texts.invalid("prepull must be true or false")
     command = RolloutCommand(
         job_id=job_id(),
         area=area,
@@ -67,6 +70,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
         patch=patch,
         percent=share,
         issued_at=timefmt.now(),
+        prepull=prepull,
     )
     await JobStore(bus).submit(command)
     return command.job_id

@@ -19,9 +19,17 @@ from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import ContainerCommand, ContainerOp
 from tingyu.common.models.jobs import JobState
 from tingyu.common.models.nodes import NodeStatus
+from tingyu.common.models.remote import PrepullCommand
 from tingyu.common.models.rollouts import MemberState, Rollout, RolloutMember, RolloutStatus
 from tingyu.deployer.config import DeployerSettings
-from tingyu.deployer.rollouts.plan import member_job_id, merge, progress, settle
+from tingyu.deployer.rollouts.plan import (
+    member_job_id,
+    merge,
+    prepull_job_id,
+    prepull_targets,
+    progress,
+    settle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +77,7 @@ class RolloutLoop:
     async def advance(self, rollout: Rollout, ready: set[str]) -> None:
         updates = await self.finished_members(rollout)
         preview = self._settled(rollout, updates)
-        if preview.status == RolloutStatus.RUNNING:
+        if preview.status == RolloutStatus.RUNNING and not await self.prepulling(preview):
             updates.update(await self.issue(preview, ready))
             preview = self._settled(rollout, updates)
         if preview.status.final:
@@ -105,6 +113,37 @@ class RolloutLoop:
             state = MemberState.UPDATED if job.state == JobState.SUCCEEDED else MemberState.FAILED
             updates[member.name] = member.model_copy(update={"state": state, "message": job.message})
         return updates
+
+    async def prepulling(self, rollout: Rollout) -> bool:
+        """With `prepull`, True until the run's pre-pull job (submitted here once) has finished."""
+        if not rollout.prepull:
+            return False
+        job_id = prepull_job_id(rollout.run)
+        job = await self.jobs.get(job_id)
+        if job is not None:
+            return not job.state.final
+        uuids = prepull_targets(rollout)
+        if not uuids:
+            return False
+        now = timefmt.now()
+        patch = rollout.patch
+        command = PrepullCommand(
+            job_id=job_id,
+            image=patch.image,
+            imageversion=patch.imageversion,
+            image_ref=patch.image_ref,
+            uuids=uuids,
+            deadline=now + self.settings.rollout_prepull_deadline_s,
+            issued_at=now,
+        )
+        await self.jobs.submit(command)
+        log.info(
+            "rollout %s: pre-pulling %s onto %d machines first",
+            rollout.rollout_id,
+            patch.image_ref,
+            len(uuids),
+        )
+        return True
 
     async def issue(self, rollout: Rollout, ready: set[str]) -> dict[str, RolloutMember]:
         """Issue pending members on Ready machines, in rollout order, up to `max_unavailable` in flight."""

@@ -117,11 +117,23 @@ def join(
         patch=command.patch,
         percent=command.percent,
         jobs=[command.job_id],
+        prepull=command.prepull,
         created_at=now,
         updated_at=now,
     )
     select(fresh, found)
     return fresh, replaced
+
+
+def prepull_job_id(run: str) -> str:
+    """The pre-pull job of a run (`prepull: true`): the same every tick, so it is submitted once."""
+    return hashlib.sha256(f"{run}/prepull".encode()).hexdigest()[:32]
+
+
+def prepull_targets(rollout: Rollout) -> list[str]:
+    """The machines of the members still to be upgraded, each once."""
+    pending = (m.node_uuid for m in rollout.members.values() if m.state == MemberState.PENDING)
+    return sorted(set(pending))
 
 
 def merge(rollout: Rollout, updates: dict[str, RolloutMember]) -> None:
@@ -180,4 +192,5 @@ def progress(rollout: Rollout, ready: set[str] | None = None) -> dict[str, Any]:
         "pending": states[MemberState.PENDING] - waiting,
         "waiting_notready": waiting,
         "status": rollout.status.value,
+        **({"prepulljob": prepull_job_id(rollout.run)} if rollout.prepull else {}),
     }

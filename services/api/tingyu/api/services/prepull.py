@@ -1,0 +1,81 @@
+"""Image pre-pull (`/image/prepull`, an extension; docs/remote.md): machines fetch an image ahead of a
+rollout, as one job whose `result` counts them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tingyu.api import reads, texts
+from tingyu.api.auth import Principal
+from tingyu.api.config import ApiSettings
+from tingyu.api.images_ref import UnknownImage, resolve
+from tingyu.api.services.rollouts import percent, text
+from tingyu.common import timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.errors import InvalidOperator, NodeNotFound
+from tingyu.common.jobs import JobStore, job_id
+from tingyu.common.models.nodes import OPERATORS
+from tingyu.common.models.remote import PrepullCommand
+
+MAX_DEADLINE_S = 7 * 86400.0
+
+
+async def machines(bus: Bus, settings: ApiSettings, body: dict[str, Any], caller: Principal) -> list[str]:
+    """The listed uuids, each once, each registered and each in the caller's areas."""
+    uuids = body.get("uuids")
+    if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
+        raise texts.invalid("uuids must be a list of machine uuids")
+    wanted = list(dict.fromkeys(u.strip() for u in uuids if u.strip()))
+    if not wanted:
+        raise texts.missing("uuids")
+    if len(wanted) > settings.max_items:
+        raise texts.too_many(settings.max_items, "uuids")
+    for uuid in wanted:
+        node = await reads.find_node(bus, uuid)
+        if node is None:
+            raise NodeNotFound(f"{NodeNotFound.default_msg} {uuid}")
+        if not caller.covers(node.facts.area):
+            raise texts.area_forbidden(f"machine {uuid}", node.facts.area, caller.areas)
+    return wanted
+
+
+def deadline_s(body: dict[str, Any], settings: ApiSettings) -> float:
+    value = body.get("deadline", settings.prepull_deadline_s)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_DEADLINE_S:
+        raise texts.invalid(f"deadline must be seconds from 1 to {MAX_DEADLINE_S:g}, not {value!r}")
+    return float(value)
+
+
+async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller: Principal) -> str:
+    """Check the request and submit the pre-pull's job; answers its id."""
+    by_uuid = "uuids" in body
+    if not by_uuid and body.get("operator") not in OPERATORS:
+        raise InvalidOperator()
+    uuids = await machines(bus, settings, body, caller) if by_uuid else []
+    area = "" if by_uuid else text(body, "area")
+    if not caller.covers(area) and not by_uuid:
+        raise texts.area_forbidden("the pre-pull", area, caller.areas)
+    share = percent(body) if not by_uuid and body.get("percent") is not None else 100.0
+    image = text(body, "image")
+    version = body.get("imageversion") or ""
+    if not isinstance(version, str):
+        raise texts.invalid("imageversion must be a string")
+    try:
+        patch = await resolve(bus, settings.platform.registry, image, version.strip())
+    except UnknownImage as exc:
+        raise texts.invalid(str(exc)) from exc
+    now = timefmt.now()
+    command = PrepullCommand(
+        job_id=job_id(),
+        image=patch.image,
+        imageversion=patch.imageversion,
+        image_ref=patch.image_ref,
+        area=area,
+        operator="" if by_uuid else str(body["operator"]),
+        percent=share,
+        uuids=uuids,
+        deadline=now + deadline_s(body, settings),
+        issued_at=now,
+    )
+    await JobStore(bus).submit(command)
+    return command.job_id
