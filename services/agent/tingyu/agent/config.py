@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tingyu.common.models.nodes import OPERATORS
@@ -31,6 +32,10 @@ class AgentSettings(BaseSettings):
     parallel: int = 4  # deployments reconciled at the same time
     max_file_bytes: int = 1024**3  # largest file copied out of a container
     file_parallel: int = 2  # file copies at the same time
+    # `kubernetes`: one process is the agent of every Node of a cluster (docs/kubernetes.md).
+    runtime: Literal["docker", "kubernetes"] = Field(
+        "docker", validation_alias=AliasChoices("TINGYU_RUNTIME", "TINGYU_AGENT_RUNTIME")
+    )
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")
