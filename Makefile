@@ -5,13 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test deps venv lint typecheck bench clean
+.PHONY: up test cluster-test k8s-test deps venv lint typecheck bench clean
 
 up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
 	$(BIN)/tingyu up
 
 test: deps venv lint typecheck  ## lint, types, then unit, integration and end-to-end tests against real parts
 	$(BIN)/pytest -q tests
+
+cluster-test: deps venv  ## three clustered nats-servers, two replicas of every service, kills under load
+	$(BIN)/pytest -q -m cluster --timeout=900 tests/cluster
+
+k8s-test: deps venv  ## the Kubernetes runtime against a real kube-apiserver (built once, cached outside the tree)
+	$(BIN)/pip install -q -e '.[dev,k8s]'
+	bash deploy/kubernetes/build-apiserver.sh
+	$(BIN)/pytest -q -m kubernetes --timeout=600 tests/kubernetes
 
 deps:  ## Debian packages the platform runs on (installed only when missing)
 	@bash deploy/local/install-deps.sh
