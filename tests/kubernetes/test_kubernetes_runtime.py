@@ -109,7 +109,7 @@ async def machine(api: httpx.AsyncClient, node: Any) -> dict[str, Any]:
 
     async def listed() -> dict[str, Any] | None:
         body = (await api.get("/node/get", params={"name": uuid})).json()
-        return body["data"] if body["code"] == 200 else None
+        return body["data"][0] if body["code"] == 200 else None
 
     found: dict[str, Any] = await eventually(listed, timeout=60)
     return found
@@ -143,7 +143,7 @@ async def test_a_not_ready_node_becomes_a_not_ready_machine(
 
     async def not_ready() -> bool:
         body = (await kube_api.get("/node/get", params={"name": uuid})).json()
-        return body["data"]["status"] != "Ready"
+        return body["data"][0]["status"] != "Ready"
 
     await eventually(not_ready, timeout=30)
     item = {"uuid": uuid, "image": IMAGE[0], "imageversion": IMAGE[1], "deploymentname": unique("nr")}
@@ -170,7 +170,7 @@ async def test_container_lifecycle_as_a_deployment(kube: k8s.ApiClient, kube_api
     info = (await kube_api.post("/container/info", params={"name": name})).json()["data"][0]["data"]
     assert info["podinfo"][0]["podstate"] == "Running"
 
-    async def op(path: str, method: str = "PUT") -> dict[str, Any]:
+    async def op(path: str, method: str = "POST") -> dict[str, Any]:
         body = (await kube_api.request(method, path, params={"name": name})).json()["data"][0]
         assert body["code"] == 200, body
         return body
@@ -194,7 +194,7 @@ async def test_container_lifecycle_as_a_deployment(kube: k8s.ApiClient, kube_api
     assert (await finished(kube_api, restarted["jobid"]))["state"] == 3
 
     changed = {**item, "env": [{"key": "port", "value": "7000"}]}
-    updated = (await kube_api.put("/container/update", json=[changed])).json()["data"][0]
+    updated = (await kube_api.put("/container/updateByName", json=[changed])).json()["data"][0]
     assert updated["code"] == 200, updated
 
     async def new_env() -> bool:
