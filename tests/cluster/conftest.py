@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import FAST_ENV, remove_agent_containers
-from tingyu.cli.launcher import ClusterConfig, ClusterPlatform, free_port
+from tingyu.cli.launcher import JETSTREAM_DOMAIN, ClusterConfig, ClusterPlatform, free_port
 from tingyu.common.bus import Bus
 from tingyu.common.settings import PlatformSettings
 
@@ -64,7 +64,9 @@ def cluster() -> Iterator[ClusterPlatform]:
 @pytest_asyncio.fixture(scope="session")
 async def cluster_bus(cluster: ClusterPlatform) -> AsyncIterator[Bus]:
     """The test's own connection to the cluster, to publish samples and read stores."""
-    settings = PlatformSettings(nats_url=cluster.config.nats_url, nats_token=cluster.config.token)
+    settings = PlatformSettings(
+        nats_url=cluster.config.nats_url, nats_token=cluster.config.token, nats_domain=JETSTREAM_DOMAIN
+    )
     # Not `ensure`: declaring the topology with this process's replica count would rescale the streams.
     bus = await Bus.connect(settings, "tingyu-cluster-tests", ensure=False)
     yield bus

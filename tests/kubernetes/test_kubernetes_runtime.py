@@ -6,6 +6,7 @@ patching Node and Pod status, as a kubelet would report them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,16 @@ async def kubelet_runs(kube: k8s.ApiClient, name: str, node: str) -> None:
     """Wait for the scheduler to bind a new Pod of `name` to `node`, then report it running."""
 
     async def bound() -> Any:
+        for gone in (
+            k8s.CoreV1Api(kube)
+            .list_namespaced_pod(NAMESPACE, label_selector=f"tingyu.io/deployment={name}")
+            .items
+        ):  # the kubelet confirms that a deleted Pod's containers are gone
+            if gone.metadata.deletion_timestamp is not None:
+                with contextlib.suppress(k8s.ApiException):
+                    k8s.CoreV1Api(kube).delete_namespaced_pod(
+                        gone.metadata.name, NAMESPACE, grace_period_seconds=0
+                    )
         pods = [p for p in pods_of(kube, name) if p.spec.node_name and p.status.phase != "Running"]
         return pods[0] if pods else None
 

@@ -23,6 +23,9 @@ class PlatformSettings(BaseSettings):
     nats_creds: str = ""  # a .creds file (JWT + nkey) in production
     nats_token: str = ""
     stream_replicas: int = 1  # 3 on a NATS cluster
+    nats_domain: str = (
+        ""  # the cluster's JetStream domain (deploy/nats/cluster.conf); needed behind leaf nodes
+    )
     # Bytes per stream, bucket or object store by name (`{"TY_SAMPLES": 21474836480}`), over the
     # defaults declared in `subjects` (docs/operations.md sizes them for 100,000 machines).
     store_max_bytes: dict[str, int] = {}

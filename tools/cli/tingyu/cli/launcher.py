@@ -299,6 +299,9 @@ class Platform:
 DEPLOY_NATS = Path(__file__).resolve().parents[4] / "deploy" / "nats"
 """deploy/nats of the source tree this package runs from: the configs operators run, used as they are."""
 
+JETSTREAM_DOMAIN = "tingyu"
+"""The JetStream domain deploy/nats/cluster.conf declares."""
+
 REPLICATED = ("nodes", "deployer", "imager", "metering", "api")
 """The services that run as several replicas (an agent is one per machine)."""
 
@@ -368,6 +371,7 @@ class ClusterConfig(PlatformConfig):
     def env(self) -> dict[str, str]:
         env = super().env()
         env.setdefault("TINGYU_STREAM_REPLICAS", str(min(3, self.size)))
+        env["TINGYU_NATS_DOMAIN"] = JETSTREAM_DOMAIN
         env["TINGYU_NATS_TOKEN"] = self.token
         return env
 
