@@ -146,6 +146,7 @@ class SampleFeed:
     per_batch: int = 5
     sent: set[str] = field(default_factory=set)
     retries: int = 0
+    across_stores: int = 0  # stored by both metering replicas (see the test)
 
     async def run(self, stop: asyncio.Event) -> None:
         seq = 0

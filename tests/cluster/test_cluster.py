@@ -136,6 +136,7 @@ def load_figures(writes: Writes, samples: SampleFeed, prober: Prober, started: f
         "ty0010_refusals_retried": writes.refusals,
         "samples": len(samples.sent),
         "sample_publish_retries": samples.retries,
+        "samples_in_both_chdb_stores": samples.across_stores,
         "api_probes": len(prober.probes),
         "api_non_ty0010": len([p for p in prober.failures() if p.code != UNAVAILABLE]),
         "whole_run_s": round(time.monotonic() - started, 1),
@@ -184,8 +185,14 @@ async def nothing_lost_outside_containers(
     await eventually(lambda: drained(samples.bus), timeout=SAMPLES_ACK_WAIT_S + 60, every=1)
     for label in [n for n in cluster.procs if n.startswith("metering")]:
         cluster.kill(label, signal.SIGTERM)  # a chDB folder is read by one process at a time
-    stored = stored_samples(cluster, samples.node)
-    assert sorted(stored) == sorted(samples.sent), "a sample was lost or doubled"
+    stores = stored_samples(cluster, samples.node)
+    for ids in stores:
+        assert len(ids) == len(set(ids)), "a sample was stored twice by one metering replica"
+    assert set().union(*stores) == samples.sent, "an acknowledged sample was lost"
+    # Embedded chDB is one store per replica: a batch the killed replica stored but had not
+    # acknowledged is stored again by the survivor, in its own store. Counted, not hidden; with
+    # several metering replicas production uses one ClickHouse server, which drops the repeat.
+    samples.across_stores = len(set(stores[0]) & set(stores[1])) if len(stores) == 2 else 0
 
 
 async def drained(bus: Bus) -> bool:
@@ -333,9 +340,9 @@ async def successor(bus: Bus, lease: str, old: str, within: float) -> bool:
     return False
 
 
-def stored_samples(cluster: ClusterPlatform, node: str) -> list[str]:
-    """Every sample id of `node` in every metering replica's chDB (each replica owns a folder)."""
-    ids: list[str] = []
+def stored_samples(cluster: ClusterPlatform, node: str) -> list[list[str]]:
+    """The sample ids of `node` in each metering replica's chDB (each replica owns a folder)."""
+    stores: list[list[str]] = []
     for folder in sorted((cluster.config.state_dir / "replicas").glob("metering*/chdb")):
         script = (
             "import json, sys\nfrom chdb import session\n"
@@ -347,5 +354,5 @@ def stored_samples(cluster: ClusterPlatform, node: str) -> list[str]:
         done = subprocess.run(
             [sys.executable, "-c", script, str(folder), node], check=True, capture_output=True, text=True
         )
-        ids.extend(json.loads(done.stdout.strip().splitlines()[-1]))
-    return ids
+        stores.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return stores
