@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tingyu.common.models.nodes import OPERATORS
@@ -36,6 +37,10 @@ class AgentSettings(BaseSettings):
     enroll_token: str = ""
     enroll_ca: str = ""  # the CA of an API served over HTTPS with a private certificate
     metrics_port: int = 0  # Prometheus metrics on this port (0: off)
+    # `kubernetes`: one process is the agent of every Node of a cluster (docs/kubernetes.md).
+    runtime: Literal["docker", "kubernetes"] = Field(
+        "docker", validation_alias=AliasChoices("TINGYU_RUNTIME", "TINGYU_AGENT_RUNTIME")
+    )
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")
