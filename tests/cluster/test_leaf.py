@@ -12,7 +12,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import build_busybox, docker_as, eventually, unique
+from tests.conftest import build_busybox, docker_as, enroll_offline, eventually, unique
 from tingyu.cli.launcher import ClusterPlatform, port_open
 
 pytestmark = pytest.mark.cluster
@@ -43,13 +43,10 @@ async def test_an_agent_behind_a_leaf_node_is_deployed_to_and_converges_after_a_
     api = await live_api(apis)
     leaf = cluster.start_leaf("east")
     folder = cluster.config.state_dir / "edge-agent"
-    # It enrolls through an API replica that answers, then connects to the leaf node alone with
-    # the machine credential it got (its own subjects; `$JS.tingyu.API` for its desired state).
-    edge = {
-        "TINGYU_NATS_URL": leaf.url,
-        "TINGYU_AGENT_STATE_DIR": str(folder),
-        "TINGYU_AGENT_ENROLL_URL": str(api.base_url).rstrip("/"),
-    }
+    # A machine credential of its own (its own subjects; `$JS.tingyu.API` for its desired state),
+    # presented to the leaf node alone, which checks it against the same account.
+    enroll_offline(folder)
+    edge = {"TINGYU_NATS_URL": leaf.url, "TINGYU_AGENT_STATE_DIR": str(folder)}
     cluster.start_service("agent", edge, label="agent-edge")
     identity = folder / "identity.json"
 
