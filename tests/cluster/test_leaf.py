@@ -1,19 +1,30 @@
 """An edge agent connected only to a regional leaf node (deploy/nats/leaf.conf), which links to
 the cluster with its own user: the agent joins, is deployed to (Docker really runs it) and
 reports; the leaf node is SIGKILLed and brought back, and the agent converges to what was asked
-while it was cut off."""
+while it was cut off. Behind a leaf node a machine's credential is still only its own: the leaf node
+refuses another machine's desired state in the cluster's domain, and a machine revoked in the
+cluster is cut off at the leaf node at once."""
 
 from __future__ import annotations
 
 import json
 import signal
+import time
+from pathlib import Path
 
 import docker
 import httpx
+import nats
 import pytest
 
 from tests.conftest import build_busybox, docker_as, enroll_offline, eventually, unique
-from tingyu.cli.launcher import ClusterPlatform, port_open
+from tests.integration.test_nats_security import new_machine
+from tingyu.cli.launcher import JETSTREAM_DOMAIN, ClusterPlatform, port_open
+from tingyu.common import subjects
+from tingyu.common.auth.enrollment import revoke_machine
+from tingyu.common.auth.permissions import desired_get
+from tingyu.common.bus import Bus
+from tingyu.common.models.enroll import EnrollRecord, MachineKey
 
 pytestmark = pytest.mark.cluster
 
@@ -84,3 +95,34 @@ async def test_an_agent_behind_a_leaf_node_is_deployed_to_and_converges_after_a_
     deleted = (await api.delete("/container/delete", params={"name": name})).json()["data"][0]
     assert (await final(api, deleted["jobid"]))["state"] == 3
     cluster.kill("agent-edge", signal.SIGTERM)
+
+
+async def test_behind_a_leaf_node_a_machine_reads_only_its_own_state_and_a_revocation_cuts_it_off(
+    cluster: ClusterPlatform, cluster_bus: Bus, tmp_path: Path
+) -> None:
+    leaf = cluster.start_leaf("west")
+    machine, other = new_machine(tmp_path), new_machine(tmp_path)
+    nc = await machine.connect(leaf.url, max_reconnect_attempts=1, reconnect_time_wait=0.2)
+
+    # its own desired state through the domain: the leaf node lets the request out (no such key yet)
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await nc.jetstream(domain=JETSTREAM_DOMAIN).get_msg(
+            subjects.DESIRED.stream, subject=subjects.DESIRED.prefix + machine.uuid, direct=True
+        )
+    await nc.publish(desired_get(other.uuid, JETSTREAM_DOMAIN), b"")
+    assert await machine.refused(desired_get(other.uuid, JETSTREAM_DOMAIN))
+
+    record = MachineKey(node_uuid=machine.uuid, public_key=machine.public_key, enrolled_at=time.time())
+    await cluster_bus.store(subjects.ENROLL).put(
+        subjects.machine_key(machine.uuid), EnrollRecord(machine=record)
+    )
+    # pushed to the cluster; the leaf node's resolver hears it over its system account link
+    await revoke_machine(cluster_bus, cluster.config.admin_settings(), machine.uuid)
+
+    async def cut_off() -> bool:
+        return nc.is_closed or not nc.is_connected
+
+    await eventually(cut_off, timeout=10)
+    with pytest.raises(Exception, match=r"(?i)authorization|revoked"):
+        await machine.connect(leaf.url, allow_reconnect=False)
+    cluster.kill("leaf-west", signal.SIGTERM)

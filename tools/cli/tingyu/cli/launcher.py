@@ -365,7 +365,9 @@ class Platform:
         settings = self.config.admin_settings()
 
         async def make() -> str:
-            bus = await Bus.connect(settings, "tingyu-launcher")
+            # Not `ensure`: the services declared the topology (the agent enrolls through the API),
+            # and declaring it with this process's replica count would rescale a cluster's streams.
+            bus = await Bus.connect(settings, "tingyu-launcher", ensure=False)
             try:
                 return await new_token(bus, area, operator, ttl_s=3600.0)
             finally:
