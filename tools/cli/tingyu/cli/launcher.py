@@ -336,7 +336,7 @@ class Platform:
     def service_env(self, name: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         """A service's own NATS user and registry user; the agent instead enrolls (with a one-time
         token made here when it has no credential yet) and pulls as the read-only registry user.
-        `extra_env` is what the caller adds (another agent's state folder)."""
+        `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
         registry = self.registry_users()
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
