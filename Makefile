@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-faults console-test console deps venv lint typecheck bench clean
+.PHONY: up test test-faults cluster-test k8s-test console-test console deps venv lint typecheck bench clean
 
 up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
 	$(BIN)/tingyu up
 
 test: deps venv lint typecheck  ## lint, types, then unit, integration and end-to-end tests against real parts
-	$(BIN)/pytest -q -m "not faults" tests
+	$(BIN)/pytest -q -m "not faults and not cluster and not kubernetes" tests
 
 test-faults: deps venv  ## the slow fault tests: timeouts, killed leaders, replicas, dead NATS
 	$(BIN)/pytest -q -m faults tests
@@ -21,6 +21,14 @@ console-test: deps venv  ## only the console's browser tests (also part of `make
 
 console:  ## build the web console (console/dist) from its lockfile
 	cd console && npm ci --no-audit --no-fund && npm run build
+
+cluster-test: deps venv  ## three clustered nats-servers, two replicas of every service, kills under load
+	$(BIN)/pytest -q -m cluster --timeout=900 tests/cluster
+
+k8s-test: deps venv  ## the Kubernetes runtime against a real kube-apiserver (built once, cached outside the tree)
+	$(BIN)/pip install -q -e '.[dev,k8s]'
+	bash deploy/kubernetes/build-apiserver.sh
+	$(BIN)/pytest -q -m kubernetes --timeout=600 tests/kubernetes
 
 deps:  ## Debian packages the platform runs on (installed only when missing)
 	@bash deploy/local/install-deps.sh

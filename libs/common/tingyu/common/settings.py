@@ -27,6 +27,8 @@ class PlatformSettings(BaseSettings):
     nats_inbox_prefix: str = "_INBOX"  # a machine's agent uses its own (its permissions allow no other)
     nats_auth_dir: Path = Path()  # operator/account keys and service users; default <state_dir>/nats/auth
     stream_replicas: int = 1  # 3 on a NATS cluster
+    # The cluster's JetStream domain (`tingyu` in deploy/nats/cluster.conf); needed behind leaf nodes.
+    nats_domain: str = ""
     # Bytes per stream, bucket or object store by name (`{"TY_SAMPLES": 21474836480}`), over the
     # defaults declared in `subjects` (docs/operations.md sizes them for 100,000 machines).
     store_max_bytes: dict[str, int] = {}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tingyu.common.models.nodes import OPERATORS
@@ -46,6 +47,10 @@ class AgentSettings(BaseSettings):
     exec_timeout_s: float = 60.0  # longest a non-interactive command may run
     exec_max_output_bytes: int = 256 * 1024  # most output a non-interactive command answers
     pull_parallel: int = 1  # image pre-pulls at the same time on this machine
+    # `kubernetes`: one process is the agent of every Node of a cluster (docs/kubernetes.md).
+    runtime: Literal["docker", "kubernetes"] = Field(
+        "docker", validation_alias=AliasChoices("TINGYU_RUNTIME", "TINGYU_AGENT_RUNTIME")
+    )
     platform: PlatformSettings = Field(default_factory=get_platform_settings)
 
     @field_validator("operator")

@@ -108,6 +108,11 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
 
 def run() -> None:
     settings = get_settings()
+    if settings.runtime == "kubernetes":  # the `k8s` extra: imported only when asked for
+        from tingyu.agent.kube.main import run as run_kubernetes
+
+        run_kubernetes()
+        return
     run_service("agent", functools.partial(setup, settings=settings), settings.platform.log_level)
 
 

@@ -71,6 +71,8 @@ class RuntimeContainer:
     exit_code: int = 0
     error: str = ""
     started_at: float | None = None
+    # Told to run and on its way, though not running yet (Kubernetes: 1 replica, its Pod pending).
+    starting: bool = False
 
     @property
     def spec_hash(self) -> str:
@@ -79,7 +81,7 @@ class RuntimeContainer:
     @property
     def alive(self) -> bool:
         """Running, or about to run again by its restart policy."""
-        return self.status in ("running", "restarting", "paused")
+        return self.starting or self.status in ("running", "restarting", "paused")
 
 
 @dataclass

@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from nats import errors as nats_errors
+from nats.js import errors as js_errors
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -135,15 +137,27 @@ def install(app: FastAPI) -> None:
             body = {"msg": str(exc.detail), "code": InvalidRequest.code}
         return JSONResponse(body, status_code=exc.status_code)
 
-    @app.exception_handler(TimeoutError)
-    async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:
-        log.warning("bus timeout: %s", exc)
+    async def timeout(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("bus unavailable: %r", exc)
         return JSONResponse(error_body(Unavailable()), status_code=503)
+
+    for kind in BUS_UNAVAILABLE:
+        app.add_exception_handler(kind, timeout)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse(error_body(InternalError()), status_code=500)
+
+
+# A NATS server or stream leader failing over: nothing was written, the call may be repeated (TY0010).
+BUS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    TimeoutError,
+    nats_errors.NoRespondersError,
+    nats_errors.ConnectionClosedError,
+    js_errors.NoStreamResponseError,
+    js_errors.ServiceUnavailableError,
+)
 
 
 # --- The file interfaces' error shape (contract §七) ----------------------------------------------
@@ -172,8 +186,8 @@ class ContractErrorRoute(EnvelopeRoute):
             except TingyuError as exc:
                 status = exc.http_status if exc.http_status != 200 else self.missing_status
                 return JSONResponse(contract_error_body(exc), status_code=status)
-            except TimeoutError as exc:
-                log.warning("bus timeout: %s", exc)
+            except BUS_UNAVAILABLE as exc:
+                log.warning("bus unavailable: %r", exc)
                 return JSONResponse(contract_error_body(Unavailable()), status_code=503)
             except RequestValidationError as exc:
                 kind, text = _describe(list(exc.errors()))

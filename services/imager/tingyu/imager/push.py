@@ -105,6 +105,9 @@ class Pusher:
 
     async def _push(self, command: ImagePushCommand, deadline: float) -> dict[str, Any]:
         if await catalog.has_version(self.bus, command.name, command.version):
+            stored = await catalog.version(self.bus, command.name, command.version)
+            if stored.job_id == command.job_id:  # this push stored it; only its job move was lost
+                return _result(command, stored, self.settings.platform.registry)
             raise ImageVersionExists(f"镜像版本已存在! {command.name}:{command.version}")
         spool = self.settings.spool
         spool.mkdir(parents=True, exist_ok=True)
@@ -144,6 +147,7 @@ class Pusher:
             uploaded_at=timefmt.now(),
             detail=command.detail,
             image_url=command.image_url,
+            job_id=command.job_id,
         )
         await catalog.add_version(self.bus, name, entry)
         log.info(
@@ -202,3 +206,15 @@ class _Meter:
         if time.monotonic() - self.last >= self.pusher.settings.progress_every_s:
             self.last = time.monotonic()
             await self.pusher.progress(self.command, "pushing", self.sent + self.skipped, self.total)
+
+
+def _result(command: ImagePushCommand, stored: ImageVersion, registry: str) -> dict[str, Any]:
+    """The job result of a push found already stored by the same job (a redelivery)."""
+    return {
+        "image": command.name,
+        "version": command.version,
+        "digest": stored.digest,
+        "size": stored.size,
+        "layers": stored.layers,
+        "reference": f"{registry}/{command.name}:{command.version}",
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import secrets
@@ -332,14 +333,22 @@ class Platform:
 
     # --- services --------------------------------------------------------------------------------
 
-    def service_env(self, name: str) -> dict[str, str]:
+    def service_env(self, name: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         """A service's own NATS user and registry user; the agent instead enrolls (with a one-time
-        token made here when it has no credential yet) and pulls as the read-only registry user."""
+        token made here when it has no credential yet) and pulls as the read-only registry user.
+        `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
         registry = self.registry_users()
+        if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
+            # One process speaks for every Node of a cluster, so no machine's credential fits it: it
+            # holds the `kube` service user (docs/kubernetes.md) and pulls nothing itself.
+            return {"TINGYU_NATS_CREDS": str(self.config.auth.creds("kube"))}
         if name == "agent":
             env = {"TINGYU_REGISTRY_USER": "agent", "TINGYU_REGISTRY_PASSWORD": registry["agent"]}
             env |= {"TINGYU_NATS_CREDS": "", "TINGYU_AGENT_ENROLL_URL": self.config.api_url}
-            state = Path(self.config.env().get("TINGYU_AGENT_STATE_DIR") or self.config.state_dir / "agent")
+            given = (extra_env or {}).get("TINGYU_AGENT_STATE_DIR") or self.config.env().get(
+                "TINGYU_AGENT_STATE_DIR"
+            )
+            state = Path(given or self.config.state_dir / "agent")
             if not (state / "nats.creds").exists():
                 env["TINGYU_AGENT_ENROLL_TOKEN"] = self.enroll_token()
             return env
@@ -356,7 +365,9 @@ class Platform:
         settings = self.config.admin_settings()
 
         async def make() -> str:
-            bus = await Bus.connect(settings, "tingyu-launcher")
+            # Not `ensure`: the services declared the topology (the agent enrolls through the API),
+            # and declaring it with this process's replica count would rescale a cluster's streams.
+            bus = await Bus.connect(settings, "tingyu-launcher", ensure=False)
             try:
                 return await new_token(bus, area, operator, ttl_s=3600.0)
             finally:
@@ -366,7 +377,7 @@ class Platform:
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None, *, label: str = "") -> None:
         argv = [sys.executable, "-m", f"tingyu.{name}.main"]
-        env = self.service_env(name)
+        env = self.service_env(name, extra_env)
         if name == "api":  # the bootstrap admin token goes to the API alone
             env[ADMIN_TOKEN_ENV] = self.config.admin_token()
         if not label and name in self.config.metrics_ports:
@@ -465,3 +476,213 @@ class Platform:
         if self._log:
             self._log.close()
             self._log = None
+
+
+# --- a NATS cluster, leaf nodes and service replicas (`make cluster-test`) --------------------------
+
+DEPLOY_NATS = Path(__file__).resolve().parents[4] / "deploy" / "nats"
+"""deploy/nats of the source tree this package runs from: the configs operators run, used as they are."""
+
+JETSTREAM_DOMAIN = "tingyu"
+"""The JetStream domain deploy/nats/cluster.conf declares."""
+
+REPLICATED = ("nodes", "deployer", "imager", "metering", "api")
+"""The services that run as several replicas (an agent is one per machine)."""
+
+
+@dataclass(frozen=True)
+class NatsMember:
+    """The loopback ports of one clustered nats-server."""
+
+    index: int
+    client_port: int
+    cluster_port: int
+    http_port: int
+    leaf_port: int
+
+    @property
+    def name(self) -> str:
+        return f"nats-{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+
+@dataclass(frozen=True)
+class LeafMember:
+    """The loopback ports of one regional leaf node."""
+
+    name: str
+    client_port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+
+@dataclass
+class ClusterConfig(PlatformConfig):
+    """A platform on a NATS cluster of `size` servers, with `replicas` of every replicated service.
+
+    Every server (and leaf node) trusts the same operator and accounts as a single server, with TLS
+    on every port; the services connect with their own users, machines with their own credential."""
+
+    size: int = 3
+    replicas: int = 2
+    members: list[NatsMember] = field(default_factory=list)
+    api_ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.members:
+            self.members = [
+                NatsMember(i, free_port(), free_port(), free_port(), free_port())
+                for i in range(1, self.size + 1)
+            ]
+        self.nats_port = self.members[0].client_port
+        if not self.api_ports:
+            self.api_ports = [self.api_port, *(free_port() for _ in range(self.replicas - 1))]
+
+    @property
+    def nats_url(self) -> str:
+        return ",".join(member.url for member in self.members)
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/tingyu" for port in self.api_ports]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.setdefault("TINGYU_STREAM_REPLICAS", str(min(3, self.size)))
+        env["TINGYU_NATS_DOMAIN"] = JETSTREAM_DOMAIN
+        return env
+
+    def server_env(self, store: Path) -> dict[str, str]:
+        """The TLS files and the trust every server of the cluster and every leaf node reads."""
+        ca, cert, key = self.tls_files()
+        env = {"TINGYU_NATS_CA": ca, "TINGYU_NATS_TLS_CERT": cert, "TINGYU_NATS_TLS_KEY": key}
+        return env | self.auth.ensure().server_env(store / "jwt")
+
+    def member_env(self, member: NatsMember) -> dict[str, str]:
+        """What deploy/nats/cluster.conf reads from the environment, for one member."""
+        routes = ", ".join(f"nats-route://127.0.0.1:{m.cluster_port}" for m in self.members)
+        return {
+            "TINGYU_NATS_SERVER_NAME": f"tingyu-{member.name}-{self.members[0].client_port}",
+            "TINGYU_NATS_LISTEN": f"127.0.0.1:{member.client_port}",
+            "TINGYU_NATS_HTTP": f"127.0.0.1:{member.http_port}",
+            "TINGYU_NATS_STORE_DIR": str(self.state_dir / member.name),
+            "TINGYU_NATS_CLUSTER_LISTEN": f"127.0.0.1:{member.cluster_port}",
+            "TINGYU_NATS_ROUTES": f"[{routes}]",
+            "TINGYU_NATS_LEAF_LISTEN": f"127.0.0.1:{member.leaf_port}",
+        } | self.server_env(self.state_dir / member.name)
+
+    def leaf_env(self, leaf: LeafMember) -> dict[str, str]:
+        """What deploy/nats/leaf.conf reads from the environment, for one leaf node."""
+        remotes = ", ".join(f"nats-leaf://127.0.0.1:{m.leaf_port}" for m in self.members)
+        return {
+            "TINGYU_LEAF_SERVER_NAME": f"tingyu-{leaf.name}-{leaf.client_port}",
+            "TINGYU_LEAF_LISTEN": f"127.0.0.1:{leaf.client_port}",
+            "TINGYU_LEAF_HTTP": f"127.0.0.1:{leaf.http_port}",
+            "TINGYU_LEAF_REMOTES": f"[{remotes}]",
+            "TINGYU_LEAF_CREDS": str(self.auth.creds("leaf")),
+            "TINGYU_LEAF_SYSTEM_CREDS": str(self.auth.creds("system")),
+        } | self.server_env(self.state_dir / f"leaf-{leaf.name}")
+
+
+def jetstream_ready(http_port: int) -> bool:
+    """A server whose JetStream is up and part of a meta group with a leader."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz?js-enabled-only=true", timeout=2) as r:
+        if r.status != 200:
+            return False
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/jsz", timeout=2) as r:
+        body = json.loads(r.read())
+    return bool(body.get("meta_cluster", {}).get("leader"))
+
+
+class ClusterPlatform(Platform):
+    """A platform on a NATS cluster from deploy/nats/cluster.conf, with service replicas and leaf
+    nodes from deploy/nats/leaf.conf; processes are named `nats-<i>`, `<service>` and
+    `<service>-<n>` for the n-th replica, `leaf-<name>`."""
+
+    config: ClusterConfig
+
+    def __init__(self, config: ClusterConfig) -> None:
+        super().__init__(config)
+        self.leaves: dict[str, LeafMember] = {}
+
+    def start_nats_cluster(self) -> None:
+        for member in self.config.members:
+            self.start_nats_member(member, wait=False)
+        for member in self.config.members:
+            wait_until(
+                functools.partial(jetstream_ready, member.http_port), 60, f"{member.name} (JetStream cluster)"
+            )
+
+    def start_nats_member(self, member: NatsMember, *, wait: bool = True) -> None:
+        """Start (or start again, on its store) one member of the cluster."""
+        (self.config.state_dir / member.name).mkdir(parents=True, exist_ok=True)
+        argv = [find_binary("nats-server"), "-c", str(DEPLOY_NATS / "cluster.conf")]
+        self.spawn(member.name, argv, self.config.member_env(member))
+        if wait:
+            wait_until(
+                functools.partial(jetstream_ready, member.http_port), 60, f"{member.name} (JetStream cluster)"
+            )
+
+    def member(self, index: int) -> NatsMember:
+        return self.config.members[index - 1]
+
+    def start_leaf(self, name: str) -> LeafMember:
+        """A regional leaf node linked to every cluster member; agents connect to its `url`."""
+        leaf = self.leaves.get(name) or LeafMember(name, free_port(), free_port())
+        self.leaves[name] = leaf
+        (self.config.state_dir / f"leaf-{name}").mkdir(parents=True, exist_ok=True)
+        argv = [find_binary("nats-server"), "-c", str(DEPLOY_NATS / "leaf.conf")]
+        self.spawn(f"leaf-{name}", argv, self.config.leaf_env(leaf))
+        wait_until(lambda: leaf_linked(leaf.http_port), 30, f"leaf node {name} (link to the cluster)")
+        return leaf
+
+    def start_replica(self, name: str, replica: int) -> str:
+        """Start replica `replica` (1 = the service's own name) with its own port and folders."""
+        label = name if replica == 1 else f"{name}-{replica}"
+        own = self.config.state_dir / "replicas" / label
+        env = {
+            "TINGYU_API_PORT": str(self.config.api_ports[replica - 1]),
+            "TINGYU_IMAGER_SPOOL_DIR": str(own / "spool"),
+            "TINGYU_METERING_CHDB_DIR": str(own / "chdb"),
+        }
+        self.start_service(name, env, label=label)
+        return label
+
+    def start_all(self) -> None:
+        self.start_nats_cluster()
+        self.start_registry()
+        self.ensure_dockerd()
+        for name in self.config.services:
+            if name != "agent":
+                for replica in range(1, (self.config.replicas if name in REPLICATED else 1) + 1):
+                    self.start_replica(name, replica)
+        for url in self.config.api_urls:
+            wait_until(functools.partial(http_ok, f"{url}/healthz"), 60, "api")
+        if "agent" in self.config.services:  # it enrolls through the API
+            self.start_service("agent")
+
+    def stop(self) -> None:
+        """As Platform.stop, with the cluster members and leaf nodes counted as infrastructure."""
+        infrastructure = [
+            n for n in self.procs if n.startswith(("nats-", "leaf-")) or n in ("registry", "dockerd")
+        ]
+        self._terminate([n for n in self.procs if n not in infrastructure])
+        self._terminate([n for n in reversed(infrastructure) if not n.startswith("nats-")])
+        self._terminate([n for n in infrastructure if n.startswith("nats-")])
+        self.procs.clear()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+def leaf_linked(http_port: int) -> bool:
+    """A leaf node with its link to the cluster up."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/leafz", timeout=2) as r:
+        return bool(json.loads(r.read()).get("leafnodes"))

@@ -3,7 +3,9 @@
     operator.seed  operator.jwt        the operator nats-server trusts
     account.seed   account.jwt         account TINGYU: every service and machine; signs machine users
     system.seed    system.jwt          the system account (pushes account updates to the server)
-    users/<name>.creds                 one service user per service, `admin` for the CLI, `system`
+    users/<name>.creds                 one service user per service, `admin` for the CLI, `system`,
+                                       `leaf` for the link of a regional leaf node to the cluster,
+                                       `kube` for the Kubernetes agent (one process, many Nodes)
 
 Made once on first start and kept; every file is mode 0600. The account JWT carries the revocation
 list: `revoke` adds a user key to it, re-signs it and the caller pushes it to the server.
@@ -22,7 +24,7 @@ from tingyu.common.auth.permissions import service_permissions
 
 ACCOUNT = "TINGYU"
 SYSTEM = "SYS"
-SERVICE_USERS = ("nodes", "deployer", "imager", "metering", "api", "admin", "sim")
+SERVICE_USERS = ("nodes", "deployer", "imager", "metering", "api", "admin", "sim", "leaf", "kube")
 CLAIMS_UPDATE = "$SYS.REQ.CLAIMS.UPDATE"
 
 
@@ -139,3 +141,19 @@ class AuthDir:
             f"  {self.system_public}: {self.jwt('system')}\n"
             "}\n"
         )
+
+    def server_env(self, resolver_dir: Path) -> dict[str, str]:
+        """The same trust as `server_config`, as the environment deploy/nats/cluster.conf and
+        leaf.conf read (nats-server parses a variable's value as configuration, so the preload
+        map travels as one string)."""
+        preload = ", ".join(
+            f"{key}: {json.dumps(self.jwt(name))}"
+            for key, name in ((self.account_public, "account"), (self.system_public, "system"))
+        )
+        return {
+            "TINGYU_NATS_OPERATOR": str(self.operator_jwt_file),
+            "TINGYU_NATS_SYSTEM_ACCOUNT": self.system_public,
+            "TINGYU_NATS_ACCOUNT": self.account_public,
+            "TINGYU_NATS_RESOLVER_DIR": str(resolver_dir),
+            "TINGYU_NATS_RESOLVER_PRELOAD": f"{{ {preload} }}",
+        }

@@ -16,10 +16,12 @@ def machine_inbox(node_uuid: str) -> str:
     return f"{INBOX}.{node_uuid}"
 
 
-def desired_get(node_uuid: str) -> str:
-    """The JetStream API subject of a direct get of the machine's own desired-state key."""
+def desired_get(node_uuid: str, domain: str = "") -> str:
+    """The JetStream API subject of a direct get of the machine's own desired-state key; with a
+    JetStream `domain` (a cluster reached through leaf nodes) the API prefix names it."""
     spec = subjects.DESIRED
-    return f"$JS.API.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
+    api = f"$JS.{domain}.API" if domain else "$JS.API"
+    return f"{api}.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
 
 
 # How long a machine may answer on the reply inbox of a request it received, counted from the
@@ -42,6 +44,9 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
                 subjects.observed(node_uuid),
                 subjects.samples(node_uuid),
                 desired_get(node_uuid),
+                # The same read in any JetStream domain (TINGYU_NATS_DOMAIN, docs/security.md): the
+                # credential stays valid whether the machine reaches a single server or a leaf node.
+                desired_get(node_uuid, "*"),
                 # Object names are job ids the machine learns only from its own requests;
                 # NATS cannot bind an object name to a machine (docs/security.md).
                 f"$O.{files}.C.*",

@@ -41,9 +41,12 @@ HEADROOM = 1024  # bytes kept free under max_payload for the protocol's own head
 class Bus:
     """A connected client: publish, request, and the handles of stores, objects and consumers."""
 
-    def __init__(self, nc: NATS, replicas: int = 1, max_bytes: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, nc: NATS, replicas: int = 1, max_bytes: dict[str, int] | None = None, domain: str = ""
+    ) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=10.0)
+        # A JetStream domain reaches the cluster's JetStream through a leaf node as well.
+        self.js: JetStreamContext = nc.jetstream(timeout=10.0, domain=domain or None)
         self.replicas = replicas
         self.max_bytes = max_bytes or {}  # per store name, over the declared defaults
         self.lost = asyncio.Event()  # set when nats-py closed the connection on its own
@@ -91,7 +94,7 @@ class Bus:
                     raise
                 log.warning("%s: NATS not reachable yet (%s); retrying", name, exc)
                 await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
-        bus = cls(nc, settings.stream_replicas, settings.store_max_bytes)
+        bus = cls(nc, settings.stream_replicas, settings.store_max_bytes, settings.nats_domain)
         holder.append(bus)
         if ensure:
             from tingyu.common.bus.topology import ensure_topology

@@ -20,6 +20,7 @@ class ImageVersion(Message):
     uploaded_at: float
     detail: str = ""
     image_url: str = ""
+    job_id: str = ""  # the push that stored it: a redelivered push of the same job is not a duplicate
 
 
 class ImageRecord(Message):
