@@ -26,7 +26,6 @@ cluster-test: deps venv  ## three clustered nats-servers, two replicas of every 
 	$(BIN)/pytest -q -m cluster --timeout=900 tests/cluster
 
 k8s-test: deps venv  ## the Kubernetes runtime against a real kube-apiserver (built once, cached outside the tree)
-	$(BIN)/pip install -q -e '.[dev,k8s]'
 	bash deploy/kubernetes/build-apiserver.sh
 	$(BIN)/pytest -q -m kubernetes --timeout=600 tests/kubernetes
 
@@ -38,7 +37,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,k8s]'  # the Kubernetes client too: types are checked with it
 	touch $(STAMP)
 
 lint: venv

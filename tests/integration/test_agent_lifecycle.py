@@ -315,7 +315,7 @@ async def test_bad_image_fails_with_its_name(
     await reported(test_bus, agent.uuid, name, 4, PodPhase.RUNNING)
 
 
-async def test_a_container_that_dies_right_after_its_start_is_reported_failed_first(
+async def test_a_new_version_that_dies_right_after_its_start_is_reported_failed_first(
     agent: RunningAgent, test_bus: Bus, engine: docker.DockerClient
 ) -> None:
     # It lives long enough to be seen running once started, and dies within the settle time.
@@ -330,7 +330,11 @@ async def test_a_container_that_dies_right_after_its_start_is_reported_failed_fi
 
     sub = await test_bus.nc.subscribe(subjects.observed(agent.uuid), cb=on_report)
     try:
-        await put_desired(test_bus, agent.uuid, make_desired(name, make_spec(crashing)))
+        # A change of spec in flight (it has a spec to fall back to): only then does the agent wait.
+        changing = make_desired(name, make_spec(crashing)).model_copy(
+            update={"fallback": make_spec(crashing)}
+        )
+        await put_desired(test_bus, agent.uuid, changing)
         seen = await asyncio.wait_for(first.get(), 30)
     finally:
         await sub.unsubscribe()

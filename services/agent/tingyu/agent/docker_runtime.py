@@ -137,16 +137,14 @@ class DockerRuntime:
 
     async def start(self, container_id: str) -> None:
         await self._call(self.client.api.start, container_id)
-        await self._settle(container_id)
 
     async def stop(self, container_id: str) -> None:
         await self._call(self.client.api.stop, container_id, timeout=self.stop_timeout_s)
 
     async def restart(self, container_id: str) -> None:
         await self._call(self.client.api.restart, container_id, timeout=self.stop_timeout_s)
-        await self._settle(container_id)
 
-    async def _settle(self, container_id: str) -> None:
+    async def settle(self, container_id: str) -> None:
         """A container that exits within `start_settle_s` of its start did not start. Without this
         wait a crash right after the start reads Running for a moment (its restart policy starts it
         again), and the job of a change of spec would succeed instead of rolling back."""

@@ -131,6 +131,10 @@ class Reconciler:
                 await self.runtime.start(container.id)
             elif not fresh and applied is not None and desired.restarts > applied:
                 await self.runtime.restart(container.id)
+            if desired.fallback is not None and fresh:
+                # A new version in flight: one that crashes at once must fail (and roll back), not
+                # read Running for a moment. Other starts are not held up.
+                await self.runtime.settle(container.id)
         elif container.alive:
             await self.runtime.stop(container.id)
         # A new container, or one this machine has no record of, counts as already restarted.

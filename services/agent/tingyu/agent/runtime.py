@@ -129,6 +129,11 @@ class Runtime(Protocol):
 
     async def restart(self, container_id: str) -> None: ...
 
+    async def settle(self, container_id: str) -> None:
+        """Raise `RuntimeFailure` when the container exits right after its start (asked only while a
+        change of spec is in flight, so that a crashing new version rolls back)."""
+        ...
+
     async def remove(self, container_id: str) -> None:
         """Remove by force (a running container is killed); an absent one is fine."""
         ...

@@ -98,6 +98,9 @@ class SimRuntime:
         await self.start(container_id)
         self.counts["restart"] += 1
 
+    async def settle(self, container_id: str) -> None:
+        """A simulated container never crashes on its own."""
+
     async def remove(self, container_id: str) -> None:
         container = self._containers.pop(container_id, None)
         if container is None:

@@ -185,6 +185,9 @@ class KubeRuntime:
     async def stop(self, container_id: str) -> None:
         await self._patch(container_id, {"spec": {"replicas": 0}})
 
+    async def settle(self, container_id: str) -> None:
+        """A Pod that crashes shows in its status (CrashLoopBackOff) when the watch reports it."""
+
     async def restart(self, container_id: str) -> None:
         """`kubectl rollout restart`: a new template annotation makes the Deployment replace its Pod."""
         now = datetime.now(UTC).isoformat()
