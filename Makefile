@@ -5,13 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-faults cluster-test k8s-test console-test console deps venv lint typecheck bench clean
+.PHONY: up test unit test-faults cluster-test k8s-test console-test console deps venv lint typecheck bench clean
 
 up: deps venv  ## run NATS, the registry, dockerd (if none runs), every service and one agent
 	$(BIN)/tingyu up
 
-test: deps venv lint typecheck  ## lint, types, then unit, integration and end-to-end tests against real parts
-	$(BIN)/pytest -q -m "not faults and not cluster and not kubernetes" tests
+test: deps venv lint typecheck  ## lint, types, then unit, integration and end-to-end tests against real parts, with coverage
+	$(BIN)/pytest -q --cov --cov-report=term -m "not faults and not cluster and not kubernetes" tests
+
+unit: venv  ## the unit tests alone: nothing running, a few seconds
+	$(BIN)/pytest -q -m unit tests
 
 test-faults: deps venv  ## the slow fault tests: timeouts, killed leaders, replicas, dead NATS
 	$(BIN)/pytest -q -m faults tests

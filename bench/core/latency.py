@@ -18,7 +18,7 @@ import time
 
 import docker
 import httpx
-from tests.conftest import build_busybox
+from tests.support import build_busybox
 
 from bench.harness import bearer, percentile, platform, report
 from tingyu.common import subjects

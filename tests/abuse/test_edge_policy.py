@@ -14,8 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests.abuse.conftest import assert_alive, assert_untouched
-from tests.conftest import build_busybox, enroll_offline, eventually, unique
-from tests.integration.test_agent_lifecycle import (
+from tests.integration.agent.test_agent_lifecycle import (
     inspect,
     make_desired,
     make_spec,
@@ -23,7 +22,8 @@ from tests.integration.test_agent_lifecycle import (
     remove_node_containers,
     run_agent,
 )
-from tests.integration.test_containers_api import item, ready_peer
+from tests.integration.api.test_containers_api import item, ready_peer
+from tests.support import build_busybox, enroll_offline, eventually, unique
 from tingyu.agent.config import AgentSettings
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from tests.abuse.conftest import assert_alive, assert_untouched
-from tests.conftest import ADMIN_TOKEN, unique
-from tests.integration.test_containers_api import item, ready_peer
+from tests.integration.api.test_containers_api import item, ready_peer
+from tests.support import ADMIN_TOKEN, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common.bus import Bus
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from tests.abuse.conftest import assert_alive
-from tests.conftest import eventually, unique
 from tests.e2e.test_images import saved_tar, search, upload
-from tests.integration.test_metering import _bandwidth, _fleet, _publish, expected
+from tests.integration.metering.test_metering import _bandwidth, _fleet, _publish, expected
+from tests.support import eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common.bus import Bus
 

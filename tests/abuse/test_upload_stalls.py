@@ -11,9 +11,9 @@ import docker
 import httpx
 
 from tests.abuse.conftest import assert_alive
-from tests.conftest import ADMIN_TOKEN, bearer, eventually, unique
 from tests.e2e.test_images import finished, saved_tar, upload
 from tests.integration.conftest import nats_only
+from tests.support import ADMIN_TOKEN, bearer, eventually, unique
 from tingyu.api.config import ApiSettings
 from tingyu.api.main import create_app
 from tingyu.cli.launcher import Platform

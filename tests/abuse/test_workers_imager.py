@@ -16,9 +16,9 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import eventually, unique
 from tests.e2e.test_images import BAD_ARCHIVE, pushed, saved_tar, search, upload
-from tests.unit.test_image_archive import link_tar, oversized_tar, sparse_tar
+from tests.support import eventually, unique
+from tests.unit.common.test_image_archive import link_tar, oversized_tar, sparse_tar
 from tingyu.cli.launcher import Platform
 from tingyu.common import jobs, subjects, timefmt
 from tingyu.common.bus import Bus

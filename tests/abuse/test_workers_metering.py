@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import eventually, unique
-from tests.integration.test_metering import FIVE_MIN, _bandwidth, expected
+from tests.integration.metering.test_metering import FIVE_MIN, _bandwidth, expected
+from tests.support import eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus

@@ -9,9 +9,9 @@ import signal
 import httpx
 import pytest
 
-from tests.conftest import eventually
-from tests.factories import facts
-from tests.peer import PeerMachine
+from tests.support import eventually
+from tests.support.factories import facts
+from tests.support.peer import PeerMachine
 from tingyu.agent.heartbeat import heartbeat_loop
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.conftest import FAST_ENV, bearer, remove_agent_containers, trusted
+from tests.support import FAST_ENV, bearer, remove_agent_containers, trusted
 from tingyu.cli.launcher import JETSTREAM_DOMAIN, ClusterConfig, ClusterPlatform, free_port
 from tingyu.common.bus import Bus
 

@@ -24,7 +24,7 @@ import pytest
 
 from tests.cluster.conftest import CLUSTER_ENV
 from tests.cluster.load import UNAVAILABLE, Prober, SampleFeed, Writes
-from tests.conftest import build_busybox, docker_as, eventually, unique
+from tests.support import build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import REPLICATED, ClusterPlatform, NatsMember
 from tingyu.common import subjects
 from tingyu.common.bus import Bus

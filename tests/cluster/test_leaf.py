@@ -17,8 +17,8 @@ import httpx
 import nats
 import pytest
 
-from tests.conftest import build_busybox, docker_as, enroll_offline, eventually, unique
-from tests.integration.test_nats_security import new_machine
+from tests.integration.common.test_nats_security import new_machine
+from tests.support import build_busybox, docker_as, enroll_offline, eventually, unique
 from tingyu.cli.launcher import JETSTREAM_DOMAIN, ClusterPlatform, port_open
 from tingyu.common import subjects
 from tingyu.common.auth.enrollment import revoke_machine

@@ -14,10 +14,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from tests.conftest import FAST_ENV, build_busybox, eventually, unique
 from tests.console.conftest import TOKEN, open_page, wait
 from tests.e2e.test_containers_e2e import body, create
 from tests.e2e.test_images import saved_tar
+from tests.support import FAST_ENV, build_busybox, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 from nats.js import api as js_api
 
-from tests.conftest import ADMIN_TOKEN, bearer, eventually, unique
 from tests.e2e.test_containers_e2e import body, finished
+from tests.support import ADMIN_TOKEN, bearer, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus

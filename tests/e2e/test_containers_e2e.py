@@ -8,7 +8,7 @@ from typing import Any
 import docker
 import httpx
 
-from tests.conftest import eventually, unique
+from tests.support import eventually, unique
 from tingyu.cli.launcher import Platform
 
 
@@ -119,7 +119,7 @@ async def test_inherit_update_moves_to_another_version(
     docker_client: docker.DockerClient,
     platform: Platform,
 ) -> None:
-    from tests.conftest import build_busybox
+    from tests.support import build_busybox
 
     repository, _ = busybox_ref
     build_busybox(docker_client, repository, "2")

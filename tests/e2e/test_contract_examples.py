@@ -12,8 +12,8 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import FAST_ENV, unique
 from tests.e2e.test_containers_e2e import create, finished, inspect
+from tests.support import FAST_ENV, unique
 
 EXAMPLE_ITEM: dict[str, Any] = {
     "uuid": "string",

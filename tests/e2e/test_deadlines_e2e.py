@@ -10,8 +10,8 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import eventually, unique
 from tests.e2e.test_containers_e2e import body, finished, inspect
+from tests.support import eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import eventually
+from tests.support import eventually
 from tingyu.cli.dead import letters
 from tingyu.common import subjects, timefmt
 from tingyu.common.auth import jwt

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.conftest import eventually, unique
 from tests.e2e.test_containers_e2e import body, create, finished
+from tests.support import eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus

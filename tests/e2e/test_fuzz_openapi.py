@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
 
 from tests.abuse.conftest import assert_alive
-from tests.conftest import unique
-from tests.integration.test_containers_api import item
+from tests.integration.api.test_containers_api import item
+from tests.support import unique
 from tingyu.cli.launcher import Platform
 
 pytestmark = pytest.mark.e2e

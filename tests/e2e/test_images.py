@@ -19,7 +19,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, build_busybox, docker_as, eventually, unique
+from tests.support import ADMIN_TOKEN, build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus

@@ -10,8 +10,8 @@ import docker
 import httpx
 import pytest_asyncio
 
-from tests.conftest import bearer, unique
 from tests.e2e.test_images import manifest_status, pushed, saved_tar, search, upload
+from tests.support import bearer, unique
 from tingyu.cli.launcher import Platform, free_port, http_ok, wait_until
 
 MAX_ITEMS = 1000  # the API's default `max_items`

@@ -9,8 +9,8 @@ from typing import Any
 import docker
 import httpx
 
-from tests.conftest import build_busybox, eventually, unique
 from tests.e2e.test_containers_e2e import body, create, finished
+from tests.support import build_busybox, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import timefmt
 

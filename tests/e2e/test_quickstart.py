@@ -15,7 +15,7 @@ from pathlib import Path
 
 import docker
 
-from tests.conftest import remove_agent_containers
+from tests.support import remove_agent_containers
 from tingyu.cli.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

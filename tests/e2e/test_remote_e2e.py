@@ -24,9 +24,9 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ADMIN_TOKEN, FAST_ENV, bearer, build_busybox, docker_as, eventually, unique
 from tests.e2e.test_auth import as_token, audit_events, audited, make_token, refused, request_id
 from tests.e2e.test_containers_e2e import body, create, finished
+from tests.support import ADMIN_TOKEN, FAST_ENV, bearer, build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus

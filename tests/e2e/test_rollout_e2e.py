@@ -8,8 +8,8 @@ from typing import Any
 import docker
 import httpx
 
-from tests.conftest import FAST_ENV, build_busybox, eventually, unique
 from tests.e2e.test_containers_e2e import body, create, finished
+from tests.support import FAST_ENV, build_busybox, eventually, unique
 from tingyu.cli.launcher import Platform
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import docker
 import httpx
 
-from tests.conftest import build_busybox, eventually, unique
 from tests.e2e.test_containers_e2e import body, create, finished, inspect
+from tests.support import build_busybox, eventually, unique
 
 
 async def _data(api: httpx.AsyncClient, path: str, name: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import trusted
+from tests.support import trusted
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.conftest import FAST_ENV, bearer, trusted
 from tests.kubernetes import apiserver
+from tests.support import FAST_ENV, bearer, trusted
 from tingyu.cli.launcher import SERVICES, Platform, PlatformConfig, free_port
 
 if TYPE_CHECKING:

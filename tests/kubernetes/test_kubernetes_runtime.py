@@ -15,8 +15,8 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from tests.conftest import eventually, unique
 from tests.kubernetes.conftest import NAMESPACE
+from tests.support import eventually, unique
 from tingyu.agent.kube.runtime import KubeCluster
 from tingyu.agent.runtime import RuntimeFailure
 

@@ -15,7 +15,7 @@ import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 
-from tests.conftest import eventually
+from tests.support import eventually
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
 from tingyu.common.bus.consumers import park_abandoned, subscribe

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from tests.conftest import eventually
+from tests.support import eventually
 from tingyu.common.leases import Lease
 from tingyu.common.service import EXIT_BUS_LOST, Service
 from tingyu.common.settings import PlatformSettings

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import command, name, spec
+from tests.support.factories import command, name, spec
 from tingyu.common.models.containers import (
     ContainerOp,
     DesiredContainer,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.factories import facts
+from tests.support.factories import facts
 from tingyu.common.models.nodes import NodeRecord
 from tingyu.common.models.remote import PrepullCommand
 from tingyu.common.names import new_job_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import name
+from tests.support.factories import name
 from tingyu.common.models.containers import ImagePatch
 from tingyu.common.models.rollouts import MemberState, Rollout, RolloutCommand, RolloutStatus, rollout_key
 from tingyu.common.names import new_job_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.factories import command, name, spec
+from tests.support.factories import command, name, spec
 from tingyu.common.models.containers import (
     ContainerOp,
     DesiredContainer,

@@ -1,0 +1,97 @@
+"""Stale and late agent reports against the real deployer: a report of an old revision never completes
+a newer job, and a final job never changes, even for a deployer that did not see it finish."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.integration.api.test_containers_api import item, job_state, ready_peer, wait_job
+from tests.support import eventually, unique
+from tests.support.peer import PeerMachine
+from tingyu.cli.launcher import Platform
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.models.containers import NodeObserved, PodPhase
+
+
+async def handled(bus: Bus, peer: PeerMachine, report: NodeObserved) -> None:
+    """Wait until the deployer has taken `report` (stored or ignored) and has nothing left in hand."""
+
+    async def quiet() -> bool:
+        info = await bus.js.consumer_info(subjects.OBSERVED.name, subjects.DEPLOYER_OBSERVED.durable)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await eventually(quiet, timeout=20)
+
+
+async def stored(bus: Bus, peer: PeerMachine) -> NodeObserved | None:
+    return await bus.store(subjects.OBSERVED_STATE).get(peer.uuid)
+
+
+async def test_report_of_an_old_revision_never_completes_the_newer_job(
+    api: httpx.AsyncClient, bus: Bus
+) -> None:
+    peer = await ready_peer(api, bus)
+    try:
+        name = unique()
+        first = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+        await wait_job(api, first, 1)
+        changed = item(peer.uuid, name, env=[{"key": "port", "value": "7000"}])
+        second = (await api.put("/container/updateByName", json=[changed])).json()["data"][0]["jobid"]
+        await wait_job(api, second, 1)
+        overtaken = await wait_job(api, first, 4)
+        assert overtaken["message"] == f"superseded by job {second}", overtaken
+
+        # The agent is slow: it reports revision 1 (the create) as running after the update was written.
+        stale = await peer.report({name: PodPhase.RUNNING}, revision=1, job_id=first)
+        await eventually(lambda: _has(bus, peer, stale), timeout=20)
+        await handled(bus, peer, stale)
+        assert (await job_state(api, second))["state"] == 1
+        assert (await job_state(api, first))["message"] == f"superseded by job {second}"
+
+        # A report of the current revision under the old job id is not this job's either.
+        mixed = await peer.report({name: PodPhase.RUNNING}, revision=2, job_id=first)
+        await eventually(lambda: _has(bus, peer, mixed), timeout=20)
+        await handled(bus, peer, mixed)
+        assert (await job_state(api, second))["state"] == 1
+
+        await peer.report({name: PodPhase.RUNNING})
+        assert (await wait_job(api, second, 3))["message"] == "success"
+    finally:
+        await peer.stop()
+
+
+async def test_final_job_never_changes_on_late_or_contrary_reports(
+    api: httpx.AsyncClient, bus: Bus, platform: Platform
+) -> None:
+    peer = await ready_peer(api, bus)
+    try:
+        name = unique()
+        jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+        await wait_job(api, jobid, 1)
+        done = await peer.report({name: PodPhase.RUNNING})
+        await wait_job(api, jobid, 3)
+
+        # Late: written before the last one, delivered after it; the stored state keeps the newer report.
+        late = await peer.report({name: PodPhase.FAILED}, "oom", reported_at=done.reported_at - 30)
+        await handled(bus, peer, late)
+        kept = await stored(bus, peer)
+        assert kept is not None
+        assert kept.containers[name].phase == PodPhase.RUNNING
+        assert (await job_state(api, jobid))["state"] == 3
+
+        # A restarted deployer has no memory of which jobs finished: the stored job itself must hold.
+        platform.restart("deployer")
+        contrary = await peer.report({name: PodPhase.FAILED}, "crashed later")
+        await eventually(lambda: _has(bus, peer, contrary), timeout=30)
+        await handled(bus, peer, contrary)
+        after = await job_state(api, jobid)
+        assert (after["state"], after["message"]) == (3, "success"), after
+    finally:
+        await peer.stop()
+
+
+async def _has(bus: Bus, peer: PeerMachine, report: NodeObserved) -> bool:
+    """The deployer stored exactly this report as the machine's observed state."""
+    doc = await stored(bus, peer)
+    return doc is not None and doc.seq == report.seq

@@ -1,0 +1,91 @@
+"""The imager's delete responder over real NATS: refusals come back raised as their TY error class,
+a delete that needs no registry call answers what it removed and changes the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from tests.support import unique
+from tests.support.factories import spec
+from tingyu.common import subjects
+from tingyu.common.bus import Bus, call, serve
+from tingyu.common.errors import ImageInUse, ImageNotFound, ImageVersionNotFound, InvalidParameter
+from tingyu.common.models.containers import DesiredContainer, NodeDesired
+from tingyu.common.models.images import ImageRecord, ImagerReply, ImagerRequest, ImageVersion
+from tingyu.common.settings import PlatformSettings
+from tingyu.imager.deletes import Deleter
+from tingyu.imager.registry import RegistryClient
+
+
+@pytest_asyncio.fixture
+async def deletes(nats_url: str) -> AsyncIterator[tuple[Bus, str]]:
+    """A bus and the subject a `Deleter` answers on (its own, so tests never meet a real imager).
+    Its registry client points nowhere: these deletes must not need the registry."""
+    settings = PlatformSettings(nats_url=nats_url, registry_url="http://127.0.0.1:9")
+    bus = await Bus.connect(settings, "imager-tests")
+    registry = RegistryClient(settings, timeout=2.0)
+    subject = f"test.imager.{unique()}"
+    sub = await serve(bus, subject, ImagerRequest, Deleter(bus, registry).answer)
+    try:
+        yield bus, subject
+    finally:
+        await sub.close()
+        await registry.close()
+        await bus.close()
+
+
+async def _delete(bus: Bus, subject: str, name: str, version: str = "", op: str = "delete") -> ImagerReply:
+    return await call(bus, subject, ImagerRequest(op=op, name=name, version=version), ImagerReply)
+
+
+async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str]) -> None:
+    bus, subject = deletes
+    name = unique("img")
+    with pytest.raises(ImageNotFound) as missing:
+        await _delete(bus, subject, name)
+    assert missing.value.msg == f"镜像不存在! {name}"
+
+    digest = "sha256:" + "a" * 64
+    version = ImageVersion(version="1", digest=digest, uploaded_at=1.0)
+    record = ImageRecord(name=name, versions={"1": version}, created_at=1.0)
+    await bus.store(subjects.IMAGES).put(name, record)
+    with pytest.raises(ImageVersionNotFound) as no_version:
+        await _delete(bus, subject, name, "9")
+    assert no_version.value.msg == f"镜像版本不存在! {name}:9"
+    with pytest.raises(InvalidParameter):
+        await _delete(bus, subject, name, op="search")
+
+    node, deployment = unique("node"), unique("web")
+    desired = NodeDesired(
+        node_uuid=node,
+        containers={
+            deployment: DesiredContainer(
+                name=deployment, spec=spec(image=name, version="1"), job_id="j", created_at=0.0
+            )
+        },
+    )
+    await bus.store(subjects.DESIRED).put(node, desired)
+    try:
+        with pytest.raises(ImageInUse) as in_use:
+            await _delete(bus, subject, name, "1")
+        assert deployment in in_use.value.msg
+    finally:
+        await bus.store(subjects.DESIRED).delete(node)
+    assert await bus.store(subjects.IMAGES).get(name) is not None  # refusals changed nothing
+
+
+async def test_a_tag_sharing_its_manifest_goes_from_the_catalog_only(deletes: tuple[Bus, str]) -> None:
+    bus, subject = deletes
+    name, digest = unique("img"), "sha256:" + "b" * 64
+    versions = {tag: ImageVersion(version=tag, digest=digest, uploaded_at=1.0) for tag in ("1", "2")}
+    await bus.store(subjects.IMAGES).put(name, ImageRecord(name=name, versions=versions, created_at=1.0))
+
+    # Deleting the manifest would take tag 1 too: the registry is not asked at all.
+    reply = await _delete(bus, subject, name, "2")
+    assert reply == ImagerReply(image=name, versions=["2"], manifests=[])
+    record = await bus.store(subjects.IMAGES).get(name)
+    assert record is not None
+    assert sorted(record.versions) == ["1"]

@@ -1,0 +1,304 @@
+"""Metering against real parts: sums, peaks and the 95th percentile equal an independent computation,
+redelivered samples count once, and samples published while metering is down are not lost."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bench.metering.fleet import Fleet
+
+from tests.support import eventually, unique
+from tingyu.cli.launcher import Platform
+from tingyu.common import subjects, timefmt
+from tingyu.common.bus import Bus
+from tingyu.common.models.metering import MeteringQuery, MeteringScope, Sample, SampleBatch
+from tingyu.metering.config import DEFAULT_SCHEMA
+from tingyu.metering.queries import run_query
+from tingyu.metering.rollups import backfill_bandwidth
+from tingyu.metering.samples import insert_sql, store_samples
+from tingyu.metering.store import ClickHouse
+
+FIVE_MIN = 300
+
+
+def expected(
+    samples: Iterable[Sample], start: float, end: float, *, account: bool, image: str = "", version: str = ""
+) -> dict[str, Any]:
+    """The figures computed without ClickHouse: per bucket sum across machines, then peak and p95."""
+    first = int(start) // FIVE_MIN * FIVE_MIN
+    buckets = list(range(first, int(end) // FIVE_MIN * FIVE_MIN + 1, FIVE_MIN))
+    tx: dict[int, int] = defaultdict(int)
+    rx: dict[int, int] = defaultdict(int)
+    busy: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for s in samples:
+        if account != (s.deploymentname == ""):
+            continue
+        if (image and s.image != image) or (version and s.version != version):
+            continue
+        bucket = int(s.ts) // FIVE_MIN * FIVE_MIN
+        tx[bucket] += s.tx_bytes
+        rx[bucket] += s.rx_bytes
+        acc = busy[bucket, s.deploymentname]
+        acc[0] += s.cpu_cores * s.interval_s
+        acc[1] += s.memory_mib * s.interval_s
+        acc[2] += s.interval_s
+    cpu: dict[int, float] = defaultdict(float)
+    mem: dict[int, float] = defaultdict(float)
+    for (bucket, _), (core_s, mib_s, secs) in busy.items():
+        cpu[bucket] += core_s / secs
+        mem[bucket] += mib_s / secs
+
+    def billed(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[math.ceil(len(ordered) * 0.95) - 1]
+
+    up = [tx[b] * 8 / FIVE_MIN for b in buckets]
+    down = [rx[b] * 8 / FIVE_MIN for b in buckets]
+    cpus = [cpu[b] for b in buckets]
+    mems = [mem[b] for b in buckets]
+    return {
+        "buckets": buckets,
+        "up": up,
+        "cpu": cpus,
+        "peak_up": max(up),
+        "p95_up": billed(up),
+        "p95_down": billed(down),
+        "peak_cpu": max(cpus),
+        "p95_cpu": billed(cpus),
+        "p95_mem": billed(mems),
+        "up_bytes": sum(tx.values()),
+    }
+
+
+def _fleet(machines: int = 3, ticks: int = 240) -> Fleet:
+    # Three weeks back at a random minute: no live agent writes there, and within the raw TTL.
+    start = int(time.time()) - 21 * 86400 + random.randrange(0, 86400) // 30 * 30
+    tag = unique("img")
+    return Fleet(unique("fleet"), machines, [(tag, "v1"), (tag, "v2")], start, ticks)
+
+
+async def test_store_matches_independent_computation_and_counts_once(tmp_path: Path) -> None:
+    fleet = _fleet()
+    batches = fleet.batches()
+    samples = [s for b in batches for s in b.samples]
+    store = ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        half = samples[: len(samples) // 2]
+        assert await store_samples(store, half) == len(half)
+        # The same INSERT retried (its success was not seen): the deduplication token drops it.
+        await store.command(insert_sql(half))
+        # Overlapping redelivery, then all of it again.
+        assert await store_samples(store, samples) == len(samples) - len(half)
+        assert await store_samples(store, samples) == 0
+
+        start, end = fleet.start - 3600, fleet.start + fleet.ticks * fleet.step_s + 1800
+        image = fleet.images[0][0]
+        for query, want in (
+            (
+                MeteringQuery(scope=MeteringScope.ACCOUNT, start=start, end=end),
+                expected(samples, start, end, account=True),
+            ),
+            (
+                MeteringQuery(scope=MeteringScope.CONTAINERS, start=start, end=end, image=image),
+                expected(samples, start, end, account=False, image=image),
+            ),
+            (
+                MeteringQuery(
+                    scope=MeteringScope.CONTAINERS, start=start, end=end, image=image, version="v2"
+                ),
+                expected(samples, start, end, account=False, image=image, version="v2"),
+            ),
+        ):
+            points, summary = await run_query(store, query)
+            assert [p.time for p in points] == want["buckets"]
+            assert [p.up_bps for p in points] == pytest.approx(want["up"])
+            assert [p.cpu_cores for p in points] == pytest.approx(want["cpu"])
+            assert summary.up_bytes == want["up_bytes"]
+            assert summary.peak_up_bps == pytest.approx(want["peak_up"])
+            assert summary.p95_up_bps == pytest.approx(want["p95_up"])
+            assert summary.p95_down_bps == pytest.approx(want["p95_down"])
+            assert summary.p95_cpu_cores == pytest.approx(want["p95_cpu"])
+            assert summary.p95_memory_mib == pytest.approx(want["p95_mem"])
+            assert summary.p95_up_bps < summary.peak_up_bps  # the top 5 % really was dropped
+    finally:
+        await store.close()
+
+
+# Both rollups per (bucket, kind, image, version); sum() because unmerged parts may hold a key twice.
+BY_KEY = {
+    "bandwidth_5m": "SELECT toUInt32(toUnixTimestamp(bucket)), toString(kind), image, version,"
+    " sum(tx_bytes), sum(rx_bytes) FROM tingyu.bandwidth_5m GROUP BY ALL",
+    "samples_5m": "SELECT toUInt32(toUnixTimestamp(bucket)),"
+    " if(deploymentname = '', 'machine', 'container'), image, version,"
+    " sum(tx_bytes), sum(rx_bytes) FROM tingyu.samples_5m GROUP BY ALL",
+}
+
+
+def _bytes_by_key(samples: Iterable[Sample]) -> dict[tuple[int, str, str, str], tuple[int, int]]:
+    """Per (bucket, kind, image, version): tx and rx bytes, computed without ClickHouse."""
+    sums: dict[tuple[int, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for s in samples:
+        kind = "container" if s.deploymentname else "machine"
+        acc = sums[int(s.ts) // FIVE_MIN * FIVE_MIN, kind, s.image, s.version]
+        acc[0] += s.tx_bytes
+        acc[1] += s.rx_bytes
+    return {key: (tx, rx) for key, (tx, rx) in sums.items()}
+
+
+async def _rollup(store: ClickHouse, table: str) -> dict[tuple[int, str, str, str], tuple[int, int]]:
+    rows = await store.rows(BY_KEY[table])
+    return {(int(b), k, i, v): (int(tx), int(rx)) for b, k, i, v, tx, rx in rows}
+
+
+async def test_bandwidth_rollup_counts_once_and_agrees_with_samples_5m(tmp_path: Path) -> None:
+    fleet = _fleet()
+    samples = [s for b in fleet.batches() for s in b.samples]
+    store = ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        await store.apply_schema(DEFAULT_SCHEMA)  # applied at every start: idempotent
+        half = samples[: len(samples) // 3]
+        assert await store_samples(store, half) == len(half)
+        # A retried INSERT (twice) and redeliveries: the view into bandwidth_5m must drop them all.
+        await store.command(insert_sql(half))
+        await store.command(insert_sql(half))
+        assert await store_samples(store, samples) == len(samples) - len(half)
+        assert await store_samples(store, samples) == 0
+
+        want = _bytes_by_key(samples)
+        assert await _rollup(store, "bandwidth_5m") == want
+        assert await _rollup(store, "samples_5m") == want
+        assert not await backfill_bandwidth(store)  # not empty: no backfill
+
+        # Both series of every scope agree with the independent computation through either table.
+        start, end = fleet.start, fleet.start + fleet.ticks * fleet.step_s
+        for scope, image in ((MeteringScope.ACCOUNT, ""), (MeteringScope.CONTAINERS, "")):
+            points, summary = await run_query(store, MeteringQuery(scope=scope, start=start, end=end))
+            ref = expected(samples, start, end, account=scope == MeteringScope.ACCOUNT, image=image)
+            assert [p.up_bps for p in points] == pytest.approx(ref["up"])
+            assert summary.up_bytes == ref["up_bytes"]
+    finally:
+        await store.close()
+
+
+async def test_upgrade_backfills_the_bandwidth_rollup_once(tmp_path: Path) -> None:
+    fleet = _fleet(machines=2, ticks=120)
+    samples = [s for b in fleet.batches() for s in b.samples]
+    store = ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        assert not await backfill_bandwidth(store)  # a new store: nothing to copy
+        await store_samples(store, samples)
+        # A store from before bandwidth_5m existed: rollups in samples_5m only.
+        await store.command("DROP VIEW tingyu.bandwidth_5m_mv")
+        await store.command("DROP TABLE tingyu.bandwidth_5m")
+        await store.apply_schema(DEFAULT_SCHEMA)
+        assert await _rollup(store, "bandwidth_5m") == {}
+
+        assert await backfill_bandwidth(store)
+        assert not await backfill_bandwidth(store)  # once: the next start finds it filled
+        want = _bytes_by_key(samples)
+        assert await _rollup(store, "bandwidth_5m") == want
+
+        # New samples after the upgrade reach it through the view, on top of the copy.
+        later = _fleet(machines=1, ticks=20)
+        more = [s for b in later.batches() for s in b.samples]
+        await store_samples(store, more)
+        assert await _rollup(store, "bandwidth_5m") == await _rollup(store, "samples_5m")
+    finally:
+        await store.close()
+
+
+def _wire(ts: float) -> str:
+    return timefmt.to_wire(ts)
+
+
+async def _bandwidth(
+    api: httpx.AsyncClient, path: str, start: float, end: float, **extra: str
+) -> dict[str, Any]:
+    params = {"startDate": _wire(start), "endDate": _wire(end), **extra}
+    body: dict[str, Any] = (await api.get(f"/info/bandWith/{path}", params=params)).json()
+    return body
+
+
+async def _publish(bus: Bus, batches: list[SampleBatch], suffix: str = "") -> None:
+    for batch in batches:
+        await bus.publish(subjects.samples(batch.node_uuid), batch, msg_id=batch.batch_id + suffix)
+
+
+async def test_api_figures_redelivery_and_restart(
+    platform: Platform, api: httpx.AsyncClient, bus: Bus
+) -> None:
+    fleet = _fleet(machines=2, ticks=120)
+    batches = fleet.batches()
+    samples = [s for b in batches for s in b.samples]
+    image = fleet.images[0][0]
+    start, end = fleet.start, fleet.start + fleet.ticks * fleet.step_s
+    want = expected(samples, start, end, account=False, image=image)
+
+    # Half now; the same half again under other message ids (JetStream cannot dedup it: metering must).
+    half = len(batches) // 2
+    await _publish(bus, batches[:half])
+    await _publish(bus, batches[:half], suffix="-again")
+
+    async def stored(count: int) -> dict[str, Any] | None:
+        body = await _bandwidth(api, "getByImage", start, end, image=image)
+        got = sum(p["upbps"] for p in body.get("info") or [])
+        return body if body["code"] == 200 and math.isclose(got, count, rel_tol=1e-6) else None
+
+    first_half = expected(
+        [s for b in batches[:half] for s in b.samples], start, end, account=False, image=image
+    )
+    await eventually(lambda: stored(sum(first_half["up"])), timeout=30)
+
+    # Metering down: the API says so, the stream keeps what agents publish meanwhile.
+    platform.kill("metering", 15)
+    down = await _bandwidth(api, "getByImage", start, end, image=image)
+    assert down["code"] == "TY0010"
+    await _publish(bus, batches[half:])
+    await _publish(bus, batches[:half])  # JetStream's duplicate window drops these
+    platform.start_service("metering")
+
+    body = await eventually(lambda: stored(sum(want["up"])), timeout=60)
+    assert body["info"][0]["time"] == _wire(start // FIVE_MIN * FIVE_MIN)
+    assert set(body["info"][0]) == {"time", "upbps", "downbps"}
+    assert body["summary"]["p95Upbps"] == pytest.approx(want["p95_up"])
+    assert body["summary"]["peakUpbps"] == pytest.approx(want["peak_up"])
+
+    version = await _bandwidth(api, "getByImageVersion", start, end, imageVersion=f"{image}:v1")
+    want_v1 = expected(samples, start, end, account=False, image=image, version="v1")
+    assert version["summary"]["p95Upbps"] == pytest.approx(want_v1["p95_up"])
+    params = {"startDate": _wire(start), "endDate": _wire(end), "imageVersion": f"{image}:v1"}
+    resources = (await api.get("/info/resourceUse/getByImageVersion", params=params)).json()
+    assert resources["summary"]["p95Cpu"] == pytest.approx(want_v1["p95_cpu"])
+    assert [p["cpu"] for p in resources["info"]] == pytest.approx(want_v1["cpu"], abs=1e-3)  # 3 decimals
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"endDate": "2021-05-11 11:24:22"}, "TY0002"),
+        ({"startDate": "2021/05/08", "endDate": "2021-05-11 11:24:22"}, "TY0040"),
+        ({"startDate": "2021-05-12 11:24:22", "endDate": "2021-05-11 11:24:22"}, "TY0040"),
+        ({"startDate": "2020-01-01 00:00:00", "endDate": "2021-05-11 11:24:22"}, "TY0040"),
+        (
+            {"startDate": "2021-05-08 11:24:22", "endDate": "2021-05-11 11:24:22", "imageVersion": "pcdn"},
+            "TY0003",
+        ),
+    ],
+)
+async def test_bad_ranges_get_a_clear_error(
+    api: httpx.AsyncClient, params: dict[str, str], code: str
+) -> None:
+    body = (await api.get("/info/bandWith/getByImageVersion", params=params)).json()
+    assert body["code"] == code
+    assert body["msg"]
