@@ -28,7 +28,7 @@ from tingyu.agent.config import AgentSettings
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import ObservedContainer, PodPhase, Volume
+from tingyu.common.models.containers import ContainerReport, PodPhase, Volume
 from tingyu.common.settings import PlatformSettings
 
 
@@ -140,11 +140,11 @@ async def agent_uuid(
     remove_node_containers(docker_client, uuid)
 
 
-async def reported(bus: Bus, uuid: str, name: str, phase: PodPhase) -> ObservedContainer:
+async def reported(bus: Bus, uuid: str, name: str, phase: PodPhase) -> ContainerReport:
     """Wait until the machine's observed state (kept by the platform's deployer) shows `name` in `phase`."""
 
-    async def check() -> ObservedContainer | None:
-        report = await bus.store(subjects.OBSERVED_STATE).get(uuid)
+    async def check() -> ContainerReport | None:
+        report = await bus.store(subjects.REPORTED).get(uuid)
         entry = report.containers.get(name) if report else None
         return entry if entry and entry.phase == phase else None
 

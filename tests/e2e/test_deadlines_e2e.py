@@ -34,7 +34,7 @@ def short_deadline_deployer(platform: Platform) -> Iterator[None]:
 
 async def observed_quiet(bus: Bus) -> bool:
     """The deployer has handled every agent report published so far."""
-    info = await bus.js.consumer_info(subjects.OBSERVED.name, subjects.DEPLOYER_OBSERVED.durable)
+    info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
@@ -70,7 +70,7 @@ async def test_job_times_out_while_the_agent_is_away_and_stays_failed_when_it_co
     await eventually(running, timeout=60)
 
     async def reported() -> bool:
-        doc = await bus.store(subjects.OBSERVED_STATE).get(node_uuid)
+        doc = await bus.store(subjects.REPORTED).get(node_uuid)
         seen = doc.containers.get(name) if doc else None
         return seen is not None and seen.job_id == result["jobid"] and seen.phase == PodPhase.RUNNING
 

@@ -13,7 +13,7 @@ from tingyu.common import subjects, timefmt
 from tingyu.common.auth import jwt
 from tingyu.common.auth.enrollment import new_token
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import NodeObserved
+from tingyu.common.models.containers import NodeReport
 from tingyu.common.names import new_node_identity
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,7 @@ async def test_enrollment_signs_a_jwt_for_the_machine_alone(api: httpx.AsyncClie
     assert (answer["data"]["area"], answer["data"]["operator"]) == ("南京", "移动")
     claims = jwt.decode(answer["data"]["jwt"])
     assert (claims["sub"], claims["name"]) == (key, uuid)
-    assert set(claims["nats"]["pub"]["allow"]) >= {subjects.heartbeat(uuid), subjects.observed(uuid)}
+    assert set(claims["nats"]["pub"]["allow"]) >= {subjects.heartbeat(uuid), subjects.report(uuid)}
     assert claims["nats"]["sub"]["allow"] == [subjects.agent_all(uuid), f"_INBOX.{uuid}.>"]
     stored = await bus.store(subjects.ENROLL).get(subjects.machine_key(uuid))
     assert stored is not None
@@ -71,12 +71,12 @@ async def test_report_about_another_machine_is_refused(platform: object, bus: Bu
     dead-lettered by the deployer, and B's observed state is never written."""
     a, _ = new_node_identity()
     b, _ = new_node_identity()
-    forged = NodeObserved(node_uuid=b, containers={}, reported_at=timefmt.now(), seq=1)
-    await bus.publish(subjects.observed(a), forged)
+    forged = NodeReport(node_uuid=b, containers={}, reported_at=timefmt.now(), seq=1)
+    await bus.publish(subjects.report(a), forged)
 
     async def parked() -> bool:
-        found = await letters(bus, subjects.DEPLOYER_OBSERVED.durable)
-        return any(b in letter.reason and letter.subject == subjects.observed(a) for _, letter in found)
+        found = await letters(bus, subjects.DEPLOYER_REPORTS.durable)
+        return any(b in letter.reason and letter.subject == subjects.report(a) for _, letter in found)
 
     await eventually(parked, timeout=30)
-    assert await bus.store(subjects.OBSERVED_STATE).get(b) is None
+    assert await bus.store(subjects.REPORTED).get(b) is None

@@ -10,7 +10,7 @@ import contextlib
 from tests.support.factories import facts, heartbeat
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import NodeDesired, NodeObserved, ObservedContainer, PodPhase
+from tingyu.common.models.containers import ContainerReport, NodeDesired, NodeReport, PodPhase
 from tingyu.common.models.nodes import NodeFacts
 
 
@@ -59,14 +59,14 @@ class PeerMachine:
         revision: int | None = None,
         job_id: str | None = None,
         reported_at: float | None = None,
-    ) -> NodeObserved:
+    ) -> NodeReport:
         """Report that this machine applied its current desired revision of each named deployment;
         `revision`, `job_id` and `reported_at` make it a stale or late report instead."""
         doc = await self.desired()
         assert doc is not None
         self.seq += 1
         containers = {
-            name: ObservedContainer(
+            name: ContainerReport(
                 name=name,
                 revision=doc.containers[name].revision if revision is None else revision,
                 job_id=doc.containers[name].job_id if job_id is None else job_id,
@@ -76,13 +76,13 @@ class PeerMachine:
             )
             for name, phase in phases.items()
         }
-        report = NodeObserved(
+        report = NodeReport(
             node_uuid=self.uuid,
             containers=containers,
             reported_at=timefmt.now() if reported_at is None else reported_at,
             seq=self.seq,
         )
-        await self.bus.publish(subjects.observed(self.uuid), report)
+        await self.bus.publish(subjects.report(self.uuid), report)
         return report
 
 

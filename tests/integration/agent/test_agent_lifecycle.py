@@ -35,13 +35,13 @@ from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, responders
 from tingyu.common.errors import FileFetchError, PayloadTooLarge
 from tingyu.common.models.containers import (
+    ContainerReport,
     ContainerSpec,
     DesiredContainer,
     DesiredState,
     EnvVar,
     NodeDesired,
-    NodeObserved,
-    ObservedContainer,
+    NodeReport,
     PodPhase,
     Volume,
 )
@@ -146,18 +146,18 @@ async def put_desired(bus: Bus, uuid: str, *containers: DesiredContainer, nudge:
         await bus.nc.publish(subjects.agent_nudge(uuid), b"")
 
 
-async def last_report(bus: Bus, uuid: str) -> NodeObserved | None:
+async def last_report(bus: Bus, uuid: str) -> NodeReport | None:
     try:
-        msg = await bus.js.get_last_msg(subjects.OBSERVED.name, subjects.observed(uuid))
+        msg = await bus.js.get_last_msg(subjects.REPORTS.name, subjects.report(uuid))
     except js_errors.NotFoundError:
         return None
-    return NodeObserved.from_bytes(msg.data or b"")
+    return NodeReport.from_bytes(msg.data or b"")
 
 
-async def reported(bus: Bus, uuid: str, name: str, revision: int, phase: PodPhase) -> ObservedContainer:
+async def reported(bus: Bus, uuid: str, name: str, revision: int, phase: PodPhase) -> ContainerReport:
     """Wait until the agent's latest report says `name` reached `phase` at `revision`."""
 
-    async def check() -> ObservedContainer | None:
+    async def check() -> ContainerReport | None:
         report = await last_report(bus, uuid)
         entry = report.containers.get(name) if report else None
         return entry if entry and entry.revision >= revision and entry.phase == phase else None
@@ -321,14 +321,14 @@ async def test_a_new_version_that_dies_right_after_its_start_is_reported_failed_
     # It lives long enough to be seen running once started, and dies within the settle time.
     crashing = build_busybox(engine, f"tyagent/{unique('crash')}", "1", cmd="sleep 0.3; exit 3")
     name = unique("ag")
-    first: asyncio.Queue[ObservedContainer] = asyncio.Queue()
+    first: asyncio.Queue[ContainerReport] = asyncio.Queue()
 
     async def on_report(msg: Msg) -> None:
-        seen = NodeObserved.from_bytes(msg.data).containers.get(name)
+        seen = NodeReport.from_bytes(msg.data).containers.get(name)
         if seen is not None and seen.phase != PodPhase.PENDING:
             first.put_nowait(seen)
 
-    sub = await test_bus.nc.subscribe(subjects.observed(agent.uuid), cb=on_report)
+    sub = await test_bus.nc.subscribe(subjects.report(agent.uuid), cb=on_report)
     try:
         # A change of spec in flight (it has a spec to fall back to): only then does the agent wait.
         changing = make_desired(name, make_spec(crashing)).model_copy(

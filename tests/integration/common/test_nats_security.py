@@ -113,7 +113,7 @@ async def test_machine_publishes_only_on_its_own_subjects(admin: Bus, pair: tupl
     assert await received(admin, subjects.heartbeat(a.uuid), own) == [b"{}"]
     for subject in (
         subjects.heartbeat(b.uuid),
-        subjects.observed(b.uuid),
+        subjects.report(b.uuid),
         subjects.samples(b.uuid),
         subjects.agent_nudge(b.uuid),
         "ty.cmd.container.forged",

@@ -11,21 +11,21 @@ from tests.support.peer import PeerMachine
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import NodeObserved, PodPhase
+from tingyu.common.models.containers import NodeReport, PodPhase
 
 
-async def handled(bus: Bus, peer: PeerMachine, report: NodeObserved) -> None:
+async def handled(bus: Bus, peer: PeerMachine, report: NodeReport) -> None:
     """Wait until the deployer has taken `report` (stored or ignored) and has nothing left in hand."""
 
     async def quiet() -> bool:
-        info = await bus.js.consumer_info(subjects.OBSERVED.name, subjects.DEPLOYER_OBSERVED.durable)
+        info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
         return info.num_pending == 0 and info.num_ack_pending == 0
 
     await eventually(quiet, timeout=20)
 
 
-async def stored(bus: Bus, peer: PeerMachine) -> NodeObserved | None:
-    return await bus.store(subjects.OBSERVED_STATE).get(peer.uuid)
+async def stored(bus: Bus, peer: PeerMachine) -> NodeReport | None:
+    return await bus.store(subjects.REPORTED).get(peer.uuid)
 
 
 async def test_report_of_an_old_revision_never_completes_the_newer_job(
@@ -91,7 +91,7 @@ async def test_final_job_never_changes_on_late_or_contrary_reports(
         await peer.stop()
 
 
-async def _has(bus: Bus, peer: PeerMachine, report: NodeObserved) -> bool:
+async def _has(bus: Bus, peer: PeerMachine, report: NodeReport) -> bool:
     """The deployer stored exactly this report as the machine's observed state."""
     doc = await stored(bus, peer)
     return doc is not None and doc.seq == report.seq

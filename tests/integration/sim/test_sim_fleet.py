@@ -19,7 +19,7 @@ from tingyu.common.models.containers import (
     ContainerSpec,
     DesiredContainer,
     NodeDesired,
-    NodeObserved,
+    NodeReport,
     PodPhase,
 )
 from tingyu.common.models.nodes import Heartbeat
@@ -182,10 +182,10 @@ async def test_fleet_on_its_service_beats_reconciles_and_stops(nats_url: str) ->
 
         async def running_there() -> bool:
             try:
-                msg = await bus.js.get_last_msg(subjects.OBSERVED.name, subjects.observed(uuid))
+                msg = await bus.js.get_last_msg(subjects.REPORTS.name, subjects.report(uuid))
             except js_errors.NotFoundError:
                 return False
-            report = NodeObserved.from_bytes(msg.data or b"")
+            report = NodeReport.from_bytes(msg.data or b"")
             entry = report.containers.get(desired.name)
             return entry is not None and entry.phase == PodPhase.RUNNING
 

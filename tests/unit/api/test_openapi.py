@@ -25,10 +25,10 @@ from tingyu.api.services import containers, tasks
 from tingyu.common.errors import TingyuError
 from tingyu.common.models.containers import (
     ContainerOp,
+    ContainerReport,
     DesiredContainer,
     FailedAttempt,
-    NodeObserved,
-    ObservedContainer,
+    NodeReport,
     PodPhase,
 )
 from tingyu.common.models.jobs import Job, JobKind, JobState
@@ -194,10 +194,8 @@ def test_container_reads_keep_the_contract_shapes() -> None:
     }
     assert _answer("/tingyu/container/get", ok([found, gone])) == _as_before(expected)
 
-    seen = ObservedContainer(
-        name="web1", revision=3, job_id="a" * 32, phase=PodPhase.FAILED, podname="web1-3"
-    )
-    observed = NodeObserved(node_uuid=uuid, containers={"web1": seen}, reported_at=0.0)
+    seen = ContainerReport(name="web1", revision=3, job_id="a" * 32, phase=PodPhase.FAILED, podname="web1-3")
+    observed = NodeReport(node_uuid=uuid, containers={"web1": seen}, reported_at=0.0)
     pending = {"createtime": "2020-09-13 20:26:40", "podinfo": [{"podname": "web1-3", "podstate": "Pending"}]}
     failed = seen.model_copy(update={"message": "exit 1"})
     listing = [

@@ -9,12 +9,12 @@ import pytest
 from tests.support.factories import command, name, spec
 from tingyu.common.models.containers import (
     ContainerOp,
+    ContainerReport,
     DesiredContainer,
     DesiredState,
     ImagePatch,
     NodeDesired,
-    NodeObserved,
-    ObservedContainer,
+    NodeReport,
     PodPhase,
 )
 from tingyu.common.models.jobs import JobState
@@ -90,8 +90,8 @@ def test_operations_on_unknown_or_deleted_names_fail() -> None:
 # --- agents' reports ---------------------------------------------------------------------------
 
 
-def seen(entry: DesiredContainer, phase: PodPhase, **fields: Any) -> ObservedContainer:
-    return ObservedContainer(
+def seen(entry: DesiredContainer, phase: PodPhase, **fields: Any) -> ContainerReport:
+    return ContainerReport(
         name=entry.name,
         revision=entry.revision,
         job_id=entry.job_id,
@@ -101,8 +101,8 @@ def seen(entry: DesiredContainer, phase: PodPhase, **fields: Any) -> ObservedCon
     )
 
 
-def report(*containers: ObservedContainer, at: float = 5.0) -> NodeObserved:
-    return NodeObserved(node_uuid=NODE, containers={c.name: c for c in containers}, reported_at=at)
+def report(*containers: ContainerReport, at: float = 5.0) -> NodeReport:
+    return NodeReport(node_uuid=NODE, containers={c.name: c for c in containers}, reported_at=at)
 
 
 def test_only_the_current_revision_and_job_count_as_applied() -> None:
@@ -112,7 +112,7 @@ def test_only_the_current_revision_and_job_count_as_applied() -> None:
     current = doc.containers[n]
     old = seen(doc.containers[other], PodPhase.RUNNING)
     apply(doc, command(ContainerOp.STOP, other), 2.0)  # the agent has not applied the stop yet
-    stranger = ObservedContainer(name=absent, revision=1, job_id="x", phase=PodPhase.RUNNING, podname=absent)
+    stranger = ContainerReport(name=absent, revision=1, job_id="x", phase=PodPhase.RUNNING, podname=absent)
     pairs = applied(doc, report(seen(current, PodPhase.RUNNING), old, stranger))
     assert [(entry.name, s.name) for entry, s in pairs] == [(n, n)]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from tests.support.factories import command, name, spec
 from tingyu.common.models.containers import (
     ContainerOp,
+    ContainerReport,
     DesiredContainer,
     ImagePatch,
     NodeDesired,
-    ObservedContainer,
     PodPhase,
 )
 from tingyu.common.models.jobs import JobState
@@ -101,8 +101,8 @@ def test_a_report_of_a_change_of_spec_commits_it_or_rolls_it_back_with_the_reaso
     assert rollback_note(entry, "another-job") == ""
 
 
-def seen(entry: DesiredContainer, phase: PodPhase, message: str = "") -> ObservedContainer:
-    return ObservedContainer(
+def seen(entry: DesiredContainer, phase: PodPhase, message: str = "") -> ContainerReport:
+    return ContainerReport(
         name=entry.name,
         revision=entry.revision,
         job_id=entry.job_id,

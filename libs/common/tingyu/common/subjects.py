@@ -16,7 +16,7 @@ from tingyu.common.models.containers import (
     ContainerCommand,
     NameClaim,
     NodeDesired,
-    NodeObserved,
+    NodeReport,
 )
 from tingyu.common.models.enroll import EnrollRecord
 from tingyu.common.models.files import FileFetchCommand
@@ -60,7 +60,7 @@ COMMANDS = StreamSpec(
     description="Accepted operator commands; one consumer per owning service; deduplicated by job id.",
 )
 
-OBSERVED = StreamSpec(
+REPORTS = StreamSpec(
     name="TY_OBSERVED",
     subjects=["ty.evt.observed.>"],
     retention="workqueue",
@@ -102,7 +102,7 @@ AUDIT = StreamSpec(
     description="Every change, file download and refused call made to the API (docs/security.md).",
 )
 
-ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, OBSERVED, SAMPLES, JOB_DEADLINES, DEAD, AUDIT)
+ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, REPORTS, SAMPLES, JOB_DEADLINES, DEAD, AUDIT)
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ file_command = Family("ty.cmd.file")
 """A file fetch out of a container, for the deployer to route to the agent; id = job id."""
 prepull_command = Family("ty.cmd.prepull")
 """An image pre-pull onto many machines, for the deployer; id = job id."""
-observed = Family("ty.evt.observed")
+report = Family("ty.evt.observed")
 """An agent's report of its containers; id = machine uuid."""
 samples = Family("ty.samples")
 """A batch of metering samples from one machine; id = machine uuid."""
@@ -147,7 +147,7 @@ IMAGE_COMMANDS = image_command.all
 ROLLOUT_COMMANDS = rollout_command.all
 FILE_COMMANDS = file_command.all
 PREPULL_COMMANDS = prepull_command.all
-OBSERVED_ALL = observed.all
+REPORTS_ALL = report.all
 SAMPLES_ALL = samples.all
 JOB_DEADLINES_ALL = job_deadline.all
 DEAD_ALL = dead.all
@@ -258,8 +258,8 @@ DEPLOYER_FILES = ConsumerSpec(
     ack_wait_s=30.0,  # a copy in progress keeps its message with in-progress acks
     max_deliver=1000,  # retries end at the command's agent wait (about one a second), well before this
 )
-DEPLOYER_OBSERVED = ConsumerSpec(
-    OBSERVED, "deployer-observed", OBSERVED_ALL, NodeObserved, order_by=lambda r: r.node_uuid
+DEPLOYER_REPORTS = ConsumerSpec(
+    REPORTS, "deployer-observed", REPORTS_ALL, NodeReport, order_by=lambda r: r.node_uuid
 )
 DEPLOYER_DEADLINES = ConsumerSpec(
     JOB_DEADLINES,
@@ -287,7 +287,7 @@ ALL_CONSUMERS: tuple[ConsumerSpec[Any], ...] = (
     DEPLOYER_COMMANDS,
     DEPLOYER_ROLLOUTS,
     DEPLOYER_FILES,
-    DEPLOYER_OBSERVED,
+    DEPLOYER_REPORTS,
     DEPLOYER_DEADLINES,
     DEPLOYER_PREPULL,
     IMAGER_COMMANDS,
@@ -342,11 +342,11 @@ NAMES = BucketSpec(
     max_bytes=GIB // 4,
     description="Deployment name -> node uuid; creating a key claims the name.",
 )
-OBSERVED_STATE = BucketSpec(
+REPORTED = BucketSpec(
     "ty_observed",
-    NodeObserved,
+    NodeReport,
     max_bytes=GIB // 2,
-    description="Last observed containers of one machine; key = node uuid.",
+    description="The last report of one machine's containers (the deployer stores it); key = node uuid.",
 )
 JOBS = BucketSpec(
     "ty_jobs", Job, ttl_s=7 * 24 * 3600.0, max_bytes=GIB, description="Asynchronous operations; key = job id."
@@ -392,7 +392,7 @@ ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (
     NODES,
     DESIRED,
     NAMES,
-    OBSERVED_STATE,
+    REPORTED,
     JOBS,
     IMAGES,
     ROLLOUTS,

@@ -23,7 +23,7 @@ from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import NodeDesired, NodeObserved
+from tingyu.common.models.containers import NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.service import LoopFn, wait_or_stop
 from tingyu.common.timefmt import now
@@ -66,7 +66,7 @@ class Agent:
         self.simulated = simulated
         self.wake = asyncio.Event()
         self.passes = 0
-        self.last_observed: NodeObserved | None = None  # what the last pass saw
+        self.last_observed: NodeReport | None = None  # what the last pass saw
         self._desired: NodeDesired | None = self.memory.desired
         self._desired_read = self._desired is not None  # a state on disk counts as read
         self._fresh = False  # the last pass read the desired state from the platform
@@ -163,15 +163,13 @@ class Agent:
                 seen = self.bus.nc.stats["reconnects"]
                 self.nudge()
 
-    async def sync_once(self) -> NodeObserved:
+    async def sync_once(self) -> NodeReport:
         """Read the desired state, reconcile, and publish the report when it says something new."""
         desired = await self._read_desired()
         # Only a state read from the platform removes anything (autonomy: docs/remote.md).
         containers = await self.reconciler.reconcile(desired, removals=self._fresh)
         self.passes += 1
-        report = NodeObserved(
-            node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1
-        )
+        report = NodeReport(node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1)
         self.last_observed = report
         await self._publish(report)
         return report
@@ -194,13 +192,13 @@ class Agent:
         self._desired_read = True
         return self._desired
 
-    async def _publish(self, report: NodeObserved) -> None:
+    async def _publish(self, report: NodeReport) -> None:
         """Each report is the full state, so a failed publish is simply made again by a later pass."""
         content = {name: c.model_dump() for name, c in report.containers.items()}
         if content == self._published and now() - self._published_at < self.resync_s * 10:
             return
         try:
-            await asyncio.wait_for(self.bus.publish(subjects.observed(self.uuid), report), BUS_TIMEOUT_S)
+            await asyncio.wait_for(self.bus.publish(subjects.report(self.uuid), report), BUS_TIMEOUT_S)
         except Exception as exc:
             log.warning("%s: observed report not published (%r); a pass soon sends it", self.uuid, exc)
             asyncio.get_running_loop().call_later(RETRY_PUBLISH_S, self.nudge)

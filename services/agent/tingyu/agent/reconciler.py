@@ -28,10 +28,10 @@ from tingyu.agent.runtime import (
     spec_hash,
 )
 from tingyu.common.models.containers import (
+    ContainerReport,
     DesiredContainer,
     DesiredState,
     NodeDesired,
-    ObservedContainer,
     PodPhase,
 )
 from tingyu.common.policy import Policy
@@ -66,7 +66,7 @@ class Reconciler:
 
     async def reconcile(
         self, desired: NodeDesired | None, *, removals: bool = True
-    ) -> dict[str, ObservedContainer]:
+    ) -> dict[str, ContainerReport]:
         """One pass: act on every deployment, remove strays, and say what each deployment looks like.
 
         Without `removals` (a state remembered on disk, not read from the platform) nothing is
@@ -181,14 +181,14 @@ class Reconciler:
 
 def observe(
     desired: DesiredContainer, container: RuntimeContainer | None, error: str = "", *, waiting: bool = False
-) -> ObservedContainer:
+) -> ContainerReport:
     """The report of one deployment after a pass, at the revision that pass applied.
 
     An error that may pass (`waiting`) reads Pending with its text: the job waits for its deadline.
     """
     digest = spec_hash(desired.spec)
     phase, message = (PodPhase.PENDING, error) if waiting else _phase(desired.state, container, error)
-    return ObservedContainer(
+    return ContainerReport(
         name=desired.name,
         revision=desired.revision,
         job_id=desired.job_id,

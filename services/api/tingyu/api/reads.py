@@ -5,7 +5,7 @@ from __future__ import annotations
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import NodeNotFound
-from tingyu.common.models.containers import NameClaim, NodeDesired, NodeObserved
+from tingyu.common.models.containers import NameClaim, NodeDesired, NodeReport
 from tingyu.common.models.images import ImageRecord
 from tingyu.common.models.jobs import Job
 from tingyu.common.models.nodes import NodeRecord
@@ -48,8 +48,8 @@ async def desired(bus: Bus, node_uuid: str) -> NodeDesired:
     return found or NodeDesired(node_uuid=node_uuid)
 
 
-async def observed(bus: Bus, node_uuid: str) -> NodeObserved | None:
-    return await bus.store(subjects.OBSERVED_STATE).get(node_uuid)
+async def observed(bus: Bus, node_uuid: str) -> NodeReport | None:
+    return await bus.store(subjects.REPORTED).get(node_uuid)
 
 
 async def job(bus: Bus, job_id: str) -> Job | None:

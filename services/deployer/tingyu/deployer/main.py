@@ -42,7 +42,7 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, on_dead=dead, batch=batch)
     service.consume(bus, subjects.DEPLOYER_PREPULL, prepulls.handle, on_dead=dead)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
-    service.consume(bus, subjects.DEPLOYER_OBSERVED, reports.handle, batch=batch)
+    service.consume(bus, subjects.DEPLOYER_REPORTS, reports.handle, batch=batch)
     lease = Lease(bus, "rollouts", settings.rollout_lease_s, holder=f"deployer-{secrets.token_hex(4)}")
     service.leader(lease, settings.rollout_tick_s, loop.tick)
 

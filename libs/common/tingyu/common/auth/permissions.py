@@ -41,7 +41,7 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
         "pub": {
             "allow": [
                 subjects.heartbeat(node_uuid),
-                subjects.observed(node_uuid),
+                subjects.report(node_uuid),
                 subjects.samples(node_uuid),
                 desired_get(node_uuid),
                 # The same read in any JetStream domain (TINGYU_NATS_DOMAIN, docs/security.md): the

@@ -142,7 +142,7 @@ class PodPhase(StrEnum):
     DELETED = "Deleted"
 
 
-class ObservedContainer(Message):
+class ContainerReport(Message):
     """What an agent last saw of one deployment, and which desired revision it applied."""
 
     name: str
@@ -156,11 +156,11 @@ class ObservedContainer(Message):
     started_at: float | None = None
 
 
-class NodeObserved(Message):
+class NodeReport(Message):
     """An agent's full report of its deployments (stream `TY_OBSERVED`, bucket `ty_observed`)."""
 
     node_uuid: str
-    containers: dict[str, ObservedContainer] = Field(default_factory=dict)
+    containers: dict[str, ContainerReport] = Field(default_factory=dict)
     reported_at: float
     seq: int = 0
 

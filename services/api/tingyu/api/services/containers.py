@@ -36,7 +36,7 @@ from tingyu.common.models.containers import (
     DesiredContainer,
     DesiredState,
     NameClaim,
-    NodeObserved,
+    NodeReport,
     PodPhase,
 )
 from tingyu.common.models.nodes import NodeRecord, NodeStatus
@@ -273,7 +273,7 @@ def container_view(desired: DesiredContainer, node_uuid: str) -> ContainerView:
     )
 
 
-def pod_info(desired: DesiredContainer, observed: NodeObserved | None) -> PodInfo:
+def pod_info(desired: DesiredContainer, observed: NodeReport | None) -> PodInfo:
     """What the machine last reported of the deployment (Pending until it has)."""
     seen = observed.containers.get(desired.name) if observed else None
     if seen is None:
@@ -298,7 +298,7 @@ def failed_update(desired: DesiredContainer, timezone: str) -> FailedUpdate | No
     )
 
 
-def pod_view(desired: DesiredContainer, observed: NodeObserved | None, timezone: str) -> PodView:
+def pod_view(desired: DesiredContainer, observed: NodeReport | None, timezone: str) -> PodView:
     view = PodView(
         createtime=timefmt.to_wire(desired.created_at, timezone),
         podinfo=[pod_info(desired, observed)],

@@ -23,7 +23,7 @@ from tingyu.common.models.containers import (
     ContainerOp,
     DesiredContainer,
     NodeDesired,
-    NodeObserved,
+    NodeReport,
 )
 from tingyu.common.models.jobs import JobDeadline, JobState
 from tingyu.deployer.containers.rules import (
@@ -135,13 +135,13 @@ class Reports:
     def __init__(self, bus: Bus, jobs: JobStore) -> None:
         self.jobs = jobs
         self.transactions = Transactions(bus)
-        self.observed = bus.store(subjects.OBSERVED_STATE)
+        self.observed = bus.store(subjects.REPORTED)
         self.desired = bus.store(subjects.DESIRED)
         self.names = bus.store(subjects.NAMES)
 
-    async def handle(self, report: NodeObserved, msg: Msg) -> None:
+    async def handle(self, report: NodeReport, msg: Msg) -> None:
         # The subject names the machine its credential allows: a report about another is refused.
-        if msg.subject != subjects.observed(report.node_uuid):
+        if msg.subject != subjects.report(report.node_uuid):
             raise Reject(f"report about {report.node_uuid} arrived on {msg.subject}")
         await self.observed.mutate(report.node_uuid, lambda current: newer(current, report))
         doc = await self.desired.get(report.node_uuid)

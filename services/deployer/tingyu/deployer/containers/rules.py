@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from tingyu.common.models.containers import (
     ContainerCommand,
     ContainerOp,
+    ContainerReport,
     ContainerSpec,
     DesiredContainer,
     DesiredState,
     FailedAttempt,
     NodeDesired,
-    NodeObserved,
-    ObservedContainer,
+    NodeReport,
     PodPhase,
 )
 from tingyu.common.models.jobs import JobState
@@ -171,14 +171,14 @@ class Verdict:
     roll_back: str = ""  # a change of spec failed, for this reason: back to the spec that ran
 
 
-def newer(current: NodeObserved | None, report: NodeObserved) -> NodeObserved | None:
+def newer(current: NodeReport | None, report: NodeReport) -> NodeReport | None:
     """The report to store, or None when the stored one is more recent (reports may overtake)."""
     if current is not None and current.reported_at > report.reported_at:
         return None
     return report
 
 
-def applied(doc: NodeDesired, report: NodeObserved) -> list[tuple[DesiredContainer, ObservedContainer]]:
+def applied(doc: NodeDesired, report: NodeReport) -> list[tuple[DesiredContainer, ContainerReport]]:
     """The desired deployments whose current revision (and job) the agent reports as applied."""
     pairs = []
     for name, entry in doc.containers.items():
@@ -188,7 +188,7 @@ def applied(doc: NodeDesired, report: NodeObserved) -> list[tuple[DesiredContain
     return pairs
 
 
-def verdict(entry: DesiredContainer, seen: ObservedContainer) -> Verdict:
+def verdict(entry: DesiredContainer, seen: ContainerReport) -> Verdict:
     """The agent applied this revision: its job succeeded, failed, or is still running.
 
     A change of spec in flight (`fallback` set) commits when it succeeds and rolls back when it fails.
