@@ -68,16 +68,17 @@ def test_anonymous_requests_are_refused(guarded_registry: str) -> None:
     assert httpx.get(f"{guarded_registry}/v2/").status_code == 401
 
 
-async def test_push_with_credentials(client: RegistryClient) -> None:
+async def push_image(client: RegistryClient, name: str, tag: str) -> str:
+    """A config and one layer, then the manifest, in the imager's order of calls; the manifest's digest."""
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     )
-    layer = b"layer bytes of a test image"
+    layer = f"layer bytes of {name}:{tag}".encode()
     await client.ping()
     for blob in (config.encode(), layer):
-        assert not await client.has_blob("tytest/auth", digest(blob))
-        await client.push_blob("tytest/auth", digest(blob), len(blob), chunks(blob))
-        assert await client.has_blob("tytest/auth", digest(blob))
+        assert not await client.has_blob(name, digest(blob))
+        await client.push_blob(name, digest(blob), len(blob), chunks(blob))
+        assert await client.has_blob(name, digest(blob))
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -97,9 +98,14 @@ async def test_push_with_credentials(client: RegistryClient) -> None:
         }
     ).encode()
     pushed = await client.put_manifest(
-        "tytest/auth", "1", manifest, "application/vnd.docker.distribution.manifest.v2+json"
+        name, tag, manifest, "application/vnd.docker.distribution.manifest.v2+json"
     )
     assert pushed == digest(manifest)
+    return pushed
+
+
+async def test_push_with_credentials(client: RegistryClient) -> None:
+    pushed = await push_image(client, "tytest/auth", "1")
     assert await client.manifest_digest("tytest/auth", "1") == pushed
 
 
