@@ -204,6 +204,7 @@ async def test_container_lifecycle_as_a_deployment(kube: k8s.ApiClient, kube_api
     await kubelet_runs(kube, name, node.metadata.name)
     assert (await finished(kube_api, restarted["jobid"]))["state"] == 3
 
+    uid = deployment(kube, name).metadata.uid
     changed = {**item, "env": [{"key": "port", "value": "7000"}]}
     updated = (await kube_api.put("/container/updateByName", json=[changed])).json()["data"][0]
     assert updated["code"] == 200, updated
@@ -213,6 +214,7 @@ async def test_container_lifecycle_as_a_deployment(kube: k8s.ApiClient, kube_api
         return [(e.name, e.value) for e in env] == [("port", "7000")]
 
     await eventually(new_env, timeout=30)
+    assert deployment(kube, name).metadata.uid == uid  # the template was patched, not recreated
     await kubelet_runs(kube, name, node.metadata.name)
     assert (await finished(kube_api, updated["jobid"]))["state"] == 3
 

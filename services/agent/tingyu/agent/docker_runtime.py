@@ -144,6 +144,10 @@ class DockerRuntime:
     async def restart(self, container_id: str) -> None:
         await self._call(self.client.api.restart, container_id, timeout=self.stop_timeout_s)
 
+    async def replace(self, container_id: str, request: CreateRequest) -> RuntimeContainer:
+        await self.remove(container_id)
+        return await self.create(request)
+
     async def settle(self, container_id: str) -> None:
         """A container that exits within `start_settle_s` of its start did not start. Without this
         wait a crash right after the start reads Running for a moment (its restart policy starts it

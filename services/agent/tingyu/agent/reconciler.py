@@ -116,12 +116,12 @@ class Reconciler:
         if refusal:
             raise RuntimeFailure(f"refused by the edge policy: {refusal}")
         digest = spec_hash(desired.spec)
+        fresh = container is None
         if container is not None and container.spec_hash != digest:
             # Fetch the new image before the old container goes, so a bad image leaves it running.
             await self._ensure_image(desired.spec.image_ref)
-            await self.runtime.remove(container.id)
-            container = None
-        fresh = container is None
+            container = await self.runtime.replace(container.id, self._request(desired, digest))
+            fresh = True
         if container is None:
             await self._ensure_image(desired.spec.image_ref)
             container = await self.runtime.create(self._request(desired, digest))

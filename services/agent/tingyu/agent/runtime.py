@@ -129,6 +129,11 @@ class Runtime(Protocol):
 
     async def restart(self, container_id: str) -> None: ...
 
+    async def replace(self, container_id: str, request: CreateRequest) -> RuntimeContainer:
+        """The container with a new spec (an update): Docker removes it and creates the new one;
+        Kubernetes patches its Deployment's template, so the Deployment itself stays."""
+        ...
+
     async def settle(self, container_id: str) -> None:
         """Raise `RuntimeFailure` when the container exits right after its start (asked only while a
         change of spec is in flight, so that a crashing new version rolls back)."""

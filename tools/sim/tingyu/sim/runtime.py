@@ -98,6 +98,10 @@ class SimRuntime:
         await self.start(container_id)
         self.counts["restart"] += 1
 
+    async def replace(self, container_id: str, request: CreateRequest) -> RuntimeContainer:
+        await self.remove(container_id)
+        return await self.create(request)
+
     async def settle(self, container_id: str) -> None:
         """A simulated container never crashes on its own."""
 

@@ -185,6 +185,29 @@ class KubeRuntime:
     async def stop(self, container_id: str) -> None:
         await self._patch(container_id, {"spec": {"replicas": 0}})
 
+    async def replace(self, container_id: str, request: CreateRequest) -> RuntimeContainer:
+        """An update patches the Deployment's template (and Tingyu's annotations): the Deployment
+        stays, its replica count stays, and Kubernetes rolls its Pod over to the new template."""
+        body = objects.manifest(request, self.hostname, self.cluster.tolerated)
+        patch = {
+            "metadata": {"annotations": body["metadata"]["annotations"]},
+            "spec": {"template": body["spec"]["template"]},
+        }
+        try:
+            await asyncio.to_thread(
+                self.cluster.apps.patch_namespaced_deployment,
+                container_id,
+                self._ns,
+                patch,
+                _content_type="application/merge-patch+json",  # lists (env, volumes) replaced whole
+            )
+        except ApiException as exc:
+            raise RuntimeFailure(explain(exc)) from exc
+        replaced = await self.inspect(container_id)
+        if replaced is None:
+            raise RuntimeFailure(f"deployment {container_id} vanished while it was updated")
+        return replaced
+
     async def settle(self, container_id: str) -> None:
         """A Pod that crashes shows in its status (CrashLoopBackOff) when the watch reports it."""
 
