@@ -29,7 +29,7 @@ class AgentSettings(BaseSettings):
     docker_timeout_s: float = 60.0
     pull_timeout_s: float = 600.0
     stop_timeout_s: float = 10.0  # grace period before a stopped container is killed
-    start_settle_s: float = 1.0  # a container that exits this soon after its start did not start
+    start_settle_s: float = 2.0  # during a change of spec, a new container that exits this soon did not start
     parallel: int = 4  # deployments reconciled at the same time
     max_file_bytes: int = 1024**3  # largest file copied out of a container
     file_parallel: int = 2  # file copies at the same time

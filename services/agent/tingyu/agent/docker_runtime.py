@@ -39,7 +39,7 @@ class DockerRuntime:
         registry_password: str = "",
         pull_timeout_s: float = 600.0,
         stop_timeout_s: float = 10.0,
-        start_settle_s: float = 1.0,
+        start_settle_s: float = 2.0,
     ) -> None:
         self.client = client
         self.registry = registry
