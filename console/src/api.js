@@ -47,7 +47,8 @@ function unwrap(status, text) {
   } catch {
     throw new ApiError(`HTTP ${status}`, text.slice(0, 200) || "no answer", status);
   }
-  if (status === 401 || status === 403) onUnauthorized(body);
+  // 401: no valid token, sign in again; 403 (a role or an area refused) is an error for the page to show.
+  if (status === 401) onUnauthorized(body);
   if (body && body.code !== undefined && body.code !== 200) {
     const detail = body.detail && body.detail !== body.msg ? ` (${body.detail})` : "";
     throw new ApiError(body.tycode || body.code, `${body.msg || "error"}${detail}`, status);

@@ -12,10 +12,11 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from tests.console.conftest import TOKEN, open_page, wait
-from tests.e2e.test_containers_e2e import body, create
+from tests.e2e.test_containers_e2e import body, finished, inspect
 from tests.e2e.test_images import saved_tar
 from tests.support import FAST_ENV, build_busybox, eventually, unique
 from tingyu.cli.launcher import Platform
@@ -93,7 +94,100 @@ async def test_a_container_created_in_the_console_reaches_success(
         await api.delete("/container/delete", params={"name": name})
 
 
-async def test_a_rollout_started_in_the_console_moves_its_bar(
+def rollout_card(browser: WebDriver, image: str) -> WebElement:
+    key = f"{FAST_ENV['TINGYU_AGENT_AREA']}|{FAST_ENV['TINGYU_AGENT_OPERATOR']}|{image}"
+    return browser.find_element(By.CSS_SELECTOR, f'.rollout[data-key="{key}"]')
+
+
+def figure(card: WebElement, key: str) -> int:
+    found = card.find_elements(By.CSS_SELECTOR, f'.figure[data-key="{key}"]')
+    return int(found[0].get_attribute("data-value") or 0) if found else -1
+
+
+def bar_value(card: WebElement) -> int:
+    return int(card.find_element(By.CSS_SELECTOR, ".bar").get_attribute("aria-valuenow") or 0)
+
+
+def start_rollout(browser: WebDriver, image: str, version: str) -> str:
+    """Starts a rollout from the form; answers its job id, as the page states it."""
+    fill(
+        browser,
+        {
+            "area": FAST_ENV["TINGYU_AGENT_AREA"],
+            "operator": FAST_ENV["TINGYU_AGENT_OPERATOR"],
+            "image": image,
+            "imageversion": version,
+            "percent": "100",
+        },
+    )
+    before = browser.find_element(By.ID, "rollout-status").text
+    browser.find_element(By.ID, "start-rollout").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "rollout-status").text not in ("", before))
+    stated = browser.find_element(By.ID, "rollout-status").text
+    assert stated.startswith("success: "), stated
+    return stated.removeprefix("success: ")
+
+
+def running_run(browser: WebDriver, image: str, jobid: str) -> bool:
+    """The card shows the run of `jobid` (not the image's previous run) with upgrades in flight."""
+    card = rollout_card(browser, image)  # until it is drawn, the wait reads it again
+    return bool(
+        jobid in (card.get_attribute("data-jobids") or "").split(",")
+        and card.get_attribute("data-status") == "running"
+        and figure(card, "inflight") > 0
+    )
+
+
+def at_version(client: docker.DockerClient, names: list[str], version: str) -> int:
+    return sum(inspect(client, n)["Config"]["Image"].endswith(f":{version}") for n in names)
+
+
+def pause_and_hold(browser: WebDriver, image: str, names: list[str], client: docker.DockerClient) -> int:
+    """Pause the running run: its upgrades in flight finish, then the bar stops, poll after poll;
+    answers where it stopped."""
+    card = rollout_card(browser, image)
+    assert card.find_element(By.CSS_SELECTOR, ".rollout-pause").text == "暂停"
+    card.find_element(By.CSS_SELECTOR, ".rollout-pause").click()
+    wait(browser).until(lambda d: rollout_card(d, image).get_attribute("data-status") == "paused")
+    assert rollout_card(browser, image).find_element(By.CSS_SELECTOR, ".rollout-status").text == "已暂停"
+    wait(browser).until(lambda d: figure(rollout_card(d, image), "inflight") == 0)
+    card = rollout_card(browser, image)
+    held, polls = bar_value(card), int(card.get_attribute("data-polls") or 0)
+    assert figure(card, "pending") > 0, card.text
+    wait(browser).until(lambda d: int(rollout_card(d, image).get_attribute("data-polls") or 0) >= polls + 3)
+    card = rollout_card(browser, image)
+    assert (bar_value(card), card.get_attribute("data-status")) == (held, "paused"), card.text
+    assert at_version(client, names, "2") == held < len(names)
+    return held
+
+
+def resume_to_the_end(browser: WebDriver, image: str, names: list[str], held: int) -> None:
+    """Resume: the run carries on to success, and the bar only ever grows until it is full."""
+    rollout_card(browser, image).find_element(By.CSS_SELECTOR, ".rollout-resume").click()
+    seen: list[int] = []
+
+    def ended(d: WebDriver) -> bool:
+        card = rollout_card(d, image)
+        seen.append(bar_value(card))
+        return card.get_attribute("data-status") in ("succeeded", "failed", "aborted")
+
+    wait(browser, 120).until(ended)
+    card = rollout_card(browser, image)
+    assert card.get_attribute("data-status") == "succeeded", card.text
+    bar = card.find_element(By.CSS_SELECTOR, ".bar")
+    assert bar.get_attribute("aria-valuemax") == str(len(names))
+    assert seen[-1] == len(names), seen
+    assert seen == sorted(seen), seen
+    assert seen[0] >= held, seen
+
+    def full(_: WebDriver) -> bool:
+        width = bar.find_element(By.CSS_SELECTOR, ".part.updated").value_of_css_property("width")
+        return bool(float(width.removesuffix("px")) > 0.95 * bar.size["width"])
+
+    wait(browser).until(full)  # the bar's width eases to its new value
+
+
+async def test_a_rollout_in_the_console_moves_its_bar_pauses_resumes_and_aborts(
     *,
     signed_in: WebDriver,
     api: httpx.AsyncClient,
@@ -104,44 +198,49 @@ async def test_a_rollout_started_in_the_console_moves_its_bar(
 ) -> None:
     browser = signed_in
     repository = f"{platform.config.registry}/tytest/{unique('roll')}"
-    for version in ("1", "2"):
+    for version in ("1", "2", "3"):
         build_busybox(docker_client, repository, version)
         docker_client.images.push(repository, tag=version)
-    names = [unique("rol") for _ in range(2)]
-    for name in names:
-        assert (await create(api, body(node_uuid, name, (repository, "1"))))["state"] == 3
+    # More containers than upgrades in flight at once (2 in tests): a pause finds some pending.
+    names = [unique("rol") for _ in range(6)]
+    items = [body(node_uuid, n, (repository, "1")) for n in names]
+    for item in (await api.post("/container/create", json=items)).json()["data"]:
+        assert (await finished(api, item["jobid"]))["state"] == 3, item
     try:
         open_page(browser, "rollouts")
-        fill(
-            browser,
-            {
-                "area": FAST_ENV["TINGYU_AGENT_AREA"],
-                "operator": FAST_ENV["TINGYU_AGENT_OPERATOR"],
-                "image": repository,
-                "imageversion": "2",
-                "percent": "100",
-            },
-        )
-        browser.find_element(By.ID, "start-rollout").click()
-        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rollout[data-jobid] .bar"))
-        seen: list[int] = []
-
-        def done(d: WebDriver) -> bool:
-            bar = d.find_element(By.CSS_SELECTOR, ".rollout[data-jobid] .bar")
-            seen.append(int(bar.get_attribute("aria-valuenow") or 0))
-            state = d.find_element(By.CSS_SELECTOR, ".rollout[data-jobid]").get_attribute("data-state")
-            return state in ("3", "4")
-
-        wait(browser, 120).until(done)
-        rollout = browser.find_element(By.CSS_SELECTOR, ".rollout[data-jobid]")
-        assert rollout.get_attribute("data-state") == "3", rollout.text
-        bar = rollout.find_element(By.CSS_SELECTOR, ".bar")
-        assert bar.get_attribute("aria-valuemax") == "2"
-        assert seen[-1] == 2, seen  # the bar ends full: both containers updated
-        assert seen == sorted(seen), seen  # and never went back
-        width = bar.find_element(By.CSS_SELECTOR, ".part.updated").value_of_css_property("width")
-        assert float(width.removesuffix("px")) > 0.95 * bar.size["width"]
+        first = start_rollout(browser, repository, "2")
+        wait(browser, 30).until(lambda d: running_run(d, repository, first))
+        held = pause_and_hold(browser, repository, names, docker_client)
+        browser.save_screenshot(str(screenshots / "rollouts-paused.png"))
+        resume_to_the_end(browser, repository, names, held)
+        assert at_version(docker_client, names, "2") == len(names)
         browser.save_screenshot(str(screenshots / "rollouts.png"))
+
+        # A finished run cannot be paused: the API says so, and the page shows its code and message.
+        rollout_card(browser, repository).find_element(By.CSS_SELECTOR, ".rollout-pause").click()
+        answer = (By.CSS_SELECTOR, ".rollout-answer")
+        wait(browser).until(lambda d: "TY0003" in rollout_card(d, repository).find_element(*answer).text)
+
+        # A new run to version 3, aborted while it runs: the page says aborted and its job fails.
+        second = start_rollout(browser, repository, "3")
+        wait(browser, 30).until(lambda d: running_run(d, repository, second))
+        rollout_card(browser, repository).find_element(By.CSS_SELECTOR, ".rollout-abort").click()
+        browser.switch_to.alert.accept()
+        wait(browser).until(lambda d: rollout_card(d, repository).get_attribute("data-status") == "aborted")
+        assert (
+            rollout_card(browser, repository).find_element(By.CSS_SELECTOR, ".rollout-status").text
+            == "已中止"
+        )
+        job = await finished(api, second)
+        assert job["state"] == 4, job
+        assert "aborted by request" in job["message"], job
+        # Its pending members were never issued: their containers stay at version 2.
+        card = rollout_card(browser, repository)
+        rows = card.find_elements(By.CSS_SELECTOR, 'table.members tr[data-state="pending"]')
+        pending = [row.get_attribute("data-name") or "" for row in rows]
+        assert len(pending) == figure(card, "pending") > 0, card.text
+        assert at_version(docker_client, pending, "2") == len(pending)
+        browser.save_screenshot(str(screenshots / "rollouts-aborted.png"))
     finally:
         await api.delete("/container/delete", params={"name": ",".join(names)})
 
