@@ -121,10 +121,12 @@ async def test_bad_paths_and_names_are_refused_before_any_job(api: httpx.AsyncCl
         ("Not_A_Name", "/data/hello.txt", "TY0003"),
         (unique("nobody"), "/data/hello.txt", "TY0017"),
     ]
+    texts = {"TY0002": "缺少必填参数", "TY0003": "参数值不合法"}
     for name, path, tycode in cases:
         answer = await start_fetch(api, name, path)
         assert (answer["code"], answer["tycode"]) == (500, tycode), (name, path, answer)
-        assert answer["msg"]
+        # msg in the contract's language, the English reason as `error`
+        assert answer["msg"] == texts.get(tycode, f"容器不存在: {name}"), answer
         assert answer["error"]
         assert "data" not in answer
 
@@ -139,7 +141,7 @@ async def test_directory_missing_file_and_size_limit_fail_the_job_with_a_reason(
     api: httpx.AsyncClient, running: str
 ) -> None:
     directory = await failure(api, running, "/data")
-    assert directory["tycode"] == "TY0050"
+    assert (directory["tycode"], directory["msg"]) == ("TY0050", "文件获取失败")
     assert directory["error"] == "/data is a directory, not a file"
     missing = await failure(api, running, "/data/nope.txt")
     assert missing["tycode"] == "TY0050"

@@ -46,7 +46,7 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
     name = unique("img")
     with pytest.raises(ImageNotFound) as missing:
         await _delete(bus, subject, name)
-    assert missing.value.msg == f"镜像不存在! {name}"
+    assert (missing.value.msg, missing.value.detail) == ("镜像不存在!", f"no image {name} in the catalog")
 
     digest = "sha256:" + "a" * 64
     version = ImageVersion(version="1", digest=digest, uploaded_at=1.0)
@@ -54,7 +54,10 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
     await bus.store(subjects.IMAGES).put(name, record)
     with pytest.raises(ImageVersionNotFound) as no_version:
         await _delete(bus, subject, name, "9")
-    assert no_version.value.msg == f"镜像版本不存在! {name}:9"
+    assert (no_version.value.msg, no_version.value.detail) == (
+        "镜像版本不存在!",
+        f"image {name} has no version 9 in the catalog",
+    )
     with pytest.raises(InvalidParameter):
         await _delete(bus, subject, name, op="search")
 
@@ -71,7 +74,7 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
     try:
         with pytest.raises(ImageInUse) as in_use:
             await _delete(bus, subject, name, "1")
-        assert deployment in in_use.value.msg
+        assert in_use.value.detail == f"{name}:1 is used by: {deployment}"
     finally:
         await bus.store(subjects.DESIRED).delete(node)
     assert await bus.store(subjects.IMAGES).get(name) is not None  # refusals changed nothing

@@ -13,7 +13,7 @@ async def image(bus: Bus, name: str) -> ImageRecord:
     """The catalog record; TY0020 when absent."""
     record = await bus.store(subjects.IMAGES).get(name)
     if record is None:
-        raise ImageNotFound(f"镜像不存在! {name}")
+        raise ImageNotFound(detail=f"no image {name} in the catalog")
     return record
 
 
@@ -21,7 +21,7 @@ async def version(bus: Bus, name: str, tag: str) -> ImageVersion:
     """One version of a catalog image; TY0020 / TY0021 when absent."""
     found = (await image(bus, name)).versions.get(tag)
     if found is None:
-        raise ImageVersionNotFound(f"镜像版本不存在! {name}:{tag}")
+        raise ImageVersionNotFound(detail=f"image {name} has no version {tag} in the catalog")
     return found
 
 
@@ -37,7 +37,7 @@ async def add_version(bus: Bus, name: str, entry: ImageVersion) -> None:
         record = record or ImageRecord(name=name, created_at=entry.uploaded_at)
         existing = record.versions.get(entry.version)
         if existing is not None and existing.digest != entry.digest:
-            raise ImageVersionExists(f"镜像版本已存在! {name}:{entry.version}")
+            raise ImageVersionExists(detail=f"version {name}:{entry.version} is already in the catalog")
         record.versions[entry.version] = entry
         return record
 
