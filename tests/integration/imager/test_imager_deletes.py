@@ -92,3 +92,38 @@ async def test_a_tag_sharing_its_manifest_goes_from_the_catalog_only(deletes: tu
     record = await bus.store(subjects.IMAGES).get(name)
     assert record is not None
     assert sorted(record.versions) == ["1"]
+
+
+async def test_a_version_an_upgrade_in_flight_may_return_to_is_in_use(deletes: tuple[Bus, str]) -> None:
+    """While a deployment is upgraded from 1 to 2, version 1 is its `fallback`: the machine still runs
+    it and goes back to it if the upgrade fails, so deleting it is refused until the upgrade ends."""
+    bus, subject = deletes
+    name, digest = unique("img"), "sha256:" + "c" * 64
+    versions = {tag: ImageVersion(version=tag, digest=digest, uploaded_at=1.0) for tag in ("1", "2")}
+    await bus.store(subjects.IMAGES).put(name, ImageRecord(name=name, versions=versions, created_at=1.0))
+    node, deployment = unique("node"), unique("web")
+    upgrading = DesiredContainer(
+        name=deployment,
+        spec=spec(image=name, version="2"),
+        fallback=spec(image=name, version="1"),
+        revision=2,
+        job_id="j",
+        created_at=0.0,
+    )
+    store = bus.store(subjects.DESIRED)
+    await store.put(node, NodeDesired(node_uuid=node, containers={deployment: upgrading}))
+    try:
+        with pytest.raises(ImageInUse) as in_use:
+            await _delete(bus, subject, name, "1")
+        assert in_use.value.detail == f"{name}:1 is used by: {deployment}"
+        record = await bus.store(subjects.IMAGES).get(name)
+        assert record is not None
+        assert sorted(record.versions) == ["1", "2"]
+
+        # The upgrade succeeded: the fallback is gone, and so is the last use of version 1.
+        done = upgrading.model_copy(update={"fallback": None})
+        await store.put(node, NodeDesired(node_uuid=node, containers={deployment: done}))
+        reply = await _delete(bus, subject, name, "1")
+        assert reply == ImagerReply(image=name, versions=["1"], manifests=[])
+    finally:
+        await store.delete(node)

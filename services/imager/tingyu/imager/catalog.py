@@ -5,7 +5,7 @@ from __future__ import annotations
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import ImageNotFound, ImageVersionExists, ImageVersionNotFound
-from tingyu.common.models.containers import DesiredState
+from tingyu.common.models.containers import ContainerSpec, DesiredState
 from tingyu.common.models.images import ImageRecord, ImageVersion
 
 
@@ -61,13 +61,19 @@ async def remove_versions(bus: Bus, name: str, tags: list[str]) -> None:
 
 
 async def users(bus: Bus, name: str, tag: str = "") -> list[str]:
-    """Deployments (not being deleted) whose spec runs catalog image `name` (in version `tag`)."""
+    """Deployments (not being deleted) that run or may return to catalog image `name` (in version
+    `tag`): the desired spec, and the `fallback` an update in flight goes back to if it fails."""
     found = []
     for node in await bus.store(subjects.DESIRED).values():
         for container in node.containers.values():
-            spec = container.spec
-            if container.state == DesiredState.ABSENT or spec.image != name:
+            if container.state == DesiredState.ABSENT:
                 continue
-            if not tag or spec.imageversion == tag:
+            specs = [container.spec, *([container.fallback] if container.fallback else [])]
+            if any(uses(spec, name, tag) for spec in specs):
                 found.append(container.name)
     return sorted(found)
+
+
+def uses(spec: ContainerSpec, name: str, tag: str) -> bool:
+    """Whether `spec` runs image `name` (in version `tag`, or in any version when `tag` is empty)."""
+    return spec.image == name and (not tag or spec.imageversion == tag)
