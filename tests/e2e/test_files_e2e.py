@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import signal
@@ -14,6 +15,7 @@ import docker
 import httpx
 import pytest
 import pytest_asyncio
+from nats.js import errors as js_errors
 
 from tests.e2e.test_containers_e2e import body, create, finished
 from tests.support import eventually, unique
@@ -121,10 +123,12 @@ async def test_bad_paths_and_names_are_refused_before_any_job(api: httpx.AsyncCl
         ("Not_A_Name", "/data/hello.txt", "TY0003"),
         (unique("nobody"), "/data/hello.txt", "TY0017"),
     ]
+    texts = {"TY0002": "缺少必填参数", "TY0003": "参数值不合法"}
     for name, path, tycode in cases:
         answer = await start_fetch(api, name, path)
         assert (answer["code"], answer["tycode"]) == (500, tycode), (name, path, answer)
-        assert answer["msg"]
+        # msg in the contract's language, the English reason as `error`
+        assert answer["msg"] == texts.get(tycode, f"容器不存在: {name}"), answer
         assert answer["error"]
         assert "data" not in answer
 
@@ -139,7 +143,7 @@ async def test_directory_missing_file_and_size_limit_fail_the_job_with_a_reason(
     api: httpx.AsyncClient, running: str
 ) -> None:
     directory = await failure(api, running, "/data")
-    assert directory["tycode"] == "TY0050"
+    assert (directory["tycode"], directory["msg"]) == ("TY0050", "文件获取失败")
     assert directory["error"] == "/data is a directory, not a file"
     missing = await failure(api, running, "/data/nope.txt")
     assert missing["tycode"] == "TY0050"
@@ -288,3 +292,67 @@ async def test_fetch_while_the_agent_is_away_waits_for_it_then_gives_up(
         platform.start_service("agent")
     response = await download(api, await file_job(api, started["data"]["jobid"]))
     assert response.content == HELLO
+
+
+HUGE_MIB = 256  # a copy of several seconds, so the deployer dies while the agent is still copying
+
+
+async def file_state(api: httpx.AsyncClient, jobid: str) -> dict[str, Any]:
+    answer: dict[str, Any] = (await api.post("/file/getResponseByJobId", params={"jobId": jobid})).json()
+    assert answer["code"] == 200, answer  # never failed, never unknown
+    return answer
+
+
+@pytest.mark.faults
+async def test_a_fetch_survives_the_deployer_killed_mid_copy(
+    api: httpx.AsyncClient,
+    running: str,
+    platform: Platform,
+    bus: Bus,
+    docker_client: docker.DockerClient,
+) -> None:
+    """docs/files.md: the copy keeps its command with in-progress acks, so a deployer that dies
+    mid-copy leaves it to the next one (after the consumer's ack wait), which asks the agent again;
+    the job ends succeeded with the file's own bytes, not failed and not stuck in state 2."""
+    in_container(
+        docker_client,
+        running,
+        f"dd if=/dev/urandom of=/data/huge.bin bs=1048576 count={HUGE_MIB} 2>/dev/null",
+    )
+    expected = in_container(docker_client, running, "sha256sum /data/huge.bin").split()[0].decode()
+    store = await bus.objects(subjects.FILES)
+    started = await start_fetch(api, running, "/data/huge.bin")
+    assert started["code"] == 200, started
+    jobid = started["data"]["jobid"]
+    try:
+
+        async def copying() -> bool:
+            return bool((await file_state(api, jobid))["data"]["state"] == 2)
+
+        await eventually(copying, timeout=30, every=0.05)
+        platform.kill("deployer", signal.SIGKILL)
+        # Killed mid-copy: the agent writes the stored file's meta last, and it is not there yet.
+        with pytest.raises(js_errors.NotFoundError):
+            await store.get_info(jobid)
+        platform.start_service("deployer")
+
+        async def done() -> dict[str, Any] | None:
+            answer = await file_state(api, jobid)
+            return answer if answer["data"]["state"] == 3 else None
+
+        # The command comes back once the ack wait (30 s, subjects.DEPLOYER_FILES) has passed.
+        answer = await eventually(done, timeout=subjects.DEPLOYER_FILES.ack_wait_s + 90)
+        assert (answer["data"]["sha256"], answer["data"]["size"]) == (expected, HUGE_MIB * 2**20), answer
+        digest = hashlib.sha256()
+        async with api.stream("GET", api.base_url.join(answer["data"]["url"])) as response:
+            assert response.status_code == 200
+            assert response.headers["x-tingyu-sha256"] == expected
+            async for chunk in response.aiter_bytes():
+                digest.update(chunk)
+        assert digest.hexdigest() == expected
+    finally:
+        if "deployer" not in platform.procs:
+            platform.start_service("deployer")
+        in_container(docker_client, running, "rm -f /data/huge.bin")
+        with contextlib.suppress(js_errors.NotFoundError):
+            await store.delete(jobid)

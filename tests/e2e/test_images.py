@@ -202,8 +202,8 @@ async def test_delete_refused_while_a_container_uses_it(
         refused = (
             await api.delete("/image/deleteByImageVersion", params={"image": name, "imageVersion": "1"})
         ).json()
-        assert refused["code"] == "TY0022", refused
-        assert deployment in refused["msg"]
+        assert (refused["code"], refused["msg"]) == ("TY0022", "镜像正在被容器使用,不能删除!"), refused
+        assert refused["detail"] == f"{name}:1 is used by: {deployment}", refused
         whole = await delete(api, name)
         assert whole["code"] == "TY0022", whole
         other = (
@@ -310,8 +310,8 @@ async def test_deploy_from_catalog_after_removing_local_copy(
     assert attrs["Config"]["Image"] == f"{platform.config.registry}/{name}:1"
     assert docker_client.images.get(attrs["Image"]).id == attrs["Image"]
     refused = await delete(api, name)
-    assert refused["code"] == "TY0022", refused
-    assert deployment in refused["msg"]
+    assert (refused["code"], refused["msg"]) == ("TY0022", "镜像正在被容器使用,不能删除!"), refused
+    assert refused["detail"] == f"{name} is used by: {deployment}", refused
     not_in_catalog = {**item, "deploymentname": unique("d"), "imageversion": "9"}
     answer = (await api.post("/container/create", json=[not_in_catalog])).json()
     assert answer["data"][0]["code"] == 500, answer

@@ -43,8 +43,8 @@ async def test_upload_at_the_size_limit_is_stored_and_one_byte_more_is_refused(
     over.write_bytes(tar.read_bytes() + b"\0")  # still a valid tar, one byte past the limit
     name = unique("limit")
     refused = await upload(small, over, name, "1", raw=True)
-    assert refused["code"] == "TY0052", refused
-    assert f"over {tar.stat().st_size} bytes" in refused["msg"], refused
+    assert (refused["code"], refused["msg"]) == ("TY0052", "文件过大"), refused
+    assert f"over {tar.stat().st_size} bytes" in refused["detail"], refused
     assert "jobid" not in str(refused)
     assert await search(small, name) == []
     assert await manifest_status(platform, name, "1") == 404

@@ -46,7 +46,7 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
     name = unique("img")
     with pytest.raises(ImageNotFound) as missing:
         await _delete(bus, subject, name)
-    assert missing.value.msg == f"镜像不存在! {name}"
+    assert (missing.value.msg, missing.value.detail) == ("镜像不存在!", f"no image {name} in the catalog")
 
     digest = "sha256:" + "a" * 64
     version = ImageVersion(version="1", digest=digest, uploaded_at=1.0)
@@ -54,7 +54,10 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
     await bus.store(subjects.IMAGES).put(name, record)
     with pytest.raises(ImageVersionNotFound) as no_version:
         await _delete(bus, subject, name, "9")
-    assert no_version.value.msg == f"镜像版本不存在! {name}:9"
+    assert (no_version.value.msg, no_version.value.detail) == (
+        "镜像版本不存在!",
+        f"image {name} has no version 9 in the catalog",
+    )
     with pytest.raises(InvalidParameter):
         await _delete(bus, subject, name, op="search")
 
@@ -71,7 +74,7 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
     try:
         with pytest.raises(ImageInUse) as in_use:
             await _delete(bus, subject, name, "1")
-        assert deployment in in_use.value.msg
+        assert in_use.value.detail == f"{name}:1 is used by: {deployment}"
     finally:
         await bus.store(subjects.DESIRED).delete(node)
     assert await bus.store(subjects.IMAGES).get(name) is not None  # refusals changed nothing
@@ -89,3 +92,38 @@ async def test_a_tag_sharing_its_manifest_goes_from_the_catalog_only(deletes: tu
     record = await bus.store(subjects.IMAGES).get(name)
     assert record is not None
     assert sorted(record.versions) == ["1"]
+
+
+async def test_a_version_an_upgrade_in_flight_may_return_to_is_in_use(deletes: tuple[Bus, str]) -> None:
+    """While a deployment is upgraded from 1 to 2, version 1 is its `fallback`: the machine still runs
+    it and goes back to it if the upgrade fails, so deleting it is refused until the upgrade ends."""
+    bus, subject = deletes
+    name, digest = unique("img"), "sha256:" + "c" * 64
+    versions = {tag: ImageVersion(version=tag, digest=digest, uploaded_at=1.0) for tag in ("1", "2")}
+    await bus.store(subjects.IMAGES).put(name, ImageRecord(name=name, versions=versions, created_at=1.0))
+    node, deployment = unique("node"), unique("web")
+    upgrading = DesiredContainer(
+        name=deployment,
+        spec=spec(image=name, version="2"),
+        fallback=spec(image=name, version="1"),
+        revision=2,
+        job_id="j",
+        created_at=0.0,
+    )
+    store = bus.store(subjects.DESIRED)
+    await store.put(node, NodeDesired(node_uuid=node, containers={deployment: upgrading}))
+    try:
+        with pytest.raises(ImageInUse) as in_use:
+            await _delete(bus, subject, name, "1")
+        assert in_use.value.detail == f"{name}:1 is used by: {deployment}"
+        record = await bus.store(subjects.IMAGES).get(name)
+        assert record is not None
+        assert sorted(record.versions) == ["1", "2"]
+
+        # The upgrade succeeded: the fallback is gone, and so is the last use of version 1.
+        done = upgrading.model_copy(update={"fallback": None})
+        await store.put(node, NodeDesired(node_uuid=node, containers={deployment: done}))
+        reply = await _delete(bus, subject, name, "1")
+        assert reply == ImagerReply(image=name, versions=["1"], manifests=[])
+    finally:
+        await store.delete(node)

@@ -22,7 +22,7 @@ from tingyu.api.schemas.metering import BandwidthAnswer, ResourceAnswer, bandwid
 from tingyu.api.schemas.rollouts import RolloutAccepted
 from tingyu.api.schemas.tasks import TaskState
 from tingyu.api.services import containers, tasks
-from tingyu.common.errors import TingyuError
+from tingyu.common.errors import FileFetchError, TingyuError
 from tingyu.common.models.containers import (
     ContainerOp,
     ContainerReport,
@@ -351,8 +351,8 @@ def test_metering_fast_answers_are_what_openapi_declares(render: Any, model: Any
 @pytest.mark.parametrize(
     ("error", "msg", "detail"),
     [
-        (texts.missing("image_name"), "缺少必填参数: image_name", None),
-        (texts.too_many(1000, "files"), "参数值不合法: at most 1000 files per request", None),
+        (texts.required("image_name"), "缺少必填参数", "image_name is required"),
+        (texts.over_limit(1000, "files"), "参数值不合法", "at most 1000 files per request"),
         (
             texts.required("name", "comma-separated deployment names"),
             "缺少必填参数",
@@ -360,7 +360,34 @@ def test_metering_fast_answers_are_what_openapi_declares(render: Any, model: Any
         ),
         (texts.over_limit(1000, "job ids"), "参数值不合法", "at most 1000 job ids per request"),
         (texts.bad_range("startDate 2 is after endDate 1"), "时间范围错误", "startDate 2 is after endDate 1"),
-        (texts.version_exists("pcdn", "v1"), "镜像版本已存在! pcdn:v1", None),
+        (texts.version_exists("pcdn", "v1"), "镜像版本已存在!", "version pcdn:v1 is already in the catalog"),
+        (
+            texts.version_not_found("pcdn", "v9"),
+            "镜像版本不存在!",
+            "image pcdn has no version 'v9' in the catalog",
+        ),
+        (texts.image_not_found("pcdn"), "镜像不存在!", "no image 'pcdn' in the catalog"),
+        (
+            texts.not_a_name("version", "v 1", "a valid tag"),
+            "参数值不合法",
+            "version 'v 1' is not a valid tag",
+        ),
+        (
+            texts.too_long("detail", 4096, "TINGYU_API_MAX_DETAIL_BYTES"),
+            "参数值不合法",
+            "detail is longer than 4096 bytes (TINGYU_API_MAX_DETAIL_BYTES)",
+        ),
+        (
+            texts.upload_too_large(10),
+            "文件过大",
+            "the upload is over 10 bytes (TINGYU_API_MAX_UPLOAD_BYTES)",
+        ),
+        (texts.upload_empty(), "缺少必填参数", "file is required (the upload is empty)"),
+        (
+            texts.file_failed(FileFetchError, "/data is a directory, not a file"),
+            "文件获取失败",
+            "/data is a directory, not a file",
+        ),
         (texts.deployment_gone("web1"), "容器不存在: web1", 'deployments.apps "web1" not found'),
         (
             texts.file_node_not_ready("web1", "u"),

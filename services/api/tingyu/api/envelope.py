@@ -191,7 +191,7 @@ class ContractErrorRoute(EnvelopeRoute):
                 return JSONResponse(contract_error_body(Unavailable()), status_code=503)
             except RequestValidationError as exc:
                 kind, text = _describe(list(exc.errors()))
-                return JSONResponse(contract_error_body(kind(f"{kind.default_msg}: {text}", detail=text)))
+                return JSONResponse(contract_error_body(kind(detail=text)))
             except Exception:
                 log.exception("unexpected error")
                 return JSONResponse(contract_error_body(InternalError(detail=CONTRACT_UNKNOWN_ERROR)), 500)

@@ -142,7 +142,7 @@ def required(value: str, param: str) -> str:
     """The value without surrounding blanks; missing when nothing is left."""
     value = value.strip()
     if not value:
-        raise texts.missing(param)
+        raise texts.required(param)
     return value
 
 
@@ -255,9 +255,9 @@ async def upload_target(image_name: str = Query(""), version: str = Query("")) -
     """The (repository, tag) an upload is for."""
     name, tag = required(image_name, "image_name"), required(version, "version")
     if not is_image_name(name):
-        raise texts.invalid(f"image_name '{texts.cut(name)}' is not a valid repository name")
+        raise texts.not_a_name("image_name", name, "a valid repository name")
     if not is_image_tag(tag):
-        raise texts.invalid(f"version '{texts.cut(tag)}' is not a valid tag")
+        raise texts.not_a_name("version", tag, "a valid tag")
     return name, tag
 
 
@@ -325,27 +325,24 @@ RolloutTargetDep = Annotated[RolloutTarget, Depends(rollout_target)]
 
 
 def check_path(filepath: str) -> None:
-    """An absolute, normalised path (the file interfaces' errors carry an English `detail`)."""
+    """An absolute, normalised path."""
     if not filepath:
-        raise texts.missing("filepath", detail="filepath is required")
+        raise texts.required("filepath", "an absolute path in the container")
     if "\0" in filepath or len(filepath) > MAX_PATH:
-        raise texts.invalid("filepath", detail="filepath is not a valid path")
+        raise texts.not_allowed(f"filepath is not a valid path (NUL, or over {MAX_PATH} characters)")
     if not filepath.startswith("/"):
-        raise texts.invalid(
-            f"filepath 必须是绝对路径: {filepath}", detail=f"filepath must be absolute: {filepath}"
-        )
+        raise texts.not_allowed(f"filepath must be absolute: {texts.shown(filepath)}")
     if posixpath.normpath(filepath) != filepath or filepath.startswith("//"):
-        raise texts.invalid(
-            f"filepath 不是规范路径: {filepath}",
-            detail=f"filepath must be normalised (no '.', '..', '//' or trailing '/'): {filepath}",
+        raise texts.not_allowed(
+            f"filepath must be normalised (no '.', '..', '//' or trailing '/'): {texts.shown(filepath)}"
         )
 
 
 def check_deployment_name(name: str) -> None:
     if not name:
-        raise texts.missing("name", detail="name is required")
+        raise texts.required("name", "the container's deploymentname")
     if not is_deployment_name(name):
-        raise texts.invalid(f"name {name!r}", detail=f"name is not a DNS-1123 label: {name!r}")
+        raise texts.not_a_name("name", name, "a DNS-1123 label")
 
 
 @dataclass(frozen=True)
@@ -402,10 +399,10 @@ async def audit_query(  # noqa: PLR0917 - FastAPI reads each query parameter fro
 ) -> AuditQuery:
     tz = settings.platform.timezone
     if action and not _ACTION.fullmatch(action):
-        raise texts.invalid(f"action '{action[:80]}' is not a dotted name such as container.create")
+        raise texts.not_allowed(f"action '{action[:80]}' is not a dotted name such as container.create")
     first, last = moment("since", since, tz), moment("until", until, tz)
     if first is not None and last is not None and first > last:
-        raise texts.bad_time(f"since {since} is after until {until}")
+        raise texts.bad_range(f"since {since} is after until {until}")
     return AuditQuery(since=first, until=last, actor=actor.strip(), action=action, after=after, limit=limit)
 
 

@@ -1,10 +1,8 @@
 """The API's refusal texts, each built by one constructor (the contract's wording where it has one).
 
-A refusal of the whole request is an error. On the contract's own interfaces (containers, nodes,
-tasks, metering, rollouts) `msg` is its kind's own message, in the contract's language, and `detail`
-says in English what exactly is wrong (`reason`, `required`, `over_limit`, `not_allowed`,
-`bad_range`); the image and file interfaces keep their kind's message, a colon, and what is wrong
-(`refusal`, `missing`, `invalid`, `too_many`, `bad_time`).
+A refusal of the whole request is an error. On every interface `msg` is a text in the contract's
+language (its kind's own message, or a sentence of its own) and `detail` says in English what
+exactly is wrong; the file interfaces answer that `detail` as their contract's `error`.
 A refusal of one item of a request is the `message` of that item's result.
 """
 
@@ -21,33 +19,17 @@ from tingyu.common.errors import (
     ImageVersionExists,
     ImageVersionNotFound,
     InvalidParameter,
+    InvalidRequest,
     InvalidTimeRange,
     JobNotFound,
     MissingParameter,
+    PayloadTooLarge,
     RolloutNotFound,
     TingyuError,
     Unavailable,
 )
 
 E = TypeVar("E", bound=TingyuError)
-
-
-def refusal(kind: type[E], text: str, detail: str | None = None) -> E:
-    """`kind`'s own message followed by what exactly is wrong."""
-    return kind(f"{kind.default_msg}: {text}", detail=detail)
-
-
-def missing(what: str, detail: str | None = None) -> MissingParameter:
-    return refusal(MissingParameter, what, detail)
-
-
-def invalid(what: str, detail: str | None = None) -> InvalidParameter:
-    return refusal(InvalidParameter, what, detail)
-
-
-def too_many(limit: int, what: str) -> InvalidParameter:
-    """More items in one request than the configured limit."""
-    return invalid(f"at most {limit} {what} per request")
 
 
 def cut(value: str, limit: int = 200) -> str:
@@ -58,15 +40,6 @@ def cut(value: str, limit: int = 200) -> str:
 def shown(value: str) -> str:
     """A value a client sent, quoted, its control characters visible, cut after 80 characters."""
     return repr(value if len(value) <= 80 else value[:80] + "…")
-
-
-def too_long(param: str, limit: int, setting: str) -> InvalidParameter:
-    """A free-text value over its byte limit (`setting` names the variable that sets it)."""
-    return invalid(f"{param} is longer than {limit} bytes ({setting})")
-
-
-def bad_time(text: str) -> InvalidTimeRange:
-    return refusal(InvalidTimeRange, text)
 
 
 # --- refusals with the reason in `detail` -------------------------------------------------------------
@@ -173,15 +146,38 @@ def job_not_found(job_id: str) -> str:
 
 
 def version_exists(name: str, tag: str) -> ImageVersionExists:
-    return ImageVersionExists(f"{ImageVersionExists.default_msg} {name}:{tag}")
+    return reason(ImageVersionExists, f"version {name}:{tag} is already in the catalog")
 
 
 def version_not_found(name: str, tag: str) -> ImageVersionNotFound:
-    return ImageVersionNotFound(f"{ImageVersionNotFound.default_msg} {name}:{tag}")
+    return reason(ImageVersionNotFound, f"image {name} has no version {shown(tag)} in the catalog")
 
 
 def image_not_found(name: str) -> ImageNotFound:
-    return ImageNotFound(f"{ImageNotFound.default_msg} {name}")
+    return reason(ImageNotFound, f"no image {shown(name)} in the catalog")
+
+
+def too_long(param: str, limit: int, setting: str) -> InvalidParameter:
+    """A free-text value over its byte limit (`setting` names the variable that sets it)."""
+    return not_allowed(f"{param} is longer than {limit} bytes ({setting})")
+
+
+def not_a_name(param: str, value: str, what: str) -> InvalidParameter:
+    """A value that is not of the form `what` (a repository name, a tag, a DNS-1123 label)."""
+    return not_allowed(f"{param} {shown(cut(value))} is not {what}")
+
+
+def upload_shape(text: str) -> InvalidRequest:
+    """An upload body that is not sent the way uploadImage reads one."""
+    return reason(InvalidRequest, text)
+
+
+def upload_empty() -> MissingParameter:
+    return required("file", "the upload is empty")
+
+
+def upload_too_large(limit: int) -> PayloadTooLarge:
+    return reason(PayloadTooLarge, f"the upload is over {limit} bytes (TINGYU_API_MAX_UPLOAD_BYTES)")
 
 
 def metering_unavailable() -> Unavailable:
@@ -194,7 +190,13 @@ def deployment_gone(name: str) -> DeploymentNotFound:
 
 
 def file_node_not_ready(name: str, node_uuid: str) -> FileFetchError:
-    return refusal(FileFetchError, f"容器 {name} 所在机器未就绪", detail=f"Node is not ready: {node_uuid}")
+    text = f"文件获取失败: 容器 {name} 所在机器未就绪"
+    return FileFetchError(text, detail=f"Node is not ready: {node_uuid}")
+
+
+def file_failed(kind: type[E], text: str) -> E:
+    """A file job that failed: its kind's message, and the job's own (English) reason."""
+    return reason(kind, text)
 
 
 def file_job_unknown(job_id: str) -> JobNotFound:
@@ -202,7 +204,7 @@ def file_job_unknown(job_id: str) -> JobNotFound:
 
 
 def file_not_finished(job_id: str, state: int) -> FileNotReady:
-    return refusal(FileNotReady, job_id, detail=f"job {job_id} has not finished (state {state})")
+    return FileNotReady(f"文件尚未就绪: {job_id}", detail=f"job {job_id} has not finished (state {state})")
 
 
 def file_expired(job_id: str, hours: float) -> FileNotReady:

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from tingyu.api import texts
 from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
-from tingyu.common.errors import BadImageArchive, InvalidRequest, MissingParameter, PayloadTooLarge
+from tingyu.common.errors import BadImageArchive
 from tingyu.common.imagetar import TarScanner, kept_reader, read_layout
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,12 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
     if content_type == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
-            raise texts.refusal(InvalidRequest, "multipart body without a boundary")
+            raise texts.upload_shape("multipart body without a boundary")
         chunks = multipart_field(request.stream(), boundary, b"file")
     elif content_type.decode(errors="replace") in RAW_TYPES:
         chunks = request.stream()
     else:
-        raise InvalidRequest("请求格式错误: send the tar as multipart field `file` or as application/x-tar")
+        raise texts.upload_shape("send the tar as multipart field `file` or as application/x-tar")
     length = request.headers.get("content-length", "")
     bound = min(limit, int(length)) if length.isdigit() else limit
     reader = BodyReader(chunks, asyncio.get_running_loop(), limit, bound)
@@ -76,7 +76,7 @@ async def store_upload(bus: Bus, request: Request, name: str, limit: int) -> int
     except ClientDisconnect:
         # Nobody reads the answer; an expected event, not a stack trace in the log.
         log.info("upload %s: the client went away after %d bytes", name, reader.total)
-        raise InvalidRequest("请求格式错误: the client closed the connection during the upload") from None
+        raise texts.upload_shape("the client closed the connection during the upload") from None
     size = int(info.size or 0)
     metrics.UPLOAD_BYTES.inc(size)
     metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
@@ -123,7 +123,7 @@ async def multipart_field(
     while pending:
         yield pending.pop(0)
     if not state["found"]:
-        raise texts.missing("file")
+        raise texts.required("file", "the tar, as multipart field `file`")
 
 
 class BodyReader(io.RawIOBase):
@@ -163,7 +163,7 @@ class BodyReader(io.RawIOBase):
                 data = await anext(self._chunks)
             except StopAsyncIteration:
                 if self.total == 0:
-                    raise MissingParameter("缺少必填参数: file (the upload is empty)") from None
+                    raise texts.upload_empty() from None
                 index = self._scanner.finish()
                 read_layout(index, kept_reader(index))
                 return b""
@@ -171,7 +171,7 @@ class BodyReader(io.RawIOBase):
                 continue
             self.total += len(data)
             if self.total > self._limit:
-                raise PayloadTooLarge(f"文件过大: the upload is over {self._limit} bytes")
+                raise texts.upload_too_large(self._limit)
             self._scanner.feed(data)
             return data
 

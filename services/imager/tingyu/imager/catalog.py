@@ -5,7 +5,7 @@ from __future__ import annotations
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.errors import ImageNotFound, ImageVersionExists, ImageVersionNotFound
-from tingyu.common.models.containers import DesiredState
+from tingyu.common.models.containers import ContainerSpec, DesiredState
 from tingyu.common.models.images import ImageRecord, ImageVersion
 
 
@@ -13,7 +13,7 @@ async def image(bus: Bus, name: str) -> ImageRecord:
     """The catalog record; TY0020 when absent."""
     record = await bus.store(subjects.IMAGES).get(name)
     if record is None:
-        raise ImageNotFound(f"镜像不存在! {name}")
+        raise ImageNotFound(detail=f"no image {name} in the catalog")
     return record
 
 
@@ -21,7 +21,7 @@ async def version(bus: Bus, name: str, tag: str) -> ImageVersion:
     """One version of a catalog image; TY0020 / TY0021 when absent."""
     found = (await image(bus, name)).versions.get(tag)
     if found is None:
-        raise ImageVersionNotFound(f"镜像版本不存在! {name}:{tag}")
+        raise ImageVersionNotFound(detail=f"image {name} has no version {tag} in the catalog")
     return found
 
 
@@ -37,7 +37,7 @@ async def add_version(bus: Bus, name: str, entry: ImageVersion) -> None:
         record = record or ImageRecord(name=name, created_at=entry.uploaded_at)
         existing = record.versions.get(entry.version)
         if existing is not None and existing.digest != entry.digest:
-            raise ImageVersionExists(f"镜像版本已存在! {name}:{entry.version}")
+            raise ImageVersionExists(detail=f"version {name}:{entry.version} is already in the catalog")
         record.versions[entry.version] = entry
         return record
 
@@ -61,13 +61,19 @@ async def remove_versions(bus: Bus, name: str, tags: list[str]) -> None:
 
 
 async def users(bus: Bus, name: str, tag: str = "") -> list[str]:
-    """Deployments (not being deleted) whose spec runs catalog image `name` (in version `tag`)."""
+    """Deployments (not being deleted) that run or may return to catalog image `name` (in version
+    `tag`): the desired spec, and the `fallback` an update in flight goes back to if it fails."""
     found = []
     for node in await bus.store(subjects.DESIRED).values():
         for container in node.containers.values():
-            spec = container.spec
-            if container.state == DesiredState.ABSENT or spec.image != name:
+            if container.state == DesiredState.ABSENT:
                 continue
-            if not tag or spec.imageversion == tag:
+            specs = [container.spec, *([container.fallback] if container.fallback else [])]
+            if any(uses(spec, name, tag) for spec in specs):
                 found.append(container.name)
     return sorted(found)
+
+
+def uses(spec: ContainerSpec, name: str, tag: str) -> bool:
+    """Whether `spec` runs image `name` (in version `tag`, or in any version when `tag` is empty)."""
+    return spec.image == name and (not tag or spec.imageversion == tag)

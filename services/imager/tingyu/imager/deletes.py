@@ -28,7 +28,7 @@ class Deleter:
 
     async def answer(self, request: ImagerRequest) -> ImagerReply:
         if request.op != "delete":
-            raise InvalidParameter(f"参数值不合法: unknown imager operation {request.op!r}")
+            raise InvalidParameter(detail=f"unknown imager operation {request.op!r}")
         return await self.delete(request.name, request.version)
 
     async def delete(self, name: str, tag: str) -> ImagerReply:
@@ -40,7 +40,7 @@ class Deleter:
         using = await catalog.users(self.bus, name, tag)
         if using:
             what = f"{name}:{tag}" if tag else name
-            raise ImageInUse(f"镜像正在被容器使用,不能删除! {what} is used by: {', '.join(using)}")
+            raise ImageInUse(detail=f"{what} is used by: {', '.join(using)}")
         keep = {v.digest for t, v in record.versions.items() if t not in tags}
         removed = []
         for one in tags:

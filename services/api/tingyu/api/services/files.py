@@ -1,7 +1,7 @@
 """Files (contract §七): fetch a file out of a running container as a job, then download it.
 
-Errors here take the contract's own shape on the wire (`ContractErrorRoute`), so each carries an
-English `detail` beside its message.
+Errors here take the contract's own shape on the wire (`ContractErrorRoute`): `msg` in the
+contract's language, the English `detail` as its `error`.
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ async def file_job(bus: Bus, job_id: str, caller: Principal) -> Job:
     """The file job `job_id` (of a machine the caller may act on); a failed one raises the error it
     failed with."""
     if not job_id:
-        raise texts.missing("jobId", detail="jobId is required")
+        raise texts.required("jobId", "the jobid downloadfile answered")
     job = await reads.job(bus, job_id)
     if job is None or job.kind != JobKind.FILE:
         raise texts.file_job_unknown(job_id)
     await within(bus, caller, job.node_uuid, f"the file of job {job_id}")
     if job.state == JobState.FAILED:
         failure = _FAILURES.get(str(job.result.get("code", "")), FileFetchError)
-        raise texts.refusal(failure, job.message, detail=job.message)
+        raise texts.file_failed(failure, job.message)
     return job
 
 

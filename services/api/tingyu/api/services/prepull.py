@@ -24,12 +24,12 @@ async def machines(bus: Bus, settings: ApiSettings, body: dict[str, Any], caller
     """The listed uuids, each once, each registered and each in the caller's areas."""
     uuids = body.get("uuids")
     if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
-        raise texts.invalid("uuids must be a list of machine uuids")
+        raise texts.not_allowed("uuids must be a list of machine uuids")
     wanted = list(dict.fromkeys(u.strip() for u in uuids if u.strip()))
     if not wanted:
-        raise texts.missing("uuids")
+        raise texts.required("uuids")
     if len(wanted) > settings.max_items:
-        raise texts.too_many(settings.max_items, "uuids")
+        raise texts.over_limit(settings.max_items, "uuids")
     for uuid in wanted:
         node = await reads.find_node(bus, uuid)
         if node is None:
@@ -42,7 +42,7 @@ async def machines(bus: Bus, settings: ApiSettings, body: dict[str, Any], caller
 def deadline_s(body: dict[str, Any], settings: ApiSettings) -> float:
     value = body.get("deadline", settings.prepull_deadline_s)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_DEADLINE_S:
-        raise texts.invalid(f"deadline must be seconds from 1 to {MAX_DEADLINE_S:g}, not {value!r}")
+        raise texts.not_allowed(f"deadline must be seconds from 1 to {MAX_DEADLINE_S:g}, not {value!r}")
     return float(value)
 
 
@@ -59,11 +59,11 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
     image = text(body, "image")
     version = body.get("imageversion") or ""
     if not isinstance(version, str):
-        raise texts.invalid("imageversion must be a string")
+        raise texts.not_allowed("imageversion must be a string")
     try:
         patch = await resolve(bus, settings.platform.registry, image, version.strip())
     except UnknownImage as exc:
-        raise texts.invalid(str(exc)) from exc
+        raise texts.not_allowed(str(exc)) from exc
     now = timefmt.now()
     command = PrepullCommand(
         job_id=job_id(),

@@ -65,7 +65,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 async def machine_of(bus: Bus, name: str, caller: Principal) -> str:
     """The Ready machine the deployment `name` runs on, in the caller's areas (else 403 TY0071)."""
     if not name:
-        raise texts.missing("name")
+        raise texts.required("name")
     owner = await reads.claim(bus, name)
     desired = (await reads.desired(bus, owner.node_uuid)).containers.get(name) if owner else None
     if owner is None or desired is None or desired.state == DesiredState.ABSENT:
@@ -122,21 +122,21 @@ def parse_since(text: str, tz: str, now: float) -> float:
     try:
         return timefmt.from_wire(text, tz)
     except ValueError:
-        raise texts.invalid(
+        raise texts.not_allowed(
             f"since '{text}' is not epoch seconds, yyyy-MM-dd HH:mm:ss or a duration such as 10m"
         ) from None
 
 
 def check_tail(tail: int, settings: ApiSettings) -> int:
     if not 0 <= tail <= settings.logs_max_tail:
-        raise texts.invalid(f"tail must be from 0 to {settings.logs_max_tail}, not {tail}")
+        raise texts.not_allowed(f"tail must be from 0 to {settings.logs_max_tail}, not {tail}")
     return tail
 
 
 def follow_seconds(seconds: float, settings: ApiSettings) -> float:
     """How long a follow lasts: what was asked for, never over the configured maximum."""
     if seconds < 0 or seconds > settings.logs_follow_max_s:
-        raise texts.invalid(f"seconds must be from 0 to {settings.logs_follow_max_s:g}, not {seconds:g}")
+        raise texts.not_allowed(f"seconds must be from 0 to {settings.logs_follow_max_s:g}, not {seconds:g}")
     return seconds or settings.logs_follow_max_s
 
 
@@ -235,7 +235,7 @@ async def follow(bus: Bus, settings: ApiSettings, request: LogsRequest, *, calle
 def command(cmd: list[str]) -> list[str]:
     cmd = [part for part in cmd if part != ""]
     if not cmd:
-        raise texts.missing("cmd")
+        raise texts.required("cmd")
     return cmd
 
 

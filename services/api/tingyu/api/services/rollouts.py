@@ -61,7 +61,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
         raise texts.not_allowed(str(exc)) from exc
     prepull = body.get("prepull", False)
     if not isinstance(prepull, bool):
-        raise texts.invalid("prepull must be true or false")
+        raise texts.not_allowed("prepull must be true or false")
     command = RolloutCommand(
         job_id=job_id(),
         area=area,

@@ -62,7 +62,7 @@ async def create(bus: Bus, settings: ApiSettings, body: TokenCreate, *, caller: 
 async def find(bus: Bus, name_or_id: str) -> TokenRecord:
     """The token with that id, or the active one with that name."""
     if not name_or_id:
-        raise texts.missing("name")
+        raise texts.required("name")
     if _ID.fullmatch(name_or_id) and (record := await bus.store(subjects.TOKENS).get(name_or_id)):
         return record
     for record in await every(bus):
