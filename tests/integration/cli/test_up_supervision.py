@@ -31,7 +31,7 @@ async def test_up_restarts_a_killed_service_and_stops_everything_on_sigterm(tmp_
     log = tmp_path / "up.log"
     argv = [sys.executable, "-m", "tingyu.cli.main", "up", "--state-dir", str(tmp_path / "var")]
     argv += ["--api-port", str(free_port()), "--nats-port", str(free_port())]
-    argv += ["--registry-port", str(free_port())]
+    argv += ["--registry-port", str(free_port()), "--metrics-port-base", "0", "--no-demo"]
     env = {**os.environ, **TEST_POLICY, "TINGYU_LOG_LEVEL": "WARNING"}
     with log.open("wb") as out:
         up = await asyncio.create_subprocess_exec(
@@ -42,7 +42,8 @@ async def test_up_restarts_a_killed_service_and_stops_everything_on_sigterm(tmp_
         async def said(text: str) -> bool:
             return text in log.read_text(errors="replace")
 
-        await eventually(lambda: said("Tingyu is up"), timeout=120)
+        # Supervision starts once `up` has said whether this machine is Ready (its last start step).
+        await eventually(lambda: said("this machine is"), timeout=180)
         parent = psutil.Process(up.pid)
         [imager] = service_pids(parent, "imager")
         os.kill(imager, signal.SIGKILL)
