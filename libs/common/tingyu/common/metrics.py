@@ -83,6 +83,15 @@ METERING_LAG = Gauge(
 )
 
 
+# --- agent ----------------------------------------------------------------------------------------
+AGENT_SAMPLES_BUFFERED = Gauge(
+    "tingyu_agent_sample_batches_buffered", "Sample batches the agent holds until NATS takes them"
+)
+AGENT_SAMPLES_DROPPED = Counter(
+    "tingyu_agent_sample_batches_dropped_total", "Sample batches dropped unsent because the buffer was full"
+)
+
+
 def serve(port: int, host: str = "127.0.0.1") -> int:
     """Expose this process's metrics on `host:port` (a thread of prometheus-client); 0 = off.
     Returns the port (0 when off)."""

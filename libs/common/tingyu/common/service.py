@@ -47,6 +47,8 @@ def setup_logging(name: str, level: str = "INFO") -> None:
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep `seconds` unless `stop` is set first; True when stopping."""
+    if stop.is_set():  # wait_for with no time left gives up before the wait could see the event
+        return True
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:

@@ -2,7 +2,8 @@
 
 Resources close in reverse at stop: the agent stops listening, the bus drains, Docker closes.
 The machine's containers keep running afterwards. Started while NATS is unreachable, the agent
-holds the machine on the desired state on disk until it can connect (`autonomy`).
+holds the machine on the desired state on disk until it can connect (`autonomy`); its sampler runs
+from the start and buffers until then (`sampling`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tingyu.agent.identity import load_or_create
 from tingyu.agent.logs import LogServer
 from tingyu.agent.pulls import Puller
 from tingyu.agent.reconciler import Reconciler
-from tingyu.agent.sampling import run_sampler
+from tingyu.agent.sampling import Sampler, SamplerSettings
 from tingyu.common import subjects
 from tingyu.common.models.remote import PullRequest
 from tingyu.common.policy import Policy
@@ -62,10 +63,16 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
         Policy.from_settings(own_registry=platform.registry),
     )
     memory = DesiredMemory(settings.state_dir / "desired.json")
+    # Metering does not wait for NATS: samples of an outage are buffered and published later.
+    sampler = Sampler(identity.uuid, SamplerSettings(), memory)
+    sampler.start()
+    service.stack.push_async_callback(sampler.close)
     # Agents do not declare the platform's streams and buckets: the central services own them.
     bus = await connect_holding(service, platform, reconciler, memory, settings.resync_s)
     if bus is None:
         return  # stopped before NATS could be reached; the containers stay as they are
+    sampler.publish_on(bus)
+    service.stack.push_async_callback(sampler.close)  # before the bus drains: the last batches go out
     log.info("agent %s (nodename %s) starting", identity.uuid, identity.nodename)
     uuid = identity.uuid
     logs = LogServer(
@@ -103,7 +110,6 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
     service.stack.push_async_callback(agent.close)
     for name, loop in agent.loops():
         service.loop(name, loop)
-    service.loop("sampler", functools.partial(run_sampler, bus, identity.uuid))
 
 
 def run() -> None:

@@ -9,8 +9,12 @@ interfaces' bytes. Host-network containers share the machine's NICs and cannot b
 so the machine's counted NIC bytes, minus what own-namespace containers moved, are split evenly
 among the host-network containers running at that reading (all of it when there is one).
 
-Batches go to `TY_SAMPLES` with the batch id as message id. While NATS is unreachable they wait
-in a bounded buffer (oldest dropped first when it is full, with a warning).
+The sampler runs from the agent's start, before its first connection to NATS: a machine rebooted
+during an outage is metered too. Batches go to `TY_SAMPLES` with the batch id as message id; until
+NATS can take them they wait in a bounded buffer (oldest dropped first when it is full, counted and
+logged) and keep their ids and reading times, so metering stores each once and at its own time.
+While the platform's desired state cannot be read, images and versions are named from the one the
+agent keeps on disk (`autonomy.DesiredMemory`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from typing import Any
 import psutil
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tingyu.common import subjects
+from tingyu.agent.autonomy import DesiredMemory
+from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
+from tingyu.common.models.containers import NodeDesired
 from tingyu.common.models.metering import Sample, SampleBatch
-from tingyu.common.service import wait_or_stop
+from tingyu.common.service import STOP_GRACE_S, wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +197,16 @@ def to_samples(
     return samples
 
 
-async def desired_images(bus: Bus, node_uuid: str) -> dict[str, tuple[str, str]]:
-    """deploymentname -> (image, version) as the platform named them (bucket `ty_desired`)."""
-    try:
-        desired = await bus.store(subjects.DESIRED).get(node_uuid)
-    except Exception as exc:  # NATS away: fall back on the image references
-        log.debug("desired state unreadable: %s", exc)
-        return {}
+def named_images(desired: NodeDesired | None) -> dict[str, tuple[str, str]]:
+    """deploymentname -> (image, version) as the platform named them in `desired`."""
     if desired is None:
         return {}
     return {name: (c.spec.image, c.spec.imageversion) for name, c in desired.containers.items()}
+
+
+def connected(bus: Bus | None) -> bool:
+    """Whether `bus` can carry a request now (not yet made, or reconnecting: no)."""
+    return bus is not None and bus.nc.is_connected
 
 
 class Outbox:
@@ -208,19 +214,26 @@ class Outbox:
 
     def __init__(self, limit: int) -> None:
         self.batches: deque[SampleBatch] = deque()
-        self.limit = limit
+        self.limit = max(limit, 1)
         self.dropped = 0
 
     def add(self, batch: SampleBatch) -> None:
         if len(self.batches) >= self.limit:
             self.batches.popleft()
             self.dropped += 1
-            log.warning("sample buffer full: oldest batch dropped (%d so far)", self.dropped)
+            metrics.AGENT_SAMPLES_DROPPED.inc()
+            log.warning(
+                "sample buffer full (%d batches): oldest batch dropped (%d so far)", self.limit, self.dropped
+            )
         self.batches.append(batch)
+        metrics.AGENT_SAMPLES_BUFFERED.set(len(self.batches))
 
-    async def flush(self, bus: Bus, timeout: float) -> None:
+    async def flush(self, bus: Bus | None, timeout: float) -> None:
         """Publish in order until one fails; a batch published twice is stored once (ids)."""
         while self.batches:
+            if bus is None or not connected(bus):
+                log.info("samples kept (%d batches) until NATS is reachable", len(self.batches))
+                return
             batch = self.batches[0]
             try:
                 await asyncio.wait_for(
@@ -230,41 +243,99 @@ class Outbox:
                 log.info("samples kept (%d batches) while NATS is unreachable: %s", len(self.batches), exc)
                 return
             self.batches.popleft()
+            metrics.AGENT_SAMPLES_BUFFERED.set(len(self.batches))
 
 
-async def run_sampler(
-    bus: Bus, node_uuid: str, stop: asyncio.Event, settings: SamplerSettings | None = None
-) -> None:
-    """Sample every `sample_s` until `stop`; the agent's main declares this as one of its loops."""
-    import docker
+class Sampler:
+    """The agent's sampler, running from `start` to `close`; it publishes once `publish_on` gave it
+    a bus, and buffers meanwhile."""
 
-    settings = settings or SamplerSettings()
-    client = (
-        docker.DockerClient(base_url=settings.docker_host, timeout=int(settings.docker_timeout_s))
-        if settings.docker_host
-        else docker.from_env(timeout=int(settings.docker_timeout_s))
-    )
-    nics = counted_nics(settings.count_nics)
-    log.info("sampling every %.0fs; counted NICs: %s", settings.sample_s, ", ".join(nics) or "none")
-    outbox = Outbox(settings.sample_buffer)
-    before: Reading | None = None
-    try:
-        while True:
-            started = time.monotonic()
+    def __init__(
+        self, node_uuid: str, settings: SamplerSettings | None = None, memory: DesiredMemory | None = None
+    ) -> None:
+        self.node_uuid = node_uuid
+        self.settings = settings or SamplerSettings()
+        self.memory = memory or DesiredMemory()
+        self.outbox = Outbox(self.settings.sample_buffer)
+        self.bus: Bus | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Sample every `sample_s` from now on (NATS or not)."""
+        self._task = asyncio.create_task(self._supervised())
+
+    def publish_on(self, bus: Bus) -> None:
+        """The agent's connection: buffered batches go out from the next reading on."""
+        self.bus = bus
+
+    async def close(self) -> None:
+        """Stop sampling; what is buffered is published once more if NATS is there. A Docker call
+        that hangs (a busy engine) holds the agent's stop for `STOP_GRACE_S` at most."""
+        self._stop.set()
+        if self._task is None or self._task.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
+        if not self._task.done():
+            log.warning("sampler did not stop within %.0fs; cancelled", STOP_GRACE_S)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _supervised(self) -> None:
+        """`run` until closed; a failure is logged and the sampler starts again, its buffer kept."""
+        while not self._stop.is_set():
             try:
-                now = await asyncio.to_thread(read_counters, client, node_uuid, nics)
+                await self.run(self._stop)
+            except Exception:
+                log.exception("sampler failed; starting again")
+                await wait_or_stop(self._stop, self.settings.sample_s)
+
+    async def images(self) -> dict[str, tuple[str, str]]:
+        """deploymentname -> (image, version): from `ty_desired` while NATS answers, else from disk."""
+        desired = self.memory.desired
+        if self.bus is not None and connected(self.bus):
+            try:
+                desired = await asyncio.wait_for(
+                    self.bus.store(subjects.DESIRED).get(self.node_uuid), self.settings.publish_timeout_s
+                )
             except Exception as exc:
-                log.warning("sampling failed: %s", exc)
-            else:
-                if before is not None:
-                    samples = to_samples(node_uuid, before, now, await desired_images(bus, node_uuid))
-                    batch_id = f"{node_uuid}-{int(now.at * 1000)}"
-                    outbox.add(SampleBatch(batch_id=batch_id, node_uuid=node_uuid, samples=samples))
-                before = now
-            await outbox.flush(bus, settings.publish_timeout_s)
-            if await wait_or_stop(stop, max(settings.sample_s - (time.monotonic() - started), 0.0)):
-                break
-        await outbox.flush(bus, settings.publish_timeout_s)
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
+                log.debug("desired state unreadable (%s); naming images from the one on disk", exc)
+        return named_images(desired)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample every `sample_s` until `stop`, then publish what is left if NATS is there."""
+        import docker
+
+        settings = self.settings
+        client = (
+            docker.DockerClient(base_url=settings.docker_host, timeout=int(settings.docker_timeout_s))
+            if settings.docker_host
+            else docker.from_env(timeout=int(settings.docker_timeout_s))
+        )
+        nics = counted_nics(settings.count_nics)
+        log.info("sampling every %.0fs; counted NICs: %s", settings.sample_s, ", ".join(nics) or "none")
+        before: Reading | None = None
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    now = await asyncio.to_thread(read_counters, client, self.node_uuid, nics)
+                except Exception as exc:
+                    log.warning("sampling failed: %s", exc)
+                else:
+                    if before is not None:
+                        samples = to_samples(self.node_uuid, before, now, await self.images())
+                        batch_id = f"{self.node_uuid}-{int(now.at * 1000)}"
+                        self.outbox.add(
+                            SampleBatch(batch_id=batch_id, node_uuid=self.node_uuid, samples=samples)
+                        )
+                    before = now
+                await self.outbox.flush(self.bus, settings.publish_timeout_s)
+                if await wait_or_stop(stop, max(settings.sample_s - (time.monotonic() - started), 0.0)):
+                    break
+            await self.outbox.flush(self.bus, settings.publish_timeout_s)
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
