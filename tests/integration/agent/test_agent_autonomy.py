@@ -4,15 +4,12 @@ without recreating anything once NATS is back (real nats-server, real Docker Eng
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 
 from tests.integration.agent.test_agent_lifecycle import (
     agent_settings,
@@ -26,27 +23,11 @@ from tests.integration.agent.test_agent_lifecycle import (
     run_agent,
 )
 from tests.integration.conftest import nats_only
-from tests.support import build_busybox, enroll_offline, eventually, unique
+from tests.support import enroll_offline, eventually, unique
 from tingyu.agent.runtime import LABEL_NODE
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import PodPhase
 from tingyu.common.settings import PlatformSettings
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=60)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(engine: docker.DockerClient) -> Iterator[str]:
-    """A local busybox tag: present, so the agent never pulls it."""
-    reference = build_busybox(engine, f"tyautonomy/{unique('bb')}", "1")
-    yield reference
-    with contextlib.suppress(docker.errors.APIError):
-        engine.images.remove(reference, force=True)
 
 
 def started(engine: docker.DockerClient, names: list[str]) -> dict[str, tuple[str, str, bool]]:

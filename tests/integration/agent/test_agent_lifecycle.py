@@ -62,22 +62,6 @@ async def test_bus(nats_url: str) -> AsyncIterator[Bus]:
     await bus.close()
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=60)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(engine: docker.DockerClient) -> Iterator[str]:
-    """A local busybox tag: present, so the agent never pulls it."""
-    reference = build_busybox(engine, f"tyagent/{unique('bb')}", "1")
-    yield reference
-    with contextlib.suppress(docker.errors.APIError):
-        engine.images.remove(reference, force=True)
-
-
 @dataclass
 class RunningAgent:
     uuid: str

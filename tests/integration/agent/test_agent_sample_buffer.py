@@ -9,7 +9,7 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from tests.integration.agent.test_agent_lifecycle import (
     run_agent,
 )
 from tests.integration.conftest import nats_only
-from tests.support import build_busybox, enroll_offline, eventually, unique
+from tests.support import enroll_offline, eventually, unique
 from tingyu.agent.config import AgentSettings
 from tingyu.cli.launcher import Platform
 from tingyu.common.bus import Bus
@@ -47,22 +47,6 @@ OUTAGE_BATCHES = 6  # the outage lasts until the agent holds this many batches (
 def fast_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINGYU_AGENT_SAMPLE_S", "0.5")
     monkeypatch.setenv("TINGYU_AGENT_PUBLISH_TIMEOUT_S", "2")
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=60)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(engine: docker.DockerClient) -> Iterator[str]:
-    """A local busybox tag: present, so the agent never pulls it."""
-    reference = build_busybox(engine, f"tysamples/{unique('bb')}", "1")
-    yield reference
-    with contextlib.suppress(docker.errors.APIError):
-        engine.images.remove(reference, force=True)
 
 
 @dataclass

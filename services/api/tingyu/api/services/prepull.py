@@ -8,8 +8,7 @@ from typing import Any
 from tingyu.api import reads, texts
 from tingyu.api.auth import Principal
 from tingyu.api.config import ApiSettings
-from tingyu.api.images_ref import UnknownImage, resolve
-from tingyu.api.services.rollouts import percent, text
+from tingyu.api.services.rollouts import image_of, percent, text
 from tingyu.common import timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.errors import InvalidOperator, NodeNotFound
@@ -56,14 +55,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
     if not caller.covers(area) and not by_uuid:
         raise texts.area_forbidden("the pre-pull", area, caller.areas)
     share = percent(body) if not by_uuid and body.get("percent") is not None else 100.0
-    image = text(body, "image")
-    version = body.get("imageversion") or ""
-    if not isinstance(version, str):
-        raise texts.not_allowed("imageversion must be a string")
-    try:
-        patch = await resolve(bus, settings.platform.registry, image, version.strip())
-    except UnknownImage as exc:
-        raise texts.not_allowed(str(exc)) from exc
+    patch = await image_of(bus, settings, body)
     now = timefmt.now()
     command = PrepullCommand(
         job_id=job_id(),

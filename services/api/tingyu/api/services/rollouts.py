@@ -20,6 +20,7 @@ from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.errors import InvalidOperator
 from tingyu.common.jobs import JobStore, job_id
+from tingyu.common.models.containers import ImagePatch
 from tingyu.common.models.nodes import OPERATORS
 from tingyu.common.models.rollouts import MemberState, Rollout, RolloutCommand, RolloutStatus, rollout_key
 
@@ -31,6 +32,19 @@ def text(body: dict[str, Any], field: str) -> str:
     if not isinstance(value, str):
         raise texts.not_allowed(f"{field} must be a string")
     return value.strip()
+
+
+async def image_of(bus: Bus, settings: ApiSettings, body: dict[str, Any]) -> ImagePatch:
+    """The body's `image` and `imageversion`, resolved as a create resolves them (catalog name or
+    full reference, the edge policy's registries)."""
+    image = text(body, "image")
+    version = body.get("imageversion") or ""
+    if not isinstance(version, str):
+        raise texts.not_allowed("imageversion must be a string")
+    try:
+        return await resolve(bus, settings.platform.registry, image, version.strip())
+    except UnknownImage as exc:
+        raise texts.not_allowed(str(exc)) from exc
 
 
 def percent(body: dict[str, Any]) -> float:
@@ -51,14 +65,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
     area = text(body, "area")
     if not caller.covers(area):
         raise texts.area_forbidden("the rollout", area, caller.areas)
-    image = text(body, "image")
-    version = body.get("imageversion") or ""
-    if not isinstance(version, str):
-        raise texts.not_allowed("imageversion must be a string")
-    try:
-        patch = await resolve(bus, settings.platform.registry, image, version.strip())
-    except UnknownImage as exc:
-        raise texts.not_allowed(str(exc)) from exc
+    patch = await image_of(bus, settings, body)
     prepull = body.get("prepull", False)
     if not isinstance(prepull, bool):
         raise texts.not_allowed("prepull must be true or false")
@@ -66,7 +73,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
         job_id=job_id(),
         area=area,
         operator=body["operator"],
-        image=image,
+        image=text(body, "image"),
         patch=patch,
         percent=share,
         issued_at=timefmt.now(),
