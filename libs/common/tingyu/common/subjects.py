@@ -55,7 +55,7 @@ COMMANDS = StreamSpec(
     name="TY_COMMANDS",
     subjects=["ty.cmd.>"],
     retention="workqueue",
-    max_bytes=GIB,
+    max_bytes=GIB // 2,
     duplicate_window_s=600.0,
     description="Accepted operator commands; one consumer per owning service; deduplicated by job id.",
 )
@@ -64,7 +64,7 @@ REPORTS = StreamSpec(
     name="TY_OBSERVED",
     subjects=["ty.evt.observed.>"],
     retention="workqueue",
-    max_bytes=GIB // 2,
+    max_bytes=GIB // 4,
     description="What agents saw on their machines; the deployer turns it into job results.",
 )
 
@@ -73,7 +73,7 @@ SAMPLES = StreamSpec(
     subjects=["ty.samples.>"],
     retention="workqueue",
     max_age_s=7 * 24 * 3600.0,
-    max_bytes=2 * GIB,
+    max_bytes=GIB,
     description="Metering samples from agents, kept until metering has stored them.",
 )
 
@@ -81,7 +81,7 @@ JOB_DEADLINES = StreamSpec(
     name="TY_JOB_DEADLINES",
     subjects=["ty.jobdeadline.>"],
     retention="workqueue",
-    max_bytes=GIB // 4,
+    max_bytes=GIB // 8,
     description="One timer per dispatched job: fails the job when its machine does not converge in time.",
 )
 
@@ -89,7 +89,7 @@ DEAD = StreamSpec(
     name="TY_DEAD",
     subjects=["ty.dead.>"],
     max_age_s=30 * 24 * 3600.0,
-    max_bytes=GIB // 4,
+    max_bytes=GIB // 8,
     description="Messages a consumer gave up on, with the reason; `tingyu dead ls|replay`.",
 )
 DEAD_MAX_DATA = 512 * 1024  # bytes of a dead message's body kept (a dead letter stays under max payload)
@@ -98,7 +98,7 @@ AUDIT = StreamSpec(
     name="TY_AUDIT",
     subjects=["ty.audit.>"],
     max_age_s=90 * 24 * 3600.0,
-    max_bytes=2 * GIB,
+    max_bytes=GIB // 2,
     description="Every change, file download and refused call made to the API (docs/security.md).",
 )
 
@@ -326,36 +326,36 @@ class BucketSpec(Generic[M]):
 NODES = BucketSpec(
     "ty_nodes",
     NodeRecord,
-    max_bytes=GIB // 4,
+    max_bytes=GIB // 8,
     description="Node registry: facts, heartbeat time, Ready/NotReady; key = uuid.",
 )
 DESIRED = BucketSpec(
     "ty_desired",
     NodeDesired,
     history=5,
-    max_bytes=GIB,
+    max_bytes=GIB // 2,
     description="Desired containers of one machine; key = node uuid.",
 )
 NAMES = BucketSpec(
     "ty_names",
     NameClaim,
-    max_bytes=GIB // 4,
+    max_bytes=GIB // 8,
     description="Deployment name -> node uuid; creating a key claims the name.",
 )
 REPORTED = BucketSpec(
     "ty_observed",
     NodeReport,
-    max_bytes=GIB // 2,
+    max_bytes=GIB // 4,
     description="The last report of one machine's containers (the deployer stores it); key = node uuid.",
 )
 JOBS = BucketSpec(
-    "ty_jobs", Job, ttl_s=7 * 24 * 3600.0, max_bytes=GIB, description="Asynchronous operations; key = job id."
+    "ty_jobs", Job, ttl_s=7 * 24 * 3600.0, max_bytes=GIB // 2, description="Asynchronous operations; key = job id."
 )
 IMAGES = BucketSpec(
     "ty_images", ImageRecord, max_bytes=GIB // 16, description="Image catalog; key = image name."
 )
 ROLLOUTS = BucketSpec(
-    "ty_rollouts", Rollout, max_bytes=GIB // 4, description="Canary rollouts; key = rollout id."
+    "ty_rollouts", Rollout, max_bytes=GIB // 8, description="Canary rollouts; key = rollout id."
 )
 LEASES = BucketSpec(
     "ty_leases",
@@ -419,11 +419,11 @@ class ObjectStoreSpec:
 UPLOADS = ObjectStoreSpec(
     "ty_uploads",
     ttl_s=24 * 3600.0,
-    max_bytes=16 * GIB,
+    max_bytes=4 * GIB,
     description="Image tars on their way to the registry.",
 )
 FILES = ObjectStoreSpec(
-    "ty_files", ttl_s=24 * 3600.0, max_bytes=4 * GIB, description="Files copied out of containers."
+    "ty_files", ttl_s=24 * 3600.0, max_bytes=GIB, description="Files copied out of containers."
 )
 
 ALL_OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (UPLOADS, FILES)
