@@ -349,7 +349,11 @@ REPORTED = BucketSpec(
     description="The last report of one machine's containers (the deployer stores it); key = node uuid.",
 )
 JOBS = BucketSpec(
-    "ty_jobs", Job, ttl_s=7 * 24 * 3600.0, max_bytes=GIB // 2, description="Asynchronous operations; key = job id."
+    "ty_jobs",
+    Job,
+    ttl_s=7 * 24 * 3600.0,
+    max_bytes=GIB // 2,
+    description="Asynchronous operations; key = job id.",
 )
 IMAGES = BucketSpec(
     "ty_images", ImageRecord, max_bytes=GIB // 16, description="Image catalog; key = image name."
