@@ -28,6 +28,7 @@ from tests.support import build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import REPLICATED, ClusterPlatform, NatsMember
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.leases import holder_pid
 from tingyu.common.models.leases import LeaseRecord
 
 pytestmark = pytest.mark.cluster
@@ -293,8 +294,8 @@ async def kill_one_replica_of_each(
     cluster: ClusterPlatform, bus: Bus, prober: Prober, writes: Writes
 ) -> dict[str, float]:
     """SIGKILL one replica of every replicated service; for a leader loop, the replica that holds
-    its lease (found by killing replica 1 and, if the lease stays, bringing it back and killing
-    replica 2). Returns seconds from the leader's death to a successor holding the lease."""
+    its lease (its process id is in the holder's name). Returns seconds from the leader's death to
+    a successor holding the lease."""
     failovers: dict[str, float] = {}
     for service in REPLICATED:
         lease = next((name for name, owner in LEASES.items() if owner == service), None)
@@ -304,20 +305,21 @@ async def kill_one_replica_of_each(
         if lease is None:
             cluster.kill(service, signal.SIGKILL)
             continue
-        seconds = await failover(cluster, bus, lease, service)
-        if seconds is None:  # replica 1 was not the leader: bring it back, then kill the leader
-            cluster.start_replica(service, 1)
-            seconds = await failover(cluster, bus, lease, f"{service}-2")
+        seconds = await failover(cluster, bus, lease)
         assert seconds is not None, f"lease {lease} did not move to the other replica within its lease"
         failovers[lease] = seconds
     return failovers
 
 
-async def failover(cluster: ClusterPlatform, bus: Bus, lease: str, label: str) -> float | None:
-    """SIGKILL `label`; seconds until another replica holds `lease`, None if it stayed put."""
+async def failover(cluster: ClusterPlatform, bus: Bus, lease: str) -> float | None:
+    """SIGKILL the replica holding `lease`; seconds until another replica holds it, None if none
+    took it within the lease's time."""
     await eventually(lambda: lease_held(bus, lease), timeout=30)
     before = await holder(bus, lease)
     assert before is not None
+    pid = holder_pid(before.holder)
+    label = next((name for name, proc in cluster.procs.items() if proc.popen.pid == pid), None)
+    assert label is not None, f"no process of this cluster holds {lease}: {before.holder}"
     killed_at = time.monotonic()
     cluster.kill(label, signal.SIGKILL)
     if await successor(bus, lease, before.holder, LEASE_TTL[lease] + FAILOVER_SLACK_S):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
@@ -16,6 +18,18 @@ def take(current: LeaseRecord | None, holder: str, now: float, ttl_s: float) -> 
     return None
 
 
+def holder_name(lease: str) -> str:
+    """`lease@host:pid.nonce`: an operator reading `ty_leases` sees which process leads."""
+    return f"{lease}@{socket.gethostname()}:{os.getpid()}.{secrets.token_hex(2)}"
+
+
+def holder_pid(holder: str) -> int | None:
+    """The process id in a holder name made by `holder_name`, None for any other form."""
+    _, _, tail = holder.rpartition(":")
+    pid, _, _ = tail.partition(".")
+    return int(pid) if pid.isdigit() else None
+
+
 class Lease:
     """One named lease as seen by one replica."""
 
@@ -23,7 +37,7 @@ class Lease:
         self.store = bus.store(subjects.LEASES)
         self.name = name
         self.ttl_s = ttl_s
-        self.holder = holder or f"{name}-{secrets.token_hex(4)}"
+        self.holder = holder or holder_name(name)
 
     async def hold(self) -> bool:
         """Take or renew the lease; True when this replica has it for the next `ttl_s` seconds."""

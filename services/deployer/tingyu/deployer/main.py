@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 from tingyu.common import subjects
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
@@ -43,7 +41,7 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_PREPULL, prepulls.handle, on_dead=dead)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
     service.consume(bus, subjects.DEPLOYER_REPORTS, reports.handle, batch=batch)
-    lease = Lease(bus, "rollouts", settings.rollout_lease_s, holder=f"deployer-{secrets.token_hex(4)}")
+    lease = Lease(bus, "rollouts", settings.rollout_lease_s)
     service.leader(lease, settings.rollout_tick_s, loop.tick)
 
 
