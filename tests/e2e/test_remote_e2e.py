@@ -259,6 +259,38 @@ async def test_an_interactive_session_with_a_tty(platform: Platform, printer: st
     assert code == 5, output
 
 
+def running_commands(docker_client: docker.DockerClient, name: str) -> str:
+    """The command lines of every process in the container, as `docker top` lists them."""
+    top = docker_client.containers.get(name).top()
+    return "\n".join(" ".join(row) for row in top.get("Processes") or [])
+
+
+async def test_a_session_the_client_leaves_kills_its_command(
+    platform: Platform, printer: str, docker_client: docker.DockerClient
+) -> None:
+    """Closing the WebSocket ends the command it started, not only the connection."""
+    seconds = str(300 + int(unique("")[-4:], 16) % 600)  # a sleep no other test runs
+    url = ws_exec(platform, printer, "sleep", seconds)
+    async with connect(url, additional_headers=bearer(ADMIN_TOKEN)):
+        await eventually(lambda: as_async(f"sleep {seconds}" in running_commands(docker_client, printer)))
+    await eventually(lambda: as_async(f"sleep {seconds}" not in running_commands(docker_client, printer)))
+
+
+async def test_a_command_past_its_time_limit_is_killed(
+    api: httpx.AsyncClient, printer: str, docker_client: docker.DockerClient
+) -> None:
+    seconds = str(300 + int(unique("")[-4:], 16) % 600)
+    answer = (
+        await api.post("/container/exec", json={"name": printer, "cmd": ["sleep", seconds], "timeout": 1})
+    ).json()
+    assert answer["code"] != 200, answer
+    assert f"sleep {seconds}" not in running_commands(docker_client, printer)
+
+
+async def as_async(value: bool) -> bool:
+    return value
+
+
 async def test_exec_refusals(
     api: httpx.AsyncClient, platform: Platform, node_uuid: str, printer_ref: tuple[str, str]
 ) -> None:

@@ -5,7 +5,10 @@ work. A non-interactive command answers its output (bounded) and exit code. An i
 answers `ExecStarted`, then reads keystrokes, resizes and keep-alives on
 `ty.agent.<uuid>.req.exec.<session>` and sends output to the asker's inbox, ending with the exit code.
 A session ends when its command exits, when the asker closes it or stops keeping it alive, or after
-`idle_s` without input or output. At most `max_sessions` commands run at once on the machine.
+`idle_s` without input or output; a command still running then is killed with its process group
+(Docker has no exec kill: the agent signals the host process id that `exec_inspect` names, which it
+can when it shares the host's process namespace, as its units and `make up` run it). At most
+`max_sessions` commands run at once on the machine.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import struct
 import threading
@@ -137,6 +141,7 @@ class ExecServer:
         finally:
             raw.close()
         if not finished:
+            await self.kill(exec_id)
             raise RemoteCommandFailed(detail=f"the command did not finish within {limit:g}s")
         code = await self.exit_code(exec_id)
         return ExecReply(
@@ -178,6 +183,14 @@ class ExecServer:
         await session.start()
         log.info("exec session %s in %s: %s", request.session, request.name, request.cmd)
         return ExecStarted(session=request.session)
+
+    async def kill(self, exec_id: str) -> None:
+        """SIGKILL a command that is still running, and its process group."""
+        with contextlib.suppress(RuntimeFailure):
+            state = await self.runtime.call(self.runtime.client.api.exec_inspect, exec_id)
+            pid = int(state.get("Pid") or 0)
+            if state.get("Running") and pid > 1:
+                kill_tree(pid)
 
     def forget(self, session: Session) -> None:
         if self.sessions.pop(session.request.session, None) is not None:
@@ -253,6 +266,8 @@ class Session:
         while (chunk := await chunks.get()) is not None:
             self.active = time.monotonic()
             await self._send(ExecOutput(data=b64(chunk)))
+        if self.reason:  # ended from this side: the command may still run with nobody to read it
+            await self.server.kill(self.exec_id)
         code = None if self.reason else await self.server.exit_code(self.exec_id)
         await self._send(ExecOutput(end=True, exit_code=code, reason=self.reason))
         await self._finish()
@@ -287,6 +302,15 @@ class Session:
         with contextlib.suppress(OSError):
             self.raw.close()
         self.server.forget(self)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and, when it leads one, its process group; quiet when it is gone or not ours."""
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _frames(raw: socket.socket, tty: bool, deadline: float | None) -> Iterator[bytes]:
