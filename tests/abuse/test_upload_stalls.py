@@ -77,7 +77,7 @@ async def test_six_stalled_uploads_do_not_block_another_and_one_over_the_cap_is_
         answer = await refused_busy(api)
         assert answer is not None
         assert answer.status_code == 503
-        assert "TINGYU_API_MAX_UPLOADS" in answer.json()["msg"]
+        assert "TINGYU_API_MAX_UPLOADS" in answer.json()["detail"]
         # Six stay stalled (each holding a reader thread); with two slots free, a real upload goes through.
         for _, writer in stalled[6:]:
             writer.close()

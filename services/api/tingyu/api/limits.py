@@ -51,7 +51,7 @@ class _Body:
         except TimeoutError:
             self.done = True
             raise RequestTimeout(
-                f"请求超时: no body bytes for {self.idle_s:g}s (TINGYU_API_BODY_IDLE_TIMEOUT_S)"
+                detail=f"no body bytes for {self.idle_s:g}s (TINGYU_API_BODY_IDLE_TIMEOUT_S)"
             ) from None
         if message["type"] != "http.request":
             self.done = self.gone = True
@@ -109,15 +109,13 @@ class RequestLimits:
         limit = self.settings.max_url_bytes
         if len(path) + len(query) > limit:
             size = _mib(len(path) + len(query))
-            raise RequestTooLarge(
-                f"请求过大: the URL is {size}, over {_mib(limit)} (TINGYU_API_MAX_URL_BYTES)"
-            )
+            raise RequestTooLarge(detail=f"the URL is {size}, over {_mib(limit)} (TINGYU_API_MAX_URL_BYTES)")
         limit = self.settings.max_query_value_bytes
         for pair in query.split(b"&"):
             if len(pair) > limit:
                 name = pair.partition(b"=")[0][:40].decode(errors="replace")
                 raise RequestTooLarge(
-                    f"请求过大: query parameter '{name}' is {_mib(len(pair))}, over {_mib(limit)} "
+                    detail=f"query parameter '{name}' is {_mib(len(pair))}, over {_mib(limit)} "
                     "(TINGYU_API_MAX_QUERY_VALUE_BYTES)"
                 )
 
@@ -126,8 +124,7 @@ class RequestLimits:
         limit = self.settings.max_uploads
         if self.uploads >= limit:
             raise Unavailable(
-                f"服务暂不可用,请稍后重试: {limit} uploads are in flight in this API process "
-                "(TINGYU_API_MAX_UPLOADS)"
+                detail=f"{limit} uploads are in flight in this API process (TINGYU_API_MAX_UPLOADS)"
             )
         self.uploads += 1
 
@@ -135,7 +132,7 @@ class RequestLimits:
     def _check_declared(scope: Scope, limit: int) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestTooLarge(f"请求过大: the body is {_mib(int(value))}, over {_mib(limit)}")
+                raise RequestTooLarge(detail=f"the body is {_mib(int(value))}, over {_mib(limit)}")
 
     @staticmethod
     async def _read(body: _Body, limit: int) -> bytes:
@@ -143,7 +140,7 @@ class RequestLimits:
         while not body.done:
             message = await body.next()
             if body.size > limit:
-                raise RequestTooLarge(f"请求过大: the body is over {_mib(limit)} (TINGYU_API_MAX_BODY_BYTES)")
+                raise RequestTooLarge(detail=f"the body is over {_mib(limit)} (TINGYU_API_MAX_BODY_BYTES)")
             chunks.append(message.get("body", b""))
         return b"".join(chunks)
 
