@@ -21,6 +21,7 @@ from tests.support import FAST_ENV, bearer, eventually, trusted
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.leases import holder_pid
 from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.settings import PlatformSettings
 
@@ -153,8 +154,9 @@ async def test_rollout_finishes_when_both_leaders_die_mid_way(
         deployer_leader, nodes_leader = await asyncio.gather(
             lease_moved(replica_bus, ROLLOUTS, killed_rollouts), lease_moved(replica_bus, NODES, killed_nodes)
         )
-        assert deployer_leader.startswith("deployer-")
-        assert nodes_leader.startswith("nodes-")
+        alive = {proc.popen.pid for proc in replicas.procs.values()}  # the other replica of each
+        assert holder_pid(deployer_leader) in alive, deployer_leader
+        assert holder_pid(nodes_leader) in alive, nodes_leader
 
         done = await wait_job(replica_api, jobid, 3, timeout=120)
         assert (done["result"]["updated"], done["result"]["failed"]) == (8, 0), done
