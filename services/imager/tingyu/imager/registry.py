@@ -37,6 +37,14 @@ DEFAULT_TOKEN_S = 60.0  # a token answer without `expires_in` (the token specifi
 RENEW_BEFORE_S = 10.0  # a token this close to its end is not used again
 
 
+def normal_scope(scope: str) -> str:
+    """A scope with its actions sorted: the registry names them in any order (`push,pull`)."""
+    head, colon, actions = scope.rpartition(":")
+    if not colon or not head:
+        return scope
+    return f"{head}:{','.join(sorted(set(actions.split(','))))}"
+
+
 def scope_of(method: str, path: str) -> str:
     """The scope the registry will challenge a request for, as Distribution names it: reads pull,
     uploads and manifest writes pull and push, deletes delete; "" for /v2/ itself."""
@@ -102,7 +110,8 @@ class ChallengeAuth(httpx.Auth):
         if not realm:
             raise RegistryError(detail="the registry's Bearer challenge names no realm")
         auth = httpx.BasicAuth(self.user, self.password) if self.user else None
-        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        scope = normal_scope(params.get("scope", ""))
+        query = {k: v for k, v in params.items() if k == "service"} | ({"scope": scope} if scope else {})
         asked = self.clock()
         answer = await self.tokens.get(realm, params=query, auth=auth)
         if answer.status_code != 200:
@@ -113,7 +122,7 @@ class ChallengeAuth(httpx.Auth):
             raise RegistryError(detail=f"token request to {realm} returned no token")
         lasts = float(body.get("expires_in") or DEFAULT_TOKEN_S)
         header = f"Bearer {token}"
-        self.bearer[params.get("scope", "")] = (header, asked + lasts - min(RENEW_BEFORE_S, lasts / 2))
+        self.bearer[scope] = (header, asked + lasts - min(RENEW_BEFORE_S, lasts / 2))
         return header
 
 
