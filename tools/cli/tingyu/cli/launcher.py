@@ -369,7 +369,7 @@ class Platform:
                 "TINGYU_AGENT_STATE_DIR"
             )
             state = Path(given or self.config.state_dir / "agent")
-            if not (state / "nats.creds").exists():
+            if not (state / "nats.creds").exists() and "TINGYU_AGENT_ENROLL_TOKEN" not in (extra_env or {}):
                 env["TINGYU_AGENT_ENROLL_TOKEN"] = self.enroll_token()
             return env
         env = {"TINGYU_NATS_CREDS": str(self.config.auth.creds(name))}
