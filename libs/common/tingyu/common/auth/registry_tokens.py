@@ -35,6 +35,7 @@ IMAGER = "imager"  # the imager's user name at the token service
 VALID_DAYS = 3650
 ALL_ACTIONS = ("pull", "push", "delete")
 PULL_ONLY = ("pull",)
+MAX_SCOPES = 32  # scopes of one token request; Docker asks for one or two
 
 
 def _b64url(data: bytes) -> str:
@@ -94,10 +95,11 @@ class Access:
 
 def parse_scopes(scopes: list[str]) -> list[Access]:
     """`repository:tingyu/web:pull,push` (one per `scope` parameter; Docker may also join several
-    with spaces) -> Access entries. A repository name may hold a port's colon, so the actions are
-    what follows the last colon. Malformed scopes are dropped: they grant nothing."""
+    with spaces) -> Access entries, the first MAX_SCOPES of them. A repository name may hold a
+    port's colon, so the actions are what follows the last colon. Malformed scopes are dropped:
+    they grant nothing."""
     found: list[Access] = []
-    for scope in (part for text in scopes for part in text.split()):
+    for scope in [part for text in scopes for part in text.split()][:MAX_SCOPES]:
         kind, _, rest = scope.partition(":")
         name, _, actions = rest.rpartition(":")
         if kind and name and actions:
