@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_auth import audit_events
+from tests.e2e.test_auth import address, audit_events
 from tests.integration.imager.test_registry_auth import chunks, digest, push_image
 from tests.support import eventually, machine_creds, registry_http, unique
 from tingyu.cli.launcher import Platform
@@ -24,6 +24,7 @@ from tingyu.common.auth.enrollment import revoke_machine
 from tingyu.common.auth.registry_tokens import SERVICE
 from tingyu.common.bus import Bus
 from tingyu.common.errors import RegistryError
+from tingyu.common.models.audit import AuditEvent
 from tingyu.common.models.enroll import EnrollRecord, MachineKey
 from tingyu.common.names import new_node_identity
 from tingyu.common.settings import PlatformSettings
@@ -36,11 +37,15 @@ def realm(platform: Platform) -> str:
     return platform.config.registry_realm
 
 
-async def ask_token(platform: Platform, user: str, password: str, scope: str = "") -> httpx.Response:
-    """The token service's answer to these Basic credentials."""
+async def ask_token(
+    platform: Platform, user: str, password: str, scope: str = "", client: str = ""
+) -> httpx.Response:
+    """The token service's answer to these Basic credentials, from a client address of the test's
+    own (its failed attempts then count against no other test)."""
     params = {"service": SERVICE} | ({"scope": scope} if scope else {})
+    headers = {"X-Forwarded-For": client or address()}
     async with httpx.AsyncClient(timeout=10) as http:
-        return await http.get(realm(platform), params=params, auth=(user, password))
+        return await http.get(realm(platform), params=params, auth=(user, password), headers=headers)
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -201,7 +206,10 @@ async def test_wrong_credentials_get_no_token_and_are_audited(
     for who, secret in wrong:
         refused(await ask_token(platform, who, secret, scope))
     async with httpx.AsyncClient(timeout=10) as http:
-        refused(await http.get(realm(platform), params={"service": SERVICE, "scope": scope}))
+        anonymous = {"X-Forwarded-For": address()}
+        refused(
+            await http.get(realm(platform), params={"service": SERVICE, "scope": scope}, headers=anonymous)
+        )
 
     async def audited() -> bool:
         events = await audit_events(bus, "registry.token")
@@ -209,3 +217,26 @@ async def test_wrong_credentials_get_no_token_and_are_audited(
         return {node_uuid, user, "agent"} <= actors
 
     assert await eventually(audited, timeout=15)
+
+
+async def test_too_many_wrong_credentials_from_one_address_are_refused_429(
+    platform: Platform, bus: Bus, tmp_path: Path
+) -> None:
+    node_uuid, machine_jwt = await enrolled_machine(bus, tmp_path)
+    flooder, bystander = address(), address()
+    scope = "repository:tytest/anything:pull"
+    for _ in range(20):  # TINGYU_API_AUTH_MAX_FAILURES
+        refused(await ask_token(platform, node_uuid, "wrong", scope, flooder))
+    for _ in range(3):  # even the right credential, until the window passes
+        blocked = await ask_token(platform, node_uuid, machine_jwt, scope, flooder)
+        assert blocked.status_code == 429, blocked.text
+        assert blocked.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+        assert blocked.json()["code"] == "TY0072"
+    assert (await ask_token(platform, node_uuid, machine_jwt, scope, bystander)).status_code == 200
+
+    async def flood_audited() -> list[AuditEvent]:
+        events = await audit_events(bus, "registry.token")
+        return [e for e in events if e.client == flooder and e.status == 429]
+
+    await eventually(flood_audited, timeout=15)
+    assert len(await flood_audited()) == 1  # a flood of refusals is audited once per block

@@ -223,7 +223,9 @@ class Gate:
         try:
             await self.app(call.scope, receive, watching)
         finally:
-            if audited(method, call.action, call.status or 500):
+            # A public route refusing a blocked client says when one refusal of the flood is enough.
+            repeated = bool((call.scope.get("state") or {}).get("repeated_refusal"))
+            if audited(method, call.action, call.status or 500) and not repeated:
                 call.status = call.status or 500
                 call.answer = parse_json(b"".join(chunks)) if capture[0] else None
                 auditor.record(call.event())

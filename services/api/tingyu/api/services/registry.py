@@ -119,6 +119,7 @@ class RegistryTokens:
         client = (request.client.host if request.client else "") or ""
         wait = limiter.blocked(client)
         if wait:
+            request.state.repeated_refusal = not limiter.first_refusal(client)  # audited once per block
             detail = f"{client} failed to authenticate too often; try again in {math.ceil(wait)} s"
             raise TooManyFailures(detail=detail)
         if self.signer is None:
