@@ -118,8 +118,9 @@ class PeakRss:
 
 def push_as_imager(platform: Platform, docker_config: Path, reference: str) -> None:
     """`docker push` as the registry's read-write user, logged in with a config folder of its own."""
-    login = ["docker", "--config", str(docker_config), "login", "-u", "imager", "--password-stdin"]
-    password = platform.registry_users()["imager"].encode()
+    user, secret = platform.registry_credentials("imager")
+    login = ["docker", "--config", str(docker_config), "login", "-u", user, "--password-stdin"]
+    password = secret.encode()
     subprocess.run([*login, platform.config.registry], input=password, check=True, capture_output=True)
     sh("docker", "--config", str(docker_config), "push", reference)
 

@@ -18,10 +18,10 @@ import nats
 import pytest
 
 from tests.integration.common.test_nats_security import new_machine
-from tests.support import build_busybox, docker_as, enroll_offline, eventually, unique
+from tests.support import build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import JETSTREAM_DOMAIN, ClusterPlatform, port_open
 from tingyu.common import subjects
-from tingyu.common.auth.enrollment import revoke_machine
+from tingyu.common.auth.enrollment import new_token, revoke_machine
 from tingyu.common.auth.permissions import desired_get
 from tingyu.common.bus import Bus
 from tingyu.common.models.enroll import EnrollRecord, MachineKey
@@ -49,15 +49,24 @@ async def final(api: httpx.AsyncClient, jobid: str) -> dict[str, object]:
 
 
 async def test_an_agent_behind_a_leaf_node_is_deployed_to_and_converges_after_a_cut(
-    cluster: ClusterPlatform, apis: list[httpx.AsyncClient], docker_client: docker.DockerClient
+    cluster: ClusterPlatform,
+    cluster_bus: Bus,
+    apis: list[httpx.AsyncClient],
+    docker_client: docker.DockerClient,
 ) -> None:
     api = await live_api(apis)
     leaf = cluster.start_leaf("east")
     folder = cluster.config.state_dir / "edge-agent"
     # A machine credential of its own (its own subjects; `$JS.tingyu.API` for its desired state),
-    # presented to the leaf node alone, which checks it against the same account.
-    enroll_offline(folder)
-    edge = {"TINGYU_NATS_URL": leaf.url, "TINGYU_AGENT_STATE_DIR": str(folder)}
+    # presented to the leaf node alone, which checks it against the same account. It enrolls through
+    # the API with a one-time token, so that the registry's token service knows it too.
+    folder.mkdir(parents=True, exist_ok=True)
+    token = await new_token(cluster_bus, ttl_s=600.0)
+    edge = {
+        "TINGYU_NATS_URL": leaf.url,
+        "TINGYU_AGENT_STATE_DIR": str(folder),
+        "TINGYU_AGENT_ENROLL_TOKEN": token,
+    }
     cluster.start_service("agent", edge, label="agent-edge")
     identity = folder / "identity.json"
 

@@ -19,7 +19,7 @@ import docker
 import httpx
 import pytest
 
-from tests.support import ADMIN_TOKEN, build_busybox, docker_as, eventually, unique
+from tests.support import ADMIN_TOKEN, build_busybox, docker_as, eventually, registry_http, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -105,11 +105,9 @@ async def manifest(platform: Platform, name: str, tag: str) -> tuple[int, str]:
             "application/vnd.oci.image.manifest.v1+json",
         ]
     )
-    # The registry asks for credentials (htpasswd): the imager's, who pushes and deletes.
-    async with httpx.AsyncClient(auth=("imager", platform.registry_users()["imager"])) as registry:
-        answer = await registry.head(
-            f"http://{platform.config.registry}/v2/{name}/manifests/{tag}", headers={"Accept": accept}
-        )
+    # The registry asks for a token (from the API's token service): the imager's, who pushes and deletes.
+    async with registry_http(platform) as registry:
+        answer = await registry.head(f"/v2/{name}/manifests/{tag}", headers={"Accept": accept})
     return answer.status_code, answer.headers.get("Docker-Content-Digest", "")
 
 
@@ -172,8 +170,8 @@ async def test_upload_search_pull_and_delete(
     ).json()
     assert deleted["code"] == 200, deleted
     assert await search(api, name) == []
-    async with httpx.AsyncClient(auth=("imager", platform.registry_users()["imager"])) as registry:
-        gone = await registry.head(f"http://{platform.config.registry}/v2/{name}/manifests/v1.0")
+    async with registry_http(platform) as registry:
+        gone = await registry.head(f"/v2/{name}/manifests/v1.0")
     assert gone.status_code == 404
     missing = await delete(api, name)
     assert missing["code"] == "TY0020", missing
@@ -246,8 +244,8 @@ async def test_corrupt_layer_is_refused_and_nothing_is_stored(
     assert (job["state"], job["message"]) == (4, BAD_ARCHIVE), job
     assert "digest" in job["result"]["detail"]
     assert await search(api, name) == []
-    async with httpx.AsyncClient(auth=("imager", platform.registry_users()["imager"])) as registry:
-        tags = await registry.get(f"http://{platform.config.registry}/v2/{name}/tags/list")
+    async with registry_http(platform) as registry:
+        tags = await registry.get(f"/v2/{name}/tags/list")
     assert tags.status_code == 404
 
 

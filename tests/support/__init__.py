@@ -1,7 +1,7 @@
 """Helpers the tests share (fixtures stay in `conftest.py` files): trust material and settings,
 waiting on conditions, images, test data factories and peer machines that play an agent."""
 
-from tests.support.images import build_busybox, docker_as, remove_agent_containers
+from tests.support.images import build_busybox, docker_as, registry_http, remove_agent_containers
 from tests.support.trust import (
     ADMIN_TOKEN,
     AUTH,
@@ -34,6 +34,7 @@ __all__ = [
     "machine_creds",
     "machine_settings",
     "raise_transient",
+    "registry_http",
     "remove_agent_containers",
     "trusted",
     "unique",

@@ -3,14 +3,18 @@ pulled), the registry as one of its users, and cleaning up after an agent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
+import httpx
 
 from tingyu.cli.launcher import Platform
+from tingyu.imager.registry import ChallengeAuth
 
 
 def remove_agent_containers(identity: Path) -> None:
@@ -48,10 +52,22 @@ def build_busybox(client: docker.DockerClient, repository: str, tag: str, cmd: s
     return reference
 
 
-def docker_as(platform: Platform, user: str, *args: str) -> None:
-    """The docker CLI logged in to the platform's registry as `user` (`imager` pushes, `agent`
-    pulls), with a config folder of its own so the machine's docker login is left alone."""
-    password = platform.registry_users()[user]
+@contextlib.asynccontextmanager
+async def registry_http(platform: Platform, who: str = "imager") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the platform's registry that gets its bearer tokens from the API's token
+    service as `who` (`imager` pushes and deletes, `agent` is the platform's own machine and pulls)."""
+    user, password = platform.registry_credentials(who)
+    async with httpx.AsyncClient(timeout=30) as tokens:
+        auth = ChallengeAuth(user, password, tokens)
+        async with httpx.AsyncClient(base_url=f"http://{platform.config.registry}", auth=auth) as http:
+            yield http
+
+
+def docker_as(platform: Platform, who: str, *args: str) -> None:
+    """The docker CLI logged in to the platform's registry as `who` (`imager` pushes, `agent`
+    pulls with the machine's own uuid and JWT), with a config folder of its own so the machine's
+    docker login is left alone; dockerd then fetches its tokens from the API itself."""
+    user, password = platform.registry_credentials(who)
     with tempfile.TemporaryDirectory() as config:
         login = ["docker", "--config", config, "login", "-u", user, "--password-stdin"]
         subprocess.run(

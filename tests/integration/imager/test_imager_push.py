@@ -5,17 +5,16 @@ version and a push of a vanished upload end failed with their reasons."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from nats.js import errors as js_errors
 
-from tests.support import eventually, unique
+from tests.support import eventually, registry_http, unique
 from tests.unit.common.test_image_archive import layer, oci
-from tingyu.cli.launcher import Platform, PlatformConfig, free_port
+from tingyu.cli.launcher import Platform
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore, job_id
@@ -26,30 +25,19 @@ from tingyu.common.settings import PlatformSettings
 from tingyu.imager import main
 from tingyu.imager.config import ImagerSettings
 
-REGISTRY_AUTH: list[tuple[str, str]] = []  # the registry's read-write user, once it runs
-
 
 @pytest.fixture(scope="module")
-def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A docker-registry of this module's own (launcher code)."""
-    root = tmp_path_factory.mktemp("imager-registry")
-    launcher = Platform(
-        PlatformConfig(state_dir=root, registry_port=free_port(), colour=False, log_file=root / "log")
-    )
-    launcher.start_registry()
-    REGISTRY_AUTH.append(("imager", launcher.registry_users()["imager"]))
-    try:
-        yield f"http://{launcher.config.registry}"
-    finally:
-        launcher.stop()
+def registry_url(platform: Platform) -> str:
+    """The platform's registry: its tokens come from the platform's API (the imager is this test's)."""
+    return f"http://{platform.config.registry}"
 
 
 @pytest_asyncio.fixture
 async def imager(
-    nats_url: str, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_url: str, registry_url: str, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Bus]:
     """A running imager (its `setup` in a `Service`) and a bus of the test's own."""
-    user, password = REGISTRY_AUTH[-1]
+    user, password = platform.registry_credentials("imager")
     platform = PlatformSettings(
         nats_url=nats_url, registry_url=registry_url, registry_user=user, registry_password=password
     )
@@ -90,7 +78,7 @@ async def _push(bus: Bus, name: str, upload: str, tar: bytes | None) -> Job:
 
 
 async def test_push_then_duplicate_then_vanished_upload(
-    imager: Bus, registry_url: str, tmp_path: Path
+    imager: Bus, platform: Platform, tmp_path: Path
 ) -> None:
     name = unique("img")
     tar = oci(tmp_path / "image.tar", [layer(unique("content"))]).read_bytes()
@@ -99,9 +87,9 @@ async def test_push_then_duplicate_then_vanished_upload(
     done = await _push(imager, name, upload, tar)
     assert done.message == "success", done
     assert done.result["format"] == "oci"
-    async with httpx.AsyncClient(auth=REGISTRY_AUTH[-1]) as client:
+    async with registry_http(platform) as client:
         head = await client.head(
-            f"{registry_url}/v2/{name}/manifests/1",
+            f"/v2/{name}/manifests/1",
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
         )
     assert head.headers.get("Docker-Content-Digest") == done.result["digest"]

@@ -98,7 +98,17 @@ async def _post(settings: AgentSettings, body: dict[str, str]) -> dict[str, Any]
 
 
 def machine_platform(platform: PlatformSettings, enrollment: Enrollment, node_uuid: str) -> PlatformSettings:
-    """The platform settings with this machine's own credential and inbox."""
-    return platform.model_copy(
-        update={"nats_creds": str(enrollment.creds), "nats_inbox_prefix": machine_inbox(node_uuid)}
-    )
+    """The platform settings with this machine's own credential and inbox. The same credential
+    pulls from the platform's registry (user = the uuid, password = the NATS user JWT; its token
+    service grants a machine `pull` only), unless TINGYU_REGISTRY_USER names another (a production
+    registry's pull-only robot account)."""
+    update: dict[str, Any] = {
+        "nats_creds": str(enrollment.creds),
+        "nats_inbox_prefix": machine_inbox(node_uuid),
+    }
+    if not platform.registry_user:
+        update |= {
+            "registry_user": node_uuid,
+            "registry_password": jwt.creds_jwt(enrollment.creds.read_text()),
+        }
+    return platform.model_copy(update=update)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tingyu.common.auth.registry_tokens import ISSUER, SERVICE
 from tingyu.common.settings import PlatformSettings, get_platform_settings
 
 
@@ -44,6 +45,15 @@ class ApiSettings(BaseSettings):
     auth_failure_window_s: float = 60.0
     tls_cert: str = ""  # HTTPS from these files; empty: plain HTTP (loopback or behind a proxy)
     tls_key: str = ""
+    # The registry's token service (`GET /tingyu/registry/token`, docs/security.md): the key that signs
+    # and the certificate the registry trusts (default: var/registry/token/, made by `tingyu up`), the
+    # names the registry's `auth.token` expects, and the imager's secret (the one caller that may push).
+    registry_token_key: Path | None = None
+    registry_token_cert: Path | None = None
+    registry_service: str = SERVICE
+    registry_issuer: str = ISSUER
+    registry_token_ttl_s: int = 300
+    registry_imager_password: SecretStr = SecretStr("")
     console_dir: Path | None = None  # the built console (default: console/dist of this source tree)
     # Remote operations (docs/remote.md).
     logs_max_tail: int = 10_000  # largest `tail` a logs request may ask for
@@ -58,6 +68,12 @@ class ApiSettings(BaseSettings):
         """What the HTTP server itself reads of a request head: above the URL limit, so that an
         over-long URL reaches the application and is answered with an envelope."""
         return self.max_url_bytes + 64 * 1024
+
+    @property
+    def registry_token_files(self) -> tuple[Path, Path]:
+        """(key, certificate) of the registry token service."""
+        folder = self.platform.state_dir / "registry" / "token"
+        return self.registry_token_key or folder / "key.pem", self.registry_token_cert or folder / "cert.pem"
 
     @field_validator("admin_token")
     @classmethod

@@ -203,3 +203,40 @@ class ContractDownloadRoute(ContractErrorRoute):
     """Like ContractErrorRoute, but a missing or expired download answers HTTP 404 (so `curl -f` fails)."""
 
     missing_status = 404
+
+
+# --- The registry token service's error shape -------------------------------------------------------
+
+REGISTRY_ERROR_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS", 503: "UNAVAILABLE"}
+
+
+def registry_error_body(exc: TingyuError) -> dict[str, Any]:
+    """Distribution's `{"errors": [{code, message, detail}]}`, which `docker pull` shows to its user,
+    with our envelope's `msg` and TY `code` beside it."""
+    message = f"{exc.msg}: {exc.detail}" if exc.detail else exc.msg
+    code = REGISTRY_ERROR_CODES.get(exc.http_status, "UNAUTHORIZED")
+    return {
+        "errors": [{"code": code, "message": message, "detail": exc.code}],
+        **error_body(exc),
+    }
+
+
+class RegistryErrorRoute(EnvelopeRoute):
+    """A route the registry's clients call (Docker, the imager): refusals in the registry's shape,
+    401 with a Basic challenge (the token service takes HTTP Basic credentials)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except TingyuError as exc:
+                status = exc.http_status if exc.http_status != 200 else 400
+                headers = {"WWW-Authenticate": 'Basic realm="tingyu registry"'} if status == 401 else None
+                return JSONResponse(registry_error_body(exc), status_code=status, headers=headers)
+            except BUS_UNAVAILABLE as exc:
+                log.warning("bus unavailable: %r", exc)
+                return JSONResponse(registry_error_body(Unavailable()), status_code=503)
+
+        return route

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 # Paths under the root that answer without a token: liveness, readiness, the enrollment of a machine
 # (it carries its own enrollment token) and the console's page and static files (its data calls
-# carry a token). The OpenAPI document and its page hold no data and are public too.
-PUBLIC = ("/healthz", "/readyz", "/node/enroll")
+# carry a token), the registry's token service (it takes the registry's Basic credentials). The
+# OpenAPI document and its page hold no data and are public too.
+PUBLIC = ("/healthz", "/readyz", "/node/enroll", "/registry/token")
 PUBLIC_TREES = ("/console",)
 MAX_CAPTURE = 1 << 20  # bytes of a JSON request or answer read for the audit (larger: not parsed)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -104,13 +105,15 @@ class Call:
         targets, machines = named(query, dict(self.scope.get("path_params") or {}), self.body)
         code, jobs = outcome(self.status, self.answer)
         who = self.principal
+        # A public route that checks credentials itself (the registry token service) names the claimed user.
+        claimed = str((self.scope.get("state") or {}).get("claimed", ""))
         return AuditEvent(
             time=self.started,
             request_id=self.request_id,
             action=self.action,
             method=method_of(self.scope),
             path=self.scope["path"],
-            actor=who.name if who else "",
+            actor=who.name if who else claimed,
             token_id=who.id if who else "",
             role=who.role.value if who else "",
             areas=sorted(who.areas) if who else [],
@@ -220,7 +223,9 @@ class Gate:
         try:
             await self.app(call.scope, receive, watching)
         finally:
-            if audited(method, call.action, call.status or 500):
+            # A public route refusing a blocked client says when one refusal of the flood is enough.
+            repeated = bool((call.scope.get("state") or {}).get("repeated_refusal"))
+            if audited(method, call.action, call.status or 500) and not repeated:
                 call.status = call.status or 500
                 call.answer = parse_json(b"".join(chunks)) if capture[0] else None
                 auditor.record(call.event())

@@ -23,6 +23,7 @@ from tingyu.api.config import ApiSettings, get_settings
 from tingyu.api.gate import Actions, Doors, Gate
 from tingyu.api.limits import HeadTimeoutH11, RequestLimits
 from tingyu.api.routes import ROUTERS
+from tingyu.api.services.registry import RegistryTokens
 from tingyu.api.uploads import reader_threads
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
@@ -54,6 +55,7 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
         app.state.keyring = Keyring(bus, admin_token, settings.token_cache_s)
         app.state.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
         app.state.auditor = Auditor(bus)
+        app.state.registry_tokens = RegistryTokens.load(bus, settings)
         watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")
         try:
             yield

@@ -2,7 +2,12 @@
 
 Auth follows the `WWW-Authenticate` challenge: `Basic` answers with the configured user and
 password; `Bearer` fetches a token from the challenge's realm for its service and scope (with
-the same credentials, when set) and reuses it until the registry challenges again.
+the same credentials, when set). Tokens are kept per scope until shortly before they expire, so a
+request whose scope already has one goes out authorised at once (a streamed body can't be sent
+twice).
+
+The imager asks the realm rather than minting tokens with the platform's signing key: the key
+stays with the API alone, and the same code works against Harbor or ACR, whose keys we never hold.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import base64
 import re
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 
 import httpx
 
@@ -26,35 +32,77 @@ MANIFEST_ACCEPT = ", ".join(
     )
 )
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
+_REPOSITORY = re.compile(r"^/v2/(.+)/(?:blobs|manifests|tags)/")
+DEFAULT_TOKEN_S = 60.0  # a token answer without `expires_in` (the token specification's default)
+RENEW_BEFORE_S = 10.0  # a token this close to its end is not used again
+
+
+def normal_scope(scope: str) -> str:
+    """A scope with its actions sorted: the registry names them in any order (`push,pull`)."""
+    head, colon, actions = scope.rpartition(":")
+    if not colon or not head:
+        return scope
+    return f"{head}:{','.join(sorted(set(actions.split(','))))}"
+
+
+def scope_of(method: str, path: str) -> str:
+    """The scope the registry will challenge a request for, as Distribution names it: reads pull,
+    uploads and manifest writes pull and push, deletes delete; "" for /v2/ itself."""
+    found = _REPOSITORY.match(path)
+    if not found:
+        return ""
+    if method in ("GET", "HEAD"):
+        actions = "pull"
+    elif method == "DELETE":
+        actions = "delete"
+    else:
+        actions = "pull,push"
+    return f"repository:{found.group(1)}:{actions}"
 
 
 class ChallengeAuth(httpx.Auth):
     """Answers 401 challenges with Basic credentials or a Bearer token from the realm."""
 
-    def __init__(self, user: str, password: str, tokens: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        user: str,
+        password: str,
+        tokens: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.user = user
         self.password = password
         self.tokens = tokens
-        self.header = ""
+        self.clock = clock
+        self.basic = ""  # set once the registry asked for Basic credentials
+        self.bearer: dict[str, tuple[str, float]] = {}  # scope -> (header, usable until)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise RuntimeError("the registry client is asynchronous")
 
+    def known(self, scope: str) -> str:
+        """The header already held for `scope` ("" when none is, or it is about to expire)."""
+        if self.basic:
+            return self.basic
+        header, until = self.bearer.get(scope, ("", 0.0))
+        return header if header and self.clock() < until else ""
+
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if self.header:
-            request.headers["Authorization"] = self.header
+        header = self.known(scope_of(request.method, request.url.path))
+        if header:
+            request.headers["Authorization"] = header
         response = yield request
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status_code != 401 or not challenge:
             return
-        self.header = await self._answer(challenge)
-        request.headers["Authorization"] = self.header
+        request.headers["Authorization"] = await self._answer(challenge)
         yield request
 
     async def _answer(self, challenge: str) -> str:
         scheme, _, rest = challenge.partition(" ")
         if scheme.lower() == "basic":
-            return basic_header(self.user, self.password)
+            self.basic = basic_header(self.user, self.password)
+            return self.basic
         if scheme.lower() != "bearer":
             raise RegistryError(detail=f"unsupported registry auth scheme {scheme!r}")
         params = dict(_PARAM.findall(rest))
@@ -62,7 +110,9 @@ class ChallengeAuth(httpx.Auth):
         if not realm:
             raise RegistryError(detail="the registry's Bearer challenge names no realm")
         auth = httpx.BasicAuth(self.user, self.password) if self.user else None
-        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        scope = normal_scope(params.get("scope", ""))
+        query = {k: v for k, v in params.items() if k == "service"} | ({"scope": scope} if scope else {})
+        asked = self.clock()
         answer = await self.tokens.get(realm, params=query, auth=auth)
         if answer.status_code != 200:
             raise RegistryError(detail=f"token request to {realm} answered {answer.status_code}")
@@ -70,7 +120,10 @@ class ChallengeAuth(httpx.Auth):
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError(detail=f"token request to {realm} returned no token")
-        return f"Bearer {token}"
+        lasts = float(body.get("expires_in") or DEFAULT_TOKEN_S)
+        header = f"Bearer {token}"
+        self.bearer[scope] = (header, asked + lasts - min(RENEW_BEFORE_S, lasts / 2))
+        return header
 
 
 def basic_header(user: str, password: str) -> str:

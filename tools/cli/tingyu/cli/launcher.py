@@ -26,9 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
-
+from tingyu.common.auth import jwt
 from tingyu.common.auth.material import AuthDir
+from tingyu.common.auth.registry_tokens import ISSUER as REGISTRY_ISSUER
+from tingyu.common.auth.registry_tokens import SERVICE as REGISTRY_SERVICE
+from tingyu.common.auth.registry_tokens import ensure_signing_material
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.settings import PlatformSettings
 
@@ -213,6 +215,11 @@ class PlatformConfig:
         return f"http://127.0.0.1:{self.api_port}/tingyu"
 
     @property
+    def registry_realm(self) -> str:
+        """The registry's token service: the API's `/registry/token`."""
+        return f"{self.api_url}/registry/token"
+
+    @property
     def admin_token_file(self) -> Path:
         return self.state_dir / "api" / "admin.token"
 
@@ -286,41 +293,53 @@ class Platform:
         self.spawn(name, [find_binary("nats-server"), "-c", str(conf)])
         wait_until(lambda: port_open(port), 30, "nats-server")
 
-    def registry_users(self) -> dict[str, str]:
-        """User name -> password of the registry: `imager` pushes and deletes, `agent` pulls.
-        Made once (var/registry/auth, mode 0600) with the bcrypt htpasswd the registry reads."""
-        folder = self.config.state_dir / "registry" / "auth"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        passwords = {}
-        for user in ("imager", "agent"):
-            path = folder / f"{user}.password"
-            if not path.exists():
-                write_private(path, secrets.token_urlsafe(24))
-                (folder / "htpasswd").unlink(missing_ok=True)
-            passwords[user] = path.read_text().strip()
-        if not (folder / "htpasswd").exists():
-            # Random 32-character passwords need no slow hash; a low cost keeps each pull cheap.
-            lines = (
-                f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}"
-                for u, p in passwords.items()
-            )
-            write_private(folder / "htpasswd", "\n".join(lines) + "\n")
-        return passwords
+    def registry_imager_password(self) -> str:
+        """The imager's secret at the registry's token service (var/registry/auth/imager.password,
+        made once, mode 0600): the one credential that may push and delete."""
+        path = self.config.state_dir / "registry" / "auth" / "imager.password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(path, secrets.token_urlsafe(24))
+        return path.read_text().strip()
 
-    def start_registry(self) -> None:
+    def registry_credentials(self, who: str) -> tuple[str, str]:
+        """(user, password) at the registry's token service: `imager` pushes and deletes; `agent`,
+        this platform's own enrolled agent (its node uuid and NATS user JWT), only pulls."""
+        if who == "imager":
+            return "imager", self.registry_imager_password()
+        folder = self.config.state_dir / "agent"
+        node_uuid = json.loads((folder / "identity.json").read_text())["uuid"]
+        return str(node_uuid), jwt.creds_jwt((folder / "nats.creds").read_text())
+
+    @property
+    def registry_token_files(self) -> tuple[Path, Path]:
+        """(key, certificate) that sign and check the registry's tokens (made once)."""
+        return ensure_signing_material(self.config.state_dir / "registry" / "token")
+
+    def registry_config(self) -> str:
+        """docker-registry's configuration: token auth whose realm is the API's token service, and
+        deletes enabled (only the imager's tokens grant `delete`)."""
         root = self.config.state_dir / "registry"
-        (root / "data").mkdir(parents=True, exist_ok=True)
-        self.registry_users()
-        conf = root / "config.yml"
-        conf.write_text(
+        _, cert = self.registry_token_files
+        return (
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             "storage:\n"
             f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
-            "  delete:\n    enabled: true\n"  # the imager deletes versions (its user only)
+            "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.config.registry_port}\n"
-            f"auth:\n  htpasswd:\n    realm: tingyu\n    path: {root / 'auth' / 'htpasswd'}\n"
+            "auth:\n  token:\n"
+            f"    realm: {self.config.registry_realm}\n"
+            f"    service: {REGISTRY_SERVICE}\n"
+            f"    issuer: {REGISTRY_ISSUER}\n"
+            f"    rootcertbundle: {cert}\n"
         )
+
+    def start_registry(self) -> None:
+        root = self.config.state_dir / "registry"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        conf = root / "config.yml"
+        conf.write_text(self.registry_config())
         self.spawn("registry", [find_binary("docker-registry"), "serve", str(conf)])
         wait_until(lambda: registry_answers(f"http://{self.config.registry}/v2/"), 30, "docker-registry")
 
@@ -334,27 +353,38 @@ class Platform:
     # --- services --------------------------------------------------------------------------------
 
     def service_env(self, name: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
-        """A service's own NATS user and registry user; the agent instead enrolls (with a one-time
-        token made here when it has no credential yet) and pulls as the read-only registry user.
+        """A service's own NATS user; the imager's registry secret (the API holds it too, with the
+        key that signs registry tokens); the agent instead enrolls (with a one-time token made here
+        when it has no credential yet) and pulls with that machine credential.
         `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
-        registry = self.registry_users()
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
             # holds the `kube` service user (docs/kubernetes.md) and pulls nothing itself.
             return {"TINGYU_NATS_CREDS": str(self.config.auth.creds("kube"))}
         if name == "agent":
-            env = {"TINGYU_REGISTRY_USER": "agent", "TINGYU_REGISTRY_PASSWORD": registry["agent"]}
+            # No registry user: the agent pulls as itself (uuid and NATS user JWT), read-only.
+            env = {"TINGYU_REGISTRY_USER": "", "TINGYU_REGISTRY_PASSWORD": ""}
             env |= {"TINGYU_NATS_CREDS": "", "TINGYU_AGENT_ENROLL_URL": self.config.api_url}
             given = (extra_env or {}).get("TINGYU_AGENT_STATE_DIR") or self.config.env().get(
                 "TINGYU_AGENT_STATE_DIR"
             )
             state = Path(given or self.config.state_dir / "agent")
-            if not (state / "nats.creds").exists():
+            if not (state / "nats.creds").exists() and "TINGYU_AGENT_ENROLL_TOKEN" not in (extra_env or {}):
                 env["TINGYU_AGENT_ENROLL_TOKEN"] = self.enroll_token()
             return env
         env = {"TINGYU_NATS_CREDS": str(self.config.auth.creds(name))}
         if name == "imager":
-            env |= {"TINGYU_REGISTRY_USER": "imager", "TINGYU_REGISTRY_PASSWORD": registry["imager"]}
+            env |= {
+                "TINGYU_REGISTRY_USER": "imager",
+                "TINGYU_REGISTRY_PASSWORD": self.registry_imager_password(),
+            }
+        if name == "api":
+            key, cert = self.registry_token_files
+            env |= {
+                "TINGYU_API_REGISTRY_TOKEN_KEY": str(key),
+                "TINGYU_API_REGISTRY_TOKEN_CERT": str(cert),
+                "TINGYU_API_REGISTRY_IMAGER_PASSWORD": self.registry_imager_password(),
+            }
         return env
 
     def enroll_token(self, area: str = "", operator: str = "") -> str:

@@ -125,3 +125,12 @@ def creds(user_jwt_text: str, seed: str) -> str:
         "------END USER NKEY SEED------\n\n"
         "*************************************************************\n"
     )
+
+
+def creds_jwt(creds_text: str) -> str:
+    """The user JWT inside a `.creds` file ("" when it holds none)."""
+    lines = creds_text.splitlines()
+    for number, line in enumerate(lines[:-1]):
+        if line.startswith("-----BEGIN NATS USER JWT"):
+            return lines[number + 1].strip()
+    return ""

@@ -13,6 +13,7 @@ from tingyu.api.routes import (
     images,
     metering,
     nodes,
+    registry,
     remote,
     rollouts,
     tasks,
@@ -35,4 +36,5 @@ ROUTERS: list[APIRouter] = [
     health.router,
     tokens.router,
     audit.router,
+    registry.router,
 ]
