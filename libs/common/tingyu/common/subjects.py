@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from tingyu.common.models.base import Message
 from tingyu.common.models.containers import (
     ContainerCommand,
+    DesiredContainer,
     NameClaim,
     NodeDesired,
     NodeReport,
@@ -176,7 +177,8 @@ HEARTBEATS_ALL = heartbeat.all
 
 
 def agent_nudge(node_uuid: str) -> str:
-    """Tells one agent that its desired state changed (it re-reads the bucket)."""
+    """Tells one agent that its desired state changed: a `DesiredNudge` names the key and its new
+    revision (the agent reads that key alone); an empty message asks for a full read."""
     return f"ty.agent.{node_uuid}.nudge"
 
 
@@ -331,11 +333,37 @@ NODES = BucketSpec(
 )
 DESIRED = BucketSpec(
     "ty_desired",
-    NodeDesired,
+    DesiredContainer,
     history=5,
     max_bytes=GIB // 2,
-    description="Desired containers of one machine; key = node uuid.",
+    description="Desired state of one deployment; key = <node uuid>.<deployment name>.",
 )
+LEGACY_DESIRED = BucketSpec(
+    DESIRED.name,
+    NodeDesired,
+    history=DESIRED.history,
+    max_bytes=DESIRED.max_bytes,
+    description="Before one key per deployment: a whole machine's desired state, key = node uuid "
+    "(the deployer splits it at start; never written).",
+)
+
+
+def desired_key(node_uuid: str, name: str) -> str:
+    """The `ty_desired` key of one deployment."""
+    return f"{node_uuid}.{name}"
+
+
+def desired_keys(node_uuid: str) -> str:
+    """The `ty_desired` key pattern of every deployment of one machine."""
+    return f"{node_uuid}.*"
+
+
+def desired_lister(node_uuid: str) -> str:
+    """The name of the short-lived consumer with which a machine lists its own `ty_desired` keys
+    (its credential allows this consumer, with that filter, and no other)."""
+    return f"desired_{node_uuid}"
+
+
 NAMES = BucketSpec(
     "ty_names",
     NameClaim,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import NodeNotFound
 from tingyu.common.models.containers import NameClaim, NodeDesired, NodeReport
 from tingyu.common.models.images import ImageRecord
@@ -44,8 +45,8 @@ async def claim(bus: Bus, name: str) -> NameClaim | None:
 
 
 async def desired(bus: Bus, node_uuid: str) -> NodeDesired:
-    found = await bus.store(subjects.DESIRED).get(node_uuid)
-    return found or NodeDesired(node_uuid=node_uuid)
+    """Every deployment of one machine, gathered from its keys `<uuid>.*`."""
+    return await DesiredStore(bus).node(node_uuid)
 
 
 async def observed(bus: Bus, node_uuid: str) -> NodeReport | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tingyu.common import subjects
+from tingyu.common.desired import migrate
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
 from tingyu.common.service import Service, run_service
@@ -18,6 +19,8 @@ async def setup(service: Service) -> None:
     settings = get_settings()
     service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
+    # Legacy whole-machine desired records become one key per deployment before any command runs.
+    await migrate(bus)
     jobs = JobStore(bus)
     commands = Commands(bus, jobs, settings.job_timeout_s)
     reports = Reports(bus, jobs)

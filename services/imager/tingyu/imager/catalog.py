@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import ImageNotFound, ImageVersionExists, ImageVersionNotFound
 from tingyu.common.models.containers import ContainerSpec, DesiredState
 from tingyu.common.models.images import ImageRecord, ImageVersion
@@ -64,13 +65,12 @@ async def users(bus: Bus, name: str, tag: str = "") -> list[str]:
     """Deployments (not being deleted) that run or may return to catalog image `name` (in version
     `tag`): the desired spec, and the `fallback` an update in flight goes back to if it fails."""
     found = []
-    for node in await bus.store(subjects.DESIRED).values():
-        for container in node.containers.values():
-            if container.state == DesiredState.ABSENT:
-                continue
-            specs = [container.spec, *([container.fallback] if container.fallback else [])]
-            if any(uses(spec, name, tag) for spec in specs):
-                found.append(container.name)
+    for container in await DesiredStore(bus).everything():
+        if container.state == DesiredState.ABSENT:
+            continue
+        specs = [container.spec, *([container.fallback] if container.fallback else [])]
+        if any(uses(spec, name, tag) for spec in specs):
+            found.append(container.name)
     return sorted(found)
 
 

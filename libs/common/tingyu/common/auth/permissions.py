@@ -16,12 +16,29 @@ def machine_inbox(node_uuid: str) -> str:
     return f"{INBOX}.{node_uuid}"
 
 
+def _api(domain: str) -> str:
+    """The JetStream API prefix; with a `domain` (a cluster reached through leaf nodes) it names it."""
+    return f"$JS.{domain}.API" if domain else "$JS.API"
+
+
 def desired_get(node_uuid: str, domain: str = "") -> str:
-    """The JetStream API subject of a direct get of the machine's own desired-state key; with a
-    JetStream `domain` (a cluster reached through leaf nodes) the API prefix names it."""
+    """The JetStream API subjects of direct gets of the machine's own desired-state keys
+    (`<uuid>.<deployment>`): no other machine's key matches."""
     spec = subjects.DESIRED
-    api = f"$JS.{domain}.API" if domain else "$JS.API"
-    return f"{api}.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
+    return f"{_api(domain)}.DIRECT.GET.{spec.stream}.{spec.prefix}{subjects.desired_keys(node_uuid)}"
+
+
+def desired_listing(node_uuid: str, domain: str = "") -> list[str]:
+    """The JetStream API subjects with which a machine lists its own desired-state keys: create
+    (the filter is part of the subject, and the server holds the consumer to it), fetch from and
+    delete one consumer named after the machine; no other name and no other filter."""
+    spec = subjects.DESIRED
+    api, consumer = _api(domain), subjects.desired_lister(node_uuid)
+    return [
+        f"{api}.CONSUMER.CREATE.{spec.stream}.{consumer}.{spec.prefix}{subjects.desired_keys(node_uuid)}",
+        f"{api}.CONSUMER.MSG.NEXT.{spec.stream}.{consumer}",
+        f"{api}.CONSUMER.DELETE.{spec.stream}.{consumer}",
+    ]
 
 
 # How long a machine may answer on the reply inbox of a request it received, counted from the
@@ -47,6 +64,8 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
                 # The same read in any JetStream domain (TINGYU_NATS_DOMAIN, docs/security.md): the
                 # credential stays valid whether the machine reaches a single server or a leaf node.
                 desired_get(node_uuid, "*"),
+                *desired_listing(node_uuid),
+                *desired_listing(node_uuid, "*"),
                 # Object names are job ids the machine learns only from its own requests;
                 # NATS cannot bind an object name to a machine (docs/security.md).
                 f"$O.{files}.C.*",
