@@ -12,8 +12,9 @@ from tests.support import unique
 from tests.support.factories import spec
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, call, serve
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import ImageInUse, ImageNotFound, ImageVersionNotFound, InvalidParameter
-from tingyu.common.models.containers import DesiredContainer, NodeDesired
+from tingyu.common.models.containers import DesiredContainer
 from tingyu.common.models.images import ImageRecord, ImagerReply, ImagerRequest, ImageVersion
 from tingyu.common.settings import PlatformSettings
 from tingyu.imager.deletes import Deleter
@@ -62,21 +63,16 @@ async def test_refusals_come_back_as_their_error_class(deletes: tuple[Bus, str])
         await _delete(bus, subject, name, op="search")
 
     node, deployment = unique("node"), unique("web")
-    desired = NodeDesired(
-        node_uuid=node,
-        containers={
-            deployment: DesiredContainer(
-                name=deployment, spec=spec(image=name, version="1"), job_id="j", created_at=0.0
-            )
-        },
+    desired = DesiredContainer(
+        name=deployment, spec=spec(image=name, version="1"), job_id="j", created_at=0.0
     )
-    await bus.store(subjects.DESIRED).put(node, desired)
+    await DesiredStore(bus).put(node, desired)
     try:
         with pytest.raises(ImageInUse) as in_use:
             await _delete(bus, subject, name, "1")
         assert in_use.value.detail == f"{name}:1 is used by: {deployment}"
     finally:
-        await bus.store(subjects.DESIRED).delete(node)
+        await DesiredStore(bus).remove(node, deployment)
     assert await bus.store(subjects.IMAGES).get(name) is not None  # refusals changed nothing
 
 
@@ -110,8 +106,8 @@ async def test_a_version_an_upgrade_in_flight_may_return_to_is_in_use(deletes: t
         job_id="j",
         created_at=0.0,
     )
-    store = bus.store(subjects.DESIRED)
-    await store.put(node, NodeDesired(node_uuid=node, containers={deployment: upgrading}))
+    store = DesiredStore(bus)
+    await store.put(node, upgrading)
     try:
         with pytest.raises(ImageInUse) as in_use:
             await _delete(bus, subject, name, "1")
@@ -122,8 +118,8 @@ async def test_a_version_an_upgrade_in_flight_may_return_to_is_in_use(deletes: t
 
         # The upgrade succeeded: the fallback is gone, and so is the last use of version 1.
         done = upgrading.model_copy(update={"fallback": None})
-        await store.put(node, NodeDesired(node_uuid=node, containers={deployment: done}))
+        await store.put(node, done)
         reply = await _delete(bus, subject, name, "1")
         assert reply == ImagerReply(image=name, versions=["1"], manifests=[])
     finally:
-        await store.delete(node)
+        await store.remove(node, deployment)

@@ -59,6 +59,11 @@ class DesiredStore:
 
         return await self.store.mutate_entry(subjects.desired_key(node_uuid, name), stamped)
 
+    async def put(self, node_uuid: str, entry: DesiredContainer) -> int:
+        """Store one deployment unconditionally (seeding and tools; the deployer compares-and-sets)."""
+        entry = entry.model_copy(update={"node_uuid": node_uuid})
+        return await self.store.put(subjects.desired_key(node_uuid, entry.name), entry)
+
     async def remove(self, node_uuid: str, name: str) -> None:
         """The deployment leaves the desired state for good (its key and history are purged)."""
         await self.store.purge(subjects.desired_key(node_uuid, name))

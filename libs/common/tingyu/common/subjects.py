@@ -21,7 +21,7 @@ from tingyu.common.models.containers import (
 )
 from tingyu.common.models.enroll import EnrollRecord
 from tingyu.common.models.files import FileFetchCommand
-from tingyu.common.models.images import ImagePushCommand, ImageRecord
+from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImageVersion
 from tingyu.common.models.jobs import Command, Job, JobDeadline, JobKind
 from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.metering import SampleBatch
@@ -384,7 +384,17 @@ JOBS = BucketSpec(
     description="Asynchronous operations; key = job id.",
 )
 IMAGES = BucketSpec(
-    "ty_images", ImageRecord, max_bytes=GIB // 16, description="Image catalog; key = image name."
+    "ty_images",
+    ImageRecord,
+    max_bytes=GIB // 16,
+    description="Image catalog: one key per image (its index: name, created_at) and one per version; "
+    "keys `<image>` and `<image>.<version>`, each with '.' written '=2E'.",
+)
+IMAGE_VERSIONS = BucketSpec(
+    IMAGES.name,
+    ImageVersion,
+    max_bytes=IMAGES.max_bytes,
+    description="The version records of `ty_images` (keys `<image>.<version>`).",
 )
 ROLLOUTS = BucketSpec(
     "ty_rollouts", Rollout, max_bytes=GIB // 8, description="Canary rollouts; key = rollout id."
@@ -418,6 +428,14 @@ def enroll_token_key(token_hash: str) -> str:
 def machine_key(node_uuid: str) -> str:
     """The `ty_enroll` key of one machine's enrolled public key."""
     return f"machine.{node_uuid}"
+
+
+def record_model(spec: BucketSpec[Any], key: str) -> type[Message]:
+    """The model of one record of `spec`: `ty_images` holds image index records (one-token keys)
+    and version records (`<image>.<version>`); every other bucket holds its one model."""
+    if spec.name == IMAGES.name and "." in key:
+        return IMAGE_VERSIONS.model
+    return spec.model
 
 
 ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tingyu.common import subjects
+from tingyu.common import imagecatalog, subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import NodeNotFound
@@ -59,8 +59,9 @@ async def job(bus: Bus, job_id: str) -> Job | None:
 
 
 async def image(bus: Bus, name: str) -> ImageRecord | None:
-    return await bus.store(subjects.IMAGES).get(name) if is_image_name(name) else None
+    """The image with its versions (its index key and its version keys)."""
+    return await imagecatalog.read_image(bus, name) if is_image_name(name) else None
 
 
 async def all_images(bus: Bus) -> list[ImageRecord]:
-    return await bus.store(subjects.IMAGES).values()
+    return await imagecatalog.read_all(bus)
