@@ -70,8 +70,8 @@ class DesiredStore:
 
     async def node(self, node_uuid: str) -> NodeDesired:
         """Every deployment of one machine (empty when it has none)."""
-        found = await self.store.values(subjects.desired_keys(node_uuid))
-        return gather(node_uuid, found)
+        found = await self.store.entries(subjects.desired_keys(node_uuid))
+        return gather(node_uuid, [value for value, _ in found.values()])
 
     async def listing(self, node_uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
         """Every deployment of one machine with its bucket revision, by name; read the way the

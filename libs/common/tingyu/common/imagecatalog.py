@@ -51,8 +51,8 @@ async def index(bus: Bus, name: str) -> ImageRecord | None:
 
 async def versions(bus: Bus, name: str) -> dict[str, ImageVersion]:
     """Every version of one image, by tag."""
-    found = await bus.store(subjects.IMAGE_VERSIONS).values(f"{image_key(name)}.*")
-    return {entry.version: entry for entry in found}
+    found = await bus.store(subjects.IMAGE_VERSIONS).entries(f"{image_key(name)}.*")
+    return {entry.version: entry for entry, _ in found.values()}
 
 
 async def read_image(bus: Bus, name: str) -> ImageRecord | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
@@ -117,11 +118,12 @@ class Store(Generic[M]):
                 await sub.unsubscribe()
         return out
 
-    async def entries(self, pattern: str, *, consumer: str) -> dict[str, tuple[M, int]]:
-        """Every current key under `pattern` with its value and revision, read by a consumer named
-        `consumer` whose filter is spelled in the API subject, so that a credential allowed only
-        that consumer and filter can list its own keys (a machine's desired state). The consumer
-        is made afresh for each listing and removed after it."""
+    async def entries(self, pattern: str, *, consumer: str = "") -> dict[str, tuple[M, int]]:
+        """Every current key under `pattern` with its value and revision, for a narrow pattern
+        (one machine's keys): the consumer's own count says when it is done, so a pattern with no
+        key answers at once. A `consumer` name makes the listing one that a credential allowed only
+        that consumer and its filter (spelled in the API subject) can make; without one, a fresh
+        name is used. The consumer is removed after the listing."""
         prefix = self.spec.prefix
         config = js_api.ConsumerConfig(
             name=consumer,
@@ -131,8 +133,11 @@ class Store(Generic[M]):
             mem_storage=True,
             filter_subject=prefix + pattern,
         )
-        with contextlib.suppress(js_errors.NotFoundError):
-            await self.bus.js.delete_consumer(self.spec.stream, consumer)  # one a crash left behind
+        if consumer:
+            with contextlib.suppress(js_errors.NotFoundError):
+                await self.bus.js.delete_consumer(self.spec.stream, consumer)  # one a crash left behind
+        else:
+            consumer = config.name = f"list_{secrets.token_hex(8)}"
         info = await self.bus.js.add_consumer(self.spec.stream, config)
         out: dict[str, tuple[M, int]] = {}
         sub = await self.bus.js.pull_subscribe_bind(stream=self.spec.stream, name=consumer)
