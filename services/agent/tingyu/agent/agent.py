@@ -200,8 +200,10 @@ class Agent:
     async def sync_once(self) -> NodeReport:
         """Read the desired state, reconcile, and publish the report when it says something new."""
         desired = await self._read_desired()
-        # Only a state read from the platform removes anything (autonomy: docs/remote.md).
-        containers = await self.reconciler.reconcile(desired, removals=self._fresh)
+        # Only a state read from the platform removes anything, and only while it answers (autonomy:
+        # docs/remote.md).
+        removals = self._fresh and self.bus.nc.is_connected
+        containers = await self.reconciler.reconcile(desired, removals=removals)
         self.passes += 1
         report = NodeReport(node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1)
         self.last_observed = report
@@ -236,12 +238,14 @@ class Agent:
         self._held.replace(await DesiredStore(self.bus).listing(self.uuid))
 
     async def _read_keys(self, pending: dict[str, int]) -> None:
+        """The nudged keys, each by one direct get (all at once)."""
         store = DesiredStore(self.bus)
-        for name, announced in pending.items():
-            self.reads["keys"] += 1
-            value, revision = await store.entry(self.uuid, name)
+        names = list(pending)
+        self.reads["keys"] += len(names)
+        read = await asyncio.gather(*(store.entry(self.uuid, name) for name in names))
+        for name, (value, revision) in zip(names, read, strict=True):
             self._held.take(name, value, revision)
-            if value is not None and revision < announced:
+            if value is not None and revision < pending[name]:
                 self._full = True  # a replica behind the write: the next pass reads everything
                 self.wake.set()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import bcrypt
 
 from tingyu.common.auth.material import AuthDir
+from tingyu.common.auth.permissions import creds_are_current
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.settings import PlatformSettings
 
@@ -335,8 +336,9 @@ class Platform:
 
     def service_env(self, name: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         """A service's own NATS user and registry user; the agent instead enrolls (with a one-time
-        token made here when it has no credential yet) and pulls as the read-only registry user.
-        `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
+        token made here when it has no credential yet, or one signed for older permissions) and
+        pulls as the read-only registry user. `extra_env` is what the caller adds (another agent's
+        state folder, the kubernetes runtime)."""
         registry = self.registry_users()
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
@@ -349,7 +351,7 @@ class Platform:
                 "TINGYU_AGENT_STATE_DIR"
             )
             state = Path(given or self.config.state_dir / "agent")
-            if not (state / "nats.creds").exists():
+            if not creds_are_current(state / "nats.creds"):  # none yet, or signed for older permissions
                 env["TINGYU_AGENT_ENROLL_TOKEN"] = self.enroll_token()
             return env
         env = {"TINGYU_NATS_CREDS": str(self.config.auth.creds(name))}

@@ -3,9 +3,11 @@ subject a message arrives on says which machine sent it: consumers take the iden
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tingyu.common import subjects
+from tingyu.common.auth import jwt
 
 INBOX = "_INBOX"
 
@@ -82,3 +84,21 @@ def service_permissions() -> dict[str, Any]:
     consumers in subjects and bodies, so narrower rules would add little); each has its own user
     so that one can be revoked alone."""
     return {}
+
+
+def creds_are_current(creds: Path) -> bool:
+    """Whether a machine's `.creds` file grants what `machine_permissions` grants today (a credential
+    signed before a change of layout, e.g. one desired-state key per deployment, does not: the agent
+    enrolls again with the same key when it is given a token). False for a file that does not parse."""
+    try:
+        text = creds.read_text()
+        token = text.split("-----BEGIN NATS USER JWT-----", 1)[1].split("------END", 1)[0].strip()
+        claims = jwt.decode(token)
+        granted = claims["nats"]
+        wanted = machine_permissions(str(claims["name"]))
+        return all(
+            sorted(granted.get(kind, {}).get("allow", [])) == sorted(wanted[kind]["allow"])
+            for kind in ("pub", "sub")
+        )
+    except (OSError, IndexError, KeyError, TypeError, ValueError):
+        return False
