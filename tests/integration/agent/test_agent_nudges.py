@@ -19,8 +19,14 @@ from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.desired import DesiredStore
-from tingyu.common.models.containers import DesiredContainer, DesiredNudge, DesiredState, PodPhase
+from tingyu.common.desired import DesiredStore, migrate
+from tingyu.common.models.containers import (
+    DesiredContainer,
+    DesiredNudge,
+    DesiredState,
+    NodeDesired,
+    PodPhase,
+)
 from tingyu.common.names import new_node_identity
 from tingyu.common.settings import PlatformSettings
 from tingyu.sim import machines
@@ -115,3 +121,20 @@ async def test_the_resync_lists_every_key_and_a_removed_key_goes(admin: Bus, age
     assert agent.reads["listings"] == 2
     assert sorted(report.containers) == [names[0], names[2]]
     assert report.containers[names[0]].phase == PodPhase.STOPPED
+
+
+async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(admin: Bus, agent: Agent) -> None:
+    """Agents upgraded before the deployer keep their machine as it is: they read the whole-machine
+    record under the bare uuid too, and nothing changes for a container when it is split."""
+    names = sorted(unique("old") for _ in range(2))
+    legacy = NodeDesired(node_uuid=agent.uuid, containers={n: deployment(n, "1", revision=1) for n in names})
+    await admin.store(subjects.LEGACY_DESIRED).put(agent.uuid, legacy)
+    report = await agent.sync_once()
+    assert {n: c.phase for n, c in report.containers.items()} == dict.fromkeys(names, PodPhase.RUNNING)
+    ids = {n: c.container_id for n, c in report.containers.items()}
+
+    assert await migrate(admin) >= 1
+    agent.nudge(full=True)
+    report = await agent.sync_once()
+    assert {n: c.container_id for n, c in report.containers.items()} == ids  # the same containers
+    assert all(entry.node_uuid == agent.uuid for entry in agent.desired.containers.values())

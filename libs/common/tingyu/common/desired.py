@@ -81,6 +81,15 @@ class DesiredStore:
         )
         return {key.partition(".")[2]: value for key, value in found.items()}
 
+    async def listing_with_legacy(self, node_uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
+        """`listing`, plus the deployments of a legacy whole-machine record the deployer has not
+        split yet (at that record's revision; a per-deployment key wins)."""
+        found = await self.listing(node_uuid)
+        legacy, revision = await self.bus.store(subjects.LEGACY_DESIRED).entry(node_uuid)
+        for name, entry in (legacy.containers if legacy else {}).items():
+            found.setdefault(name, (entry, revision))
+        return found
+
     async def everything(self) -> list[DesiredContainer]:
         """Every deployment of the fleet (a scan: for rare questions such as 'who uses this image')."""
         return await self.store.values("*.*")

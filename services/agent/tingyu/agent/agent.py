@@ -235,7 +235,7 @@ class Agent:
 
     async def _read_all(self) -> None:
         self.reads["listings"] += 1
-        self._held.replace(await DesiredStore(self.bus).listing(self.uuid))
+        self._held.replace(await DesiredStore(self.bus).listing_with_legacy(self.uuid))
 
     async def _read_keys(self, pending: dict[str, int]) -> None:
         """The nudged keys, each by one direct get (all at once)."""

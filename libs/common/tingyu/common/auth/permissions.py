@@ -30,6 +30,14 @@ def desired_get(node_uuid: str, domain: str = "") -> str:
     return f"{_api(domain)}.DIRECT.GET.{spec.stream}.{spec.prefix}{subjects.desired_keys(node_uuid)}"
 
 
+def legacy_desired_get(node_uuid: str, domain: str = "") -> str:
+    """The direct get of the machine's record in the layout before one key per deployment (its bare
+    uuid), which an agent reads too until the deployer has split it (an upgrade in any order of
+    agents first)."""
+    spec = subjects.DESIRED
+    return f"{_api(domain)}.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
+
+
 def desired_listing(node_uuid: str, domain: str = "") -> list[str]:
     """The JetStream API subjects with which a machine lists its own desired-state keys: create
     (the filter is part of the subject, and the server holds the consumer to it), fetch from and
@@ -68,6 +76,8 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
                 desired_get(node_uuid, "*"),
                 *desired_listing(node_uuid),
                 *desired_listing(node_uuid, "*"),
+                legacy_desired_get(node_uuid),
+                legacy_desired_get(node_uuid, "*"),
                 # Object names are job ids the machine learns only from its own requests;
                 # NATS cannot bind an object name to a machine (docs/security.md).
                 f"$O.{files}.C.*",
