@@ -21,12 +21,6 @@ log = logging.getLogger(__name__)
 Change = Callable[[DesiredContainer | None], DesiredContainer | None]
 
 
-def split_key(key: str) -> tuple[str, str] | None:
-    """(node uuid, deployment name) of a per-deployment key; None for a legacy whole-machine key."""
-    node_uuid, dot, name = key.partition(".")
-    return (node_uuid, name) if dot and name else None
-
-
 def gather(node_uuid: str, entries: list[DesiredContainer]) -> NodeDesired:
     """One machine's deployments as one document (what the agent reconciles and remembers)."""
     return NodeDesired(node_uuid=node_uuid, containers={entry.name: entry for entry in entries})
@@ -106,7 +100,7 @@ async def migrate(bus: Bus) -> int:
     legacy = bus.store(subjects.LEGACY_DESIRED)
     desired = DesiredStore(bus)
     split = 0
-    for key, doc in (await legacy.items("*")).items():
+    for key, (doc, _) in (await legacy.entries("*")).items():
         for name, entry in doc.containers.items():
             await desired.mutate(key, name, _unless_present(entry.model_copy(update={"node_uuid": key})))
         await legacy.delete(key)

@@ -89,7 +89,7 @@ async def migrate(bus: Bus) -> int:
     Idempotent: versions are written before the index replaces the legacy record."""
     legacy = bus.store(_LEGACY)
     split = 0
-    for key, record in (await legacy.items(">")).items():
+    for key, (record, _) in (await legacy.entries(">")).items():
         if not record.versions or not record.name:
             continue
         for tag, entry in record.versions.items():

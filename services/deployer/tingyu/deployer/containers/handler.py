@@ -11,6 +11,7 @@ decisions are the pure `commit` and `roll_back` of the rules; this stores them a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.aio.msg import Msg
@@ -184,7 +185,7 @@ class Reports:
         still open, and those that failed or are deleted (a crash may have come between a job's
         end and its rollback or removal). A report about deployments at rest reads nothing."""
         open_ = [name for name, seen in report.containers.items() if self.may_act(seen)]
-        entries = [await self.desired.get(report.node_uuid, name) for name in open_]
+        entries = await asyncio.gather(*(self.desired.get(report.node_uuid, name) for name in open_))
         return gather(report.node_uuid, [entry for entry in entries if entry is not None])
 
     def may_act(self, seen: ContainerReport) -> bool:
