@@ -3,8 +3,9 @@
 Commands: claim the name, write desired state (the deployment's own key), dispatch the job, set
 its timer, nudge the agent with the key's new revision. Each step is idempotent, so a command
 redelivered after a crash at any point has one effect.
-Reports: store the observed state and complete the jobs whose revision was applied; only the
-deployments whose job is still open (or that failed or went) are read back from `ty_desired`.
+Reports: store the observed state and complete the jobs whose revision was applied. A report names
+each deployment's revision and job, so a job this replica dispatched completes from what it wrote
+(`Dispatched`); only other open deployments (and failed or deleted ones) are read back.
 Transactions: a change of spec commits when its job succeeds and rolls back when it fails (the
 decisions are the pure `commit` and `roll_back` of the rules; this stores them and nudges the agent).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from nats.aio.msg import Msg
 
@@ -47,11 +49,45 @@ from tingyu.deployer.containers.rules import (
 log = logging.getLogger(__name__)
 
 
+class Dispatched:
+    """The deployments as this replica wrote them for the jobs it dispatched (without env and
+    volumes: what judging a report needs), by job id, the most recent `limit` of them. A report
+    that applied one completes its job without reading `ty_desired` back; a rollback or commit
+    reads the key itself, so an entry here never decides one."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self.entries: OrderedDict[str, DesiredContainer] = OrderedDict()
+
+    def remember(self, entry: DesiredContainer) -> None:
+        spare: dict[str, list[object]] = {"env": [], "volumes": []}
+        self.entries[entry.job_id] = entry.model_copy(
+            update={
+                "spec": entry.spec.model_copy(update=spare),
+                "fallback": entry.fallback.model_copy(update=spare) if entry.fallback else None,
+            }
+        )
+        self.entries.move_to_end(entry.job_id)
+        while len(self.entries) > self.limit:
+            self.entries.popitem(last=False)
+
+    def get(self, seen: ContainerReport) -> DesiredContainer | None:
+        """The deployment as written for the job and revision a report names, if remembered."""
+        entry = self.entries.get(seen.job_id)
+        return entry if entry is not None and entry.revision == seen.revision else None
+
+    def forget(self, job_id: str) -> None:
+        self.entries.pop(job_id, None)
+
+
 class Commands:
     """Handles `ty.cmd.container.*`."""
 
-    def __init__(self, bus: Bus, jobs: JobStore, job_timeout_s: float) -> None:
+    def __init__(
+        self, bus: Bus, jobs: JobStore, job_timeout_s: float, dispatched: Dispatched | None = None
+    ) -> None:
         self.bus = bus
+        self.dispatched = dispatched or Dispatched()
         self.jobs = jobs
         self.job_timeout_s = job_timeout_s
         self.nodes = bus.store(subjects.NODES)
@@ -98,9 +134,11 @@ class Commands:
             outcome = apply(doc, command, timefmt.now())
             return doc.containers.get(command.name) if outcome.changed and not outcome.error else None
 
-        _, revision = await self.desired.mutate(command.node_uuid, command.name, change)
+        stored, revision = await self.desired.mutate(command.node_uuid, command.name, change)
         if outcome.error:
             log.info("job %s (%s %s) refused: %s", command.job_id, command.op, command.name, outcome.error)
+        elif stored is not None and stored.job_id == command.job_id:
+            self.dispatched.remember(stored)
         return outcome, revision
 
 
@@ -153,8 +191,9 @@ class Transactions:
 class Reports:
     """Handles `ty.evt.observed.*`."""
 
-    def __init__(self, bus: Bus, jobs: JobStore) -> None:
+    def __init__(self, bus: Bus, jobs: JobStore, dispatched: Dispatched | None = None) -> None:
         self.jobs = jobs
+        self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
         self.desired = DesiredStore(bus)
@@ -172,6 +211,8 @@ class Reports:
                 if outcome.commit:
                     await self.transactions.commit(report.node_uuid, entry.name, entry.job_id)
                 await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+                if outcome.state.final:
+                    self.dispatched.forget(entry.job_id)
             if outcome.roll_back:
                 # Also for a job already failed: a crash may have come between its failure and the rollback.
                 await self.transactions.roll_back(
@@ -184,9 +225,11 @@ class Reports:
         """The desired deployments the report may complete, change or remove: those whose job is
         still open, and those that failed or are deleted (a crash may have come between a job's
         end and its rollback or removal). A report about deployments at rest reads nothing."""
-        open_ = [name for name, seen in report.containers.items() if self.may_act(seen)]
-        entries = await asyncio.gather(*(self.desired.get(report.node_uuid, name) for name in open_))
-        return gather(report.node_uuid, [entry for entry in entries if entry is not None])
+        acting = {name: seen for name, seen in report.containers.items() if self.may_act(seen)}
+        known = {name: entry for name, seen in acting.items() if (entry := self.dispatched.get(seen))}
+        unknown = [name for name in acting if name not in known]
+        read = await asyncio.gather(*(self.desired.get(report.node_uuid, name) for name in unknown))
+        return gather(report.node_uuid, [*known.values(), *(entry for entry in read if entry is not None)])
 
     def may_act(self, seen: ContainerReport) -> bool:
         return not self.jobs.is_finished(seen.job_id) or seen.phase in (PodPhase.FAILED, PodPhase.DELETED)
