@@ -15,6 +15,7 @@ import asyncio
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.models.containers import ContainerSpec, DesiredContainer, NodeDesired
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id
@@ -50,12 +51,13 @@ def desired(uuid: str, index: int, containers: int, job_id: str) -> NodeDesired:
 async def preload(bus: Bus, uuids: list[tuple[int, str]], containers: int, concurrency: int = 128) -> None:
     """Write each machine's desired containers and nudge it, as the deployer would."""
     job_id = await preload_job(bus)
-    desired_store = bus.store(subjects.DESIRED)
+    desired_store = DesiredStore(bus)
     todo = iter(uuids)
 
     async def worker() -> None:
         for index, uuid in todo:
-            await desired_store.put(uuid, desired(uuid, index, containers, job_id))
-            await bus.nc.publish(subjects.agent_nudge(uuid), b"")
+            for entry in desired(uuid, index, containers, job_id).containers.values():
+                await desired_store.put(uuid, entry)  # one key per deployment
+            await bus.nc.publish(subjects.agent_nudge(uuid), b"")  # empty: the machine lists its keys
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -28,6 +28,7 @@ from tests.support import build_busybox, docker_as, eventually, unique
 from tingyu.cli.launcher import REPLICATED, ClusterPlatform, NatsMember
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.leases import holder_pid
 from tingyu.common.models.leases import LeaseRecord
 
@@ -154,8 +155,7 @@ async def nothing_lost(
     """Each accepted create is one deployment, run once by Docker, changed only by the rollout."""
     names, more, late = waves
     everyone = names + more + late
-    desired = await bus.store(subjects.DESIRED).get(node)
-    assert desired is not None
+    desired = await DesiredStore(bus).node(node)
     assert sorted(desired.containers) == sorted(everyone)
     for name in names:  # created once, rolled once
         assert (desired.containers[name].revision, desired.containers[name].spec.imageversion) == (2, "2")

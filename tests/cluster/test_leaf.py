@@ -116,10 +116,13 @@ async def test_behind_a_leaf_node_a_machine_reads_only_its_own_state_and_a_revoc
     # its own desired state through the domain: the leaf node lets the request out (no such key yet)
     with pytest.raises(nats.js.errors.NotFoundError):
         await nc.jetstream(domain=JETSTREAM_DOMAIN).get_msg(
-            subjects.DESIRED.stream, subject=subjects.DESIRED.prefix + machine.uuid, direct=True
+            subjects.DESIRED.stream,
+            subject=subjects.DESIRED.prefix + subjects.desired_key(machine.uuid, "web"),
+            direct=True,
         )
-    await nc.publish(desired_get(other.uuid, JETSTREAM_DOMAIN), b"")
-    assert await machine.refused(desired_get(other.uuid, JETSTREAM_DOMAIN))
+    others = desired_get(other.uuid, JETSTREAM_DOMAIN).replace("*", "web")
+    await nc.publish(others, b"")
+    assert await machine.refused(others)
 
     record = MachineKey(node_uuid=machine.uuid, public_key=machine.public_key, enrolled_at=time.time())
     await cluster_bus.store(subjects.ENROLL).put(

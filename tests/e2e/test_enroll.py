@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import eventually
+from tingyu.agent.config import AgentSettings
+from tingyu.agent.enroll import ensure_enrolled, own_seed
+from tingyu.agent.identity import load_or_create
 from tingyu.cli.dead import letters
+from tingyu.cli.launcher import Platform
 from tingyu.common import subjects, timefmt
 from tingyu.common.auth import jwt
 from tingyu.common.auth.enrollment import new_token
+from tingyu.common.auth.permissions import creds_are_current, machine_permissions
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import NodeReport
 from tingyu.common.names import new_node_identity
+from tingyu.common.settings import PlatformSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -80,3 +87,39 @@ async def test_report_about_another_machine_is_refused(platform: object, bus: Bu
 
     await eventually(parked, timeout=30)
     assert await bus.store(subjects.REPORTED).get(b) is None
+
+
+async def test_an_agent_with_a_credential_for_older_permissions_enrolls_again_with_its_key(
+    platform: Platform, bus: Bus, tmp_path: Path
+) -> None:
+    state = tmp_path / "agent"
+    state.mkdir()
+    identity = load_or_create(state)
+    seed = own_seed(state)
+    first = await ensure_enrolled(
+        settings_for(platform, state, await new_token(bus, "南京", "移动")), identity
+    )
+    assert creds_are_current(first.creds)
+
+    # The same machine's credential as it was signed before one desired-state key per deployment.
+    older = machine_permissions(identity.uuid)
+    older["pub"]["allow"] = [a for a in older["pub"]["allow"] if "CONSUMER" not in a]
+    account = platform.config.auth.seed("account")
+    first.creds.write_text(jwt.creds(jwt.user_jwt(account, jwt.public_key(seed), identity.uuid, older), seed))
+    assert not creds_are_current(first.creds)
+
+    kept = await ensure_enrolled(settings_for(platform, state, ""), identity)  # no token: kept as it is
+    assert not creds_are_current(kept.creds)
+    again = await ensure_enrolled(
+        settings_for(platform, state, await new_token(bus, "南京", "移动")), identity
+    )
+    assert creds_are_current(again.creds)
+    assert own_seed(state) == seed  # the same key: the machine stays who it is
+
+
+def settings_for(platform: Platform, state: Path, token: str) -> AgentSettings:
+    return AgentSettings(
+        platform=PlatformSettings(state_dir=state),
+        enroll_url=platform.config.api_url,
+        enroll_token=token,
+    )

@@ -21,9 +21,9 @@ import pytest
 
 from tests.support import ADMIN_TOKEN, build_busybox, docker_as, eventually, registry_http, unique
 from tingyu.cli.launcher import Platform
-from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import ContainerSpec, DesiredContainer, NodeDesired
+from tingyu.common.desired import DesiredStore
+from tingyu.common.models.containers import ContainerSpec, DesiredContainer
 
 pytestmark = pytest.mark.e2e
 BAD_ARCHIVE = "上传失败!请检查tar包是否是通过docker save保存!"
@@ -190,12 +190,8 @@ async def test_delete_refused_while_a_container_uses_it(
     # What the deployer keeps for a container created from the catalog (bucket ty_desired).
     node, deployment = f"tingyu-{'0' * 24}{unique('')[1:]}"[:39], unique("web")
     spec = ContainerSpec(image=name, imageversion="1", image_ref=f"127.0.0.1/{name}:1")
-    desired = NodeDesired(
-        node_uuid=node,
-        containers={deployment: DesiredContainer(name=deployment, spec=spec, job_id="j", created_at=0.0)},
-    )
-    store = bus.store(subjects.DESIRED)
-    await store.put(node, desired)
+    store = DesiredStore(bus)
+    await store.put(node, DesiredContainer(name=deployment, spec=spec, job_id="j", created_at=0.0))
     try:
         refused = (
             await api.delete("/image/deleteByImageVersion", params={"image": name, "imageVersion": "1"})
@@ -218,7 +214,7 @@ async def test_delete_refused_while_a_container_uses_it(
         [kept] = await search(api, name)
         assert [v["version"] for v in kept["versions"]] == ["1"]
     finally:
-        await store.delete(node)
+        await store.remove(node, deployment)
     unknown = (
         await api.delete("/image/deleteByImageVersion", params={"image": name, "imageVersion": "9"})
     ).json()

@@ -10,6 +10,7 @@ import contextlib
 from tests.support.factories import facts, heartbeat
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.models.containers import ContainerReport, NodeDesired, NodeReport, PodPhase
 from tingyu.common.models.nodes import NodeFacts
 
@@ -49,7 +50,8 @@ class PeerMachine:
             await asyncio.sleep(self.every)
 
     async def desired(self) -> NodeDesired | None:
-        return await self.bus.store(subjects.DESIRED).get(self.uuid)
+        """Every deployment of this machine (its keys `<uuid>.*` in `ty_desired`)."""
+        return await DesiredStore(self.bus).node(self.uuid)
 
     async def report(
         self,

@@ -33,6 +33,7 @@ from tingyu.agent.identity import load_or_create
 from tingyu.agent.runtime import LABEL_NODE
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus, responders
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import FileFetchError, PayloadTooLarge
 from tingyu.common.models.containers import (
     ContainerReport,
@@ -40,7 +41,6 @@ from tingyu.common.models.containers import (
     DesiredContainer,
     DesiredState,
     EnvVar,
-    NodeDesired,
     NodeReport,
     PodPhase,
     Volume,
@@ -124,8 +124,12 @@ def make_desired(name: str, spec: ContainerSpec, **changes: object) -> DesiredCo
 
 
 async def put_desired(bus: Bus, uuid: str, *containers: DesiredContainer, nudge: bool = True) -> None:
-    doc = NodeDesired(node_uuid=uuid, containers={c.name: c for c in containers})
-    await bus.store(subjects.DESIRED).put(uuid, doc)
+    """The machine's desired state becomes exactly `containers` (one key each; other keys purged)."""
+    store = DesiredStore(bus)
+    for gone in set((await store.node(uuid)).containers) - {c.name for c in containers}:
+        await store.remove(uuid, gone)
+    for container in containers:
+        await store.put(uuid, container)
     if nudge:
         await bus.nc.publish(subjects.agent_nudge(uuid), b"")
 

@@ -191,6 +191,30 @@ async def test_one_reply_envelope_carries_models_and_errors(bus: Bus) -> None:
         await sub.close()
 
 
+async def test_an_answer_too_large_for_one_message_comes_back_as_the_reason(bus: Bus) -> None:
+    subject = f"test.rpc.{secrets.token_hex(4)}"
+
+    async def handler(ping: Ping) -> Pong:
+        return Pong(text=ping.text * bus.nc.max_payload, size=0)
+
+    sub = await serve(bus, subject, Ping, handler)
+    try:
+        with pytest.raises(PayloadTooLarge):  # not a timeout: the responder says why
+            await call(bus, subject, Ping(text="x"), Pong, timeout=5.0)
+        assert bus.connected
+    finally:
+        await sub.close()
+
+
+async def test_a_kv_write_counts_its_subject_and_header_against_the_max_payload(bus: Bus) -> None:
+    names = bus.store(subjects.NAMES)
+    near = NameClaim(node_uuid="n" * (bus.nc.max_payload - 200), job_id="j")
+    assert len(near.to_bytes()) < min(bus.nc.max_payload, subjects.NAMES.max_value_bytes)  # alone, it fits
+    with pytest.raises(PayloadTooLarge):
+        await names.put(key(), near)
+    assert bus.connected
+
+
 async def test_a_slow_answer_never_holds_up_the_next_request(bus: Bus) -> None:
     subject = f"test.rpc.{secrets.token_hex(4)}"
     released = asyncio.Event()

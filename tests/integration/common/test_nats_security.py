@@ -16,12 +16,14 @@ import pytest_asyncio
 from nats.aio.client import Client
 
 from tests.support import NATS_CA, eventually, machine_creds, machine_settings
+from tests.support.factories import spec
 from tingyu.common import subjects
 from tingyu.common.auth.enrollment import revoke_machine
 from tingyu.common.auth.permissions import machine_inbox
 from tingyu.common.bus import Bus
 from tingyu.common.bus.connection import connect_options
-from tingyu.common.models.containers import NodeDesired
+from tingyu.common.desired import DesiredStore
+from tingyu.common.models.containers import DesiredContainer
 from tingyu.common.models.enroll import EnrollRecord, MachineKey
 from tingyu.common.names import new_node_identity
 from tingyu.common.settings import PlatformSettings
@@ -132,17 +134,33 @@ async def test_machine_reads_only_its_own_desired_state(
     admin: Bus, pair: tuple[Machine, Machine], nats_url: str
 ) -> None:
     a, b = pair
+    store = DesiredStore(admin)
     for machine in (a, b):
-        await admin.store(subjects.DESIRED).put(machine.uuid, NodeDesired(node_uuid=machine.uuid))
+        for name in ("web", "db"):
+            await store.mutate(machine.uuid, name, lambda _, m=machine, n=name: desired_container(m.uuid, n))
     bus = await Bus.connect(machine_settings(nats_url, a.creds, a.uuid), "machine-a", ensure=False)
     try:
-        own = await bus.store(subjects.DESIRED).get(a.uuid)
-        assert own is not None
-        assert own.node_uuid == a.uuid
+        own = DesiredStore(bus)
+        mine = await own.get(a.uuid, "web")
+        assert mine is not None
+        assert mine.node_uuid == a.uuid
+        assert set(await own.listing(a.uuid)) == {"web", "db"}  # the resync lists its own keys
         with pytest.raises(Exception):  # noqa: B017, PT011 - the request is denied, nats-py times out
-            await bus.store(subjects.DESIRED).get(b.uuid)
+            await own.get(b.uuid, "web")
+        with pytest.raises(Exception):  # noqa: B017, PT011 - another machine's filter: denied
+            await own.listing(b.uuid)
+        with pytest.raises(Exception):  # noqa: B017, PT011 - its own consumer name, another's keys
+            await bus.store(subjects.DESIRED).entries(
+                subjects.desired_keys(b.uuid), consumer=subjects.desired_lister(a.uuid)
+            )
+        with pytest.raises(Exception):  # noqa: B017, PT011 - every key of the bucket: denied
+            await bus.store(subjects.DESIRED).entries(">", consumer=subjects.desired_lister(a.uuid))
     finally:
         await bus.close()
+
+
+def desired_container(node_uuid: str, name: str) -> DesiredContainer:
+    return DesiredContainer(name=name, node_uuid=node_uuid, spec=spec(), job_id="0" * 32, created_at=0.0)
 
 
 async def test_machine_touches_no_other_bucket_or_stream(pair: tuple[Machine, Machine]) -> None:

@@ -15,14 +15,14 @@ from nats.js import errors as js_errors
 from tests.support import eventually, registry_http, unique
 from tests.unit.common.test_image_archive import layer, oci
 from tingyu.cli.launcher import Platform
-from tingyu.common import subjects, timefmt
+from tingyu.common import imagecatalog, subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore, job_id
-from tingyu.common.models.images import ImagePushCommand
+from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImageVersion
 from tingyu.common.models.jobs import Job
 from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
-from tingyu.imager import main
+from tingyu.imager import catalog, main
 from tingyu.imager.config import ImagerSettings
 
 
@@ -93,7 +93,7 @@ async def test_push_then_duplicate_then_vanished_upload(
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
         )
     assert head.headers.get("Docker-Content-Digest") == done.result["digest"]
-    record = await imager.store(subjects.IMAGES).get(name)
+    record = await imagecatalog.read_image(imager, name)
     assert record is not None
     assert record.versions["1"].digest == done.result["digest"]
     uploads = await imager.objects(subjects.UPLOADS)
@@ -113,3 +113,46 @@ async def test_push_then_duplicate_then_vanished_upload(
     vanished = await _push(imager, unique("img"), unique("upload"), None)
     assert vanished.state.name == "FAILED"
     assert vanished.message == "上传文件已失效,请重新上传"
+
+
+async def test_an_image_whose_versions_add_up_past_a_record_still_takes_uploads(
+    imager: Bus, tmp_path: Path
+) -> None:
+    """Each version is its own record: 300 versions of ~4 KiB (over 1 MiB in all) leave room for more."""
+    name = unique("img")
+    for index in range(300):
+        entry = ImageVersion(
+            version=f"s{index}", digest=f"sha256:{index:064x}", uploaded_at=1.0, detail="d" * 4000
+        )
+        await catalog.add_version(imager, name, entry)
+    before = await imagecatalog.read_image(imager, name)
+    assert before is not None
+    assert len(before.to_bytes()) > 1 << 20  # the old one-record layout could not have held it
+
+    tar = oci(tmp_path / "image.tar", [layer(unique("content"))]).read_bytes()
+    done = await _push(imager, name, unique("upload"), tar)
+    assert done.message == "success", done
+    after = await imagecatalog.read_image(imager, name)
+    assert after is not None
+    assert len(after.versions) == 301
+    assert after.versions["1"].digest == done.result["digest"]
+    assert after.created_at == 1.0  # the index keeps when the image first came
+
+
+async def test_a_legacy_catalog_record_is_split_into_versions(imager: Bus) -> None:
+    name = f"{unique('legacy')}/web.app"  # dots in the name and the tags
+    versions = {
+        tag: ImageVersion(version=tag, digest="sha256:" + "e" * 64, uploaded_at=2.0) for tag in ("v6.1", "2")
+    }
+    legacy = ImageRecord(name=name, versions=versions, created_at=2.0)
+    raw = imager.store(subjects.IMAGES)
+    await raw.put(name, legacy)  # the old layout: every version in the image's record, key = name
+
+    assert await imagecatalog.migrate(imager) >= 1
+    assert await imagecatalog.read_image(imager, name) == legacy  # reads exactly as before
+    assert await raw.get(name) is None  # the legacy record is gone
+    index = await raw.get(imagecatalog.image_key(name))
+    assert index is not None
+    assert index.versions == {}
+    assert await catalog.version(imager, name, "v6.1") == versions["v6.1"]
+    assert await imagecatalog.migrate(imager) == 0  # nothing left to split

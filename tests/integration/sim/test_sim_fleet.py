@@ -15,10 +15,11 @@ from nats.js import errors as js_errors
 from tests.support import eventually, unique
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.models.containers import (
     ContainerSpec,
     DesiredContainer,
-    NodeDesired,
+    DesiredNudge,
     NodeReport,
     PodPhase,
 )
@@ -175,10 +176,8 @@ async def test_fleet_on_its_service_beats_reconciles_and_stops(nats_url: str) ->
         uuid = running.uuids[3]
         spec = ContainerSpec(image=IMAGE, imageversion="1", image_ref=f"{IMAGE}:1")
         desired = DesiredContainer(name=unique("sim"), spec=spec, job_id=unique("job"), created_at=0.0)
-        await bus.store(subjects.DESIRED).put(
-            uuid, NodeDesired(node_uuid=uuid, containers={desired.name: desired})
-        )
-        await bus.nc.publish(subjects.agent_nudge(uuid), b"")
+        revision = await DesiredStore(bus).put(uuid, desired)
+        await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))
 
         async def running_there() -> bool:
             try:

@@ -10,18 +10,18 @@ import httpx
 
 from tests.integration.sim.test_sim_fleet import all_ready, item, job_reaches, start_fleet
 from tests.support import eventually, unique
-from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 
 
 async def versions(bus: Bus, placed: dict[str, str]) -> dict[str, str]:
     """deployment -> image version in its machine's desired state."""
-    desired = bus.store(subjects.DESIRED)
+    desired = DesiredStore(bus)
     out = {}
     for name, uuid in placed.items():
-        doc = await desired.get(uuid)
-        assert doc is not None
-        out[name] = doc.containers[name].spec.imageversion
+        entry = await desired.get(uuid, name)
+        assert entry is not None
+        out[name] = entry.spec.imageversion
     return out
 
 

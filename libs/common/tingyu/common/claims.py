@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import Conflict
 from tingyu.common.models.containers import NameClaim
 
@@ -40,8 +41,7 @@ async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
 
 async def is_stale(bus: Bus, name: str, claim: NameClaim) -> bool:
     """No desired container behind the claim, and its create job is over (or expired)."""
-    doc = await bus.store(subjects.DESIRED).get(claim.node_uuid)
-    if doc is not None and name in doc.containers:
+    if await DesiredStore(bus).get(claim.node_uuid, name) is not None:
         return False
     job = await bus.store(subjects.JOBS).get(claim.job_id)
     return job is None or job.state.final

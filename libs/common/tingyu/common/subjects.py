@@ -14,13 +14,14 @@ from typing import Any, Generic, TypeVar
 from tingyu.common.models.base import Message
 from tingyu.common.models.containers import (
     ContainerCommand,
+    DesiredContainer,
     NameClaim,
     NodeDesired,
     NodeReport,
 )
 from tingyu.common.models.enroll import EnrollRecord
 from tingyu.common.models.files import FileFetchCommand
-from tingyu.common.models.images import ImagePushCommand, ImageRecord
+from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImageVersion
 from tingyu.common.models.jobs import Command, Job, JobDeadline, JobKind
 from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.metering import SampleBatch
@@ -176,7 +177,8 @@ HEARTBEATS_ALL = heartbeat.all
 
 
 def agent_nudge(node_uuid: str) -> str:
-    """Tells one agent that its desired state changed (it re-reads the bucket)."""
+    """Tells one agent that its desired state changed: a `DesiredNudge` names the key and its new
+    revision (the agent reads that key alone); an empty message asks for a full read."""
     return f"ty.agent.{node_uuid}.nudge"
 
 
@@ -331,11 +333,37 @@ NODES = BucketSpec(
 )
 DESIRED = BucketSpec(
     "ty_desired",
-    NodeDesired,
+    DesiredContainer,
     history=5,
     max_bytes=GIB // 2,
-    description="Desired containers of one machine; key = node uuid.",
+    description="Desired state of one deployment; key = <node uuid>.<deployment name>.",
 )
+LEGACY_DESIRED = BucketSpec(
+    DESIRED.name,
+    NodeDesired,
+    history=DESIRED.history,
+    max_bytes=DESIRED.max_bytes,
+    description="Before one key per deployment: a whole machine's desired state, key = node uuid "
+    "(the deployer splits it at start; never written).",
+)
+
+
+def desired_key(node_uuid: str, name: str) -> str:
+    """The `ty_desired` key of one deployment."""
+    return f"{node_uuid}.{name}"
+
+
+def desired_keys(node_uuid: str) -> str:
+    """The `ty_desired` key pattern of every deployment of one machine."""
+    return f"{node_uuid}.*"
+
+
+def desired_lister(node_uuid: str) -> str:
+    """The name of the short-lived consumer with which a machine lists its own `ty_desired` keys
+    (its credential allows this consumer, with that filter, and no other)."""
+    return f"desired_{node_uuid}"
+
+
 NAMES = BucketSpec(
     "ty_names",
     NameClaim,
@@ -356,7 +384,17 @@ JOBS = BucketSpec(
     description="Asynchronous operations; key = job id.",
 )
 IMAGES = BucketSpec(
-    "ty_images", ImageRecord, max_bytes=GIB // 16, description="Image catalog; key = image name."
+    "ty_images",
+    ImageRecord,
+    max_bytes=GIB // 16,
+    description="Image catalog: one key per image (its index: name, created_at) and one per version; "
+    "keys `<image>` and `<image>.<version>`, each with '.' written '=2E'.",
+)
+IMAGE_VERSIONS = BucketSpec(
+    IMAGES.name,
+    ImageVersion,
+    max_bytes=IMAGES.max_bytes,
+    description="The version records of `ty_images` (keys `<image>.<version>`).",
 )
 ROLLOUTS = BucketSpec(
     "ty_rollouts", Rollout, max_bytes=GIB // 8, description="Canary rollouts; key = rollout id."
@@ -390,6 +428,14 @@ def enroll_token_key(token_hash: str) -> str:
 def machine_key(node_uuid: str) -> str:
     """The `ty_enroll` key of one machine's enrolled public key."""
     return f"machine.{node_uuid}"
+
+
+def record_model(spec: BucketSpec[Any], key: str) -> type[Message]:
+    """The model of one record of `spec`: `ty_images` holds image index records (one-token keys)
+    and version records (`<image>.<version>`); every other bucket holds its one model."""
+    if spec.name == IMAGES.name and "." in key:
+        return IMAGE_VERSIONS.model
+    return spec.model
 
 
 ALL_BUCKETS: tuple[BucketSpec[Any], ...] = (

@@ -19,11 +19,13 @@ from nats.aio.subscription import Subscription
 from tingyu.agent.autonomy import DesiredMemory
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.heartbeat import heartbeat_loop
+from tingyu.agent.held import Held
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import NodeDesired, NodeReport
+from tingyu.common.desired import DesiredStore
+from tingyu.common.models.containers import DesiredNudge, NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.service import LoopFn, wait_or_stop
 from tingyu.common.timefmt import now
@@ -67,9 +69,12 @@ class Agent:
         self.wake = asyncio.Event()
         self.passes = 0
         self.last_observed: NodeReport | None = None  # what the last pass saw
-        self._desired: NodeDesired | None = self.memory.desired
-        self._desired_read = self._desired is not None  # a state on disk counts as read
-        self._fresh = False  # the last pass read the desired state from the platform
+        self._held = Held.remembered(identity.uuid, self.memory.desired)
+        self._desired_read = self.memory.desired is not None  # a state on disk counts as read
+        self._fresh = False  # the state held was read from the platform (not only from disk)
+        self._full = True  # the next pass lists every key (at start, after a reconnect, periodically)
+        self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
+        self.reads = {"keys": 0, "listings": 0, "stale_nudges": 0}
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None
@@ -80,9 +85,24 @@ class Agent:
     def uuid(self) -> str:
         return self.identity.uuid
 
-    def nudge(self) -> None:
-        """Ask for a pass soon (several asks before it starts make one pass)."""
+    def nudge(self, full: bool = False) -> None:
+        """Ask for a pass soon (several asks before it starts make one pass); `full` makes it read
+        every key of the machine, not only the nudged ones."""
+        self._full = self._full or full
         self.wake.set()
+
+    def changed(self, name: str, revision: int) -> None:
+        """Key `name` now has `revision`: read it in the next pass, unless that revision is held."""
+        if self._held.stale(name, revision):
+            self.reads["stale_nudges"] += 1
+            return
+        self._pending[name] = max(revision, self._pending.get(name, 0))
+        self.nudge()
+
+    @property
+    def desired(self) -> NodeDesired:
+        """The desired state held now."""
+        return self._held.doc()
 
     async def start(self) -> None:
         """Listen for nudges (and file requests, when this machine serves them)."""
@@ -127,8 +147,20 @@ class Agent:
             ("events", events),
         ]
 
-    async def _on_nudge(self, _msg: Msg) -> None:
-        self.nudge()
+    async def _on_nudge(self, msg: Msg) -> None:
+        self.told(msg.data)
+
+    def told(self, data: bytes) -> None:
+        """A nudge's payload: one changed key (`DesiredNudge`), or empty for a full read."""
+        if not data:
+            self.nudge(full=True)
+            return
+        try:
+            nudge = DesiredNudge.from_bytes(data)
+        except ValueError:
+            self.nudge(full=True)  # a nudge of another form: read everything
+            return
+        self.changed(nudge.name, nudge.revision)
 
     async def _sync_loop(self, stop: asyncio.Event) -> None:
         self.wake.set()  # the first pass right at start
@@ -136,6 +168,8 @@ class Agent:
             await self._woken(stop)
             if stop.is_set():
                 return
+            if not self.wake.is_set():
+                self._full = True  # the resync period passed: the safety net reads every key
             await asyncio.sleep(DEBOUNCE_S)
             self.wake.clear()
             try:
@@ -161,13 +195,15 @@ class Agent:
         while not await wait_or_stop(stop, 1.0):
             if self.bus.nc.stats["reconnects"] != seen:
                 seen = self.bus.nc.stats["reconnects"]
-                self.nudge()
+                self.nudge(full=True)
 
     async def sync_once(self) -> NodeReport:
         """Read the desired state, reconcile, and publish the report when it says something new."""
         desired = await self._read_desired()
-        # Only a state read from the platform removes anything (autonomy: docs/remote.md).
-        containers = await self.reconciler.reconcile(desired, removals=self._fresh)
+        # Only a state read from the platform removes anything, and only while it answers (autonomy:
+        # docs/remote.md).
+        removals = self._fresh and self.bus.nc.is_connected
+        containers = await self.reconciler.reconcile(desired, removals=removals)
         self.passes += 1
         report = NodeReport(node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1)
         self.last_observed = report
@@ -175,22 +211,43 @@ class Agent:
         return report
 
     async def _read_desired(self) -> NodeDesired | None:
-        """The desired state; while NATS is away, the last one read (the machine keeps its containers
-        as they were meant to be, e.g. brings back one that was stopped behind its back)."""
-        self._fresh = False
+        """The desired state: every key at start, after a reconnect and each resync period, else
+        only the keys nudged since the last pass. While NATS is away, the last one read (the machine
+        keeps its containers as they were meant to be, e.g. brings back one stopped behind its back)."""
+        full, pending = self._full, self._pending
+        self._full, self._pending = False, {}
         try:
-            self._desired = await asyncio.wait_for(
-                self.bus.store(subjects.DESIRED).get(self.uuid), BUS_TIMEOUT_S
-            )
+            if full:
+                await asyncio.wait_for(self._read_all(), BUS_TIMEOUT_S)
+            elif pending:
+                await asyncio.wait_for(self._read_keys(pending), BUS_TIMEOUT_S)
         except Exception as exc:
+            self._full, self._fresh = True, False  # read everything once NATS answers again
             if not self._desired_read:
                 raise
             log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
         else:
-            self._fresh = True
-            await asyncio.to_thread(self.memory.remember, self._desired)
-        self._desired_read = True
-        return self._desired
+            self._fresh = self._fresh or full
+            self._desired_read = True
+            if full or pending:
+                await asyncio.to_thread(self.memory.remember, self._held.doc())
+        return self._held.doc() if self._desired_read else None
+
+    async def _read_all(self) -> None:
+        self.reads["listings"] += 1
+        self._held.replace(await DesiredStore(self.bus).listing_with_legacy(self.uuid))
+
+    async def _read_keys(self, pending: dict[str, int]) -> None:
+        """The nudged keys, each by one direct get (all at once)."""
+        store = DesiredStore(self.bus)
+        names = list(pending)
+        self.reads["keys"] += len(names)
+        read = await asyncio.gather(*(store.entry(self.uuid, name) for name in names))
+        for name, (value, revision) in zip(names, read, strict=True):
+            self._held.take(name, value, revision)
+            if value is not None and revision < pending[name]:
+                self._full = True  # a replica behind the write: the next pass reads everything
+                self.wake.set()
 
     async def _publish(self, report: NodeReport) -> None:
         """Each report is the full state, so a failed publish is simply made again by a later pass."""

@@ -3,7 +3,9 @@ JWT the API signs for it at enrollment (`POST /tingyu/node/enroll` with a one-ti
 
 Kept in the agent's state folder, mode 0600: `nkey.seed`, `nats.creds` and `enrollment.json` (what
 the token preset: area and ISP, used when the agent's own settings leave them empty). A machine
-that holds a credential never enrolls again; one that was revoked must get a new identity.
+that holds a current credential never enrolls again; one whose credential was signed for older
+permissions enrolls again with the same key when it is given a token; one that was revoked must
+get a new identity.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tingyu.agent.identity import Identity
 from tingyu.agent.statefile import read_json, write_json
 from tingyu.common.auth import jwt
 from tingyu.common.auth.material import write_secret
-from tingyu.common.auth.permissions import machine_inbox
+from tingyu.common.auth.permissions import creds_are_current, machine_inbox
 from tingyu.common.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,18 @@ def own_seed(state_dir: Path) -> str:
 async def ensure_enrolled(settings: AgentSettings, identity: Identity) -> Enrollment:
     """The stored credential, or a new one from the API."""
     creds = creds_path(settings.state_dir)
-    if creds.exists():
+    if creds.exists() and not creds_are_current(creds):
+        if settings.enroll_token:
+            log.warning(
+                "machine %s: its credential predates today's permissions; enrolling again", identity.uuid
+            )
+        else:
+            log.warning(
+                "machine %s: its credential predates today's permissions (e.g. one desired-state key per "
+                "deployment) and may be refused; set TINGYU_AGENT_ENROLL_TOKEN to enroll again",
+                identity.uuid,
+            )
+    if creds.exists() and (creds_are_current(creds) or not settings.enroll_token):
         preset = read_json(settings.state_dir / "enrollment.json") or {}
         return Enrollment(creds, str(preset.get("area", "")), str(preset.get("operator", "")))
     if not settings.enroll_token:

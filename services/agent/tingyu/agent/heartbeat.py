@@ -105,7 +105,9 @@ async def _emit(bus: Bus, subject: str, beat: Heartbeat, reply: str) -> bool:
     if not bus.nc.is_connected:
         return False
     try:
-        await asyncio.wait_for(bus.nc.publish(subject, beat.to_bytes(), reply=reply), timeout=1.0)
+        data = beat.to_bytes()
+        bus.check(subject, len(data))  # never a message the server would close the connection for
+        await asyncio.wait_for(bus.nc.publish(subject, data, reply=reply), timeout=1.0)
     except Exception as exc:
         log.debug("heartbeat not sent: %s", exc)
         return False

@@ -25,7 +25,7 @@ from tingyu.agent.docker_runtime import DockerRuntime
 from tingyu.agent.runtime import RuntimeContainer, RuntimeFailure
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.bus.responders import answer
+from tingyu.common.bus.responders import answer, fitted
 from tingyu.common.errors import DeploymentNotFound, RemoteCommandFailed
 from tingyu.common.models.remote import LogFrame, LogsReply, LogsRequest
 
@@ -114,7 +114,7 @@ class LogServer:
         reply = await answer(msg.data, LogsRequest, self.follow_check if follow else self.read)
         if msg.reply:
             with contextlib.suppress(Exception):
-                await msg.respond(reply.to_bytes())
+                await msg.respond(fitted(self.bus, msg.reply, reply))
         if follow and reply.ok and request is not None:
             await self.follow(request, msg.reply)
 

@@ -293,16 +293,9 @@ class Sampler:
                 await wait_or_stop(self._stop, self.settings.sample_s)
 
     async def images(self) -> dict[str, tuple[str, str]]:
-        """deploymentname -> (image, version): from `ty_desired` while NATS answers, else from disk."""
-        desired = self.memory.desired
-        if self.bus is not None and connected(self.bus):
-            try:
-                desired = await asyncio.wait_for(
-                    self.bus.store(subjects.DESIRED).get(self.node_uuid), self.settings.publish_timeout_s
-                )
-            except Exception as exc:
-                log.debug("desired state unreadable (%s); naming images from the one on disk", exc)
-        return named_images(desired)
+        """deploymentname -> (image, version), from the desired state the agent last read (kept in
+        memory and on disk): no read of `ty_desired` per sample."""
+        return named_images(self.memory.desired)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample every `sample_s` until `stop`, then publish what is left if NATS is there."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tingyu.common import subjects
+from tingyu.common import imagecatalog, subjects
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import NodeNotFound
 from tingyu.common.models.containers import NameClaim, NodeDesired, NodeReport
 from tingyu.common.models.images import ImageRecord
@@ -44,8 +45,8 @@ async def claim(bus: Bus, name: str) -> NameClaim | None:
 
 
 async def desired(bus: Bus, node_uuid: str) -> NodeDesired:
-    found = await bus.store(subjects.DESIRED).get(node_uuid)
-    return found or NodeDesired(node_uuid=node_uuid)
+    """Every deployment of one machine, gathered from its keys `<uuid>.*`."""
+    return await DesiredStore(bus).node(node_uuid)
 
 
 async def observed(bus: Bus, node_uuid: str) -> NodeReport | None:
@@ -58,8 +59,9 @@ async def job(bus: Bus, job_id: str) -> Job | None:
 
 
 async def image(bus: Bus, name: str) -> ImageRecord | None:
-    return await bus.store(subjects.IMAGES).get(name) if is_image_name(name) else None
+    """The image with its versions (its index key and its version keys)."""
+    return await imagecatalog.read_image(bus, name) if is_image_name(name) else None
 
 
 async def all_images(bus: Bus) -> list[ImageRecord]:
-    return await bus.store(subjects.IMAGES).values()
+    return await imagecatalog.read_all(bus)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tingyu.common import subjects
+from tingyu.common.desired import migrate
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
 from tingyu.common.service import Service, run_service
 from tingyu.deployer.config import get_settings
-from tingyu.deployer.containers import Commands, Reports
+from tingyu.deployer.containers import Commands, Dispatched, Reports
 from tingyu.deployer.files import Files
 from tingyu.deployer.jobs import Deadlines, fail_job
 from tingyu.deployer.prepull import Prepulls
@@ -18,9 +19,12 @@ async def setup(service: Service) -> None:
     settings = get_settings()
     service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
+    # Legacy whole-machine desired records become one key per deployment before any command runs.
+    await migrate(bus)
     jobs = JobStore(bus)
-    commands = Commands(bus, jobs, settings.job_timeout_s)
-    reports = Reports(bus, jobs)
+    dispatched = Dispatched()  # what Commands wrote, so Reports completes those jobs without a read
+    commands = Commands(bus, jobs, settings.job_timeout_s, dispatched)
+    reports = Reports(bus, jobs, dispatched)
     deadlines = Deadlines(bus, jobs)
     files = Files(bus, jobs, settings.file_timeout_s, settings.file_agent_wait_s)
     rollouts = RolloutCommands(bus, jobs)

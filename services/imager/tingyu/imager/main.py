@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tingyu.common import subjects
+from tingyu.common import imagecatalog, subjects
 from tingyu.common.models.images import ImagerRequest
 from tingyu.common.service import Service, run_service
 from tingyu.imager.config import get_settings
@@ -20,6 +20,7 @@ async def setup(service: Service) -> None:
     service.stack.push_async_callback(registry.close)
     service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
+    await imagecatalog.migrate(bus)  # legacy per-image records become one record per version
     pusher = Pusher(bus, registry, settings)
     pusher.clean_spool()
     deleter = Deleter(bus, registry)

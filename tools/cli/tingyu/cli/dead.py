@@ -111,7 +111,9 @@ async def replay_letter(bus: Bus, args: argparse.Namespace) -> int:
         print(f"dead letter {args.id} kept only part of its message; it cannot be replayed", file=sys.stderr)
         return 1
     headers = {k: v for k, v in dead.headers.items() if k not in REPLAY_DROPS} or None
-    await bus.js.publish(dead.subject, base64.b64decode(dead.data_b64), headers=headers)
+    data = base64.b64decode(dead.data_b64)
+    bus.check(dead.subject, len(data), headers)  # refused here, never by a server that would hang up
+    await bus.js.publish(dead.subject, data, headers=headers)
     await bus.js.delete_msg(subjects.DEAD.name, args.id)
     print(f"replayed {dead.subject}")
     return 0

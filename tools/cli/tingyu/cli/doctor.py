@@ -142,7 +142,7 @@ async def corrupt_records(bus: Bus, spec: subjects.BucketSpec[Any], limit: int) 
     async for key, data in raw_records(bus, spec):
         count += 1
         try:
-            spec.model.model_validate_json(data)
+            subjects.record_model(spec, key).model_validate_json(data)
         except ValidationError as exc:
             bad.append(f"{key} ({_reasons(exc)})")
     if not bad:

@@ -31,6 +31,7 @@ from tingyu.common.auth.material import AuthDir
 from tingyu.common.auth.registry_tokens import ISSUER as REGISTRY_ISSUER
 from tingyu.common.auth.registry_tokens import SERVICE as REGISTRY_SERVICE
 from tingyu.common.auth.registry_tokens import ensure_signing_material
+from tingyu.common.auth.permissions import creds_are_current
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.settings import PlatformSettings
 
@@ -355,7 +356,7 @@ class Platform:
     def service_env(self, name: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         """A service's own NATS user; the imager's registry secret (the API holds it too, with the
         key that signs registry tokens); the agent instead enrolls (with a one-time token made here
-        when it has no credential yet) and pulls with that machine credential.
+        when it has no credential yet, or one signed for older permissions) and pulls with that machine credential.
         `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
@@ -369,7 +370,9 @@ class Platform:
                 "TINGYU_AGENT_STATE_DIR"
             )
             state = Path(given or self.config.state_dir / "agent")
-            if not (state / "nats.creds").exists() and "TINGYU_AGENT_ENROLL_TOKEN" not in (extra_env or {}):
+            if not creds_are_current(state / "nats.creds") and "TINGYU_AGENT_ENROLL_TOKEN" not in (
+                extra_env or {}
+            ):  # none yet, or signed for older permissions
                 env["TINGYU_AGENT_ENROLL_TOKEN"] = self.enroll_token()
             return env
         env = {"TINGYU_NATS_CREDS": str(self.config.auth.creds(name))}

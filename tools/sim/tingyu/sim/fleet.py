@@ -10,12 +10,13 @@ for its state and its pass (desired read, `Reconciler` over the simulated runtim
 but shares the timers: one wildcard nudge subscription, heartbeats sent in time slots spread over
 the period, resyncs spread the same way, and a bounded pool of workers for passes.
 
-A resync reads the machine's desired state as the agent's does (that read is all the platform
-sees of it). When neither the desired revision nor the simulated engine changed since the last
-full pass, the pass itself is skipped: a simulated container never changes behind the agent's
+Nudges name the key that changed and its revision, and the machine's pass reads that key alone,
+as the agent's does. A resync whose simulated engine did not change since the last pass is
+skipped: a simulated container never changes behind the agent's
 back, so the pass would find nothing to do, and at 100k machines the skipped Python work would
 be the simulator's own load rather than the platform's. Every tenth resync is a full pass anyway,
-so unchanged reports are still re-sent as a real agent re-sends them.
+and lists every key of the machine (the agent's safety net), so unchanged reports are still
+re-sent as a real agent re-sends them.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class FleetStats:
     beats_dropped: int = 0
     beat_delay_max_s: float = 0.0  # how late the latest slot ran (the simulator's own lag)
     passes: int = 0
-    light_resyncs: int = 0  # resyncs that read the desired state and found nothing new
+    light_resyncs: int = 0  # resyncs skipped: the simulated engine had not changed
     pass_errors: int = 0
     containers: int = 0
     samples_sent: int = 0
@@ -93,7 +94,8 @@ class SimAgent(Agent):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._fleet_nudge = fleet_nudge
 
-    def nudge(self) -> None:
+    def nudge(self, full: bool = False) -> None:
+        super().nudge(full)
         self._fleet_nudge(self.uuid)
 
 
@@ -103,7 +105,6 @@ class _Machine:
     facts: NodeFacts
     digest: str
     subject: str
-    revision: int = -1  # desired revision read before the last full pass
     changes: int = -1  # the simulated engine's change count after it
 
 
@@ -160,9 +161,9 @@ class Fleet:
         asyncio.get_running_loop().call_later(DEBOUNCE_S, self._queue.put_nowait, uuid)
 
     async def _on_nudge(self, msg: Msg) -> None:
-        uuid = msg.subject.split(".")[2]  # ty.agent.<uuid>.nudge
-        if uuid in self.machines:
-            self.nudge(uuid)
+        machine = self.machines.get(msg.subject.split(".")[2])  # ty.agent.<uuid>.nudge
+        if machine is not None:
+            machine.agent.told(msg.data)
 
     async def _passes(self, stop: asyncio.Event) -> None:
         """`workers` machine passes at once until `stop` (a pass under way is finished)."""
@@ -195,13 +196,11 @@ class Fleet:
                 self.nudge(uuid)
 
     async def _pass(self, machine: _Machine, light: bool) -> None:
-        """The agent's pass, or only its desired-state read when a light resync finds nothing new."""
-        _, revision = await self.bus.store(subjects.DESIRED).entry(machine.agent.uuid)
+        """The agent's pass, or nothing when a light resync finds the engine unchanged."""
         changes = self.runtime.changes(machine.agent.uuid)
-        if light and revision == machine.revision and changes == machine.changes:
+        if light and changes == machine.changes:
             self.stats.light_resyncs += 1
             return
-        machine.revision = revision
         await machine.agent.sync_once()
         machine.changes = self.runtime.changes(machine.agent.uuid)
         self.stats.passes += 1
@@ -255,7 +254,10 @@ class Fleet:
         if round_ > 0:  # round 0 is the first pass every machine makes at start
             light = round_ % FULL_PASS_EVERY != 0
             for uuid in chunk:
-                self.nudge(uuid, light=light)
+                if light:
+                    self.nudge(uuid, light=True)
+                else:
+                    self.machines[uuid].agent.nudge(full=True)
 
     async def _reconnects(self, stop: asyncio.Event) -> None:
         """A reconnect may have hidden nudges: every machine reads its desired state again."""
@@ -264,7 +266,7 @@ class Fleet:
             if self.bus.nc.stats["reconnects"] != seen:
                 seen = self.bus.nc.stats["reconnects"]
                 for uuid in self.order:
-                    self.nudge(uuid)
+                    self.machines[uuid].agent.nudge(full=True)
 
     async def _samples(self, stop: asyncio.Event) -> None:
         publisher = self.samples

@@ -3,9 +3,11 @@ subject a message arrives on says which machine sent it: consumers take the iden
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tingyu.common import subjects
+from tingyu.common.auth import jwt
 
 INBOX = "_INBOX"
 
@@ -16,12 +18,37 @@ def machine_inbox(node_uuid: str) -> str:
     return f"{INBOX}.{node_uuid}"
 
 
+def _api(domain: str) -> str:
+    """The JetStream API prefix; with a `domain` (a cluster reached through leaf nodes) it names it."""
+    return f"$JS.{domain}.API" if domain else "$JS.API"
+
+
 def desired_get(node_uuid: str, domain: str = "") -> str:
-    """The JetStream API subject of a direct get of the machine's own desired-state key; with a
-    JetStream `domain` (a cluster reached through leaf nodes) the API prefix names it."""
+    """The JetStream API subjects of direct gets of the machine's own desired-state keys
+    (`<uuid>.<deployment>`): no other machine's key matches."""
     spec = subjects.DESIRED
-    api = f"$JS.{domain}.API" if domain else "$JS.API"
-    return f"{api}.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
+    return f"{_api(domain)}.DIRECT.GET.{spec.stream}.{spec.prefix}{subjects.desired_keys(node_uuid)}"
+
+
+def legacy_desired_get(node_uuid: str, domain: str = "") -> str:
+    """The direct get of the machine's record in the layout before one key per deployment (its bare
+    uuid), which an agent reads too until the deployer has split it (an upgrade in any order of
+    agents first)."""
+    spec = subjects.DESIRED
+    return f"{_api(domain)}.DIRECT.GET.{spec.stream}.{spec.prefix}{node_uuid}"
+
+
+def desired_listing(node_uuid: str, domain: str = "") -> list[str]:
+    """The JetStream API subjects with which a machine lists its own desired-state keys: create
+    (the filter is part of the subject, and the server holds the consumer to it), fetch from and
+    delete one consumer named after the machine; no other name and no other filter."""
+    spec = subjects.DESIRED
+    api, consumer = _api(domain), subjects.desired_lister(node_uuid)
+    return [
+        f"{api}.CONSUMER.CREATE.{spec.stream}.{consumer}.{spec.prefix}{subjects.desired_keys(node_uuid)}",
+        f"{api}.CONSUMER.MSG.NEXT.{spec.stream}.{consumer}",
+        f"{api}.CONSUMER.DELETE.{spec.stream}.{consumer}",
+    ]
 
 
 # How long a machine may answer on the reply inbox of a request it received, counted from the
@@ -47,6 +74,10 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
                 # The same read in any JetStream domain (TINGYU_NATS_DOMAIN, docs/security.md): the
                 # credential stays valid whether the machine reaches a single server or a leaf node.
                 desired_get(node_uuid, "*"),
+                *desired_listing(node_uuid),
+                *desired_listing(node_uuid, "*"),
+                legacy_desired_get(node_uuid),
+                legacy_desired_get(node_uuid, "*"),
                 # Object names are job ids the machine learns only from its own requests;
                 # NATS cannot bind an object name to a machine (docs/security.md).
                 f"$O.{files}.C.*",
@@ -63,3 +94,21 @@ def service_permissions() -> dict[str, Any]:
     consumers in subjects and bodies, so narrower rules would add little); each has its own user
     so that one can be revoked alone."""
     return {}
+
+
+def creds_are_current(creds: Path) -> bool:
+    """Whether a machine's `.creds` file grants what `machine_permissions` grants today (a credential
+    signed before a change of layout, e.g. one desired-state key per deployment, does not: the agent
+    enrolls again with the same key when it is given a token). False for a file that does not parse."""
+    try:
+        text = creds.read_text()
+        token = text.split("-----BEGIN NATS USER JWT-----", 1)[1].split("------END", 1)[0].strip()
+        claims = jwt.decode(token)
+        granted = claims["nats"]
+        wanted = machine_permissions(str(claims["name"]))
+        return all(
+            sorted(granted.get(kind, {}).get("allow", [])) == sorted(wanted[kind]["allow"])
+            for kind in ("pub", "sub")
+        )
+    except (OSError, IndexError, KeyError, TypeError, ValueError):
+        return False

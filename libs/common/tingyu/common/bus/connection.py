@@ -51,7 +51,7 @@ class Bus:
         self.max_bytes = max_bytes or {}  # per store name, over the declared defaults
         self.lost = asyncio.Event()  # set when nats-py closed the connection on its own
         self.closing = False
-        self._stores: dict[str, Any] = {}
+        self._stores: dict[tuple[str, type[Any]], Any] = {}
         self._objects: dict[str, ObjectStore] = {}
 
     @classmethod
@@ -110,9 +110,11 @@ class Bus:
         """The bucket as a typed store (made once per connection)."""
         from tingyu.common.bus.stores import Store
 
-        if spec.name not in self._stores:
-            self._stores[spec.name] = Store(self, spec)
-        found: Store[M] = self._stores[spec.name]
+        # By name and model: a bucket may be read as an older layout of its records (a migration).
+        key = (spec.name, spec.model)
+        if key not in self._stores:
+            self._stores[key] = Store(self, spec)
+        found: Store[M] = self._stores[key]
         return found
 
     async def objects(self, spec: subjects.ObjectStoreSpec) -> ObjectStore:

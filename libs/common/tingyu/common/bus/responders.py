@@ -19,7 +19,7 @@ from nats.aio.subscription import Subscription
 from pydantic import Field
 
 from tingyu.common.bus.connection import Bus
-from tingyu.common.errors import InternalError, TingyuError, error_of
+from tingyu.common.errors import InternalError, PayloadTooLarge, TingyuError, error_of
 from tingyu.common.models.base import Message
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,18 @@ class Responder(Generic[Req]):
             reply = await answer(msg.data, self.request, self.handler)
         if msg.reply:
             with contextlib.suppress(Exception):  # the asker may have gone; its side says so
-                await msg.respond(reply.to_bytes())
+                await msg.respond(fitted(self.bus, msg.reply, reply))
+
+
+def fitted(bus: Bus, inbox: str, reply: Reply) -> bytes:
+    """The reply's bytes, or an error reply when they would not fit in one message (headers and
+    protocol lines counted), so the asker hears why instead of timing out."""
+    data = reply.to_bytes()
+    try:
+        bus.check(inbox, len(data))
+    except PayloadTooLarge as exc:
+        return Reply(ok=False, code=exc.code, msg=exc.msg, detail=exc.detail or "").to_bytes()
+    return data
 
 
 async def serve(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
@@ -30,6 +31,7 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 MAX_KEY = 256  # bytes; every key the platform makes is far shorter
 _KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")  # what a JetStream KV key may hold
 _DELETED = ("DEL", "PURGE")
+_CAS_HEADER = {"Nats-Expected-Last-Subject-Sequence": "18446744073709551615"}  # the longest one
 
 
 class Store(Generic[M]):
@@ -116,6 +118,46 @@ class Store(Generic[M]):
                 await sub.unsubscribe()
         return out
 
+    async def entries(self, pattern: str, *, consumer: str = "") -> dict[str, tuple[M, int]]:
+        """Every current key under `pattern` with its value and revision, for a narrow pattern
+        (one machine's keys): the consumer's own count says when it is done, so a pattern with no
+        key answers at once. A `consumer` name makes the listing one that a credential allowed only
+        that consumer and its filter (spelled in the API subject) can make; without one, a fresh
+        name is used. The consumer is removed after the listing."""
+        prefix = self.spec.prefix
+        config = js_api.ConsumerConfig(
+            name=consumer,
+            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=js_api.AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            filter_subject=prefix + pattern,
+        )
+        if consumer:
+            with contextlib.suppress(js_errors.NotFoundError):
+                await self.bus.js.delete_consumer(self.spec.stream, consumer)  # one a crash left behind
+        else:
+            consumer = config.name = f"list_{secrets.token_hex(8)}"
+        info = await self.bus.js.add_consumer(self.spec.stream, config)
+        out: dict[str, tuple[M, int]] = {}
+        sub = await self.bus.js.pull_subscribe_bind(stream=self.spec.stream, name=consumer)
+        try:
+            pending = info.num_pending or 0
+            while pending > 0:
+                msgs = await sub.fetch(min(pending, 1000), timeout=5.0)
+                for msg in msgs:
+                    key = msg.subject[len(prefix) :]
+                    deleted = msg.headers and msg.headers.get("KV-Operation") in _DELETED
+                    if not deleted and msg.data and (value := self._decode(key, msg.data)) is not None:
+                        out[key] = (value, msg.metadata.sequence.stream)
+                pending = msgs[-1].metadata.num_pending
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.bus.js.delete_consumer(self.spec.stream, consumer)
+        return out
+
     async def watch(self, pattern: str = ">") -> AsyncIterator[tuple[str, M | None]]:
         """Every change under `pattern` from now on, as (key, value or None when deleted)."""
         watcher = await (await self._handle()).watch(pattern, include_history=False)
@@ -140,13 +182,13 @@ class Store(Generic[M]):
     async def put(self, key: str, value: M) -> int:
         """Store unconditionally; returns the new revision."""
         self._check_key(key)
-        return await (await self._handle()).put(key, self._encode(value))
+        return await (await self._handle()).put(key, self._encode(key, value))
 
     async def create(self, key: str, value: M) -> int:
         """Store only when the key is absent (or deleted); `Conflict` when it exists."""
         self._check_key(key)
         try:
-            return await (await self._handle()).create(key, self._encode(value))
+            return await (await self._handle()).create(key, self._encode(key, value))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise Conflict(detail=f"{self.spec.name}/{key} exists") from exc
 
@@ -154,7 +196,7 @@ class Store(Generic[M]):
         """Store only when the key is still at `expected_revision`; `Conflict` otherwise."""
         self._check_key(key)
         try:
-            return await (await self._handle()).update(key, self._encode(value), last=expected_revision)
+            return await (await self._handle()).update(key, self._encode(key, value), last=expected_revision)
         except js_errors.KeyWrongLastSequenceError as exc:
             raise Conflict(detail=f"{self.spec.name}/{key} changed") from exc
         except js_errors.APIError as exc:
@@ -170,19 +212,26 @@ class Store(Generic[M]):
         `change` may run several times (when another writer got there first), so it must be pure.
         Returns what is stored afterwards.
         """
+        value, _ = await self.mutate_entry(key, change, attempts=attempts)
+        return value
+
+    async def mutate_entry(
+        self, key: str, change: Callable[[M | None], M | None], *, attempts: int = 50
+    ) -> tuple[M | None, int]:
+        """`mutate`, also returning the revision written (or the one read, when nothing changed)."""
         for _ in range(attempts):
             current, revision = await self.entry(key)
             new = change(current.model_copy(deep=True) if current is not None else None)
             if new is None:
-                return current
+                return current, revision
             try:
                 if revision:
-                    await self.update(key, new, revision)
+                    written = await self.update(key, new, revision)
                 else:
-                    await self.create(key, new)
+                    written = await self.create(key, new)
             except (Conflict, js_errors.KeyDeletedError):
                 continue
-            return new
+            return new, written
         raise Conflict(detail=f"too much contention on {self.spec.name}/{key}")
 
     async def delete(self, key: str) -> None:
@@ -191,19 +240,27 @@ class Store(Generic[M]):
         with contextlib.suppress(js_errors.KeyNotFoundError):
             await (await self._handle()).delete(key)
 
+    async def purge(self, key: str) -> None:
+        """Remove a key and its history (one purge marker stays); an absent key is fine."""
+        self._check_key(key)
+        await (await self._handle()).purge(key)
+
     def _check_key(self, key: str) -> None:
         if not is_key(key):
             raise InvalidParameter(detail=f"not a valid key of {self.spec.name}: {key[:80]!r}")
 
     # --- encoding ------------------------------------------------------------------------------
 
-    def _encode(self, value: M) -> bytes:
+    def _encode(self, key: str, value: M) -> bytes:
+        """The value's bytes, refused when over the bucket's value limit or (with the subject and
+        the compare-and-set header an update carries) over the server's max payload."""
         data = value.to_bytes()
         if len(data) > self.spec.max_value_bytes > 0:
             raise PayloadTooLarge(
                 detail=f"a {self.spec.name} record of {len(data)} bytes is over its limit "
                 f"of {self.spec.max_value_bytes} bytes"
             )
+        self.bus.check(self.spec.prefix + key, len(data), _CAS_HEADER)
         return data
 
     def _decode(self, key: str, data: bytes) -> M | None:

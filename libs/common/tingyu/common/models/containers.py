@@ -102,7 +102,10 @@ class FailedAttempt(Message):
 
 
 class DesiredContainer(Message):
-    """One deployment as the deployer wants it; `revision` grows with every accepted operation.
+    """One deployment as the deployer wants it; bucket `ty_desired`, key `<node uuid>.<name>`.
+
+    `revision` grows with every accepted operation and is what jobs complete on. The bucket's own
+    revision of the key (its stream sequence) is what agents compare to drop stale reads.
 
     A change of spec (update, upgrade) is a transaction: `fallback` keeps the last spec that ran
     until the change's job succeeds; if it fails, the spec goes back to `fallback` and the attempt
@@ -110,6 +113,7 @@ class DesiredContainer(Message):
     """
 
     name: str
+    node_uuid: str = ""  # the machine it runs on ('' in records written before one key per deployment)
     spec: ContainerSpec
     state: DesiredState = DesiredState.RUNNING
     revision: int = 1
@@ -126,10 +130,20 @@ class DesiredContainer(Message):
 
 
 class NodeDesired(Message):
-    """Every desired container of one machine (bucket `ty_desired`, key = node uuid)."""
+    """Every desired container of one machine, gathered from its keys `<node uuid>.*` of
+    `ty_desired` (and the legacy whole-machine record, key = node uuid, that the deployer splits
+    at start). The agent keeps it in memory and on disk."""
 
     node_uuid: str
     containers: dict[str, DesiredContainer] = Field(default_factory=dict)
+
+
+class DesiredNudge(Message):
+    """Tells an agent that one deployment's desired state changed: the key's name and the bucket
+    revision it now has (read that key alone). An empty nudge asks for a full read."""
+
+    name: str
+    revision: int
 
 
 class PodPhase(StrEnum):

@@ -1,5 +1,5 @@
 """Containers: operators' commands become desired state; agents' reports complete their jobs."""
 
-from tingyu.deployer.containers.handler import Commands, Reports, Transactions
+from tingyu.deployer.containers.handler import Commands, Dispatched, Reports, Transactions
 
-__all__ = ["Commands", "Reports", "Transactions"]
+__all__ = ["Commands", "Dispatched", "Reports", "Transactions"]

@@ -1,15 +1,20 @@
 """The containers slice's handlers: operators' commands, and agents' reports of what they applied.
 
-Commands: claim the name, write desired state, dispatch the job, set its timer, nudge the agent.
-Each step is idempotent, so a command redelivered after a crash at any point has one effect.
-Reports: store the observed state and complete the jobs whose revision was applied.
+Commands: claim the name, write desired state (the deployment's own key), dispatch the job, set
+its timer, nudge the agent with the key's new revision. Each step is idempotent, so a command
+redelivered after a crash at any point has one effect.
+Reports: store the observed state and complete the jobs whose revision was applied. A report names
+each deployment's revision and job, so a job this replica dispatched completes from what it wrote
+(`Dispatched`); only other open deployments (and failed or deleted ones) are read back.
 Transactions: a change of spec commits when its job succeeds and rolls back when it fails (the
 decisions are the pure `commit` and `roll_back` of the rules; this stores them and nudges the agent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 
 from nats.aio.msg import Msg
 
@@ -17,13 +22,17 @@ from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import Reject
 from tingyu.common.claims import claim_name
+from tingyu.common.desired import DesiredStore, gather
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import (
     ContainerCommand,
     ContainerOp,
+    ContainerReport,
     DesiredContainer,
+    DesiredNudge,
     NodeDesired,
     NodeReport,
+    PodPhase,
 )
 from tingyu.common.models.jobs import JobDeadline, JobState
 from tingyu.deployer.containers.rules import (
@@ -40,15 +49,49 @@ from tingyu.deployer.containers.rules import (
 log = logging.getLogger(__name__)
 
 
+class Dispatched:
+    """The deployments as this replica wrote them for the jobs it dispatched (without env and
+    volumes: what judging a report needs), by job id, the most recent `limit` of them. A report
+    that applied one completes its job without reading `ty_desired` back; a rollback or commit
+    reads the key itself, so an entry here never decides one."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self.entries: OrderedDict[str, DesiredContainer] = OrderedDict()
+
+    def remember(self, entry: DesiredContainer) -> None:
+        spare: dict[str, list[object]] = {"env": [], "volumes": []}
+        self.entries[entry.job_id] = entry.model_copy(
+            update={
+                "spec": entry.spec.model_copy(update=spare),
+                "fallback": entry.fallback.model_copy(update=spare) if entry.fallback else None,
+            }
+        )
+        self.entries.move_to_end(entry.job_id)
+        while len(self.entries) > self.limit:
+            self.entries.popitem(last=False)
+
+    def get(self, seen: ContainerReport) -> DesiredContainer | None:
+        """The deployment as written for the job and revision a report names, if remembered."""
+        entry = self.entries.get(seen.job_id)
+        return entry if entry is not None and entry.revision == seen.revision else None
+
+    def forget(self, job_id: str) -> None:
+        self.entries.pop(job_id, None)
+
+
 class Commands:
     """Handles `ty.cmd.container.*`."""
 
-    def __init__(self, bus: Bus, jobs: JobStore, job_timeout_s: float) -> None:
+    def __init__(
+        self, bus: Bus, jobs: JobStore, job_timeout_s: float, dispatched: Dispatched | None = None
+    ) -> None:
         self.bus = bus
+        self.dispatched = dispatched or Dispatched()
         self.jobs = jobs
         self.job_timeout_s = job_timeout_s
         self.nodes = bus.store(subjects.NODES)
-        self.desired = bus.store(subjects.DESIRED)
+        self.desired = DesiredStore(bus)
 
     async def handle(self, command: ContainerCommand, _: Msg) -> None:
         job = await self.jobs.get(command.job_id)
@@ -62,7 +105,7 @@ class Commands:
             if refusal:
                 await self.jobs.fail(command.job_id, refusal)
                 return
-        outcome = await self.write_desired(command)
+        outcome, revision = await self.write_desired(command)
         if outcome.error:
             await self.jobs.fail(command.job_id, outcome.error)
             return
@@ -79,21 +122,35 @@ class Commands:
         await self.bus.publish(
             subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
         )
-        await self.bus.nc.publish(subjects.agent_nudge(command.node_uuid), b"")
+        await nudge(self.bus, command.node_uuid, command.name, revision)
 
-    async def write_desired(self, command: ContainerCommand) -> Outcome:
+    async def write_desired(self, command: ContainerCommand) -> tuple[Outcome, int]:
+        """Apply the command to its deployment's key: the outcome and the key's revision."""
         outcome = Outcome()
 
-        def change(doc: NodeDesired | None) -> NodeDesired | None:
+        def change(entry: DesiredContainer | None) -> DesiredContainer | None:
             nonlocal outcome
-            doc = doc or NodeDesired(node_uuid=command.node_uuid)
+            doc = one(command.node_uuid, entry)
             outcome = apply(doc, command, timefmt.now())
-            return doc if outcome.changed and not outcome.error else None
+            return doc.containers.get(command.name) if outcome.changed and not outcome.error else None
 
-        await self.desired.mutate(command.node_uuid, change)
+        stored, revision = await self.desired.mutate(command.node_uuid, command.name, change)
         if outcome.error:
             log.info("job %s (%s %s) refused: %s", command.job_id, command.op, command.name, outcome.error)
-        return outcome
+        elif stored is not None and stored.job_id == command.job_id:
+            self.dispatched.remember(stored)
+        return outcome, revision
+
+
+def one(node_uuid: str, entry: DesiredContainer | None) -> NodeDesired:
+    """A deployment's key as the rules see a machine: a document holding it alone (or nothing)."""
+    return gather(node_uuid, [entry] if entry is not None else [])
+
+
+async def nudge(bus: Bus, node_uuid: str, name: str, revision: int) -> None:
+    """Tell the agent which key changed and its revision (it reads that key alone)."""
+    if revision:
+        await bus.emit(subjects.agent_nudge(node_uuid), DesiredNudge(name=name, revision=revision))
 
 
 class Transactions:
@@ -101,42 +158,45 @@ class Transactions:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.desired = bus.store(subjects.DESIRED)
+        self.desired = DesiredStore(bus)
 
     async def commit(self, node_uuid: str, name: str, job_id: str) -> None:
         """The change made by `job_id` ran: forget the fallback (before the job reads succeeded)."""
 
-        def change(doc: NodeDesired | None) -> NodeDesired | None:
-            return doc if doc is not None and commit(doc, name, job_id) else None
+        def change(entry: DesiredContainer | None) -> DesiredContainer | None:
+            doc = one(node_uuid, entry)
+            return doc.containers[name] if commit(doc, name, job_id) else None
 
-        await self.desired.mutate(node_uuid, change)
+        await self.desired.mutate(node_uuid, name, change)
 
     async def roll_back(self, node_uuid: str, name: str, job_id: str, reason: str) -> bool:
         """The change made by `job_id` failed: the machine goes back to the last spec that ran."""
         rolled = False
 
-        def change(doc: NodeDesired | None) -> NodeDesired | None:
+        def change(entry: DesiredContainer | None) -> DesiredContainer | None:
             nonlocal rolled
-            rolled = doc is not None and roll_back(doc, name, job_id, reason, timefmt.now())
-            return doc if rolled else None
+            doc = one(node_uuid, entry)
+            rolled = roll_back(doc, name, job_id, reason, timefmt.now())
+            return doc.containers[name] if rolled else None
 
-        await self.desired.mutate(node_uuid, change)
+        _, revision = await self.desired.mutate(node_uuid, name, change)
         if rolled:
             log.info(
                 "deployment %s on %s rolled back after job %s failed: %s", name, node_uuid, job_id, reason
             )
-            await self.bus.nc.publish(subjects.agent_nudge(node_uuid), b"")
+            await nudge(self.bus, node_uuid, name, revision)
         return rolled
 
 
 class Reports:
     """Handles `ty.evt.observed.*`."""
 
-    def __init__(self, bus: Bus, jobs: JobStore) -> None:
+    def __init__(self, bus: Bus, jobs: JobStore, dispatched: Dispatched | None = None) -> None:
         self.jobs = jobs
+        self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
-        self.desired = bus.store(subjects.DESIRED)
+        self.desired = DesiredStore(bus)
         self.names = bus.store(subjects.NAMES)
 
     async def handle(self, report: NodeReport, msg: Msg) -> None:
@@ -144,15 +204,15 @@ class Reports:
         if msg.subject != subjects.report(report.node_uuid):
             raise Reject(f"report about {report.node_uuid} arrived on {msg.subject}")
         await self.observed.mutate(report.node_uuid, lambda current: newer(current, report))
-        doc = await self.desired.get(report.node_uuid)
-        if doc is None:
-            return
+        doc = await self.open_deployments(report)
         for entry, seen in applied(doc, report):
             outcome = verdict(entry, seen)
             if not self.jobs.is_finished(entry.job_id):
                 if outcome.commit:
                     await self.transactions.commit(report.node_uuid, entry.name, entry.job_id)
                 await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+                if outcome.state.final:
+                    self.dispatched.forget(entry.job_id)
             if outcome.roll_back:
                 # Also for a job already failed: a crash may have come between its failure and the rollback.
                 await self.transactions.roll_back(
@@ -161,9 +221,24 @@ class Reports:
             if outcome.forget:
                 await self.forget(report.node_uuid, entry)
 
+    async def open_deployments(self, report: NodeReport) -> NodeDesired:
+        """The desired deployments the report may complete, change or remove: those whose job is
+        still open, and those that failed or are deleted (a crash may have come between a job's
+        end and its rollback or removal). A report about deployments at rest reads nothing."""
+        acting = {name: seen for name, seen in report.containers.items() if self.may_act(seen)}
+        known = {name: entry for name, seen in acting.items() if (entry := self.dispatched.get(seen))}
+        unknown = [name for name in acting if name not in known]
+        read = await asyncio.gather(*(self.desired.get(report.node_uuid, name) for name in unknown))
+        return gather(report.node_uuid, [*known.values(), *(entry for entry in read if entry is not None)])
+
+    def may_act(self, seen: ContainerReport) -> bool:
+        return not self.jobs.is_finished(seen.job_id) or seen.phase in (PodPhase.FAILED, PodPhase.DELETED)
+
     async def forget(self, node_uuid: str, entry: DesiredContainer) -> None:
         """A deleted deployment leaves the desired state, then frees its name."""
-        await self.desired.mutate(node_uuid, lambda doc: without(doc, entry))
+        current = await self.desired.get(node_uuid, entry.name)
+        if without(one(node_uuid, current), entry) is not None:
+            await self.desired.remove(node_uuid, entry.name)
         claim = await self.names.get(entry.name)
         if claim is not None and claim.node_uuid == node_uuid:
             await self.names.delete(entry.name)

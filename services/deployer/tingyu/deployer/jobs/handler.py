@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 
-from tingyu.common import subjects, timefmt
+from tingyu.common import timefmt
 from tingyu.common.bus import Bus, Retry
+from tingyu.common.desired import DesiredStore
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import DesiredContainer
 from tingyu.common.models.jobs import Command, Job, JobDeadline
@@ -30,7 +31,7 @@ class Deadlines:
 
     def __init__(self, bus: Bus, jobs: JobStore) -> None:
         self.jobs = jobs
-        self.desired = bus.store(subjects.DESIRED)
+        self.desired = DesiredStore(bus)
         self.transactions = Transactions(bus)
 
     async def handle(self, timer: JobDeadline, _: Msg) -> None:
@@ -52,8 +53,7 @@ class Deadlines:
         """The deployment a container job changes, as the deployer wants it now."""
         if not job.node_uuid or not job.deploymentname:
             return None
-        doc = await self.desired.get(job.node_uuid)
-        return doc.containers.get(job.deploymentname) if doc else None
+        return await self.desired.get(job.node_uuid, job.deploymentname)
 
 
 def fail_job(jobs: JobStore) -> Callable[[Command | JobDeadline | None, str, str], Awaitable[None]]:

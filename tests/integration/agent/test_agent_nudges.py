@@ -1,0 +1,140 @@
+"""Nudges that carry the revision, against the real nats-server: the agent reads only the key a
+nudge names, with its machine's own credential; a late or duplicated nudge costs no read and never
+takes the machine back to an older revision; the resync lists every key of the machine.
+
+The agent here reconciles over the simulated engine (`tingyu.sim`): what is under test is how it
+learns its desired state, not Docker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+
+from tests.support import eventually, machine_creds, machine_settings, unique
+from tests.support.factories import spec
+from tingyu.agent.agent import Agent
+from tingyu.agent.identity import Identity
+from tingyu.agent.reconciler import Reconciler
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore, migrate
+from tingyu.common.models.containers import (
+    DesiredContainer,
+    DesiredNudge,
+    DesiredState,
+    NodeDesired,
+    PodPhase,
+)
+from tingyu.common.names import new_node_identity
+from tingyu.common.settings import PlatformSettings
+from tingyu.sim import machines
+from tingyu.sim.runtime import SimRuntime
+
+
+@pytest_asyncio.fixture
+async def admin(nats_url: str) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "nudge-tests")
+    yield bus
+    await bus.close()
+
+
+@pytest_asyncio.fixture
+async def agent(nats_url: str, tmp_path: Path) -> AsyncIterator[Agent]:
+    """An agent on its machine's own credential, listening for its nudges (passes run by the test)."""
+    uuid, nodename = new_node_identity()
+    creds, _ = machine_creds(tmp_path, uuid)
+    bus = await Bus.connect(machine_settings(nats_url, creds, uuid), "machine", ensure=False)
+    ident = Identity(uuid=uuid, nodename=nodename)
+    facts = machines.facts(ident, 0)
+    agent = Agent(bus, ident, Reconciler(SimRuntime(), uuid), lambda: facts, simulated=True)
+    await agent.start()
+    yield agent
+    await agent.close()
+    await bus.close()
+
+
+def deployment(name: str, version: str, revision: int) -> DesiredContainer:
+    return DesiredContainer(
+        name=name, spec=spec(version=version), revision=revision, job_id=unique("job"), created_at=0.0
+    )
+
+
+async def nudged(admin: Bus, agent: Agent, name: str, revision: int) -> None:
+    """Send the nudge the deployer sends, and wait until the agent has taken it in."""
+    agent.wake.clear()
+    await admin.emit(subjects.agent_nudge(agent.uuid), DesiredNudge(name=name, revision=revision))
+    await admin.nc.flush()
+    await eventually(lambda: holds(agent.wake.is_set()), timeout=5)
+
+
+async def holds(condition: bool) -> bool:
+    return condition
+
+
+async def test_a_nudge_reads_one_key_and_a_stale_one_reads_nothing(admin: Bus, agent: Agent) -> None:
+    store = DesiredStore(admin)
+    await agent.sync_once()  # the first pass lists the machine's keys (none yet)
+    assert agent.reads == {"keys": 0, "listings": 1, "stale_nudges": 0}
+
+    name = unique("web")
+    first = await store.put(agent.uuid, deployment(name, "1", revision=1))
+    await store.put(agent.uuid, deployment(unique("other"), "1", revision=1))  # no nudge: not read
+    await nudged(admin, agent, name, first)
+    report = await agent.sync_once()
+    assert agent.reads["keys"] == 1
+    assert report.containers[name].phase == PodPhase.RUNNING
+    assert sorted(agent.desired.containers) == [name]
+
+    second = await store.put(agent.uuid, deployment(name, "2", revision=2))
+    await nudged(admin, agent, name, second)
+    report = await agent.sync_once()
+    assert (agent.reads["keys"], report.containers[name].revision) == (2, 2)
+
+    # A late nudge (the first revision) and a duplicate (the second) cost no read and change nothing.
+    agent.wake.clear()
+    for late in (first, second):
+        await admin.emit(subjects.agent_nudge(agent.uuid), DesiredNudge(name=name, revision=late))
+    await admin.nc.flush()
+    await eventually(lambda: holds(agent.reads["stale_nudges"] == 2), timeout=5)
+    assert not agent.wake.is_set()
+    report = await agent.sync_once()
+    assert agent.reads["keys"] == 2
+    assert agent.desired.containers[name].spec.imageversion == "2"
+    assert report.containers[name].revision == 2
+
+
+async def test_the_resync_lists_every_key_and_a_removed_key_goes(admin: Bus, agent: Agent) -> None:
+    store = DesiredStore(admin)
+    names = sorted(unique("web") for _ in range(3))
+    for name in names:
+        await store.put(agent.uuid, deployment(name, "1", revision=1))
+    report = await agent.sync_once()  # the first pass: a full listing
+    assert sorted(report.containers) == names
+
+    stopped = deployment(names[0], "1", revision=2).model_copy(update={"state": DesiredState.STOPPED})
+    await store.put(agent.uuid, stopped)
+    await store.remove(agent.uuid, names[1])
+    agent.nudge(full=True)  # what the resync period, a reconnect or an empty nudge asks for
+    report = await agent.sync_once()
+    assert agent.reads["listings"] == 2
+    assert sorted(report.containers) == [names[0], names[2]]
+    assert report.containers[names[0]].phase == PodPhase.STOPPED
+
+
+async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(admin: Bus, agent: Agent) -> None:
+    """Agents upgraded before the deployer keep their machine as it is: they read the whole-machine
+    record under the bare uuid too, and nothing changes for a container when it is split."""
+    names = sorted(unique("old") for _ in range(2))
+    legacy = NodeDesired(node_uuid=agent.uuid, containers={n: deployment(n, "1", revision=1) for n in names})
+    await admin.store(subjects.LEGACY_DESIRED).put(agent.uuid, legacy)
+    report = await agent.sync_once()
+    assert {n: c.phase for n, c in report.containers.items()} == dict.fromkeys(names, PodPhase.RUNNING)
+    ids = {n: c.container_id for n, c in report.containers.items()}
+
+    assert await migrate(admin) >= 1
+    agent.nudge(full=True)
+    report = await agent.sync_once()
+    assert {n: c.container_id for n, c in report.containers.items()} == ids  # the same containers
+    assert all(entry.node_uuid == agent.uuid for entry in agent.desired.containers.values())
