@@ -28,10 +28,10 @@ from pathlib import Path
 
 from tingyu.common.auth import jwt
 from tingyu.common.auth.material import AuthDir
+from tingyu.common.auth.permissions import creds_are_current
 from tingyu.common.auth.registry_tokens import ISSUER as REGISTRY_ISSUER
 from tingyu.common.auth.registry_tokens import SERVICE as REGISTRY_SERVICE
 from tingyu.common.auth.registry_tokens import ensure_signing_material
-from tingyu.common.auth.permissions import creds_are_current
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.settings import PlatformSettings
 
@@ -356,8 +356,8 @@ class Platform:
     def service_env(self, name: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         """A service's own NATS user; the imager's registry secret (the API holds it too, with the
         key that signs registry tokens); the agent instead enrolls (with a one-time token made here
-        when it has no credential yet, or one signed for older permissions) and pulls with that machine credential.
-        `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
+        when it has no credential yet, or one signed for older permissions) and pulls with that
+        machine credential. `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
             # holds the `kube` service user (docs/kubernetes.md) and pulls nothing itself.
