@@ -357,7 +357,8 @@ class Platform:
         """A service's own NATS user; the imager's registry secret (the API holds it too, with the
         key that signs registry tokens); the agent instead enrolls (with a one-time token made here
         when it has no credential yet, or one signed for older permissions) and pulls with that
-        machine credential. `extra_env` is what the caller adds (another agent's state folder, the kubernetes runtime)."""
+        machine credential. `extra_env` is what the caller adds (another agent's state folder, the
+        kubernetes runtime)."""
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
             # holds the `kube` service user (docs/kubernetes.md) and pulls nothing itself.
