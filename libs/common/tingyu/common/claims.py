@@ -21,6 +21,11 @@ async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
     """Take `name` for the create job `job_id`; '' when it is ours, else why not."""
     names = bus.store(subjects.NAMES)
     mine = NameClaim(node_uuid=node_uuid, job_id=job_id)
+    try:  # the usual case, a new name: one round trip
+        await names.create(name, mine)
+        return ""
+    except Conflict:
+        pass
     for _ in range(5):
         current, revision = await names.entry(name)
         try:
