@@ -59,27 +59,31 @@ def run(settings: ApiSettings, count: int, serve: Serve) -> int:
         child.start()
         procs.append(child)
     log.info("api: %d workers on %s:%d", count, settings.host, settings.port)
-    stopping: list[int] = []
+    asked: list[int] = []  # the signal that asked the API to stop
 
-    def stop(signum: int, _: FrameType | None) -> None:
-        stopping.append(signum)
+    def terminate() -> None:
         for proc in procs:
             if proc.pid is not None and proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        asked.append(signum)
+        terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     wait([proc.sentinel for proc in procs])
     ended = next((proc for proc in procs if not proc.is_alive()), None)
     code = ended.exitcode if ended is not None and ended.exitcode is not None else 0
-    if not stopping:
+    code = code if code >= 0 else 1  # killed by a signal
+    if not asked:
         log.critical("api: worker %s ended (code %s); stopping the others", ended and ended.name, code)
-        stop(signal.SIGTERM, None)
+        terminate()
     for proc in procs:
         proc.join(STOP_TIMEOUT_S)
         if proc.is_alive():
             proc.kill()
             proc.join()
     sock.close()
-    return code if not stopping else 0
+    return 0 if asked else code or 1
