@@ -187,7 +187,7 @@ def node_order(record: NodeRecord) -> tuple[float, str]:
 class Views:
     """The views of one API process, started in its lifespan."""
 
-    def __init__(self, bus: Bus, jobs_capacity: int = 200_000) -> None:
+    def __init__(self, bus: Bus, jobs_capacity: int = 20_000) -> None:
         self.bus = bus
         self.nodes: View[NodeRecord] = View(bus.store(subjects.NODES), order=node_order)
         self.names: View[NameClaim] = View(bus.store(subjects.NAMES))
