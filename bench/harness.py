@@ -82,11 +82,22 @@ class RawHttp:
         self.writer.write(head + body)
         status_line = await self.reader.readline()
         length = 0
+        chunked = False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
             if name.lower() == "content-length":
                 length = int(value)
-        return int(status_line.split()[1]), await self.reader.readexactly(length)
+            elif name.lower() == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+        status = int(status_line.split()[1])
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        pieces = []  # a streamed answer (`/node/list`)
+        while size := int((await self.reader.readline()).split(b";")[0], 16):
+            pieces.append(await self.reader.readexactly(size))
+            await self.reader.readline()
+        await self.reader.readline()
+        return status, b"".join(pieces)
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -112,7 +112,10 @@ def stand_in(index: int) -> NodeFacts:
 
 
 async def run(requests: int, concurrency: int, items: int, machines: int) -> list[str]:
-    with platform(("nodes", "deployer", "api")) as running:
+    # The image is never pulled; the edge policy must allow its registry all the same.
+    with platform(
+        ("nodes", "deployer", "api"), TINGYU_POLICY_REGISTRIES=IMAGE.split("/", maxsplit=1)[0]
+    ) as running:
         bus = await Bus.connect(running.config.admin_settings(), "bench")
         fleet = [stand_in(i) for i in range(machines)]
         beating = asyncio.create_task(beat_forever(bus, fleet))

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import subprocess
 import time
 
 import docker
 import httpx
-from tests.support import build_busybox
+from tests.support import build_busybox, docker_as
 
 from bench.harness import bearer, percentile, platform, report
+from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.jobs import Job, JobState
@@ -75,9 +75,10 @@ def direct(client: docker.DockerClient, image: str, count: int) -> list[float]:
     return latencies
 
 
-def push_busybox(client: docker.DockerClient, image: str) -> None:
+def push_busybox(client: docker.DockerClient, running: Platform, image: str) -> None:
+    """Build the image and push it as the registry's pushing user (the registry wants a login)."""
     build_busybox(client, image, "1")
-    subprocess.run(["docker", "push", f"{image}:1"], check=True, capture_output=True)
+    docker_as(running, "imager", "push", f"{image}:1")
 
 
 async def node_uuid(url: str, headers: dict[str, str]) -> str:
@@ -94,7 +95,7 @@ async def run(count: int) -> list[str]:
     client = docker.from_env(timeout=120)
     with platform(("nodes", "deployer", "api", "agent"), TINGYU_AGENT_STOP_TIMEOUT_S="1") as running:
         image = f"{running.config.registry}/bench/busybox"
-        await asyncio.to_thread(push_busybox, client, image)
+        await asyncio.to_thread(push_busybox, client, running, image)
         bus = await Bus.connect(running.config.admin_settings(), "bench")
         headers = bearer(running.config)
         uuid = await node_uuid(running.config.api_url, headers)

@@ -99,7 +99,10 @@ async def test_an_upgrade_whose_container_dies_is_rolled_back_to_the_version_tha
     assert "exited with code 3" in job["message"], job
 
     async def back() -> dict[str, Any] | None:
-        attrs = inspect(docker_client, name)
+        try:
+            attrs = inspect(docker_client, name)
+        except docker.errors.NotFound:
+            return None  # between the crashing container's removal and the old one's creation
         running = attrs["State"]["Running"] and attrs["Config"]["Image"] == f"{repository}:{version}"
         return attrs if running else None
 

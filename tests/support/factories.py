@@ -6,7 +6,8 @@ import secrets
 from typing import Any
 
 from tingyu.common.models.containers import ContainerCommand, ContainerOp, ContainerSpec
-from tingyu.common.models.nodes import Heartbeat, NodeFacts
+from tingyu.common.models.jobs import Job, JobKind
+from tingyu.common.models.nodes import Heartbeat, NodeFacts, NodeRecord
 from tingyu.common.names import new_job_id, new_node_identity
 
 
@@ -37,3 +38,16 @@ def heartbeat(node: NodeFacts, *, with_facts: bool = True, at: float = 0.0) -> H
 
 def name(prefix: str = "t") -> str:
     return f"{prefix}{secrets.token_hex(5)}"
+
+
+def node_record(node: NodeFacts | None = None, *, created: float = 1.0, **fields: Any) -> NodeRecord:
+    node = node or facts()
+    return NodeRecord(
+        facts=node, facts_digest=node.digest(), createtime=created, heartbeattime=created, **fields
+    )
+
+
+def job_record(**fields: Any) -> Job:
+    return Job(
+        job_id=new_job_id(), kind=JobKind.CONTAINER, op="create", created_at=1.0, updated_at=1.0, **fields
+    )

@@ -97,6 +97,7 @@ FAST_ENV = {
     "TINGYU_LOG_LEVEL": "INFO",
     **TEST_POLICY,
     "TINGYU_API_ADMIN_TOKEN": ADMIN_TOKEN,
+    "TINGYU_API_WORKERS": "1",  # one process, so /metrics and the round-trip counts are its own
 }
 
 

@@ -277,3 +277,30 @@ async def test_update_refuses_unknown_names_and_moving_machines(
         assert doc.containers[name].revision == 1
     finally:
         await other.stop()
+
+
+async def test_a_create_is_seen_at_once_by_the_same_client(api: httpx.AsyncClient, peer: PeerMachine) -> None:
+    """Create, then at once ask for the job: it is there (read through when the view has not
+    applied it yet), however quickly the client asks."""
+    for _ in range(10):
+        name = unique()
+        jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+        info = await job_state(api, jobid)
+        assert (info["jobid"], info["deploymentname"]) == (jobid, name)
+
+
+async def test_a_final_job_means_get_and_info_show_its_effect(
+    api: httpx.AsyncClient, peer: PeerMachine
+) -> None:
+    """Once /task/status answers final, /container/info shows the report that finished the job and
+    /container/get the deployment (the views reflect the job's effect before it reads as final)."""
+    for _ in range(3):
+        name = unique()
+        jobid = (await api.post("/container/create", json=[item(peer.uuid, name)])).json()["data"][0]["jobid"]
+        await wait_job(api, jobid, 1)
+        await peer.report({name: PodPhase.RUNNING})
+        await wait_job(api, jobid, 3)
+        info = (await api.post("/container/info", params={"name": name})).json()["data"][0]
+        assert info["data"]["podinfo"][0]["podstate"] == "Running"
+        got = (await api.post("/container/get", params={"name": name})).json()["data"][0]
+        assert (got["code"], got["data"]["name"]) == (200, name)

@@ -26,7 +26,12 @@ async def test_readyz_follows_nats_while_healthz_stays_alive(tmp_path: Path) -> 
                 transport=httpx.ASGITransport(app=app), base_url="http://api/tingyu", timeout=10
             ) as api,
         ):
-            ready = await api.get("/readyz")
+
+            async def answered() -> httpx.Response | None:
+                answer = await api.get("/readyz")  # 503 until the views have loaded
+                return answer if answer.status_code == 200 else None
+
+            ready = await eventually(answered, timeout=10)
             assert (ready.status_code, ready.json()) == (
                 200,
                 {"msg": "success", "code": 200, "data": {"nats": True, "jetstream": True}},

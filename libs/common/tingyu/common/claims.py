@@ -18,10 +18,17 @@ def already_exists(name: str) -> str:
     return f'deployments.apps "{name}" already exists'
 
 
-async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str) -> str:
-    """Take `name` for the create job `job_id`; '' when it is ours, else why not."""
+async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str, *, new: bool = False) -> str:
+    """Take `name` for the create job `job_id`; '' when it is ours, else why not. `new`: the name
+    is most likely free (a create being accepted), so try to take it first: one round trip."""
     names = bus.store(subjects.NAMES)
     mine = NameClaim(node_uuid=node_uuid, job_id=job_id)
+    if new:
+        try:
+            await names.create(name, mine)
+            return ""
+        except Conflict:
+            pass  # taken, or stale: judged below
     for _ in range(5):
         current, revision = await names.entry(name)
         try:

@@ -7,6 +7,7 @@ failed) never changes again, and a job never goes back to an earlier state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -68,14 +69,24 @@ class JobStore:
         """Write the job record, then publish the command with the job id as its message id, so the
         job exists before any worker can see the command and a second submit has one effect.
 
-        `guard` runs between the two (e.g. claiming a name); a non-empty answer refuses the command:
+        `guard` runs beside the record (e.g. claiming a name); a non-empty answer refuses the command:
         the record is removed and `Refused` raised. If publishing fails the job is marked failed, so
         `/task/status` never shows a phantom.
         """
         job = new_job(command, timefmt.now())
-        with contextlib.suppress(Conflict):  # submitted before: the publish below is deduplicated too
-            await self.store.create(job.job_id, job)
-        refusal = await guard() if guard else ""
+
+        async def record() -> None:
+            with contextlib.suppress(Conflict):  # submitted before: the publish is deduplicated too
+                await self.store.create(job.job_id, job)
+
+        # The record and the guard go out together (one round trip): the record's request is sent
+        # first on the same connection, and whoever reads the guard's claim needs two more round
+        # trips before it reads this job, so it never finds a claim whose job is not there yet.
+        if guard is None:
+            await record()
+            refusal = ""
+        else:
+            _, refusal = await asyncio.gather(record(), guard())
         if refusal:
             await self.store.delete(job.job_id)
             raise Refused(refusal)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +18,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from tingyu.api import console, envelope, metrics
+from tingyu.api import console, envelope, metrics, workers
 from tingyu.api.audit import Auditor
 from tingyu.api.auth import FailureLimiter, Keyring
 from tingyu.api.config import ApiSettings, get_settings
@@ -25,6 +27,7 @@ from tingyu.api.limits import HeadTimeoutH11, RequestLimits
 from tingyu.api.routes import ROUTERS
 from tingyu.api.services.registry import RegistryTokens
 from tingyu.api.uploads import reader_threads
+from tingyu.api.views import Views
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
 
@@ -56,6 +59,8 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
         app.state.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
         app.state.auditor = Auditor(bus)
         app.state.registry_tokens = RegistryTokens.load(bus, settings)
+        app.state.views = Views(bus, settings.jobs_view_size)
+        app.state.views.start()
         watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")
         try:
             yield
@@ -63,6 +68,7 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            await app.state.views.stop()
             await app.state.auditor.close()
             await bus.close()
 
@@ -90,9 +96,8 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
     return app
 
 
-def run() -> None:
-    settings = get_settings()
-    setup_logging("api", settings.platform.log_level)
+def serve(settings: ApiSettings, sock: socket.socket | None = None) -> int:
+    """One server process (on `sock`, shared with the other workers, when given); its exit code."""
     lost: list[bool] = []
 
     def stop() -> None:
@@ -114,9 +119,16 @@ def run() -> None:
     )
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if lost or not server.started:
-        sys.exit(EXIT_LOST)
+        server.run(sockets=[sock] if sock is not None else None)
+    return EXIT_LOST if lost or not server.started else 0
+
+
+def run() -> None:
+    """The API: `TINGYU_API_WORKERS` processes (default: one per core) on one port."""
+    settings = get_settings()
+    setup_logging("api", settings.platform.log_level)
+    count = settings.workers or os.cpu_count() or 1
+    sys.exit(serve(settings) if count == 1 else workers.run(settings, count, serve))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from tingyu.api.deps import SettingsDep
 from tingyu.api.services.audit import AuditQuery
 from tingyu.common import timefmt
 from tingyu.common.errors import InvalidOperator
-from tingyu.common.models.nodes import OPERATORS
+from tingyu.common.models.nodes import OPERATORS, NodeRecord, NodeStatus
 from tingyu.common.names import (
     is_deployment_name,
     is_image_name,
@@ -132,6 +132,67 @@ async def machine(uuid: str = Query("", description="Machine uuid (tingyu-<32 he
     return uuid
 
 
+@dataclass(frozen=True, slots=True)
+class NodeQuery:
+    """Which machines `/node/list` answers: all of them unless filtered, one page of them if asked."""
+
+    area: str = ""
+    operator: str = ""
+    status: str = ""
+    page: int = 0  # 1-based; 0: every machine that matches
+    page_size: int = 0
+
+    def matches(self, record: NodeRecord) -> bool:
+        facts = record.facts
+        return (
+            (not self.area or facts.area == self.area)
+            and (not self.operator or facts.operator == self.operator)
+            and (not self.status or record.status.value == self.status)
+        )
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.area or self.operator or self.status)
+
+
+DEFAULT_NODE_PAGE = 100
+
+
+def positive(param: str, text: str, limit: int) -> int:
+    """A whole number from 1 to `limit` (0 when the parameter is absent)."""
+    text = text.strip()
+    if not text:
+        return 0
+    if not text.isdigit() or not 1 <= int(text) <= limit:
+        raise texts.not_allowed(f"{param} '{texts.cut(text)}' is not a whole number from 1 to {limit}")
+    return int(text)
+
+
+async def node_query(  # noqa: PLR0917 - FastAPI reads each query parameter from the signature
+    settings: SettingsDep,
+    page: str = Query("", description="Page number, from 1 (none: every machine that matches)"),
+    page_size: str = Query(
+        "", alias="pageSize", description="Machines per page (default 100, at most `node_page_max`, 1000)"
+    ),
+    area: str = Query("", description="Only machines of this area"),
+    operator: str = Query("", description="Only machines of this operator: 移动, 联通 or 电信"),
+    status: str = Query("", description="Only machines in this state: Ready or NotReady"),
+) -> NodeQuery:
+    if operator and operator not in OPERATORS:
+        raise InvalidOperator()
+    statuses = [s.value for s in NodeStatus]
+    if status and status not in statuses:
+        raise texts.not_allowed(f"status '{texts.cut(status)}' is not one of {', '.join(statuses)}")
+    number = positive("page", page, 10**9)
+    size = positive("pageSize", page_size, settings.node_page_max)
+    if size and not number:
+        number = 1
+    if number and not size:
+        size = DEFAULT_NODE_PAGE
+    return NodeQuery(area=area, operator=operator, status=status, page=number, page_size=size)
+
+
+NodeQueryDep = Annotated[NodeQuery, Depends(node_query)]
 DeploymentNames = Annotated[list[str], Depends(deployment_names)]
 JobIds = Annotated[list[str], Depends(job_ids)]
 NodeNames = Annotated[list[str], Depends(node_names)]

@@ -1,16 +1,29 @@
-"""Typed reads of the state stores the API answers from (each a `Store` of its model)."""
+"""Typed reads of the state stores the API answers from.
+
+Nodes, name claims, reports and jobs come from the process's views (`views.py`) once they are
+ready; a key a view does not hold is read through to its bucket, so a client that has just created
+something (on any API process) finds it. A job that reads as final is answered only once the views
+of the buckets it touched reflect its effect. Desired state and images are read from their buckets.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from typing import TypeVar
+
+from tingyu.api import views
 from tingyu.common import imagecatalog, subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import NodeNotFound
+from tingyu.common.models.base import Message
 from tingyu.common.models.containers import NameClaim, NodeDesired, NodeReport
 from tingyu.common.models.images import ImageRecord
-from tingyu.common.models.jobs import Job
+from tingyu.common.models.jobs import Job, JobKind
 from tingyu.common.models.nodes import NodeRecord
 from tingyu.common.names import is_deployment_name, is_image_name, is_job_id, is_node_uuid
+
+M = TypeVar("M", bound=Message)
 
 
 def node_key(name: str) -> str:
@@ -22,7 +35,7 @@ def node_key(name: str) -> str:
 async def node(bus: Bus, name: str) -> NodeRecord:
     """The machine named by uuid or nodename; TY0015 when unknown (or not a machine name at all)."""
     uuid = node_key(name)
-    record = await bus.store(subjects.NODES).get(uuid) if is_node_uuid(uuid) else None
+    record = await _read(bus, subjects.NODES, uuid) if is_node_uuid(uuid) else None
     if record is None:
         raise NodeNotFound()
     return record
@@ -36,12 +49,21 @@ async def find_node(bus: Bus, name: str) -> NodeRecord | None:
 
 
 async def all_nodes(bus: Bus) -> list[NodeRecord]:
-    return await bus.store(subjects.NODES).values()
+    held = views.of(bus)
+    return list(held.nodes) if held else await bus.store(subjects.NODES).values()
+
+
+async def nodes_in_order(bus: Bus) -> list[NodeRecord]:
+    """Every machine, oldest first (by creation time, then uuid)."""
+    held = views.of(bus)
+    if held:
+        return held.nodes.ordered()
+    return sorted(await bus.store(subjects.NODES).values(), key=views.node_order)
 
 
 async def claim(bus: Bus, name: str) -> NameClaim | None:
     """Which machine the deployment `name` lives on (None for a name that cannot exist)."""
-    return await bus.store(subjects.NAMES).get(name) if is_deployment_name(name) else None
+    return await _read(bus, subjects.NAMES, name) if is_deployment_name(name) else None
 
 
 async def desired(bus: Bus, node_uuid: str) -> NodeDesired:
@@ -50,12 +72,36 @@ async def desired(bus: Bus, node_uuid: str) -> NodeDesired:
 
 
 async def observed(bus: Bus, node_uuid: str) -> NodeReport | None:
-    return await bus.store(subjects.REPORTED).get(node_uuid)
+    return await _read(bus, subjects.REPORTED, node_uuid)
 
 
 async def job(bus: Bus, job_id: str) -> Job | None:
-    """The job `job_id` (None for an id that is not of the form `new_job_id` makes)."""
-    return await bus.store(subjects.JOBS).get(job_id) if is_job_id(job_id) else None
+    """The job `job_id` (None for an id that is not of the form `new_job_id` makes). A final job is
+    answered once the views of what it changed have caught up (bounded: `views.CATCH_UP_S`)."""
+    found = await _read(bus, subjects.JOBS, job_id) if is_job_id(job_id) else None
+    held = views.of(bus)
+    if found is not None and found.state.final and held is not None:
+        touched = TOUCHES.get(found.kind, ())
+        await asyncio.gather(*(view.caught_up() for view in held.all if view.name in touched))
+    return found
+
+
+# The viewed buckets a job of each kind changes (a container job: the name claim, and the report
+# that completes it; the desired state is read from its bucket).
+TOUCHES: dict[JobKind, tuple[str, ...]] = {
+    JobKind.CONTAINER: (subjects.NAMES.name, subjects.REPORTED.name),
+}
+
+
+async def _read(bus: Bus, spec: subjects.BucketSpec[M], key: str) -> M | None:
+    """From the view when it holds the key, else from the bucket (a write the view has not yet
+    applied, or a key no view holds)."""
+    held = views.of(bus)
+    view = held.view(spec) if held else None
+    found = view.get(key) if view is not None else None
+    if found is not None:
+        return found
+    return await bus.store(spec).get(key)
 
 
 async def image(bus: Bus, name: str) -> ImageRecord | None:

@@ -7,6 +7,7 @@ its own ports and folders, so what the tests start is what operators start.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -407,7 +408,13 @@ class Platform:
             finally:
                 await bus.close()
 
-        return asyncio.run(make())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(make())
+        # Called from a coroutine (a benchmark starts the platform inside its own loop): a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, make()).result()
 
     def start_service(self, name: str, extra_env: dict[str, str] | None = None, *, label: str = "") -> None:
         argv = [sys.executable, "-m", f"tingyu.{name}.main"]

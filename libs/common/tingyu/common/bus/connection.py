@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
@@ -38,6 +38,25 @@ _SUBJECT = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
 HEADROOM = 1024  # bytes kept free under max_payload for the protocol's own header lines
 
 
+class RoundTrips:
+    """Counts round trips to the server: a stretch of time in which at least one request awaits
+    its answer is one, however many requests overlap in it (so pipelined requests count once)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._open = 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self._open == 0:
+            self.count += 1
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+
+
 class Bus:
     """A connected client: publish, request, and the handles of stores, objects and consumers."""
 
@@ -53,6 +72,8 @@ class Bus:
         self.closing = False
         self._stores: dict[tuple[str, type[Any]], Any] = {}
         self._objects: dict[str, ObjectStore] = {}
+        # Wrap a request in `with bus.trip():` to count it; the accept path is held to two.
+        self.trip = RoundTrips()
 
     @classmethod
     async def connect(
@@ -140,7 +161,8 @@ class Bus:
         data = message.to_bytes()
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         self.check(subject, len(data), headers)
-        ack = await self.js.publish(subject, data, headers=headers)
+        with self.trip():
+            ack = await self.js.publish(subject, data, headers=headers)
         return ack.seq
 
     async def emit(self, subject: str, message: Message, *, reply: str = "") -> None:

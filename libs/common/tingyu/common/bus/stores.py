@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from nats.js import api as js_api
@@ -32,6 +33,16 @@ MAX_KEY = 256  # bytes; every key the platform makes is far shorter
 _KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")  # what a JetStream KV key may hold
 _DELETED = ("DEL", "PURGE")
 _CAS_HEADER = {"Nats-Expected-Last-Subject-Sequence": "18446744073709551615"}  # the longest one
+
+
+@dataclass(frozen=True, slots=True)
+class Change(Generic[M]):
+    """One key's latest value as a watch delivers it, with the stream sequence that wrote it;
+    `value` is None when the key was deleted or purged, or its value does not parse (logged)."""
+
+    key: str
+    value: M | None
+    seq: int
 
 
 class Store(Generic[M]):
@@ -57,7 +68,8 @@ class Store(Generic[M]):
         if not is_key(key):
             return None, 0
         try:
-            msg = await self.bus.js.get_msg(self.spec.stream, subject=self.spec.prefix + key, direct=True)
+            with self.bus.trip():
+                msg = await self.bus.js.get_msg(self.spec.stream, subject=self.spec.prefix + key, direct=True)
         except js_errors.NotFoundError:
             return None, 0
         if msg.headers and msg.headers.get("KV-Operation") in _DELETED:
@@ -70,6 +82,13 @@ class Store(Generic[M]):
         """The key's value, or None."""
         value, _ = await self.entry(key)
         return value
+
+    async def last_seq(self) -> int:
+        """The sequence of the bucket's stream's last message: what a reader following the bucket
+        has seen every write of once it has applied this far."""
+        with self.bus.trip():
+            info = await self.bus.js.stream_info(self.spec.stream)
+        return info.state.last_seq
 
     async def values(self, pattern: str = ">") -> list[M]:
         """Every current value under `pattern` (keys as their values' own fields name them)."""
@@ -160,6 +179,14 @@ class Store(Generic[M]):
 
     async def watch(self, pattern: str = ">") -> AsyncIterator[tuple[str, M | None]]:
         """Every change under `pattern` from now on, as (key, value or None when deleted)."""
+        async for change in self.follow(pattern):
+            if change is not None:
+                yield change.key, change.value
+
+    async def follow(self, pattern: str = ">") -> AsyncIterator[Change[M] | None]:
+        """The latest value of every key under `pattern` (no history), then every change, each with
+        its stream sequence; one None once those latest values are all in (at once for no keys).
+        Deleted keys come as changes to None, so a reader that starts afresh holds no stale key."""
         watcher = await (await self._handle()).watch(pattern, include_history=False)
         try:
             while True:
@@ -168,11 +195,11 @@ class Store(Generic[M]):
                 except TimeoutError:
                     continue
                 if entry is None:
-                    continue  # the initial 'no more history' marker
-                if entry.operation in _DELETED or not entry.value:
-                    yield entry.key, None
+                    yield None  # the initial 'no more history' marker
+                elif entry.operation in _DELETED or not entry.value:
+                    yield Change(entry.key, None, entry.revision or 0)
                 else:
-                    yield entry.key, self._decode(entry.key, entry.value)
+                    yield Change(entry.key, self._decode(entry.key, entry.value), entry.revision or 0)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
@@ -182,21 +209,27 @@ class Store(Generic[M]):
     async def put(self, key: str, value: M) -> int:
         """Store unconditionally; returns the new revision."""
         self._check_key(key)
-        return await (await self._handle()).put(key, self._encode(key, value))
+        kv = await self._handle()
+        with self.bus.trip():
+            return await kv.put(key, self._encode(key, value))
 
     async def create(self, key: str, value: M) -> int:
         """Store only when the key is absent (or deleted); `Conflict` when it exists."""
         self._check_key(key)
+        kv = await self._handle()
         try:
-            return await (await self._handle()).create(key, self._encode(key, value))
+            with self.bus.trip():
+                return await kv.create(key, self._encode(key, value))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise Conflict(detail=f"{self.spec.name}/{key} exists") from exc
 
     async def update(self, key: str, value: M, expected_revision: int) -> int:
         """Store only when the key is still at `expected_revision`; `Conflict` otherwise."""
         self._check_key(key)
+        kv = await self._handle()
         try:
-            return await (await self._handle()).update(key, self._encode(key, value), last=expected_revision)
+            with self.bus.trip():
+                return await kv.update(key, self._encode(key, value), last=expected_revision)
         except js_errors.KeyWrongLastSequenceError as exc:
             raise Conflict(detail=f"{self.spec.name}/{key} changed") from exc
         except js_errors.APIError as exc:
@@ -237,13 +270,16 @@ class Store(Generic[M]):
     async def delete(self, key: str) -> None:
         """Delete a key; an absent key is fine."""
         self._check_key(key)
-        with contextlib.suppress(js_errors.KeyNotFoundError):
-            await (await self._handle()).delete(key)
+        kv = await self._handle()
+        with contextlib.suppress(js_errors.KeyNotFoundError), self.bus.trip():
+            await kv.delete(key)
 
     async def purge(self, key: str) -> None:
         """Remove a key and its history (one purge marker stays); an absent key is fine."""
         self._check_key(key)
-        await (await self._handle()).purge(key)
+        kv = await self._handle()
+        with self.bus.trip():
+            await kv.purge(key)
 
     def _check_key(self, key: str) -> None:
         if not is_key(key):

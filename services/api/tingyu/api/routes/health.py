@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from tingyu.api.deps import BusDep
 from tingyu.api.envelope import Envelope, EnvelopeRoute, ErrorBody, ok
@@ -23,6 +23,7 @@ async def healthz(bus: BusDep) -> Envelope[Health]:
     response_model=Envelope[Ready],
     responses={503: {"model": ErrorBody, "description": "TY0010: a dependency is unreachable (detail)"}},
 )
-async def readyz(bus: BusDep) -> Envelope[Ready]:
-    """Ready to serve: NATS connected and JetStream answering; otherwise 503 TY0010 naming what is not."""
-    return ok(await health.readiness(bus))
+async def readyz(bus: BusDep, request: Request) -> Envelope[Ready]:
+    """Ready to serve: views loaded, NATS connected and JetStream answering; otherwise 503 TY0010
+    naming what is not."""
+    return ok(await health.readiness(bus, getattr(request.app.state, "views", None)))

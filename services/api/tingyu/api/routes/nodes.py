@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
 
 from tingyu.api.deps import BusDep, SettingsDep, caller
 from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
-from tingyu.api.params import NodeNames
+from tingyu.api.params import NodeNames, NodeQueryDep
 from tingyu.api.schemas.nodes import NodeView
 from tingyu.api.services import nodes
 
@@ -20,6 +21,10 @@ async def get(bus: BusDep, settings: SettingsDep, names: NodeNames) -> Envelope[
 
 
 @router.get("/list", response_model=Envelope[list[NodeView]])
-async def list_all(bus: BusDep, settings: SettingsDep) -> Envelope[list[NodeView]]:
-    """Every machine, oldest first."""
-    return ok(await nodes.every(bus, settings))
+async def list_all(bus: BusDep, settings: SettingsDep, query: NodeQueryDep) -> StreamingResponse:
+    """Every machine, oldest first; optionally only those of an area, operator or status, and one
+    page of them (`page` from 1, `pageSize` up to 1000). The answer is streamed."""
+    records = await nodes.every(bus, query)
+    return StreamingResponse(
+        nodes.listing(records, settings.platform.timezone), media_type="application/json"
+    )

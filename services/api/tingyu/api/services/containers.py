@@ -83,7 +83,7 @@ async def submit(bus: Bus, command: ContainerCommand) -> ItemResult:
     """One job for one command; a create first claims its name (a taken name refuses the item)."""
 
     async def claim() -> str:
-        return await claim_name(bus, command.name, command.node_uuid, command.job_id)
+        return await claim_name(bus, command.name, command.node_uuid, command.job_id, new=True)
 
     try:
         await JobStore(bus).submit(command, guard=claim if command.op == ContainerOp.CREATE else None)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
 from tingyu.api import reads
 from tingyu.api.config import ApiSettings
+from tingyu.api.params import NodeQuery
 from tingyu.api.schemas.nodes import NodeView
 from tingyu.common.bus import Bus
 from tingyu.common.models.nodes import NodeRecord
@@ -46,7 +49,27 @@ async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeV
     return [node_view(await reads.node(bus, uuid), settings.platform.timezone) for uuid in uuids]
 
 
-async def every(bus: Bus, settings: ApiSettings) -> list[NodeView]:
-    """Every machine, oldest first."""
-    records = sorted(await reads.all_nodes(bus), key=lambda r: (r.createtime, r.facts.uuid))
-    return [node_view(r, settings.platform.timezone) for r in records]
+async def every(bus: Bus, query: NodeQuery) -> list[NodeRecord]:
+    """The machines `query` asks for, oldest first (every machine when it asks nothing)."""
+    records = await reads.nodes_in_order(bus)
+    if query.filtered:
+        records = [record for record in records if query.matches(record)]
+    if query.page:
+        start = (query.page - 1) * query.page_size
+        records = records[start : start + query.page_size]
+    return records
+
+
+async def listing(records: list[NodeRecord], timezone: str) -> AsyncIterator[bytes]:
+    """The success envelope of `records`, encoded a chunk of machines at a time (a whole fleet's
+    answer is tens of megabytes: never held as one string)."""
+    yield b'{"msg":"success","code":200,"data":['
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start : start + CHUNK]
+        text = ",".join(node_view(r, timezone).model_dump_json(exclude_unset=True) for r in chunk)
+        yield (text if start == 0 else "," + text).encode()
+        await asyncio.sleep(0)  # let other requests run between chunks
+    yield b"]}"
+
+
+CHUNK = 500  # machines encoded per piece of a listing

@@ -1,0 +1,152 @@
+"""The API's in-memory views against a real nats-server: they follow puts, deletes and purges,
+skip what does not parse, start afresh after a reconnect (no stale key), and a final job waits
+for them."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import nats_only
+from tests.support import eventually
+from tests.support.factories import job_record, node_record
+from tingyu.api import reads
+from tingyu.api.views import Views
+from tingyu.common import subjects
+from tingyu.common.bus import Bus
+from tingyu.common.models.containers import NodeReport
+from tingyu.common.models.nodes import NodeStatus
+from tingyu.common.settings import PlatformSettings
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests-views")
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def views(bus: Bus) -> AsyncIterator[Views]:
+    held = Views(bus)
+    held.start()
+    await eventually(lambda: _ready(held), timeout=10)
+    yield held
+    await held.stop()
+
+
+async def _ready(views: Views) -> bool:
+    return not views.loading()
+
+
+async def test_a_view_follows_puts_deletes_and_purges(bus: Bus, views: Views) -> None:
+    nodes = bus.store(subjects.NODES)
+    record = node_record()
+    uuid = record.facts.uuid
+    seq = await nodes.put(uuid, record)
+
+    assert await views.nodes.reach(seq, timeout=5)
+    assert views.nodes.get(uuid) == record
+    assert await reads.node(bus, record.facts.nodename) == record
+
+    changed = record.model_copy(update={"status": NodeStatus.NOT_READY})
+    seq = await nodes.put(uuid, changed)
+    assert await views.nodes.reach(seq, timeout=5)
+    assert views.nodes.get(uuid) == changed
+
+    await nodes.delete(uuid)
+    await eventually(lambda: _absent(views, uuid), timeout=5)
+
+    again = node_record()
+    await nodes.put(again.facts.uuid, again)
+    kv = await bus.js.key_value(subjects.NODES.name)
+    await kv.purge(again.facts.uuid)
+    await eventually(lambda: _absent(views, again.facts.uuid), timeout=5)
+    assert views.nodes.seq >= await nodes.last_seq()
+
+
+async def _absent(views: Views, uuid: str) -> bool:
+    return views.nodes.get(uuid) is None and views.nodes.seq > 0
+
+
+async def test_an_undecodable_record_is_skipped_with_a_log_line(
+    bus: Bus, views: Views, caplog: pytest.LogCaptureFixture
+) -> None:
+    kv = await bus.js.key_value(subjects.REPORTED.name)
+    good = node_record()
+    caplog.set_level(logging.ERROR)
+    seq = await kv.put("tingyu-" + "e" * 32, b"{not json")
+    report_seq = await bus.store(subjects.REPORTED).put(
+        good.facts.uuid, NodeReport(node_uuid=good.facts.uuid, reported_at=1.0)
+    )
+
+    assert await views.observed.reach(max(seq, report_seq), timeout=5)
+    assert views.observed.get("tingyu-" + "e" * 32) is None
+    assert views.observed.get(good.facts.uuid) is not None
+    assert any("does not parse" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_job_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:
+    """The jobs view keeps only the most recent jobs; an older one is read from its bucket."""
+    views = Views(bus, jobs_capacity=1)
+    views.start()
+    try:
+        await eventually(lambda: _ready(views), timeout=10)
+        jobs = bus.store(subjects.JOBS)
+        first, second = job_record(), job_record()
+        await jobs.put(first.job_id, first)
+        seq = await jobs.put(second.job_id, second)
+        assert await views.jobs.reach(seq, timeout=5)
+        assert views.jobs.get(first.job_id) is None
+        assert views.jobs.get(second.job_id) == second
+        assert await reads.job(bus, first.job_id) == first
+    finally:
+        await views.stop()
+
+
+async def test_after_a_reconnect_the_view_starts_afresh_and_keeps_no_stale_key(tmp_path: Path) -> None:
+    """The server comes back with an empty store: the keys the view held are gone for good (no delete
+    will ever arrive for them), and the view holds exactly what the server holds."""
+    server = nats_only(tmp_path)
+    settings = PlatformSettings(nats_url=server.config.nats_url)
+    bus = await Bus.connect(settings, "tingyu-tests-views-reconnect")
+    views = Views(bus)
+    try:
+        old = node_record()
+        await bus.store(subjects.NODES).put(old.facts.uuid, old)
+        views.start()
+        await eventually(lambda: _ready(views), timeout=10)
+        await eventually(lambda: _holds(views, old.facts.uuid), timeout=5)
+        loads = views.nodes.loads
+
+        server.kill("nats", signal.SIGKILL)
+        shutil.rmtree(tmp_path / "nats" / "jetstream")
+        server.start_nats()
+        writer = await Bus.connect(settings, "tingyu-tests-views-writer")  # declares the stores again
+        try:
+            new = node_record()
+            await writer.store(subjects.NODES).put(new.facts.uuid, new)
+
+            async def fresh() -> bool:
+                held = set(views.nodes.values)
+                return views.nodes.loads > loads and held == {new.facts.uuid}
+
+            await eventually(fresh, timeout=30)
+            later = node_record()
+            await writer.store(subjects.NODES).put(later.facts.uuid, later)
+            await eventually(lambda: _holds(views, later.facts.uuid), timeout=10)
+        finally:
+            await writer.close()
+    finally:
+        await views.stop()
+        await bus.close()
+        server.stop()
+
+
+async def _holds(views: Views, uuid: str) -> bool:
+    return views.nodes.get(uuid) is not None
