@@ -1,9 +1,15 @@
-"""Consuming `TY_SAMPLES` in batches bounded by size and age; acked only once stored.
+"""Consuming `TY_SAMPLES`: many JetStream messages coalesced into one INSERT, bounded by samples and
+by a short delay; acked only once stored.
+
+No per-batch read of the store: a sample id stored once is dropped when it comes again, from
+memory when it is one of the last ids stored, and by a lookup only when JetStream delivers a
+message again (see `samples.py`).
 
 Each sample is checked on its own (`samples.accepted`): a bad one (NaN, out of range, another
 machine's) is dropped and counted, and the rest of its batch is stored. A batch that cannot be
 stored is retried message by message, so one message that fails does not hold back the others;
-storing is idempotent (see `samples.py`), so a batch stored but not acked is skipped next time.
+a message stored but not acked (a crash between the insert and the ack) is redelivered and then
+found stored, so it is acked without being stored twice.
 Deliveries are bounded (`subjects.METERING_SAMPLES.max_deliver`): a message that still cannot be
 stored on its last one is dead-lettered (`TY_DEAD`, replayable with `tingyu dead replay`), never
 retried forever; one JetStream gave up on without an answer is parked from the advisory.
@@ -22,9 +28,9 @@ from nats.aio.msg import Msg
 from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
-from tingyu.common.models.metering import RawSampleBatch, Sample
+from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.config import MeteringSettings
-from tingyu.metering.samples import Window, accepted, store_samples
+from tingyu.metering.samples import RecentIds, Window, accepted, store_samples, stored_ids
 from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -68,27 +74,40 @@ class Ingest:
     """Pulls sample batches, checks each sample, stores them together, acks, retries or
     dead-letters them; counts what it drops."""
 
-    def __init__(self, bus: Bus, store: ClickHouse, settings: MeteringSettings) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: ClickHouse,
+        settings: MeteringSettings,
+        spec: subjects.ConsumerSpec[SampleBatch] = SPEC,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
+        self.spec = spec
         self.dropped: Counter[str] = Counter()  # samples dropped since start, by reason
+        self.recent = RecentIds(settings.recent_ids)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull, check, batch, store, ack; until `stop`, then store what is waiting."""
         size = self.settings.fetch_messages
-        sub = await subscribe(self.bus, SPEC, size)
-        abandoned = await park_abandoned(self.bus, SPEC, None)  # batches no answer ever came for
+        sub = await subscribe(self.bus, self.spec, size)
+        abandoned = await park_abandoned(self.bus, self.spec, None)  # batches no answer ever came for
+        # Unacked messages are bounded by the consumer: a batch that could not take another fetch
+        # is stored now rather than waiting out its delay with nothing more arriving.
+        pending_limit = (await sub.consumer_info()).config.max_ack_pending or 1024
         waiting = Batcher()
         observed = 0.0
         try:
             while not stop.is_set():
-                observed = await observe(self.bus, SPEC, observed)
-                for msg in await fetch(sub, size, SPEC.durable, timeout=waiting.wait_s(self.settings)):
+                observed = await observe(self.bus, self.spec, observed)
+                timeout = waiting.wait_s(self.settings)
+                for msg in await fetch(sub, size, self.spec.durable, timeout=timeout):
                     samples = await self.check(msg)
                     if samples is not None:
                         waiting.add(msg, samples)
-                if waiting.due(self.settings):
+                full = len(waiting.entries) + size > pending_limit
+                if waiting.due(self.settings) or (full and waiting.entries):
                     await self.flush(waiting)
                     waiting = Batcher()
             if waiting.entries:
@@ -100,8 +119,8 @@ class Ingest:
 
     async def check(self, msg: Msg) -> list[Sample] | None:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
-        if (msg.metadata.num_delivered or 1) > 1:
-            metrics.CONSUMER_REDELIVERED.labels(SPEC.durable).inc()
+        if redelivered(msg):
+            metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
         try:
             batch = RawSampleBatch.from_bytes(msg.data)
         except ValueError as exc:
@@ -133,10 +152,10 @@ class Ingest:
         return good
 
     async def flush(self, waiting: Batcher) -> None:
-        """Store the waiting samples and ack; on failure, store message by message."""
+        """Store the waiting samples in one insert and ack; on failure, store message by message."""
         started = time.monotonic()
         try:
-            stored = await store_samples(self.store, waiting.samples)
+            stored = await self.store_new(waiting.entries)
         except Exception as exc:
             log.warning(
                 "samples: storing %d samples failed (%r); storing message by message", waiting.count, exc
@@ -144,8 +163,7 @@ class Ingest:
             for msg, samples in waiting.entries:
                 await self.flush_one(msg, samples)
             return
-        for msg, _ in waiting.entries:
-            await msg.ack()
+        await self.acknowledge(waiting.entries)
         measure(waiting.samples, started)
         log.debug(
             "samples: %d messages, %d samples, %d new, %.0f ms",
@@ -159,23 +177,46 @@ class Ingest:
         """One message alone: stored and acked, again later, or dead-lettered on its last delivery."""
         started = time.monotonic()
         try:
-            await store_samples(self.store, samples)
+            await self.store_new([(msg, samples)])
         except Exception as exc:
             deliveries = msg.metadata.num_delivered or 1
-            if deliveries < SPEC.max_deliver:
+            if deliveries < self.spec.max_deliver:
                 log.warning("samples: message %s failed (delivery %d): %r", msg.subject, deliveries, exc)
                 await msg.nak(delay=min(2.0 * 2 ** (deliveries - 1), MAX_RETRY_DELAY_S))
             else:
                 await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
             return
-        await msg.ack()
+        await self.acknowledge([(msg, samples)])
         measure(samples, started)
+
+    async def store_new(self, entries: list[tuple[Msg, list[Sample]]]) -> int:
+        """Store the samples of these messages not stored yet; returns how many were new.
+
+        Ids among the recent ones are dropped from memory; a redelivered message's ids are looked
+        up in the store (it may have been stored before its ack was lost).
+        """
+        again = [sample for msg, samples in entries if redelivered(msg) for sample in samples]
+        known = await stored_ids(self.store, again) if again else set()
+        fresh = [
+            sample
+            for _, samples in entries
+            for sample in samples
+            if sample.sample_id not in self.recent and sample.sample_id not in known
+        ]
+        stored = await store_samples(self.store, fresh)
+        self.recent.add(sample.sample_id for _, samples in entries for sample in samples)
+        return stored
+
+    async def acknowledge(self, entries: list[tuple[Msg, list[Sample]]]) -> None:
+        """The messages are stored: JetStream may forget them."""
+        for msg, _ in entries:
+            await msg.ack()
 
     async def dead(self, msg: Msg, reason: str) -> None:
         """Park a message in `TY_DEAD` and end it in `TY_SAMPLES`."""
         await dead_letter(
             self.bus,
-            SPEC,
+            self.spec,
             subject=msg.subject,
             data=msg.data,
             headers=msg.headers,
@@ -183,6 +224,11 @@ class Ingest:
             metadata=msg.metadata,
         )
         await msg.term()
+
+
+def redelivered(msg: Msg) -> bool:
+    """JetStream delivered this message before (it was nakked, or its ack never arrived)."""
+    return (msg.metadata.num_delivered or 1) > 1
 
 
 def measure(samples: list[Sample], started: float) -> None:

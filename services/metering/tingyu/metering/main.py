@@ -11,7 +11,7 @@ from tingyu.common.service import Service, run_service
 from tingyu.metering.config import get_settings
 from tingyu.metering.ingest import Ingest
 from tingyu.metering.responder import QueryResponder
-from tingyu.metering.rollups import backfill_bandwidth
+from tingyu.metering.rollups import backfill
 from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ async def setup(service: Service) -> None:
     store = ClickHouse.open(settings.clickhouse_url, settings.chdb_path)
     service.stack.push_async_callback(store.close)
     await store.apply_schema(settings.schema_file)
-    await backfill_bandwidth(store)  # before consuming: an upgrade's one-time copy
+    await backfill(store)  # before consuming: an upgrade's one-time copy
     bus = await service.connect(settings.platform)
     queries = await serve(
         bus,

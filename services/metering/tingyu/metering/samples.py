@@ -1,18 +1,25 @@
-"""Checking samples one by one, then storing them exactly once: drop ids already stored, then
-insert with a deduplication token."""
+"""Checking samples one by one, then storing them exactly once without reading the store per batch.
+
+A sample id is stored once when it comes again: within one insert (`unique`); among the last
+`TINGYU_METERING_RECENT_IDS` ids stored (`RecentIds`, in memory: a batch published again under
+another message id); in a message JetStream delivers again (after a nak, a crash between insert
+and ack, a lost ack), whose ids are looked up in the raw table (`stored_ids`) — the only read,
+and only for redeliveries. A retried INSERT of the same rows carries the same deduplication token.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from tingyu.common.models.metering import RawSampleBatch, Sample
+from tingyu.metering.rollups import recompute_resources
 from tingyu.metering.store import ClickHouse
 
 MAX_COUNTER = 2**63 - 1  # bytes columns are UInt64; JSON integers past this do not fit safely
@@ -72,7 +79,7 @@ def problem(sample: Sample, node_uuid: str, window: Window) -> str:
 COLUMNS = tuple(Sample.model_fields)
 
 # The raw table is ordered by (node_uuid, deploymentname, ts, ...): the time and machine bounds
-# keep this lookup to a few granules however large the table is.
+# keep this lookup to a few granules however large the table is. Only redelivered messages need it.
 STORED_IDS = """
 SELECT sample_id FROM tingyu.samples
 WHERE node_uuid IN {nodes:Array(String)}
@@ -111,22 +118,51 @@ def row(sample: Sample) -> dict[str, object]:
     }
 
 
+class RecentIds:
+    """The ids of the last `size` samples stored, oldest forgotten first (bounded memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, ids: Iterable[str]) -> None:
+        for sample_id in ids:
+            if sample_id not in self._ids:
+                self._ids.add(sample_id)
+                self._order.append(sample_id)
+        while len(self._order) > self.size:
+            self._ids.discard(self._order.popleft())
+
+
+async def stored_ids(store: ClickHouse, samples: list[Sample]) -> set[str]:
+    """Which of these samples' ids the raw table holds already (for a redelivered message)."""
+    if not samples:
+        return set()
+    rows = await store.rows(
+        STORED_IDS,
+        {
+            "nodes": sorted({s.node_uuid for s in samples}),
+            "lo": math.floor(min(s.ts for s in samples)),
+            "hi": math.ceil(max(s.ts for s in samples)),
+            "ids": [s.sample_id for s in samples],
+        },
+    )
+    return {str(r[0]) for r in rows}
+
+
 async def store_samples(store: ClickHouse, samples: list[Sample]) -> int:
-    """Insert the samples not stored yet; returns how many were new."""
+    """Insert the samples (one per id) in one INSERT, then recompute the resource rollup of the
+    buckets they touch; returns how many were inserted. Which are new is the caller's decision."""
     fresh = unique(samples)
     if not fresh:
         return 0
-    stored = await store.rows(
-        STORED_IDS,
-        {
-            "nodes": sorted({s.node_uuid for s in fresh}),
-            "lo": math.floor(min(s.ts for s in fresh)),
-            "hi": math.ceil(max(s.ts for s in fresh)),
-            "ids": [s.sample_id for s in fresh],
-        },
-    )
-    seen = {r[0] for r in stored}
-    fresh = [s for s in fresh if s.sample_id not in seen]
-    if fresh:
-        await store.command(insert_sql(fresh))
+    await store.command(insert_sql(fresh))
+    await recompute_resources(store, {int(s.ts) for s in fresh})
     return len(fresh)
