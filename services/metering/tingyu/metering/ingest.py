@@ -121,12 +121,16 @@ class Ingest:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
         if redelivered(msg):
             metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
+        batch: SampleBatch | RawSampleBatch
         try:
-            batch = RawSampleBatch.from_bytes(msg.data)
-        except ValueError as exc:
-            self.dropped["undecodable batch"] += 1
-            await self.dead(msg, f"undecodable sample batch: {exc}")
-            return None
+            batch = SampleBatch.from_bytes(msg.data)  # every sample decodes: the common case
+        except ValueError:
+            try:
+                batch = RawSampleBatch.from_bytes(msg.data)  # then each sample on its own
+            except ValueError as exc:
+                self.dropped["undecodable batch"] += 1
+                await self.dead(msg, f"undecodable sample batch: {exc}")
+                return None
         if msg.subject != subjects.samples(batch.node_uuid):
             log.warning(
                 "samples: batch %s of %s arrived on %s; dropped", batch.batch_id, batch.node_uuid, msg.subject

@@ -10,15 +10,14 @@ and only for redeliveries. A retried INSERT of the same rows carries the same de
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from tingyu.common.models.metering import RawSampleBatch, Sample
+from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.rollups import recompute_resources
 from tingyu.metering.store import ClickHouse
 
@@ -38,16 +37,23 @@ class Window:
     max_ahead_s: float
 
 
-def accepted(batch: RawSampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
-    """The batch's good samples, and how many were dropped for each reason."""
+def accepted(batch: RawSampleBatch | SampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
+    """The batch's good samples, and how many were dropped for each reason.
+
+    A `SampleBatch` (every sample decoded already, the common case) is only checked; a
+    `RawSampleBatch` (one that did not decode whole) has each sample decoded on its own.
+    """
     good: list[Sample] = []
     dropped: Counter[str] = Counter()
     for raw in batch.samples:
-        try:
-            sample = Sample.model_validate(raw)
-        except ValidationError:
-            dropped["malformed"] += 1
-            continue
+        if isinstance(raw, Sample):
+            sample = raw
+        else:
+            try:
+                sample = Sample.model_validate(raw)
+            except ValidationError:
+                dropped["malformed"] += 1
+                continue
         reason = problem(sample, batch.node_uuid, window)
         if reason:
             dropped[reason] += 1
@@ -56,27 +62,38 @@ def accepted(batch: RawSampleBatch, window: Window) -> tuple[list[Sample], Count
     return good, dropped
 
 
-def problem(sample: Sample, node_uuid: str, window: Window) -> str:
-    """Why a sample cannot be stored ("" when it can): one bad sample must never stop billing."""
-    floats = (sample.ts, sample.interval_s, sample.cpu_cores, sample.memory_mib)
+def problem(sample: Sample, node_uuid: str, window: Window) -> str:  # noqa: PLR0911 (one return per rule)
+    """Why a sample cannot be stored ("" when it can): one bad sample must never stop billing.
+
+    Checked in this order, each rule a plain comparison: this runs for every sample ingested.
+    """
+    isfinite = math.isfinite
+    if not (
+        isfinite(sample.ts)
+        and isfinite(sample.interval_s)
+        and isfinite(sample.cpu_cores)
+        and isfinite(sample.memory_mib)
+    ):
+        return "not a finite number"
+    if sample.node_uuid != node_uuid:
+        return "another machine's sample"
     texts = (sample.sample_id, sample.node_uuid, sample.deploymentname, sample.image, sample.version)
-    checks = (
-        (all(math.isfinite(x) for x in floats), "not a finite number"),
-        (sample.node_uuid == node_uuid, "another machine's sample"),
-        (bool(sample.sample_id) and all(len(t) <= MAX_TEXT for t in texts), "bad id or name"),
-        (window.now - window.max_age_s <= sample.ts <= window.now + window.max_ahead_s, "time out of range"),
-        (0 < sample.interval_s <= MAX_INTERVAL_S, "interval out of range"),
-        (0 <= sample.tx_bytes <= MAX_COUNTER and 0 <= sample.rx_bytes <= MAX_COUNTER, "counter out of range"),
-        (
-            0 <= sample.cpu_cores <= MAX_CPU_CORES and 0 <= sample.memory_mib <= MAX_MEMORY_MIB,
-            "usage out of range",
-        ),
-    )
-    return next((reason for ok, reason in checks if not ok), "")
+    if not sample.sample_id or max(map(len, texts)) > MAX_TEXT:
+        return "bad id or name"
+    if not window.now - window.max_age_s <= sample.ts <= window.now + window.max_ahead_s:
+        return "time out of range"
+    if not 0 < sample.interval_s <= MAX_INTERVAL_S:
+        return "interval out of range"
+    if not (0 <= sample.tx_bytes <= MAX_COUNTER and 0 <= sample.rx_bytes <= MAX_COUNTER):
+        return "counter out of range"
+    if not (0 <= sample.cpu_cores <= MAX_CPU_CORES and 0 <= sample.memory_mib <= MAX_MEMORY_MIB):
+        return "usage out of range"
+    return ""
 
 
 # The raw table's columns are the sample's own fields, by the same names (deploy/clickhouse/schema.sql).
 COLUMNS = tuple(Sample.model_fields)
+ROWS = TypeAdapter(list[Sample])  # serialised by pydantic-core: no Python per row
 
 # The raw table is ordered by (node_uuid, deploymentname, ts, ...): the time and machine bounds
 # keep this lookup to a few granules however large the table is. Only redelivered messages need it.
@@ -94,28 +111,21 @@ def unique(samples: Iterable[Sample]) -> list[Sample]:
 
 
 def insert_sql(samples: list[Sample]) -> str:
-    """One INSERT with its rows inline (JSONEachRow) and a token naming exactly these ids.
+    """One INSERT with its rows inline (a JSONEachRow array) and a token naming exactly these ids.
 
     If the same insert is retried after a failure that hid its success, ClickHouse drops the
-    block as a duplicate, and the materialized view is not fed a second time either.
+    block as a duplicate, and the materialized views are not fed a second time either. Every
+    sample passed `problem`, so its fields fit their columns as they are (`ts` is truncated to
+    whole seconds by ClickHouse, as `int()` would).
     """
     token = hashlib.sha256("\n".join(sorted(s.sample_id for s in samples)).encode()).hexdigest()
-    lines = "\n".join(json.dumps(row(sample), ensure_ascii=False) for sample in samples)
+    rows = ROWS.dump_json(samples).decode()
     return (
         f"INSERT INTO tingyu.samples ({', '.join(COLUMNS)}) "
         f"SETTINGS insert_deduplication_token = '{token}', "
         f"deduplicate_blocks_in_dependent_materialized_views = 1 "
-        f"FORMAT JSONEachRow\n{lines}"
+        f"FORMAT JSONEachRow\n{rows}"
     )
-
-
-def row(sample: Sample) -> dict[str, object]:
-    """One raw-table row: every column, the time in whole seconds, byte counters never negative."""
-    return sample.model_dump() | {
-        "ts": int(sample.ts),
-        "tx_bytes": max(sample.tx_bytes, 0),
-        "rx_bytes": max(sample.rx_bytes, 0),
-    }
 
 
 class RecentIds:
