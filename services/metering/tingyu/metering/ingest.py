@@ -89,7 +89,11 @@ class Ingest:
         self.recent = RecentIds(settings.recent_ids)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull, check, batch, store, ack; until `stop`, then store what is waiting."""
+        """Pull, check, batch, store, ack; until `stop`, then store what is waiting.
+
+        One batch is stored (in the store's thread) while the next is pulled and checked, so the
+        decoding and the insert use a core each; batches are still stored and acked in order.
+        """
         size = self.settings.fetch_messages
         sub = await subscribe(self.bus, self.spec, size)
         abandoned = await park_abandoned(self.bus, self.spec, None)  # batches no answer ever came for
@@ -97,22 +101,33 @@ class Ingest:
         # is stored now rather than waiting out its delay with nothing more arriving.
         pending_limit = (await sub.consumer_info()).config.max_ack_pending or 1024
         waiting = Batcher()
+        storing: tuple[asyncio.Task[None], int] | None = None  # the flush under way, its messages
         observed = 0.0
         try:
             while not stop.is_set():
+                if storing and storing[0].done():
+                    storing[0].result()  # a flush that raised ends the loop here
+                    storing = None
                 observed = await observe(self.bus, self.spec, observed)
                 timeout = waiting.wait_s(self.settings)
                 for msg in await fetch(sub, size, self.spec.durable, timeout=timeout):
                     samples = await self.check(msg)
                     if samples is not None:
                         waiting.add(msg, samples)
-                full = len(waiting.entries) + size > pending_limit
-                if waiting.due(self.settings) or (full and waiting.entries):
-                    await self.flush(waiting)
+                unacked = len(waiting.entries) + (storing[1] if storing else 0)
+                if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
+                    if storing:
+                        await storing[0]
+                    storing = (asyncio.create_task(self.flush(waiting)), len(waiting.entries))
                     waiting = Batcher()
+            if storing:
+                await storing[0]
+                storing = None
             if waiting.entries:
                 await self.flush(waiting)
         finally:
+            if storing and not storing[0].done():
+                storing[0].cancel()
             for subscription in (sub, abandoned):
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     await subscription.unsubscribe()
