@@ -30,7 +30,15 @@ from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
 from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.config import MeteringSettings
-from tingyu.metering.samples import RecentIds, Window, accepted, store_samples, stored_ids
+from tingyu.metering.samples import (
+    CheckedBatch,
+    RecentIds,
+    Window,
+    accepted,
+    all_accepted,
+    store_samples,
+    stored_ids,
+)
 from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -136,16 +144,21 @@ class Ingest:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
         if redelivered(msg):
             metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
-        batch: SampleBatch | RawSampleBatch
-        try:
-            batch = SampleBatch.from_bytes(msg.data)  # every sample decodes: the common case
+        window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
+        try:  # the common case: every sample decodes and passes every rule
+            checked = CheckedBatch.from_bytes(msg.data)
         except ValueError:
-            try:
-                batch = RawSampleBatch.from_bytes(msg.data)  # then each sample on its own
-            except ValueError as exc:
-                self.dropped["undecodable batch"] += 1
-                await self.dead(msg, f"undecodable sample batch: {exc}")
-                return None
+            pass
+        else:
+            good = all_accepted(checked, window)
+            if good is not None and msg.subject == subjects.samples(checked.node_uuid):
+                return good
+        try:  # otherwise each sample on its own, so a bad one drops alone with its reason
+            batch = RawSampleBatch.from_bytes(msg.data)
+        except ValueError as exc:
+            self.dropped["undecodable batch"] += 1
+            await self.dead(msg, f"undecodable sample batch: {exc}")
+            return None
         if msg.subject != subjects.samples(batch.node_uuid):
             log.warning(
                 "samples: batch %s of %s arrived on %s; dropped", batch.batch_id, batch.node_uuid, msg.subject
@@ -154,7 +167,6 @@ class Ingest:
             metrics.SAMPLES.labels("dropped").inc(len(batch.samples))
             await msg.term()
             return None
-        window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
         good, dropped = accepted(batch, window)
         if dropped:
             metrics.SAMPLES.labels("dropped").inc(sum(dropped.values()))

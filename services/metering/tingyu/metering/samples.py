@@ -14,10 +14,12 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
-from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
+from tingyu.common.models.base import Message
+from tingyu.common.models.metering import RawSampleBatch, Sample
 from tingyu.metering.rollups import recompute_resources
 from tingyu.metering.store import ClickHouse
 
@@ -37,23 +39,57 @@ class Window:
     max_ahead_s: float
 
 
-def accepted(batch: RawSampleBatch | SampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
-    """The batch's good samples, and how many were dropped for each reason.
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Counter64 = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
 
-    A `SampleBatch` (every sample decoded already, the common case) is only checked; a
-    `RawSampleBatch` (one that did not decode whole) has each sample decoded on its own.
-    """
+
+class CheckedSample(Sample):
+    """A sample whose fields pass every rule of `problem` that needs nothing but the sample, checked
+    while the batch decodes (in pydantic-core, not per sample in Python)."""
+
+    sample_id: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    node_uuid: Text
+    deploymentname: Text = ""
+    image: Text = ""
+    version: Text = ""
+    ts: Finite
+    interval_s: Annotated[float, Field(allow_inf_nan=False, gt=0, le=MAX_INTERVAL_S)]
+    tx_bytes: Counter64 = 0
+    rx_bytes: Counter64 = 0
+    cpu_cores: Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_CPU_CORES)] = 0.0
+    memory_mib: Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MEMORY_MIB)] = 0.0
+
+
+class CheckedBatch(Message):
+    """A batch as metering decodes it first: when any sample breaks a rule, it does not decode,
+    and the batch is decoded again as a `RawSampleBatch` to drop that sample alone."""
+
+    batch_id: str
+    node_uuid: str
+    samples: list[CheckedSample] = Field(default_factory=list)
+
+
+def all_accepted(batch: CheckedBatch, window: Window) -> list[Sample] | None:
+    """The batch's samples when every one is good (the rules `CheckedSample` could not check:
+    its machine's, within the time window); None when one is not (then see `accepted`)."""
+    node, lo, hi = batch.node_uuid, window.now - window.max_age_s, window.now + window.max_ahead_s
+    for sample in batch.samples:
+        if sample.node_uuid != node or not lo <= sample.ts <= hi:
+            return None
+    return list(batch.samples)
+
+
+def accepted(batch: RawSampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
+    """The batch's good samples, and how many were dropped for each reason."""
     good: list[Sample] = []
     dropped: Counter[str] = Counter()
     for raw in batch.samples:
-        if isinstance(raw, Sample):
-            sample = raw
-        else:
-            try:
-                sample = Sample.model_validate(raw)
-            except ValidationError:
-                dropped["malformed"] += 1
-                continue
+        try:
+            sample = Sample.model_validate(raw)
+        except ValidationError:
+            dropped["malformed"] += 1
+            continue
         reason = problem(sample, batch.node_uuid, window)
         if reason:
             dropped[reason] += 1
