@@ -4,7 +4,8 @@
 CREATE DATABASE IF NOT EXISTS tingyu;
 
 -- Raw samples as agents sent them: one row per sample id. Metering inserts only ids it has not
--- stored yet (see docs/metering.md); ReplacingMergeTree on the id is the safety net for raw reads,
+-- stored yet (recent ids in memory, redeliveries looked up: docs/metering.md); ReplacingMergeTree
+-- on the id is the safety net for raw reads,
 -- and the insert deduplication token makes a retried insert of the same batch a no-op.
 CREATE TABLE IF NOT EXISTS tingyu.samples
 (
