@@ -52,6 +52,7 @@ class Batcher:
 
     def __init__(self) -> None:
         self.entries: list[tuple[Msg, list[Sample]]] = []
+        self.again: list[Sample] = []  # the samples of messages JetStream delivered before
         self.count = 0
         self.since = 0.0
 
@@ -59,10 +60,12 @@ class Batcher:
     def samples(self) -> list[Sample]:
         return [sample for _, samples in self.entries for sample in samples]
 
-    def add(self, msg: Msg, samples: list[Sample]) -> None:
+    def add(self, msg: Msg, samples: list[Sample], *, again: bool) -> None:
         if not self.entries:
             self.since = time.monotonic()
         self.entries.append((msg, samples))
+        if again:
+            self.again.extend(samples)
         self.count += len(samples)
 
     def due(self, settings: MeteringSettings) -> bool:
@@ -119,9 +122,12 @@ class Ingest:
                 observed = await observe(self.bus, self.spec, observed)
                 timeout = waiting.wait_s(self.settings)
                 for msg in await fetch(sub, size, self.spec.durable, timeout=timeout):
+                    again = redelivered(msg)
+                    if again:
+                        metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
                     samples = await self.check(msg)
                     if samples is not None:
-                        waiting.add(msg, samples)
+                        waiting.add(msg, samples, again=again)
                 unacked = len(waiting.entries) + (storing[1] if storing else 0)
                 if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
                     if storing:
@@ -142,8 +148,6 @@ class Ingest:
 
     async def check(self, msg: Msg) -> list[Sample] | None:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
-        if redelivered(msg):
-            metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
         window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
         try:  # the common case: every sample decodes and passes every rule
             checked = CheckedBatch.from_bytes(msg.data)
@@ -186,7 +190,7 @@ class Ingest:
         """Store the waiting samples in one insert and ack; on failure, store message by message."""
         started = time.monotonic()
         try:
-            stored = await self.store_new(waiting.entries)
+            stored = await self.store_new(waiting.entries, waiting.again)
         except Exception as exc:
             log.warning(
                 "samples: storing %d samples failed (%r); storing message by message", waiting.count, exc
@@ -208,7 +212,7 @@ class Ingest:
         """One message alone: stored and acked, again later, or dead-lettered on its last delivery."""
         started = time.monotonic()
         try:
-            await self.store_new([(msg, samples)])
+            await self.store_new([(msg, samples)], samples if redelivered(msg) else [])
         except Exception as exc:
             deliveries = msg.metadata.num_delivered or 1
             if deliveries < self.spec.max_deliver:
@@ -220,22 +224,19 @@ class Ingest:
         await self.acknowledge([(msg, samples)])
         measure(samples, started)
 
-    async def store_new(self, entries: list[tuple[Msg, list[Sample]]]) -> int:
+    async def store_new(self, entries: list[tuple[Msg, list[Sample]]], again: list[Sample]) -> int:
         """Store the samples of these messages not stored yet; returns how many were new.
 
-        Ids among the recent ones are dropped from memory; a redelivered message's ids are looked
-        up in the store (it may have been stored before its ack was lost).
+        Ids among the recent ones are dropped from memory; redelivered messages' ids (`again`) are
+        looked up in the store (it may have been stored before its ack was lost).
         """
-        again = [sample for msg, samples in entries if redelivered(msg) for sample in samples]
         known = await stored_ids(self.store, again) if again else set()
-        fresh = [
-            sample
-            for _, samples in entries
-            for sample in samples
-            if sample.sample_id not in self.recent and sample.sample_id not in known
-        ]
+        every = [sample for _, samples in entries for sample in samples]
+        ids = [sample.sample_id for sample in every]
+        repeated = self.recent.among(ids) | known
+        fresh = [s for s in every if s.sample_id not in repeated] if repeated else every
         stored = await store_samples(self.store, fresh)
-        self.recent.add(sample.sample_id for _, samples in entries for sample in samples)
+        self.recent.add(ids)
         return stored
 
     async def acknowledge(self, entries: list[tuple[Msg, list[Sample]]]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
@@ -141,8 +141,10 @@ WHERE node_uuid IN {nodes:Array(String)}
 """
 
 
-def unique(samples: Iterable[Sample]) -> list[Sample]:
+def unique(samples: list[Sample]) -> list[Sample]:
     """One sample per id (the same batch may arrive twice within one insert)."""
+    if len({sample.sample_id for sample in samples}) == len(samples):
+        return samples  # the common case, checked without building a second list
     return list({sample.sample_id: sample for sample in samples}.values())
 
 
@@ -165,26 +167,32 @@ def insert_sql(samples: list[Sample]) -> str:
 
 
 class RecentIds:
-    """The ids of the last `size` samples stored, oldest forgotten first (bounded memory)."""
+    """The ids of at least the last `size` / 2 and at most the last `size` samples stored.
+
+    Two generations of sets: ids go into the newer, and when it holds `size` / 2 it becomes the
+    older and the previous older one is forgotten. Every operation is one set operation on a
+    whole insert (no Python per id), and memory stays bounded.
+    """
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._order: deque[str] = deque()
-        self._ids: set[str] = set()
+        self.half = max(size // 2, 1)
+        self.newer: set[str] = set()
+        self.older: set[str] = set()
 
     def __contains__(self, sample_id: object) -> bool:
-        return sample_id in self._ids
+        return sample_id in self.newer or sample_id in self.older
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.newer | self.older)
+
+    def among(self, ids: list[str]) -> set[str]:
+        """Which of these ids are remembered."""
+        return self.newer.intersection(ids) | self.older.intersection(ids)
 
     def add(self, ids: Iterable[str]) -> None:
-        for sample_id in ids:
-            if sample_id not in self._ids:
-                self._ids.add(sample_id)
-                self._order.append(sample_id)
-        while len(self._order) > self.size:
-            self._ids.discard(self._order.popleft())
+        self.newer.update(ids)
+        if len(self.newer) >= self.half:
+            self.older, self.newer = self.newer, set()
 
 
 async def stored_ids(store: ClickHouse, samples: list[Sample]) -> set[str]:
