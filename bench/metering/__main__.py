@@ -153,7 +153,7 @@ async def drain(settings: PlatformSettings, fleet: Fleet, batches: list[SampleBa
             started = started or time.perf_counter()
             if reply.summary.up_bytes >= total:
                 return time.perf_counter() - started
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
     finally:
         await bus.close()
 

@@ -25,9 +25,9 @@ class MeteringSettings(BaseSettings):
     )
     chdb_dir: Path | None = None  # default: <state_dir>/chdb; only one process may own it
     schema_file: Path = DEFAULT_SCHEMA
-    batch_samples: int = 30_000  # insert once this many samples are waiting ...
+    batch_samples: int = 60_000  # insert once this many samples are waiting ...
     batch_wait_s: float = 1.0  # ... or once the oldest waiting one is this old
-    fetch_messages: int = 1024  # JetStream messages per pull (up to 4x this many unacked)
+    fetch_messages: int = 2048  # JetStream messages per pull (up to 4x this many unacked)
     # Sample ids remembered after they are stored (~100 bytes each): a batch published again under
     # another message id within that many samples is dropped without reading the store.
     recent_ids: int = 500_000
