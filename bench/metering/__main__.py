@@ -7,8 +7,9 @@
 2. Ingest: `ingest-machines` agents, `containers` containers each, one batch per machine and
    reading (the agent's own format and size), all published to `TY_SAMPLES` before metering
    starts; then metering (into the filled store) drains the stream: samples / seconds from its
-   first answer to the moment every sample is stored. Baseline in the same run: the same samples
-   as plain chDB INSERTs of the same size into a fresh store of the same schema.
+   first delivery to the moment every message is acked (stored, resources recomputed). Baseline
+   in the same run: the same samples as plain chDB INSERTs of the same size into a fresh store of
+   the same schema.
 3. Queries: the 95th-percentile bandwidth query (`/info/bandWith/getByImage`) and the resource query
    (`/info/resourceUse/getByImage`) over all `days`, through the HTTP API with the admin token
    (API -> NATS -> metering -> chDB), against the same SQL on chDB directly.
@@ -30,14 +31,8 @@ from bench.harness import bearer, percentile
 from bench.metering.fleet import Fleet
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects, timefmt
-from tingyu.common.bus import Bus, responders
-from tingyu.common.models.metering import (
-    MeteringQuery,
-    MeteringReply,
-    MeteringScope,
-    MeteringSeries,
-    SampleBatch,
-)
+from tingyu.common.bus import Bus
+from tingyu.common.models.metering import MeteringQuery, MeteringScope, MeteringSeries, SampleBatch
 from tingyu.common.settings import PlatformSettings
 from tingyu.metering.config import DEFAULT_SCHEMA, MeteringSettings
 from tingyu.metering.queries import series_params, series_sql
@@ -128,32 +123,23 @@ async def publish(settings: PlatformSettings, batches: list[SampleBatch]) -> flo
     return elapsed
 
 
-async def drain(settings: PlatformSettings, fleet: Fleet, batches: list[SampleBatch]) -> float:
-    """Seconds from metering's first answer (it answers before it starts consuming) until the
-    bytes of every published sample of one image are stored (every batch carries every image)."""
-    image = fleet.images[0][0]
-    total = sum(s.tx_bytes for b in batches for s in b.samples if s.image == image)
-    query = MeteringQuery(
-        scope=MeteringScope.CONTAINERS,
-        start=fleet.start,
-        end=fleet.start + fleet.ticks * fleet.step_s,
-        image=image,
-    )
+async def drain(settings: PlatformSettings) -> float:
+    """Seconds from metering's first delivery to the moment every message is acked, i.e. stored
+    with its resource recomputation (from the consumer's counts, which metering does not serve)."""
     bus = await Bus.connect(settings, "bench")
     started = 0.0
     try:
         while True:
             try:
-                reply = await responders.call(bus, subjects.METERING_QUERY, query, MeteringReply, timeout=5)
-            except Exception:  # not up yet
-                if started:
-                    raise
-                await asyncio.sleep(0.05)
+                info = await bus.js.consumer_info(subjects.SAMPLES.name, subjects.METERING_SAMPLES.durable)
+            except Exception:  # metering has not made its consumer yet
+                await asyncio.sleep(0.02)
                 continue
-            started = started or time.perf_counter()
-            if reply.summary.up_bytes >= total:
+            if not started and (info.delivered.stream_seq or 0):
+                started = time.perf_counter()
+            if started and not info.num_pending and not info.num_ack_pending:
                 return time.perf_counter() - started
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.02)
     finally:
         await bus.close()
 
@@ -251,7 +237,7 @@ def main() -> None:
                 f"published {samples:,} samples in {len(batches):,} batches ({published_s:.1f}s)", flush=True
             )
             platform.start_service("metering")
-            ours_s = asyncio.run(drain(config.admin_settings(), fleet, batches))
+            ours_s = asyncio.run(drain(config.admin_settings()))
             load = os.getloadavg()[0]
             api_times = {
                 series: asyncio.run(
