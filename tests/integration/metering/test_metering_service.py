@@ -243,3 +243,34 @@ async def test_a_crash_between_insert_and_ack_loses_nothing_and_counts_once(
     finally:
         await store.close()
         await bus.close()
+
+
+async def test_a_failed_recomputation_after_the_insert_is_retried_without_a_second_insert(
+    metering: tuple[Bus, ClickHouse, str, Ingest],
+) -> None:
+    bus, store, _, _ = metering
+    fleet = _fleet(machines=2, ticks=30)
+    batches = fleet.batches()
+    samples = [s for b in batches for s in b.samples]
+    nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+    # The resource rollup gone: every insert succeeds and its recomputation fails.
+    await store.command("RENAME TABLE tingyu.resources_5m TO tingyu.resources_5m_away")
+    try:
+        await _publish(bus, batches)
+
+        async def inserted() -> bool:
+            return await _counts(store, nodes) == (len(samples), len(samples))
+
+        await eventually(inserted, timeout=30)
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
+        assert info.num_ack_pending  # not acked while its buckets are not recomputed
+    finally:
+        await store.command("RENAME TABLE tingyu.resources_5m_away TO tingyu.resources_5m")
+
+    async def drained() -> bool:  # retried after the nak's delay: now recomputed and acked
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
+        return not info.num_pending and not info.num_ack_pending
+
+    await eventually(drained, timeout=60)
+    assert await _counts(store, nodes) == (len(samples), len(samples))
+    await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)

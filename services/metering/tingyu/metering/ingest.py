@@ -30,13 +30,14 @@ from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
 from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.config import MeteringSettings
+from tingyu.metering.rollups import recompute_resources
 from tingyu.metering.samples import (
     CheckedBatch,
     RecentIds,
     Window,
     accepted,
     all_accepted,
-    store_samples,
+    insert_samples,
     stored_ids,
 )
 from tingyu.metering.store import ClickHouse
@@ -235,8 +236,11 @@ class Ingest:
         ids = [sample.sample_id for sample in every]
         repeated = self.recent.among(ids) | known
         fresh = [s for s in every if s.sample_id not in repeated] if repeated else every
-        stored = await store_samples(self.store, fresh)
+        stored = await insert_samples(self.store, fresh)
+        # Remembered as soon as they are in: if the recomputation fails, the retry of these
+        # messages must not insert them again. It recomputes every bucket they touch, new or not.
         self.recent.add(ids)
+        await recompute_resources(self.store, {int(sample.ts) for sample in every})
         return stored
 
     async def acknowledge(self, entries: list[tuple[Msg, list[Sample]]]) -> None:

@@ -211,12 +211,17 @@ async def stored_ids(store: ClickHouse, samples: list[Sample]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-async def store_samples(store: ClickHouse, samples: list[Sample]) -> int:
-    """Insert the samples (one per id) in one INSERT, then recompute the resource rollup of the
-    buckets they touch; returns how many were inserted. Which are new is the caller's decision."""
+async def insert_samples(store: ClickHouse, samples: list[Sample]) -> int:
+    """Insert the samples (one per id) in one INSERT; returns how many. Which are new is the
+    caller's decision; the resource rollup is not recomputed here (see `store_samples`)."""
     fresh = unique(samples)
-    if not fresh:
-        return 0
-    await store.command(insert_sql(fresh))
-    await recompute_resources(store, {int(s.ts) for s in fresh})
+    if fresh:
+        await store.command(insert_sql(fresh))
     return len(fresh)
+
+
+async def store_samples(store: ClickHouse, samples: list[Sample]) -> int:
+    """Insert the samples, then recompute the resource rollup of the buckets they touch."""
+    inserted = await insert_samples(store, samples)
+    await recompute_resources(store, {int(s.ts) for s in samples})
+    return inserted
