@@ -4,7 +4,8 @@
 CREATE DATABASE IF NOT EXISTS tingyu;
 
 -- Raw samples as agents sent them: one row per sample id. Metering inserts only ids it has not
--- stored yet (see docs/metering.md); ReplacingMergeTree on the id is the safety net for raw reads,
+-- stored yet (recent ids in memory, redeliveries looked up: docs/metering.md); ReplacingMergeTree
+-- on the id is the safety net for raw reads,
 -- and the insert deduplication token makes a retried insert of the same batch a no-op.
 CREATE TABLE IF NOT EXISTS tingyu.samples
 (
@@ -95,3 +96,26 @@ SELECT
     sum(rx_bytes) AS rx_bytes
 FROM tingyu.samples
 GROUP BY bucket, kind, image, version;
+
+-- 5-minute CPU and memory per (scope, image, version, bucket), without the machine dimension:
+-- what a resource query of that scope shows for the bucket, so it reads one row per bucket.
+-- A container's CPU is averaged over the seconds it was sampled in the bucket, then summed; an
+-- average cannot be added up insert by insert, so metering recomputes every bucket an insert
+-- touched from samples_5m right after the insert (and before acking it): each recomputation is a
+-- new row, the newest (`computed`) wins (argMax at query time, merges keep the newest).
+-- `scope`: 'account' (machine samples), 'containers' (every container), 'image' (version = ''),
+-- 'version'. An upgrade from a schema without it is backfilled once at start (rollups.py).
+CREATE TABLE IF NOT EXISTS tingyu.resources_5m
+(
+    bucket DateTime('UTC'),
+    scope Enum8('account' = 1, 'containers' = 2, 'image' = 3, 'version' = 4),
+    image LowCardinality(String),
+    version LowCardinality(String),
+    cpu_cores Float64,
+    memory_mib Float64,
+    computed DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(computed)
+PARTITION BY toDate(bucket)
+ORDER BY (scope, image, version, bucket)
+TTL bucket + INTERVAL 400 DAY;

@@ -19,11 +19,18 @@ from tests.support import eventually, unique
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
-from tingyu.common.models.metering import MeteringQuery, MeteringScope, Sample, SampleBatch
+from tingyu.common.models.metering import (
+    MeteringQuery,
+    MeteringScope,
+    MeteringSeries,
+    Sample,
+    SampleBatch,
+    bucket_range,
+)
 from tingyu.metering.config import DEFAULT_SCHEMA
 from tingyu.metering.queries import run_query
-from tingyu.metering.rollups import backfill_bandwidth
-from tingyu.metering.samples import insert_sql, store_samples
+from tingyu.metering.rollups import backfill_bandwidth, backfill_resources
+from tingyu.metering.samples import insert_sql, store_samples, stored_ids
 from tingyu.metering.store import ClickHouse
 
 FIVE_MIN = 300
@@ -96,9 +103,12 @@ async def test_store_matches_independent_computation_and_counts_once(tmp_path: P
         assert await store_samples(store, half) == len(half)
         # The same INSERT retried (its success was not seen): the deduplication token drops it.
         await store.command(insert_sql(half))
-        # Overlapping redelivery, then all of it again.
-        assert await store_samples(store, samples) == len(samples) - len(half)
-        assert await store_samples(store, samples) == 0
+        # A redelivery overlapping what is stored: the lookup finds exactly the stored ids.
+        known = await stored_ids(store, samples)
+        assert known == {s.sample_id for s in half}
+        fresh = [s for s in samples if s.sample_id not in known]
+        assert await store_samples(store, fresh + fresh) == len(samples) - len(half)  # one per id
+        assert await stored_ids(store, samples) == {s.sample_id for s in samples}
 
         start, end = fleet.start - 3600, fleet.start + fleet.ticks * fleet.step_s + 1800
         image = fleet.images[0][0]
@@ -168,11 +178,10 @@ async def test_bandwidth_rollup_counts_once_and_agrees_with_samples_5m(tmp_path:
         await store.apply_schema(DEFAULT_SCHEMA)  # applied at every start: idempotent
         half = samples[: len(samples) // 3]
         assert await store_samples(store, half) == len(half)
-        # A retried INSERT (twice) and redeliveries: the view into bandwidth_5m must drop them all.
+        # A retried INSERT (twice): the view into bandwidth_5m must drop them both.
         await store.command(insert_sql(half))
         await store.command(insert_sql(half))
-        assert await store_samples(store, samples) == len(samples) - len(half)
-        assert await store_samples(store, samples) == 0
+        assert await store_samples(store, samples[len(half) :]) == len(samples) - len(half)
 
         want = _bytes_by_key(samples)
         assert await _rollup(store, "bandwidth_5m") == want
@@ -209,11 +218,145 @@ async def test_upgrade_backfills_the_bandwidth_rollup_once(tmp_path: Path) -> No
         want = _bytes_by_key(samples)
         assert await _rollup(store, "bandwidth_5m") == want
 
+        # The resource rollup likewise: emptied, filled back day by day, equal to what it was.
+        start, end = fleet.start, fleet.start + fleet.ticks * fleet.step_s
+        before = await _every_answer(store, fleet, start, end)
+        await store.command("TRUNCATE TABLE tingyu.resources_5m")
+        assert await backfill_resources(store)
+        assert not await backfill_resources(store)
+        after = await _every_answer(store, fleet, start, end)
+        for was, now in zip(before, after, strict=True):  # sums in another order: equal to rounding
+            assert [p[0] for p in now] == [p[0] for p in was]
+            assert [p[1:] for p in now] == [pytest.approx(p[1:], rel=1e-9) for p in was]
+
         # New samples after the upgrade reach it through the view, on top of the copy.
         later = _fleet(machines=1, ticks=20)
         more = [s for b in later.batches() for s in b.samples]
         await store_samples(store, more)
         assert await _rollup(store, "bandwidth_5m") == await _rollup(store, "samples_5m")
+    finally:
+        await store.close()
+
+
+# Resource use as it was computed before `resources_5m`: from the per-(machine, deployment) rows of
+# `samples_5m`, each container averaged over its sampled seconds in the bucket, then summed.
+PER_MACHINE = """
+SELECT
+    toUInt32(toUnixTimestamp(bucket)),
+    sum(if(secs > 0, core_s / secs, 0.)),
+    sum(if(secs > 0, mib_s / secs, 0.))
+FROM
+(
+    SELECT bucket, sum(cpu_core_s) AS core_s, sum(memory_mib_s) AS mib_s, sum(seconds) AS secs
+    FROM tingyu.samples_5m
+    WHERE bucket BETWEEN toDateTime({first:UInt32}, 'UTC') AND toDateTime({last:UInt32}, 'UTC') AND {where}
+    GROUP BY bucket, node_uuid, deploymentname
+)
+GROUP BY bucket
+"""
+
+
+def _scopes(fleet: Fleet) -> list[tuple[MeteringScope, str, str]]:
+    """Every resource route's scope: the account, every container, by image, by image and version."""
+    image = fleet.images[0][0]
+    return [
+        (MeteringScope.ACCOUNT, "", ""),
+        (MeteringScope.CONTAINERS, "", ""),
+        (MeteringScope.CONTAINERS, image, ""),
+        (MeteringScope.CONTAINERS, image, "v1"),
+        (MeteringScope.CONTAINERS, image, "v2"),
+    ]
+
+
+async def _per_machine(
+    store: ClickHouse, of: tuple[MeteringScope, str, str], start: float, end: float
+) -> list[tuple[float, float, float]]:
+    """The old answer for one scope: (bucket, cpu, memory) of every bucket with rows."""
+    scope, image, version = of
+    if scope == MeteringScope.ACCOUNT:
+        where = "deploymentname = '' AND image = '' AND version = ''"
+    else:
+        where = "deploymentname != ''" + (" AND image = {image:String}" if image else "")
+        where += " AND version = {version:String}" if version else ""
+    first, last, _ = bucket_range(start, end)
+    params = {"first": first, "last": last, "image": image, "version": version}
+    rows = await store.rows(PER_MACHINE.replace("{where}", where), params)
+    return sorted((float(b), float(c), float(m)) for b, c, m in rows)
+
+
+async def _every_answer(
+    store: ClickHouse, fleet: Fleet, start: float, end: float
+) -> list[list[tuple[float, float, float]]]:
+    """The resource points of every scope, as the query path answers them."""
+    answers = []
+    for scope, image, version in _scopes(fleet):
+        query = MeteringQuery(scope=scope, start=start, end=end, image=image, version=version)
+        points, _ = await run_query(store, query, (MeteringSeries.RESOURCES,))
+        answers.append([(p.time, p.cpu_cores, p.memory_mib) for p in points])
+    return answers
+
+
+def _awkward(fleet: Fleet) -> list[Sample]:
+    """Samples that make averaging per container matter: a container sampled for part of a bucket
+    at an odd interval, and one whose version changes within a bucket under the same name."""
+    node, image = fleet.uuid(0), fleet.images[0][0]
+    out = []
+    for i in range(7):
+        ts = fleet.start + 600 + 17 * i
+        out.append(
+            Sample(
+                sample_id=f"{node}/{ts}/late",
+                node_uuid=node,
+                deploymentname="late",
+                image=image,
+                version="v1",
+                ts=ts,
+                interval_s=17,
+                cpu_cores=0.25 * i,
+                memory_mib=100.0 + i,
+            )
+        )
+    for i in range(10):
+        ts = fleet.start + 1200 + 30 * i
+        out.append(
+            Sample(
+                sample_id=f"{node}/{ts}/moved",
+                node_uuid=node,
+                deploymentname="moved",
+                image=image,
+                version="v1" if i < 4 else "v2",
+                ts=ts,
+                interval_s=30,
+                cpu_cores=1.0 if i < 4 else 3.0,
+                memory_mib=50.0 if i < 4 else 500.0,
+            )
+        )
+    return out
+
+
+async def test_resource_rollup_answers_as_the_per_machine_computation(tmp_path: Path) -> None:
+    fleet = _fleet(machines=4, ticks=200)
+    batches = fleet.batches()
+    store = ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        # Stored in several inserts, so a container's samples of one bucket land in more than one
+        # (the rollup must not add up per-insert averages); the awkward ones split too.
+        extra = _awkward(fleet)
+        chunks = [batches[i : i + 5] for i in range(0, len(batches), 5)]
+        for index, chunk in enumerate(chunks):
+            samples = [s for b in chunk for s in b.samples]
+            await store_samples(store, samples + extra[index :: len(chunks)])
+
+        start, end = fleet.start - 600, fleet.start + fleet.ticks * fleet.step_s + 600
+        answers = await _every_answer(store, fleet, start, end)
+        for (scope, image, version), points in zip(_scopes(fleet), answers, strict=True):
+            old = await _per_machine(store, (scope, image, version), start, end)
+            assert old, (scope, image, version)
+            got = {t: (c, m) for t, c, m in points}
+            for t, cpu, mem in old:
+                assert got.pop(t) == pytest.approx((cpu, mem), rel=1e-9), (scope, image, version, t)
+            assert set(got.values()) == {(0.0, 0.0)}  # every other bucket of the range is empty
     finally:
         await store.close()
 

@@ -1,33 +1,46 @@
 """Metering's bus side over real NATS and chDB: the ingest stores sample batches and dead-letters
-what does not decode; the query responder answers, or raises a reversed range as its TY error."""
+what does not decode, stores a batch published or delivered again once, loses nothing when it dies
+between an insert and its ack; the query responder answers, or raises a reversed range as its TY error."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from bench.metering.fleet import Fleet
 
+from tests.integration.metering.test_metering import _fleet, expected
 from tests.support import eventually, unique
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, call, serve
 from tingyu.common.errors import InvalidTimeRange
 from tingyu.common.models.dead import DeadLetter
-from tingyu.common.models.metering import MeteringQuery, MeteringReply, MeteringScope, Sample, SampleBatch
+from tingyu.common.models.metering import (
+    MeteringQuery,
+    MeteringReply,
+    MeteringScope,
+    MeteringSeries,
+    Sample,
+    SampleBatch,
+)
 from tingyu.common.settings import PlatformSettings
 from tingyu.metering.config import DEFAULT_SCHEMA, MeteringSettings
-from tingyu.metering.ingest import Ingest
+from tingyu.metering.ingest import SPEC, Ingest
+from tingyu.metering.queries import run_query
 from tingyu.metering.responder import QueryResponder
 from tingyu.metering.store import ClickHouse
 
 
 @pytest_asyncio.fixture
-async def metering(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, ClickHouse, str]]:
-    """A bus, a chDB store fed by a running ingest, and the subject its responder answers on."""
+async def metering(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, ClickHouse, str, Ingest]]:
+    """A bus, a chDB store fed by a running ingest, the subject its responder answers on, the ingest."""
     platform = PlatformSettings(nats_url=nats_url)
     bus = await Bus.connect(platform, "metering-tests")
     store = ClickHouse.open("", tmp_path / "chdb")
@@ -35,15 +48,14 @@ async def metering(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, Cl
     subject = f"test.metering.{unique()}"
     sub = await serve(bus, subject, MeteringQuery, QueryResponder(store).answer)
     stop = asyncio.Event()
-    ingest = asyncio.create_task(
-        Ingest(bus, store, MeteringSettings(batch_wait_s=0.2, platform=platform)).run(stop)
-    )
+    ingest = Ingest(bus, store, MeteringSettings(batch_wait_s=0.2, platform=platform))
+    running = asyncio.create_task(ingest.run(stop))
     try:
-        yield bus, store, subject
+        yield bus, store, subject, ingest
     finally:
         stop.set()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ingest, 10)
+            await asyncio.wait_for(running, 10)
         await sub.close()
         await store.close()
         await bus.close()
@@ -66,8 +78,10 @@ def _samples(node: str, image: str, start: int, count: int) -> list[Sample]:
     ]
 
 
-async def test_ingest_stores_batches_and_dead_letters_garbage(metering: tuple[Bus, ClickHouse, str]) -> None:
-    bus, store, subject = metering
+async def test_ingest_stores_batches_and_dead_letters_garbage(
+    metering: tuple[Bus, ClickHouse, str, Ingest],
+) -> None:
+    bus, store, subject, _ = metering
     node, image = unique("node"), unique("img")
     start = int(time.time()) // 300 * 300 - 600
     samples = _samples(node, image, start, 12)
@@ -98,9 +112,165 @@ async def test_ingest_stores_batches_and_dead_letters_garbage(metering: tuple[Bu
     assert len(reply.columns.a) == reply.summary.buckets == 3
 
 
-async def test_a_reversed_range_comes_back_as_its_error(metering: tuple[Bus, ClickHouse, str]) -> None:
-    bus, _, subject = metering
+async def test_a_reversed_range_comes_back_as_its_error(
+    metering: tuple[Bus, ClickHouse, str, Ingest],
+) -> None:
+    bus, _, subject, _ = metering
     query = MeteringQuery(scope=MeteringScope.ACCOUNT, start=2000.0, end=1000.0)
     with pytest.raises(InvalidTimeRange) as reversed_range:
         await call(bus, subject, query, MeteringReply)
     assert reversed_range.value.msg == "时间范围错误: start is after end"
+
+
+async def _publish(bus: Bus, batches: list[SampleBatch], suffix: str = "") -> None:
+    for batch in batches:
+        await bus.publish(subjects.samples(batch.node_uuid), batch, msg_id=batch.batch_id + suffix)
+
+
+async def _counts(store: ClickHouse, nodes: list[str]) -> tuple[int, int]:
+    """Raw rows of these machines, and how many distinct sample ids they hold."""
+    rows = await store.rows(
+        "SELECT count(), uniqExact(sample_id) FROM tingyu.samples WHERE node_uuid IN {n:Array(String)}",
+        {"n": nodes},
+    )
+    return int(rows[0][0]), int(rows[0][1])
+
+
+async def _answers_once(store: ClickHouse, samples: list[Sample], start: float, end: float) -> None:
+    """Every figure of both series, for the machines and for containers, counts each sample once."""
+    for scope in (MeteringScope.ACCOUNT, MeteringScope.CONTAINERS):
+        want = expected(samples, start, end, account=scope == MeteringScope.ACCOUNT)
+        query = MeteringQuery(scope=scope, start=start, end=end)
+        points, summary = await run_query(store, query, (MeteringSeries.BANDWIDTH, MeteringSeries.RESOURCES))
+        assert summary.up_bytes == want["up_bytes"]
+        assert [p.up_bps for p in points] == pytest.approx(want["up"])
+        assert [p.cpu_cores for p in points] == pytest.approx(want["cpu"])
+        assert summary.p95_memory_mib == pytest.approx(want["p95_mem"])
+
+
+async def test_a_batch_published_again_counts_once_and_a_bad_sample_drops_alone(
+    metering: tuple[Bus, ClickHouse, str, Ingest],
+) -> None:
+    bus, store, _, ingest = metering
+    fleet = _fleet(machines=2, ticks=60)
+    batches = fleet.batches()
+    samples = [s for b in batches for s in b.samples]
+    nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+    await _publish(bus, batches)
+
+    async def stored() -> bool:
+        return await _counts(store, nodes) == (len(samples), len(samples))
+
+    await eventually(stored, timeout=30)
+    # The same batches again under other message ids (JetStream cannot tell), and a batch with
+    # one NaN sample among new good ones: the good ones are stored, the repeated ones not.
+    await _publish(bus, batches, suffix="-again")
+    late = Fleet(unique("late"), 1, fleet.images, fleet.start - 7200, 10)  # outside the range checked
+    good = [s for b in late.batches() for s in b.samples]
+    poisoned = json.loads(SampleBatch(batch_id=unique("b"), node_uuid=late.uuid(0), samples=good).to_bytes())
+    poisoned["samples"].insert(
+        1, {**poisoned["samples"][0], "sample_id": unique("nan"), "cpu_cores": "NaN-x"}
+    )
+    raw = json.dumps(poisoned).replace('"NaN-x"', "NaN").encode()
+    await bus.js.publish(subjects.samples(late.uuid(0)), raw, headers={"Nats-Msg-Id": poisoned["batch_id"]})
+
+    async def late_stored() -> bool:
+        return await _counts(store, [late.uuid(0)]) == (len(good), len(good))
+
+    await eventually(late_stored, timeout=30)
+    assert ingest.dropped["not a finite number"] == 1
+
+    async def drained() -> bool:  # the repeated batches were taken off the stream too
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
+        return not info.num_pending and not info.num_ack_pending
+
+    await eventually(drained, timeout=30)
+    assert await _counts(store, nodes) == (len(samples), len(samples))
+    await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
+
+
+class Crash(Exception):
+    """The process died here."""
+
+
+class CrashAfterInsert(Ingest):
+    """Stores its first batch, then dies before acking it, as a process killed at that point would."""
+
+    async def acknowledge(self, entries: list[tuple[object, list[Sample]]]) -> None:  # type: ignore[override]
+        raise Crash
+
+
+async def test_a_crash_between_insert_and_ack_loses_nothing_and_counts_once(
+    nats_url: str, tmp_path: Path
+) -> None:
+    platform = PlatformSettings(nats_url=nats_url)
+    settings = MeteringSettings(batch_wait_s=0.2, platform=platform)
+    spec = dataclasses.replace(SPEC, ack_wait_s=1.0)  # redelivered a second after the crash
+    bus = await Bus.connect(platform, "metering-crash-tests")
+    store = ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        fleet = _fleet(machines=3, ticks=60)
+        batches = fleet.batches()
+        samples = [s for b in batches for s in b.samples]
+        nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+        await _publish(bus, batches)
+        with pytest.raises(Crash):
+            await asyncio.wait_for(CrashAfterInsert(bus, store, settings, spec).run(asyncio.Event()), 30)
+        stored_before = await _counts(store, nodes)
+        assert 0 < stored_before[0] == stored_before[1]  # the insert happened, its acks did not
+
+        # A new process (nothing in memory): the unacked messages come again and are found stored.
+        before = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
+        assert before.num_ack_pending == len(batches)
+        stop = asyncio.Event()
+        again = Ingest(bus, store, settings, spec)
+        running = asyncio.create_task(again.run(stop))
+        try:
+
+            async def drained() -> bool:
+                info = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
+                return not info.num_pending and not info.num_ack_pending
+
+            await eventually(drained, timeout=30)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 10)
+        after = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
+        assert after.delivered.consumer_seq - before.delivered.consumer_seq == len(batches)  # all again
+        assert await _counts(store, nodes) == (len(samples), len(samples))
+        await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
+    finally:
+        await store.close()
+        await bus.close()
+
+
+async def test_a_failed_recomputation_after_the_insert_is_retried_without_a_second_insert(
+    metering: tuple[Bus, ClickHouse, str, Ingest],
+) -> None:
+    bus, store, _, _ = metering
+    fleet = _fleet(machines=2, ticks=30)
+    batches = fleet.batches()
+    samples = [s for b in batches for s in b.samples]
+    nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+    # The resource rollup gone: every insert succeeds and its recomputation fails.
+    await store.command("RENAME TABLE tingyu.resources_5m TO tingyu.resources_5m_away")
+    try:
+        await _publish(bus, batches)
+
+        async def inserted() -> bool:
+            return await _counts(store, nodes) == (len(samples), len(samples))
+
+        await eventually(inserted, timeout=30)
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
+        assert info.num_ack_pending  # not acked while its buckets are not recomputed
+    finally:
+        await store.command("RENAME TABLE tingyu.resources_5m_away TO tingyu.resources_5m")
+
+    async def drained() -> bool:  # retried after the nak's delay: now recomputed and acked
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
+        return not info.num_pending and not info.num_ack_pending
+
+    await eventually(drained, timeout=60)
+    assert await _counts(store, nodes) == (len(samples), len(samples))
+    await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)

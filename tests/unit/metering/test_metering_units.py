@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tingyu.agent.sampling import ContainerReading, Reading, split_image_ref, to_samples
@@ -10,7 +12,7 @@ from tingyu.api.params import split_image_version as _image_version
 from tingyu.api.params import time_range as _range
 from tingyu.common.errors import InvalidParameter, InvalidTimeRange, MissingParameter
 from tingyu.common.models.metering import RawSampleBatch, bucket_range, p95_index
-from tingyu.metering.samples import Window, accepted
+from tingyu.metering.samples import CheckedBatch, Window, accepted, all_accepted
 from tingyu.metering.store import split_statements
 
 
@@ -109,9 +111,49 @@ def test_schema_statements_split_without_comments() -> None:
     ]
 
 
+NOW = 1_800_000_000.0
+GOOD = {"sample_id": "s", "node_uuid": "n1", "ts": NOW - 60, "interval_s": 30.0, "tx_bytes": 5}
+BAD: dict[str, object] = {
+    "nan time": {**GOOD, "ts": float("nan")},
+    "infinite cpu": {**GOOD, "cpu_cores": float("inf")},
+    "negative counter": {**GOOD, "rx_bytes": -1},
+    "huge counter": {**GOOD, "tx_bytes": 2**64},
+    "far future": {**GOOD, "ts": NOW + 2 * 86400},
+    "older than the raw table": {**GOOD, "ts": NOW - 40 * 86400},
+    "zero interval": {**GOOD, "interval_s": 0},
+    "long interval": {**GOOD, "interval_s": 3601},
+    "too many cores": {**GOOD, "cpu_cores": 4097},
+    "negative memory": {**GOOD, "memory_mib": -1},
+    "long name": {**GOOD, "image": "x" * 257},
+    "another machine": {**GOOD, "node_uuid": "n2"},
+    "no id": {**GOOD, "sample_id": ""},
+    "not an object": "x",
+    "time is text": {**GOOD, "ts": "soon"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_the_fast_path_takes_a_batch_only_when_every_sample_is_good(name: str) -> None:
+    window = Window(NOW, 35 * 86400, 86400)
+
+    def fast(samples: list[object]) -> object:
+        data = json.dumps({"batch_id": "b1", "node_uuid": "n1", "samples": samples}).encode()
+        try:
+            return all_accepted(CheckedBatch.from_bytes(data), window)
+        except ValueError:
+            return None
+
+    good = [{**GOOD, "sample_id": "a"}, {**GOOD, "sample_id": "b", "cpu_cores": 4096, "image": "x" * 256}]
+    assert [s.sample_id for s in fast(good) or []] == ["a", "b"]
+    assert fast([*good, BAD[name]]) is None  # then each sample on its own: `accepted`
+    raw = RawSampleBatch(batch_id="b1", node_uuid="n1", samples=[*good, BAD[name]])
+    kept, dropped = accepted(raw, window)
+    assert ([s.sample_id for s in kept], sum(dropped.values())) == (["a", "b"], 1)
+
+
 def test_each_bad_sample_drops_alone() -> None:
-    now = 1_800_000_000.0
-    good = {"sample_id": "s", "node_uuid": "n1", "ts": now - 60, "interval_s": 30.0, "tx_bytes": 5}
+    now = NOW
+    good = GOOD
     bad = {
         "nan time": {**good, "ts": float("nan")},
         "infinite cpu": {**good, "cpu_cores": float("inf")},

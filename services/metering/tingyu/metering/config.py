@@ -25,9 +25,12 @@ class MeteringSettings(BaseSettings):
     )
     chdb_dir: Path | None = None  # default: <state_dir>/chdb; only one process may own it
     schema_file: Path = DEFAULT_SCHEMA
-    batch_samples: int = 20_000  # insert once this many samples are waiting ...
-    batch_wait_s: float = 2.0  # ... or once the oldest waiting one is this old
-    fetch_messages: int = 256  # JetStream messages per pull
+    batch_samples: int = 60_000  # insert once this many samples are waiting ...
+    batch_wait_s: float = 1.0  # ... or once the oldest waiting one is this old
+    fetch_messages: int = 2048  # JetStream messages per pull (up to 4x this many unacked)
+    # Sample ids remembered after they are stored (~100 bytes each): a batch published again under
+    # another message id within that many samples is dropped without reading the store.
+    recent_ids: int = 500_000
     # Samples older than this (the raw table's TTL) or further ahead than `sample_max_ahead_s` are dropped.
     sample_max_age_s: float = 35 * 86400.0
     sample_max_ahead_s: float = 86400.0

@@ -1,9 +1,15 @@
-"""Consuming `TY_SAMPLES` in batches bounded by size and age; acked only once stored.
+"""Consuming `TY_SAMPLES`: many JetStream messages coalesced into one INSERT, bounded by samples and
+by a short delay; acked only once stored.
+
+No per-batch read of the store: a sample id stored once is dropped when it comes again, from
+memory when it is one of the last ids stored, and by a lookup only when JetStream delivers a
+message again (see `samples.py`).
 
 Each sample is checked on its own (`samples.accepted`): a bad one (NaN, out of range, another
 machine's) is dropped and counted, and the rest of its batch is stored. A batch that cannot be
 stored is retried message by message, so one message that fails does not hold back the others;
-storing is idempotent (see `samples.py`), so a batch stored but not acked is skipped next time.
+a message stored but not acked (a crash between the insert and the ack) is redelivered and then
+found stored, so it is acked without being stored twice.
 Deliveries are bounded (`subjects.METERING_SAMPLES.max_deliver`): a message that still cannot be
 stored on its last one is dead-lettered (`TY_DEAD`, replayable with `tingyu dead replay`), never
 retried forever; one JetStream gave up on without an answer is parked from the advisory.
@@ -22,9 +28,18 @@ from nats.aio.msg import Msg
 from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
-from tingyu.common.models.metering import RawSampleBatch, Sample
+from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.config import MeteringSettings
-from tingyu.metering.samples import Window, accepted, store_samples
+from tingyu.metering.rollups import recompute_resources
+from tingyu.metering.samples import (
+    CheckedBatch,
+    RecentIds,
+    Window,
+    accepted,
+    all_accepted,
+    insert_samples,
+    stored_ids,
+)
 from tingyu.metering.store import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -38,6 +53,7 @@ class Batcher:
 
     def __init__(self) -> None:
         self.entries: list[tuple[Msg, list[Sample]]] = []
+        self.again: list[Sample] = []  # the samples of messages JetStream delivered before
         self.count = 0
         self.since = 0.0
 
@@ -45,10 +61,12 @@ class Batcher:
     def samples(self) -> list[Sample]:
         return [sample for _, samples in self.entries for sample in samples]
 
-    def add(self, msg: Msg, samples: list[Sample]) -> None:
+    def add(self, msg: Msg, samples: list[Sample], *, again: bool) -> None:
         if not self.entries:
             self.since = time.monotonic()
         self.entries.append((msg, samples))
+        if again:
+            self.again.extend(samples)
         self.count += len(samples)
 
     def due(self, settings: MeteringSettings) -> bool:
@@ -68,41 +86,79 @@ class Ingest:
     """Pulls sample batches, checks each sample, stores them together, acks, retries or
     dead-letters them; counts what it drops."""
 
-    def __init__(self, bus: Bus, store: ClickHouse, settings: MeteringSettings) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: ClickHouse,
+        settings: MeteringSettings,
+        spec: subjects.ConsumerSpec[SampleBatch] = SPEC,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
+        self.spec = spec
         self.dropped: Counter[str] = Counter()  # samples dropped since start, by reason
+        self.recent = RecentIds(settings.recent_ids)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull, check, batch, store, ack; until `stop`, then store what is waiting."""
+        """Pull, check, batch, store, ack; until `stop`, then store what is waiting.
+
+        One batch is stored (in the store's thread) while the next is pulled and checked, so the
+        decoding and the insert use a core each; batches are still stored and acked in order.
+        """
         size = self.settings.fetch_messages
-        sub = await subscribe(self.bus, SPEC, size)
-        abandoned = await park_abandoned(self.bus, SPEC, None)  # batches no answer ever came for
+        sub = await subscribe(self.bus, self.spec, size)
+        abandoned = await park_abandoned(self.bus, self.spec, None)  # batches no answer ever came for
+        # Unacked messages are bounded by the consumer: a batch that could not take another fetch
+        # is stored now rather than waiting out its delay with nothing more arriving.
+        pending_limit = (await sub.consumer_info()).config.max_ack_pending or 1024
         waiting = Batcher()
+        storing: tuple[asyncio.Task[None], int] | None = None  # the flush under way, its messages
         observed = 0.0
         try:
             while not stop.is_set():
-                observed = await observe(self.bus, SPEC, observed)
-                for msg in await fetch(sub, size, SPEC.durable, timeout=waiting.wait_s(self.settings)):
+                if storing and storing[0].done():
+                    storing[0].result()  # a flush that raised ends the loop here
+                    storing = None
+                observed = await observe(self.bus, self.spec, observed)
+                timeout = waiting.wait_s(self.settings)
+                for msg in await fetch(sub, size, self.spec.durable, timeout=timeout):
+                    again = redelivered(msg)
+                    if again:
+                        metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
                     samples = await self.check(msg)
                     if samples is not None:
-                        waiting.add(msg, samples)
-                if waiting.due(self.settings):
-                    await self.flush(waiting)
+                        waiting.add(msg, samples, again=again)
+                unacked = len(waiting.entries) + (storing[1] if storing else 0)
+                if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
+                    if storing:
+                        await storing[0]
+                    storing = (asyncio.create_task(self.flush(waiting)), len(waiting.entries))
                     waiting = Batcher()
+            if storing:
+                await storing[0]
+                storing = None
             if waiting.entries:
                 await self.flush(waiting)
         finally:
+            if storing and not storing[0].done():
+                storing[0].cancel()
             for subscription in (sub, abandoned):
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     await subscription.unsubscribe()
 
     async def check(self, msg: Msg) -> list[Sample] | None:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
-        if (msg.metadata.num_delivered or 1) > 1:
-            metrics.CONSUMER_REDELIVERED.labels(SPEC.durable).inc()
-        try:
+        window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
+        try:  # the common case: every sample decodes and passes every rule
+            checked = CheckedBatch.from_bytes(msg.data)
+        except ValueError:
+            pass
+        else:
+            good = all_accepted(checked, window)
+            if good is not None and msg.subject == subjects.samples(checked.node_uuid):
+                return good
+        try:  # otherwise each sample on its own, so a bad one drops alone with its reason
             batch = RawSampleBatch.from_bytes(msg.data)
         except ValueError as exc:
             self.dropped["undecodable batch"] += 1
@@ -116,7 +172,6 @@ class Ingest:
             metrics.SAMPLES.labels("dropped").inc(len(batch.samples))
             await msg.term()
             return None
-        window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
         good, dropped = accepted(batch, window)
         if dropped:
             metrics.SAMPLES.labels("dropped").inc(sum(dropped.values()))
@@ -133,10 +188,10 @@ class Ingest:
         return good
 
     async def flush(self, waiting: Batcher) -> None:
-        """Store the waiting samples and ack; on failure, store message by message."""
+        """Store the waiting samples in one insert and ack; on failure, store message by message."""
         started = time.monotonic()
         try:
-            stored = await store_samples(self.store, waiting.samples)
+            stored = await self.store_new(waiting.entries, waiting.again)
         except Exception as exc:
             log.warning(
                 "samples: storing %d samples failed (%r); storing message by message", waiting.count, exc
@@ -144,8 +199,7 @@ class Ingest:
             for msg, samples in waiting.entries:
                 await self.flush_one(msg, samples)
             return
-        for msg, _ in waiting.entries:
-            await msg.ack()
+        await self.acknowledge(waiting.entries)
         measure(waiting.samples, started)
         log.debug(
             "samples: %d messages, %d samples, %d new, %.0f ms",
@@ -159,23 +213,46 @@ class Ingest:
         """One message alone: stored and acked, again later, or dead-lettered on its last delivery."""
         started = time.monotonic()
         try:
-            await store_samples(self.store, samples)
+            await self.store_new([(msg, samples)], samples if redelivered(msg) else [])
         except Exception as exc:
             deliveries = msg.metadata.num_delivered or 1
-            if deliveries < SPEC.max_deliver:
+            if deliveries < self.spec.max_deliver:
                 log.warning("samples: message %s failed (delivery %d): %r", msg.subject, deliveries, exc)
                 await msg.nak(delay=min(2.0 * 2 ** (deliveries - 1), MAX_RETRY_DELAY_S))
             else:
                 await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
             return
-        await msg.ack()
+        await self.acknowledge([(msg, samples)])
         measure(samples, started)
+
+    async def store_new(self, entries: list[tuple[Msg, list[Sample]]], again: list[Sample]) -> int:
+        """Store the samples of these messages not stored yet; returns how many were new.
+
+        Ids among the recent ones are dropped from memory; redelivered messages' ids (`again`) are
+        looked up in the store (it may have been stored before its ack was lost).
+        """
+        known = await stored_ids(self.store, again) if again else set()
+        every = [sample for _, samples in entries for sample in samples]
+        ids = [sample.sample_id for sample in every]
+        repeated = self.recent.among(ids) | known
+        fresh = [s for s in every if s.sample_id not in repeated] if repeated else every
+        stored = await insert_samples(self.store, fresh)
+        # Remembered as soon as they are in: if the recomputation fails, the retry of these
+        # messages must not insert them again. It recomputes every bucket they touch, new or not.
+        self.recent.add(ids)
+        await recompute_resources(self.store, {int(sample.ts) for sample in every})
+        return stored
+
+    async def acknowledge(self, entries: list[tuple[Msg, list[Sample]]]) -> None:
+        """The messages are stored: JetStream may forget them."""
+        for msg, _ in entries:
+            await msg.ack()
 
     async def dead(self, msg: Msg, reason: str) -> None:
         """Park a message in `TY_DEAD` and end it in `TY_SAMPLES`."""
         await dead_letter(
             self.bus,
-            SPEC,
+            self.spec,
             subject=msg.subject,
             data=msg.data,
             headers=msg.headers,
@@ -183,6 +260,11 @@ class Ingest:
             metadata=msg.metadata,
         )
         await msg.term()
+
+
+def redelivered(msg: Msg) -> bool:
+    """JetStream delivered this message before (it was nakked, or its ack never arrived)."""
+    return (msg.metadata.num_delivered or 1) > 1
 
 
 def measure(samples: list[Sample], started: float) -> None:

@@ -3,7 +3,8 @@
 Per bucket, a figure is summed across every machine (and container) in scope first; peaks and
 the 95th percentile are then taken over the buckets. Buckets without data count as 0, so the
 percentile runs over every bucket the range touches (`n`), not only those with rows.
-Bandwidth reads `bandwidth_5m` (no machine dimension); CPU and memory read `samples_5m`.
+Both read rollups without the machine dimension, so a query costs its range, not the fleet:
+bandwidth `bandwidth_5m`, CPU and memory `resources_5m`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from tingyu.metering.store import ClickHouse
 
 MACHINES = "kind = 'machine' AND image = '' AND version = ''"
 CONTAINERS = "kind = 'container'"
-CONTAINER_ROWS = "deploymentname != ''"
-MACHINE_ROWS = "image = '' AND version = '' AND deploymentname = ''"
 OF_IMAGE = " AND image = {image:String}"
 OF_VERSION = " AND version = {version:String}"
 IN_RANGE = "bucket BETWEEN toDateTime({first:UInt32}, 'UTC') AND toDateTime({last:UInt32}, 'UTC')"
@@ -62,41 +61,45 @@ BANDWIDTH = """
     ORDER BY bucket
 """
 
-# Resources: CPU and memory are averaged over the time each container was sampled in the bucket,
-# then summed, so this needs the per-(machine, deployment) rollup.
+# Resources: the machine-less rollup holds each bucket's figure per scope (containers averaged
+# over their sampled seconds, then summed: see rollups.py); the newest computation of a bucket wins.
 RESOURCES = """
     SELECT
         toUInt32(toUnixTimestamp(bucket)) AS b,
         0. AS tx,
         0. AS rx,
-        sum(if(secs > 0, core_s / secs, 0.)) AS x,
-        sum(if(secs > 0, mib_s / secs, 0.)) AS y
-    FROM
-    (
-        SELECT
-            bucket,
-            sum(cpu_core_s) AS core_s,
-            sum(memory_mib_s) AS mib_s,
-            sum(seconds) AS secs
-        FROM tingyu.samples_5m
-        WHERE {range} AND {where}
-        GROUP BY bucket, node_uuid, deploymentname
-    )
+        argMax(cpu_cores, computed) AS x,
+        argMax(memory_mib, computed) AS y
+    FROM tingyu.resources_5m
+    WHERE {range} AND {where}
     GROUP BY bucket
     ORDER BY bucket
 """
+ACCOUNT_SCOPE = "scope = 'account' AND image = '' AND version = ''"
+CONTAINERS_SCOPE = "scope = 'containers' AND image = '' AND version = ''"
+IMAGE_SCOPE = "scope = 'image' AND image = {image:String} AND version = ''"
+VERSION_SCOPE = "scope = 'version' AND image = {image:String} AND version = {version:String}"
+
+
+def resources_scope(query: MeteringQuery) -> str:
+    """The `resources_5m` rows of the query's scope: one per bucket."""
+    if query.scope == MeteringScope.ACCOUNT:
+        return ACCOUNT_SCOPE
+    if not query.image:
+        return CONTAINERS_SCOPE
+    return VERSION_SCOPE if query.version else IMAGE_SCOPE
 
 
 def series_sql(query: MeteringQuery, series: MeteringSeries | None = None) -> str:
     """The SQL of one series for this query's scope (fixed fragments only; values are bound)."""
     series = series or query.series
     account = query.scope == MeteringScope.ACCOUNT
-    if series == MeteringSeries.BANDWIDTH:
-        inner, where = BANDWIDTH, MACHINES if account else CONTAINERS
+    if series == MeteringSeries.RESOURCES:
+        inner, where = RESOURCES, resources_scope(query)
     else:
-        inner, where = RESOURCES, MACHINE_ROWS if account else CONTAINER_ROWS
-    if not account:
-        where += (OF_IMAGE if query.image else "") + (OF_VERSION if query.version else "")
+        inner, where = BANDWIDTH, MACHINES if account else CONTAINERS
+        if not account:
+            where += (OF_IMAGE if query.image else "") + (OF_VERSION if query.version else "")
     body = inner.replace("{range}", IN_RANGE).replace("{where}", where)
     return SERIES.replace("{inner}", body)
 
