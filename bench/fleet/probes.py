@@ -27,7 +27,7 @@ class HeartbeatProbe:
 
     async def start(self, bus: Bus) -> None:
         self.sub = await bus.nc.subscribe(
-            subjects.HEARTBEATS_ALL, cb=self.on_beat, pending_msgs_limit=1_000_000
+            subjects.HEARTBEATS_DELIVERED, cb=self.on_beat, pending_msgs_limit=1_000_000
         )
 
     async def on_beat(self, msg: Msg) -> None:

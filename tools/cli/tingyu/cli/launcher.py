@@ -28,6 +28,7 @@ from pathlib import Path
 
 import bcrypt
 
+from tingyu.common import subjects
 from tingyu.common.auth.material import AuthDir
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.settings import PlatformSettings
@@ -189,7 +190,11 @@ class PlatformConfig:
 
     @property
     def auth(self) -> AuthDir:
-        return AuthDir(self.auth_dir or self.state_dir / "nats" / "auth")
+        """The trust material; its account maps heartbeats over the partitions the services use."""
+        name = "TINGYU_HEARTBEAT_PARTITIONS"
+        partitions = self.extra_env.get(name) or os.environ.get(name, "")
+        count = int(partitions) if partitions.isdigit() else subjects.HEARTBEAT_PARTITIONS
+        return AuthDir(self.auth_dir or self.state_dir / "nats" / "auth", count)
 
     def admin_settings(self) -> PlatformSettings:
         """Settings of a client of this platform's NATS as its admin user (CLI, tests, benches)."""
