@@ -31,6 +31,7 @@ from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.sim import machines
 
+PAGE = 500  # machines in one /node/list page
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
 
@@ -75,6 +76,32 @@ async def api_probe(
     await baselines.timed(create, requests, concurrency)
     await baselines.timed(read, requests, concurrency)
     return out
+
+
+async def full_list(client: httpx.AsyncClient) -> tuple[int, float]:
+    """Machines in one full /node/list, and how long it took in ms."""
+    start = time.perf_counter()
+    listed = len((await client.get("/node/list")).json()["data"])
+    return listed, (time.perf_counter() - start) * 1000
+
+
+async def one_page_ms(client: httpx.AsyncClient, machines: int) -> float | None:
+    """One 500-machine page of /node/list, or None where this build has no paging (the
+    parameters are ignored and the whole fleet comes back)."""
+    start = time.perf_counter()
+    answer = await client.get("/node/list", params={"page": 1, "pageSize": PAGE})
+    elapsed = (time.perf_counter() - start) * 1000
+    data = answer.json().get("data")
+    paged = isinstance(data, list) and len(data) <= PAGE < machines
+    return round(elapsed, 1) if paged else None
+
+
+def sim_cost(procs: dict[str, dict[str, float]]) -> str:
+    """The simulator's own cost over the soak window: CPU seconds and RSS of its processes."""
+    sims = [figures for name, figures in procs.items() if name.startswith("sim-")]
+    cpu_s = sum(f.get("cpu_s", 0.0) for f in sims)
+    rss = sum(f["rss_mib"] for f in sims)
+    return f"simulator: {cpu_s:,.1f} CPU s in the window, {rss:,.0f} MiB RSS ({len(sims)} procs)"
 
 
 async def nodes_stored(bus: Bus) -> int:
@@ -148,9 +175,8 @@ async def step(
     lag = list(args.hb.lags_ms)
     sent = probes.sim_totals(stats_dir).get("beats_sent", 0) - sent_before
     cpu = sampler.finish()
-    t_list = time.perf_counter()
-    listed = len((await client.get("/node/list")).json()["data"])
-    list_ms = (time.perf_counter() - t_list) * 1000
+    listed, list_ms = await full_list(client)
+    page_ms = await one_page_ms(client, size)
     puts, gets = await baselines.raw_kv(bus, args.requests, args.concurrency, b"x" * 400)
     sizes = await probes.stream_sizes(bus)
 
@@ -170,6 +196,7 @@ async def step(
         "api_ms": {k: baselines.p50_p99(v) for k, v in latencies.items()},
         "node_list_ms": round(list_ms, 1),
         "node_list_count": listed,
+        "node_page_ms": page_ms,
         "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failed)},
         "job_ms_p50_p99": baselines.p50_p99(done),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
@@ -229,6 +256,26 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
     )
     for name, figures in r["procs"].items():
         print(f"[{n}] {name}: {figures['cpu_pct']:.0f}% CPU, {figures['rss_mib']:.0f} MiB RSS", flush=True)
+    targets(r)
+
+
+def targets(r: dict[str, Any]) -> None:
+    """The issue's fleet figures, each with the simulator's own cost in the same window."""
+    n, cost, procs = r["machines"], sim_cost(r["procs"]), r["procs"]
+    page = r["node_page_ms"]
+    rows = [
+        ("create p99", f"{r['api_ms']['create'][1]:,.1f} ms", "<= 1000 ms"),
+        ("node/get p99", f"{r['api_ms']['node/get'][1]:,.1f} ms", "<= 200 ms"),
+        ("task/status p99", f"{r['api_ms']['task/status'][1]:,.1f} ms", "<= 200 ms"),
+        ("job completion p99", f"{r['job_ms_p50_p99'][1]:,.1f} ms", "<= 5000 ms"),
+        ("/node/list full", f"{r['node_list_ms']:,.1f} ms", "<= 2000 ms"),
+        ("/node/list one 500-machine page", "n/a" if page is None else f"{page:,.1f} ms", "<= 100 ms"),
+        ("nodes service RSS", f"{procs.get('nodes', {}).get('rss_mib', 0.0):,.0f} MiB", "<= 400 MiB"),
+        ("API RSS", f"{procs.get('api', {}).get('rss_mib', 0.0):,.0f} MiB", "<= 300 MiB"),
+    ]
+    print(f"--- [{n}] fleet figures (target at 100k); {cost} ---", flush=True)
+    for title, value, target in rows:
+        print(f"[{n}] {title}: {value} (target {target}); {cost}", flush=True)
     for name, figures in r["streams"].items():
         print(
             f"[{n}] stream {name}: {figures['messages']:,} msgs, {figures['bytes'] / 2**20:.1f} MiB",
