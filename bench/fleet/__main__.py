@@ -35,11 +35,11 @@ PAGE = 500  # machines in one /node/list page
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
 
-def create_body(uuid: str) -> list[dict[str, Any]]:
+def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
     return [
         {
             "uuid": uuid,
-            "image": preload.IMAGE,
+            "image": ref,
             "imageversion": "1",
             "deploymentname": f"f{secrets.token_hex(6)}",
             "limitsmemory": 64,
@@ -48,19 +48,26 @@ def create_body(uuid: str) -> list[dict[str, Any]]:
 
 
 async def api_probe(
-    client: httpx.AsyncClient, uuids: list[str], jobs: probes.JobProbe, requests: int, concurrency: int
+    client: httpx.AsyncClient,
+    uuids: list[str],
+    jobs: probes.JobProbe,
+    args: argparse.Namespace,
 ) -> dict[str, list[float]]:
     """Creates (mutating) and reads at `concurrency`; latencies in ms by call."""
     out: dict[str, list[float]] = {"create": [], "node/get": [], "task/status": []}
+    refused: list[str] = []
 
     async def create(_: int) -> None:
         uuid = random.choice(uuids)
         start = time.perf_counter()
-        answer = (await client.post("/container/create", json=create_body(uuid))).json()
+        answer = (await client.post("/container/create", json=create_body(uuid, args.image))).json()
         out["create"].append((time.perf_counter() - start) * 1000)
         result = answer["data"][0]
         if result["code"] == 200:
             jobs.accepted[result["jobid"]] = start
+        elif not refused:
+            refused.append(str(result))
+            print(f"a create was refused (the first one shown): {result}", flush=True)
 
     async def read(i: int) -> None:
         if i % 2:
@@ -73,8 +80,8 @@ async def api_probe(
         await client.get(path, params=params)
         out[kind].append((time.perf_counter() - start) * 1000)
 
-    await baselines.timed(create, requests, concurrency)
-    await baselines.timed(read, requests, concurrency)
+    await baselines.timed(create, args.requests, args.concurrency)
+    await baselines.timed(read, args.requests, args.concurrency)
     return out
 
 
@@ -140,7 +147,7 @@ async def step(
 
     t0 = time.perf_counter()
     new = [(i, machines.identity(args.seed, i).uuid) for i in range(start, size)]
-    await preload.preload(bus, new, args.containers)
+    await preload.preload(bus, new, args.containers, args.image)
     written_s = time.perf_counter() - t0
 
     async def converged() -> bool:
@@ -164,7 +171,7 @@ async def step(
     jobs = probes.JobProbe()
     await jobs.start(bus)
     uuids = [u for _, u in new]
-    latencies = await api_probe(client, uuids, jobs, args.requests, args.concurrency)
+    latencies = await api_probe(client, uuids, jobs, args)
     await jobs.wait_all(args.job_wait_s)
     await jobs.sub.unsubscribe()
     remaining = args.soak_s - (time.perf_counter() - soak_start)
@@ -289,6 +296,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with platform(("nodes", "deployer", "api")) as running:
         (running.config.state_dir / "sim").mkdir()
         bus = await Bus.connect(running.config.admin_settings(), "bench-fleet")
+        args.image = preload.image(running.config.registry)
         args.raw_publish_rate = await baselines.core_publish_rate(bus, b"x" * 250)
         print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
         args.hb = probes.HeartbeatProbe()
