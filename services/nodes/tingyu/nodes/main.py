@@ -87,7 +87,15 @@ class NodesService:
         self.wake = asyncio.Event()
 
     def owns(self, partition: int) -> bool:
-        return time.monotonic() < self.owned.get(partition, 0.0)
+        """Held and not given up: renewed within the lease, or (a renewal late under load) still
+        naming this replica in `ty_leases`, so no other replica has taken it over."""
+        until = self.owned.get(partition)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        record = self.seen_leases.get(partitions.partition_key(partition))
+        return record is not None and record.holder == self.me
 
     @property
     def held(self) -> list[int]:
@@ -162,24 +170,37 @@ class NodesService:
         ttl = self.settings.leader_ttl_s
         now = timefmt.now()
         presence = LeaseRecord(holder=self.me, expires_at=now + ttl)
-        await self.leases.put(self.replica, presence)
-        self.seen_leases[self.replica] = presence
-        hold, release = partitions.plan(self.seen_leases, self.me, now, self.count)
+        try:
+            await self.leases.put(self.replica, presence)
+            self.seen_leases[self.replica] = presence
+        except Exception as exc:  # the partitions are still renewed: they matter more
+            log.warning("could not record this replica's presence (%r)", exc)
+        hold_these, release = partitions.plan(self.seen_leases, self.me, now, self.count)
         for partition in release:
             await self.release(partition)
+        # A tick less than the lease: a slow renewal never overlaps another replica's hold.
+        until = time.monotonic() + ttl - min(self.settings.tick_s, ttl / 2)
+
+        async def hold(partition: int) -> bool | None:
+            """Whether this replica holds it now; None when the renewal failed (kept as it was:
+            a busy replica keeps its partitions unless another one takes them)."""
+            try:
+                return await Lease(self.bus, partitions.partition_key(partition), ttl, holder=self.me).hold()
+            except Exception as exc:
+                log.warning("could not renew heartbeat partition %d (%r)", partition, exc)
+                return None
+
+        held = await asyncio.gather(*(hold(partition) for partition in hold_these))
         taken: list[int] = []
-        for partition in hold:
-            started = time.monotonic()
-            # A tick less than the lease: a slow renewal never overlaps another replica's hold.
-            until = started + ttl - min(self.settings.tick_s, ttl / 2)
-            key = partitions.partition_key(partition)
-            if await Lease(self.bus, key, ttl, holder=self.me).hold():
-                if not self.owns(partition):
-                    taken.append(partition)
+        for partition, ok in zip(hold_these, held, strict=True):
+            if ok:
                 self.owned[partition] = until
-            else:
+                if partition not in self.subs:
+                    taken.append(partition)
+            elif ok is False:
                 self.owned.pop(partition, None)
-        for partition in [p for p in self.subs if not self.owns(p)]:
+        for partition in [p for p in self.owned if not self.owns(p)]:
+            self.owned.pop(partition, None)  # another replica has it
             await self.unsubscribe(partition)
         if taken:
             self.registry.grace(set(taken), timefmt.now())
@@ -222,10 +243,12 @@ class NodesService:
     async def follow_storage(self, stop: asyncio.Event) -> None:
         """Writes by other replicas keep this replica's view of storage current."""
 
+        def others(uuid: str) -> bool:  # the holder of a machine's partition wrote it (and knows it)
+            return not self.owns(self.registry.partition(uuid))
+
         async def follow() -> None:
-            async for uuid, record in self.store.watch():
-                # The holder of the machine's partition wrote it itself (and knows it).
-                if record is not None and not self.owns(self.registry.partition(uuid)):
+            async for _, record in self.store.watch(wanted=others):
+                if record is not None:
                     self.registry.stored(record)
 
         await until_stopped(follow(), stop)

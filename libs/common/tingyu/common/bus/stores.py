@@ -116,8 +116,11 @@ class Store(Generic[M]):
                 await sub.unsubscribe()
         return out
 
-    async def watch(self, pattern: str = ">") -> AsyncIterator[tuple[str, M | None]]:
-        """Every change under `pattern` from now on, as (key, value or None when deleted)."""
+    async def watch(
+        self, pattern: str = ">", wanted: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[tuple[str, M | None]]:
+        """Every change under `pattern` from now on, as (key, value or None when deleted); a
+        change whose key `wanted` refuses is skipped before its value is decoded."""
         watcher = await (await self._handle()).watch(pattern, include_history=False)
         try:
             while True:
@@ -127,6 +130,8 @@ class Store(Generic[M]):
                     continue
                 if entry is None:
                     continue  # the initial 'no more history' marker
+                if wanted is not None and not wanted(entry.key):
+                    continue
                 if entry.operation in _DELETED or not entry.value:
                     yield entry.key, None
                 else:
