@@ -280,7 +280,7 @@ class NodesService:
 
     async def gauges(self) -> None:
         """The leader's tick: the fleet's machines by status."""
-        statuses = Counter(seen.stored.status.value for seen in self.registry.nodes.values() if seen.stored)
+        statuses = Counter(seen.status.value for seen in self.registry.nodes.values() if seen.status)
         for status in NodeStatus:
             metrics.MACHINES.labels(status.value).set(statuses[status.value])
 
