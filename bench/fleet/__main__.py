@@ -31,14 +31,15 @@ from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.sim import machines
 
+PAGE = 500  # machines in one /node/list page
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
 
-def create_body(uuid: str) -> list[dict[str, Any]]:
+def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
     return [
         {
             "uuid": uuid,
-            "image": preload.IMAGE,
+            "image": ref,
             "imageversion": "1",
             "deploymentname": f"f{secrets.token_hex(6)}",
             "limitsmemory": 64,
@@ -47,19 +48,26 @@ def create_body(uuid: str) -> list[dict[str, Any]]:
 
 
 async def api_probe(
-    client: httpx.AsyncClient, uuids: list[str], jobs: probes.JobProbe, requests: int, concurrency: int
+    client: httpx.AsyncClient,
+    uuids: list[str],
+    jobs: probes.JobProbe,
+    args: argparse.Namespace,
 ) -> dict[str, list[float]]:
     """Creates (mutating) and reads at `concurrency`; latencies in ms by call."""
     out: dict[str, list[float]] = {"create": [], "node/get": [], "task/status": []}
+    refused: list[str] = []
 
     async def create(_: int) -> None:
         uuid = random.choice(uuids)
         start = time.perf_counter()
-        answer = (await client.post("/container/create", json=create_body(uuid))).json()
+        answer = (await client.post("/container/create", json=create_body(uuid, args.image))).json()
         out["create"].append((time.perf_counter() - start) * 1000)
         result = answer["data"][0]
         if result["code"] == 200:
             jobs.accepted[result["jobid"]] = start
+        elif not refused:
+            refused.append(str(result))
+            print(f"a create was refused (the first one shown): {result}", flush=True)
 
     async def read(i: int) -> None:
         if i % 2:
@@ -72,9 +80,35 @@ async def api_probe(
         await client.get(path, params=params)
         out[kind].append((time.perf_counter() - start) * 1000)
 
-    await baselines.timed(create, requests, concurrency)
-    await baselines.timed(read, requests, concurrency)
+    await baselines.timed(create, args.requests, args.concurrency)
+    await baselines.timed(read, args.requests, args.concurrency)
     return out
+
+
+async def full_list(client: httpx.AsyncClient) -> tuple[int, float]:
+    """Machines in one full /node/list, and how long it took in ms."""
+    start = time.perf_counter()
+    listed = len((await client.get("/node/list")).json()["data"])
+    return listed, (time.perf_counter() - start) * 1000
+
+
+async def one_page_ms(client: httpx.AsyncClient, machines: int) -> float | None:
+    """One 500-machine page of /node/list, or None where this build has no paging (the
+    parameters are ignored and the whole fleet comes back)."""
+    start = time.perf_counter()
+    answer = await client.get("/node/list", params={"page": 1, "pageSize": PAGE})
+    elapsed = (time.perf_counter() - start) * 1000
+    data = answer.json().get("data")
+    paged = isinstance(data, list) and len(data) <= PAGE < machines
+    return round(elapsed, 1) if paged else None
+
+
+def sim_cost(procs: dict[str, dict[str, float]]) -> str:
+    """The simulator's own cost over the soak window: CPU seconds and RSS of its processes."""
+    sims = [figures for name, figures in procs.items() if name.startswith("sim-")]
+    cpu_s = sum(f.get("cpu_s", 0.0) for f in sims)
+    rss = sum(f["rss_mib"] for f in sims)
+    return f"simulator: {cpu_s:,.1f} CPU s in the window, {rss:,.0f} MiB RSS ({len(sims)} procs)"
 
 
 async def nodes_stored(bus: Bus) -> int:
@@ -113,7 +147,7 @@ async def step(
 
     t0 = time.perf_counter()
     new = [(i, machines.identity(args.seed, i).uuid) for i in range(start, size)]
-    await preload.preload(bus, new, args.containers)
+    await preload.preload(bus, new, args.containers, args.image)
     written_s = time.perf_counter() - t0
 
     async def converged() -> bool:
@@ -137,7 +171,7 @@ async def step(
     jobs = probes.JobProbe()
     await jobs.start(bus)
     uuids = [u for _, u in new]
-    latencies = await api_probe(client, uuids, jobs, args.requests, args.concurrency)
+    latencies = await api_probe(client, uuids, jobs, args)
     await jobs.wait_all(args.job_wait_s)
     await jobs.sub.unsubscribe()
     remaining = args.soak_s - (time.perf_counter() - soak_start)
@@ -148,9 +182,8 @@ async def step(
     lag = list(args.hb.lags_ms)
     sent = probes.sim_totals(stats_dir).get("beats_sent", 0) - sent_before
     cpu = sampler.finish()
-    t_list = time.perf_counter()
-    listed = len((await client.get("/node/list")).json()["data"])
-    list_ms = (time.perf_counter() - t_list) * 1000
+    listed, list_ms = await full_list(client)
+    page_ms = await one_page_ms(client, size)
     puts, gets = await baselines.raw_kv(bus, args.requests, args.concurrency, b"x" * 400)
     sizes = await probes.stream_sizes(bus)
 
@@ -170,6 +203,7 @@ async def step(
         "api_ms": {k: baselines.p50_p99(v) for k, v in latencies.items()},
         "node_list_ms": round(list_ms, 1),
         "node_list_count": listed,
+        "node_page_ms": page_ms,
         "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failed)},
         "job_ms_p50_p99": baselines.p50_p99(done),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
@@ -229,6 +263,26 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
     )
     for name, figures in r["procs"].items():
         print(f"[{n}] {name}: {figures['cpu_pct']:.0f}% CPU, {figures['rss_mib']:.0f} MiB RSS", flush=True)
+    targets(r)
+
+
+def targets(r: dict[str, Any]) -> None:
+    """The issue's fleet figures, each with the simulator's own cost in the same window."""
+    n, cost, procs = r["machines"], sim_cost(r["procs"]), r["procs"]
+    page = r["node_page_ms"]
+    rows = [
+        ("create p99", f"{r['api_ms']['create'][1]:,.1f} ms", "<= 1000 ms"),
+        ("node/get p99", f"{r['api_ms']['node/get'][1]:,.1f} ms", "<= 200 ms"),
+        ("task/status p99", f"{r['api_ms']['task/status'][1]:,.1f} ms", "<= 200 ms"),
+        ("job completion p99", f"{r['job_ms_p50_p99'][1]:,.1f} ms", "<= 5000 ms"),
+        ("/node/list full", f"{r['node_list_ms']:,.1f} ms", "<= 2000 ms"),
+        ("/node/list one 500-machine page", "n/a" if page is None else f"{page:,.1f} ms", "<= 100 ms"),
+        ("nodes service RSS", f"{procs.get('nodes', {}).get('rss_mib', 0.0):,.0f} MiB", "<= 400 MiB"),
+        ("API RSS", f"{procs.get('api', {}).get('rss_mib', 0.0):,.0f} MiB", "<= 300 MiB"),
+    ]
+    print(f"--- [{n}] fleet figures (target at 100k); {cost} ---", flush=True)
+    for title, value, target in rows:
+        print(f"[{n}] {title}: {value} (target {target}); {cost}", flush=True)
     for name, figures in r["streams"].items():
         print(
             f"[{n}] stream {name}: {figures['messages']:,} msgs, {figures['bytes'] / 2**20:.1f} MiB",
@@ -242,6 +296,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with platform(("nodes", "deployer", "api")) as running:
         (running.config.state_dir / "sim").mkdir()
         bus = await Bus.connect(running.config.admin_settings(), "bench-fleet")
+        args.image = preload.image(running.config.registry)
         args.raw_publish_rate = await baselines.core_publish_rate(bus, b"x" * 250)
         print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
         args.hb = probes.HeartbeatProbe()

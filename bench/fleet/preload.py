@@ -20,7 +20,13 @@ from tingyu.common.models.containers import ContainerSpec, DesiredContainer, Nod
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id
 
-IMAGE = "127.0.0.1:5000/bench/pcdn"
+REPOSITORY = "bench/pcdn"
+
+
+def image(registry: str) -> str:
+    """The simulated containers' image, in the platform's own registry (the one the edge policy
+    allows, TINGYU_POLICY_REGISTRIES); simulated engines never pull it."""
+    return f"{registry}/{REPOSITORY}"
 
 
 async def preload_job(bus: Bus) -> str:
@@ -38,8 +44,8 @@ async def preload_job(bus: Bus) -> str:
     return job.job_id
 
 
-def desired(uuid: str, index: int, containers: int, job_id: str) -> NodeDesired:
-    spec = ContainerSpec(image=IMAGE, imageversion="1", image_ref=f"{IMAGE}:1", limits_memory=256)
+def desired(uuid: str, index: int, containers: int, job_id: str, ref: str) -> NodeDesired:
+    spec = ContainerSpec(image=ref, imageversion="1", image_ref=f"{ref}:1", limits_memory=256)
     now = timefmt.now()
     doc = NodeDesired(node_uuid=uuid)
     for c in range(containers):
@@ -48,7 +54,9 @@ def desired(uuid: str, index: int, containers: int, job_id: str) -> NodeDesired:
     return doc
 
 
-async def preload(bus: Bus, uuids: list[tuple[int, str]], containers: int, concurrency: int = 128) -> None:
+async def preload(
+    bus: Bus, uuids: list[tuple[int, str]], containers: int, ref: str, concurrency: int = 128
+) -> None:
     """Write each machine's desired containers and nudge it, as the deployer would."""
     job_id = await preload_job(bus)
     desired_store = DesiredStore(bus)
@@ -56,7 +64,7 @@ async def preload(bus: Bus, uuids: list[tuple[int, str]], containers: int, concu
 
     async def worker() -> None:
         for index, uuid in todo:
-            for entry in desired(uuid, index, containers, job_id).containers.values():
+            for entry in desired(uuid, index, containers, job_id, ref).containers.values():
                 await desired_store.put(uuid, entry)  # one key per deployment
             await bus.nc.publish(subjects.agent_nudge(uuid), b"")  # empty: the machine lists its keys
 

@@ -27,7 +27,7 @@ class HeartbeatProbe:
 
     async def start(self, bus: Bus) -> None:
         self.sub = await bus.nc.subscribe(
-            subjects.HEARTBEATS_ALL, cb=self.on_beat, pending_msgs_limit=1_000_000
+            subjects.HEARTBEATS_DELIVERED, cb=self.on_beat, pending_msgs_limit=1_000_000
         )
 
     async def on_beat(self, msg: Msg) -> None:
@@ -97,8 +97,9 @@ class ProcSampler:
                 rss = proc.memory_info().rss / 2**20
             except psutil.NoSuchProcess:
                 rss = 0.0
-            cpu = (self._cpu(proc) - self.begin[name]) / wall * 100 if wall else 0.0
-            out[name] = {"cpu_pct": round(cpu, 1), "rss_mib": round(rss, 1)}
+            seconds = self._cpu(proc) - self.begin[name]
+            cpu = seconds / wall * 100 if wall else 0.0
+            out[name] = {"cpu_pct": round(cpu, 1), "cpu_s": round(seconds, 1), "rss_mib": round(rss, 1)}
         return out
 
 

@@ -176,7 +176,7 @@ async def test_heartbeat_carries_facts(agent: RunningAgent, test_bus: Bus) -> No
     async def on_beat(msg: object) -> None:
         await beats.put(Heartbeat.from_bytes(msg.data))  # type: ignore[attr-defined]
 
-    sub = await test_bus.nc.subscribe(subjects.heartbeat(agent.uuid), cb=on_beat)
+    sub = await test_bus.nc.subscribe(subjects.heartbeat_partitions(agent.uuid), cb=on_beat)
     try:
         # The first beats carry the facts (a registry started later learns the machine at once);
         # after them, unchanged facts stop travelling on every beat.

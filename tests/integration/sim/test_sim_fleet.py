@@ -168,7 +168,7 @@ async def test_fleet_on_its_service_beats_reconciles_and_stops(nats_url: str) ->
         beat = Heartbeat.from_bytes(msg.data)
         beats[beat.uuid] = beat
 
-    sub = await bus.nc.subscribe(subjects.HEARTBEATS_ALL, cb=on_beat)
+    sub = await bus.nc.subscribe(subjects.HEARTBEATS_DELIVERED, cb=on_beat)
     running = await start_fleet(bus, 8)
     try:
         await eventually(lambda: _all_in(running.uuids, beats), timeout=20)

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tingyu.common import subjects
 
 DEFAULT_REGISTRY_PASSWORD = ""
 
@@ -27,6 +29,9 @@ class PlatformSettings(BaseSettings):
     nats_inbox_prefix: str = "_INBOX"  # a machine's agent uses its own (its permissions allow no other)
     nats_auth_dir: Path = Path()  # operator/account keys and service users; default <state_dir>/nats/auth
     stream_replicas: int = 1  # 3 on a NATS cluster
+    # Heartbeat partitions (subjects.heartbeat_mapping): the account JWT and every nodes replica
+    # must use the same count; the launcher signs the account with this one.
+    heartbeat_partitions: int = Field(default=subjects.HEARTBEAT_PARTITIONS, ge=1, le=1024)
     # The cluster's JetStream domain (`tingyu` in deploy/nats/cluster.conf); needed behind leaf nodes.
     nats_domain: str = ""
     # Bytes per stream, bucket or object store by name (`{"TY_SAMPLES": 21474836480}`), over the

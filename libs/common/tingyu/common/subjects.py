@@ -172,8 +172,45 @@ def command_subject(command: Command) -> str:
 
 
 heartbeat = Family("ty.hb", wildcard="*")
-"""A machine's heartbeat; core NATS, never stored as such; id = machine uuid."""
+"""A machine's heartbeat as the machine publishes it; core NATS, never stored as such; id =
+machine uuid. nats-server maps it onto its partition subject (`heartbeat_mapping`)."""
 HEARTBEATS_ALL = heartbeat.all
+
+# Heartbeats are split over partitions by nats-server's deterministic subject mapping (in the
+# account JWT, so a machine still publishes only `ty.hb.<uuid>`); each nodes replica subscribes
+# to the partitions it holds. TINGYU_HEARTBEAT_PARTITIONS changes the count: the account JWT and
+# every nodes replica must agree, which the launcher sees to.
+HEARTBEAT_PARTITIONS = 16
+
+
+def heartbeat_mapping(partitions: int) -> dict[str, str]:
+    """The subject mapping of heartbeats: `ty.hb.<uuid>` -> `ty.hb.<partition>.<uuid>`."""
+    return {HEARTBEATS_ALL: f"{heartbeat.prefix}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"}
+
+
+HEARTBEATS_DELIVERED = f"{heartbeat.prefix}.*.*"
+"""Every heartbeat as subscribers get it (on its partition subject): probes and tests."""
+
+
+def heartbeat_partition(partition: int) -> str:
+    """The heartbeats of one partition, as a nodes replica subscribes to them."""
+    return f"{heartbeat.prefix}.{partition}.*"
+
+
+def heartbeat_partitions(node_uuid: str) -> str:
+    """A machine's heartbeat on any partition subject, as its publish permission names it: the
+    mapped subject is what nats-server checks. Whatever partition it names, nodes replicas take
+    a beat only on the machine's own (`partition_of`)."""
+    return f"{heartbeat.prefix}.*.{node_uuid}"
+
+
+def partition_of(node_uuid: str, partitions: int) -> int:
+    """The partition nats-server maps a machine's heartbeat to: FNV-1a (32 bits) of the uuid
+    modulo the count, as its `partition()` transform computes it."""
+    digest = 0x811C9DC5
+    for byte in node_uuid.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % partitions
 
 
 def agent_nudge(node_uuid: str) -> str:

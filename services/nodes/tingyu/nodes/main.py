@@ -1,24 +1,36 @@
-"""Nodes service: heartbeats on core NATS in, the `ty_nodes` bucket out."""
+"""Nodes service: heartbeats on core NATS in, the `ty_nodes` bucket out.
+
+Heartbeats arrive on partition subjects (nats-server maps `ty.hb.<uuid>` onto
+`ty.hb.<partition>.<uuid>`); each replica holds a share of the partitions (`partitions.plan`),
+hears only their beats, writes only their machines' records and reaps only their silent machines.
+Every replica follows the whole bucket, so a replica that takes a partition over knows its machines.
+The `nodes-leader` lease remains for fleet-wide figures only (the machine gauges).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from tingyu.common import metrics, subjects, timefmt
 from tingyu.common.bus import Bus
-from tingyu.common.leases import Lease
+from tingyu.common.leases import Lease, holder_name
+from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodeStatus
-from tingyu.common.service import Service, run_service
+from tingyu.common.service import Service, run_service, wait_or_stop
+from tingyu.nodes import partitions
 from tingyu.nodes.config import NodesSettings, get_settings
 from tingyu.nodes.registry import NodeRegistry
 
@@ -30,50 +42,84 @@ WRITE_BATCH = 256  # registry writes in flight at once
 def decode_heartbeat(data: bytes) -> Heartbeat | None:
     """Most beats carry no facts: those skip model validation (the hot path at 10,000 beats/s)."""
     try:
-        fields = json.loads(data)
-        if fields.get("facts") is None:
-            return Heartbeat.model_construct(
-                uuid=str(fields["uuid"]),
-                facts_digest=str(fields["facts_digest"]),
-                facts=None,
-                sent_at=float(fields.get("sent_at", 0.0)),
-                simulated=bool(fields.get("simulated", False)),
-            )
-        hb = Heartbeat.model_validate(fields)
-        return hb if hb.facts is None or hb.facts.uuid == hb.uuid else None
+        return heartbeat_of(json.loads(data))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+def heartbeat_of(fields: dict[str, Any]) -> Heartbeat | None:
+    """The heartbeat of decoded JSON; one without facts is built without validation."""
+    if fields.get("facts") is None:
+        return Heartbeat.model_construct(
+            uuid=str(fields["uuid"]),
+            facts_digest=str(fields["facts_digest"]),
+            facts=None,
+            sent_at=float(fields.get("sent_at", 0.0)),
+            simulated=bool(fields.get("simulated", False)),
+        )
+    hb = Heartbeat.model_validate(fields)
+    return hb if hb.facts is None or hb.facts.uuid == hb.uuid else None
+
+
 class NodesService:
-    """Tracks every heartbeat; the leader replica stores changes and reaps silent machines."""
+    """Tracks the heartbeats of the partitions this replica holds and stores their changes."""
 
     def __init__(self, bus: Bus, settings: NodesSettings) -> None:
         self.bus = bus
         self.settings = settings
         self.store = bus.store(subjects.NODES)
-        self.registry = NodeRegistry(settings.not_ready_after_s, settings.lease_s)
+        self.leases = bus.store(subjects.LEASES)
+        self.count = settings.platform.heartbeat_partitions
+        self.registry = NodeRegistry(
+            settings.not_ready_after_s,
+            settings.lease_s,
+            functools.partial(subjects.partition_of, partitions=self.count),
+        )
         self.lease = Lease(bus, LEASE_NAME, settings.leader_ttl_s)
-        self.leading_until = 0.0  # monotonic time up to which this replica surely holds the lease
+        self.me = holder_name("nodes")
+        self.replica = partitions.replica_key(secrets.token_hex(6))
+        self.seen_leases: dict[str, LeaseRecord] = {}  # `ty_leases` under nodes.>, followed
+        # Partition -> monotonic time up to which this replica surely holds it.
+        self.owned: dict[int, float] = {}
+        self.subs: dict[int, Subscription] = {}
         # Records waiting to be stored, one per machine: a newer change replaces an unwritten one.
         self.pending: dict[str, NodeRecord] = {}
         self.wake = asyncio.Event()
 
+    def owns(self, partition: int) -> bool:
+        """Held and not given up: renewed within the lease, or (a renewal late under load) still
+        naming this replica in `ty_leases`, so no other replica has taken it over."""
+        until = self.owned.get(partition)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        record = self.seen_leases.get(partitions.partition_key(partition))
+        return record is not None and record.holder == self.me
+
     @property
-    def leader(self) -> bool:
-        return time.monotonic() < self.leading_until
+    def held(self) -> list[int]:
+        return sorted(p for p in self.owned if self.owns(p))
 
     async def start(self) -> None:
-        """Load the fleet from storage, then follow every heartbeat (unsubscribed by the drain)."""
+        """Load the fleet from storage (the partitions' heartbeats are followed once held)."""
         records = await self.store.values()
         self.registry.load(records, timefmt.now())
         log.info("loaded %d machines", len(records))
-        await self.bus.nc.subscribe(subjects.HEARTBEATS_ALL, cb=self.on_heartbeat)
 
     async def on_heartbeat(self, msg: Msg) -> None:
         metrics.HEARTBEATS.inc()
-        hb = decode_heartbeat(msg.data)
-        if hb is None or msg.subject != subjects.heartbeat(hb.uuid):
+        _, _, partition, uuid = msg.subject.split(".", 3)  # ty.hb.<partition>.<uuid>
+        try:
+            fields = json.loads(msg.data)
+            if fields["uuid"] != uuid or int(partition) != self.registry.partition(uuid):
+                raise ValueError("not the subject's uuid, or not its partition")
+            if self.registry.touch(uuid, fields["facts_digest"], timefmt.now()):
+                return  # nothing changed: no model, no write
+            hb = heartbeat_of(fields)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            hb = None
+        if hb is None:
             log.warning("undecodable heartbeat on %s", msg.subject)
             return
         if self.registry.wants_facts(hb):
@@ -81,7 +127,7 @@ class NodesService:
                 await self.bus.nc.publish(msg.reply, b"facts")
             return
         record = self.registry.beat(hb, timefmt.now())
-        if record is not None and self.leader:
+        if record is not None and self.owns(int(partition)):
             self.registry.stored(record)  # optimistic: avoids queueing the same change per beat
             self.queue(record)
 
@@ -89,13 +135,120 @@ class NodesService:
         self.pending[record.facts.uuid] = record
         self.wake.set()
 
+    # --- partitions ----------------------------------------------------------------------------
+
+    async def follow_leases(self, stop: asyncio.Event) -> None:
+        """Partition leases and replica presence, as `partitions.plan` reads them."""
+
+        async def follow() -> None:
+            async for key, record in self.leases.watch(partitions.WATCHED):
+                if record is None:
+                    self.seen_leases.pop(key, None)
+                else:
+                    self.seen_leases[key] = record
+
+        await until_stopped(follow(), stop)
+
+    async def balance(self, stop: asyncio.Event) -> None:
+        """Every tick: say this replica is alive, hold its share of partitions (taking over lapsed
+        ones), reap their silent machines. At stop its partitions are released for the others."""
+        try:
+            while True:
+                try:
+                    await self.balance_once()
+                    self.reap_partitions()
+                except Exception:
+                    log.exception("partition tick failed; trying again next tick")
+                if await wait_or_stop(stop, self.settings.tick_s):
+                    return
+        finally:
+            for partition in list(self.owned):
+                with contextlib.suppress(Exception):
+                    await self.release(partition)
+
+    async def balance_once(self) -> None:
+        ttl = self.settings.leader_ttl_s
+        now = timefmt.now()
+        presence = LeaseRecord(holder=self.me, expires_at=now + ttl)
+        try:
+            await self.leases.put(self.replica, presence)
+            self.seen_leases[self.replica] = presence
+        except Exception as exc:  # the partitions are still renewed: they matter more
+            log.warning("could not record this replica's presence (%r)", exc)
+        hold_these, release = partitions.plan(self.seen_leases, self.me, now, self.count)
+        for partition in release:
+            await self.release(partition)
+        # A tick less than the lease: a slow renewal never overlaps another replica's hold.
+        until = time.monotonic() + ttl - min(self.settings.tick_s, ttl / 2)
+
+        async def hold(partition: int) -> bool | None:
+            """Whether this replica holds it now; None when the renewal failed (kept as it was:
+            a busy replica keeps its partitions unless another one takes them)."""
+            try:
+                return await Lease(self.bus, partitions.partition_key(partition), ttl, holder=self.me).hold()
+            except Exception as exc:
+                log.warning("could not renew heartbeat partition %d (%r)", partition, exc)
+                return None
+
+        held = await asyncio.gather(*(hold(partition) for partition in hold_these))
+        taken: list[int] = []
+        for partition, ok in zip(hold_these, held, strict=True):
+            if ok:
+                self.owned[partition] = until
+                if partition not in self.subs:
+                    taken.append(partition)
+            elif ok is False:
+                self.owned.pop(partition, None)
+        for partition in [p for p in self.owned if not self.owns(p)]:
+            self.owned.pop(partition, None)  # another replica has it
+            await self.unsubscribe(partition)
+        if taken:
+            self.registry.grace(set(taken), timefmt.now())
+            for partition in taken:
+                self.subs[partition] = await self.bus.nc.subscribe(
+                    subjects.heartbeat_partition(partition), cb=self.on_heartbeat
+                )
+            log.info("%s holds heartbeat partitions %s", self.me, self.held)
+
+    async def release(self, partition: int) -> None:
+        """Give a partition up now (its lease lapses at once) instead of at the lease's end."""
+        self.owned.pop(partition, None)
+        await self.unsubscribe(partition)
+
+        def lapse(current: LeaseRecord | None) -> LeaseRecord | None:
+            if current is None or current.holder != self.me:
+                return None
+            return LeaseRecord(holder=self.me, expires_at=0.0)
+
+        await self.leases.mutate(partitions.partition_key(partition), lapse)
+
+    async def unsubscribe(self, partition: int) -> None:
+        sub = self.subs.pop(partition, None)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def reap_partitions(self) -> None:
+        """Silent machines of the held partitions go NotReady."""
+        held = set(self.held)
+        if not held:
+            return
+        for record in self.registry.expired(timefmt.now(), held):
+            log.info("machine %s is NotReady", record.facts.uuid, extra={"uuid": record.facts.uuid})
+            self.registry.stored(record)
+            self.queue(record)
+
+    # --- storage -------------------------------------------------------------------------------
+
     async def follow_storage(self, stop: asyncio.Event) -> None:
         """Writes by other replicas keep this replica's view of storage current."""
 
+        def others(uuid: str) -> bool:  # the holder of a machine's partition wrote it (and knows it)
+            return not self.owns(self.registry.partition(uuid))
+
         async def follow() -> None:
-            async for _, record in self.store.watch():
-                # The leader wrote it itself (and knows it); followers learn it here.
-                if record is not None and not self.leader:
+            async for _, record in self.store.watch(wanted=others):
+                if record is not None:
                     self.registry.stored(record)
 
         await until_stopped(follow(), stop)
@@ -104,11 +257,14 @@ class NodesService:
         """Store pending records, many in flight at once (a fleet joining is 100,000 writes)."""
 
         async def put(record: NodeRecord) -> bool:
+            uuid = record.facts.uuid
+            if not self.owns(self.registry.partition(uuid)):
+                return True  # the partition moved on: its new holder decides
             try:
-                await self.store.put(record.facts.uuid, record)
+                await self.store.put(uuid, record)
             except Exception as exc:
-                log.warning("could not store machine %s (%s); will retry", record.facts.uuid, exc)
-                self.pending.setdefault(record.facts.uuid, record)
+                log.warning("could not store machine %s (%s); will retry", uuid, exc)
+                self.pending.setdefault(uuid, record)
                 return False
             return True
 
@@ -122,23 +278,9 @@ class NodesService:
             stored = await asyncio.gather(*(put(record) for record in batch))
             await asyncio.sleep(0 if all(stored) else 0.5)  # let heartbeats in; back off on failures
 
-    async def reap(self) -> None:
-        """The leader's tick (run while this replica holds the lease): silent machines go NotReady."""
-        if not self.leader:
-            log.info("%s leads the node registry", self.lease.holder)
-            # Grace for machines whose beats we may have missed while nobody led.
-            now = timefmt.now()
-            for seen in self.registry.nodes.values():
-                seen.last_seen = max(seen.last_seen, now - self.settings.not_ready_after_s / 2)
-        # The lease was just renewed for `leader_ttl_s`; counting a tick less keeps a slow renewal
-        # from overlapping with another replica's lead.
-        ttl = self.settings.leader_ttl_s
-        self.leading_until = time.monotonic() + ttl - min(self.settings.tick_s, ttl / 2)
-        for record in self.registry.expired(timefmt.now()):
-            log.info("machine %s is NotReady", record.facts.uuid, extra={"uuid": record.facts.uuid})
-            self.registry.stored(record)
-            self.queue(record)
-        statuses = Counter(seen.stored.status.value for seen in self.registry.nodes.values() if seen.stored)
+    async def gauges(self) -> None:
+        """The leader's tick: the fleet's machines by status."""
+        statuses = Counter(seen.status.value for seen in self.registry.nodes.values() if seen.status)
         for status in NodeStatus:
             metrics.MACHINES.labels(status.value).set(statuses[status.value])
 
@@ -157,8 +299,8 @@ async def until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) ->
 
 
 async def setup(service: Service) -> None:
-    """The bus, the fleet loaded and heartbeats followed; the writer, the storage follower and the
-    leader's reaper as the service's loops."""
+    """The bus and the fleet loaded; the writer, the storage and lease followers, the partition
+    balancer (which follows the held partitions' heartbeats) and the leader's gauges as loops."""
     settings = get_settings()
     service.metrics(settings.metrics_port)
     bus = await service.connect(settings.platform)
@@ -166,7 +308,9 @@ async def setup(service: Service) -> None:
     await nodes.start()
     service.loop("writer", nodes.writer)
     service.loop("follow-storage", nodes.follow_storage)
-    service.leader(nodes.lease, settings.tick_s, nodes.reap)
+    service.loop("follow-leases", nodes.follow_leases)
+    service.loop("partitions", nodes.balance)
+    service.leader(nodes.lease, settings.tick_s, nodes.gauges)
 
 
 def run() -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tingyu.common import subjects
 from tingyu.common.auth import jwt
 from tingyu.common.auth.material import AuthDir
 from tingyu.common.auth.permissions import creds_are_current
@@ -193,7 +194,11 @@ class PlatformConfig:
 
     @property
     def auth(self) -> AuthDir:
-        return AuthDir(self.auth_dir or self.state_dir / "nats" / "auth")
+        """The trust material; its account maps heartbeats over the partitions the services use."""
+        name = "TINGYU_HEARTBEAT_PARTITIONS"
+        partitions = self.extra_env.get(name) or os.environ.get(name, "")
+        count = int(partitions) if partitions.isdigit() else subjects.HEARTBEAT_PARTITIONS
+        return AuthDir(self.auth_dir or self.state_dir / "nats" / "auth", count)
 
     def admin_settings(self) -> PlatformSettings:
         """Settings of a client of this platform's NATS as its admin user (CLI, tests, benches)."""

@@ -53,8 +53,8 @@ async def revoke_machine(bus: Bus, settings: PlatformSettings, node_uuid: str) -
     if record is None or record.machine is None:
         raise NodeNotFound(detail=f"machine {node_uuid} never enrolled")
     machine = record.machine
-    account = AuthDir(settings.auth_dir).revoke(machine.public_key)
-    await push_account(settings, AuthDir(settings.auth_dir), account)
+    account = AuthDir(settings.auth_dir, settings.heartbeat_partitions).revoke(machine.public_key)
+    await push_account(settings, AuthDir(settings.auth_dir, settings.heartbeat_partitions), account)
     revoked = machine.model_copy(update={"revoked_at": time.time()})
     await store.put(key, EnrollRecord(machine=revoked))
     return machine.public_key

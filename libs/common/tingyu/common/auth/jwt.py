@@ -81,10 +81,17 @@ def operator_jwt(seed: str, name: str, system_account: str) -> str:
 
 
 def account_jwt(
-    operator_seed: str, account_public: str, name: str, *, jetstream: bool, revocations: dict[str, int]
+    operator_seed: str,
+    account_public: str,
+    name: str,
+    *,
+    jetstream: bool,
+    revocations: dict[str, int],
+    mappings: dict[str, str] | None = None,
 ) -> str:
     """An account JWT signed by the operator; `revocations` maps user public keys to the time
-    before which their JWTs no longer count."""
+    before which their JWTs no longer count; `mappings` are the account's subject mappings
+    (source -> destination, all of the traffic to the one destination)."""
     limits: dict[str, Any] = {
         "subs": UNLIMITED,
         "data": UNLIMITED,
@@ -101,6 +108,8 @@ def account_jwt(
     nats: dict[str, Any] = {"type": "account", "version": 2, "limits": limits}
     if revocations:
         nats["revocations"] = dict(revocations)
+    if mappings:
+        nats["mappings"] = {source: [{"subject": dest, "weight": 100}] for source, dest in mappings.items()}
     return encode({"sub": account_public, "name": name, "nats": nats}, operator_seed)
 
 

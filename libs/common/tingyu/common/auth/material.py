@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tingyu.common import subjects
 from tingyu.common.auth import jwt
 from tingyu.common.auth.permissions import service_permissions
 
@@ -40,9 +41,11 @@ def write_secret(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class AuthDir:
-    """One folder of trust material (see the module text)."""
+    """One folder of trust material (see the module text); `partitions` is the heartbeat
+    partition count the account's subject mapping spreads heartbeats over."""
 
     root: Path
+    partitions: int = subjects.HEARTBEAT_PARTITIONS
 
     def seed(self, name: str) -> str:
         return (self.root / f"{name}.seed").read_text().strip()
@@ -89,8 +92,8 @@ class AuthDir:
                 self.seed("operator"), self.system_public, SYSTEM, jetstream=False, revocations={}
             )
             write_secret(self.root / "system.jwt", system)
-        if not (self.root / "account.jwt").exists():
-            self.sign_account()
+        if not (self.root / "account.jwt").exists() or self.stale_mappings():
+            self.sign_account()  # a newer account JWT replaces the resolver's copy at server start
         for user in users:
             if not self.creds(user).exists():
                 self.make_user(user, "account", service_permissions())
@@ -105,6 +108,17 @@ class AuthDir:
         write_secret(self.creds(name), jwt.creds(token, seed))
         return self.creds(name)
 
+    @property
+    def mappings(self) -> dict[str, str]:
+        return subjects.heartbeat_mapping(self.partitions)
+
+    def stale_mappings(self) -> bool:
+        """Whether the kept account JWT maps subjects other than this folder's `mappings` (made
+        before heartbeats were partitioned, or with another partition count)."""
+        claims = jwt.decode(self.jwt("account"))["nats"]
+        kept = {source: dest[0]["subject"] for source, dest in claims.get("mappings", {}).items()}
+        return kept != self.mappings
+
     def sign_account(self) -> str:
         """Sign the account JWT again with the current revocation list, keep it, return it."""
         token = jwt.account_jwt(
@@ -113,6 +127,7 @@ class AuthDir:
             ACCOUNT,
             jetstream=True,
             revocations=self.revocations(),
+            mappings=self.mappings,
         )
         write_secret(self.root / "account.jwt", token)
         return token

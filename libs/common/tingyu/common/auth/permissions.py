@@ -68,6 +68,9 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
         "pub": {
             "allow": [
                 subjects.heartbeat(node_uuid),
+                # nats-server maps a heartbeat onto its partition subject before it checks the
+                # publish permission; the uuid still pins it to this machine (docs/security.md).
+                subjects.heartbeat_partitions(node_uuid),
                 subjects.report(node_uuid),
                 subjects.samples(node_uuid),
                 desired_get(node_uuid),

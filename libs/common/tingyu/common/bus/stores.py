@@ -177,13 +177,18 @@ class Store(Generic[M]):
                 await self.bus.js.delete_consumer(self.spec.stream, consumer)
         return out
 
-    async def watch(self, pattern: str = ">") -> AsyncIterator[tuple[str, M | None]]:
-        """Every change under `pattern` from now on, as (key, value or None when deleted)."""
-        async for change in self.follow(pattern):
+    async def watch(
+        self, pattern: str = ">", wanted: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[tuple[str, M | None]]:
+        """Every change under `pattern` from now on, as (key, value or None when deleted); a
+        change whose key `wanted` refuses is skipped before its value is decoded."""
+        async for change in self.follow(pattern, wanted):
             if change is not None:
                 yield change.key, change.value
 
-    async def follow(self, pattern: str = ">") -> AsyncIterator[Change[M] | None]:
+    async def follow(
+        self, pattern: str = ">", wanted: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[Change[M] | None]:
         """The latest value of every key under `pattern` (no history), then every change, each with
         its stream sequence; one None once those latest values are all in (at once for no keys).
         Deleted keys come as changes to None, so a reader that starts afresh holds no stale key."""
@@ -196,6 +201,8 @@ class Store(Generic[M]):
                     continue
                 if entry is None:
                     yield None  # the initial 'no more history' marker
+                elif wanted is not None and not wanted(entry.key):
+                    continue
                 elif entry.operation in _DELETED or not entry.value:
                     yield Change(entry.key, None, entry.revision or 0)
                 else:
