@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support import eventually
 from tests.support.factories import name, node_record
 from tingyu.api.auth import BOOTSTRAP
 from tingyu.api.config import ApiSettings
@@ -30,19 +29,6 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests-accept")
     yield bus
     await bus.close()
-
-
-@pytest.fixture
-async def views(bus: Bus) -> AsyncIterator[Views]:
-    held = Views(bus)
-    held.start()
-
-    async def ready() -> bool:
-        return not held.loading()
-
-    await eventually(ready, timeout=10)
-    yield held
-    await held.stop()
 
 
 @pytest.fixture

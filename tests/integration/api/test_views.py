@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.api.conftest import loaded
 from tests.integration.conftest import nats_only
 from tests.support import eventually
 from tests.support.factories import job_record, node_record
@@ -29,19 +30,6 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests-views")
     yield bus
     await bus.close()
-
-
-@pytest.fixture
-async def views(bus: Bus) -> AsyncIterator[Views]:
-    held = Views(bus)
-    held.start()
-    await eventually(lambda: _ready(held), timeout=10)
-    yield held
-    await held.stop()
-
-
-async def _ready(views: Views) -> bool:
-    return not views.loading()
 
 
 async def test_a_view_follows_puts_deletes_and_purges(bus: Bus, views: Views) -> None:
@@ -96,7 +84,7 @@ async def test_a_job_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:
     views = Views(bus, jobs_capacity=1)
     views.start()
     try:
-        await eventually(lambda: _ready(views), timeout=10)
+        await eventually(lambda: loaded(views), timeout=10)
         jobs = bus.store(subjects.JOBS)
         first, second = job_record(), job_record()
         await jobs.put(first.job_id, first)
@@ -120,7 +108,7 @@ async def test_after_a_reconnect_the_view_starts_afresh_and_keeps_no_stale_key(t
         old = node_record()
         await bus.store(subjects.NODES).put(old.facts.uuid, old)
         views.start()
-        await eventually(lambda: _ready(views), timeout=10)
+        await eventually(lambda: loaded(views), timeout=10)
         await eventually(lambda: _holds(views, old.facts.uuid), timeout=5)
         loads = views.nodes.loads
 

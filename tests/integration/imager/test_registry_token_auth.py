@@ -6,10 +6,8 @@ is the registry's `rootcertbundle`, and the client retries with `Authorization: 
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -19,13 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from tests.integration.imager.test_registry_auth import chunks, digest, push_image
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, port_open, wait_until
+from tingyu.common.auth.registry_tokens import TokenSigner, ensure_signing_material, parse_scopes
 from tingyu.common.errors import RegistryError
 from tingyu.common.settings import PlatformSettings
 from tingyu.imager.registry import RegistryClient
@@ -35,59 +30,23 @@ SERVICE, ISSUER = "tingyu-test-registry", "tingyu-test-token-issuer"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 @dataclass
 class TokenIssuer:
-    """What the token server knows: the signing key and its certificate; what it was asked, in order."""
+    """What the token server knows: the platform's signer with this test's names, and its certificate
+    file; what it was asked, in order."""
 
-    key: rsa.RSAPrivateKey
-    cert: x509.Certificate
+    signer: TokenSigner
+    cert_file: Path
     asked: list[tuple[str, str]] = field(default_factory=list)  # (user or "", scope or "")
 
     @classmethod
-    def generate(cls) -> TokenIssuer:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, cert)
+    def generate(cls, folder: Path) -> TokenIssuer:
+        key_file, cert_file = ensure_signing_material(folder)
+        return cls(TokenSigner.from_files(key_file, cert_file, service=SERVICE, issuer=ISSUER), cert_file)
 
     def token(self, user: str, scope: str) -> str:
-        """An RS256 JWT granting every action asked for in `scope`, with the certificate as `x5c`."""
-        access = []
-        if scope:
-            kind, _, rest = scope.partition(":")
-            name, _, actions = rest.rpartition(":")
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "sub": user,
-            "aud": SERVICE,
-            "exp": now + 300,
-            "nbf": now - 10,
-            "iat": now,
-            "jti": uuid.uuid4().hex,
-            "access": access,
-        }
-        der = self.cert.public_bytes(serialization.Encoding.DER)
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
-        signed = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        signature = self.key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signed}.{_b64url(signature)}"
+        """A JWT granting every action asked for in `scope` (the test's server grants all)."""
+        return self.signer.sign(user, parse_scopes([scope]) if scope else [], ttl_s=300).token
 
 
 def serve_tokens(issuer: TokenIssuer) -> ThreadingHTTPServer:
@@ -144,8 +103,7 @@ class TokenRegistry:
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
     """docker-registry on a free port with `auth: token`, trusting the token server's certificate."""
     root: Path = tmp_path_factory.mktemp("registry-token")
-    issuer = TokenIssuer.generate()
-    (root / "token.crt").write_bytes(issuer.cert.public_bytes(serialization.Encoding.PEM))
+    issuer = TokenIssuer.generate(root / "token")
     server = serve_tokens(issuer)
     realm = f"http://127.0.0.1:{server.server_address[1]}/token"
     port = free_port()
@@ -156,7 +114,7 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRe
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
         f"auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
-        f"    rootcertbundle: {root / 'token.crt'}\n"
+        f"    rootcertbundle: {issuer.cert_file}\n"
     )
     launcher = Platform(PlatformConfig(state_dir=root, colour=False, log_file=root / "registry.log"))
     launcher.spawn("registry", ["/usr/bin/docker-registry", "serve", str(config)])
