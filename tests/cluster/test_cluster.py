@@ -29,7 +29,6 @@ from tingyu.cli.launcher import REPLICATED, ClusterPlatform, NatsMember
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
-from tingyu.common.leases import holder_pid
 from tingyu.common.models.leases import LeaseRecord
 
 pytestmark = pytest.mark.cluster
@@ -321,8 +320,7 @@ async def failover(cluster: ClusterPlatform, bus: Bus, lease: str) -> float | No
     await eventually(lambda: lease_held(bus, lease), timeout=30)
     before = await holder(bus, lease)
     assert before is not None
-    pid = holder_pid(before.holder)
-    label = next((name for name, proc in cluster.procs.items() if proc.popen.pid == pid), None)
+    label = cluster.label_of(before.holder)
     assert label is not None, f"no process of this cluster holds {lease}: {before.holder}"
     killed_at = time.monotonic()
     cluster.kill(label, signal.SIGKILL)

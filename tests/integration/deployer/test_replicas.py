@@ -5,7 +5,6 @@ within its TTL), and the rollout finishes with each container upgraded exactly o
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -33,9 +32,9 @@ REPLICA_ENV = {
     "TINGYU_NODES_LEADER_TTL_S": str(LEASE_S),
     "TINGYU_DEPLOYER_ROLLOUT_LEASE_S": str(LEASE_S),
 }
-# (lease name, the log line its holder writes on taking it, the longest tick between two tries)
-NODES = ("nodes-leader", "leads the node registry", 1.0)
-ROLLOUTS = ("rollouts", "leads the rollouts", float(FAST_ENV["TINGYU_DEPLOYER_ROLLOUT_TICK_S"]))
+# (lease name, the longest tick between two tries)
+NODES = ("nodes-leader", 1.0)
+ROLLOUTS = ("rollouts", float(FAST_ENV["TINGYU_DEPLOYER_ROLLOUT_TICK_S"]))
 
 
 @pytest.fixture(scope="module")
@@ -83,32 +82,25 @@ async def lease(bus: Bus, name: str) -> LeaseRecord | None:
     return await bus.store(subjects.LEASES).get(name)
 
 
-def process_of(platform: Platform, holder: str, line: str) -> str:
-    """The label of the process whose log says it took the lease as `holder`."""
-    assert platform.config.log_file is not None
-    pattern = re.compile(rf"^\s*(\S+) \| .*{re.escape(holder)} {line}", re.MULTILINE)
-    found = pattern.search(platform.config.log_file.read_text())
-    assert found, f"no process logged '{holder} {line}'"
-    return found.group(1)
-
-
-async def kill_holder(platform: Platform, bus: Bus, which: tuple[str, str, float]) -> LeaseRecord:
-    """SIGKILL the process that holds a lease; return the lease as it was left."""
-    name, line, _ = which
+async def kill_holder(platform: Platform, bus: Bus, which: tuple[str, float]) -> LeaseRecord:
+    """SIGKILL the process that holds a lease (its process id is in the holder's name); return the
+    lease as it was left."""
+    name, _ = which
     old = await eventually(lambda: lease(bus, name), timeout=20)
-    label = await eventually(lambda: _label(platform, old.holder, line), timeout=20)
+    label = platform.label_of(old.holder)
+    assert label is not None, f"no process of this platform holds {name}: {old.holder}"
     platform.kill(label, signal.SIGKILL)
     killed = await lease(bus, name)
     assert killed is not None
     return killed
 
 
-async def lease_moved(bus: Bus, which: tuple[str, str, float], killed: LeaseRecord) -> str:
+async def lease_moved(bus: Bus, which: tuple[str, float], killed: LeaseRecord) -> str:
     """Wait until another replica holds the lease; return the new holder.
 
     Its first record must start after the old one expired (never two leaders) and within one tick
     of it (the lease moves within its TTL of the last renewal)."""
-    name, _, tick = which
+    name, tick = which
     first: LeaseRecord | None = None
 
     async def moved() -> bool:
@@ -124,13 +116,6 @@ async def lease_moved(bus: Bus, which: tuple[str, str, float], killed: LeaseReco
     assert taken_at >= killed.expires_at, (first, killed)  # never two leaders at once
     assert taken_at <= killed.expires_at + tick + 1.0, (first, killed)  # allowance for a loaded machine
     return first.holder
-
-
-async def _label(platform: Platform, holder: str, line: str) -> str | None:
-    try:
-        return process_of(platform, holder, line)
-    except AssertionError:
-        return None
 
 
 async def test_rollout_finishes_when_both_leaders_die_mid_way(

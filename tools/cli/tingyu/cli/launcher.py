@@ -35,6 +35,7 @@ from tingyu.common.auth.registry_tokens import ISSUER as REGISTRY_ISSUER
 from tingyu.common.auth.registry_tokens import SERVICE as REGISTRY_SERVICE
 from tingyu.common.auth.registry_tokens import ensure_signing_material
 from tingyu.common.auth.tls import ensure_local_tls
+from tingyu.common.leases import holder_pid
 from tingyu.common.settings import PlatformSettings
 
 SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
@@ -477,6 +478,11 @@ class Platform:
                     self._log.flush()
                 if not quiet and not self._log:
                     print(f"{shown}{line}", flush=True)
+
+    def label_of(self, holder: str) -> str | None:
+        """The name of this platform's process that holds a lease as `holder`, if any."""
+        pid = holder_pid(holder)
+        return next((name for name, proc in self.procs.items() if proc.popen.pid == pid), None)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """End one process abruptly (fault tests) or politely (SIGTERM)."""
