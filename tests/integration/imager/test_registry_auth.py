@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,14 @@ def guarded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root: Path = tmp_path_factory.mktemp("registry-auth")
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
     (root / "htpasswd").write_text(f"{USER}:{hashed}\n")
+    with registry_serving(root, f"htpasswd:\n    realm: tingyu-test\n    path: {root / 'htpasswd'}\n") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def registry_serving(root: Path, auth: str) -> Iterator[str]:
+    """docker-registry on a free port with its data under `root` and `auth` (the YAML under
+    `auth:`, indented by four); its URL until the block ends."""
     port = free_port()
     (root / "data").mkdir()
     config = root / "config.yml"
@@ -32,12 +41,12 @@ def guarded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "version: 0.1\nlog:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: tingyu-test\n    path: {root / 'htpasswd'}\n"
+        f"auth:\n  {auth}"
     )
     launcher = Platform(PlatformConfig(state_dir=root, colour=False, log_file=root / "registry.log"))
     launcher.spawn("registry", ["/usr/bin/docker-registry", "serve", str(config)])
     try:
-        wait_until(lambda: port_open(port), 30, "docker-registry with auth")
+        wait_until(lambda: port_open(port), 30, "docker-registry")
         yield f"http://127.0.0.1:{port}"
     finally:
         launcher.stop()

@@ -18,8 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.integration.imager.test_registry_auth import chunks, digest, push_image
-from tingyu.cli.launcher import Platform, PlatformConfig, free_port, port_open, wait_until
+from tests.integration.imager.test_registry_auth import chunks, digest, push_image, registry_serving
 from tingyu.common.auth.registry_tokens import TokenSigner, ensure_signing_material, parse_scopes
 from tingyu.common.errors import RegistryError
 from tingyu.common.settings import PlatformSettings
@@ -106,23 +105,12 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRe
     issuer = TokenIssuer.generate(root / "token")
     server = serve_tokens(issuer)
     realm = f"http://127.0.0.1:{server.server_address[1]}/token"
-    port = free_port()
-    (root / "data").mkdir()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
+    auth = (
+        f"token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
         f"    rootcertbundle: {issuer.cert_file}\n"
     )
-    launcher = Platform(PlatformConfig(state_dir=root, colour=False, log_file=root / "registry.log"))
-    launcher.spawn("registry", ["/usr/bin/docker-registry", "serve", str(config)])
-    try:
-        wait_until(lambda: port_open(port), 30, "docker-registry with token auth")
-        yield TokenRegistry(f"http://127.0.0.1:{port}", realm, issuer)
-    finally:
-        launcher.stop()
+    with registry_serving(root, auth) as url:
+        yield TokenRegistry(url, realm, issuer)
         server.shutdown()
         server.server_close()
 
