@@ -6,19 +6,27 @@ patching Node and Pod status, as a kubelet would report them."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import secrets
+import subprocess
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 from kubernetes import client as k8s
 
+from tests.kubernetes.apiserver import ControlPlane
 from tests.kubernetes.conftest import NAMESPACE
-from tests.support import eventually, unique
+from tests.support import build_busybox, docker_as, eventually, unique
 from tingyu.agent.kube.runtime import KubeCluster
 from tingyu.agent.runtime import RuntimeFailure
+from tingyu.cli.launcher import Platform
 
 pytestmark = pytest.mark.kubernetes
 IMAGE = ("registry.example:5000/tytest/web", "1")
@@ -113,6 +121,7 @@ def check_spec(made: Any, node: str) -> None:
     assert container.resources.limits == {"cpu": "500m", "memory": "64Mi"}
     assert container.resources.requests == {"cpu": "250m", "memory": "16Mi"}
     assert made.metadata.labels["app.kubernetes.io/managed-by"] == "tingyu"
+    assert [s.name for s in pod.image_pull_secrets] == ["tingyu-registry"]
 
 
 async def machine(api: httpx.AsyncClient, node: Any) -> dict[str, Any]:
@@ -222,6 +231,41 @@ async def test_container_lifecycle_as_a_deployment(kube: k8s.ApiClient, kube_api
     assert (await finished(kube_api, deleted["jobid"]))["state"] == 3
     names = [d.metadata.name for d in k8s.AppsV1Api(kube).list_namespaced_deployment(NAMESPACE).items]
     assert name not in names
+
+
+def test_the_kubelets_pull_secret_pulls_from_the_platform_registry_and_pushes_nothing(
+    kube: k8s.ApiClient, kube_platform: tuple[Platform, ControlPlane]
+) -> None:
+    """The Secret the Deployments name is a docker config.json: used as one (what a kubelet does),
+    the real registry lets it pull an image the imager pushed, and refuses its push."""
+    platform = kube_platform[0]
+    secret = k8s.CoreV1Api(kube).read_namespaced_secret("tingyu-registry", NAMESPACE)
+    assert secret.type == "kubernetes.io/dockerconfigjson"
+    config = base64.b64decode(secret.data[".dockerconfigjson"])
+    assert json.loads(config)["auths"][platform.config.registry]["username"] == "kube"
+    client = docker.from_env(timeout=120)
+    local = build_busybox(client, unique("kubepull"), "1")
+    remote = f"{platform.config.registry}/{local}"
+    try:
+        client.images.get(local).tag(remote)
+        docker_as(platform, "imager", "push", remote)
+        client.images.remove(remote)
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "config.json").write_bytes(config)
+            as_kubelet = ["docker", "--config", folder]
+            subprocess.run([*as_kubelet, "pull", remote], check=True, capture_output=True)
+            assert client.images.get(remote).id == client.images.get(local).id
+            client.images.get(local).tag(f"{remote}-pushed")
+            refused = subprocess.run(
+                [*as_kubelet, "push", f"{remote}-pushed"], check=False, capture_output=True, text=True
+            )
+            assert refused.returncode != 0
+            assert "denied" in refused.stderr or "unauthorized" in refused.stderr, refused.stderr
+    finally:
+        for reference in (remote, f"{remote}-pushed", local):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(reference, force=True)
+        client.close()
 
 
 async def test_an_unknown_deployment_gets_the_apis_own_not_found(kube: k8s.ApiClient) -> None:

@@ -47,13 +47,15 @@ class ApiSettings(BaseSettings):
     tls_key: str = ""
     # The registry's token service (`GET /tingyu/registry/token`, docs/security.md): the key that signs
     # and the certificate the registry trusts (default: var/registry/token/, made by `tingyu up`), the
-    # names the registry's `auth.token` expects, and the imager's secret (the one caller that may push).
+    # names the registry's `auth.token` expects, the imager's secret (the one caller that may push) and
+    # the kubernetes agent's (pull only).
     registry_token_key: Path | None = None
     registry_token_cert: Path | None = None
     registry_service: str = SERVICE
     registry_issuer: str = ISSUER
     registry_token_ttl_s: int = 300
     registry_imager_password: SecretStr = SecretStr("")
+    registry_kube_password: SecretStr = SecretStr("")  # the kubernetes agent's pull-only secret
     console_dir: Path | None = None  # the built console (default: console/dist of this source tree)
     # Remote operations (docs/remote.md).
     logs_max_tail: int = 10_000  # largest `tail` a logs request may ask for

@@ -302,19 +302,25 @@ class Platform:
         wait_until(lambda: port_open(port), 30, "nats-server")
 
     def registry_imager_password(self) -> str:
-        """The imager's secret at the registry's token service (var/registry/auth/imager.password,
-        made once, mode 0600): the one credential that may push and delete."""
-        path = self.config.state_dir / "registry" / "auth" / "imager.password"
+        """The imager's secret at the registry's token service: the one credential that may push and
+        delete."""
+        return self.registry_secret("imager")
+
+    def registry_secret(self, user: str) -> str:
+        """A service's secret at the registry's token service (var/registry/auth/<user>.password,
+        made once, mode 0600): `imager` (pull, push, delete) or `kube` (pull)."""
+        path = self.config.state_dir / "registry" / "auth" / f"{user}.password"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_private(path, secrets.token_urlsafe(24))
         return path.read_text().strip()
 
     def registry_credentials(self, who: str) -> tuple[str, str]:
-        """(user, password) at the registry's token service: `imager` pushes and deletes; `agent`,
-        this platform's own enrolled agent (its node uuid and NATS user JWT), only pulls."""
-        if who == "imager":
-            return "imager", self.registry_imager_password()
+        """(user, password) at the registry's token service: `imager` pushes and deletes; `kube`
+        (the kubernetes agent's pull Secret) and `agent`, this platform's own enrolled agent (its
+        node uuid and NATS user JWT), only pull."""
+        if who in ("imager", "kube"):
+            return who, self.registry_secret(who)
         folder = self.config.state_dir / "agent"
         node_uuid = json.loads((folder / "identity.json").read_text())["uuid"]
         return str(node_uuid), jwt.creds_jwt((folder / "nats.creds").read_text())
@@ -368,8 +374,13 @@ class Platform:
         kubernetes runtime)."""
         if name == "agent" and (extra_env or {}).get("TINGYU_RUNTIME") == "kubernetes":
             # One process speaks for every Node of a cluster, so no machine's credential fits it: it
-            # holds the `kube` service user (docs/kubernetes.md) and pulls nothing itself.
-            return {"TINGYU_NATS_CREDS": str(self.config.auth.creds("kube"))}
+            # holds the `kube` service user (docs/kubernetes.md) and pulls nothing itself; its
+            # pull-only registry secret goes to the kubelets as the Deployments' image pull Secret.
+            return {
+                "TINGYU_NATS_CREDS": str(self.config.auth.creds("kube")),
+                "TINGYU_REGISTRY_USER": "kube",
+                "TINGYU_REGISTRY_PASSWORD": self.registry_secret("kube"),
+            }
         if name == "agent":
             # No registry user: the agent pulls as itself (uuid and NATS user JWT), read-only.
             env = {"TINGYU_REGISTRY_USER": "", "TINGYU_REGISTRY_PASSWORD": ""}
@@ -395,6 +406,7 @@ class Platform:
                 "TINGYU_API_REGISTRY_TOKEN_KEY": str(key),
                 "TINGYU_API_REGISTRY_TOKEN_CERT": str(cert),
                 "TINGYU_API_REGISTRY_IMAGER_PASSWORD": self.registry_imager_password(),
+                "TINGYU_API_REGISTRY_KUBE_PASSWORD": self.registry_secret("kube"),
             }
         return env
 

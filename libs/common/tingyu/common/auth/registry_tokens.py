@@ -5,8 +5,9 @@ signs short-lived RS256 JWTs that carry the certificate as `x5c` and list what t
 (`access`: `repository:<name>:pull,push,delete`). Made once under `var/registry/token` by the
 launcher, mode 0600 for the key.
 
-Two kinds of caller get tokens: the imager (its service secret) may pull, push and delete on every
-repository; an enrolled machine (its node uuid and NATS user JWT) may only pull, whatever it asks.
+Three kinds of caller get tokens: the imager (its service secret) may pull, push and delete on every
+repository; the kubernetes agent (its own secret, handed to the cluster's kubelets as an image pull
+Secret) and an enrolled machine (its node uuid and NATS user JWT) may only pull, whatever they ask.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tingyu.common.auth.material import write_secret
 SERVICE = "tingyu-registry"  # the registry's `auth.token.service`, the tokens' audience
 ISSUER = "tingyu-api"  # the registry's `auth.token.issuer`
 IMAGER = "imager"  # the imager's user name at the token service
+KUBE = "kube"  # the kubernetes agent's: the pull Secret its Deployments name
 VALID_DAYS = 3650
 ALL_ACTIONS = ("pull", "push", "delete")
 PULL_ONLY = ("pull",)

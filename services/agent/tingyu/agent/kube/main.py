@@ -44,6 +44,11 @@ async def setup(
     service.stack.callback(api.close)
     cluster = KubeCluster(api, settings.namespace, settings.tolerated, settings.request_timeout_s)
     await cluster.ensure_namespace()
+    registry = settings.platform
+    if registry.registry_user:  # the kubelets pull with the kubernetes agent's pull-only credential
+        await cluster.ensure_pull_secret(
+            registry.registry, registry.registry_user, registry.registry_password
+        )
     bus = await service.connect(settings.platform, ensure=False)
     fleet = Fleet(bus, cluster, settings, agent)
     service.loop("nodes", fleet.sync_nodes)

@@ -3,6 +3,8 @@ with its Pods reads back as a `RuntimeContainer` (pure functions, no API calls).
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer
@@ -12,6 +14,7 @@ MANAGER = "tingyu"
 DEPLOYMENT = "tingyu.io/deployment"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 CONTAINER = "app"
+PULL_SECRET = "tingyu-registry"  # the image pull Secret every Deployment names, when there is one
 
 
 def selector(node_uuid: str = "") -> str:
@@ -20,9 +23,25 @@ def selector(node_uuid: str = "") -> str:
     return f"{own},{LABEL_NODE}={node_uuid}" if node_uuid else own
 
 
-def manifest(request: CreateRequest, hostname: str, tolerated: list[str]) -> dict[str, Any]:
+def pull_secret(registry: str, user: str, password: str) -> dict[str, Any]:
+    """The image pull Secret that lets the kubelets pull from the platform's registry as `user`
+    (the kubernetes agent's pull-only credential): a docker config.json, as `docker login` writes it."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = {"auths": {registry: {"username": user, "password": password, "auth": auth}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": PULL_SECRET, "labels": {MANAGED_BY: MANAGER}},
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+    }
+
+
+def manifest(
+    request: CreateRequest, hostname: str, tolerated: list[str], pull_secret: str = ""
+) -> dict[str, Any]:
     """One Deployment of one replica pinned to its Node; created with 0 replicas (Docker's
-    `created`): `start` sets 1."""
+    `created`): `start` sets 1. `pull_secret` names the image pull Secret, when there is one."""
     spec = request.spec
     pod_labels = {MANAGED_BY: MANAGER, LABEL_NODE: request.labels[LABEL_NODE], DEPLOYMENT: request.name}
     resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
@@ -65,6 +84,7 @@ def manifest(request: CreateRequest, hostname: str, tolerated: list[str]) -> dic
                     "restartPolicy": "Always",
                     "containers": [container],
                     "volumes": volumes,
+                    "imagePullSecrets": [{"name": pull_secret}] if pull_secret else [],
                 },
             },
         },

@@ -67,6 +67,7 @@ class KubeCluster:
         self.namespace = namespace
         self.tolerated = tolerated
         self.timeout_s = timeout_s
+        self.pull_secret = ""  # named by every Deployment once `ensure_pull_secret` made it
         self.listeners: dict[str, Callable[[], None]] = {}
 
     async def ensure_namespace(self) -> None:
@@ -78,6 +79,18 @@ class KubeCluster:
             body = {"metadata": {"name": self.namespace, "labels": {objects.MANAGED_BY: objects.MANAGER}}}
             with contextlib.suppress(ApiException):  # another process made it first
                 await asyncio.to_thread(self.core.create_namespace, body)  # type: ignore[arg-type]
+
+    async def ensure_pull_secret(self, registry: str, user: str, password: str) -> None:
+        """The image pull Secret for the platform's registry, made or brought up to date (a changed
+        secret is written over), and named by every Deployment from now on."""
+        body = objects.pull_secret(registry, user, password)
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_secret, self.namespace, body)  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status != 409:
+                raise RuntimeFailure(explain(exc)) from exc
+            await call(self.core.replace_namespaced_secret, objects.PULL_SECRET, self.namespace, body)  # type: ignore[arg-type]
+        self.pull_secret = objects.PULL_SECRET
 
     async def nodes(self, label_selector: str = "") -> list[Any]:
         found = await call(
@@ -156,7 +169,7 @@ class KubeRuntime:
         return None
 
     async def create(self, request: CreateRequest) -> RuntimeContainer:
-        body = objects.manifest(request, self.hostname, self.cluster.tolerated)
+        body = objects.manifest(request, self.hostname, self.cluster.tolerated, self.cluster.pull_secret)
         await call(self.cluster.apps.create_namespaced_deployment, self._ns, body)  # type: ignore[arg-type]
         created = await self.inspect(request.name)
         if created is None:
@@ -188,7 +201,7 @@ class KubeRuntime:
     async def replace(self, container_id: str, request: CreateRequest) -> RuntimeContainer:
         """An update patches the Deployment's template (and Tingyu's annotations): the Deployment
         stays, its replica count stays, and Kubernetes rolls its Pod over to the new template."""
-        body = objects.manifest(request, self.hostname, self.cluster.tolerated)
+        body = objects.manifest(request, self.hostname, self.cluster.tolerated, self.cluster.pull_secret)
         patch = {
             "metadata": {"annotations": body["metadata"]["annotations"]},
             "spec": {"template": body["spec"]["template"]},

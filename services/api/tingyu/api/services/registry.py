@@ -1,7 +1,9 @@
 """The registry's token service: who the Basic credentials are and what they may do in the registry.
 
-The imager (user `imager`, its service secret) may pull, push and delete on every repository. A
-machine (user = its node uuid, password = the NATS user JWT enrollment gave it) may only pull: the
+The imager (user `imager`, its service secret) may pull, push and delete on every repository. The
+kubernetes agent (user `kube`, its own secret, which it hands to the cluster as an image pull Secret)
+may only pull. A machine (user = its node uuid, password = the NATS user JWT enrollment gave it) may
+only pull: the
 JWT must be signed by the account for that uuid, be the key `ty_enroll` holds for the machine, and
 the machine must not be revoked. Anything else is refused (401), and counts as a failed attempt of
 the client's address, as at the API's own gate.
@@ -27,6 +29,7 @@ from tingyu.common.auth.material import AuthDir
 from tingyu.common.auth.registry_tokens import (
     ALL_ACTIONS,
     IMAGER,
+    KUBE,
     PULL_ONLY,
     TokenSigner,
     grant,
@@ -86,10 +89,15 @@ class RegistryTokens:
 
     async def holder(self, user: str, password: str) -> Holder | None:
         """The caller these credentials stand for, or None."""
-        imager = self.settings.registry_imager_password.get_secret_value()
-        if user == IMAGER:
-            if imager and hmac.compare_digest(password.encode(), imager.encode()):
-                return Holder(IMAGER, ALL_ACTIONS)
+        services = {
+            IMAGER: (self.settings.registry_imager_password, ALL_ACTIONS),
+            KUBE: (self.settings.registry_kube_password, PULL_ONLY),
+        }
+        if user in services:
+            secret, actions = services[user]
+            expected = secret.get_secret_value()
+            if expected and hmac.compare_digest(password.encode(), expected.encode()):
+                return Holder(user, actions)
             return None
         if not is_node_uuid(user) or await self.machine_key(user, password) is None:
             return None
@@ -127,7 +135,7 @@ class RegistryTokens:
         credentials = basic(request.headers.get("authorization", ""))
         if credentials is None:
             raise Unauthenticated(
-                detail="send HTTP Basic credentials: the imager's, or a machine's uuid and JWT"
+                detail="send HTTP Basic credentials: a service's secret, or a machine's uuid and JWT"
             )
         user, password = credentials
         request.state.claimed = user[:64]
