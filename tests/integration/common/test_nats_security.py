@@ -97,8 +97,9 @@ def mapped(subject: str) -> str:
     return subject
 
 
-async def received(admin: Bus, subject: str, publish: Any) -> list[bytes]:
-    """What an admin subscriber on `subject` gets while `publish()` runs (and a moment after)."""
+async def received(admin: Bus, subject: str, publish: Any, expect: int = 0) -> list[bytes]:
+    """What an admin subscriber on `subject` gets while `publish()` runs: once `expect` messages
+    have come (waited for, however loaded the machine), and a moment more for any extra one."""
     got: list[bytes] = []
 
     async def keep(msg: Any) -> None:
@@ -108,7 +109,13 @@ async def received(admin: Bus, subject: str, publish: Any) -> list[bytes]:
     await admin.nc.flush()
     await publish()
     await admin.nc.flush()
-    await asyncio.sleep(0.3)  # a denied message never arrives: give an allowed one time to arrive
+
+    async def arrived() -> bool:
+        return len(got) >= expect
+
+    if expect:
+        await eventually(arrived, timeout=30)
+    await asyncio.sleep(0.3)  # a denied message never arrives: give a stray one time to show
     await sub.unsubscribe()
     return got
 
@@ -122,7 +129,7 @@ async def test_machine_publishes_only_on_its_own_subjects(admin: Bus, pair: tupl
         await nc.publish(subjects.heartbeat(a.uuid), b"{}")
         await nc.flush()
 
-    assert await received(admin, mapped(subjects.heartbeat(a.uuid)), own) == [b"{}"]
+    assert await received(admin, mapped(subjects.heartbeat(a.uuid)), own, expect=1) == [b"{}"]
     for subject in (
         subjects.heartbeat(b.uuid),
         f"{subjects.heartbeat.prefix}.0.{b.uuid}",  # another's partition subject, published directly
@@ -265,7 +272,7 @@ async def test_machine_streams_many_answers_to_a_request_it_received(
             await nc.publish(asked[0], str(n).encode())
         await nc.flush()
 
-    got = await received(admin, inbox, stream)
+    got = await received(admin, inbox, stream, expect=300)
     assert got == [str(n).encode() for n in range(300)]
 
     async def elsewhere() -> None:
@@ -298,7 +305,8 @@ async def test_a_stream_keeps_its_inbox_while_the_asker_names_it_and_loses_it_af
                 await nc.publish(inbox, f"out-{n}".encode())
             await nc.flush()
 
-        assert await received(admin, inbox, keep_alive_then_answer) == [f"out-{n}".encode() for n in range(8)]
+        answers = await received(admin, inbox, keep_alive_then_answer, expect=8)
+        assert answers == [f"out-{n}".encode() for n in range(8)]
 
         async def after_silence() -> None:
             await asyncio.sleep(3.0)  # the asker named the inbox last more than 2 s ago
