@@ -81,6 +81,9 @@ async def test_a_long_line_is_cut_and_a_job_keeps_its_newest_lines(bus: Bus) -> 
         lines = await eventually(newest)
     assert len(lines) == subjects.JOBLOG_LINES
     assert lines[0].message == f"line {extra}"  # the long line and the first ones went first
+    # The stream itself holds no more than that for the job (not only the reader's cut).
+    info = await bus.js.stream_info(subjects.JOBLOG.name, subjects_filter=subjects.joblog(job_id))
+    assert (info.state.subjects or {}).get(subjects.joblog(job_id)) == subjects.JOBLOG_LINES
     long = joblog.line_of(logging.LogRecord("t", logging.INFO, "", 0, "é" * 3000, None, None), "api")
     assert long.message.endswith(joblog.CUT_MARK)
     assert len(long.message.encode()) <= subjects.JOBLOG_LINE_MAX
