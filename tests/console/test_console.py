@@ -193,8 +193,11 @@ def resume_to_the_end(browser: WebDriver, image: str, names: list[str], held: in
 
     def ended(d: WebDriver) -> bool:
         card = rollout_card(d, image)
+        # The status first: a bar read after it is of the same poll or a later one (the page may
+        # redraw between the two reads, and an end seen with the bar of the poll before is not full).
+        status = card.get_attribute("data-status")
         seen.append(bar_value(card))
-        return card.get_attribute("data-status") in ("succeeded", "failed", "aborted")
+        return status in ("succeeded", "failed", "aborted")
 
     wait(browser, 120).until(ended)
     card = rollout_card(browser, image)
