@@ -103,3 +103,9 @@ export async function jobs(ids) {
   const body = await get("/task/status", { jobid: ids.join(",") });
   return body.info || [];
 }
+
+// A job's log lines (extension `/task/log`): [{time, service, level, message}], oldest first.
+export async function jobLog(jobid) {
+  const body = await get("/task/log", { jobid });
+  return (body.data && body.data.lines) || [];
+}

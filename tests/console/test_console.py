@@ -39,6 +39,19 @@ def job_state(browser: WebDriver, jobid: str) -> str:
     return rows[0].get_attribute("data-state") or "" if rows else ""
 
 
+def click(browser: WebDriver, css: str) -> bool:
+    """Click the element `css` names (inside a wait: a redraw between finding and clicking is retried)."""
+    browser.find_element(By.CSS_SELECTOR, css).click()
+    return True
+
+
+def log_lines(browser: WebDriver, jobid: str, until: str) -> list[str] | None:
+    """The lines the job view shows under `jobid`, once one of them holds `until`."""
+    shown = browser.find_elements(By.CSS_SELECTOR, f'#jobs tr[data-log-of="{jobid}"] ol.loglines li')
+    lines = [li.text for li in shown]
+    return lines if any(until in line for line in lines) else None
+
+
 async def test_sign_in_keeps_the_token_in_the_session_and_shows_this_machine_ready(
     signed_in: WebDriver, node_uuid: str, screenshots: Path
 ) -> None:
@@ -85,6 +98,18 @@ async def test_a_container_created_in_the_console_reaches_success(
         wait(browser, 120).until(lambda d: job_state(d, jobid) in ("3", "4"))
         assert job_state(browser, jobid) == "3", browser.find_element(By.ID, "jobs").text
         assert docker_client.containers.get(name).status == "running"
+        # Under its state, the job view shows the job's log lines, up to the last one once it is final.
+        lines = wait(browser).until(lambda d: log_lines(d, jobid, f"job {jobid} succeeded"))
+        assert any(" api INFO " in line and f"job {jobid} queued" in line for line in lines), lines
+        assert any(" deployer INFO " in line for line in lines), lines
+        # Its button folds the lines away and opens them again (read afresh).
+        toggle = f'#jobs button[data-log-toggle="{jobid}"]'
+        wait(browser).until(lambda d: click(d, toggle))
+        wait(browser).until(
+            lambda d: not d.find_elements(By.CSS_SELECTOR, f'#jobs tr[data-log-of="{jobid}"]')
+        )
+        wait(browser).until(lambda d: click(d, toggle))
+        wait(browser).until(lambda d: log_lines(d, jobid, f"job {jobid} succeeded"))
         wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#containers tr[data-name="{name}"]'))
         # The same name again: the API's refusal, with its code, is what the page shows.
         browser.find_element(By.ID, "create").click()
@@ -168,8 +193,11 @@ def resume_to_the_end(browser: WebDriver, image: str, names: list[str], held: in
 
     def ended(d: WebDriver) -> bool:
         card = rollout_card(d, image)
+        # The status first: a bar read after it is of the same poll or a later one (the page may
+        # redraw between the two reads, and an end seen with the bar of the poll before is not full).
+        status = card.get_attribute("data-status")
         seen.append(bar_value(card))
-        return card.get_attribute("data-status") in ("succeeded", "failed", "aborted")
+        return status in ("succeeded", "failed", "aborted")
 
     wait(browser, 120).until(ended)
     card = rollout_card(browser, image)

@@ -72,7 +72,7 @@ class RunningAgent:
 
 async def run_agent(stop: asyncio.Event, settings: AgentSettings) -> None:
     """The agent's service in this process until `stop` is set, as `tingyu-agent` runs it."""
-    service = Service("agent")
+    service = Service("agent", job_logs=False)
     service.stop = stop
     async with service.stack:
         await agent_main.setup(service, settings)

@@ -97,6 +97,9 @@ async def test_every_service_exposes_tingyu_series_that_move(
             grew("nodes", "tingyu_heartbeats_total"),
             grew("metering", "tingyu_metering_samples_total", outcome="ingested"),
             grew("metering", "tingyu_metering_insert_seconds_count"),
+            grew("api", "tingyu_joblog_lines_total"),
+            grew("deployer", "tingyu_joblog_lines_total"),
+            grew("imager", "tingyu_joblog_lines_total"),
         ]
         for check in moved:
             try:
@@ -116,6 +119,9 @@ async def test_every_service_exposes_tingyu_series_that_move(
     assert value(after["metering"], "tingyu_consumer_pending", consumer="metering-samples") >= 0
     for service in SERVICES:
         assert value(after[service], "tingyu_nats_reconnects_total") >= 0, service
+        for reason in ("full", "nats"):  # no job log line was lost
+            assert value(after[service], "tingyu_joblog_dropped_total", reason=reason) <= 0, service
+    assert value(after["agent"], "tingyu_joblog_lines_total") <= 0  # the agent sends none
 
 
 async def test_the_api_serves_the_asyncapi_document(api: httpx.AsyncClient) -> None:

@@ -25,7 +25,7 @@ from tingyu.common.bus.connection import connect_options
 from tingyu.common.desired import DesiredStore
 from tingyu.common.models.containers import DesiredContainer
 from tingyu.common.models.enroll import EnrollRecord, MachineKey
-from tingyu.common.names import new_node_identity
+from tingyu.common.names import new_job_id, new_node_identity
 from tingyu.common.settings import PlatformSettings
 
 
@@ -138,6 +138,7 @@ async def test_machine_publishes_only_on_its_own_subjects(admin: Bus, pair: tupl
         subjects.agent_nudge(b.uuid),
         "ty.cmd.container.forged",
         f"$KV.ty_desired.{a.uuid}",  # not even its own desired state: it only reads it
+        subjects.joblog(new_job_id()),  # a job's log lines come from the central services only
     ):
 
         async def forged(subject: str = subject) -> None:

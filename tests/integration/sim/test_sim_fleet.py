@@ -50,7 +50,7 @@ class RunningFleet:
 async def start_fleet(bus: Bus, nodes: int, **options: Any) -> RunningFleet:
     config = FleetConfig(nodes=nodes, seed=unique("seed"), heartbeat_s=1.0, resync_s=3.0, **options)
     fleet = Fleet(bus, config)
-    service = Service("sim (SIMULATED)")
+    service = Service("sim (SIMULATED)", job_logs=False)
 
     async def run() -> None:
         async with service.stack:

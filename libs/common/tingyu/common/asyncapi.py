@@ -24,6 +24,7 @@ from tingyu.common.models.base import Message
 from tingyu.common.models.dead import DeadLetter
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.images import ImagerReply, ImagerRequest
+from tingyu.common.models.joblog import JobLogLine
 from tingyu.common.models.metering import MeteringQuery, MeteringReply
 from tingyu.common.models.nodes import Heartbeat
 from tingyu.common.models.remote import ExecReply, ExecRequest, LogsReply, LogsRequest, PullReply, PullRequest
@@ -31,7 +32,12 @@ from tingyu.common.models.remote import ExecReply, ExecRequest, LogsReply, LogsR
 VERSION = "0.1.0"
 
 # Families no durable consumer declares a model for (core NATS, or read by `tingyu dead`).
-FAMILY_MODELS: dict[str, type[Message]] = {"ty.hb": Heartbeat, "ty.dead": DeadLetter, "ty.audit": AuditEvent}
+FAMILY_MODELS: dict[str, type[Message]] = {
+    "ty.hb": Heartbeat,
+    "ty.dead": DeadLetter,
+    "ty.audit": AuditEvent,
+    "ty.joblog": JobLogLine,
+}
 
 # Request/reply subjects: (address, request, reply, what it is).
 REQUESTS: tuple[tuple[str, type[Message], type[Message], str], ...] = (

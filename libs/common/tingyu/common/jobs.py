@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,8 @@ from tingyu.common.bus import Bus
 from tingyu.common.errors import Conflict
 from tingyu.common.models.jobs import Command, Job, JobState
 from tingyu.common.names import new_job_id, nodename_of
+
+log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
@@ -97,6 +100,7 @@ class JobStore:
             raise
         metrics.COMMANDS.labels(job.kind.value).inc()
         metrics.JOBS.labels(job.kind.value, job.state.name.lower()).inc()
+        log.info("job %s queued: %s %s", job.job_id, job.op, described(job), extra={"job_id": job.job_id})
         return job
 
     async def move(self, job_id: str, state: JobState, message: str = "", **fields: Any) -> Job | None:
@@ -113,6 +117,10 @@ class JobStore:
         stored = await self.store.mutate(job_id, change)
         if stored is not None and stored.state != before.get("state"):
             metrics.JOBS.labels(stored.kind.value, stored.state.name.lower()).inc()
+            # Each move is a line of the job's log (TY_JOBLOG), whichever service made it.
+            level = logging.WARNING if stored.state == JobState.FAILED else logging.INFO
+            said = f": {message}" if message else ""
+            log.log(level, "job %s %s%s", job_id, stored.state.name.lower(), said, extra={"job_id": job_id})
         if stored is not None and stored.state.final:
             self.finished[job_id] = None
             if len(self.finished) > self.remember:
@@ -121,6 +129,12 @@ class JobStore:
 
     async def fail(self, job_id: str, reason: str, **fields: Any) -> Job | None:
         return await self.move(job_id, JobState.FAILED, reason, **fields)
+
+
+def described(job: Job) -> str:
+    """What a job is about, for its log: the deployment and machine it names, if any."""
+    parts = [job.deploymentname, f"on {job.node_uuid}" if job.node_uuid else ""]
+    return " ".join(part for part in parts if part) or job.kind.value
 
 
 def job_id() -> str:

@@ -57,6 +57,14 @@ CONSUMER_HANDLED = Counter(
 NATS_RECONNECTS = Counter("tingyu_nats_reconnects_total", "Reconnections to NATS after a lost connection")
 NATS_DISCONNECTS = Counter("tingyu_nats_disconnects_total", "Connections to NATS lost (reconnecting)")
 
+# --- job log lines (joblog) ----------------------------------------------------------------------
+JOBLOG_LINES = Counter("tingyu_joblog_lines_total", "Log lines naming a job sent to TY_JOBLOG")
+JOBLOG_DROPPED = Counter(
+    "tingyu_joblog_dropped_total",
+    "Log lines naming a job not sent to TY_JOBLOG, by reason (full: the queue was; nats: it was down)",
+    ["reason"],
+)
+
 # --- nodes ----------------------------------------------------------------------------------------
 HEARTBEATS = Counter("tingyu_heartbeats_total", "Heartbeats received (rate() gives heartbeats per second)")
 MACHINES = Gauge("tingyu_machines", "Machines known to the node registry, by status", ["status"])

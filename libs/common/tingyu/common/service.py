@@ -5,7 +5,9 @@ stop) and declares its loops; `run_service` runs them until SIGINT/SIGTERM:
 - a loop that raises is logged and restarted with back-off; one that returns early is restarted too;
 - a leader loop runs its tick only while this replica holds the named lease;
 - a NATS connection that nats-py closed for good stops the service with exit code 3, so that its
-  supervisor (`tingyu up`, systemd) starts a fresh process instead of leaving a useless one alive.
+  supervisor (`tingyu up`, systemd) starts a fresh process instead of leaving a useless one alive;
+- the records a platform service logs while working on a job go to TY_JOBLOG over its first
+  connection (`joblog`); the edge agent's skeleton is made with `job_logs=False`.
 Stopping: the stop event is set, loops finish (or are cancelled after a grace), then resources close.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tingyu.common import logs, metrics
+from tingyu.common import joblog, logs, metrics
 from tingyu.common.bus import Bus, consume, serve
 from tingyu.common.bus.consumers import Handler, OnDead
 from tingyu.common.leases import Lease
@@ -67,8 +69,9 @@ class Loop:
 class Service:
     """What a service's setup declares: its resources (an exit stack) and its loops."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, job_logs: bool = True) -> None:
         self.name = name
+        self.job_logs = job_logs
         self.stop = asyncio.Event()
         self.stack = contextlib.AsyncExitStack()
         self.loops: list[Loop] = []
@@ -79,6 +82,8 @@ class Service:
         """The service's NATS connection, drained and closed at stop, watched while running."""
         bus = await Bus.connect(settings, f"tingyu-{self.name}", ensure=ensure, attempts=attempts)
         self.stack.push_async_callback(bus.close)
+        if self.job_logs and not self.buses:  # stops sending before its connection drains
+            await self.stack.enter_async_context(joblog.forwarding(self.name, bus))
         self.buses.append(bus)
         return bus
 
@@ -170,12 +175,15 @@ class Service:
             self.stop.set()
 
 
-def run_service(name: str, setup: Callable[[Service], Awaitable[None]], level: str = "INFO") -> None:
-    """Set up `name`, run its loops until SIGINT/SIGTERM (or a lost bus), close, exit with its code."""
+def run_service(
+    name: str, setup: Callable[[Service], Awaitable[None]], level: str = "INFO", *, job_logs: bool = True
+) -> None:
+    """Set up `name`, run its loops until SIGINT/SIGTERM (or a lost bus), close, exit with its code;
+    `job_logs` forwards the records naming a job to TY_JOBLOG (the platform services, not agents)."""
     setup_logging(name, level)
 
     async def runner() -> int:
-        service = Service(name)
+        service = Service(name, job_logs=job_logs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop.set)

@@ -34,7 +34,8 @@ M = TypeVar("M", bound=Message)
 
 GIB = 1 << 30
 # Every stream, bucket and object store has a size limit (overridable per name with
-# TINGYU_STORE_MAX_BYTES); a full one refuses the write to its writer and never drops what it holds.
+# TINGYU_STORE_MAX_BYTES); a full one refuses the write to its writer and never drops what it holds
+# (TY_JOBLOG alone drops its oldest lines: a log line is never worth refusing work for).
 
 # --- Streams (durable commands and events) -------------------------------------------------------
 
@@ -50,6 +51,10 @@ class StreamSpec:
     max_bytes: int = -1
     duplicate_window_s: float = 120.0
     description: str = ""
+    max_msgs_per_subject: int = -1
+    max_msg_size: int = -1
+    discard: str = "new"  # `new`: a full stream refuses the write; `old`: it drops its oldest
+    allow_direct: bool = False
 
 
 COMMANDS = StreamSpec(
@@ -103,7 +108,22 @@ AUDIT = StreamSpec(
     description="Every change, file download and refused call made to the API (docs/security.md).",
 )
 
-ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, REPORTS, SAMPLES, JOB_DEADLINES, DEAD, AUDIT)
+JOBLOG_LINES = 200  # lines kept per job: the newest
+JOBLOG_LINE_MAX = 2048  # bytes of one line's message; a longer one is cut and marked
+JOBLOG = StreamSpec(
+    name="TY_JOBLOG",
+    subjects=["ty.joblog.>"],
+    max_age_s=7 * 24 * 3600.0,
+    max_bytes=GIB // 8,
+    max_msgs_per_subject=JOBLOG_LINES,
+    max_msg_size=JOBLOG_LINE_MAX + 1024,  # the line's message and its other fields
+    # Log lines are the one thing the platform drops on purpose: the oldest go when it is full.
+    discard="old",
+    allow_direct=True,
+    description="Log lines the platform services wrote while working on a job; one subject per job.",
+)
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (COMMANDS, REPORTS, SAMPLES, JOB_DEADLINES, DEAD, AUDIT, JOBLOG)
 
 
 @dataclass(frozen=True)
@@ -142,6 +162,8 @@ dead = Family("ty.dead")
 """A dead letter of one consumer; id = the consumer's durable name."""
 audit = Family("ty.audit")
 """An audit event; id = its action (`container.create`), so a subscriber filters by action or area."""
+joblog = Family("ty.joblog")
+"""A log line written by a platform service while working on a job; id = job id."""
 
 CONTAINER_COMMANDS = container_command.all
 IMAGE_COMMANDS = image_command.all
@@ -153,6 +175,7 @@ SAMPLES_ALL = samples.all
 JOB_DEADLINES_ALL = job_deadline.all
 DEAD_ALL = dead.all
 AUDIT_ALL = audit.all
+JOBLOG_ALL = joblog.all
 
 _COMMAND_SUBJECTS = {
     JobKind.CONTAINER: container_command,

@@ -119,7 +119,9 @@ def run() -> None:
 
         run_kubernetes()
         return
-    run_service("agent", functools.partial(setup, settings=settings), settings.platform.log_level)
+    run_service(
+        "agent", functools.partial(setup, settings=settings), settings.platform.log_level, job_logs=False
+    )
 
 
 if __name__ == "__main__":

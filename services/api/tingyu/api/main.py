@@ -28,6 +28,7 @@ from tingyu.api.routes import ROUTERS
 from tingyu.api.services.registry import RegistryTokens
 from tingyu.api.uploads import reader_threads
 from tingyu.api.views import Views
+from tingyu.common import joblog
 from tingyu.common.bus import Bus
 from tingyu.common.service import setup_logging
 
@@ -63,7 +64,8 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
         app.state.views.start()
         watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")
         try:
-            yield
+            async with joblog.forwarding("api", bus):  # the records naming a job, to TY_JOBLOG
+                yield
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -120,6 +120,11 @@ async def job_ids(
     return job_id_list(jobid, settings.max_items)
 
 
+async def one_job_id(jobid: str = Query("", description="One job id")) -> str:
+    """One job id, checked as `/task/status` checks each of its ids."""
+    return job_id_list(jobid, 1)[0]
+
+
 async def node_names(
     settings: SettingsDep, name: str = Query("", description="Nodenames or machine uuids, comma-separated")
 ) -> list[str]:
@@ -195,6 +200,7 @@ async def node_query(  # noqa: PLR0917 - FastAPI reads each query parameter from
 NodeQueryDep = Annotated[NodeQuery, Depends(node_query)]
 DeploymentNames = Annotated[list[str], Depends(deployment_names)]
 JobIds = Annotated[list[str], Depends(job_ids)]
+JobId = Annotated[str, Depends(one_job_id)]
 NodeNames = Annotated[list[str], Depends(node_names)]
 MachineUuid = Annotated[str, Depends(machine)]
 

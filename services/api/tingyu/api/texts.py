@@ -142,6 +142,11 @@ def job_not_found(job_id: str) -> str:
     return f"job {job_id} not found"
 
 
+def job_unknown(job_id: str) -> JobNotFound:
+    """A job id the platform never made (or whose record expired), asked for by itself."""
+    return reason(JobNotFound, job_not_found(job_id))
+
+
 # --- refusals of one kind of request -----------------------------------------------------------------
 
 

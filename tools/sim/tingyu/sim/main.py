@@ -69,7 +69,9 @@ def run() -> None:
     args = parser().parse_args()
     config = config_of(args)
     name = f"sim[{config.offset}:{config.offset + config.nodes}] (SIMULATED)"
-    run_service(name, functools.partial(setup, config=config), get_platform_settings().log_level)
+    run_service(
+        name, functools.partial(setup, config=config), get_platform_settings().log_level, job_logs=False
+    )
 
 
 if __name__ == "__main__":

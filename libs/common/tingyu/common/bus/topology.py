@@ -34,7 +34,11 @@ async def ensure_stream(bus: Bus, spec: subjects.StreamSpec) -> None:
         retention=_RETENTION[spec.retention],
         max_age=spec.max_age_s or None,
         max_bytes=bus.max_bytes.get(spec.name, spec.max_bytes),
-        discard=js_api.DiscardPolicy.NEW,  # a full stream refuses the write; it never drops one
+        # A full stream refuses the write and never drops one, except where its spec says `old`.
+        discard=js_api.DiscardPolicy.OLD if spec.discard == "old" else js_api.DiscardPolicy.NEW,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
+        max_msg_size=spec.max_msg_size,
+        allow_direct=spec.allow_direct,
         duplicate_window=spec.duplicate_window_s,
         storage=js_api.StorageType.FILE,
         num_replicas=bus.replicas,

@@ -58,7 +58,9 @@ async def setup(
 
 def run() -> None:
     settings = get_settings()
-    run_service("kube-agent", functools.partial(setup, settings=settings), settings.platform.log_level)
+    run_service(
+        "kube-agent", functools.partial(setup, settings=settings), settings.platform.log_level, job_logs=False
+    )
 
 
 if __name__ == "__main__":

@@ -27,3 +27,19 @@ class TaskState(BaseModel):
     createtime: str | Absent = None
     updatetime: str | Absent = None
     result: dict[str, Any] | Absent = Field(default=None, description="What the worker reported, when it did")
+
+
+class JobLogLine(BaseModel):
+    """One line a platform service logged while working on the job."""
+
+    time: str = Field(description="When it was logged (yyyy-MM-dd HH:mm:ss, the platform's time zone)")
+    service: str = Field(description="deployer, imager, nodes, metering or api")
+    level: str = Field(description="INFO, WARNING, ERROR ...")
+    message: str = Field(description="At most 2 KiB; a longer one is cut and ends with ` …[cut]`")
+
+
+class JobLog(BaseModel):
+    """A job's log lines, oldest first (the newest 200 are kept, for 7 days)."""
+
+    jobid: str
+    lines: list[JobLogLine]

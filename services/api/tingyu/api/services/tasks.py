@@ -5,7 +5,8 @@ from __future__ import annotations
 from tingyu.api import reads, texts
 from tingyu.api.concurrency import gather_bounded
 from tingyu.api.config import ApiSettings
-from tingyu.api.schemas.tasks import TaskState
+from tingyu.api.schemas.tasks import JobLog, JobLogLine, TaskState
+from tingyu.common import joblog
 from tingyu.common.bus import Bus
 from tingyu.common.models.jobs import Job
 from tingyu.common.timefmt import to_wire
@@ -41,3 +42,17 @@ async def states(bus: Bus, settings: ApiSettings, ids: list[str]) -> list[TaskSt
         return task_state(job, settings.platform.timezone)
 
     return await gather_bounded([one(job_id) for job_id in ids])
+
+
+async def log(bus: Bus, settings: ApiSettings, job_id: str) -> JobLog:
+    """The job's log lines, oldest first; an unknown job is refused as `/task/status` names it."""
+    if await reads.job(bus, job_id) is None:
+        raise texts.job_unknown(job_id)
+    timezone = settings.platform.timezone
+    lines = [
+        JobLogLine(
+            time=to_wire(line.time, timezone), service=line.service, level=line.level, message=line.message
+        )
+        for line in await joblog.read(bus, job_id)
+    ]
+    return JobLog(jobid=job_id, lines=lines)

@@ -182,7 +182,9 @@ class Transactions:
         _, revision = await self.desired.mutate(node_uuid, name, change)
         if rolled:
             log.info(
-                "deployment %s on %s rolled back after job %s failed: %s", name, node_uuid, job_id, reason
+                "deployment %s on %s rolled back after job %s failed: %s",
+                *(name, node_uuid, job_id, reason),
+                extra={"job_id": job_id},  # a line of the job's log (TY_JOBLOG)
             )
             await nudge(self.bus, node_uuid, name, revision)
         return rolled
