@@ -5,6 +5,7 @@ the platform's registry with its token auth (docs/remote.md#bandwidth-cap)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,7 +59,7 @@ async def capped_uuid(
         enroll_token=await new_token(bus, area, operator),
         heartbeat_s=1.0,
         resync_s=3.0,
-        pull_rate="1M",  # type: ignore[arg-type]  # parsed as the environment's text is
+        pull_rate="1M",  # parsed as the environment's text is
     )
     uuid = load_or_create(settings.state_dir).uuid
     stop = asyncio.Event()
@@ -66,7 +67,7 @@ async def capped_uuid(
 
     async def ready() -> bool:
         body = (await api.get("/node/get", params={"name": uuid})).json()
-        return body["code"] == 200 and body["data"][0]["status"] == "Ready"
+        return bool(body["code"] == 200 and body["data"][0]["status"] == "Ready")
 
     try:
         await eventually(ready, timeout=60)
@@ -87,18 +88,21 @@ async def test_a_capped_prepull_takes_its_time_and_leaves_only_the_original_name
     image_ref = build_busybox(docker_client, repository, "1", random_bytes=RANDOM_BYTES)
     await asyncio.to_thread(docker_as, platform, "imager", "push", image_ref)
     docker_client.images.remove(image_ref, force=True)
-    request: dict[str, Any] = {"uuids": [capped_uuid], "image": repository, "imageversion": "1"}
-    started = time.monotonic()
-    answer = (await api.post("/image/prepull", json=request)).json()
-    assert (answer["code"], answer["data"]) == (200, None), answer
-    job = await finished(api, answer["jobid"], timeout=120)
-    took = time.monotonic() - started
-    assert job["state"] == 3, job["result"]["failures"]
-    assert (job["result"]["pulled"], job["result"]["failed"]) == (1, 0), job
-    # 4 MiB of random bytes cannot pass a 1 MiB/s cap in less than ~3 s (the bucket's burst aside).
-    assert took >= 3.0, f"a capped pull of {RANDOM_BYTES} random bytes took only {took:.1f}s"
-    assert tags_of(docker_client, image_ref) == [image_ref]  # the proxy's name is gone
-    docker_client.images.remove(image_ref, force=True)
+    try:
+        request: dict[str, Any] = {"uuids": [capped_uuid], "image": repository, "imageversion": "1"}
+        started = time.monotonic()
+        answer = (await api.post("/image/prepull", json=request)).json()
+        assert (answer["code"], answer["data"]) == (200, None), answer
+        job = await finished(api, answer["jobid"], timeout=120)
+        took = time.monotonic() - started
+        assert job["state"] == 3, job["result"]["failures"]
+        assert (job["result"]["pulled"], job["result"]["failed"]) == (1, 0), job
+        # 4 MiB of random bytes cannot pass a 1 MiB/s cap in less than ~3 s (the bucket's burst aside).
+        assert took >= 3.0, f"a capped pull of {RANDOM_BYTES} random bytes took only {took:.1f}s"
+        assert tags_of(docker_client, image_ref) == [image_ref]  # the proxy's name is gone
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):  # by id: every name it has goes
+            docker_client.images.remove(docker_client.images.get(image_ref).id, force=True)
 
 
 async def test_a_capped_prepull_of_a_missing_image_fails_with_the_original_name(
