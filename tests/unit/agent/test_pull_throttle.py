@@ -124,11 +124,9 @@ def test_upstreams_are_reached_as_docker_reaches_them() -> None:
         insecure_hosts=frozenset({"lab:5000"}),
         insecure_networks=(ipaddress.ip_network("10.9.0.0/16"),),
     )
-    assert proxies.upstream("127.0.0.1:5000") == "https://registry.internal"
-    assert proxies.upstream("docker.io") == "https://registry-1.docker.io"
-    assert proxies.upstream("reg.example.com") == "https://reg.example.com"
-    assert proxies.upstream("lab:5000") == "http://lab:5000"
-    assert proxies.upstream("10.9.3.4:5000") == "http://10.9.3.4:5000"
-    assert proxies.upstream("10.8.3.4:5000") == "https://10.8.3.4:5000"
-    assert proxies.upstream("127.0.0.2:5001") == "http://127.0.0.2:5001"
-    assert proxies.upstream("localhost:5001") == "http://localhost:5001"
+    assert proxies.upstreams("127.0.0.1:5000") == ["https://registry.internal"]
+    assert proxies.upstreams("docker.io") == ["https://registry-1.docker.io"]
+    assert proxies.upstreams("reg.example.com") == ["https://reg.example.com"]
+    assert proxies.upstreams("10.8.3.4:5000") == ["https://10.8.3.4:5000"]
+    for insecure in ("lab:5000", "10.9.3.4:5000", "127.0.0.2:5001", "localhost:5001", "[::1]:5002"):
+        assert proxies.upstreams(insecure) == [f"https://{insecure}", f"http://{insecure}"], insecure

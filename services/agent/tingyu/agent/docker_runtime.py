@@ -222,13 +222,15 @@ class DockerRuntime:
         original = f"{reference.repository}:{reference.tag}"
         # Two pulls of one reference would untag each other's proxy name: one at a time.
         one_at_a_time = self._capped_pulls.setdefault(original, asyncio.Lock())
-        async with one_at_a_time, self.pull_proxies.route(reference) as port:
-            local = reference.through(port)
+        async with one_at_a_time, self.pull_proxies.route(reference) as proxy:
+            local = reference.through(proxy.port)
             try:
                 await self._call(self._pull_blocking, local, auth)
                 await self._call(self.client.api.tag, local, reference.repository, reference.tag)
             except RuntimeFailure as exc:
-                raise RuntimeFailure(str(exc).replace(local, original)) from exc
+                # Docker names the proxy ("502 Bad Gateway"); the proxy knows what went wrong.
+                cause = f" (cannot reach the registry at {proxy.failure})" if proxy.failure else ""
+                raise RuntimeFailure(str(exc).replace(local, original) + cause) from exc
             finally:
                 with contextlib.suppress(RuntimeFailure):
                     await self._call(self.client.api.remove_image, local, noprune=True)

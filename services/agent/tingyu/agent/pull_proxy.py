@@ -88,6 +88,7 @@ class RegistryProxy:
         self.bucket = bucket
         self.client = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(60.0, connect=15.0))
         self.port = 0
+        self.failure = ""  # why the registry could not be reached, the last time it could not
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -140,6 +141,7 @@ class RegistryProxy:
             response = await self.client.send(request, stream=True, follow_redirects=blob)
         except httpx.HTTPError as exc:
             log.warning("pull proxy: %s %s: %s", method, self.upstream + path, exc)
+            self.failure = f"{self.upstream}: {str(exc) or type(exc).__name__}"
             await _answer(writer, 502, f"the registry {self.upstream} cannot be reached: {exc}\n".encode())
             return False
         try:
@@ -212,14 +214,24 @@ class PullProxies:
         self._proxies: dict[str, tuple[RegistryProxy, int]] = {}  # host -> proxy, pulls using it
         self._lock = asyncio.Lock()
 
-    def upstream(self, host: str) -> str:
-        """Where the registry `host` answers: the platform's registry at its configured URL, Docker
-        Hub at its API host, a registry Docker treats as insecure over HTTP, any other over HTTPS."""
+    def upstreams(self, host: str) -> list[str]:
+        """Where the registry `host` may answer, in the order Docker tries: the platform's registry at
+        its configured URL, Docker Hub at its API host, a registry Docker treats as insecure over
+        HTTPS (unverified) and then HTTP, any other over HTTPS."""
         if host == DOCKER_HUB:
-            return _DOCKER_HUB_API
+            return [_DOCKER_HUB_API]
         if self.own_registry_url and host == self.own_registry:
-            return self.own_registry_url
-        return f"{'http' if self._insecure(host) else 'https'}://{host}"
+            return [self.own_registry_url]
+        if self._insecure(host):
+            return [f"https://{host}", f"http://{host}"]
+        return [f"https://{host}"]
+
+    async def _proxy_of(self, host: str) -> RegistryProxy:
+        candidates = self.upstreams(host)
+        if len(candidates) == 1:
+            return RegistryProxy(candidates[0], self.bucket, self.verify)
+        secure = await _answers_over_tls(candidates[0])
+        return RegistryProxy(candidates[0] if secure else candidates[1], self.bucket, verify=False)
 
     def _insecure(self, host: str) -> bool:
         if host in self.insecure_hosts:
@@ -231,16 +243,16 @@ class PullProxies:
         return name == "localhost"
 
     @contextlib.asynccontextmanager
-    async def route(self, reference: Reference) -> AsyncIterator[int]:
-        """The port of a proxy for `reference`'s registry, open while the block runs."""
+    async def route(self, reference: Reference) -> AsyncIterator[RegistryProxy]:
+        """A proxy for `reference`'s registry, open while the block runs."""
         async with self._lock:
             proxy, users = self._proxies.get(reference.host, (None, 0))
             if proxy is None:
-                proxy = RegistryProxy(self.upstream(reference.host), self.bucket, self.verify)
+                proxy = await self._proxy_of(reference.host)
                 await proxy.start()
             self._proxies[reference.host] = (proxy, users + 1)
         try:
-            yield proxy.port
+            yield proxy
         finally:
             async with self._lock:
                 proxy, users = self._proxies[reference.host]
@@ -249,6 +261,16 @@ class PullProxies:
                 else:
                     del self._proxies[reference.host]
                     await proxy.close()
+
+
+async def _answers_over_tls(url: str) -> bool:
+    """Whether a registry Docker treats as insecure speaks HTTPS at all (Docker tries it first)."""
+    async with httpx.AsyncClient(verify=False, timeout=5.0) as client:
+        try:
+            await client.get(f"{url}/v2/")
+        except httpx.HTTPError:
+            return False
+    return True
 
 
 def pull_proxies(docker_info: dict[str, Any], platform: PlatformSettings, rate: int) -> PullProxies:
