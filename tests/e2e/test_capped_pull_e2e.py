@@ -81,15 +81,17 @@ def tags_of(client: docker.DockerClient, image_ref: str) -> list[str]:
     return list(client.api.inspect_image(image_ref)["RepoTags"])
 
 
-async def test_a_capped_prepull_takes_its_time_and_leaves_only_the_original_name(
-    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, capped_uuid: str
+async def prepull_timed(
+    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, uuid: str, **extra: Any
 ) -> None:
+    """Pre-pull an image of 4 MiB of random bytes that is not on this machine onto `uuid`; it must
+    take at least ~3 s (a 1 MiB/s cap, the bucket's burst aside) and end under its own name only."""
     repository = f"{platform.config.registry}/tytest/{unique('capped')}"
     image_ref = build_busybox(docker_client, repository, "1", random_bytes=RANDOM_BYTES)
     await asyncio.to_thread(docker_as, platform, "imager", "push", image_ref)
     docker_client.images.remove(image_ref, force=True)
     try:
-        request: dict[str, Any] = {"uuids": [capped_uuid], "image": repository, "imageversion": "1"}
+        request: dict[str, Any] = {"uuids": [uuid], "image": repository, "imageversion": "1", **extra}
         started = time.monotonic()
         answer = (await api.post("/image/prepull", json=request)).json()
         assert (answer["code"], answer["data"]) == (200, None), answer
@@ -97,12 +99,42 @@ async def test_a_capped_prepull_takes_its_time_and_leaves_only_the_original_name
         took = time.monotonic() - started
         assert job["state"] == 3, job["result"]["failures"]
         assert (job["result"]["pulled"], job["result"]["failed"]) == (1, 0), job
-        # 4 MiB of random bytes cannot pass a 1 MiB/s cap in less than ~3 s (the bucket's burst aside).
         assert took >= 3.0, f"a capped pull of {RANDOM_BYTES} random bytes took only {took:.1f}s"
         assert tags_of(docker_client, image_ref) == [image_ref]  # the proxy's name is gone
     finally:
         with contextlib.suppress(docker.errors.NotFound):  # by id: every name it has goes
             docker_client.images.remove(docker_client.images.get(image_ref).id, force=True)
+
+
+async def test_a_capped_prepull_takes_its_time_and_leaves_only_the_original_name(
+    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, capped_uuid: str
+) -> None:
+    await prepull_timed(api, platform, docker_client, capped_uuid)
+
+
+async def test_a_job_cap_above_the_machines_does_not_lift_it(
+    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, capped_uuid: str
+) -> None:
+    await prepull_timed(api, platform, docker_client, capped_uuid, ratelimit=64 * RATE)
+
+
+async def test_a_job_cap_holds_a_machine_without_one(
+    api: httpx.AsyncClient, platform: Platform, docker_client: docker.DockerClient, node_uuid: str
+) -> None:
+    """The platform's own agent has no TINGYU_AGENT_PULL_RATE: the job's `ratelimit` alone caps it."""
+    await prepull_timed(api, platform, docker_client, node_uuid, ratelimit=RATE)
+
+
+async def test_a_ratelimit_out_of_bounds_is_refused(
+    api: httpx.AsyncClient, node_uuid: str, busybox_ref: tuple[str, str]
+) -> None:
+    image, version = busybox_ref
+    for value in ["5M", True, -1, 1.5, 1024, 100 * 1024**3 + 1, [RATE]]:
+        request = {"uuids": [node_uuid], "image": image, "imageversion": version, "ratelimit": value}
+        answer = (await api.post("/image/prepull", json=request)).json()
+        assert answer["code"] == "TY0003", (value, answer)
+        assert "ratelimit must be bytes per second" in answer["detail"], (value, answer)
+        assert "jobid" not in answer
 
 
 async def test_a_capped_prepull_of_a_missing_image_fails_with_the_original_name(

@@ -44,7 +44,7 @@ class DockerRuntime:
         pull_proxies: PullProxies | None = None,
     ) -> None:
         self.client = client
-        self.pull_proxies = pull_proxies  # set: every pull goes through them, capped
+        self.pull_proxies = pull_proxies  # capped pulls go through them
         self._capped_pulls: dict[str, asyncio.Lock] = {}
         self.registry = registry
         self.auth = {"username": registry_user, "password": registry_password} if registry_user else None
@@ -96,10 +96,11 @@ class DockerRuntime:
             raise
         return True
 
-    async def pull(self, image_ref: str) -> None:
+    async def pull(self, image_ref: str, rate: int = 0) -> None:
         auth = self.auth if self.auth and self._is_ours(image_ref) else None
-        reference = split_reference(image_ref) if self.pull_proxies else None
-        fetch = self._pull(image_ref, auth) if reference is None else self._capped_pull(reference, auth)
+        capped = self.pull_proxies is not None and (self.pull_proxies.capped or rate > 0)
+        reference = split_reference(image_ref) if capped else None
+        fetch = self._pull(image_ref, auth) if reference is None else self._capped_pull(reference, auth, rate)
         try:
             await asyncio.wait_for(fetch, timeout=self.pull_timeout_s)
         except TimeoutError:
@@ -215,14 +216,14 @@ class DockerRuntime:
     async def _pull(self, image_ref: str, auth: dict[str, str] | None) -> None:
         await self._call(self._pull_blocking, image_ref, auth)
 
-    async def _capped_pull(self, reference: Reference, auth: dict[str, str] | None) -> None:
+    async def _capped_pull(self, reference: Reference, auth: dict[str, str] | None, rate: int) -> None:
         """Pull through the machine's capped proxy, then tag the image as `reference` and drop the
         proxy's name, so that nothing else ever sees it (docs/remote.md#bandwidth-cap)."""
         assert self.pull_proxies is not None
         original = f"{reference.repository}:{reference.tag}"
         # Two pulls of one reference would untag each other's proxy name: one at a time.
         one_at_a_time = self._capped_pulls.setdefault(original, asyncio.Lock())
-        async with one_at_a_time, self.pull_proxies.route(reference) as proxy:
+        async with one_at_a_time, self.pull_proxies.route(reference, rate) as proxy:
             local = reference.through(proxy.port)
             try:
                 await self._call(self._pull_blocking, local, auth)

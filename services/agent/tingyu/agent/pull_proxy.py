@@ -79,13 +79,14 @@ def split_reference(image_ref: str) -> Reference | None:
 
 
 class RegistryProxy:
-    """One upstream registry served on 127.0.0.1 at a free port; every body it sends is throttled."""
+    """One upstream registry served on 127.0.0.1 at a free port; every body it sends waits on each
+    of `buckets` (the machine's, a job's)."""
 
     def __init__(
-        self, upstream: str, bucket: TokenBucket, verify: ssl.SSLContext | str | bool = True
+        self, upstream: str, buckets: tuple[TokenBucket, ...], verify: ssl.SSLContext | str | bool = True
     ) -> None:
         self.upstream = upstream.rstrip("/")
-        self.bucket = bucket
+        self.buckets = buckets
         self.client = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(60.0, connect=15.0))
         self.port = 0
         self.failure = ""  # why the registry could not be reached, the last time it could not
@@ -161,7 +162,8 @@ class RegistryProxy:
             await writer.drain()
             return True
         async for chunk in response.aiter_raw(_CHUNK):
-            await self.bucket.take(len(chunk))
+            for bucket in self.buckets:
+                await bucket.take(len(chunk))
             writer.write(chunk if sized else b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
         if not sized:
@@ -193,7 +195,9 @@ async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes) -> Non
 
 class PullProxies:
     """The machine's capped pulls: one proxy per upstream registry while pulls of it are in flight,
-    all of them drawing on one token bucket of `rate` bytes per second."""
+    all of them drawing on one token bucket of `rate` bytes per second (0: no machine cap); a pull
+    with a cap of its own (a pre-pull job's `ratelimit`) gets a proxy of its own with a bucket of
+    that rate besides."""
 
     def __init__(
         self,
@@ -205,7 +209,7 @@ class PullProxies:
         insecure_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         verify: ssl.SSLContext | str | bool = True,
     ) -> None:
-        self.bucket = TokenBucket(rate)
+        self.bucket = TokenBucket(rate) if rate > 0 else None
         self.own_registry = own_registry
         self.own_registry_url = own_registry_url
         self.insecure_hosts = insecure_hosts
@@ -213,6 +217,11 @@ class PullProxies:
         self.verify = verify
         self._proxies: dict[str, tuple[RegistryProxy, int]] = {}  # host -> proxy, pulls using it
         self._lock = asyncio.Lock()
+
+    @property
+    def capped(self) -> bool:
+        """Every pull is capped, not only those of a job with a cap of its own."""
+        return self.bucket is not None
 
     def upstreams(self, host: str) -> list[str]:
         """Where the registry `host` may answer, in the order Docker tries: the platform's registry at
@@ -226,12 +235,13 @@ class PullProxies:
             return [f"https://{host}", f"http://{host}"]
         return [f"https://{host}"]
 
-    async def _proxy_of(self, host: str) -> RegistryProxy:
+    async def _proxy_of(self, host: str, rate: int) -> RegistryProxy:
+        buckets = tuple(b for b in (self.bucket, TokenBucket(rate) if rate > 0 else None) if b is not None)
         candidates = self.upstreams(host)
         if len(candidates) == 1:
-            return RegistryProxy(candidates[0], self.bucket, self.verify)
+            return RegistryProxy(candidates[0], buckets, self.verify)
         secure = await _answers_over_tls(candidates[0])
-        return RegistryProxy(candidates[0] if secure else candidates[1], self.bucket, verify=False)
+        return RegistryProxy(candidates[0] if secure else candidates[1], buckets, verify=False)
 
     def _insecure(self, host: str) -> bool:
         if host in self.insecure_hosts:
@@ -243,24 +253,33 @@ class PullProxies:
         return name == "localhost"
 
     @contextlib.asynccontextmanager
-    async def route(self, reference: Reference) -> AsyncIterator[RegistryProxy]:
-        """A proxy for `reference`'s registry, open while the block runs."""
+    async def route(self, reference: Reference, rate: int = 0) -> AsyncIterator[RegistryProxy]:
+        """A proxy for `reference`'s registry, open while the block runs; with `rate`, one of this
+        pull's own that holds it to that many bytes per second as well."""
+        if rate > 0:
+            proxy = await self._proxy_of(reference.host, rate)
+            await proxy.start()
+            try:
+                yield proxy
+            finally:
+                await proxy.close()
+            return
         async with self._lock:
-            proxy, users = self._proxies.get(reference.host, (None, 0))
-            if proxy is None:
-                proxy = await self._proxy_of(reference.host)
-                await proxy.start()
-            self._proxies[reference.host] = (proxy, users + 1)
+            shared, users = self._proxies.get(reference.host, (None, 0))
+            if shared is None:
+                shared = await self._proxy_of(reference.host, 0)
+                await shared.start()
+            self._proxies[reference.host] = (shared, users + 1)
         try:
-            yield proxy
+            yield shared
         finally:
             async with self._lock:
-                proxy, users = self._proxies[reference.host]
+                shared, users = self._proxies[reference.host]
                 if users > 1:
-                    self._proxies[reference.host] = (proxy, users - 1)
+                    self._proxies[reference.host] = (shared, users - 1)
                 else:
                     del self._proxies[reference.host]
-                    await proxy.close()
+                    await shared.close()
 
 
 async def _answers_over_tls(url: str) -> bool:

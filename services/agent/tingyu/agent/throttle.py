@@ -8,7 +8,8 @@ import re
 import time
 from collections.abc import Callable
 
-MAX_RATE = 100 * 1024**3  # 100 GiB/s: more is a typo, not a cap
+from tingyu.common.models.remote import MAX_PULL_RATE as MAX_RATE
+
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _RATE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?)\s*([kmg]?)(?:i?b)?(?:/s)?", re.IGNORECASE)
 
