@@ -16,26 +16,17 @@ import httpx
 import pytest_asyncio
 
 from tests.e2e.test_containers_e2e import finished
+from tests.integration.agent.test_agent_lifecycle import run_agent
 from tests.support import FAST_ENV, build_busybox, docker_as, eventually, unique
-from tingyu.agent import main as agent_main
 from tingyu.agent.config import AgentSettings
 from tingyu.agent.identity import load_or_create
 from tingyu.cli.launcher import Platform
 from tingyu.common.auth.enrollment import new_token
 from tingyu.common.bus import Bus
-from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 
 RATE = 1024 * 1024
 RANDOM_BYTES = 4 * 1024 * 1024  # with busybox, at least 4 s of pulling at RATE
-
-
-async def run_agent(stop: asyncio.Event, settings: AgentSettings) -> None:
-    service = Service("agent")
-    service.stop = stop
-    async with service.stack:
-        await agent_main.setup(service, settings)
-        await service.run()
 
 
 @pytest_asyncio.fixture
