@@ -51,7 +51,7 @@ def pushed(engine: docker.DockerClient, tls_registry: tuple[int, Path]) -> str:
 
 def runtime_with(engine: docker.DockerClient, platform: PlatformSettings) -> DockerRuntime:
     runtime = DockerRuntime(docker.from_env(timeout=60), pull_timeout_s=60)
-    runtime.pull_proxies = pull_proxies(engine.info(), platform, RATE)
+    runtime.pull_proxies = pull_proxies(platform, RATE)
     return runtime
 
 

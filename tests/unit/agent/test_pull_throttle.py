@@ -3,14 +3,13 @@ reference as the proxy splits it and the registry it reaches upstream."""
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 from pydantic import ValidationError
 
 from tingyu.agent.config import AgentSettings
-from tingyu.agent.pull_proxy import PullProxies, Reference, split_reference
-from tingyu.agent.throttle import MAX_RATE, TokenBucket, parse_rate
+from tingyu.agent.pull_proxy import InsecureRegistries, PullProxies, Reference, split_reference
+from tingyu.agent.throttle import TokenBucket, parse_rate
+from tingyu.common.models.remote import MAX_PULL_RATE
 
 
 @pytest.mark.parametrize(
@@ -33,7 +32,9 @@ def test_rates_are_read_in_binary_units(text: str | int, rate: int) -> None:
     assert parse_rate(text) == rate
 
 
-@pytest.mark.parametrize("text", ["fast", "5T", "-1", "5 M M", "1e6", "101G", str(MAX_RATE + 1), "9" * 40])
+@pytest.mark.parametrize(
+    "text", ["fast", "5T", "-1", "5 M M", "1e6", "101G", str(MAX_PULL_RATE + 1), "9" * 40]
+)
 def test_a_rate_that_is_not_one_is_refused_with_its_text(text: str) -> None:
     with pytest.raises(ValueError, match="pull rate"):
         parse_rate(text)
@@ -121,8 +122,14 @@ def test_upstreams_are_reached_as_docker_reaches_them() -> None:
         1024,
         own_registry="127.0.0.1:5000",
         own_registry_url="https://registry.internal",
-        insecure_hosts=frozenset({"lab:5000"}),
-        insecure_networks=(ipaddress.ip_network("10.9.0.0/16"),),
+        insecure=InsecureRegistries.of(
+            {
+                "RegistryConfig": {
+                    "IndexConfigs": {"lab:5000": {"Secure": False}, "docker.io": {"Secure": True}},
+                    "InsecureRegistryCIDRs": ["10.9.0.0/16", "not a network"],
+                }
+            }
+        ),
     )
     assert proxies.upstreams("127.0.0.1:5000") == ["https://registry.internal"]
     assert proxies.upstreams("docker.io") == ["https://registry-1.docker.io"]

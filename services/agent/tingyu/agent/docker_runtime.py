@@ -15,7 +15,7 @@ import requests
 from docker import errors as docker_errors
 
 from tingyu.agent import docker_files
-from tingyu.agent.pull_proxy import PullProxies, Reference, split_reference
+from tingyu.agent.pull_proxy import InsecureRegistries, PullProxies, Reference, split_reference
 from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
 from tingyu.common.policy import bind
 
@@ -220,6 +220,8 @@ class DockerRuntime:
         """Pull through the machine's capped proxy, then tag the image as `reference` and drop the
         proxy's name, so that nothing else ever sees it (docs/remote.md#bandwidth-cap)."""
         assert self.pull_proxies is not None
+        if self.pull_proxies.insecure is None:  # asked here, not at start: Docker may be down then
+            self.pull_proxies.insecure = InsecureRegistries.of(await self._call(self.client.info))
         original = f"{reference.repository}:{reference.tag}"
         # Two pulls of one reference would untag each other's proxy name: one at a time.
         one_at_a_time = self._capped_pulls.setdefault(original, asyncio.Lock())

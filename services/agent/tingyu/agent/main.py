@@ -55,7 +55,7 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
         start_settle_s=settings.start_settle_s,
     )
     # Capped pulls (the machine's cap, a pre-pull job's): a local proxy while one is in flight.
-    runtime.pull_proxies = pull_proxies(await runtime.call(runtime.client.info), platform, settings.pull_rate)
+    runtime.pull_proxies = pull_proxies(platform, settings.pull_rate)
     service.stack.callback(log.info, "agent %s stopped", identity.uuid)
     service.stack.callback(runtime.close)
     reconciler = Reconciler(

@@ -193,6 +193,38 @@ async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes) -> Non
     await writer.drain()
 
 
+@dataclass(frozen=True)
+class InsecureRegistries:
+    """The registries Docker reaches without verified TLS (`insecure-registries`): by name and by
+    address; loopback always."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def of(cls, docker_info: dict[str, Any]) -> InsecureRegistries:
+        """As dockerd's `info` lists them."""
+        config = docker_info.get("RegistryConfig") or {}
+        indexes = config.get("IndexConfigs") or {}
+        networks = []
+        for cidr in config.get("InsecureRegistryCIDRs") or []:
+            with contextlib.suppress(ValueError):
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+        hosts = frozenset(name for name, index in indexes.items() if not index.get("Secure", True))
+        return cls(hosts, tuple(networks))
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        if host in self.hosts:
+            return True
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(name.strip("[]"))
+            return address.is_loopback or any(address in network for network in self.networks)
+        return name == "localhost"
+
+
 class PullProxies:
     """The machine's capped pulls: one proxy per upstream registry while pulls of it are in flight,
     all of them drawing on one token bucket of `rate` bytes per second (0: no machine cap); a pull
@@ -205,15 +237,13 @@ class PullProxies:
         *,
         own_registry: str = "",
         own_registry_url: str = "",
-        insecure_hosts: frozenset[str] = frozenset(),
-        insecure_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        insecure: InsecureRegistries | None = None,
         verify: ssl.SSLContext | str | bool = True,
     ) -> None:
         self.bucket = TokenBucket(rate) if rate > 0 else None
         self.own_registry = own_registry
         self.own_registry_url = own_registry_url
-        self.insecure_hosts = insecure_hosts
-        self.insecure_networks = insecure_networks
+        self.insecure = insecure  # None until the runtime has asked Docker (at the first capped pull)
         self.verify = verify
         self._proxies: dict[str, tuple[RegistryProxy, int]] = {}  # host -> proxy, pulls using it
         self._lock = asyncio.Lock()
@@ -231,7 +261,7 @@ class PullProxies:
             return [_DOCKER_HUB_API]
         if self.own_registry_url and host == self.own_registry:
             return [self.own_registry_url]
-        if self._insecure(host):
+        if host in (self.insecure or InsecureRegistries()):
             return [f"https://{host}", f"http://{host}"]
         return [f"https://{host}"]
 
@@ -242,15 +272,6 @@ class PullProxies:
             return RegistryProxy(candidates[0], buckets, self.verify)
         secure = await _answers_over_tls(candidates[0])
         return RegistryProxy(candidates[0] if secure else candidates[1], buckets, verify=False)
-
-    def _insecure(self, host: str) -> bool:
-        if host in self.insecure_hosts:
-            return True
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        with contextlib.suppress(ValueError):
-            address = ipaddress.ip_address(name.strip("[]"))
-            return address.is_loopback or any(address in network for network in self.insecure_networks)
-        return name == "localhost"
 
     @contextlib.asynccontextmanager
     async def route(self, reference: Reference, rate: int = 0) -> AsyncIterator[RegistryProxy]:
@@ -292,25 +313,12 @@ async def _answers_over_tls(url: str) -> bool:
     return True
 
 
-def pull_proxies(docker_info: dict[str, Any], platform: PlatformSettings, rate: int) -> PullProxies:
-    """The machine's capped pulls at `rate` bytes per second, reaching registries as Docker would
-    (its insecure registries over HTTP) and trusting HTTPS as the platform's settings say."""
-    config = docker_info.get("RegistryConfig") or {}
-    insecure = {
-        name for name, index in (config.get("IndexConfigs") or {}).items() if not index.get("Secure", True)
-    }
-    networks = []
-    for cidr in config.get("InsecureRegistryCIDRs") or []:
-        with contextlib.suppress(ValueError):
-            networks.append(ipaddress.ip_network(cidr, strict=False))
+def pull_proxies(platform: PlatformSettings, rate: int) -> PullProxies:
+    """The machine's capped pulls at `rate` bytes per second (0: only pulls with a cap of their
+    own), trusting HTTPS registries as the platform's settings say."""
     verify: ssl.SSLContext | bool = not platform.registry_insecure
     if platform.registry_ca and not platform.registry_insecure:
         verify = ssl.create_default_context(cafile=platform.registry_ca)
     return PullProxies(
-        rate,
-        own_registry=platform.registry,
-        own_registry_url=platform.registry_url,
-        insecure_hosts=frozenset(insecure),
-        insecure_networks=tuple(networks),
-        verify=verify,
+        rate, own_registry=platform.registry, own_registry_url=platform.registry_url, verify=verify
     )

@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Callable
 
-from tingyu.common.models.remote import MAX_PULL_RATE as MAX_RATE
+from tingyu.common.models.remote import MAX_PULL_RATE
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _RATE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?)\s*([kmg]?)(?:i?b)?(?:/s)?", re.IGNORECASE)
@@ -26,8 +26,10 @@ def parse_rate(text: str | int) -> int:
         if match is None:
             raise ValueError(f"a pull rate is bytes per second like 5M or 800k, not {text!r}")
         rate = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if not 0 <= rate <= MAX_RATE:
-        raise ValueError(f"a pull rate is between 0 (no cap) and {MAX_RATE} bytes per second, not {rate}")
+    if not 0 <= rate <= MAX_PULL_RATE:
+        raise ValueError(
+            f"a pull rate is between 0 (no cap) and {MAX_PULL_RATE} bytes per second, not {rate}"
+        )
     return rate
 
 
