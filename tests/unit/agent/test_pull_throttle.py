@@ -92,6 +92,11 @@ def test_a_bucket_needs_a_rate() -> None:
         ("busybox", Reference("docker.io", "library/busybox", "busybox", "latest")),
         ("busybox:1.36", Reference("docker.io", "library/busybox", "busybox", "1.36")),
         ("grafana/agent:v1", Reference("docker.io", "grafana/agent", "grafana/agent", "v1")),
+        ("docker.io/busybox:1", Reference("docker.io", "library/busybox", "docker.io/busybox", "1")),
+        (
+            "docker.io/grafana/agent",
+            Reference("docker.io", "grafana/agent", "docker.io/grafana/agent", "latest"),
+        ),
         (
             "127.0.0.1:5000/tytest/x:1",
             Reference("127.0.0.1:5000", "tytest/x", "127.0.0.1:5000/tytest/x", "1"),

@@ -51,7 +51,7 @@ _CHUNK = 64 * 1024
 @dataclass(frozen=True)
 class Reference:
     """A tagged image reference in parts: `host` as written (`docker.io` when none), the repository
-    `path` on that registry, and where the tag begins."""
+    `path` on that registry, the reference without its tag, and the tag."""
 
     host: str
     path: str
@@ -72,8 +72,10 @@ def split_reference(image_ref: str) -> Reference | None:
     if ":" in image_ref.rsplit("/", 1)[-1]:
         repository, tag = image_ref.rsplit(":", 1)
     first, _, rest = repository.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
+    if rest and ("." in first or ":" in first or first == "localhost") and first != DOCKER_HUB:
         return Reference(first, rest, repository, tag)
+    if first == DOCKER_HUB and rest:
+        return Reference(DOCKER_HUB, rest if "/" in rest else f"library/{rest}", repository, tag)
     path = repository if "/" in repository else f"library/{repository}"
     return Reference(DOCKER_HUB, path, repository, tag)
 
@@ -113,6 +115,9 @@ class RegistryProxy:
         try:
             while await self._exchange(reader, writer):
                 pass
+        except httpx.HTTPError as exc:  # the registry went away mid-body: Docker sees it cut and retries
+            log.warning("pull proxy: %s: %s", self.upstream, exc)
+            self.failure = f"{self.upstream}: {str(exc) or type(exc).__name__}"
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
         finally:
