@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -30,8 +31,11 @@ def remove_agent_containers(identity: Path) -> None:
         client.close()
 
 
-def build_busybox(client: docker.DockerClient, repository: str, tag: str, cmd: str = "sleep 100000") -> str:
-    """A tiny image from Debian's busybox-static via `docker import` (nothing can be pulled here)."""
+def build_busybox(
+    client: docker.DockerClient, repository: str, tag: str, cmd: str = "sleep 100000", random_bytes: int = 0
+) -> str:
+    """A tiny image from Debian's busybox-static via `docker import` (nothing can be pulled here);
+    with `random_bytes`, a file of that many random bytes (which no compression shrinks) in /data."""
     with tempfile.TemporaryDirectory() as root:
         bin_dir = Path(root, "bin")
         bin_dir.mkdir()
@@ -42,6 +46,8 @@ def build_busybox(client: docker.DockerClient, repository: str, tag: str, cmd: s
             (bin_dir / applet).symlink_to("busybox")
         Path(root, "data").mkdir()
         Path(root, "data", "hello.txt").write_text("hello from tingyu\n")
+        if random_bytes:
+            Path(root, "data", "random.bin").write_bytes(os.urandom(random_bytes))
         reference = f"{repository}:{tag}"
         subprocess.run(
             ["docker", "import", "-c", f'CMD ["/bin/sh", "-c", "{cmd}"]', "-", reference],

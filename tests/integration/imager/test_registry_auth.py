@@ -31,9 +31,10 @@ def guarded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def registry_serving(root: Path, auth: str) -> Iterator[str]:
-    """docker-registry on a free port with its data under `root` and `auth` (the YAML under
-    `auth:`, indented by four); its URL until the block ends."""
+def registry_serving(root: Path, auth: str = "", tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """docker-registry on a free port with its data under `root`, `auth` (the YAML under `auth:`,
+    indented by four; none when empty) and with `tls` (certificate, key) over HTTPS; its URL until
+    the block ends."""
     port = free_port()
     (root / "data").mkdir()
     config = root / "config.yml"
@@ -41,13 +42,14 @@ def registry_serving(root: Path, auth: str) -> Iterator[str]:
         "version: 0.1\nlog:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  {auth}"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + (f"auth:\n  {auth}" if auth else "")
     )
     launcher = Platform(PlatformConfig(state_dir=root, colour=False, log_file=root / "registry.log"))
     launcher.spawn("registry", ["/usr/bin/docker-registry", "serve", str(config)])
     try:
         wait_until(lambda: port_open(port), 30, "docker-registry")
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         launcher.stop()
 

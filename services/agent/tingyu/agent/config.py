@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tingyu.agent.throttle import parse_rate
 from tingyu.common.models.nodes import OPERATORS
 from tingyu.common.settings import PlatformSettings, get_platform_settings
 
@@ -47,6 +48,8 @@ class AgentSettings(BaseSettings):
     exec_timeout_s: float = 60.0  # longest a non-interactive command may run
     exec_max_output_bytes: int = 256 * 1024  # most output a non-interactive command answers
     pull_parallel: int = 1  # image pre-pulls at the same time on this machine
+    # Bytes per second all of this machine's pulls share (`5M`, `800k`; 0: no cap), docs/remote.md.
+    pull_rate: Annotated[int, BeforeValidator(parse_rate)] = 0
     # `kubernetes`: one process is the agent of every Node of a cluster (docs/kubernetes.md).
     runtime: Literal["docker", "kubernetes"] = Field(
         "docker", validation_alias=AliasChoices("TINGYU_RUNTIME", "TINGYU_AGENT_RUNTIME")

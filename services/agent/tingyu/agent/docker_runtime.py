@@ -15,6 +15,7 @@ import requests
 from docker import errors as docker_errors
 
 from tingyu.agent import docker_files
+from tingyu.agent.pull_proxy import InsecureRegistries, PullProxies, Reference, split_reference
 from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
 from tingyu.common.policy import bind
 
@@ -40,8 +41,11 @@ class DockerRuntime:
         pull_timeout_s: float = 600.0,
         stop_timeout_s: float = 10.0,
         start_settle_s: float = 2.0,
+        pull_proxies: PullProxies | None = None,
     ) -> None:
         self.client = client
+        self.pull_proxies = pull_proxies  # capped pulls go through them
+        self._capped_pulls: dict[str, asyncio.Lock] = {}
         self.registry = registry
         self.auth = {"username": registry_user, "password": registry_password} if registry_user else None
         self.pull_timeout_s = pull_timeout_s
@@ -92,10 +96,13 @@ class DockerRuntime:
             raise
         return True
 
-    async def pull(self, image_ref: str) -> None:
+    async def pull(self, image_ref: str, rate: int = 0) -> None:
         auth = self.auth if self.auth and self._is_ours(image_ref) else None
+        capped = self.pull_proxies is not None and (self.pull_proxies.capped or rate > 0)
+        reference = split_reference(image_ref) if capped else None
+        fetch = self._pull(image_ref, auth) if reference is None else self._capped_pull(reference, auth, rate)
         try:
-            await asyncio.wait_for(self._call(self._pull, image_ref, auth), timeout=self.pull_timeout_s)
+            await asyncio.wait_for(fetch, timeout=self.pull_timeout_s)
         except TimeoutError:
             raise RuntimeFailure(f"pull did not finish within {self.pull_timeout_s:.0f}s") from None
         if not await self.has_image(image_ref):
@@ -206,7 +213,32 @@ class DockerRuntime:
     async def open_file(self, container_id: str, path: str, limit: int) -> RuntimeFile:
         return await self._call(docker_files.open_file, self.client.api, container_id, path, limit)
 
-    def _pull(self, image_ref: str, auth: dict[str, str] | None) -> None:
+    async def _pull(self, image_ref: str, auth: dict[str, str] | None) -> None:
+        await self._call(self._pull_blocking, image_ref, auth)
+
+    async def _capped_pull(self, reference: Reference, auth: dict[str, str] | None, rate: int) -> None:
+        """Pull through the machine's capped proxy, then tag the image as `reference` and drop the
+        proxy's name, so that nothing else ever sees it (docs/remote.md#bandwidth-cap)."""
+        assert self.pull_proxies is not None
+        if self.pull_proxies.insecure is None:  # asked here, not at start: Docker may be down then
+            self.pull_proxies.insecure = InsecureRegistries.of(await self._call(self.client.info))
+        original = f"{reference.repository}:{reference.tag}"
+        # Two pulls of one reference would untag each other's proxy name: one at a time.
+        one_at_a_time = self._capped_pulls.setdefault(original, asyncio.Lock())
+        async with one_at_a_time, self.pull_proxies.route(reference, rate) as proxy:
+            local = reference.through(proxy.port)
+            try:
+                await self._call(self._pull_blocking, local, auth)
+                await self._call(self.client.api.tag, local, reference.repository, reference.tag)
+            except RuntimeFailure as exc:
+                # Docker names the proxy ("502 Bad Gateway"); the proxy knows what went wrong.
+                cause = f" (cannot reach the registry at {proxy.failure})" if proxy.failure else ""
+                raise RuntimeFailure(str(exc).replace(local, original) + cause) from exc
+            finally:
+                with contextlib.suppress(RuntimeFailure):
+                    await self._call(self.client.api.remove_image, local, noprune=True)
+
+    def _pull_blocking(self, image_ref: str, auth: dict[str, str] | None) -> None:
         # The pull API answers 200 and then streams its errors: read them out of the progress.
         for progress in self.client.api.pull(image_ref, auth_config=auth, stream=True, decode=True):
             if isinstance(progress, dict) and progress.get("error"):

@@ -22,6 +22,7 @@ from tingyu.agent.facts import read_facts
 from tingyu.agent.files import FileFetcher
 from tingyu.agent.identity import load_or_create
 from tingyu.agent.logs import LogServer
+from tingyu.agent.pull_proxy import pull_proxies
 from tingyu.agent.pulls import Puller
 from tingyu.agent.reconciler import Reconciler
 from tingyu.agent.sampling import Sampler, SamplerSettings
@@ -53,6 +54,8 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
         stop_timeout_s=settings.stop_timeout_s,
         start_settle_s=settings.start_settle_s,
     )
+    # Capped pulls (the machine's cap, a pre-pull job's): a local proxy while one is in flight.
+    runtime.pull_proxies = pull_proxies(platform, settings.pull_rate)
     service.stack.callback(log.info, "agent %s stopped", identity.uuid)
     service.stack.callback(runtime.close)
     reconciler = Reconciler(

@@ -1,7 +1,8 @@
 """Image pre-pulls for the platform: `ty.agent.<uuid>.req.pull` (docs/remote.md).
 
 The deployer's pre-pull job asks each machine to have an image; an image already there answers at
-once without a pull. At most `parallel` pulls run at once on the machine.
+once without a pull. At most `parallel` pulls run at once on the machine, each at most at the job's
+`ratelimit` (and the machine's own cap, docs/remote.md#bandwidth-cap).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Puller:
                 return PullReply(image_ref=request.image_ref, already_present=True)
             async with self.slots:
                 log.info("pre-pulling %s (job %s)", request.image_ref, request.job_id)
-                await self.runtime.pull(request.image_ref)
+                await self.runtime.pull(request.image_ref, request.ratelimit)
         except RuntimeFailure as exc:
             raise PullFailed(detail=f"cannot pull {request.image_ref}: {exc}") from exc
         return PullReply(image_ref=request.image_ref, already_present=False)

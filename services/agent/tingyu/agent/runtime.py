@@ -115,8 +115,9 @@ class Runtime(Protocol):
 
     async def has_image(self, image_ref: str) -> bool: ...
 
-    async def pull(self, image_ref: str) -> None:
-        """Fetch the image; RuntimeFailure with the engine's text when it cannot."""
+    async def pull(self, image_ref: str, rate: int = 0) -> None:
+        """Fetch the image, at most `rate` bytes per second when above 0 (an engine that cannot cap
+        pulls ignores it); RuntimeFailure with the engine's text when it cannot."""
         ...
 
     async def create(self, request: CreateRequest) -> RuntimeContainer: ...

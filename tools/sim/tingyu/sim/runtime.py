@@ -54,7 +54,7 @@ class SimRuntime:
     async def has_image(self, image_ref: str) -> bool:
         return image_ref in self._images
 
-    async def pull(self, image_ref: str) -> None:
+    async def pull(self, image_ref: str, rate: int = 0) -> None:
         self._images.add(image_ref)  # every image "exists": nothing is downloaded
 
     async def create(self, request: CreateRequest) -> RuntimeContainer:

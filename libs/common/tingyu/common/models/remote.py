@@ -16,6 +16,8 @@ from pydantic import Field
 from tingyu.common.models.base import Message
 from tingyu.common.models.jobs import Command, JobKind
 
+MAX_PULL_RATE = 100 * 1024**3  # bytes per second: 100 GiB/s; more is a typo, not a cap
+
 # --- logs ------------------------------------------------------------------------------------------
 
 
@@ -132,6 +134,7 @@ class PrepullCommand(Command):
     uuids: list[str] = Field(default_factory=list)
     deadline: float
     issued_at: float
+    ratelimit: int = Field(default=0, ge=0, le=MAX_PULL_RATE)  # bytes/s per machine, 0: its own cap only
 
     @property
     def job_op(self) -> str:
@@ -143,6 +146,8 @@ class PullRequest(Message):
 
     image_ref: str
     job_id: str = ""
+    # The job's cap in bytes per second; the agent pulls at the lower of it and its own (0: none).
+    ratelimit: int = Field(default=0, ge=0, le=MAX_PULL_RATE)
 
 
 class PullReply(Message):

@@ -165,7 +165,7 @@ class KubeRuntime:
         """The kubelet pulls when the Pod starts; a failed pull shows as the Pod's reason."""
         return True
 
-    async def pull(self, image_ref: str) -> None:
+    async def pull(self, image_ref: str, rate: int = 0) -> None:
         return None
 
     async def create(self, request: CreateRequest) -> RuntimeContainer:

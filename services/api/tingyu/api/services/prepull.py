@@ -14,9 +14,10 @@ from tingyu.common.bus import Bus
 from tingyu.common.errors import InvalidOperator, NodeNotFound
 from tingyu.common.jobs import JobStore, job_id
 from tingyu.common.models.nodes import OPERATORS
-from tingyu.common.models.remote import PrepullCommand
+from tingyu.common.models.remote import MAX_PULL_RATE, PrepullCommand
 
 MAX_DEADLINE_S = 7 * 86400.0
+MIN_PULL_RATE = 16 * 1024  # bytes per second: slower, an image of some MiB outlasts any pull timeout
 
 
 async def machines(bus: Bus, settings: ApiSettings, body: dict[str, Any], caller: Principal) -> list[str]:
@@ -45,6 +46,19 @@ def deadline_s(body: dict[str, Any], settings: ApiSettings) -> float:
     return float(value)
 
 
+def ratelimit(body: dict[str, Any]) -> int:
+    """The job's cap in bytes per second per machine (absent: the machines' own caps only)."""
+    value = body.get("ratelimit", 0)
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_PULL_RATE <= value <= MAX_PULL_RATE:
+        raise texts.not_allowed(
+            f"ratelimit must be bytes per second from {MIN_PULL_RATE} to {MAX_PULL_RATE} (or 0: no cap), "
+            f"not {value!r}"
+        )
+    return value
+
+
 async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller: Principal) -> str:
     """Check the request and submit the pre-pull's job; answers its id."""
     by_uuid = "uuids" in body
@@ -55,6 +69,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
     if not caller.covers(area) and not by_uuid:
         raise texts.area_forbidden("the pre-pull", area, caller.areas)
     share = percent(body) if not by_uuid and body.get("percent") is not None else 100.0
+    cap = ratelimit(body)
     patch = await image_of(bus, settings, body)
     now = timefmt.now()
     command = PrepullCommand(
@@ -68,6 +83,7 @@ async def start(bus: Bus, settings: ApiSettings, body: dict[str, Any], *, caller
         uuids=uuids,
         deadline=now + deadline_s(body, settings),
         issued_at=now,
+        ratelimit=cap,
     )
     await JobStore(bus).submit(command)
     return command.job_id

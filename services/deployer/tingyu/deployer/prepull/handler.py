@@ -85,7 +85,7 @@ class Prepulls:
 
     async def pull(self, command: PrepullCommand, uuid: str) -> tuple[PullState, str]:
         """One machine's answer; PENDING again when its agent is away (asked again later)."""
-        request = PullRequest(image_ref=command.image_ref, job_id=command.job_id)
+        request = PullRequest(image_ref=command.image_ref, job_id=command.job_id, ratelimit=command.ratelimit)
         subject = subjects.agent_request(uuid, "pull")
         try:
             reply = await call(self.bus, subject, request, PullReply, timeout=self.pull_timeout_s)
