@@ -138,17 +138,17 @@ async def publish(settings: PlatformSettings, batches: list[SampleBatch]) -> flo
     return elapsed
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU seconds these processes have used so far."""
-    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """User and system CPU seconds each of these processes has used so far."""
+    return [sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids]
 
 
-async def drain(settings: PlatformSettings, pids: list[int]) -> tuple[float, float]:
+async def drain(settings: PlatformSettings, pids: list[int]) -> tuple[float, list[float]]:
     """Seconds from metering's first delivery to the moment every message is acked, i.e. stored
     with its resource recomputation (from the consumer's counts, which metering does not serve),
     and the CPU seconds `pids` used meanwhile."""
     bus = await Bus.connect(settings, "bench")
-    started = cpu = 0.0
+    started, cpu = 0.0, [0.0 for _ in pids]
     try:
         while True:
             try:
@@ -159,7 +159,8 @@ async def drain(settings: PlatformSettings, pids: list[int]) -> tuple[float, flo
             if not started and (info.delivered.stream_seq or 0):
                 started, cpu = time.perf_counter(), cpu_seconds(pids)
             if started and not info.num_pending and not info.num_ack_pending:
-                return time.perf_counter() - started, cpu_seconds(pids) - cpu
+                now = cpu_seconds(pids)
+                return time.perf_counter() - started, [b - a for a, b in zip(cpu, now, strict=True)]
             await asyncio.sleep(0.02)
     finally:
         await bus.close()
@@ -283,9 +284,11 @@ def main() -> None:
         samples / raw_s,
         "samples/s",
     )
-    ours_us, raw_us = ours_cpu / samples * 1e6, raw_cpu / samples * 1e6
+    (metering_us, nats_us), raw_us = (c / samples * 1e6 for c in ours_cpu), raw_cpu / samples * 1e6
+    ours_us = metering_us + nats_us
     print(
-        f"  CPU per sample: metering + nats-server {ours_us:.1f} us, raw chDB INSERTs {raw_us:.1f} us"
+        f"  CPU per sample: metering {metering_us:.1f} us + nats-server {nats_us:.1f} us,"
+        f" raw chDB INSERTs {raw_us:.1f} us"
         f" -> ratio {raw_us / ours_us:.2f} (baseline / ours: the samples/s ratio if both were CPU-bound)",
         flush=True,
     )
