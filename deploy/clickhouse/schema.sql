@@ -119,3 +119,43 @@ ENGINE = ReplacingMergeTree(computed)
 PARTITION BY toDate(bucket)
 ORDER BY (scope, image, version, bucket)
 TTL bucket + INTERVAL 400 DAY;
+
+-- The raw insert's entrance: metering inserts sample batches here as agents published them (one
+-- JSON line per batch, every sample already checked), and this view spreads each batch into one
+-- `samples` row per sample, so no sample is decoded and encoded again in Python. A Null table
+-- keeps nothing itself; the insert's deduplication token reaches `samples` and the views after it.
+CREATE TABLE IF NOT EXISTS tingyu.samples_in
+(
+    batch_id String,
+    node_uuid String,
+    samples Array(Tuple(
+        sample_id String,
+        node_uuid String,
+        deploymentname String,
+        image String,
+        version String,
+        ts Float64,
+        interval_s Float32,
+        tx_bytes UInt64,
+        rx_bytes UInt64,
+        cpu_cores Float32,
+        memory_mib Float32
+    ))
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS tingyu.samples_in_mv TO tingyu.samples AS
+SELECT
+    s.sample_id AS sample_id,
+    s.node_uuid AS node_uuid,
+    s.deploymentname AS deploymentname,
+    s.image AS image,
+    s.version AS version,
+    toDateTime(toUInt32(s.ts), 'UTC') AS ts,
+    s.interval_s AS interval_s,
+    s.tx_bytes AS tx_bytes,
+    s.rx_bytes AS rx_bytes,
+    s.cpu_cores AS cpu_cores,
+    s.memory_mib AS memory_mib
+FROM tingyu.samples_in
+ARRAY JOIN samples AS s;

@@ -3,8 +3,10 @@ redelivered samples count once, and samples published while metering is down are
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,7 +32,7 @@ from tingyu.common.models.metering import (
 from tingyu.metering.config import DEFAULT_SCHEMA
 from tingyu.metering.queries import run_query
 from tingyu.metering.rollups import backfill_bandwidth, backfill_resources
-from tingyu.metering.samples import insert_sql, store_samples, stored_ids
+from tingyu.metering.samples import Window, fast_accepted, insert_goods, insert_sql, store_samples, stored_ids
 from tingyu.metering.store import ClickHouse
 
 FIVE_MIN = 300
@@ -167,6 +169,45 @@ def _bytes_by_key(samples: Iterable[Sample]) -> dict[tuple[int, str, str, str], 
 async def _rollup(store: ClickHouse, table: str) -> dict[tuple[int, str, str, str], tuple[int, int]]:
     rows = await store.rows(BY_KEY[table])
     return {(int(b), k, i, v): (int(tx), int(rx)) for b, k, i, v, tx, rx in rows}
+
+
+async def test_a_batch_stored_from_its_own_bytes_reads_back_as_its_samples(tmp_path: Path) -> None:
+    """The fast path hands ClickHouse the agent's JSON as it came: pretty-printed, with fields
+    metering does not know, times in exponent form. The rows are what pydantic reads from it."""
+    fleet = _fleet(machines=1, ticks=12)
+    batch = fleet.batches()[0]
+    doc = json.loads(batch.to_bytes())
+    doc["agent"] = {"version": "9", "node_uuid": "someone-else"}
+    for sample in doc["samples"]:
+        sample["labels"] = {"zone": "a"}
+    text = re.sub(r'"ts": (\d+)\.0', r'"ts": \1e0', json.dumps(doc, indent=2))
+    assert "e0," in text
+    good = fast_accepted(text.encode(), Window(time.time(), 35 * 86400, 86400))
+    assert good is not None
+    store = ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        assert await insert_goods(store, [good]) == len(batch.samples)
+        assert await insert_goods(store, [good]) == len(batch.samples)  # a retry: dropped by its token
+        rows = await store.rows(
+            "SELECT sample_id, node_uuid, deploymentname, image, version, toUInt32(ts), interval_s,"
+            " tx_bytes, rx_bytes, cpu_cores, memory_mib FROM tingyu.samples ORDER BY sample_id"
+        )
+        want = sorted(batch.samples, key=lambda s: s.sample_id)
+        assert [r[:5] for r in rows] == [
+            [s.sample_id, s.node_uuid, s.deploymentname, s.image, s.version] for s in want
+        ]
+        assert [(int(r[5]), float(r[6]), int(r[7]), int(r[8])) for r in rows] == [
+            (int(s.ts), s.interval_s, s.tx_bytes, s.rx_bytes) for s in want
+        ]
+        assert [(r[9], r[10]) for r in rows] == [
+            (pytest.approx(s.cpu_cores, rel=1e-6), pytest.approx(s.memory_mib, rel=1e-6)) for s in want
+        ]
+        want_bytes = _bytes_by_key(batch.samples)
+        assert await _rollup(store, "samples_5m") == want_bytes  # fed once, retry included
+        assert await _rollup(store, "bandwidth_5m") == want_bytes
+    finally:
+        await store.close()
 
 
 async def test_bandwidth_rollup_counts_once_and_agrees_with_samples_5m(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ class MeteringSettings(BaseSettings):
     schema_file: Path = DEFAULT_SCHEMA
     batch_samples: int = 60_000  # insert once this many samples are waiting ...
     batch_wait_s: float = 1.0  # ... or once the oldest waiting one is this old
-    fetch_messages: int = 2048  # JetStream messages per pull (up to 4x this many unacked)
+    # JetStream messages per pull; up to 4x this many wait unacked, which must hold two full inserts
+    # (the one being stored and the one filling) of small agent batches, or inserts are cut short.
+    fetch_messages: int = 4096
     # Sample ids remembered after they are stored (~100 bytes each): a batch published again under
     # another message id within that many samples is dropped without reading the store.
     recent_ids: int = 500_000

@@ -28,16 +28,17 @@ from nats.aio.msg import Msg
 from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
 from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
-from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
+from tingyu.common.models.metering import RawSampleBatch, SampleBatch
 from tingyu.metering.config import MeteringSettings
 from tingyu.metering.rollups import recompute_resources
 from tingyu.metering.samples import (
-    CheckedBatch,
+    Good,
     RecentIds,
     Window,
     accepted,
-    all_accepted,
-    insert_samples,
+    distinct,
+    fast_accepted,
+    insert_goods,
     stored_ids,
 )
 from tingyu.metering.store import ClickHouse
@@ -52,22 +53,22 @@ class Batcher:
     """Messages waiting to be stored together, each with its own good samples."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[Msg, list[Sample]]] = []
-        self.again: list[Sample] = []  # the samples of messages JetStream delivered before
+        self.entries: list[tuple[Msg, Good]] = []
+        self.again: list[Good] = []  # the samples of messages JetStream delivered before
         self.count = 0
         self.since = 0.0
 
     @property
-    def samples(self) -> list[Sample]:
-        return [sample for _, samples in self.entries for sample in samples]
+    def goods(self) -> list[Good]:
+        return [good for _, good in self.entries]
 
-    def add(self, msg: Msg, samples: list[Sample], *, again: bool) -> None:
+    def add(self, msg: Msg, good: Good, *, again: bool) -> None:
         if not self.entries:
             self.since = time.monotonic()
-        self.entries.append((msg, samples))
+        self.entries.append((msg, good))
         if again:
-            self.again.extend(samples)
-        self.count += len(samples)
+            self.again.append(good)
+        self.count += len(good.ids)
 
     def due(self, settings: MeteringSettings) -> bool:
         if not self.entries:
@@ -126,9 +127,9 @@ class Ingest:
                     again = redelivered(msg)
                     if again:
                         metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
-                    samples = await self.check(msg)
-                    if samples is not None:
-                        waiting.add(msg, samples, again=again)
+                    good = await self.check(msg)
+                    if good is not None:
+                        waiting.add(msg, good, again=again)
                 unacked = len(waiting.entries) + (storing[1] if storing else 0)
                 if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
                     if storing:
@@ -147,17 +148,13 @@ class Ingest:
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     await subscription.unsubscribe()
 
-    async def check(self, msg: Msg) -> list[Sample] | None:
+    async def check(self, msg: Msg) -> Good | None:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
         window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
-        try:  # the common case: every sample decodes and passes every rule
-            checked = CheckedBatch.from_bytes(msg.data)
-        except ValueError:
-            pass
-        else:
-            good = all_accepted(checked, window)
-            if good is not None and msg.subject == subjects.samples(checked.node_uuid):
-                return good
+        # The common case: every sample passes every rule, and the message is stored as it came.
+        fast = fast_accepted(msg.data, window)
+        if fast is not None and msg.subject == subjects.samples(fast.node_uuid):
+            return fast
         try:  # otherwise each sample on its own, so a bad one drops alone with its reason
             batch = RawSampleBatch.from_bytes(msg.data)
         except ValueError as exc:
@@ -185,7 +182,7 @@ class Ingest:
                 ", ".join(f"{reason}: {count}" for reason, count in sorted(dropped.items())),
                 sum(self.dropped.values()),
             )
-        return good
+        return Good.of(batch.batch_id, batch.node_uuid, good)
 
     async def flush(self, waiting: Batcher) -> None:
         """Store the waiting samples in one insert and ack; on failure, store message by message."""
@@ -196,11 +193,11 @@ class Ingest:
             log.warning(
                 "samples: storing %d samples failed (%r); storing message by message", waiting.count, exc
             )
-            for msg, samples in waiting.entries:
-                await self.flush_one(msg, samples)
+            for msg, good in waiting.entries:
+                await self.flush_one(msg, good)
             return
         await self.acknowledge(waiting.entries)
-        measure(waiting.samples, started)
+        measure(waiting.goods, started)
         log.debug(
             "samples: %d messages, %d samples, %d new, %.0f ms",
             len(waiting.entries),
@@ -209,11 +206,15 @@ class Ingest:
             (time.monotonic() - started) * 1000,
         )
 
-    async def flush_one(self, msg: Msg, samples: list[Sample]) -> None:
-        """One message alone: stored and acked, again later, or dead-lettered on its last delivery."""
+    async def flush_one(self, msg: Msg, good: Good) -> None:
+        """One message alone: stored and acked, again later, or dead-lettered on its last delivery.
+
+        Stored as pydantic encodes its samples, not as the agent sent them, so that bytes the
+        store reads otherwise than the checks did cannot fail it again and again."""
         started = time.monotonic()
+        good = good.normalised()
         try:
-            await self.store_new([(msg, samples)], samples if redelivered(msg) else [])
+            await self.store_new([(msg, good)], [good] if redelivered(msg) else [])
         except Exception as exc:
             deliveries = msg.metadata.num_delivered or 1
             if deliveries < self.spec.max_deliver:
@@ -222,28 +223,28 @@ class Ingest:
             else:
                 await self.dead(msg, f"not stored after {deliveries} deliveries: {exc!r}")
             return
-        await self.acknowledge([(msg, samples)])
-        measure(samples, started)
+        await self.acknowledge([(msg, good)])
+        measure([good], started)
 
-    async def store_new(self, entries: list[tuple[Msg, list[Sample]]], again: list[Sample]) -> int:
+    async def store_new(self, entries: list[tuple[Msg, Good]], again: list[Good]) -> int:
         """Store the samples of these messages not stored yet; returns how many were new.
 
         Ids among the recent ones are dropped from memory; redelivered messages' ids (`again`) are
         looked up in the store (it may have been stored before its ack was lost).
         """
-        known = await stored_ids(self.store, again) if again else set()
-        every = [sample for _, samples in entries for sample in samples]
-        ids = [sample.sample_id for sample in every]
-        repeated = self.recent.among(ids) | known
-        fresh = [s for s in every if s.sample_id not in repeated] if repeated else every
-        stored = await insert_samples(self.store, fresh)
+        known = (
+            await stored_ids(self.store, [s for good in again for s in good.samples()]) if again else set()
+        )
+        goods = [good for _, good in entries]
+        ids = [i for good in goods for i in good.ids]
+        stored = await insert_goods(self.store, distinct(goods, self.recent.among(ids) | known))
         # Remembered as soon as they are in: if the recomputation fails, the retry of these
         # messages must not insert them again. It recomputes every bucket they touch, new or not.
         self.recent.add(ids)
-        await recompute_resources(self.store, {int(sample.ts) for sample in every})
+        await recompute_resources(self.store, {int(t) for good in goods for t in good.times})
         return stored
 
-    async def acknowledge(self, entries: list[tuple[Msg, list[Sample]]]) -> None:
+    async def acknowledge(self, entries: list[tuple[Msg, Good]]) -> None:
         """The messages are stored: JetStream may forget them."""
         for msg, _ in entries:
             await msg.ack()
@@ -267,9 +268,10 @@ def redelivered(msg: Msg) -> bool:
     return (msg.metadata.num_delivered or 1) > 1
 
 
-def measure(samples: list[Sample], started: float) -> None:
+def measure(goods: list[Good], started: float) -> None:
     """Samples stored, the insert's time and how far behind the newest stored sample is."""
-    metrics.SAMPLES.labels("ingested").inc(len(samples))
+    metrics.SAMPLES.labels("ingested").inc(sum(len(good.ids) for good in goods))
     metrics.INSERT_SECONDS.observe(time.monotonic() - started)
-    if samples:
-        metrics.METERING_LAG.set(max(time.time() - max(sample.ts for sample in samples), 0.0))
+    newest = max((max(good.times) for good in goods if good.times), default=None)
+    if newest is not None:
+        metrics.METERING_LAG.set(max(time.time() - newest, 0.0))

@@ -5,6 +5,13 @@ A sample id is stored once when it comes again: within one insert (`unique`); am
 another message id); in a message JetStream delivers again (after a nak, a crash between insert
 and ack, a lost ack), whose ids are looked up in the raw table (`stored_ids`) — the only read,
 and only for redeliveries. A retried INSERT of the same rows carries the same deduplication token.
+
+Storing costs no Python per sample: a batch whose every sample passes the rules is inserted as the
+JSON its agent published (one line per batch into `tingyu.samples_in`, a Null table whose view
+spreads it into `tingyu.samples`), so chDB parses it once and nothing is encoded again. The rules
+are checked by one compiled validator over the whole batch (`fast_accepted`), strict enough that
+what passes is exactly what ClickHouse reads; anything else takes the per-sample path
+(`accepted`), whose good samples are encoded again as such a line.
 """
 
 from __future__ import annotations
@@ -14,12 +21,12 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NotRequired
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
-from tingyu.common.models.base import Message
-from tingyu.common.models.metering import RawSampleBatch, Sample
+from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.rollups import recompute_resources
 from tingyu.metering.store import ClickHouse
 
@@ -40,44 +47,89 @@ class Window:
 
 
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+Time = Annotated[float, Field(allow_inf_nan=False)]
 Counter64 = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
+STRICT = ConfigDict(extra="ignore", strict=True)
 
 
-class CheckedSample(Sample):
-    """A sample whose fields pass every rule of `problem` that needs nothing but the sample, checked
-    while the batch decodes (in pydantic-core, not per sample in Python)."""
+class CheckedSample(TypedDict):
+    """A sample as the fast path reads it: every rule of `problem` that needs nothing but the
+    sample, checked in pydantic-core while the batch decodes. Strict (JSON strings for text, JSON
+    integers for counters, JSON numbers for the rest), so a batch that passes is stored from its own
+    bytes and ClickHouse reads the same values; anything looser goes the per-sample way."""
 
+    __pydantic_config__ = STRICT  # type: ignore[misc]
     sample_id: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
     node_uuid: Text
-    deploymentname: Text = ""
-    image: Text = ""
-    version: Text = ""
-    ts: Finite
+    deploymentname: NotRequired[Text]
+    image: NotRequired[Text]
+    version: NotRequired[Text]
+    ts: Time
     interval_s: Annotated[float, Field(allow_inf_nan=False, gt=0, le=MAX_INTERVAL_S)]
-    tx_bytes: Counter64 = 0
-    rx_bytes: Counter64 = 0
-    cpu_cores: Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_CPU_CORES)] = 0.0
-    memory_mib: Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MEMORY_MIB)] = 0.0
+    tx_bytes: NotRequired[Counter64]
+    rx_bytes: NotRequired[Counter64]
+    cpu_cores: NotRequired[Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_CPU_CORES)]]
+    memory_mib: NotRequired[Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MEMORY_MIB)]]
 
 
-class CheckedBatch(Message):
+class CheckedBatch(TypedDict):
     """A batch as metering decodes it first: when any sample breaks a rule, it does not decode,
     and the batch is decoded again as a `RawSampleBatch` to drop that sample alone."""
 
+    __pydantic_config__ = STRICT  # type: ignore[misc]
     batch_id: str
     node_uuid: str
-    samples: list[CheckedSample] = Field(default_factory=list)
+    samples: list[CheckedSample]
 
 
-def all_accepted(batch: CheckedBatch, window: Window) -> list[Sample] | None:
-    """The batch's samples when every one is good (the rules `CheckedSample` could not check:
-    its machine's, within the time window); None when one is not (then see `accepted`)."""
-    node, lo, hi = batch.node_uuid, window.now - window.max_age_s, window.now + window.max_ahead_s
-    for sample in batch.samples:
-        if sample.node_uuid != node or not lo <= sample.ts <= hi:
-            return None
-    return list(batch.samples)
+CHECKED = TypeAdapter(CheckedBatch)  # plain dicts out: no model built per sample
+
+
+@dataclass(frozen=True)
+class Good:
+    """A message's samples that may be stored: their ids and times, and the JSON line (one sample
+    batch holding exactly them) that the raw insert reads."""
+
+    node_uuid: str
+    ids: list[str]
+    times: list[float]
+    line: bytes
+
+    @classmethod
+    def of(cls, batch_id: str, node_uuid: str, samples: list[Sample]) -> Good:
+        """These samples, encoded again as one batch line."""
+        line = SampleBatch(batch_id=batch_id, node_uuid=node_uuid, samples=samples).to_bytes()
+        return cls(node_uuid, [s.sample_id for s in samples], [s.ts for s in samples], line)
+
+    def samples(self) -> list[Sample]:
+        """The samples themselves (decoded again: only for the rare paths that need them)."""
+        return SampleBatch.from_bytes(self.line).samples
+
+    def normalised(self) -> Good:
+        """The same samples as pydantic encodes them, for an insert that failed on the agent's bytes."""
+        batch = SampleBatch.from_bytes(self.line)
+        return Good.of(batch.batch_id, batch.node_uuid, batch.samples)
+
+
+def fast_accepted(data: bytes, window: Window) -> Good | None:
+    """The batch's samples when every one is good (checked batch-wide, then the rules the
+    validator cannot check: its machine's, within the time window); None when one is not, or the
+    batch is not strictly what the agent sends (then see `accepted`)."""
+    try:
+        batch = CHECKED.validate_json(data)
+    except ValueError:
+        return None
+    node, samples = batch["node_uuid"], batch["samples"]
+    times = [sample["ts"] for sample in samples]
+    if times and not (
+        window.now - window.max_age_s <= min(times) and max(times) <= window.now + window.max_ahead_s
+    ):
+        return None
+    if any(sample["node_uuid"] != node for sample in samples):
+        return None
+    # A newline can only be whitespace between JSON tokens (in a string it is escaped): one line each.
+    line = data.replace(b"\n", b" ") if b"\n" in data else data
+    return Good(node, [sample["sample_id"] for sample in samples], times, line)
 
 
 def accepted(batch: RawSampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
@@ -127,10 +179,6 @@ def problem(sample: Sample, node_uuid: str, window: Window) -> str:  # noqa: PLR
     return ""
 
 
-# The raw table's columns are the sample's own fields, by the same names (deploy/clickhouse/schema.sql).
-COLUMNS = tuple(Sample.model_fields)
-ROWS = TypeAdapter(list[Sample])  # serialised by pydantic-core: no Python per row
-
 # The raw table is ordered by (node_uuid, deploymentname, ts, ...): the time and machine bounds
 # keep this lookup to a few granules however large the table is. Only redelivered messages need it.
 STORED_IDS = """
@@ -141,29 +189,54 @@ WHERE node_uuid IN {nodes:Array(String)}
 """
 
 
-def unique(samples: list[Sample]) -> list[Sample]:
-    """One sample per id (the same batch may arrive twice within one insert)."""
-    if len({sample.sample_id for sample in samples}) == len(samples):
-        return samples  # the common case, checked without building a second list
-    return list({sample.sample_id: sample for sample in samples}.values())
+def distinct(goods: list[Good], skip: set[str]) -> list[Good]:
+    """The messages' samples without those in `skip` and without a second of one id (the same batch
+    may arrive twice within one insert). Only messages that lose a sample are encoded again."""
+    ids = [i for good in goods for i in good.ids]
+    if not skip and len(set(ids)) == len(ids):
+        return goods  # the common case, checked without touching a message
+    seen = set(skip)
+    out = []
+    for good in goods:
+        if seen.isdisjoint(good.ids) and len(set(good.ids)) == len(good.ids):
+            seen.update(good.ids)
+            out.append(good)
+            continue
+        batch = SampleBatch.from_bytes(good.line)
+        kept = []
+        for sample in batch.samples:
+            if sample.sample_id not in seen:
+                seen.add(sample.sample_id)
+                kept.append(sample)
+        if kept:
+            out.append(Good.of(batch.batch_id, batch.node_uuid, kept))
+    return out
 
 
-def insert_sql(samples: list[Sample]) -> str:
-    """One INSERT with its rows inline (a JSONEachRow array) and a token naming exactly these ids.
+def lines_sql(goods: list[Good]) -> str:
+    """One INSERT with its batches inline (a JSONEachRow line each) and a token naming exactly
+    their sample ids.
 
     If the same insert is retried after a failure that hid its success, ClickHouse drops the
     block as a duplicate, and the materialized views are not fed a second time either. Every
-    sample passed `problem`, so its fields fit their columns as they are (`ts` is truncated to
-    whole seconds by ClickHouse, as `int()` would).
+    sample passed the rules, so its fields fit their columns as they are (`ts` is truncated to
+    whole seconds by the view, as `int()` would).
     """
-    token = hashlib.sha256("\n".join(sorted(s.sample_id for s in samples)).encode()).hexdigest()
-    rows = ROWS.dump_json(samples).decode()
+    ids = sorted(i for good in goods for i in good.ids)
+    token = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    rows = b"\n".join(good.line for good in goods).decode()
     return (
-        f"INSERT INTO tingyu.samples ({', '.join(COLUMNS)}) "
+        "INSERT INTO tingyu.samples_in "
         f"SETTINGS insert_deduplication_token = '{token}', "
-        f"deduplicate_blocks_in_dependent_materialized_views = 1 "
+        "deduplicate_blocks_in_dependent_materialized_views = 1, "
+        "input_format_skip_unknown_fields = 1 "
         f"FORMAT JSONEachRow\n{rows}"
     )
+
+
+def insert_sql(samples: list[Sample]) -> str:
+    """`lines_sql` of samples given one by one (as one batch line)."""
+    return lines_sql([Good.of("", "", samples)])
 
 
 class RecentIds:
@@ -211,17 +284,17 @@ async def stored_ids(store: ClickHouse, samples: list[Sample]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-async def insert_samples(store: ClickHouse, samples: list[Sample]) -> int:
-    """Insert the samples (one per id) in one INSERT; returns how many. Which are new is the
+async def insert_goods(store: ClickHouse, goods: list[Good]) -> int:
+    """Insert these messages' samples in one INSERT; returns how many. Which are new is the
     caller's decision; the resource rollup is not recomputed here (see `store_samples`)."""
-    fresh = unique(samples)
-    if fresh:
-        await store.command(insert_sql(fresh))
-    return len(fresh)
+    count = sum(len(good.ids) for good in goods)
+    if count:
+        await store.command(lines_sql([good for good in goods if good.ids]))
+    return count
 
 
 async def store_samples(store: ClickHouse, samples: list[Sample]) -> int:
-    """Insert the samples, then recompute the resource rollup of the buckets they touch."""
-    inserted = await insert_samples(store, samples)
+    """Insert the samples (one per id), then recompute the resource rollup of the buckets they touch."""
+    inserted = await insert_goods(store, distinct([Good.of("", "", samples)], set()))
     await recompute_resources(store, {int(s.ts) for s in samples})
     return inserted
