@@ -49,7 +49,8 @@ class _Body:
         if self.done:
             return await self.receive()
         try:
-            message = await asyncio.wait_for(self.receive(), self.idle_s)
+            async with asyncio.timeout(self.idle_s):  # no task per message, unlike wait_for
+                message = await self.receive()
         except TimeoutError:
             self.done = True
             raise RequestTimeout(
