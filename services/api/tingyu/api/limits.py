@@ -49,8 +49,7 @@ class _Body:
         if self.done:
             return await self.receive()
         try:
-            async with asyncio.timeout(self.idle_s):  # no task per message, unlike wait_for
-                message = await self.receive()
+            message = await asyncio.wait_for(self.receive(), self.idle_s)
         except TimeoutError:
             self.done = True
             raise RequestTimeout(
