@@ -18,6 +18,7 @@ import time
 import urllib.parse
 
 import httpx
+import psutil
 
 from bench.harness import RawHttp, bearer, platform, report
 from tingyu.common import subjects, timefmt
@@ -27,6 +28,7 @@ from tingyu.common.models.nodes import Heartbeat, NodeFacts
 from tingyu.common.names import new_job_id, new_node_identity
 
 IMAGE = "127.0.0.1:5000/bench/busybox"
+IDLE_S = 3.0  # how long the API's CPU is watched with no request, to subtract its background work
 
 
 async def beat_forever(bus: Bus, fleet: list[NodeFacts]) -> None:
@@ -106,6 +108,18 @@ async def raw_rate(bus: Bus, uuid: str, requests: int, concurrency: int, items: 
     return requests * items / (time.perf_counter() - start)
 
 
+def cpu_of(process: psutil.Process) -> float:
+    """CPU seconds used so far by `process` and its children (the API's workers)."""
+    total = 0.0
+    for one in [process, *process.children(recursive=True)]:
+        try:
+            times = one.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def stand_in(index: int) -> NodeFacts:
     uuid, nodename = new_node_identity()
     return NodeFacts(uuid=uuid, nodename=nodename, area="南京", operator="移动", cpu=8, memory=16384)
@@ -127,11 +141,29 @@ async def run(requests: int, concurrency: int, items: int, machines: int) -> lis
                     break
                 await asyncio.sleep(0.2)
         uuids = [facts.uuid for facts in fleet]
+        api = psutil.Process(running.procs["api"].popen.pid)
+        # What the API spends with no request (the stand-ins' heartbeats reach its views), per second.
+        idle_cpu, idle_start = cpu_of(api), time.perf_counter()
+        await asyncio.sleep(IDLE_S)
+        idle_rate = (cpu_of(api) - idle_cpu) / (time.perf_counter() - idle_start)
+        api_cpu, own_cpu, started = cpu_of(api), time.process_time(), time.perf_counter()
         ours = await api_rate(running.config.api_url, uuids, requests, concurrency, items, headers=headers)
+        api_cpu, own_cpu = cpu_of(api) - api_cpu, time.process_time() - own_cpu
+        net_cpu = api_cpu - idle_rate * (time.perf_counter() - started)
+        raw_cpu = time.process_time()
         raw = await raw_rate(bus, uuids[0], requests, concurrency, items)
+        raw_cpu = time.process_time() - raw_cpu
         beating.cancel()
         await bus.close()
     title = f"creates accepted ({items} item(s)/request, {concurrency} concurrent)"
+    commands = requests * items
+    print(
+        f"CPU per accepted create: API {1000 * api_cpu / commands:.3f} ms (all its processes), "
+        f"{1000 * net_cpu / commands:.3f} ms without its idle {100 * idle_rate:.1f} % of a core; "
+        f"bench client {1000 * own_cpu / commands:.3f} ms; "
+        f"per raw publish: {1000 * raw_cpu / commands:.3f} ms",
+        flush=True,
+    )
     return [report(title, ours, raw, "commands/s", "raw JetStream publish")]
 
 

@@ -73,9 +73,7 @@ class Policy:
     def from_settings(cls, settings: PolicySettings | None = None, own_registry: str | None = None) -> Policy:
         settings = settings or get_policy_settings()
         own = get_platform_settings().registry if own_registry is None else own_registry
-        allow = tuple(normalised(p) for p in split_csv(settings.hostpath_allow) if p.startswith("/"))
-        hosts = {host.lower() for host in split_csv(settings.registries)} | ({own.lower()} if own else set())
-        return cls(hostpath_allow=allow, registries=frozenset(hosts))
+        return _policy(settings.hostpath_allow, settings.registries, own)
 
     def volume_refusal(self, volume: Volume, resolve: Callable[[str], str] | None = None) -> str:
         """Why this bind is refused, or ''. `resolve` (the agent: realpath) judges symlinks' targets too."""
@@ -148,3 +146,11 @@ def bind(volume: Volume) -> str:
     """Docker's bind string for a volume the policy allowed (the two host files read-only)."""
     suffix = ":ro" if Policy.read_only(volume) else ""
     return f"{normalised(volume.hostPath)}:{volume.mountPath}{suffix}"
+
+
+@lru_cache(maxsize=64)
+def _policy(hostpath_allow: str, registries: str, own: str) -> Policy:
+    """The policy of these settings, built once (the API asks for it on every container item)."""
+    allow = tuple(normalised(p) for p in split_csv(hostpath_allow) if p.startswith("/"))
+    hosts = {host.lower() for host in split_csv(registries)} | ({own.lower()} if own else set())
+    return Policy(hostpath_allow=allow, registries=frozenset(hosts))

@@ -23,7 +23,7 @@ from tingyu.api.audit import Auditor
 from tingyu.api.auth import FailureLimiter, Keyring
 from tingyu.api.config import ApiSettings, get_settings
 from tingyu.api.gate import Actions, Doors, Gate
-from tingyu.api.limits import HeadTimeoutH11, RequestLimits
+from tingyu.api.limits import HttpLimits, RequestLimits
 from tingyu.api.routes import ROUTERS
 from tingyu.api.services.registry import RegistryTokens
 from tingyu.api.uploads import reader_threads
@@ -113,8 +113,8 @@ def serve(settings: ApiSettings, sock: socket.socket | None = None) -> int:
         log_level="warning",
         timeout_graceful_shutdown=10,
         # The server's own limits sit above the application's, which answer with an envelope.
-        http=HeadTimeoutH11.with_timeout(settings.head_timeout_s),
-        h11_max_incomplete_event_size=settings.max_head_bytes,
+        http=HttpLimits.configured(settings.head_timeout_s, settings.max_head_bytes),
+        loop="uvloop",
         timeout_keep_alive=settings.keep_alive_s,
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
