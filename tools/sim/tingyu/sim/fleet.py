@@ -243,7 +243,9 @@ class Fleet:
     async def _pass(self, machine: _Machine, light: bool) -> None:
         """The agent's pass, or nothing when a light resync finds the engine unchanged."""
         changes = self.runtime.changes(machine.agent.uuid)
-        if light and changes == machine.changes:
+        # A machine whose last read failed (timed out on a busy box) holds a stale state: its
+        # resync reads again instead of waiting for the next full round (FULL_PASS_EVERY resyncs).
+        if light and changes == machine.changes and not machine.agent.owes_full_read:
             self.stats.light_resyncs += 1
             return
         await machine.agent.sync_once()
