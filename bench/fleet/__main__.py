@@ -20,10 +20,12 @@ import random
 import secrets
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 
 from bench.fleet import baselines, preload, probes
 from bench.harness import bearer, platform, report
@@ -32,6 +34,31 @@ from tingyu.common.bus import Bus
 from tingyu.sim import machines
 
 PAGE = 500  # machines in one /node/list page
+# Bytes one machine or one container takes in the stores that grow with the fleet, measured at
+# 100 000 machines x 10 containers (ty_observed 268 MB for 100 000 reports: ~2.7 KB a report of
+# ten containers; ty_desired 524 MB for 1 000 300 deployments; ty_nodes 65 MB for 100 000 records).
+REPORT_BYTES_BASE, REPORT_BYTES_PER_CONTAINER = 300, 300
+DESIRED_BYTES_PER_CONTAINER = 600
+NODE_BYTES = 700
+
+
+def store_limits(machines: int, containers: int) -> dict[str, int]:
+    """`TINGYU_STORE_MAX_BYTES` for a fleet of this size: twice what it needs in the stores that
+    grow with it (the defaults in `subjects` are a development box's, docs/operations.md), never
+    below a default. With the defaults, 100 000 machines x 10 containers fill `ty_observed`
+    (256 MiB): every report the deployer stores is refused, the reports stream backs up to its own
+    limit and no job of the soak can complete."""
+    report = machines * (REPORT_BYTES_BASE + REPORT_BYTES_PER_CONTAINER * containers)
+    desired = machines * containers * DESIRED_BYTES_PER_CONTAINER
+    wanted = [
+        (subjects.REPORTED.name, subjects.REPORTED.max_bytes, 2 * report),
+        (subjects.REPORTS.name, subjects.REPORTS.max_bytes, 2 * report),  # every machine's report waiting
+        (subjects.DESIRED.name, subjects.DESIRED.max_bytes, 2 * desired),
+        (subjects.NODES.name, subjects.NODES.max_bytes, 2 * machines * NODE_BYTES),
+    ]
+    return {name: max(default, size) for name, default, size in wanted}
+
+
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
 
@@ -112,7 +139,12 @@ def sim_cost(procs: dict[str, dict[str, float]]) -> str:
 
 
 async def nodes_stored(bus: Bus) -> int:
-    info = await bus.js.stream_info(subjects.NODES.stream)
+    """Machines registered; 0 when the server did not answer in time (the registration burst
+    starves JetStream's API on a busy box: the next look asks again)."""
+    try:
+        info = await bus.js.stream_info(subjects.NODES.stream)
+    except nats.errors.TimeoutError:
+        return 0
     return int(info.state.messages)
 
 
@@ -186,6 +218,7 @@ async def step(
     page_ms = await one_page_ms(client, size)
     puts, gets = await baselines.raw_kv(bus, args.requests, args.concurrency, b"x" * 400)
     sizes = await probes.stream_sizes(bus)
+    dead = await probes.dead_letters(bus)
 
     done = list(jobs.done_ms.values())
     result = {
@@ -210,6 +243,9 @@ async def step(
         "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
         "procs": cpu,
         "streams": sizes,
+        "dead_letters": dead,
+        "job_failures": dict(Counter(m[:80] for m in jobs.failed.values()).most_common(10)),
+        "jobs_not_final": len(jobs.accepted) - len(done),
     }
     lines(result, args)
     return result
@@ -288,14 +324,22 @@ def targets(r: dict[str, Any]) -> None:
             f"[{n}] stream {name}: {figures['messages']:,} msgs, {figures['bytes'] / 2**20:.1f} MiB",
             flush=True,
         )
+    for reason, count in r["dead_letters"].items():
+        print(f"[{n}] dead letters: {count} x {reason}", flush=True)
+    for reason, count in r["job_failures"].items():
+        print(f"[{n}] failed jobs: {count} x {reason}", flush=True)
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     sizes = [int(s) for s in args.nodes.split(",")]
     results = []
-    with platform(("nodes", "deployer", "api")) as running:
+    limits = store_limits(max(sizes), args.containers) | json.loads(args.store_max_bytes or "{}")
+    print(f"store limits (TINGYU_STORE_MAX_BYTES): {json.dumps(limits)}", flush=True)
+    with platform(("nodes", "deployer", "api"), TINGYU_STORE_MAX_BYTES=json.dumps(limits)) as running:
         (running.config.state_dir / "sim").mkdir()
-        bus = await Bus.connect(running.config.admin_settings(), "bench-fleet")
+        # The bench's own connection declares the topology too: with the same limits.
+        settings = running.config.admin_settings().model_copy(update={"store_max_bytes": limits})
+        bus = await Bus.connect(settings, "bench-fleet")
         args.image = preload.image(running.config.registry)
         args.raw_publish_rate = await baselines.core_publish_rate(bus, b"x" * 250)
         print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
@@ -332,6 +376,11 @@ def main() -> None:
     parser.add_argument("--job-wait-s", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for join / convergence")
     parser.add_argument("--seed", default=f"bench{secrets.token_hex(3)}")
+    parser.add_argument(
+        "--store-max-bytes",
+        default="",
+        help="JSON over the limits sized for the fleet, e.g. '{\"ty_observed\": 268435456}' (the default)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     asyncio.run(run(parser.parse_args()))
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
 import psutil
 from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.models.dead import DeadLetter
 from tingyu.common.models.jobs import Job, JobState
 from tingyu.common.models.nodes import Heartbeat
 
@@ -143,3 +146,28 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, every: 
             return False
         await asyncio.sleep(every)
     return True
+
+
+async def dead_letters(bus: Bus, limit: int = 100_000) -> dict[str, int]:
+    """What `TY_DEAD` holds, counted by consumer and reason (the reason's first 80 characters,
+    without the job-specific tail), read with an ephemeral ordered consumer."""
+    counts: Counter[str] = Counter()
+    try:
+        info = await bus.js.stream_info(subjects.DEAD.name)
+    except nats.errors.TimeoutError as exc:
+        return {f"TY_DEAD not read: {exc!r}": 0}
+    total = int(info.state.messages)
+    if not total:
+        return {}
+    sub = await bus.js.subscribe(subjects.DEAD_ALL, ordered_consumer=True, stream=subjects.DEAD.name)
+    try:
+        for _ in range(min(total, limit)):
+            try:
+                msg = await sub.next_msg(timeout=5)
+            except TimeoutError:
+                break
+            letter = DeadLetter.from_bytes(msg.data)
+            counts[f"{letter.durable}: {letter.reason[:80]}"] += 1
+    finally:
+        await sub.unsubscribe()
+    return dict(counts.most_common(20))

@@ -1,6 +1,6 @@
 """The API's in-memory views against a real nats-server: they follow puts, deletes and purges,
-skip what does not parse, start afresh after a reconnect (no stale key), and a final job waits
-for them."""
+skip what does not parse, keep reports encoded until read, start afresh after a reconnect (no
+stale key), and a final job waits for them."""
 
 from __future__ import annotations
 
@@ -77,6 +77,33 @@ async def test_an_undecodable_record_is_skipped_with_a_log_line(
     assert views.observed.get("tingyu-" + "e" * 32) is None
     assert views.observed.get(good.facts.uuid) is not None
     assert any("does not parse" in record.getMessage() for record in caplog.records)
+
+
+async def test_the_reports_view_keeps_bytes_and_decodes_a_report_when_read(bus: Bus, views: Views) -> None:
+    """Reports are read one machine at a time: the view holds what the bucket holds, undecoded,
+    follows updates and deletes, and a read decodes the latest."""
+    reports = bus.store(subjects.REPORTED)
+    uuid = node_record().facts.uuid
+    first = NodeReport(node_uuid=uuid, reported_at=1.0, seq=1)
+    seq = await reports.put(uuid, first)
+    assert await views.observed.reach(seq, timeout=5)
+    kv = await bus.js.key_value(subjects.REPORTED.name)
+    assert views.observed.stored[uuid] == (await kv.get(uuid)).value
+    assert not views.observed.values  # nothing decoded until read
+    assert views.observed.get(uuid) == first
+    assert await reads.observed(bus, uuid) == first
+
+    second = first.model_copy(update={"reported_at": 2.0, "seq": 2})
+    seq = await reports.put(uuid, second)
+    assert await views.observed.reach(seq, timeout=5)
+    assert views.observed.get(uuid) == second
+
+    await reports.delete(uuid)
+
+    async def gone() -> bool:
+        return views.observed.get(uuid) is None and uuid not in views.observed.stored
+
+    await eventually(gone, timeout=5)
 
 
 async def test_a_job_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:

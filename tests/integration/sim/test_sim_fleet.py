@@ -48,7 +48,7 @@ class RunningFleet:
 
 
 async def start_fleet(bus: Bus, nodes: int, **options: Any) -> RunningFleet:
-    config = FleetConfig(nodes=nodes, seed=unique("seed"), heartbeat_s=1.0, resync_s=3.0, **options)
+    config = FleetConfig(nodes=nodes, seed=unique("seed"), **{"heartbeat_s": 1.0, "resync_s": 3.0, **options})
     fleet = Fleet(bus, config)
     service = Service("sim (SIMULATED)", job_logs=False)
 
@@ -199,3 +199,44 @@ async def test_fleet_on_its_service_beats_reconciles_and_stops(nats_url: str) ->
 
 async def _all_in(uuids: list[str], beats: dict[str, Heartbeat]) -> bool:
     return all(uuid in beats for uuid in uuids)
+
+
+async def test_a_platform_nudge_is_served_before_queued_resyncs(nats_url: str) -> None:
+    """Machines share the process's pass workers: a job's nudge must not wait behind every
+    machine's resync (a real agent runs its own loop), so it goes ahead of them."""
+    bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests")
+    running = await start_fleet(bus, 40, workers=1, resync_s=3600.0)
+    fleet = running.fleet
+    try:
+        await eventually(lambda: _passes_at_least(fleet, 40), timeout=30)
+        uuid = running.uuids[-1]
+        spec = ContainerSpec(image=IMAGE, imageversion="1", image_ref=f"{IMAGE}:1")
+        desired = DesiredContainer(name=unique("sim"), spec=spec, job_id=unique("job"), created_at=0.0)
+        revision = await DesiredStore(bus).put(uuid, desired)
+        passes_at_report: list[int] = []
+
+        async def on_report(msg: Msg) -> None:
+            if desired.name in NodeReport.from_bytes(msg.data).containers:
+                passes_at_report.append(fleet.stats.passes)
+
+        sub = await bus.nc.subscribe(subjects.report(uuid), cb=on_report)
+        before = fleet.stats.passes
+        for other in running.uuids:
+            fleet.machines[other].agent.resync()  # 40 full passes queued, the job's machine last
+        await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))
+
+        await eventually(lambda: _some(passes_at_report), timeout=20)
+        await sub.unsubscribe()
+        assert passes_at_report[0] - before <= 3  # the pass under way, then the job's machine
+        await eventually(lambda: _passes_at_least(fleet, before + 40), timeout=30)  # resyncs still run
+    finally:
+        await running.halt()
+        await bus.close()
+
+
+async def _passes_at_least(fleet: Fleet, count: int) -> bool:
+    return fleet.stats.passes >= count
+
+
+async def _some(values: list[int]) -> bool:
+    return bool(values)

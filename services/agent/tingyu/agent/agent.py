@@ -100,6 +100,11 @@ class Agent:
         self.nudge()
 
     @property
+    def owes_full_read(self) -> bool:
+        """The next pass lists every key (its last read failed, or it was asked to)."""
+        return self._full
+
+    @property
     def desired(self) -> NodeDesired:
         """The desired state held now."""
         return self._held.doc()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -94,13 +95,18 @@ class FleetStats:
 class SimAgent(Agent):
     """The real agent's pass for one simulated machine; its nudges go to the fleet's scheduler."""
 
-    def __init__(self, fleet_nudge: Callable[[str], None], *args: object, **kwargs: object) -> None:
+    def __init__(self, fleet_nudge: Callable[..., None], *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._fleet_nudge = fleet_nudge
 
     def nudge(self, full: bool = False) -> None:
         super().nudge(full)
         self._fleet_nudge(self.uuid)
+
+    def resync(self) -> None:
+        """The resync period's full pass: queued behind the platform's nudges (see `Fleet.nudge`)."""
+        super().nudge(full=True)
+        self._fleet_nudge(self.uuid, background=True)
 
 
 STAMP = b"0.0"  # the sent_at value an encoded beat is split at
@@ -141,10 +147,12 @@ class Fleet:
             ident = machines.identity(config.seed, index)
             self.machines[ident.uuid] = self._machine(ident, index)
         self.order = list(self.machines)
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._pending: set[str] = set()  # waiting out the debounce or in the queue
+        # (priority, arrival, uuid): the platform's nudges (0) before resyncs (1), each in arrival order.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
+        self._arrivals = itertools.count()
+        self._pending: dict[str, int] = {}  # waiting out the debounce or in the queue, at this priority
         self._running: set[str] = set()
-        self._again: set[str] = set()
+        self._again: dict[str, int] = {}
         self._light: set[str] = set()  # queued by a resync only: a full pass only if something changed
         self._nudges: Subscription | None = None
 
@@ -167,19 +175,34 @@ class Fleet:
 
     # --- passes ----------------------------------------------------------------------------------
 
-    def nudge(self, uuid: str, *, light: bool = False) -> None:
-        """A pass for this machine soon; nudges during the debounce or the queue wait make one pass."""
+    def nudge(self, uuid: str, *, light: bool = False, background: bool = False) -> None:
+        """A pass for this machine soon; nudges during the debounce or the queue wait make one pass.
+
+        Every real agent runs its own loop, so a nudge from the platform (a job's changed key)
+        starts its pass at once; here the machines share `workers`, and resyncs (`light`, or
+        `background` for the periodic full pass) wait behind the platform's nudges. Without that,
+        a job's pass queued behind every machine's resync once the box was busy: minutes at
+        20 000 machines, which measured the simulator's queue rather than the platform."""
+        priority = 1 if light or background else 0
         if not light:
             self._light.discard(uuid)
-        if uuid in self._pending:
+        queued = self._pending.get(uuid)
+        if queued is not None:
+            if priority < queued:  # waiting behind resyncs: queue it again, ahead of them
+                self._pending[uuid] = priority
+                self._enqueue(priority, uuid)
             return
         if uuid in self._running:
-            self._again.add(uuid)
+            self._again[uuid] = min(priority, self._again.get(uuid, priority))
             return
-        self._pending.add(uuid)
+        self._pending[uuid] = priority
         if light:
             self._light.add(uuid)
-        asyncio.get_running_loop().call_later(DEBOUNCE_S, self._queue.put_nowait, uuid)
+        self._enqueue(priority, uuid)
+
+    def _enqueue(self, priority: int, uuid: str) -> None:
+        item = (priority, next(self._arrivals), uuid)
+        asyncio.get_running_loop().call_later(DEBOUNCE_S, self._queue.put_nowait, item)
 
     async def _on_nudge(self, msg: Msg) -> None:
         machine = self.machines.get(msg.subject.split(".")[2])  # ty.agent.<uuid>.nudge
@@ -194,14 +217,15 @@ class Fleet:
                 group.create_task(self._worker(stop))
             await stop.wait()
             for _ in range(workers):
-                self._queue.put_nowait("")  # wakes a waiting worker, which then sees `stop`
+                self._queue.put_nowait((-1, 0, ""))  # wakes a waiting worker, which then sees `stop`
 
     async def _worker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            uuid = await self._queue.get()
+            _, _, uuid = await self._queue.get()
             if stop.is_set():
                 return
-            self._pending.discard(uuid)
+            if self._pending.pop(uuid, None) is None:
+                continue  # queued twice (moved ahead of the resyncs): its pass already ran
             self._running.add(uuid)
             try:
                 await self._pass(self.machines[uuid], uuid in self._light)
@@ -212,14 +236,16 @@ class Fleet:
             finally:
                 self._running.discard(uuid)
                 self._light.discard(uuid)
-            if uuid in self._again:
-                self._again.discard(uuid)
-                self.nudge(uuid)
+            again = self._again.pop(uuid, None)
+            if again is not None:
+                self.nudge(uuid, background=bool(again))
 
     async def _pass(self, machine: _Machine, light: bool) -> None:
         """The agent's pass, or nothing when a light resync finds the engine unchanged."""
         changes = self.runtime.changes(machine.agent.uuid)
-        if light and changes == machine.changes:
+        # A machine whose last read failed (timed out on a busy box) holds a stale state: its
+        # resync reads again instead of waiting for the next full round (FULL_PASS_EVERY resyncs).
+        if light and changes == machine.changes and not machine.agent.owes_full_read:
             self.stats.light_resyncs += 1
             return
         await machine.agent.sync_once()
@@ -283,7 +309,7 @@ class Fleet:
                 if light:
                     self.nudge(uuid, light=True)
                 else:
-                    self.machines[uuid].agent.nudge(full=True)
+                    self.machines[uuid].agent.resync()
 
     async def _reconnects(self, stop: asyncio.Event) -> None:
         """A reconnect may have hidden nudges: every machine reads its desired state again."""

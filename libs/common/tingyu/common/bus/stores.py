@@ -43,6 +43,7 @@ class Change(Generic[M]):
     key: str
     value: M | None
     seq: int
+    data: bytes = b""  # the stored bytes, undecoded, when the watch was asked for them (`decode=False`)
 
 
 class Store(Generic[M]):
@@ -187,11 +188,13 @@ class Store(Generic[M]):
                 yield change.key, change.value
 
     async def follow(
-        self, pattern: str = ">", wanted: Callable[[str], bool] | None = None
+        self, pattern: str = ">", wanted: Callable[[str], bool] | None = None, *, decode: bool = True
     ) -> AsyncIterator[Change[M] | None]:
         """The latest value of every key under `pattern` (no history), then every change, each with
         its stream sequence; one None once those latest values are all in (at once for no keys).
-        Deleted keys come as changes to None, so a reader that starts afresh holds no stale key."""
+        Deleted keys come as changes to None, so a reader that starts afresh holds no stale key.
+        With `decode` off a change carries the stored bytes (`data`) and no value: for a reader
+        that decodes only what it reads (`parse`)."""
         watcher = await (await self._handle()).watch(pattern, include_history=False)
         try:
             while True:
@@ -205,6 +208,8 @@ class Store(Generic[M]):
                     continue
                 elif entry.operation in _DELETED or not entry.value:
                     yield Change(entry.key, None, entry.revision or 0)
+                elif not decode:
+                    yield Change(entry.key, None, entry.revision or 0, entry.value)
                 else:
                     yield Change(entry.key, self._decode(entry.key, entry.value), entry.revision or 0)
         finally:
@@ -305,6 +310,10 @@ class Store(Generic[M]):
             )
         self.bus.check(self.spec.prefix + key, len(data), _CAS_HEADER)
         return data
+
+    def parse(self, key: str, data: bytes) -> M | None:
+        """A stored value of `key` as the model; None (logged) when it does not parse."""
+        return self._decode(key, data)
 
     def _decode(self, key: str, data: bytes) -> M | None:
         try:
