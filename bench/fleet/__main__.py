@@ -34,9 +34,9 @@ from tingyu.common.bus import Bus
 from tingyu.sim import machines
 
 PAGE = 500  # machines in one /node/list page
-# Bytes one machine or one container takes in the stores that grow with the fleet, measured at
-# 100 000 machines x 10 containers (ty_observed 268 MB for 100 000 reports: ~2.7 KB a report of
-# ten containers; ty_desired 524 MB for 1 000 300 deployments; ty_nodes 65 MB for 100 000 records).
+# Bytes one machine or one container takes in the stores that grow with the fleet, measured with
+# 10 containers a machine: a report 2.7 KB (100 000 machines, ty_observed full) to 3.3 KB (20 000);
+# ty_desired 524 MB for 1 000 300 deployments; ty_nodes 65 MB for 100 000 records.
 REPORT_BYTES_BASE, REPORT_BYTES_PER_CONTAINER = 300, 300
 DESIRED_BYTES_PER_CONTAINER = 600
 NODE_BYTES = 700
