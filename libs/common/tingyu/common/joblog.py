@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from nats.js import api as js_api
 
 from tingyu.common import logs, metrics, subjects
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, reading
 from tingyu.common.models.joblog import JobLogLine
 from tingyu.common.names import is_job_id
 
@@ -152,15 +152,10 @@ async def forwarding(service: str, bus: Bus) -> AsyncIterator[Forwarder]:
 async def read(bus: Bus, job_id: str, limit: int = subjects.JOBLOG_LINES) -> list[JobLogLine]:
     """The job's lines, oldest first (at most `limit`, the newest): one ephemeral consumer on its subject."""
     config = js_api.ConsumerConfig(
-        ack_policy=js_api.AckPolicy.NONE,
-        deliver_policy=js_api.DeliverPolicy.ALL,
-        filter_subject=subjects.joblog(job_id),
-        inactive_threshold=30.0,
-        mem_storage=True,
+        deliver_policy=js_api.DeliverPolicy.ALL, filter_subject=subjects.joblog(job_id)
     )
-    sub = await bus.js.pull_subscribe(subjects.joblog(job_id), stream=subjects.JOBLOG.name, config=config)
     lines: list[JobLogLine] = []
-    try:
+    async with reading(bus, subjects.JOBLOG.name, config) as sub:
         pending = (await sub.consumer_info()).num_pending or 0
         while pending > 0:
             msgs = await sub.fetch(min(pending, 256), timeout=2.0)
@@ -168,7 +163,4 @@ async def read(bus: Bus, job_id: str, limit: int = subjects.JOBLOG_LINES) -> lis
                 with contextlib.suppress(ValueError):  # a line that does not parse is skipped
                     lines.append(JobLogLine.from_bytes(msg.data))
             pending = msgs[-1].metadata.num_pending or 0
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
     return lines[-limit:] if limit > 0 else []

@@ -9,7 +9,7 @@
 """
 
 from tingyu.common.bus.connection import Bus
-from tingyu.common.bus.consumers import Reject, Retry, consume, in_progress
+from tingyu.common.bus.consumers import Reject, Retry, consume, in_progress, reading
 from tingyu.common.bus.objects import object_chunks
 from tingyu.common.bus.responders import Reply, call, serve
 from tingyu.common.bus.stores import Store
@@ -24,5 +24,6 @@ __all__ = [
     "consume",
     "in_progress",
     "object_chunks",
+    "reading",
     "serve",
 ]

@@ -311,3 +311,20 @@ async def in_progress(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
+
+
+@contextlib.asynccontextmanager
+async def reading(
+    bus: Bus, stream: str, config: js_api.ConsumerConfig
+) -> AsyncIterator[JetStreamContext.PullSubscription]:
+    """A pull subscription of a short-lived reader on `stream` (`config` names its filter and where it
+    starts): nothing to acknowledge, held in memory, gone when left (or 30 s after a lost client)."""
+    config.ack_policy = js_api.AckPolicy.NONE
+    config.mem_storage = True
+    config.inactive_threshold = 30.0
+    sub = await bus.js.pull_subscribe(config.filter_subject or "", stream=stream, config=config)
+    try:
+        yield sub
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from nats.js import api as js_api
 
 from tingyu.api.schemas.audit import AuditPage
 from tingyu.common import subjects
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, reading
 from tingyu.common.models.audit import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,7 @@ def subject_of(action: str) -> str:
 def start_of(query: AuditQuery) -> js_api.ConsumerConfig:
     """Where the read starts: right after `after`, else at `since`, else at the oldest event."""
     config = js_api.ConsumerConfig(
-        ack_policy=js_api.AckPolicy.NONE,
-        inactive_threshold=30.0,
-        mem_storage=True,
-        filter_subject=subject_of(query.action),
-        deliver_policy=js_api.DeliverPolicy.ALL,
+        filter_subject=subject_of(query.action), deliver_policy=js_api.DeliverPolicy.ALL
     )
     if query.after:
         config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
@@ -57,11 +52,9 @@ def start_of(query: AuditQuery) -> js_api.ConsumerConfig:
 
 async def page(bus: Bus, query: AuditQuery) -> AuditPage:
     """Up to `limit` events; `next` continues where this page stopped, `more` says whether to."""
-    config = start_of(query)
-    sub = await bus.js.pull_subscribe(config.filter_subject or "", stream=subjects.AUDIT.name, config=config)
     events: list[AuditEvent] = []
     last, scanned, cap = query.after, 0, query.limit * SCAN_PER_EVENT
-    try:
+    async with reading(bus, subjects.AUDIT.name, start_of(query)) as sub:
         while scanned < cap:
             try:
                 msgs = await sub.fetch(min(256, cap - scanned), timeout=1.0)
@@ -82,9 +75,6 @@ async def page(bus: Bus, query: AuditQuery) -> AuditPage:
                 break
         else:
             return AuditPage(events=events, next=last, more=True)  # read as much as one page may
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
     return AuditPage(events=events, next=last, more=False)
 
 
