@@ -7,6 +7,7 @@ learns its desired state, not Docker."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest_asyncio
 
 from tests.support import eventually, machine_creds, machine_settings, unique
 from tests.support.factories import spec
-from tingyu.agent.agent import Agent
+from tingyu.agent.agent import FULL_READ_EVERY, READ_BACKOFF_S, Agent
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
@@ -138,3 +139,48 @@ async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(admin
     report = await agent.sync_once()
     assert {n: c.container_id for n, c in report.containers.items()} == ids  # the same containers
     assert all(entry.node_uuid == agent.uuid for entry in agent.desired.containers.values())
+
+
+async def test_a_resync_period_lists_every_key_once_in_full_read_every(admin: Bus, agent: Agent) -> None:
+    """At 100 000 machines a listing every resync period would be 13 000 JetStream API requests a
+    second: in between listings a resync reconciles against the state held."""
+    store = DesiredStore(admin)
+    await agent.sync_once()  # the first pass lists the machine's keys
+    name = unique("web")
+    await store.put(agent.uuid, deployment(name, "1", revision=1))  # written without a nudge
+    seen = []
+    for _ in range(FULL_READ_EVERY):
+        agent.resync_period()
+        report = await agent.sync_once()
+        seen.append(name in report.containers)
+    assert agent.reads["listings"] == 2  # one more listing in FULL_READ_EVERY periods
+    assert seen[-1]  # read at one of the periods
+    assert seen == sorted(seen)  # and held from then on
+    assert agent.reads["keys"] == 0
+
+
+async def test_a_failed_listing_waits_out_a_growing_back_off(nats_url: str, tmp_path: Path) -> None:
+    """A machine whose listing fails (here: refused, its credential is another machine's) does not
+    list again at every pass: it waits a back-off that doubles, so a fleet whose reads failed
+    together does not come back together."""
+    uuid, _ = new_node_identity()
+    creds, _ = machine_creds(tmp_path, uuid)
+    other, nodename = new_node_identity()
+    bus = await Bus.connect(machine_settings(nats_url, creds, uuid), "machine", ensure=False)
+    ident = Identity(uuid=other, nodename=nodename)
+    facts = machines.facts(ident, 0)
+    agent = Agent(bus, ident, Reconciler(SimRuntime(), other), lambda: facts, simulated=True)
+    try:
+        for failures in (1, 2):
+            with contextlib.suppress(Exception):  # refused: how nats-py says so does not matter here
+                await agent.read_desired()
+            assert agent.reads["listings"] == failures
+            wait = agent.read_backoff_left()
+            longest = READ_BACKOFF_S * 2 ** (failures - 1)
+            assert longest * 0.5 - 0.5 <= wait <= longest
+            assert not agent.owes_full_read  # backing off
+            await agent.read_desired()  # a read inside the back-off lists nothing
+            assert agent.reads["listings"] == failures
+            await eventually(lambda: holds(agent.owes_full_read), timeout=wait + 5)
+    finally:
+        await bus.close()

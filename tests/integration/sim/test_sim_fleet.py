@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.support import eventually, unique
+from tingyu.agent.agent import FULL_READ_EVERY
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
@@ -222,7 +223,9 @@ async def test_a_platform_nudge_is_served_before_queued_resyncs(nats_url: str) -
         sub = await bus.nc.subscribe(subjects.report(uuid), cb=on_report)
         before = fleet.stats.passes
         for other in running.uuids:
-            fleet.machines[other].agent.resync()  # 40 full passes queued, the job's machine last
+            for _ in range(FULL_READ_EVERY):  # one of these periods is the machine's full read
+                fleet.machines[other].agent.resync_period()
+            fleet.nudge(other, light=True)  # 40 listing passes queued as resyncs, the job's machine last
         await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))
 
         await eventually(lambda: _some(passes_at_report), timeout=20)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 DEBOUNCE_S = 0.02  # a burst of nudges and Docker events makes one pass (and costs little latency)
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
+# Resync periods between two listings of every key (the safety net for a lost nudge). In between,
+# a resync reconciles Docker against the state held. Each listing is four JetStream API requests:
+# 100 000 machines listing every 30 s would ask nats-server for 13 000 a second.
+FULL_READ_EVERY = 10
+READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
 
 
 class Agent:
@@ -73,6 +80,9 @@ class Agent:
         self._desired_read = self.memory.desired is not None  # a state on disk counts as read
         self._fresh = False  # the state held was read from the platform (not only from disk)
         self._full = True  # the next pass lists every key (at start, after a reconnect, periodically)
+        self._resyncs = random.randrange(FULL_READ_EVERY)  # machines spread their full reads out
+        self._failed_reads = 0
+        self._read_after = 0.0  # monotonic: no listing before this, after a failed read
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
         self.reads = {"keys": 0, "listings": 0, "stale_nudges": 0}
         self._published: dict[str, Any] | None = None
@@ -101,8 +111,27 @@ class Agent:
 
     @property
     def owes_full_read(self) -> bool:
-        """The next pass lists every key (its last read failed, or it was asked to)."""
-        return self._full
+        """The next pass lists every key (asked to, or its last read failed and its back-off is over)."""
+        return self._full and time.monotonic() >= self._read_after
+
+    def resync_period(self) -> None:
+        """A resync period passed: the next pass reconciles against the state held, and every
+        `FULL_READ_EVERY`th period (each machine at its own offset) lists every key first."""
+        self._resyncs += 1
+        if self._resyncs % FULL_READ_EVERY == 0:
+            self._full = True
+
+    def read_backoff_left(self) -> float:
+        """Seconds until a listing may be tried again after a failed read (0 when it may now)."""
+        return max(0.0, self._read_after - time.monotonic())
+
+    def _backoff(self) -> float:
+        """How long to wait before listing again after `_failed_reads` failures in a row: doubling
+        from READ_BACKOFF_S up to the full-read period, with jitter, so that a fleet whose reads
+        timed out together (NATS away or overloaded) does not come back together."""
+        cap = max(self.resync_s * FULL_READ_EVERY, READ_BACKOFF_S)
+        doubled = READ_BACKOFF_S * 2.0 ** min(self._failed_reads - 1, 30)
+        return min(cap, doubled) * random.uniform(0.5, 1.0)
 
     @property
     def desired(self) -> NodeDesired:
@@ -174,14 +203,14 @@ class Agent:
             if stop.is_set():
                 return
             if not self.wake.is_set():
-                self._full = True  # the resync period passed: the safety net reads every key
+                self.resync_period()
             await asyncio.sleep(DEBOUNCE_S)
             self.wake.clear()
             try:
                 await self.sync_once()
             except Exception:
                 log.exception("%s: reconcile pass failed; trying again later", self.uuid)
-                if await wait_or_stop(stop, 1.0):
+                if await wait_or_stop(stop, max(1.0, self.read_backoff_left())):
                     return
                 self.wake.set()
 
@@ -204,7 +233,7 @@ class Agent:
 
     async def sync_once(self) -> NodeReport:
         """Read the desired state, reconcile, and publish the report when it says something new."""
-        desired = await self._read_desired()
+        desired = await self.read_desired()
         # Only a state read from the platform removes anything, and only while it answers (autonomy:
         # docs/remote.md).
         removals = self._fresh and self.bus.nc.is_connected
@@ -215,12 +244,16 @@ class Agent:
         await self._publish(report)
         return report
 
-    async def _read_desired(self) -> NodeDesired | None:
-        """The desired state: every key at start, after a reconnect and each resync period, else
-        only the keys nudged since the last pass. While NATS is away, the last one read (the machine
-        keeps its containers as they were meant to be, e.g. brings back one stopped behind its back)."""
-        full, pending = self._full, self._pending
-        self._full, self._pending = False, {}
+    async def read_desired(self) -> NodeDesired | None:
+        """The desired state: every key at start, after a reconnect, on an empty nudge and every
+        `FULL_READ_EVERY` resync periods, else only the keys nudged since the last pass. While NATS
+        is away, the last one read (the machine keeps its containers as they were meant to be, e.g.
+        brings back one stopped behind its back); after a failed read the next listing waits out a
+        back-off (keys a nudge names are still read)."""
+        full, pending = self.owes_full_read, self._pending
+        self._pending = {}
+        if full:
+            self._full = False
         try:
             if full:
                 await asyncio.wait_for(self._read_all(), BUS_TIMEOUT_S)
@@ -228,10 +261,14 @@ class Agent:
                 await asyncio.wait_for(self._read_keys(pending), BUS_TIMEOUT_S)
         except Exception as exc:
             self._full, self._fresh = True, False  # read everything once NATS answers again
+            self._failed_reads += 1
+            self._read_after = time.monotonic() + self._backoff()
             if not self._desired_read:
                 raise
             log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
         else:
+            if full:
+                self._failed_reads, self._read_after = 0, 0.0
             self._fresh = self._fresh or full
             self._desired_read = True
             if full or pending:

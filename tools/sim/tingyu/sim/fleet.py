@@ -15,12 +15,12 @@ All the machines of a process share its one NATS connection, as the `sim` servic
 service credential that may speak for any machine; a real machine's credential is unchanged).
 
 Nudges name the key that changed and its revision, and the machine's pass reads that key alone,
-as the agent's does. A resync whose simulated engine did not change since the last pass is
-skipped: a simulated container never changes behind the agent's
-back, so the pass would find nothing to do, and at 100k machines the skipped Python work would
-be the simulator's own load rather than the platform's. Every tenth resync is a full pass anyway,
-and lists every key of the machine (the agent's safety net), so unchanged reports are still
-re-sent as a real agent re-sends them.
+as the agent's does. Each resync period goes through the agent's own count (`resync_period`:
+every `FULL_READ_EVERY`th period lists every key, and a failed read waits out its back-off). A
+resync that owes no listing and whose simulated engine did not change since the last pass is
+skipped: a simulated container never changes behind the agent's back, so the pass would find
+nothing to do, and at 100k machines the skipped Python work would be the simulator's own load
+rather than the platform's.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.25  # heartbeat and resync slots
 RETRY_S = 1.0
-FULL_PASS_EVERY = 10  # resync rounds between two full passes of an unchanged machine
 
 
 @dataclass
@@ -102,11 +101,6 @@ class SimAgent(Agent):
     def nudge(self, full: bool = False) -> None:
         super().nudge(full)
         self._fleet_nudge(self.uuid)
-
-    def resync(self) -> None:
-        """The resync period's full pass: queued behind the platform's nudges (see `Fleet.nudge`)."""
-        super().nudge(full=True)
-        self._fleet_nudge(self.uuid, background=True)
 
 
 STAMP = b"0.0"  # the sent_at value an encoded beat is split at
@@ -243,8 +237,8 @@ class Fleet:
     async def _pass(self, machine: _Machine, light: bool) -> None:
         """The agent's pass, or nothing when a light resync finds the engine unchanged."""
         changes = self.runtime.changes(machine.agent.uuid)
-        # A machine whose last read failed (timed out on a busy box) holds a stale state: its
-        # resync reads again instead of waiting for the next full round (FULL_PASS_EVERY resyncs).
+        # A machine whose last read failed (timed out on a busy box) holds a stale state: it owes
+        # a listing, made at a resync once its back-off is over (the agent's own rule).
         if light and changes == machine.changes and not machine.agent.owes_full_read:
             self.stats.light_resyncs += 1
             return
@@ -304,12 +298,9 @@ class Fleet:
 
     async def _resync(self, chunk: list[str], round_: int) -> None:
         if round_ > 0:  # round 0 is the first pass every machine makes at start
-            light = round_ % FULL_PASS_EVERY != 0
             for uuid in chunk:
-                if light:
-                    self.nudge(uuid, light=True)
-                else:
-                    self.machines[uuid].agent.resync()
+                self.machines[uuid].agent.resync_period()
+                self.nudge(uuid, light=True)  # a pass only if it owes a listing or its engine changed
 
     async def _reconnects(self, stop: asyncio.Event) -> None:
         """A reconnect may have hidden nudges: every machine reads its desired state again."""
