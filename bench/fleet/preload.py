@@ -12,6 +12,7 @@ containers have no command behind them (the deployer only reads the job's final 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
@@ -55,17 +56,42 @@ def desired(uuid: str, index: int, containers: int, job_id: str, ref: str) -> No
 
 
 async def preload(
-    bus: Bus, uuids: list[tuple[int, str]], containers: int, ref: str, concurrency: int = 128
+    bus: Bus,
+    uuids: list[tuple[int, str]],
+    containers: int,
+    ref: str,
+    *,
+    concurrency: int = 128,
+    progress_s: float = 30.0,
 ) -> None:
-    """Write each machine's desired containers and nudge it, as the deployer would."""
+    """Write each machine's desired containers and nudge it, as the deployer would; prints how far
+    it got every `progress_s` (a million writes take minutes)."""
     job_id = await preload_job(bus)
     desired_store = DesiredStore(bus)
     todo = iter(uuids)
+    written = 0
 
     async def worker() -> None:
+        nonlocal written
         for index, uuid in todo:
             for entry in desired(uuid, index, containers, job_id, ref).containers.values():
                 await desired_store.put(uuid, entry)  # one key per deployment
+                written += 1
             await bus.nc.publish(subjects.agent_nudge(uuid), b"")  # empty: the machine lists its keys
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    async def progress() -> None:
+        start, last = time.perf_counter(), 0
+        while True:
+            await asyncio.sleep(progress_s)
+            now = time.perf_counter() - start
+            print(
+                f"  preload: {written:,} keys in {now:.0f}s, {(written - last) / progress_s:,.0f}/s lately",
+                flush=True,
+            )
+            last = written
+
+    reporter = asyncio.create_task(progress())
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        reporter.cancel()
