@@ -127,9 +127,9 @@ class Agent:
 
     def _backoff(self) -> float:
         """How long to wait before listing again after `_failed_reads` failures in a row: doubling
-        from READ_BACKOFF_S up to the full-read period, with jitter, so that a fleet whose reads
+        from READ_BACKOFF_S up to two resync periods, with jitter, so that a fleet whose reads
         timed out together (NATS away or overloaded) does not come back together."""
-        cap = max(self.resync_s * FULL_READ_EVERY, READ_BACKOFF_S)
+        cap = max(self.resync_s * 2, READ_BACKOFF_S)
         doubled = READ_BACKOFF_S * 2.0 ** min(self._failed_reads - 1, 30)
         return min(cap, doubled) * random.uniform(0.5, 1.0)
 
@@ -187,6 +187,7 @@ class Agent:
     def told(self, data: bytes) -> None:
         """A nudge's payload: one changed key (`DesiredNudge`), or empty for a full read."""
         if not data:
+            self._read_after = 0.0  # the platform asks for a listing: no back-off (it paces its nudges)
             self.nudge(full=True)
             return
         try:
