@@ -34,6 +34,7 @@ from tingyu.common.bus import Bus
 from tingyu.sim import machines
 
 PAGE = 500  # machines in one /node/list page
+PROGRESS_S = 30.0  # how often the long waits say how far they got
 # Bytes one machine or one container takes in the stores that grow with the fleet, measured with
 # 10 containers a machine: a report 2.7 KB (100 000 machines, ty_observed full) to 3.3 KB (20 000);
 # ty_desired 524 MB for 1 000 300 deployments; ty_nodes 65 MB for 100 000 records.
@@ -148,6 +149,22 @@ async def nodes_stored(bus: Bus) -> int:
     return int(info.state.messages)
 
 
+async def converge(stats_dir: Path, wanted: int, timeout: float, t0: float) -> bool:
+    """Wait until the simulators run `wanted` containers (False after `timeout`), saying how many
+    run every PROGRESS_S."""
+    said = time.perf_counter()
+
+    async def converged() -> bool:
+        nonlocal said
+        running_now = int(probes.sim_totals(stats_dir).get("containers", 0))
+        if time.perf_counter() - said >= PROGRESS_S:
+            said = time.perf_counter()
+            print(f"  {running_now:,} simulated containers running after {said - t0:.0f}s", flush=True)
+        return running_now >= wanted
+
+    return await probes.wait_for(converged, timeout)
+
+
 async def step(
     args: argparse.Namespace, running: Any, bus: Bus, client: httpx.AsyncClient, *, start: int, size: int
 ) -> dict[str, Any]:
@@ -182,10 +199,7 @@ async def step(
     await preload.preload(bus, new, args.containers, args.image)
     written_s = time.perf_counter() - t0
 
-    async def converged() -> bool:
-        return bool(probes.sim_totals(stats_dir).get("containers", 0) >= size * args.containers)
-
-    ok_run = await probes.wait_for(converged, args.timeout)
+    ok_run = await converge(stats_dir, size * args.containers, args.timeout, t0)
     load_s = time.perf_counter() - t0
     totals = probes.sim_totals(stats_dir)
     print(
