@@ -17,7 +17,7 @@ import time
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
-from tingyu.common.models.containers import ContainerSpec, DesiredContainer, NodeDesired
+from tingyu.common.models.containers import ContainerSpec, DesiredContainer, DesiredNudge, NodeDesired
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id
 
@@ -64,8 +64,10 @@ async def preload(
     concurrency: int = 128,
     progress_s: float = 30.0,
 ) -> None:
-    """Write each machine's desired containers and nudge it, as the deployer would; prints how far
-    it got every `progress_s` (a million writes take minutes)."""
+    """Write each machine's desired containers and nudge it, as the deployer does: one nudge per
+    key, naming it and its revision, so the machine reads that key alone (an empty nudge would
+    make every machine list its keys: a consumer per machine, four JetStream API requests each).
+    Prints how far it got every `progress_s` (a million writes take minutes)."""
     job_id = await preload_job(bus)
     desired_store = DesiredStore(bus)
     todo = iter(uuids)
@@ -75,9 +77,9 @@ async def preload(
         nonlocal written
         for index, uuid in todo:
             for entry in desired(uuid, index, containers, job_id, ref).containers.values():
-                await desired_store.put(uuid, entry)  # one key per deployment
+                revision = await desired_store.put(uuid, entry)  # one key per deployment
+                await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=entry.name, revision=revision))
                 written += 1
-            await bus.nc.publish(subjects.agent_nudge(uuid), b"")  # empty: the machine lists its keys
 
     async def progress() -> None:
         start, last = time.perf_counter(), 0

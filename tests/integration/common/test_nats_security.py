@@ -14,6 +14,7 @@ import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
+from nats.js import api as js_api
 
 from tests.support import NATS_CA, eventually, machine_creds, machine_settings
 from tests.support.factories import spec
@@ -164,6 +165,22 @@ async def test_machine_reads_only_its_own_desired_state(
         assert mine is not None
         assert mine.node_uuid == a.uuid
         assert set(await own.listing(a.uuid)) == {"web", "db"}  # the resync lists its own keys
+        # A listing consumer a crash left behind, half read: the next listing still sees every key.
+        lister = subjects.desired_lister(a.uuid)
+        await bus.js.add_consumer(
+            subjects.DESIRED.stream,
+            js_api.ConsumerConfig(
+                name=lister,
+                deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=js_api.AckPolicy.NONE,
+                mem_storage=True,
+                filter_subject=subjects.DESIRED.prefix + subjects.desired_keys(a.uuid),
+            ),
+        )
+        left = await bus.js.pull_subscribe_bind(stream=subjects.DESIRED.stream, name=lister)
+        assert len(await left.fetch(1, timeout=5.0)) == 1
+        await left.unsubscribe()
+        assert set(await own.listing(a.uuid)) == {"web", "db"}
         with pytest.raises(Exception):  # noqa: B017, PT011 - the request is denied, nats-py times out
             await own.get(b.uuid, "web")
         with pytest.raises(Exception):  # noqa: B017, PT011 - another machine's filter: denied

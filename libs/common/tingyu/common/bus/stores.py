@@ -153,12 +153,9 @@ class Store(Generic[M]):
             mem_storage=True,
             filter_subject=prefix + pattern,
         )
-        if consumer:
-            with contextlib.suppress(js_errors.NotFoundError):
-                await self.bus.js.delete_consumer(self.spec.stream, consumer)  # one a crash left behind
-        else:
+        if not consumer:
             consumer = config.name = f"list_{secrets.token_hex(8)}"
-        info = await self.bus.js.add_consumer(self.spec.stream, config)
+        info = await self._listing_consumer(config)
         out: dict[str, tuple[M, int]] = {}
         sub = await self.bus.js.pull_subscribe_bind(stream=self.spec.stream, name=consumer)
         try:
@@ -177,6 +174,21 @@ class Store(Generic[M]):
             with contextlib.suppress(Exception):
                 await self.bus.js.delete_consumer(self.spec.stream, consumer)
         return out
+
+    async def _listing_consumer(self, config: js_api.ConsumerConfig) -> js_api.ConsumerInfo:
+        """A fresh consumer for one listing, in one JetStream API request when nothing is in the
+        way. One of the same name that a crash left behind is answered by the server as it is:
+        when it had delivered anything (or has another configuration) it is removed and made anew."""
+        stream = self.spec.stream
+        try:
+            info = await self.bus.js.add_consumer(stream, config)
+            if not (info.delivered and info.delivered.consumer_seq):
+                return info
+        except js_errors.BadRequestError:
+            pass  # left behind with another configuration
+        with contextlib.suppress(js_errors.NotFoundError):
+            await self.bus.js.delete_consumer(stream, config.name or "")
+        return await self.bus.js.add_consumer(stream, config)
 
     async def watch(
         self, pattern: str = ">", wanted: Callable[[str], bool] | None = None
