@@ -13,7 +13,6 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.support import eventually, unique
-from tingyu.agent.agent import FULL_READ_EVERY
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
@@ -223,7 +222,7 @@ async def test_a_platform_nudge_is_served_before_queued_resyncs(nats_url: str) -
         sub = await bus.nc.subscribe(subjects.report(uuid), cb=on_report)
         before = fleet.stats.passes
         for other in running.uuids:
-            for _ in range(FULL_READ_EVERY):  # one of these periods is the machine's full read
+            for _ in range(fleet.machines[other].agent.full_read_every):  # one of them is its listing
                 fleet.machines[other].agent.resync_period()
             fleet.nudge(other, light=True)  # 40 listing passes queued as resyncs, the job's machine last
         await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))

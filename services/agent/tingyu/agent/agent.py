@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 DEBOUNCE_S = 0.02  # a burst of nudges and Docker events makes one pass (and costs little latency)
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
-# Resync periods between two listings of every key (the safety net for a lost nudge). In between,
-# a resync reconciles Docker against the state held. Each listing is four JetStream API requests:
-# 100 000 machines listing every 30 s would ask nats-server for 13 000 a second.
-FULL_READ_EVERY = 10
+# How often every key is listed again (the safety net for a lost nudge); the resync periods in
+# between reconcile Docker against the state held. A listing is two JetStream API requests (its
+# consumer made and removed): 100 000 machines listing every 30 s would ask nats-server for 6 700
+# a second, every 600 s for 330.
+FULL_READ_S = 600.0
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
 
 
@@ -56,6 +57,7 @@ class Agent:
         *,
         heartbeat_s: float = 10.0,
         resync_s: float = 30.0,
+        full_read_s: float = FULL_READ_S,
         facts_every: int = 30,
         simulated: bool = False,
         files: FileFetcher | None = None,
@@ -71,6 +73,7 @@ class Agent:
         self.read_facts = read_facts
         self.heartbeat_s = heartbeat_s
         self.resync_s = resync_s
+        self.full_read_every = max(1, round(full_read_s / resync_s))  # in resync periods
         self.facts_every = facts_every
         self.simulated = simulated
         self.wake = asyncio.Event()
@@ -80,7 +83,7 @@ class Agent:
         self._desired_read = self.memory.desired is not None  # a state on disk counts as read
         self._fresh = False  # the state held was read from the platform (not only from disk)
         self._full = True  # the next pass lists every key (at start, after a reconnect, periodically)
-        self._resyncs = random.randrange(FULL_READ_EVERY)  # machines spread their full reads out
+        self._resyncs = random.randrange(self.full_read_every)  # machines spread their listings out
         self._failed_reads = 0
         self._read_after = 0.0  # monotonic: no listing before this, after a failed read
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
@@ -116,9 +119,9 @@ class Agent:
 
     def resync_period(self) -> None:
         """A resync period passed: the next pass reconciles against the state held, and every
-        `FULL_READ_EVERY`th period (each machine at its own offset) lists every key first."""
+        `full_read_every`th period (each machine at its own offset) lists every key first."""
         self._resyncs += 1
-        if self._resyncs % FULL_READ_EVERY == 0:
+        if self._resyncs % self.full_read_every == 0:
             self._full = True
 
     def read_backoff_left(self) -> float:
@@ -247,7 +250,7 @@ class Agent:
 
     async def read_desired(self) -> NodeDesired | None:
         """The desired state: every key at start, after a reconnect, on an empty nudge and every
-        `FULL_READ_EVERY` resync periods, else only the keys nudged since the last pass. While NATS
+        `full_read_s`, else only the keys nudged since the last pass. While NATS
         is away, the last one read (the machine keeps its containers as they were meant to be, e.g.
         brings back one stopped behind its back); after a failed read the next listing waits out a
         back-off (keys a nudge names are still read)."""

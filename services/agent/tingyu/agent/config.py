@@ -20,7 +20,8 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TINGYU_AGENT_", extra="ignore")
 
     heartbeat_s: float = 10.0
-    resync_s: float = 30.0  # desired state is re-read this often even without a nudge
+    resync_s: float = 30.0  # Docker is reconciled against the desired state this often without a nudge
+    full_read_s: float = 600.0  # every key of the machine is listed again this often (lost nudges)
     facts_every: int = 30  # heartbeats between two that carry the full facts
     area: str = ""
     operator: str = ""  # one of 移动/联通/电信 when set

@@ -104,6 +104,7 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
         functools.partial(read_facts, identity, settings),
         heartbeat_s=settings.heartbeat_s,
         resync_s=settings.resync_s,
+        full_read_s=settings.full_read_s,
         facts_every=settings.facts_every,
         files=FileFetcher(bus, runtime, identity.uuid, settings.max_file_bytes, settings.file_parallel),
         memory=memory,

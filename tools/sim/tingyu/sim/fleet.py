@@ -16,7 +16,7 @@ service credential that may speak for any machine; a real machine's credential i
 
 Nudges name the key that changed and its revision, and the machine's pass reads that key alone,
 as the agent's does. Each resync period goes through the agent's own count (`resync_period`:
-every `FULL_READ_EVERY`th period lists every key, and a failed read waits out its back-off). A
+every `full_read_s` it lists every key, and a failed read waits out its back-off). A
 resync that owes no listing and whose simulated engine did not change since the last pass is
 skipped: a simulated container never changes behind the agent's back, so the pass would find
 nothing to do, and at 100k machines the skipped Python work would be the simulator's own load
@@ -66,6 +66,7 @@ class FleetConfig:
     seed: str = "sim"
     heartbeat_s: float = 10.0
     resync_s: float = 30.0
+    full_read_s: float = 600.0
     facts_every: int = 30
     start_latency_s: float = 0.0
     failure_rate: float = 0.0
@@ -160,6 +161,7 @@ class Fleet:
             lambda: facts,
             heartbeat_s=self.config.heartbeat_s,
             resync_s=self.config.resync_s,
+            full_read_s=self.config.full_read_s,
             facts_every=self.config.facts_every,
             simulated=True,
         )
