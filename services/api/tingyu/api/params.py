@@ -159,6 +159,14 @@ class NodeQuery:
     def filtered(self) -> bool:
         return bool(self.area or self.operator or self.status)
 
+    @property
+    def window(self) -> slice:
+        """Which of the matching machines are answered: one page, or all of them."""
+        if not self.page:
+            return slice(None)
+        start = (self.page - 1) * self.page_size
+        return slice(start, start + self.page_size)
+
 
 DEFAULT_NODE_PAGE = 100
 

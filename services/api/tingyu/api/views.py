@@ -74,7 +74,7 @@ class View(Generic[M]):
     def __len__(self) -> int:
         return len(self.stored) if self.encoded else len(self.values)
 
-    def keys(self) -> set[str]:
+    def keys_held(self) -> set[str]:
         return set(self.stored if self.encoded else self.values)
 
     def __iter__(self) -> Iterator[M]:
@@ -220,12 +220,16 @@ DATA: Final = 5
 ENTRY: Final = 6
 
 
-def machine(record: NodeRecord, data: bytes, timezone: str) -> Machine:
-    """What the nodes view keeps of a machine whose stored bytes `data` decode to `record`."""
+EVERY = slice(None)
+
+
+def machine(record: NodeRecord, data: bytes, timezone: str, key: str = "") -> Machine:
+    """What the nodes view keeps of a machine whose stored bytes `data` decode to `record` (`key`:
+    its key, the same text as its uuid, held once)."""
     facts = record.facts
     return (
         record.createtime,
-        facts.uuid,
+        key or facts.uuid,
         facts.area,
         facts.operator,
         record.status.value,
@@ -252,13 +256,13 @@ class NodesView(View[NodeRecord]):
         decoded = (self.store.parse(key, held[DATA]) for key, held in list(self.stored.items()))
         return iter([value for value in decoded if value is not None])
 
-    def machines(self) -> list[Machine]:
-        """Every machine, oldest first (the sort is redone only after a machine came, went or
-        changed its creation time)."""
+    def machines(self, window: slice = EVERY) -> list[Machine]:
+        """The machines in `window` of all of them oldest first (the sort is redone only after a
+        machine came, went or changed its creation time)."""
         stored: dict[str, Machine] = self.stored
         if self._sorted[0] != self.generation:
             self._sorted = (self.generation, sorted(stored, key=lambda key: stored[key][:2]))
-        return [stored[key] for key in self._sorted[1]]
+        return [stored[key] for key in self._sorted[1][window]]
 
     def _keep(self, stored: dict[str, Any], change: Change[NodeRecord]) -> bool:
         """A value that does not parse reads as absent (as a direct read of it would; the store
@@ -267,7 +271,7 @@ class NodesView(View[NodeRecord]):
         if record is None:
             return stored.pop(change.key, None) is not None
         before: Machine | None = stored.get(change.key)
-        held = stored[change.key] = machine(record, change.data, self.timezone)
+        held = stored[change.key] = machine(record, change.data, self.timezone, change.key)
         return before is None or before[:2] != held[:2]
 
 

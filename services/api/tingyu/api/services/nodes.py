@@ -29,13 +29,11 @@ async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeV
 async def every(bus: Bus, query: NodeQuery, timezone: str) -> list[bytes]:
     """The `/node/list` entries of the machines `query` asks for, oldest first (every machine when
     it asks nothing)."""
+    if not query.filtered:  # only the page's machines are gathered
+        return [machine[ENTRY] for machine in await reads.machines_in_order(bus, timezone, query.window)]
     machines = await reads.machines_in_order(bus, timezone)
-    if query.filtered:
-        machines = [m for m in machines if query.accepts(m[AREA], m[OPERATOR], m[STATUS])]
-    if query.page:
-        start = (query.page - 1) * query.page_size
-        machines = machines[start : start + query.page_size]
-    return [machine[ENTRY] for machine in machines]
+    chosen = [m for m in machines if query.accepts(m[AREA], m[OPERATOR], m[STATUS])]
+    return [machine[ENTRY] for machine in chosen[query.window]]
 
 
 async def listing(entries: list[bytes]) -> AsyncIterator[bytes]:
