@@ -160,7 +160,7 @@ async def run(nodes: int, period_s: float, soak_s: float, join_per_s: int) -> li
         print(f"join: {nodes} machines stored {joined:.1f} s after the first beat", flush=True)
         print(f"join: nodes service RSS {rss_mib(process):.0f} MiB", flush=True)
         lines = await soak(bus, beats, process, period_s=period_s, seconds=soak_s, label="soak")
-        running.restart("nodes")
+        running.restart_hard("nodes")  # a crash: the new process loads the fleet from ty_nodes
         process = psutil.Process(running.procs["nodes"].popen.pid)
         lines += await soak(bus, beats, process, period_s=period_s, seconds=soak_s, label="after a restart")
         await sim.close()
