@@ -1,11 +1,14 @@
 """`/node/list` answered from the API's in-memory view vs a scan of the `ty_nodes` bucket (what
 the API did per call before), with the API's memory.
 
-    .venv/bin/python -m bench.core.nodelist [--nodes 100000] [--page-size 500]
+    .venv/bin/python -m bench.core.nodelist [--nodes 100000] [--page-size 500] [--writes-per-s N]
 
-Stand-in machine records are written straight into `ty_nodes`; the API follows them. The baseline
-is a bare scan of the bucket in this process (no HTTP, no encoding), so the ratio flatters the
-baseline.
+Stand-in machine records (the simulator's facts: one NIC, one disk) are written straight into
+`ty_nodes`; the API follows them. While the calls are timed, records are rewritten with a new
+heartbeat time at `--writes-per-s` (default: one per machine per minute, what the nodes service
+writes for a fleet this size with its 60 s lease), so the view is applying changes meanwhile. The
+baseline is a bare scan of the bucket in this process (no HTTP, no encoding), so the ratio flatters
+the baseline.
 """
 
 from __future__ import annotations
@@ -20,17 +23,16 @@ import psutil
 from bench.harness import RawHttp, bearer, percentile, platform, report
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.nodes import NodeFacts, NodeRecord
-from tingyu.common.names import new_node_identity
+from tingyu.common.models.nodes import NodeRecord
+from tingyu.sim.machines import facts, identity
 
 
-def stand_in(index: int) -> NodeRecord:
-    uuid, nodename = new_node_identity()
-    facts = NodeFacts(
-        uuid=uuid, nodename=nodename, area=("南京", "苏州")[index % 2], operator="移动", cpu=8, memory=16384
-    )
+def stand_in(index: int, beat: float = 0.0) -> NodeRecord:
+    node = facts(identity("nodelist", index), index)
     created = 1_700_000_000.0 + index
-    return NodeRecord(facts=facts, facts_digest=facts.digest(), createtime=created, heartbeattime=created)
+    return NodeRecord(
+        facts=node, facts_digest=node.digest(), createtime=created, heartbeattime=max(created, beat)
+    )
 
 
 async def fill(bus: Bus, count: int) -> None:
@@ -47,6 +49,18 @@ async def fill(bus: Bus, count: int) -> None:
     await asyncio.gather(*(worker() for _ in range(256)))
 
 
+async def refresh(bus: Bus, count: int, per_s: int, stop: asyncio.Event) -> None:
+    """Rewrite machines' records with a new heartbeat time at `per_s`, round the fleet, until `stop`."""
+    store = bus.store(subjects.NODES)
+    index = 0
+    while per_s and not stop.is_set():
+        started = time.monotonic()
+        batch = [stand_in((index + i) % count, time.time()) for i in range(max(1, per_s // 10))]
+        index += len(batch)
+        await asyncio.gather(*(store.put(record.facts.uuid, record) for record in batch))
+        await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+
+
 async def timed(client: RawHttp, path: str) -> tuple[float, int]:
     start = time.perf_counter()
     status, body = await client.request("GET", path)
@@ -59,7 +73,7 @@ def rss_mib(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
-async def run(nodes: int, page_size: int) -> list[str]:
+async def run(nodes: int, page_size: int, writes_per_s: int) -> list[str]:
     with platform(("api",), TINGYU_API_WORKERS="1") as running:
         bus = await Bus.connect(running.config.admin_settings(), "bench")
         await fill(bus, nodes)
@@ -71,6 +85,8 @@ async def run(nodes: int, page_size: int) -> list[str]:
             if status == 200 and b'"uuid"' in body:
                 break
             await asyncio.sleep(0.5)
+        stop = asyncio.Event()
+        writer = asyncio.create_task(refresh(bus, nodes, writes_per_s, stop))
         full = [await timed(client, f"{root}/node/list") for _ in range(3)]
         pages = [
             await timed(
@@ -84,6 +100,8 @@ async def run(nodes: int, page_size: int) -> list[str]:
             found = await bus.store(subjects.NODES).values()
             scans.append(time.perf_counter() - start)
         api_rss = rss_mib(running.procs["api"].popen.pid)
+        stop.set()
+        await writer
         await client.close()
         await bus.close()
     best_full = min(seconds for seconds, _ in full)
@@ -104,6 +122,7 @@ async def run(nodes: int, page_size: int) -> list[str]:
         ),
     ]
     print(f"API RSS (one worker, views loaded): {api_rss:.0f} MiB", flush=True)
+    print(f"record rewrites while timed: {writes_per_s}/s", flush=True)
     return lines
 
 
@@ -111,8 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=100_000)
     parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--writes-per-s", type=int, default=-1, help="default: one per machine per 60 s")
     args = parser.parse_args()
-    asyncio.run(run(args.nodes, args.page_size))
+    writes = args.nodes // 60 if args.writes_per_s < 0 else args.writes_per_s
+    asyncio.run(run(args.nodes, args.page_size, writes))
 
 
 if __name__ == "__main__":

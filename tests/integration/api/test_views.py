@@ -1,9 +1,10 @@
 """The API's in-memory views against a real nats-server: they follow puts, deletes and purges,
-skip what does not parse, keep reports encoded until read, start afresh after a reconnect (no
-stale key), and a final job waits for them."""
+skip what does not parse, keep reports encoded until read and machines as compact tuples, start
+afresh after a reconnect (no stale key), and a final job waits for them."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import signal
@@ -17,7 +18,8 @@ from tests.integration.conftest import nats_only
 from tests.support import eventually
 from tests.support.factories import job_record, node_record
 from tingyu.api import reads
-from tingyu.api.views import Views
+from tingyu.api.schemas.nodes import node_entry
+from tingyu.api.views import ENTRY, Views
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import NodeReport
@@ -148,7 +150,7 @@ async def test_after_a_reconnect_the_view_starts_afresh_and_keeps_no_stale_key(t
             await writer.store(subjects.NODES).put(new.facts.uuid, new)
 
             async def fresh() -> bool:
-                held = set(views.nodes.values)
+                held = views.nodes.keys_held()
                 return views.nodes.loads > loads and held == {new.facts.uuid}
 
             await eventually(fresh, timeout=30)
@@ -165,3 +167,28 @@ async def test_after_a_reconnect_the_view_starts_afresh_and_keeps_no_stale_key(t
 
 async def _holds(views: Views, uuid: str) -> bool:
     return views.nodes.get(uuid) is not None
+
+
+async def test_the_nodes_view_keeps_one_untracked_tuple_per_machine_in_listing_order(
+    bus: Bus, views: Views
+) -> None:
+    """Each machine is a plain tuple the garbage collector stops tracking, its `/node/list` entry
+    already encoded; a new creation time moves it; a value that does not parse is not listed."""
+    nodes = bus.store(subjects.NODES)
+    older, newer = node_record(created=2.0), node_record(created=3.0)
+    await nodes.put(newer.facts.uuid, newer)
+    await nodes.put(older.facts.uuid, older)
+    kv = await bus.js.key_value(subjects.NODES.name)
+    seq = await kv.put("tingyu-" + "d" * 32, b"{not json")
+    assert await views.nodes.reach(seq, timeout=5)
+
+    listed = [m for m in views.nodes.machines() if m[1] in {older.facts.uuid, newer.facts.uuid}]
+    assert [m[ENTRY] for m in listed] == [node_entry(r, views.nodes.timezone) for r in (older, newer)]
+    assert "tingyu-" + "d" * 32 not in views.nodes.keys_held()
+    gc.collect()
+    assert not any(gc.is_tracked(m) for m in listed)
+
+    seq = await nodes.put(older.facts.uuid, older.model_copy(update={"createtime": 4.0}))
+    assert await views.nodes.reach(seq, timeout=5)
+    order = [m[1] for m in views.nodes.machines() if m[1] in {older.facts.uuid, newer.facts.uuid}]
+    assert order == [newer.facts.uuid, older.facts.uuid]

@@ -22,7 +22,7 @@ from tingyu.api.deps import SettingsDep
 from tingyu.api.services.audit import AuditQuery
 from tingyu.common import timefmt
 from tingyu.common.errors import InvalidOperator
-from tingyu.common.models.nodes import OPERATORS, NodeRecord, NodeStatus
+from tingyu.common.models.nodes import OPERATORS, NodeStatus
 from tingyu.common.names import (
     is_deployment_name,
     is_image_name,
@@ -147,17 +147,25 @@ class NodeQuery:
     page: int = 0  # 1-based; 0: every machine that matches
     page_size: int = 0
 
-    def matches(self, record: NodeRecord) -> bool:
-        facts = record.facts
+    def accepts(self, area: str, operator: str, status: str) -> bool:
+        """Whether a machine of this area, operator and status is asked for."""
         return (
-            (not self.area or facts.area == self.area)
-            and (not self.operator or facts.operator == self.operator)
-            and (not self.status or record.status.value == self.status)
+            (not self.area or area == self.area)
+            and (not self.operator or operator == self.operator)
+            and (not self.status or status == self.status)
         )
 
     @property
     def filtered(self) -> bool:
         return bool(self.area or self.operator or self.status)
+
+    @property
+    def window(self) -> slice:
+        """Which of the matching machines are answered: one page, or all of them."""
+        if not self.page:
+            return slice(None)
+        start = (self.page - 1) * self.page_size
+        return slice(start, start + self.page_size)
 
 
 DEFAULT_NODE_PAGE = 100

@@ -53,12 +53,15 @@ async def all_nodes(bus: Bus) -> list[NodeRecord]:
     return list(held.nodes) if held else await bus.store(subjects.NODES).values()
 
 
-async def nodes_in_order(bus: Bus) -> list[NodeRecord]:
-    """Every machine, oldest first (by creation time, then uuid)."""
+async def machines_in_order(bus: Bus, timezone: str, window: slice = views.EVERY) -> list[views.Machine]:
+    """The machines in `window` of all of them oldest first (by creation time, then uuid), each
+    with its `/node/list` entry encoded in `timezone`: from the view when it is ready (and holds
+    that time zone), else from a scan."""
     held = views.of(bus)
-    if held:
-        return held.nodes.ordered()
-    return sorted(await bus.store(subjects.NODES).values(), key=views.node_order)
+    if held and held.nodes.timezone == timezone:
+        return held.nodes.machines(window)
+    found = sorted(await bus.store(subjects.NODES).values(), key=views.node_order)[window]
+    return [views.machine(record, b"", timezone) for record in found]
 
 
 async def claim(bus: Bus, name: str) -> NameClaim | None:

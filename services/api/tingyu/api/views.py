@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterator
+from typing import Any, Final, Generic, TypeVar
 
+from tingyu.api.schemas.nodes import node_entry
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.bus.stores import Change, Store
@@ -27,6 +29,7 @@ from tingyu.common.models.base import Message
 from tingyu.common.models.containers import NameClaim, NodeReport
 from tingyu.common.models.jobs import Job
 from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ M = TypeVar("M", bound=Message)
 POLL_S = 0.5  # how often a view looks for a reconnect (or a watch that ended)
 RETRY_S = 1.0  # wait before following again after the watch failed to start
 CATCH_UP_S = 2.0  # longest a read waits for views to reflect a final job
+TIMEZONE = PlatformSettings.model_fields["timezone"].default  # of the nodes view's entries
 
 
 class View(Generic[M]):
@@ -46,28 +50,19 @@ class View(Generic[M]):
     (a machine's report of ten containers decodes to some thirty). For views read key by key; one
     that is iterated decodes every value."""
 
-    def __init__(
-        self,
-        store: Store[M],
-        capacity: int = 0,
-        order: Callable[[M], Any] | None = None,
-        *,
-        encoded: bool = False,
-    ) -> None:
-        if encoded and (capacity or order is not None):
-            raise ValueError("an encoded view has no capacity and no order")
+    def __init__(self, store: Store[M], capacity: int = 0, *, encoded: bool = False) -> None:
+        if encoded and capacity:
+            raise ValueError("an encoded view has no capacity")
         self.store = store
-        self.order = order  # the sort key of `ordered()`
         self.name = store.spec.name
         self.capacity = capacity
         self.encoded = encoded
         self.values: OrderedDict[str, M] = OrderedDict()
-        self.stored: dict[str, bytes] = {}  # an encoded view's values
+        self.stored: dict[str, Any] = {}  # an encoded view's values (`_keep` says in what form)
         self.seq = 0  # the last stream sequence applied
         self.ready = asyncio.Event()
         self.loads = 0  # how many times the latest values were loaded (1 + reconnects)
         self.generation = 0  # bumped whenever the set of keys or their order changes
-        self._sorted: tuple[int, list[str]] = (-1, [])
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def get(self, key: str) -> M | None:
@@ -79,21 +74,14 @@ class View(Generic[M]):
     def __len__(self) -> int:
         return len(self.stored) if self.encoded else len(self.values)
 
+    def keys_held(self) -> set[str]:
+        return set(self.stored if self.encoded else self.values)
+
     def __iter__(self) -> Iterator[M]:
         if self.encoded:
             decoded = (self.store.parse(key, data) for key, data in list(self.stored.items()))
             return iter([value for value in decoded if value is not None])
         return iter(list(self.values.values()))
-
-    def ordered(self) -> list[M]:
-        """Every value, sorted by `order` (the sort is redone only after keys or their order changed)."""
-        values = self.values
-        if self.order is None:
-            return list(values.values())
-        if self._sorted[0] != self.generation:
-            order = self.order
-            self._sorted = (self.generation, sorted(values, key=lambda key: order(values[key])))
-        return [values[key] for key in self._sorted[1]]
 
     # --- following the bucket ------------------------------------------------------------------
 
@@ -116,7 +104,7 @@ class View(Generic[M]):
 
     async def _follow(self) -> None:
         fresh: OrderedDict[str, M] = OrderedDict()
-        fresh_stored: dict[str, bytes] = {}
+        fresh_stored: dict[str, Any] = {}
         # Every write up to the stream's last message now is in the latest values the watch loads
         # (a server whose store was lost starts its sequence again: the view follows it down).
         seq = await self.store.last_seq()
@@ -130,13 +118,13 @@ class View(Generic[M]):
             if loading:
                 seq = max(seq, change.seq)
                 if self.encoded:
-                    _keep(fresh_stored, change)
+                    self._keep(fresh_stored, change)
                 else:
                     self._put(fresh, change)
             else:
                 self.apply(change)
 
-    def _swap(self, fresh: OrderedDict[str, M], fresh_stored: dict[str, bytes], seq: int) -> None:
+    def _swap(self, fresh: OrderedDict[str, M], fresh_stored: dict[str, Any], seq: int) -> None:
         self.values = fresh
         self.stored = fresh_stored
         self.loads += 1
@@ -150,7 +138,7 @@ class View(Generic[M]):
         """One change as the watch delivered it (a value that does not parse reads as absent, as a
         direct read of it would; the store logged it)."""
         if self.encoded:
-            if _keep(self.stored, change):
+            if self._keep(self.stored, change):
                 self.generation += 1
         elif self._put(self.values, change):
             self.generation += 1
@@ -168,9 +156,15 @@ class View(Generic[M]):
             if len(values) > self.capacity:
                 values.popitem(last=False)
                 return True
-        if before is None:
-            return True
-        return self.order is not None and self.order(before) != self.order(change.value)
+        return before is None
+
+    def _keep(self, stored: dict[str, Any], change: Change[M]) -> bool:
+        """Apply a change to an encoded view's values (its bytes); True when the set of keys changed."""
+        if not change.data:
+            return stored.pop(change.key, None) is not None
+        known = change.key in stored
+        stored[change.key] = change.data
+        return not known
 
     # --- waiting for a sequence ----------------------------------------------------------------
 
@@ -209,26 +203,84 @@ class View(Generic[M]):
         return reached
 
 
-def _keep(stored: dict[str, bytes], change: Change[Any]) -> bool:
-    """Apply a change to an encoded view's values; True when the set of keys changed."""
-    if not change.data:
-        return stored.pop(change.key, None) is not None
-    known = change.key in stored
-    stored[change.key] = change.data
-    return not known
-
-
 def node_order(record: NodeRecord) -> tuple[float, str]:
     """Machines are listed oldest first (by creation time, then uuid)."""
     return record.createtime, record.facts.uuid
 
 
+# A machine as the nodes view holds it: a plain tuple of its sort key (creation time, uuid), the
+# fields `/node/list` filters on, its stored bytes (decoded when it is read by key) and its
+# `/node/list` entry, encoded. Tuples of strings, floats and bytes are no work for the garbage
+# collector (it stops tracking them), where a decoded record was a dozen objects it walked.
+Machine = tuple[float, str, str, str, str, bytes, bytes]
+AREA: Final = 2
+OPERATOR: Final = 3
+STATUS: Final = 4
+DATA: Final = 5
+ENTRY: Final = 6
+
+
+EVERY = slice(None)
+
+
+def machine(record: NodeRecord, data: bytes, timezone: str, key: str = "") -> Machine:
+    """What the nodes view keeps of a machine whose stored bytes `data` decode to `record` (`key`:
+    its key, the same text as its uuid, held once)."""
+    facts = record.facts
+    return (
+        record.createtime,
+        key or facts.uuid,
+        facts.area,
+        facts.operator,
+        record.status.value,
+        data,
+        node_entry(record, timezone),
+    )
+
+
+class NodesView(View[NodeRecord]):
+    """`ty_nodes` in memory as one `Machine` tuple per machine (about 1.3 KiB each; a decoded record
+    took 3 KiB). A change is decoded once, to check it and to encode its `/node/list` entry in
+    `timezone`, so a listing joins bytes already made; `get` decodes the stored bytes again."""
+
+    def __init__(self, store: Store[NodeRecord], timezone: str) -> None:
+        super().__init__(store, encoded=True)
+        self.timezone = timezone
+        self._sorted: tuple[int, list[str]] = (-1, [])
+
+    def get(self, key: str) -> NodeRecord | None:
+        held: Machine | None = self.stored.get(key)
+        return self.store.parse(key, held[DATA]) if held is not None else None
+
+    def __iter__(self) -> Iterator[NodeRecord]:
+        decoded = (self.store.parse(key, held[DATA]) for key, held in list(self.stored.items()))
+        return iter([value for value in decoded if value is not None])
+
+    def machines(self, window: slice = EVERY) -> list[Machine]:
+        """The machines in `window` of all of them oldest first (the sort is redone only after a
+        machine came, went or changed its creation time)."""
+        stored: dict[str, Machine] = self.stored
+        if self._sorted[0] != self.generation:
+            self._sorted = (self.generation, sorted(stored, key=lambda key: stored[key][:2]))
+        return [stored[key] for key in self._sorted[1][window]]
+
+    def _keep(self, stored: dict[str, Any], change: Change[NodeRecord]) -> bool:
+        """A value that does not parse reads as absent (as a direct read of it would; the store
+        logged it); True when the set of keys or their order changed."""
+        record = self.store.parse(change.key, change.data) if change.data else None
+        if record is None:
+            return stored.pop(change.key, None) is not None
+        before: Machine | None = stored.get(change.key)
+        held = stored[change.key] = machine(record, change.data, self.timezone, change.key)
+        return before is None or before[:2] != held[:2]
+
+
 class Views:
     """The views of one API process, started in its lifespan."""
 
-    def __init__(self, bus: Bus, jobs_capacity: int = 20_000) -> None:
+    def __init__(self, bus: Bus, jobs_capacity: int = 20_000, timezone: str = TIMEZONE) -> None:
         self.bus = bus
-        self.nodes: View[NodeRecord] = View(bus.store(subjects.NODES), order=node_order)
+        self.nodes = NodesView(bus.store(subjects.NODES), timezone)
         # Names and reports are read one key at a time: kept encoded (at 100,000 machines the
         # decoded reports alone were millions of objects, and every report written was decoded).
         self.names: View[NameClaim] = View(bus.store(subjects.NAMES), encoded=True)
@@ -238,7 +290,7 @@ class Views:
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
-    def all(self) -> tuple[View[NodeRecord], View[NameClaim], View[NodeReport], View[Job]]:
+    def all(self) -> tuple[NodesView, View[NameClaim], View[NodeReport], View[Job]]:
         return self.nodes, self.names, self.observed, self.jobs
 
     def view(self, spec: subjects.BucketSpec[M]) -> View[M] | None:
@@ -248,7 +300,15 @@ class Views:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(view.run(self.bus), name=f"view-{view.name}") for view in self.all]
+        self._tasks.append(asyncio.create_task(self._settle(), name="views-settle"))
         _ATTACHED[self.bus] = self
+
+    async def _settle(self) -> None:
+        """Once the views are loaded, what the process holds by then is moved out of the garbage
+        collector's sight (`gc.freeze`): a collection no longer walks the loaded views."""
+        await asyncio.gather(*(view.ready.wait() for view in self.all))
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         _ATTACHED.pop(self.bus, None)

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -26,6 +26,7 @@ from nats.aio.subscription import Subscription
 
 from tingyu.common import metrics, subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.bus.stores import Change
 from tingyu.common.leases import Lease, holder_name
 from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodeStatus
@@ -82,9 +83,12 @@ class NodesService:
         # Partition -> monotonic time up to which this replica surely holds it.
         self.owned: dict[int, float] = {}
         self.subs: dict[int, Subscription] = {}
-        # Records waiting to be stored, one per machine: a newer change replaces an unwritten one.
-        self.pending: dict[str, NodeRecord] = {}
+        # Machines whose record waits to be stored, in order (the registry holds the record's bytes:
+        # a newer change replaces an unwritten one, and no decoded record waits in memory).
+        self.pending: dict[str, None] = {}
         self.wake = asyncio.Event()
+        # `ty_nodes` followed: its latest values load the registry, then other replicas' writes.
+        self.follower: AsyncIterator[Change[NodeRecord] | None] | None = None
 
     def owns(self, partition: int) -> bool:
         """Held and not given up: renewed within the lease, or (a renewal late under load) still
@@ -102,10 +106,17 @@ class NodesService:
         return sorted(p for p in self.owned if self.owns(p))
 
     async def start(self) -> None:
-        """Load the fleet from storage (the partitions' heartbeats are followed once held)."""
-        records = await self.store.values()
-        self.registry.load(records, timefmt.now())
-        log.info("loaded %d machines", len(records))
+        """Load the fleet from storage one record at a time, so the decoded fleet is never in memory
+        at once; the same watch then follows other replicas' writes (`follow_storage`). The
+        partitions' heartbeats are followed once held."""
+        self.follower = self.store.follow(decode=False)
+        now = timefmt.now()
+        async for change in self.follower:
+            if change is None:
+                break
+            if change.data and (record := self.store.parse(change.key, change.data)) is not None:
+                self.registry.loaded(record, change.data, now)
+        log.info("loaded %d machines", len(self.registry.nodes))
 
     async def on_heartbeat(self, msg: Msg) -> None:
         metrics.HEARTBEATS.inc()
@@ -129,10 +140,11 @@ class NodesService:
         record = self.registry.beat(hb, timefmt.now())
         if record is not None and self.owns(int(partition)):
             self.registry.stored(record)  # optimistic: avoids queueing the same change per beat
-            self.queue(record)
+            self.queue(uuid)
 
-    def queue(self, record: NodeRecord) -> None:
-        self.pending[record.facts.uuid] = record
+    def queue(self, uuid: str) -> None:
+        """Store the machine's record as the registry holds it (by the time it is written)."""
+        self.pending[uuid] = None
         self.wake.set()
 
     # --- partitions ----------------------------------------------------------------------------
@@ -236,7 +248,7 @@ class NodesService:
         for record in self.registry.expired(timefmt.now(), held):
             log.info("machine %s is NotReady", record.facts.uuid, extra={"uuid": record.facts.uuid})
             self.registry.stored(record)
-            self.queue(record)
+            self.queue(record.facts.uuid)
 
     # --- storage -------------------------------------------------------------------------------
 
@@ -247,24 +259,28 @@ class NodesService:
             return not self.owns(self.registry.partition(uuid))
 
         async def follow() -> None:
-            async for _, record in self.store.watch(wanted=others):
-                if record is not None:
-                    self.registry.stored(record)
+            # The watch `start` loaded from, once; a follow started again replays the latest values.
+            follower, self.follower = self.follower or self.store.follow(decode=False), None
+            async for change in follower:
+                if change is None or not change.data or not others(change.key):
+                    continue
+                if (record := self.store.parse(change.key, change.data)) is not None:
+                    self.registry.stored(record, change.data)
 
         await until_stopped(follow(), stop)
 
     async def writer(self, stop: asyncio.Event) -> None:
         """Store pending records, many in flight at once (a fleet joining is 100,000 writes)."""
 
-        async def put(record: NodeRecord) -> bool:
-            uuid = record.facts.uuid
-            if not self.owns(self.registry.partition(uuid)):
+        async def put(uuid: str) -> bool:
+            data = self.registry.encoded(uuid)
+            if not data or not self.owns(self.registry.partition(uuid)):
                 return True  # the partition moved on: its new holder decides
             try:
-                await self.store.put(uuid, record)
+                await self.store.put_encoded(uuid, data)
             except Exception as exc:
                 log.warning("could not store machine %s (%s); will retry", uuid, exc)
-                self.pending.setdefault(uuid, record)
+                self.pending.setdefault(uuid)
                 return False
             return True
 
@@ -274,8 +290,10 @@ class NodesService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                 continue
-            batch = [self.pending.pop(uuid) for uuid in list(itertools.islice(self.pending, WRITE_BATCH))]
-            stored = await asyncio.gather(*(put(record) for record in batch))
+            batch = list(itertools.islice(self.pending, WRITE_BATCH))
+            for uuid in batch:
+                del self.pending[uuid]
+            stored = await asyncio.gather(*(put(uuid) for uuid in batch))
             await asyncio.sleep(0 if all(stored) else 0.5)  # let heartbeats in; back off on failures
 
     async def gauges(self) -> None:

@@ -35,9 +35,10 @@ class Seen:
     def stored(self) -> NodeRecord | None:
         return NodeRecord.from_bytes(self.record) if self.record else None
 
-    def keep(self, record: NodeRecord) -> None:
-        """Remember the stored record; the facts waiting for it are no longer needed."""
-        self.record = record.to_bytes()
+    def keep(self, record: NodeRecord, data: bytes = b"") -> None:
+        """Remember the stored record (`data`: its bytes, when the caller has them); the facts
+        waiting for it are no longer needed."""
+        self.record = data or record.to_bytes()
         self.digest = record.facts_digest
         self.status = record.status
         self.heartbeattime = record.heartbeattime
@@ -62,7 +63,11 @@ class NodeRegistry:
     def load(self, records: list[NodeRecord], now: float) -> None:
         """Start from storage; machines get one full grace period from `now` before they can be reaped."""
         for record in records:
-            self._seen(record.facts.uuid, max(record.heartbeattime, now)).keep(record)
+            self.loaded(record, b"", now)
+
+    def loaded(self, record: NodeRecord, data: bytes, now: float) -> None:
+        """One machine as storage held it at start (`data`: its stored bytes, b"" to encode it)."""
+        self._seen(record.facts.uuid, max(record.heartbeattime, now)).keep(record, data)
 
     def touch(self, uuid: str, facts_digest: str, now: float) -> bool:
         """The hot path: a beat of a stored, Ready machine with the same facts and a fresh
@@ -141,11 +146,18 @@ class NodeRegistry:
                 )
         return out
 
-    def stored(self, record: NodeRecord) -> None:
-        """Remember what is in storage now (after this replica or another wrote it)."""
+    def stored(self, record: NodeRecord, data: bytes = b"") -> bytes:
+        """Remember what is in storage now (after this replica or another wrote it; `data`: its
+        bytes when the caller has them); returns the bytes kept."""
         uuid = record.facts.uuid
         seen = self.nodes.get(uuid) or self._seen(uuid, record.heartbeattime)
-        seen.keep(record)
+        seen.keep(record, data)
+        return seen.record
+
+    def encoded(self, uuid: str) -> bytes:
+        """The machine's record as this replica last stored or saw it (b"": none)."""
+        seen = self.nodes.get(uuid)
+        return seen.record if seen is not None else b""
 
     def partition(self, uuid: str) -> int:
         """The machine's heartbeat partition."""

@@ -237,6 +237,15 @@ class Store(Generic[M]):
         with self.bus.trip():
             return await kv.put(key, self._encode(key, value))
 
+    async def put_encoded(self, key: str, data: bytes) -> int:
+        """Store a value already encoded (`to_bytes` of this bucket's model) unconditionally: for a
+        writer that keeps its values as bytes. Returns the new revision."""
+        self._check_key(key)
+        self._check_size(key, data)
+        kv = await self._handle()
+        with self.bus.trip():
+            return await kv.put(key, data)
+
     async def create(self, key: str, value: M) -> int:
         """Store only when the key is absent (or deleted); `Conflict` when it exists."""
         self._check_key(key)
@@ -315,13 +324,16 @@ class Store(Generic[M]):
         """The value's bytes, refused when over the bucket's value limit or (with the subject and
         the compare-and-set header an update carries) over the server's max payload."""
         data = value.to_bytes()
+        self._check_size(key, data)
+        return data
+
+    def _check_size(self, key: str, data: bytes) -> None:
         if len(data) > self.spec.max_value_bytes > 0:
             raise PayloadTooLarge(
                 detail=f"a {self.spec.name} record of {len(data)} bytes is over its limit "
                 f"of {self.spec.max_value_bytes} bytes"
             )
         self.bus.check(self.spec.prefix + key, len(data), _CAS_HEADER)
-        return data
 
     def parse(self, key: str, data: bytes) -> M | None:
         """A stored value of `key` as the model; None (logged) when it does not parse."""

@@ -24,7 +24,5 @@ async def get(bus: BusDep, settings: SettingsDep, names: NodeNames) -> Envelope[
 async def list_all(bus: BusDep, settings: SettingsDep, query: NodeQueryDep) -> StreamingResponse:
     """Every machine, oldest first; optionally only those of an area, operator or status, and one
     page of them (`page` from 1, `pageSize` up to 1000). The answer is streamed."""
-    records = await nodes.every(bus, query)
-    return StreamingResponse(
-        nodes.listing(records, settings.platform.timezone), media_type="application/json"
-    )
+    entries = await nodes.every(bus, query, settings.platform.timezone)
+    return StreamingResponse(nodes.listing(entries), media_type="application/json")

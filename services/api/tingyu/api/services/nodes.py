@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 from tingyu.api import reads
 from tingyu.api.config import ApiSettings
 from tingyu.api.params import NodeQuery
-from tingyu.api.schemas.nodes import NodeView
+from tingyu.api.schemas.nodes import NodeView, node_fields
+from tingyu.api.views import AREA, ENTRY, OPERATOR, STATUS
 from tingyu.common.bus import Bus
 from tingyu.common.models.nodes import NodeRecord
-from tingyu.common.timefmt import to_wire
 
 
 def node_view(record: NodeRecord, timezone: str) -> NodeView:
     """A machine in the contract's shape: `eth` and `diskinfo` are JSON strings, as old clients expect."""
-    facts = record.facts
-    return NodeView(
-        area=facts.area,
-        createtime=to_wire(record.createtime, timezone),
-        memory=facts.memory,
-        address=facts.nodename,
-        ip=facts.address,
-        bandwith=facts.bandwith,
-        operatingsystem=facts.operatingsystem,
-        cpu=facts.cpu,
-        uuid=facts.uuid,
-        operator=facts.operator,
-        kernelversion=facts.kernelversion,
-        nodename=facts.nodename,
-        eth=json.dumps([nic.model_dump() for nic in facts.eth], ensure_ascii=False, separators=(",", ":")),
-        systemos=facts.osimage,
-        osimage=facts.osimage,
-        diskinfo=json.dumps([d.model_dump() for d in facts.diskinfo], separators=(",", ":")),
-        heartbeattime=to_wire(record.heartbeattime, timezone),
-        status=record.status.value,
-        architecture=facts.architecture,
-        simulated=record.simulated,
-    )
+    return NodeView(**node_fields(record, timezone))
 
 
 async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeView]:
@@ -49,27 +26,25 @@ async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeV
     return [node_view(await reads.node(bus, uuid), settings.platform.timezone) for uuid in uuids]
 
 
-async def every(bus: Bus, query: NodeQuery) -> list[NodeRecord]:
-    """The machines `query` asks for, oldest first (every machine when it asks nothing)."""
-    records = await reads.nodes_in_order(bus)
-    if query.filtered:
-        records = [record for record in records if query.matches(record)]
-    if query.page:
-        start = (query.page - 1) * query.page_size
-        records = records[start : start + query.page_size]
-    return records
+async def every(bus: Bus, query: NodeQuery, timezone: str) -> list[bytes]:
+    """The `/node/list` entries of the machines `query` asks for, oldest first (every machine when
+    it asks nothing)."""
+    if not query.filtered:  # only the page's machines are gathered
+        return [machine[ENTRY] for machine in await reads.machines_in_order(bus, timezone, query.window)]
+    machines = await reads.machines_in_order(bus, timezone)
+    chosen = [m for m in machines if query.accepts(m[AREA], m[OPERATOR], m[STATUS])]
+    return [machine[ENTRY] for machine in chosen[query.window]]
 
 
-async def listing(records: list[NodeRecord], timezone: str) -> AsyncIterator[bytes]:
-    """The success envelope of `records`, encoded a chunk of machines at a time (a whole fleet's
-    answer is tens of megabytes: never held as one string)."""
+async def listing(entries: list[bytes]) -> AsyncIterator[bytes]:
+    """The success envelope of the encoded `entries`, a chunk of machines at a time (a whole
+    fleet's answer is tens of megabytes: never held as one string)."""
     yield b'{"msg":"success","code":200,"data":['
-    for start in range(0, len(records), CHUNK):
-        chunk = records[start : start + CHUNK]
-        text = ",".join(node_view(r, timezone).model_dump_json(exclude_unset=True) for r in chunk)
-        yield (text if start == 0 else "," + text).encode()
+    for start in range(0, len(entries), CHUNK):
+        text = b",".join(entries[start : start + CHUNK])
+        yield text if start == 0 else b"," + text
         await asyncio.sleep(0)  # let other requests run between chunks
     yield b"]}"
 
 
-CHUNK = 500  # machines encoded per piece of a listing
+CHUNK = 2000  # machines per piece of a listing
