@@ -12,7 +12,10 @@ containers have no command behind them (the deployer only reads the job's final 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+
+import nats.errors
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
@@ -55,6 +58,14 @@ def desired(uuid: str, index: int, containers: int, job_id: str, ref: str) -> No
     return doc
 
 
+async def put(store: DesiredStore, uuid: str, entry: DesiredContainer, attempts: int = 5) -> int:
+    """One key written, again after a timeout (a loaded server answers late, not never)."""
+    for _ in range(attempts - 1):
+        with contextlib.suppress(nats.errors.TimeoutError):
+            return await store.put(uuid, entry)
+    return await store.put(uuid, entry)
+
+
 async def preload(
     bus: Bus,
     uuids: list[tuple[int, str]],
@@ -77,7 +88,7 @@ async def preload(
         nonlocal written
         for index, uuid in todo:
             for entry in desired(uuid, index, containers, job_id, ref).containers.values():
-                revision = await desired_store.put(uuid, entry)  # one key per deployment
+                revision = await put(desired_store, uuid, entry)  # one key per deployment
                 await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=entry.name, revision=revision))
                 written += 1
 
