@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 
@@ -100,6 +101,7 @@ class Ingest:
         self.spec = spec
         self.dropped: Counter[str] = Counter()  # samples dropped since start, by reason
         self.recent = RecentIds(settings.recent_ids)
+        self.per_message = 11.0  # samples per message in the last pull (an agent's reading: 11)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull, check, batch, store, ack; until `stop`, then store what is waiting.
@@ -126,8 +128,9 @@ class Ingest:
                     storing = None
                 observed = await observe(self.bus, self.spec, observed)
                 timeout = waiting.wait_s(self.settings)
-                msgs = await puller.pull(size, timeout)
+                msgs = await puller.pull(self.pull_size(waiting), timeout)
                 window = self.window()
+                taken = waiting.count
                 for msg in msgs:
                     again = redelivered(msg)
                     if again:
@@ -135,6 +138,8 @@ class Ingest:
                     good = await self.check(msg, window)
                     if good is not None:
                         waiting.add(msg, good, again=again)
+                if msgs and waiting.count > taken:
+                    self.per_message = (waiting.count - taken) / len(msgs)
                 unacked = len(waiting.entries) + (storing[1] if storing else 0)
                 if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
                     if storing:
@@ -152,6 +157,11 @@ class Ingest:
             await puller.stop()
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await abandoned.unsubscribe()
+
+    def pull_size(self, waiting: Batcher) -> int:
+        """Messages to ask for: enough to fill the insert, as large as agents' batches are now."""
+        room = max(self.settings.batch_samples - waiting.count, 1)
+        return max(1, min(self.settings.fetch_messages, math.ceil(room / self.per_message)))
 
     def window(self) -> Window:
         """The sample times accepted now."""
