@@ -5,8 +5,8 @@
    `samples_5m`, then `bandwidth_5m` and `resources_5m` backfilled from them (the upgrade path the
    service runs at start). The fill is not measured; the queries over it are.
 2. Ingest: `ingest-machines` agents, `containers` containers each, one batch per machine and
-   `readings-per-batch` readings (the agent's own format and size; by default what the agent
-   publishes by default), all published to `TY_SAMPLES` before metering
+   `readings-per-batch` readings (the agent's own format; by default as many readings as the
+   agent gathers by default), all published to `TY_SAMPLES` before metering
    starts; then metering (into the filled store) drains the stream: samples / seconds from its
    first delivery to the moment every message is acked (stored, resources recomputed). Baseline
    in the same run: the same samples as plain chDB INSERTs of the same size into a fresh store of

@@ -295,7 +295,7 @@ class Puller:
 
     async def pull(self, batch: int, timeout: float) -> list[Msg]:
         """Up to `batch` messages: once that many came, or the request expired after `timeout`
-        seconds with fewer (a transient failure is logged and backed off; none come then)."""
+        seconds with fewer (none while the connection is down: backed off half a second)."""
         if len(self.got) < batch:  # messages of an earlier request may have come late
             self.requests += 1
             self.request = f"{self.inbox}.{self.requests}"
