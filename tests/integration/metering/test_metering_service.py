@@ -299,8 +299,9 @@ async def test_a_kill_between_fetch_and_insert_delivers_every_taken_message_agai
             stop.set()
             await asyncio.wait_for(running, 10)
         after = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
-        # each taken message once more, each later one once
-        assert after.delivered.consumer_seq - before.delivered.consumer_seq == len(batches)
+        # each taken message once more, each later one once (more when an insert outlasts the short
+        # ack wait on a loaded box: those are found stored, the counts below hold either way)
+        assert after.delivered.consumer_seq - before.delivered.consumer_seq >= len(batches)
         assert await _counts(store, nodes) == (len(samples), len(samples))
         await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
     finally:
