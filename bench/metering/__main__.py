@@ -5,7 +5,8 @@
    `samples_5m`, then `bandwidth_5m` and `resources_5m` backfilled from them (the upgrade path the
    service runs at start). The fill is not measured; the queries over it are.
 2. Ingest: `ingest-machines` agents, `containers` containers each, one batch per machine and
-   reading (the agent's own format and size), all published to `TY_SAMPLES` before metering
+   `readings-per-batch` readings (the agent's own format; by default as many readings as the
+   agent gathers by default), all published to `TY_SAMPLES` before metering
    starts; then metering (into the filled store) drains the stream: samples / seconds from its
    first delivery to the moment every message is acked (stored, resources recomputed). Baseline
    in the same run: the same samples as plain chDB INSERTs of the same size into a fresh store of
@@ -33,6 +34,7 @@ import psutil
 
 from bench.harness import bearer, percentile
 from bench.metering.fleet import Fleet
+from tingyu.agent.sampling import SamplerSettings
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port, http_ok, wait_until
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
@@ -81,10 +83,10 @@ async def fill(path: Path, machines: int, days: int, first: int) -> tuple[float,
     return filled - started, done - filled
 
 
-def ingest_fleet(machines: int, ticks: int, containers: int, start: int) -> Fleet:
-    """Agents as they publish: one batch per machine and reading, every 10 s."""
+def ingest_fleet(machines: int, ticks: int, containers: int, start: int, readings: int) -> Fleet:
+    """Agents as they publish: a reading every 10 s, `readings` of them to a batch."""
     images = [(f"ingest{i // 2}", f"v{i % 2 + 1}") for i in range(containers)]
-    return Fleet("bench", machines, images, start, ticks, step_s=10, ticks_per_batch=1)
+    return Fleet("bench", machines, images, start, ticks, step_s=10, ticks_per_batch=readings)
 
 
 def chunks(batches: list[SampleBatch], size: int) -> list[list[SampleBatch]]:
@@ -219,6 +221,8 @@ def main() -> None:
     parser.add_argument("--ingest-ticks", type=int, default=60)
     parser.add_argument("--containers", type=int, default=10)
     parser.add_argument("--queries", type=int, default=50)
+    # What the agent publishes by default (`TINGYU_AGENT_SAMPLE_READINGS`); 1 is its former format.
+    parser.add_argument("--readings-per-batch", type=int, default=SamplerSettings().sample_readings)
     args = parser.parse_args()
     end = int(time.time()) // 300 * 300
     first = end - args.days * 86400
@@ -236,7 +240,9 @@ def main() -> None:
             flush=True,
         )
 
-        fleet = ingest_fleet(args.ingest_machines, args.ingest_ticks, args.containers, end - 3600)
+        fleet = ingest_fleet(
+            args.ingest_machines, args.ingest_ticks, args.containers, end - 3600, args.readings_per_batch
+        )
         batches = fleet.batches()
         samples = sum(len(b.samples) for b in batches)
         config = PlatformConfig(

@@ -83,6 +83,7 @@ FAST_ENV = {
     "TINGYU_AGENT_HEARTBEAT_S": "1",
     "TINGYU_AGENT_RESYNC_S": "3",
     "TINGYU_AGENT_SAMPLE_S": "1",
+    "TINGYU_AGENT_SAMPLE_READINGS": "2",  # readings gathered into a batch, as agents do (6 by default)
     "TINGYU_AGENT_AREA": "南京",
     "TINGYU_AGENT_OPERATOR": "移动",
     "TINGYU_AGENT_BANDWIDTH_MBPS": "1000",

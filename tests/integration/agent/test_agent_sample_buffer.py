@@ -46,6 +46,7 @@ OUTAGE_BATCHES = 6  # the outage lasts until the agent holds this many batches (
 @pytest.fixture(autouse=True)
 def fast_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINGYU_AGENT_SAMPLE_S", "0.5")
+    monkeypatch.setenv("TINGYU_AGENT_SAMPLE_READINGS", "1")  # a batch per reading: counted below
     monkeypatch.setenv("TINGYU_AGENT_PUBLISH_TIMEOUT_S", "2")
 
 

@@ -10,7 +10,10 @@ so the machine's counted NIC bytes, minus what own-namespace containers moved, a
 among the host-network containers running at that reading (all of it when there is one).
 
 The sampler runs from the agent's start, before its first connection to NATS: a machine rebooted
-during an outage is metered too. Batches go to `TY_SAMPLES` with the batch id as message id; until
+during an outage is metered too. Several readings go out as one batch (`TINGYU_AGENT_SAMPLE_READINGS`,
+bounded by `MAX_BATCH_BYTES`): metering's cost is mostly per message, not per sample. A batch is
+sealed once it is full and never changes after, so publishing it again (same message id) is
+deduplicated by JetStream. Batches go to `TY_SAMPLES` with the batch id as message id; until
 NATS can take them they wait in a bounded buffer (oldest dropped first when it is full, counted and
 logged) and keep their ids and reading times, so metering stores each once and at its own time.
 While the platform's desired state cannot be read, images and versions are named from the one the
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 LABEL_NODE = "tingyu.node"
 SYS_NET = Path("/sys/class/net")
+# A published batch stays well under NATS's 1 MiB payload limit whatever the names in it.
+MAX_BATCH_BYTES = 256 * 1024
 
 
 class SamplerSettings(BaseSettings):
@@ -50,8 +55,9 @@ class SamplerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TINGYU_AGENT_", extra="ignore")
 
     sample_s: float = 10.0
+    sample_readings: int = 6  # readings per published batch (one publish a minute at 10 s)
     count_nics: str = ""  # comma-separated NIC names; empty: every real NIC (backed by a device)
-    sample_buffer: int = 8640  # batches kept while NATS is unreachable (a day at 10 s)
+    sample_buffer: int = 1440  # batches kept while NATS is unreachable (a day of 6 readings at 10 s)
     publish_timeout_s: float = 5.0
     docker_host: str = ""  # empty: the environment's DOCKER_HOST or the local socket
     docker_timeout_s: float = 30.0
@@ -210,12 +216,35 @@ def connected(bus: Bus | None) -> bool:
 
 
 class Outbox:
-    """Batches not yet accepted by JetStream, oldest first, at most `limit` of them."""
+    """Batches not yet accepted by JetStream, oldest first, at most `limit` of them; readings are
+    gathered `readings` to a batch (fewer when they would pass `MAX_BATCH_BYTES`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, readings: int = 1) -> None:
         self.batches: deque[SampleBatch] = deque()
         self.limit = max(limit, 1)
+        self.readings = max(readings, 1)
+        self.open: list[SampleBatch] = []  # readings of the batch being gathered
+        self.open_bytes = 0
         self.dropped = 0
+
+    def add_reading(self, batch: SampleBatch) -> None:
+        """One reading's samples, into the batch being gathered; a full batch is sealed."""
+        size = len(batch.to_bytes())
+        if self.open and self.open_bytes + size > MAX_BATCH_BYTES:
+            self.seal()
+        self.open.append(batch)
+        self.open_bytes += size
+        if len(self.open) >= self.readings:
+            self.seal()
+
+    def seal(self) -> None:
+        """The readings gathered so far, as one batch named by the first, queued to publish."""
+        if not self.open:
+            return
+        first = self.open[0]
+        samples = [sample for reading in self.open for sample in reading.samples]
+        self.open, self.open_bytes = [], 0
+        self.add(SampleBatch(batch_id=first.batch_id, node_uuid=first.node_uuid, samples=samples))
 
     def add(self, batch: SampleBatch) -> None:
         if len(self.batches) >= self.limit:
@@ -256,7 +285,7 @@ class Sampler:
         self.node_uuid = node_uuid
         self.settings = settings or SamplerSettings()
         self.memory = memory or DesiredMemory()
-        self.outbox = Outbox(self.settings.sample_buffer)
+        self.outbox = Outbox(self.settings.sample_buffer, self.settings.sample_readings)
         self.bus: Bus | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -321,13 +350,14 @@ class Sampler:
                     if before is not None:
                         samples = to_samples(self.node_uuid, before, now, await self.images())
                         batch_id = f"{self.node_uuid}-{int(now.at * 1000)}"
-                        self.outbox.add(
+                        self.outbox.add_reading(
                             SampleBatch(batch_id=batch_id, node_uuid=self.node_uuid, samples=samples)
                         )
                     before = now
                 await self.outbox.flush(self.bus, settings.publish_timeout_s)
                 if await wait_or_stop(stop, max(settings.sample_s - (time.monotonic() - started), 0.0)):
                     break
+            self.outbox.seal()  # what was gathered goes out now, not with the next start
             await self.outbox.flush(self.bus, settings.publish_timeout_s)
         finally:
             with contextlib.suppress(Exception):

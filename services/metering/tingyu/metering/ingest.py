@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 
@@ -27,7 +28,7 @@ from nats.aio.msg import Msg
 
 from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
-from tingyu.common.bus.consumers import dead_letter, fetch, observe, park_abandoned, subscribe
+from tingyu.common.bus.consumers import Puller, dead_letter, declare, deliveries, observe, park_abandoned
 from tingyu.common.models.metering import RawSampleBatch, SampleBatch
 from tingyu.metering.config import MeteringSettings
 from tingyu.metering.rollups import recompute_resources
@@ -79,7 +80,7 @@ class Batcher:
     def wait_s(self, settings: MeteringSettings) -> float:
         """How long the next fetch may block without making the waiting batch late."""
         if not self.entries:
-            return 1.0
+            return settings.batch_wait_s  # a first message then waits at most twice that
         return max(settings.batch_wait_s - (time.monotonic() - self.since), 0.05)
 
 
@@ -100,6 +101,7 @@ class Ingest:
         self.spec = spec
         self.dropped: Counter[str] = Counter()  # samples dropped since start, by reason
         self.recent = RecentIds(settings.recent_ids)
+        self.per_message = 11.0  # samples per message in the last pull (an agent's reading: 11)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull, check, batch, store, ack; until `stop`, then store what is waiting.
@@ -108,11 +110,14 @@ class Ingest:
         decoding and the insert use a core each; batches are still stored and acked in order.
         """
         size = self.settings.fetch_messages
-        sub = await subscribe(self.bus, self.spec, size)
+        await declare(self.bus, self.spec, size)
+        puller = Puller(self.bus, self.spec)
+        await puller.start()
         abandoned = await park_abandoned(self.bus, self.spec, None)  # batches no answer ever came for
         # Unacked messages are bounded by the consumer: a batch that could not take another fetch
         # is stored now rather than waiting out its delay with nothing more arriving.
-        pending_limit = (await sub.consumer_info()).config.max_ack_pending or 1024
+        info = await self.bus.js.consumer_info(self.spec.stream.name, self.spec.durable)
+        pending_limit = info.config.max_ack_pending or 1024
         waiting = Batcher()
         storing: tuple[asyncio.Task[None], int] | None = None  # the flush under way, its messages
         observed = 0.0
@@ -123,13 +128,18 @@ class Ingest:
                     storing = None
                 observed = await observe(self.bus, self.spec, observed)
                 timeout = waiting.wait_s(self.settings)
-                for msg in await fetch(sub, size, self.spec.durable, timeout=timeout):
+                msgs = await puller.pull(self.pull_size(waiting), timeout)
+                window = self.window()
+                taken = waiting.count
+                for msg in msgs:
                     again = redelivered(msg)
                     if again:
                         metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
-                    good = await self.check(msg)
+                    good = await self.check(msg, window)
                     if good is not None:
                         waiting.add(msg, good, again=again)
+                if msgs and waiting.count > taken:
+                    self.per_message = (waiting.count - taken) / len(msgs)
                 unacked = len(waiting.entries) + (storing[1] if storing else 0)
                 if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
                     if storing:
@@ -144,13 +154,22 @@ class Ingest:
         finally:
             if storing and not storing[0].done():
                 storing[0].cancel()
-            for subscription in (sub, abandoned):
-                with contextlib.suppress(Exception):  # the connection may be gone already
-                    await subscription.unsubscribe()
+            await puller.stop()
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await abandoned.unsubscribe()
 
-    async def check(self, msg: Msg) -> Good | None:
+    def pull_size(self, waiting: Batcher) -> int:
+        """Messages to ask for: enough to fill the insert, as large as agents' batches are now."""
+        room = max(self.settings.batch_samples - waiting.count, 1)
+        return max(1, min(self.settings.fetch_messages, math.ceil(room / self.per_message)))
+
+    def window(self) -> Window:
+        """The sample times accepted now."""
+        return Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
+
+    async def check(self, msg: Msg, window: Window | None = None) -> Good | None:
         """The message's good samples; None (and the message ended) when it is no sample batch."""
-        window = Window(time.time(), self.settings.sample_max_age_s, self.settings.sample_max_ahead_s)
+        window = window or self.window()
         # The common case: every sample passes every rule, and the message is stored as it came.
         fast = fast_accepted(msg.data, window)
         if fast is not None and msg.subject == subjects.samples(fast.node_uuid):
@@ -265,7 +284,7 @@ class Ingest:
 
 def redelivered(msg: Msg) -> bool:
     """JetStream delivered this message before (it was nakked, or its ack never arrived)."""
-    return (msg.metadata.num_delivered or 1) > 1
+    return deliveries(msg) > 1
 
 
 def measure(goods: list[Good], started: float) -> None:

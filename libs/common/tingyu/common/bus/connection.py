@@ -66,6 +66,7 @@ class Bus:
         self.nc = nc
         # A JetStream domain reaches the cluster's JetStream through a leaf node as well.
         self.js: JetStreamContext = nc.jetstream(timeout=10.0, domain=domain or None)
+        self.api_prefix = f"$JS.{domain}.API" if domain else "$JS.API"  # JetStream's API subjects
         self.replicas = replicas
         self.max_bytes = max_bytes or {}  # per store name, over the declared defaults
         self.lost = asyncio.Event()  # set when nats-py closed the connection on its own

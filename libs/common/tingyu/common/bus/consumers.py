@@ -226,8 +226,13 @@ async def consume(
 async def subscribe(
     bus: Bus, spec: subjects.ConsumerSpec[M], batch: int | None = None
 ) -> JetStreamContext.PullSubscription:
-    """The spec's pull subscription, shared by every replica (for consumers that take whole
-    batches themselves, such as metering)."""
+    """The spec's pull subscription, shared by every replica."""
+    await declare(bus, spec, batch)
+    return await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
+
+
+async def declare(bus: Bus, spec: subjects.ConsumerSpec[M], batch: int | None = None) -> None:
+    """Create the spec's durable consumer, or bring an existing one to the spec."""
     size = batch or spec.batch
     metrics.CONSUMER_REDELIVERED.labels(spec.durable)  # the series exists (at 0) from the start
     config = js_api.ConsumerConfig(
@@ -244,7 +249,80 @@ async def subscribe(
         await bus.js.add_consumer(spec.stream.name, config)
     except js_errors.APIError as exc:
         log.warning("%s: consumer settings not updated (%s); using it as it is", spec.durable, exc)
-    return await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
+
+
+STATUS = js_api.Header.STATUS.value
+HEARTBEAT = js_api.StatusCode.CONTROL_MESSAGE.value
+
+
+class Puller:
+    """A durable consumer's messages, pulled over a plain subscription on an inbox of its own.
+
+    For consumers that take whole batches (metering): nats-py's `fetch` makes a task, a uuid and a
+    timeout for every message it returns, which is a large share of a small message's cost. Here
+    a message costs an append. One pull request is open at a time; each has its own reply subject,
+    so a late end-of-request status of an earlier one cannot end the current one early.
+    """
+
+    def __init__(self, bus: Bus, spec: subjects.ConsumerSpec[M]) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.inbox = bus.nc.new_inbox()
+        self.next_subject = f"{bus.api_prefix}.CONSUMER.MSG.NEXT.{spec.stream.name}.{spec.durable}"
+        self.got: list[Msg] = []
+        self.want = 0
+        self.request = ""  # the reply subject of the open request
+        self.requests = 0
+        self.ended = asyncio.Event()
+        self.sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self.sub = await self.bus.nc.subscribe(f"{self.inbox}.*", cb=self.arrived)
+
+    async def stop(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self.sub.unsubscribe()
+
+    async def arrived(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers is None or STATUS not in headers:
+            self.got.append(msg)
+            if len(self.got) >= self.want:
+                self.ended.set()
+        elif msg.subject == self.request and headers[STATUS] != HEARTBEAT:
+            self.ended.set()  # 404/408: nothing more before it expired; 409: ended by the server
+
+    async def pull(self, batch: int, timeout: float) -> list[Msg]:
+        """Up to `batch` messages: once that many came, or the request expired after `timeout`
+        seconds with fewer (none while the connection is down: backed off half a second)."""
+        if len(self.got) < batch:  # messages of an earlier request may have come late
+            self.requests += 1
+            self.request = f"{self.inbox}.{self.requests}"
+            self.want = batch
+            self.ended.clear()
+            body = {"batch": batch - len(self.got), "expires": int(timeout * 1e9)}
+            try:
+                await self.bus.nc.publish(self.next_subject, json.dumps(body).encode(), self.request)
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(0.5)
+                return []
+            # The server ends the request itself; the margin covers a lost connection.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ended.wait(), timeout + 1.0)
+        got, self.got = self.got[:batch], self.got[batch:]
+        return got
+
+
+def deliveries(msg: Msg) -> int:
+    """How many times JetStream delivered this message, read from its ack subject alone
+    (nats-py's `msg.metadata` builds several objects and a datetime every time it is read)."""
+    tokens = (msg.reply or "").split(".")
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or
+    # the newer form with the domain and the account hash before the stream (12 tokens or more).
+    if len(tokens) == 9:
+        return int(tokens[4])
+    return int(tokens[6]) if len(tokens) >= 12 else 1
 
 
 async def fetch(
