@@ -25,14 +25,16 @@ from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
-from tingyu.common.models.containers import DesiredNudge, NodeDesired, NodeReport
+from tingyu.common.models.containers import ContainerReport, DesiredNudge, NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.service import LoopFn, wait_or_stop
 from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE_S = 0.02  # a burst of nudges and Docker events makes one pass (and costs little latency)
+# A nudge after a quiet spell starts its pass at once; nudges within this time of the last pass
+# (the rest of a burst) wait for it and make one pass together.
+DEBOUNCE_S = 0.02
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
 
@@ -73,6 +75,8 @@ class Agent:
         self._desired_read = self.memory.desired is not None  # a state on disk counts as read
         self._fresh = False  # the state held was read from the platform (not only from disk)
         self._full = True  # the next pass lists every key (at start, after a reconnect, periodically)
+        self._whole = True  # the next pass looks at every container (not only the nudged keys')
+        self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
         self.reads = {"keys": 0, "listings": 0, "stale_nudges": 0}
         self._published: dict[str, Any] | None = None
@@ -90,6 +94,12 @@ class Agent:
         every key of the machine, not only the nudged ones."""
         self._full = self._full or full
         self.wake.set()
+
+    def look_again(self) -> None:
+        """Something happened to a container behind the agent's back (Docker's events): the next
+        pass looks at every container, not only those of the keys nudged."""
+        self._whole = True
+        self.nudge()
 
     def changed(self, name: str, revision: int) -> None:
         """Key `name` now has `revision`: read it in the next pass, unless that revision is held."""
@@ -143,7 +153,7 @@ class Agent:
             )
 
         async def events(stop: asyncio.Event) -> None:
-            await self.reconciler.runtime.watch(self.uuid, self.nudge, stop)
+            await self.reconciler.runtime.watch(self.uuid, self.look_again, stop)
 
         return [
             ("heartbeat", heartbeats),
@@ -175,7 +185,7 @@ class Agent:
                 return
             if not self.wake.is_set():
                 self._full = True  # the resync period passed: the safety net reads every key
-            await asyncio.sleep(DEBOUNCE_S)
+            await self._debounce()
             self.wake.clear()
             try:
                 await self.sync_once()
@@ -184,6 +194,15 @@ class Agent:
                 if await wait_or_stop(stop, 1.0):
                     return
                 self.wake.set()
+            finally:
+                self._last_pass = asyncio.get_running_loop().time()
+
+    async def _debounce(self) -> None:
+        """Leading edge: no wait after a quiet spell; within DEBOUNCE_S of the last pass, wait out
+        the rest of it so that a burst's later nudges make one pass."""
+        since = asyncio.get_running_loop().time() - self._last_pass
+        if since < DEBOUNCE_S:
+            await asyncio.sleep(DEBOUNCE_S - since)
 
     async def _woken(self, stop: asyncio.Event) -> None:
         """Wait for a nudge, the resync period or `stop`, whichever comes first."""
@@ -203,17 +222,38 @@ class Agent:
                 self.nudge(full=True)
 
     async def sync_once(self) -> NodeReport:
-        """Read the desired state, reconcile, and publish the report when it says something new."""
+        """Read the desired state, reconcile, and publish the report when it says something new.
+
+        A pass asked for only by nudges naming keys acts on those deployments alone and reports the
+        others as the last pass saw them (Docker's events, the resync period, a reconnect or a failed
+        pass make the next one look at every container)."""
+        nudged = None if self._whole or self._full or self.last_observed is None else list(self._pending)
+        self._whole = False
         desired = await self._read_desired()
         # Only a state read from the platform removes anything, and only while it answers (autonomy:
         # docs/remote.md).
         removals = self._fresh and self.bus.nc.is_connected
-        containers = await self.reconciler.reconcile(desired, removals=removals)
+        only = nudged or None  # nothing named: a whole pass
+        try:
+            containers = await self.reconciler.reconcile(desired, removals=removals, only=only)
+        except Exception:
+            self._whole = True
+            raise
+        if only is not None:
+            containers = self._with_others(desired, containers)
         self.passes += 1
         report = NodeReport(node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1)
         self.last_observed = report
         await self._publish(report)
         return report
+
+    def _with_others(
+        self, desired: NodeDesired | None, acted: dict[str, ContainerReport]
+    ) -> dict[str, ContainerReport]:
+        """The last report's deployments that are still desired, with those this pass acted on."""
+        kept = desired.containers if desired else {}
+        before = self.last_observed.containers if self.last_observed else {}
+        return {**{name: seen for name, seen in before.items() if name in kept}, **acted}
 
     async def _read_desired(self) -> NodeDesired | None:
         """The desired state: every key at start, after a reconnect and each resync period, else

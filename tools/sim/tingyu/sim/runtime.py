@@ -51,6 +51,10 @@ class SimRuntime:
         ids = self._by_node.get(node_uuid, {})
         return [self._containers[cid] for cid in ids.values()]
 
+    async def find(self, node_uuid: str, name: str) -> RuntimeContainer | None:
+        found = self._by_node.get(node_uuid, {}).get(name)
+        return self._containers[found] if found is not None else None
+
     async def has_image(self, image_ref: str) -> bool:
         return image_ref in self._images
 

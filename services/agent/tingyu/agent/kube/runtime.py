@@ -161,6 +161,10 @@ class KubeRuntime:
             by_name.setdefault(_label(pod, objects.DEPLOYMENT), []).append(pod)
         return [objects.to_container(d, by_name.get(_name(d), [])) for d in deployments.items]
 
+    async def find(self, node_uuid: str, name: str) -> RuntimeContainer | None:
+        found = await self.inspect(name)  # a Deployment is named after its deployment
+        return found if found is not None and found.labels.get(LABEL_NODE) == node_uuid else None
+
     async def has_image(self, image_ref: str) -> bool:
         """The kubelet pulls when the Pod starts; a failed pull shows as the Pod's reason."""
         return True
