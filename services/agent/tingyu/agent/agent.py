@@ -32,9 +32,10 @@ from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
 
-# A nudge after a quiet spell starts its pass at once; nudges within this time of the last pass
-# (the rest of a burst) wait for it and make one pass together.
-DEBOUNCE_S = 0.02
+# A nudge after a quiet spell starts its pass at once, and nudges that come during a pass make one
+# pass after it; passes are at least this far apart (a storm of Docker events, a burst of nudges).
+PASS_GAP_S = 0.005
+DEBOUNCE_S = 0.02  # the fleet simulator's wait before a nudged machine's pass is queued
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
 
@@ -198,11 +199,11 @@ class Agent:
                 self._last_pass = asyncio.get_running_loop().time()
 
     async def _debounce(self) -> None:
-        """Leading edge: no wait after a quiet spell; within DEBOUNCE_S of the last pass, wait out
-        the rest of it so that a burst's later nudges make one pass."""
+        """Leading edge: no wait after a quiet spell; within PASS_GAP_S of the last pass, wait out
+        the rest of it."""
         since = asyncio.get_running_loop().time() - self._last_pass
-        if since < DEBOUNCE_S:
-            await asyncio.sleep(DEBOUNCE_S - since)
+        if since < PASS_GAP_S:
+            await asyncio.sleep(PASS_GAP_S - since)
 
     async def _woken(self, stop: asyncio.Event) -> None:
         """Wait for a nudge, the resync period or `stop`, whichever comes first."""
@@ -229,13 +230,18 @@ class Agent:
         pass make the next one look at every container)."""
         nudged = None if self._whole or self._full or self.last_observed is None else list(self._pending)
         self._whole = False
-        desired = await self._read_desired()
+        desired, read = await self._read_desired()
         # Only a state read from the platform removes anything, and only while it answers (autonomy:
         # docs/remote.md).
         removals = self._fresh and self.bus.nc.is_connected
         only = nudged or None  # nothing named: a whole pass
+        # The state read is kept on disk while the pass acts: a crash before it is written leaves
+        # the previous one, which removes nothing while NATS is away (autonomy).
+        remembering = asyncio.to_thread(self.memory.remember, desired) if read else asyncio.sleep(0)
         try:
-            containers = await self.reconciler.reconcile(desired, removals=removals, only=only)
+            containers, _ = await asyncio.gather(
+                self.reconciler.reconcile(desired, removals=removals, only=only), remembering
+            )
         except Exception:
             self._whole = True
             raise
@@ -255,10 +261,11 @@ class Agent:
         before = self.last_observed.containers if self.last_observed else {}
         return {**{name: seen for name, seen in before.items() if name in kept}, **acted}
 
-    async def _read_desired(self) -> NodeDesired | None:
+    async def _read_desired(self) -> tuple[NodeDesired | None, bool]:
         """The desired state: every key at start, after a reconnect and each resync period, else
         only the keys nudged since the last pass. While NATS is away, the last one read (the machine
-        keeps its containers as they were meant to be, e.g. brings back one stopped behind its back)."""
+        keeps its containers as they were meant to be, e.g. brings back one stopped behind its back).
+        The flag says whether anything was read from the platform in this pass."""
         full, pending = self._full, self._pending
         self._full, self._pending = False, {}
         try:
@@ -274,9 +281,8 @@ class Agent:
         else:
             self._fresh = self._fresh or full
             self._desired_read = True
-            if full or pending:
-                await asyncio.to_thread(self.memory.remember, self._held.doc())
-        return self._held.doc() if self._desired_read else None
+            return self._held.doc(), bool(full or pending)
+        return (self._held.doc() if self._desired_read else None), False
 
     async def _read_all(self) -> None:
         self.reads["listings"] += 1

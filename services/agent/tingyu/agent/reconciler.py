@@ -71,6 +71,7 @@ class Reconciler:
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(parallel, 1))
         self._images: set[str] = set()  # seen on the machine: a create needs no look first
+        self._saving: asyncio.Task[None] | None = None
 
     async def reconcile(
         self, desired: NodeDesired | None, *, removals: bool = True, only: Collection[str] | None = None
@@ -99,11 +100,26 @@ class Reconciler:
             for name in self.applied.names():
                 if name not in wanted:
                     self.applied.forget(name)
-            self.applied.save()
+            self._save()
         return {
             name: observe(wanted[name], out.container, out.error, waiting=out.waiting)
             for name, out in zip(names, outcomes, strict=True)
         }
+
+    def _save(self) -> None:
+        """Write the restarts carried out in a thread, after the previous write, while the report
+        goes out: a crash before it only means a restart may be carried out once more."""
+        counts = self.applied.changes()
+        if counts is not None:
+            self._saving = asyncio.create_task(self._write(self._saving, counts))
+
+    async def _write(self, previous: asyncio.Task[None] | None, counts: dict[str, int]) -> None:
+        if previous is not None:
+            await previous
+        try:
+            await asyncio.to_thread(self.applied.write, counts)
+        except OSError as exc:
+            log.warning("restarts carried out not saved: %s", exc)
 
     async def _one(self, desired: DesiredContainer, container: RuntimeContainer | None) -> _Outcome:
         async with self._slots:

@@ -1,7 +1,7 @@
 """The containers slice's handlers: operators' commands, and agents' reports of what they applied.
 
-Commands: claim the name, write desired state (the deployment's own key), dispatch the job, set
-its timer, nudge the agent with the key's new revision. Each step is idempotent, so a command
+Commands: claim the name, write desired state (the deployment's own key), nudge the agent with the
+key's new revision, dispatch the job and set its timer. Each step is idempotent, so a command
 redelivered after a crash at any point has one effect.
 Reports: store the observed state and complete the jobs whose revision was applied. A report names
 each deployment's revision and job, so a job this replica dispatched completes from what it wrote
@@ -109,6 +109,10 @@ class Commands:
         if outcome.error:
             await self.jobs.fail(command.job_id, outcome.error)
             return
+        # The agent starts on it at once. The job reads dispatched and gets its timer meanwhile: a
+        # report that completes it first makes the move a no-op (a final job never changes), and a
+        # redelivery after a crash here nudges again (the agent skips a revision it holds).
+        await nudge(self.bus, command.node_uuid, command.name, revision)
         await self.jobs.move(
             command.job_id,
             JobState.DISPATCHED,
@@ -122,7 +126,6 @@ class Commands:
         await self.bus.publish(
             subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
         )
-        await nudge(self.bus, command.node_uuid, command.name, revision)
 
     async def write_desired(self, command: ContainerCommand) -> tuple[Outcome, int]:
         """Apply the command to its deployment's key: the outcome and the key's revision."""
