@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.core.latency [--containers 30] [--trace]
 
 Both sides run the same busybox image (made here with `docker import`, present locally so
-nothing is pulled) with the same host config, one container at a time. Ours is measured from
+nothing is pulled) with the same host config, one container at a time, taking turns (one of ours,
+one direct) so that both meet the same load on a shared box. Ours is measured from
 the HTTP POST to the moment the job turns succeeded in `ty_jobs` (a KV watch, no polling);
 the baseline from `containers.create` to `start` returning. Containers are removed after.
 
@@ -101,51 +102,58 @@ async def job_done(bus: Bus, jobid: str) -> Job:
 
 
 async def ours(
-    url: str, bus: Bus, uuid: str, image: str, count: int, *, headers: dict[str, str], trace: Trace | None
-) -> tuple[list[float], list[str]]:
-    latencies, names = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
+    client: httpx.AsyncClient, bus: Bus, uuid: str, image: str, trace: Trace | None
+) -> tuple[float, str]:
+    """One create through the API until its job reads succeeded: the time and the name."""
+    name = f"lat{secrets.token_hex(5)}"
+    item = {"uuid": uuid, "image": image, "imageversion": "1", "deploymentname": name, "limitsmemory": 64}
+    start = time.perf_counter()
+    if trace is not None:
+        trace.begin(name, start)
+    answer = (await client.post("/container/create", json=[item])).json()["data"][0]
+    if trace is not None:
+        trace.mark("POST answered")
+    job = await job_done(bus, answer["jobid"])
+    took = time.perf_counter() - start
+    if trace is not None:
+        trace.mark("bench saw it succeed")
+    assert job.state == JobState.SUCCEEDED, job
+    return took, name
+
+
+def direct(client: docker.DockerClient, image: str) -> float:
+    """One docker-py create + start of the same image and host config (removed after)."""
+    start = time.perf_counter()
+    container = client.containers.create(
+        f"{image}:1",
+        name=f"direct{secrets.token_hex(5)}",
+        network_mode="host",
+        restart_policy={"Name": "always"},
+        mem_limit=64 * 1024 * 1024,
+    )
+    container.start()
+    took = time.perf_counter() - start
+    container.remove(force=True)
+    return took
+
+
+async def alternately(
+    running: Platform, client: docker.DockerClient, bus: Bus, image: str, count: int, *, trace: Trace | None
+) -> tuple[list[float], list[float]]:
+    """`count` creates of ours, each followed by one direct create+start, so that both sides meet the
+    same load on a shared box; our containers stay until the end (the machine fills up), then go."""
+    headers = bearer(running.config)
+    uuid = await node_uuid(running.config.api_url, headers)
+    mine, baseline, names = [], [], []
+    async with httpx.AsyncClient(base_url=running.config.api_url, timeout=60, headers=headers) as http:
         for _ in range(count):
-            name = f"lat{secrets.token_hex(5)}"
-            item = {
-                "uuid": uuid,
-                "image": image,
-                "imageversion": "1",
-                "deploymentname": name,
-                "limitsmemory": 64,
-            }
-            start = time.perf_counter()
-            if trace is not None:
-                trace.begin(name, start)
-            answer = (await client.post("/container/create", json=[item])).json()["data"][0]
-            if trace is not None:
-                trace.mark("POST answered")
-            job = await job_done(bus, answer["jobid"])
-            latencies.append(time.perf_counter() - start)
-            if trace is not None:
-                trace.mark("bench saw it succeed")
-            assert job.state == JobState.SUCCEEDED, job
+            took, name = await ours(http, bus, uuid, image, trace)
+            mine.append(took)
             names.append(name)
+            baseline.append(await asyncio.to_thread(direct, client, image))
         for name in names:
-            await client.delete("/container/delete", params={"name": name})
-    return latencies, names
-
-
-def direct(client: docker.DockerClient, image: str, count: int) -> list[float]:
-    latencies = []
-    for _ in range(count):
-        start = time.perf_counter()
-        container = client.containers.create(
-            f"{image}:1",
-            name=f"direct{secrets.token_hex(5)}",
-            network_mode="host",
-            restart_policy={"Name": "always"},
-            mem_limit=64 * 1024 * 1024,
-        )
-        container.start()
-        latencies.append(time.perf_counter() - start)
-        container.remove(force=True)
-    return latencies
+            await http.delete("/container/delete", params={"name": name})
+    return mine, baseline
 
 
 def push_busybox(client: docker.DockerClient, running: Platform, image: str) -> None:
@@ -170,15 +178,12 @@ async def run(count: int, trace: bool = False) -> list[str]:
         image = f"{running.config.registry}/bench/busybox"
         await asyncio.to_thread(push_busybox, client, running, image)
         bus = await Bus.connect(running.config.admin_settings(), "bench")
-        headers = bearer(running.config)
-        uuid = await node_uuid(running.config.api_url, headers)
         traced = Trace(bus) if trace else None
         if traced is not None:
             await traced.follow()
-        mine, _ = await ours(running.config.api_url, bus, uuid, image, count, headers=headers, trace=traced)
+        mine, baseline = await alternately(running, client, bus, image, count, trace=traced)
         if traced is not None:
             print("median time after the POST at which each hop went by:", *traced.medians(), sep="\n")
-        baseline = direct(client, image, count)
         await bus.close()
     lines = [
         report(
