@@ -94,10 +94,10 @@ class Commands:
         self.desired = DesiredStore(bus)
 
     async def handle(self, command: ContainerCommand, _: Msg) -> None:
-        job = await self.jobs.get(command.job_id)
+        job, node = await asyncio.gather(self.jobs.get(command.job_id), self.nodes.get(command.node_uuid))
         if job is not None and job.state.final:
             return
-        if await self.nodes.get(command.node_uuid) is None:
+        if node is None:
             await self.jobs.fail(command.job_id, f"machine {command.node_uuid} is not registered")
             return
         if command.op == ContainerOp.CREATE:
