@@ -143,6 +143,30 @@ async def test_the_job_store_submits_and_moves_by_one_rule(bus: Bus) -> None:
     assert (stored.state, stored.message) == (JobState.FAILED, "no")
 
 
+async def test_a_job_moved_again_by_the_store_that_wrote_it_needs_no_read(bus: Bus) -> None:
+    """The next move of an open job this store wrote is one round trip (a compare-and-set on the
+    revision it wrote); when another writer moved it meanwhile, the set fails and the key is read."""
+    jobs, other = JobStore(bus), JobStore(bus)
+    command = ContainerCommand(
+        job_id=f"j{secrets.token_hex(6)}", op=ContainerOp.START, name="w", node_uuid="n", issued_at=1.0
+    )
+    await jobs.submit(command)
+    await jobs.move(command.job_id, JobState.DISPATCHED, revision=3)  # read, then written
+    before = bus.trip.count
+    running = await jobs.move(command.job_id, JobState.RUNNING, "applying")
+    assert bus.trip.count - before == 1
+    assert running is not None
+    assert (running.state, running.revision) == (JobState.RUNNING, 3)
+
+    await other.fail(command.job_id, "the machine went away")  # another replica, in between
+    after = await jobs.move(command.job_id, JobState.SUCCEEDED)  # its revision is stale: read, refused
+    assert after is not None
+    assert (after.state, after.message) == (JobState.FAILED, "the machine went away")
+    stored = await jobs.get(command.job_id)
+    assert stored is not None
+    assert stored.state == JobState.FAILED
+
+
 async def test_a_guard_refusal_leaves_no_job_and_no_command(bus: Bus) -> None:
     jobs = JobStore(bus)
     command = ContainerCommand(

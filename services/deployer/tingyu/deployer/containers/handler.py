@@ -201,6 +201,10 @@ class Reports:
         self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
+        # Per machine, the time (in a report without containers) and revision of the last report
+        # this replica stored, for the most recent `stored_limit` machines.
+        self.stored: OrderedDict[str, tuple[NodeReport, int]] = OrderedDict()
+        self.stored_limit = 10_000
         self.desired = DesiredStore(bus)
         self.names = bus.store(subjects.NAMES)
 
@@ -208,7 +212,7 @@ class Reports:
         # The subject names the machine its credential allows: a report about another is refused.
         if msg.subject != subjects.report(report.node_uuid):
             raise Reject(f"report about {report.node_uuid} arrived on {msg.subject}")
-        await self.observed.mutate(report.node_uuid, lambda current: newer(current, report))
+        await self.store_observed(report)
         doc = await self.open_deployments(report)
         for entry, seen in applied(doc, report):
             outcome = verdict(entry, seen)
@@ -225,6 +229,20 @@ class Reports:
                 )
             if outcome.forget:
                 await self.forget(report.node_uuid, entry)
+
+    async def store_observed(self, report: NodeReport) -> None:
+        """Keep the report unless a more recent one is stored. The time and revision of the last one
+        this replica stored are all `newer` needs: the next is written without reading it back."""
+        node = report.node_uuid
+        known = self.stored.pop(node, None)
+        stored, revision = await self.observed.mutate_entry(
+            node, lambda current: newer(current, report), known=known
+        )
+        if stored is not None and revision:
+            stub = NodeReport(node_uuid=node, reported_at=stored.reported_at, seq=stored.seq)
+            self.stored[node] = (stub, revision)
+            while len(self.stored) > self.stored_limit:
+                self.stored.popitem(last=False)
 
     async def open_deployments(self, report: NodeReport) -> NodeDesired:
         """The desired deployments the report may complete, change or remove: those whose job is
