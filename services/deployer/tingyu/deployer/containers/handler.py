@@ -137,7 +137,8 @@ class Commands:
             outcome = apply(doc, command, timefmt.now())
             return doc.containers.get(command.name) if outcome.changed and not outcome.error else None
 
-        stored, revision = await self.desired.mutate(command.node_uuid, command.name, change)
+        fresh = command.op == ContainerOp.CREATE
+        stored, revision = await self.desired.mutate(command.node_uuid, command.name, change, fresh=fresh)
         if outcome.error:
             log.info("job %s (%s %s) refused: %s", command.job_id, command.op, command.name, outcome.error)
         elif stored is not None and stored.job_id == command.job_id:
