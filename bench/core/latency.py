@@ -184,6 +184,10 @@ async def run(count: int, trace: bool = False) -> list[str]:
         mine, baseline = await alternately(running, client, bus, image, count, trace=traced)
         if traced is not None:
             print("median time after the POST at which each hop went by:", *traced.medians(), sep="\n")
+            print(
+                "each create (ms), ours / direct:",
+                *(f"{a * 1000:.0f}/{b * 1000:.0f}" for a, b in zip(mine, baseline, strict=True)),
+            )
         await bus.close()
     lines = [
         report(
