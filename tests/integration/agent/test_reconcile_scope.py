@@ -14,7 +14,7 @@ from tests.support import unique
 from tests.support.factories import spec
 from tingyu.agent.docker_runtime import DockerRuntime
 from tingyu.agent.reconciler import Reconciler
-from tingyu.agent.runtime import LABEL_NODE
+from tingyu.agent.runtime import LABEL_NODE, LABEL_SPEC, spec_hash
 from tingyu.common.models.containers import DesiredContainer, DesiredState, NodeDesired, PodPhase
 from tingyu.common.policy import Policy
 
@@ -113,3 +113,24 @@ async def test_an_image_removed_since_it_was_seen_is_checked_again(
     seen = await passes.reconcile(desired(node, tagged, second), only=[second])
     assert seen[second].phase == PodPhase.RUNNING
     engine.images.remove(tagged, force=True)
+
+
+async def test_a_container_made_behind_the_agents_back_under_a_new_name_is_taken_over(
+    engine: docker.DockerClient, node: str, image: str
+) -> None:
+    """After a listing, a new deployment's container is created without a look first; one that is
+    there after all (ours by its labels) is acted on, one of another machine fails the deployment."""
+    passes = reconciler(engine, node)
+    await passes.reconcile(desired(node, image))  # the listing: nothing on this machine yet
+    ours, theirs = unique("scope"), unique("scope")
+    state = desired(node, image, ours, theirs)
+    labels = {LABEL_NODE: node, LABEL_SPEC: spec_hash(state.containers[ours].spec)}
+    made = engine.api.create_container(image, name=ours, labels=labels)["Id"]
+    engine.api.create_container(image, name=theirs, labels={LABEL_NODE: unique("tingyu-other")})
+    try:
+        seen = await passes.reconcile(state, only=[ours, theirs])
+        assert (seen[ours].phase, seen[ours].container_id) == (PodPhase.RUNNING, made)
+        assert seen[theirs].phase == PodPhase.FAILED
+        assert "already in use" in seen[theirs].message, seen[theirs].message
+    finally:
+        engine.api.remove_container(theirs, force=True)

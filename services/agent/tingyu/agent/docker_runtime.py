@@ -20,6 +20,7 @@ from tingyu.agent.runtime import (
     LABEL_NODE,
     CreateRequest,
     ImageMissing,
+    NameTaken,
     RuntimeContainer,
     RuntimeFailure,
     RuntimeFile,
@@ -141,8 +142,11 @@ class DockerRuntime:
                 host_config=host_config,
             )
         except RuntimeFailure as exc:
-            if isinstance(exc.__cause__, docker_errors.ImageNotFound):
+            cause = exc.__cause__
+            if isinstance(cause, docker_errors.ImageNotFound):
                 raise ImageMissing(str(exc)) from exc
+            if isinstance(cause, docker_errors.APIError) and cause.status_code == 409:
+                raise NameTaken(str(exc)) from exc
             raise
         # What Docker would answer to an inspect now (the caller starts it and inspects then).
         return RuntimeContainer(

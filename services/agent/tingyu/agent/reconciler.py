@@ -24,6 +24,7 @@ from tingyu.agent.runtime import (
     LABEL_SPEC,
     CreateRequest,
     ImageMissing,
+    NameTaken,
     PullFailure,
     Runtime,
     RuntimeContainer,
@@ -72,6 +73,11 @@ class Reconciler:
         self._slots = asyncio.Semaphore(max(parallel, 1))
         self._images: set[str] = set()  # seen on the machine: a create needs no look first
         self._saving: asyncio.Task[None] | None = None
+        # Names of this machine's containers as of the last listing, with the pass's own creates and
+        # removals since (None: not listed yet). A name not in it is created without a look first;
+        # should one be there after all (made behind the agent's back), the create says so and the
+        # pass looks then.
+        self._present: set[str] | None = None
 
     async def reconcile(
         self, desired: NodeDesired | None, *, removals: bool = True, only: Collection[str] | None = None
@@ -87,16 +93,19 @@ class Reconciler:
         async with self._lock:
             if only is None:
                 current = {c.name: c for c in await self.runtime.list_node(self.node_uuid)}
+                self._present = set(current)
             else:
-                found = await asyncio.gather(*(self.runtime.find(self.node_uuid, n) for n in only))
-                current = {c.name: c for c in found if c is not None}
+                current = await self._look_up(only)
             if not removals:
                 wanted = {n: c for n, c in wanted.items() if c.state != DesiredState.ABSENT}
             names = sorted(wanted if only is None else [n for n in only if n in wanted])
             outcomes = await asyncio.gather(*(self._one(wanted[n], current.get(n)) for n in names))
+            for name, out in zip(names, outcomes, strict=True):
+                self._seen_as(name, out.container)
             for name, container in current.items():
                 if name not in wanted and removals:
                     await self._remove_stray(container)
+                    self._seen_as(name, None)
             for name in self.applied.names():
                 if name not in wanted:
                     self.applied.forget(name)
@@ -105,6 +114,22 @@ class Reconciler:
             name: observe(wanted[name], out.container, out.error, waiting=out.waiting)
             for name, out in zip(names, outcomes, strict=True)
         }
+
+    async def _look_up(self, names: Collection[str]) -> dict[str, RuntimeContainer]:
+        """The containers of `names`, each found by its name; none is looked for where the last
+        listing and the passes since say there is none."""
+        present = self._present
+        looked = [n for n in names if present is None or n in present]
+        found = await asyncio.gather(*(self.runtime.find(self.node_uuid, n) for n in looked))
+        return {c.name: c for c in found if c is not None}
+
+    def _seen_as(self, name: str, container: RuntimeContainer | None) -> None:
+        if self._present is None:
+            return
+        if container is None:
+            self._present.discard(name)
+        else:
+            self._present.add(name)
 
     def _save(self) -> None:
         """Write the restarts carried out in a thread, after the previous write, while the report
@@ -124,7 +149,15 @@ class Reconciler:
     async def _one(self, desired: DesiredContainer, container: RuntimeContainer | None) -> _Outcome:
         async with self._slots:
             try:
-                container = await self._apply(desired, container)
+                try:
+                    container = await self._apply(desired, container)
+                except NameTaken:
+                    # There after all (not looked for): act on the one there, or fail if it is not ours.
+                    self._present = None
+                    container = await self.runtime.find(self.node_uuid, desired.name)
+                    if container is None:
+                        raise
+                    container = await self._apply(desired, container)
             except PullFailure as exc:
                 log.warning("%s: %s", desired.name, exc)
                 return _Outcome(await self._reinspect(container), str(exc), waiting=not exc.permanent)

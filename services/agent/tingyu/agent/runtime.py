@@ -59,6 +59,10 @@ class ImageMissing(RuntimeFailure):
     """A create found no such image on the machine (it was removed since it was last seen)."""
 
 
+class NameTaken(RuntimeFailure):
+    """A create found the name in use by a container already there."""
+
+
 class FileTooLarge(RuntimeFailure):
     """A file asked for is bigger than the limit; the text gives both sizes."""
 
@@ -130,7 +134,8 @@ class Runtime(Protocol):
         ...
 
     async def create(self, request: CreateRequest) -> RuntimeContainer:
-        """The new container (not started). `ImageMissing` when the engine does not have the image."""
+        """The new container (not started). `ImageMissing` when the engine does not have the image,
+        `NameTaken` when a container of that name is already there."""
         ...
 
     async def inspect(self, container_id: str) -> RuntimeContainer | None: ...

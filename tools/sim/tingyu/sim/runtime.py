@@ -13,7 +13,14 @@ import hashlib
 import secrets
 from collections.abc import Callable
 
-from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
+from tingyu.agent.runtime import (
+    LABEL_NODE,
+    CreateRequest,
+    NameTaken,
+    RuntimeContainer,
+    RuntimeFailure,
+    RuntimeFile,
+)
 from tingyu.common.timefmt import now
 
 
@@ -71,7 +78,7 @@ class SimRuntime:
             )
         names = self._by_node.setdefault(node, {})
         if request.name in names:
-            raise RuntimeFailure(f"simulated engine: container name {request.name} is already in use")
+            raise NameTaken(f"simulated engine: container name {request.name} is already in use")
         container = RuntimeContainer(
             id=secrets.token_hex(32),
             name=request.name,

@@ -26,6 +26,7 @@ from tingyu.agent.runtime import (
     LABEL_NODE,
     CreateRequest,
     FileTooLarge,
+    NameTaken,
     RuntimeContainer,
     RuntimeFailure,
     RuntimeFile,
@@ -174,7 +175,12 @@ class KubeRuntime:
 
     async def create(self, request: CreateRequest) -> RuntimeContainer:
         body = objects.manifest(request, self.hostname, self.cluster.tolerated, self.cluster.pull_secret)
-        await call(self.cluster.apps.create_namespaced_deployment, self._ns, body)  # type: ignore[arg-type]
+        try:
+            await call(self.cluster.apps.create_namespaced_deployment, self._ns, body)  # type: ignore[arg-type]
+        except RuntimeFailure as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 409:
+                raise NameTaken(str(exc)) from exc
+            raise
         created = await self.inspect(request.name)
         if created is None:
             raise RuntimeFailure(f"deployment {request.name} vanished right after it was created")
