@@ -91,17 +91,24 @@ class Commands:
         self.jobs = jobs
         self.job_timeout_s = job_timeout_s
         self.nodes = bus.store(subjects.NODES)
+        self.names = bus.store(subjects.NAMES)
         self.desired = DesiredStore(bus)
 
     async def handle(self, command: ContainerCommand, _: Msg) -> None:
-        job, node = await asyncio.gather(self.jobs.get(command.job_id), self.nodes.get(command.node_uuid))
+        creating = command.op == ContainerOp.CREATE
+        # The job, the machine and (for a create) the name's claim, read at once: one round trip.
+        job, node, claim = await asyncio.gather(
+            self.jobs.get(command.job_id),
+            self.nodes.get(command.node_uuid),
+            self.names.entry(command.name) if creating else asyncio.sleep(0, (None, 0)),
+        )
         if job is not None and job.state.final:
             return
         if node is None:
             await self.jobs.fail(command.job_id, f"machine {command.node_uuid} is not registered")
             return
-        if command.op == ContainerOp.CREATE:
-            refusal = await claim_name(self.bus, command.name, command.node_uuid, command.job_id)
+        if creating:
+            refusal = await claim_name(self.bus, command.name, command.node_uuid, command.job_id, known=claim)
             if refusal:
                 await self.jobs.fail(command.job_id, refusal)
                 return
