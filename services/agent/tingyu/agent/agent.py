@@ -237,7 +237,7 @@ class Agent:
         only = nudged or None  # nothing named: a whole pass
         # The state read is kept on disk while the pass acts: a crash before it is written leaves
         # the previous one, which removes nothing while NATS is away (autonomy).
-        remembering = asyncio.to_thread(self.memory.remember, desired) if read else asyncio.sleep(0)
+        remembering = self._remember(desired) if read else asyncio.sleep(0)
         try:
             containers, _ = await asyncio.gather(
                 self.reconciler.reconcile(desired, removals=removals, only=only), remembering
@@ -252,6 +252,14 @@ class Agent:
         self.last_observed = report
         await self._publish(report)
         return report
+
+    async def _remember(self, desired: NodeDesired | None) -> None:
+        """Keep the state read on disk; a failed write is logged, and the pass still reports (the
+        next state read is written again)."""
+        try:
+            await asyncio.to_thread(self.memory.remember, desired)
+        except OSError as exc:
+            log.warning("%s: desired state not kept on disk: %s", self.uuid, exc)
 
     def _with_others(
         self, desired: NodeDesired | None, acted: dict[str, ContainerReport]
