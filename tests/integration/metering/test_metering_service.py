@@ -32,6 +32,7 @@ from tingyu.common.models.metering import (
     SampleBatch,
 )
 from tingyu.common.settings import PlatformSettings
+from tingyu.common.subjects import ConsumerSpec
 from tingyu.metering.config import DEFAULT_SCHEMA, MeteringSettings
 from tingyu.metering.ingest import SPEC, Ingest
 from tingyu.metering.queries import run_query
@@ -61,6 +62,30 @@ async def metering(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, Cl
         await sub.close()
         await store.close()
         await bus.close()
+
+
+async def _drained(bus: Bus, durable: str) -> bool:
+    """The ingest's consumer holds nothing pending and nothing unacknowledged."""
+    info = await bus.js.consumer_info(subjects.SAMPLES.name, durable)
+    return not info.num_pending and not info.num_ack_pending
+
+
+async def _ingest_until_drained(
+    bus: Bus,
+    store: ClickHouse,
+    settings: MeteringSettings,
+    spec: ConsumerSpec[SampleBatch],
+    *,
+    timeout: float,
+) -> None:
+    """Run an ingest (a new replica: nothing in memory) until its consumer is drained."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(Ingest(bus, store, settings, spec).run(stop))
+    try:
+        await eventually(lambda: _drained(bus, spec.durable), timeout=timeout)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
 
 
 def _samples(node: str, image: str, start: int, count: int) -> list[Sample]:
@@ -182,11 +207,9 @@ async def test_a_batch_published_again_counts_once_and_a_bad_sample_drops_alone(
     await eventually(late_stored, timeout=30)
     assert ingest.dropped["not a finite number"] == 1
 
-    async def drained() -> bool:  # the repeated batches were taken off the stream too
-        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
-        return not info.num_pending and not info.num_ack_pending
-
-    await eventually(drained, timeout=30)
+    await eventually(
+        lambda: _drained(bus, SPEC.durable), timeout=30
+    )  # the repeated batches were taken off the stream too
     assert await _counts(store, nodes) == (len(samples), len(samples))
     await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
 
@@ -225,19 +248,7 @@ async def test_a_crash_between_insert_and_ack_loses_nothing_and_counts_once(
         # A new process (nothing in memory): the unacked messages come again and are found stored.
         before = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
         assert before.num_ack_pending == len(batches)
-        stop = asyncio.Event()
-        again = Ingest(bus, store, settings, spec)
-        running = asyncio.create_task(again.run(stop))
-        try:
-
-            async def drained() -> bool:
-                info = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
-                return not info.num_pending and not info.num_ack_pending
-
-            await eventually(drained, timeout=30)
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 10)
+        await _ingest_until_drained(bus, store, settings, spec, timeout=30)
         after = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
         assert after.delivered.consumer_seq - before.delivered.consumer_seq == len(batches)  # all again
         assert await _counts(store, nodes) == (len(samples), len(samples))
@@ -286,18 +297,7 @@ async def test_a_kill_between_fetch_and_insert_delivers_every_taken_message_agai
 
         # Another replica takes the later messages; the taken ones come back after the ack wait.
         await _publish(bus, later)
-        stop = asyncio.Event()
-        running = asyncio.create_task(Ingest(bus, store, settings, spec).run(stop))
-        try:
-
-            async def drained() -> bool:
-                info = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
-                return not info.num_pending and not info.num_ack_pending
-
-            await eventually(drained, timeout=60)
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 10)
+        await _ingest_until_drained(bus, store, settings, spec, timeout=60)
         after = await bus.js.consumer_info(subjects.SAMPLES.name, spec.durable)
         # each taken message once more, each later one once (more when an insert outlasts the short
         # ack wait on a loaded box: those are found stored, the counts below hold either way)
@@ -331,10 +331,8 @@ async def test_a_failed_recomputation_after_the_insert_is_retried_without_a_seco
     finally:
         await store.command("RENAME TABLE tingyu.resources_5m_away TO tingyu.resources_5m")
 
-    async def drained() -> bool:  # retried after the nak's delay: now recomputed and acked
-        info = await bus.js.consumer_info(subjects.SAMPLES.name, SPEC.durable)
-        return not info.num_pending and not info.num_ack_pending
-
-    await eventually(drained, timeout=60)
+    await eventually(
+        lambda: _drained(bus, SPEC.durable), timeout=60
+    )  # retried after the nak's delay: now recomputed and acked
     assert await _counts(store, nodes) == (len(samples), len(samples))
     await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
