@@ -321,7 +321,7 @@ async def test_a_stream_keeps_its_inbox_while_the_asker_names_it_and_loses_it_af
                 await admin.nc.publish(session_input, b"{}", reply=inbox)
                 await admin.nc.flush()
                 await nc.publish(inbox, f"out-{n}".encode())
-            await nc.flush()
+                await nc.flush()  # on the wire right after the keep-alive that allows it
 
         answers = await received(admin, inbox, keep_alive_then_answer, expect=8)
         assert answers == [f"out-{n}".encode() for n in range(8)]
