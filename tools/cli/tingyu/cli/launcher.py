@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from tingyu.common.auth.registry_tokens import ensure_signing_material
 from tingyu.common.auth.tls import ensure_local_tls
 from tingyu.common.leases import holder_pid
 from tingyu.common.settings import PlatformSettings
+
+from . import dockerd
 
 SERVICES = ("nodes", "deployer", "imager", "metering", "api", "agent")
 ADMIN_TOKEN_ENV = "TINGYU_API_ADMIN_TOKEN"
@@ -154,6 +157,7 @@ class Proc:
     env: dict[str, str]
     popen: subprocess.Popen[bytes]
     reader: threading.Thread
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))  # its last lines, for errors
 
 
 @dataclass
@@ -358,11 +362,23 @@ class Platform:
         wait_until(lambda: registry_answers(f"http://{self.config.registry}/v2/"), 30, "docker-registry")
 
     def ensure_dockerd(self) -> None:
-        """Use the running Docker Engine, or start one (needs root)."""
+        """Use the running Docker Engine, or start one (needs root); one that runs but does not
+        answer yet is waited for. A start that fails says why, with dockerd's last lines."""
         if docker_answers():
             return
-        self.spawn("dockerd", [find_binary("dockerd")], quiet=True)
-        wait_until(docker_answers, 60, "dockerd")
+        proc = None
+        if not dockerd.dockerd_pids():
+            if cleaned := dockerd.end_orphan_containerd():
+                print(f"dockerd: {cleaned}", file=sys.stderr, flush=True)
+            proc = self.spawn("dockerd", [find_binary("dockerd")], quiet=True)
+        deadline = time.monotonic() + dockerd.START_TIMEOUT_S
+        while not docker_answers():
+            ended = proc is not None and proc.popen.poll() is not None
+            if ended or time.monotonic() > deadline:
+                what = "exited" if ended else f"not ready after {dockerd.START_TIMEOUT_S:.0f}s"
+                last = "\n".join(proc.tail) if proc else "(started by someone else)"
+                raise TimeoutError(f"dockerd {what}; its last lines:\n{last}")
+            time.sleep(0.2)
 
     # --- services --------------------------------------------------------------------------------
 
@@ -472,18 +488,22 @@ class Platform:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - one async-signal-safe libc call
         )
         colour = COLOURS[len(self.procs) % len(COLOURS)]
-        reader = threading.Thread(target=self._pump, args=(name, popen, colour, quiet), daemon=True)
+        tail: deque[str] = deque(maxlen=40)
+        reader = threading.Thread(target=self._pump, args=(name, popen, colour, quiet, tail), daemon=True)
         reader.start()
-        proc = Proc(name, argv, env, popen, reader)
+        proc = Proc(name, argv, env, popen, reader, tail)
         self.procs[name] = proc
         return proc
 
-    def _pump(self, name: str, popen: subprocess.Popen[bytes], colour: str, quiet: bool) -> None:
+    def _pump(
+        self, name: str, popen: subprocess.Popen[bytes], colour: str, quiet: bool, tail: deque[str]
+    ) -> None:
         assert popen.stdout is not None
         prefix = f"{name:>9} | "
         shown = f"\x1b[{colour}m{prefix}\x1b[0m" if self.config.colour else prefix
         for raw in popen.stdout:
             line = raw.decode(errors="replace").rstrip()
+            tail.append(line)
             with self._lock:
                 if self._log:
                     self._log.write(f"{prefix}{line}\n".encode())
@@ -516,18 +536,35 @@ class Platform:
         self.spawn(name, proc.argv, {k: v for k, v in proc.env.items() if k.startswith("TINGYU_")})
 
     def _terminate(self, names: list[str]) -> None:
+        """SIGTERM each process's group, SIGKILL what has not ended after 15 s. dockerd alone is
+        signalled itself, and given longer: it stops its containers and then its containerd."""
         for name in names:
+            pid = self.procs[name].popen.pid
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.procs[name].popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+                os.kill(pid, signal.SIGTERM) if name == "dockerd" else os.killpg(pid, signal.SIGTERM)
+        start = time.monotonic()
         for name in names:
             popen = self.procs[name].popen
+            grace = dockerd.STOP_GRACE_S if name == "dockerd" else 15.0
             try:
-                popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                popen.wait(timeout=max(0.1, start + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(popen.pid, signal.SIGKILL)
                 popen.wait()
+            self._end_group(popen.pid)
+
+    @staticmethod
+    def _end_group(pgid: int) -> None:
+        """Wait a little for what the process started in its group (dockerd's containerd), then
+        SIGKILL it, and wait until it is gone: nothing outlives its stop."""
+        deadline = time.monotonic() + 10
+        while dockerd.group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if dockerd.group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            wait_until(lambda: not dockerd.group_alive(pgid), 30, f"process group {pgid} to end")
 
     def stop(self) -> None:
         """SIGTERM the services, then the infrastructure they use (newest first), so that services
