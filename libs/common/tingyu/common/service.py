@@ -6,6 +6,7 @@ stop) and declares its loops; `run_service` runs them until SIGINT/SIGTERM:
 - a leader loop runs its tick only while this replica holds the named lease;
 - a NATS connection that nats-py closed for good stops the service with exit code 3, so that its
   supervisor (`tingyu up`, systemd) starts a fresh process instead of leaving a useless one alive;
+- a setting out of its range stops it at start with exit code 2 and one line per refused setting;
 - the records a platform service logs while working on a job go to TY_JOBLOG over its first
   connection (`joblog`); the edge agent's skeleton is made with `job_logs=False`.
 Stopping: the stop event is set, loops finish (or are cancelled after a grace), then resources close.
@@ -18,9 +19,11 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
+
+from pydantic import ValidationError
 
 from tingyu.common import joblog, logs, metrics
 from tingyu.common.bus import Bus, consume, serve
@@ -33,6 +36,7 @@ from tingyu.common.subjects import ConsumerSpec
 log = logging.getLogger(__name__)
 
 EXIT_BUS_LOST = 3
+EXIT_BAD_SETTINGS = 2
 STOP_GRACE_S = 10.0
 MAX_BACKOFF_S = 30.0
 
@@ -191,6 +195,21 @@ def run_service(
             await setup(service)
             return await service.run()
 
-    code = asyncio.run(runner())
+    with settings_checked(name):
+        code = asyncio.run(runner())
     if code:
         sys.exit(code)
+
+
+@contextlib.contextmanager
+def settings_checked(name: str) -> Iterator[None]:
+    """Settings read inside are checked: one out of its range ends the process with exit code 2
+    and one line per refused setting, never a stack trace."""
+    try:
+        yield
+    except ValidationError as error:
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"])
+            got = f" (got {problem['input']!r})" if not isinstance(problem.get("input"), dict) else ""
+            print(f"{name}: setting {where} of {error.title} refused: {problem['msg']}{got}", file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTINGS)

@@ -15,40 +15,50 @@ from tingyu.common.settings import PlatformSettings, get_platform_settings
 
 
 class AgentSettings(BaseSettings):
-    """How often the agent beats and resyncs, what it says about its machine, where it keeps state."""
+    """How often the agent beats and resyncs, what it says about its machine, where it keeps state.
+
+    Every number is bounded: a value outside its range stops the agent at start, naming it."""
 
     model_config = SettingsConfigDict(env_prefix="TINGYU_AGENT_", extra="ignore")
 
-    heartbeat_s: float = 10.0
-    resync_s: float = 30.0  # Docker is reconciled against the desired state this often without a nudge
-    full_read_s: float = 600.0  # every key of the machine is listed again this often (lost nudges)
-    facts_every: int = 30  # heartbeats between two that carry the full facts
+    heartbeat_s: float = Field(default=10.0, ge=0.1, le=3600)
+    # Docker is reconciled against the desired state this often without a nudge.
+    resync_s: float = Field(default=30.0, ge=0.1, le=86400)
+    # Every key of the machine is listed again this often (lost nudges).
+    full_read_s: float = Field(default=600.0, ge=1, le=7 * 86400)
+    facts_every: int = Field(default=30, ge=1, le=100_000)  # heartbeats between two that carry the full facts
     area: str = ""
     operator: str = ""  # one of 移动/联通/电信 when set
-    bandwidth_mbps: int = 0
+    bandwidth_mbps: int = Field(default=0, ge=0, le=10_000_000)
     state_dir: Path = Path()  # default: <TINGYU_STATE_DIR>/agent
     docker_host: str = ""  # empty: DOCKER_HOST or the local socket
-    docker_timeout_s: float = 60.0
-    pull_timeout_s: float = 600.0
-    stop_timeout_s: float = 10.0  # grace period before a stopped container is killed
-    start_settle_s: float = 2.0  # during a change of spec, a new container that exits this soon did not start
-    parallel: int = 4  # deployments reconciled at the same time
-    max_file_bytes: int = 1024**3  # largest file copied out of a container
-    file_parallel: int = 2  # file copies at the same time
+    docker_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    pull_timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    # Grace period before a stopped container is killed.
+    stop_timeout_s: float = Field(default=10.0, ge=0, le=3600)
+    # During a change of spec, a new container that exits this soon did not start.
+    start_settle_s: float = Field(default=2.0, ge=0, le=600)
+    parallel: int = Field(default=4, ge=1, le=256)  # deployments reconciled at the same time
+    max_file_bytes: int = Field(default=1024**3, ge=1, le=1024**4)  # largest file copied out of a container
+    file_parallel: int = Field(default=2, ge=1, le=64)  # file copies at the same time
     # Enrollment (only while the machine holds no credential): the API and a one-time token.
     enroll_url: str = "http://127.0.0.1:8080/tingyu"
     enroll_token: str = ""
     enroll_ca: str = ""  # the CA of an API served over HTTPS with a private certificate
-    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # Prometheus metrics on this port (0: off)
     # Remote operations (docs/remote.md).
-    logs_max_lines: int = 10_000  # most lines one logs answer carries
-    logs_max_bytes: int = 512 * 1024  # most bytes one logs answer carries (the newest are kept)
-    logs_follow_max_s: float = 3600.0  # longest a followed log stream lasts
-    exec_max_sessions: int = 4  # commands (interactive or not) running at once on this machine
-    exec_idle_s: float = 900.0  # an interactive session with no input or output this long is closed
-    exec_timeout_s: float = 60.0  # longest a non-interactive command may run
-    exec_max_output_bytes: int = 256 * 1024  # most output a non-interactive command answers
-    pull_parallel: int = 1  # image pre-pulls at the same time on this machine
+    logs_max_lines: int = Field(default=10_000, ge=1, le=1_000_000)  # most lines one logs answer carries
+    # Most bytes one logs answer carries (the newest are kept).
+    logs_max_bytes: int = Field(default=512 * 1024, ge=1024, le=512 * 1024)
+    logs_follow_max_s: float = Field(default=3600.0, gt=0, le=86400)  # longest a followed log stream lasts
+    # Commands (interactive or not) running at once on this machine.
+    exec_max_sessions: int = Field(default=4, ge=1, le=64)
+    # An interactive session with no input or output this long is closed.
+    exec_idle_s: float = Field(default=900.0, gt=0, le=86400)
+    exec_timeout_s: float = Field(default=60.0, gt=0, le=86400)  # longest a non-interactive command may run
+    # Most output a non-interactive command answers.
+    exec_max_output_bytes: int = Field(default=256 * 1024, ge=1024, le=512 * 1024)
+    pull_parallel: int = Field(default=1, ge=1, le=16)  # image pre-pulls at the same time on this machine
     # Bytes per second all of this machine's pulls share (`5M`, `800k`; 0: no cap), docs/remote.md.
     pull_rate: Annotated[int, BeforeValidator(parse_rate)] = 0
     # `kubernetes`: one process is the agent of every Node of a cluster (docs/kubernetes.md).

@@ -29,7 +29,7 @@ from tingyu.agent.sampling import Sampler, SamplerSettings
 from tingyu.common import subjects
 from tingyu.common.models.remote import PullRequest
 from tingyu.common.policy import Policy
-from tingyu.common.service import Service, run_service
+from tingyu.common.service import Service, run_service, settings_checked
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ async def setup(service: Service, settings: AgentSettings | None = None) -> None
 
 
 def run() -> None:
-    settings = get_settings()
+    with settings_checked("agent"):
+        settings = get_settings()
     if settings.runtime == "kubernetes":  # the `k8s` extra: imported only when asked for
         from tingyu.agent.kube.main import run as run_kubernetes
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tingyu.agent.autonomy import DesiredMemory
@@ -54,13 +55,15 @@ class SamplerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TINGYU_AGENT_", extra="ignore")
 
-    sample_s: float = 10.0
-    sample_readings: int = 6  # readings per published batch (one publish a minute at 10 s)
+    sample_s: float = Field(default=10.0, ge=0.1, le=3600)
+    # Readings per published batch (one publish a minute at 10 s).
+    sample_readings: int = Field(default=6, ge=1, le=360)
     count_nics: str = ""  # comma-separated NIC names; empty: every real NIC (backed by a device)
-    sample_buffer: int = 1440  # batches kept while NATS is unreachable (a day of 6 readings at 10 s)
-    publish_timeout_s: float = 5.0
+    # Batches kept while NATS is unreachable (a day of 6 readings at 10 s).
+    sample_buffer: int = Field(default=1440, ge=1, le=1_000_000)
+    publish_timeout_s: float = Field(default=5.0, gt=0, le=600)
     docker_host: str = ""  # empty: the environment's DOCKER_HOST or the local socket
-    docker_timeout_s: float = 30.0
+    docker_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 @dataclass

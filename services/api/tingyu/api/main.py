@@ -30,7 +30,7 @@ from tingyu.api.uploads import reader_threads
 from tingyu.api.views import Views
 from tingyu.common import joblog
 from tingyu.common.bus import Bus
-from tingyu.common.service import setup_logging
+from tingyu.common.service import settings_checked, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def serve(settings: ApiSettings, sock: socket.socket | None = None) -> int:
 
 def run() -> None:
     """The API: `TINGYU_API_WORKERS` processes (default: one per core) on one port."""
-    settings = get_settings()
+    with settings_checked("api"):
+        settings = get_settings()
     setup_logging("api", settings.platform.log_level)
     count = settings.workers or os.cpu_count() or 1
     sys.exit(serve(settings) if count == 1 else workers.run(settings, count, serve))

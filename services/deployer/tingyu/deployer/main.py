@@ -6,7 +6,7 @@ from tingyu.common import subjects
 from tingyu.common.desired import migrate
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
-from tingyu.common.service import Service, run_service
+from tingyu.common.service import Service, run_service, settings_checked
 from tingyu.deployer.config import get_settings
 from tingyu.deployer.containers import Commands, Dispatched, Reports
 from tingyu.deployer.files import Files
@@ -50,7 +50,9 @@ async def setup(service: Service) -> None:
 
 
 def run() -> None:
-    run_service("deployer", setup, get_settings().platform.log_level)
+    with settings_checked("deployer"):
+        level = get_settings().platform.log_level
+    run_service("deployer", setup, level)
 
 
 if __name__ == "__main__":

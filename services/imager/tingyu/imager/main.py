@@ -6,7 +6,7 @@ import logging
 
 from tingyu.common import imagecatalog, subjects
 from tingyu.common.models.images import ImagerRequest
-from tingyu.common.service import Service, run_service
+from tingyu.common.service import Service, run_service, settings_checked
 from tingyu.imager.config import get_settings
 from tingyu.imager.deletes import Deleter
 from tingyu.imager.push import Pusher
@@ -34,7 +34,9 @@ async def setup(service: Service) -> None:
 
 def run() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request is too much
-    run_service("imager", setup, get_settings().platform.log_level)
+    with settings_checked("imager"):
+        level = get_settings().platform.log_level
+    run_service("imager", setup, level)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import logging
 from tingyu.common import subjects
 from tingyu.common.bus import serve
 from tingyu.common.models.metering import MeteringQuery
-from tingyu.common.service import Service, run_service
+from tingyu.common.service import Service, run_service, settings_checked
 from tingyu.metering.config import get_settings
 from tingyu.metering.ingest import Ingest
 from tingyu.metering.responder import QueryResponder
@@ -50,7 +50,9 @@ async def setup(service: Service) -> None:
 
 
 def run() -> None:
-    run_service("metering", setup, get_settings().platform.log_level)
+    with settings_checked("metering"):
+        level = get_settings().platform.log_level
+    run_service("metering", setup, level)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tingyu.common.bus.stores import Change
 from tingyu.common.leases import Lease, holder_name
 from tingyu.common.models.leases import LeaseRecord
 from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodeStatus
-from tingyu.common.service import Service, run_service, wait_or_stop
+from tingyu.common.service import Service, run_service, settings_checked, wait_or_stop
 from tingyu.nodes import partitions
 from tingyu.nodes.config import NodesSettings, get_settings
 from tingyu.nodes.registry import NodeRegistry
@@ -332,7 +332,9 @@ async def setup(service: Service) -> None:
 
 
 def run() -> None:
-    run_service("nodes", setup, get_settings().platform.log_level)
+    with settings_checked("nodes"):
+        level = get_settings().platform.log_level
+    run_service("nodes", setup, level)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from tingyu.agent.config import get_settings as get_agent_settings
 from tingyu.agent.kube.config import KubeSettings, get_settings
 from tingyu.agent.kube.fleet import Fleet
 from tingyu.agent.kube.runtime import KubeCluster
-from tingyu.common.service import Service, run_service
+from tingyu.common.service import Service, run_service, settings_checked
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ async def setup(
 
 
 def run() -> None:
-    settings = get_settings()
+    with settings_checked("kube-agent"):
+        settings = get_settings()
     run_service(
         "kube-agent", functools.partial(setup, settings=settings), settings.platform.log_level, job_logs=False
     )
