@@ -191,3 +191,35 @@ async def test_a_failed_listing_waits_out_a_growing_back_off(nats_url: str, tmp_
         assert agent.owes_full_read
     finally:
         await bus.close()
+
+
+async def test_a_nudged_pass_reports_the_others_as_last_seen_and_an_event_looks_at_all(
+    admin: Bus, agent: Agent
+) -> None:
+    """A pass for one nudged key looks at that deployment's container alone (its cost does not grow
+    with the machine's containers); the report still names every deployment. Docker's events make
+    the next pass look at every container again."""
+    store = DesiredStore(admin)
+    names = sorted(unique("web") for _ in range(3))
+    for name in names:
+        await store.put(agent.uuid, deployment(name, "1", revision=1))
+    first = await agent.sync_once()  # the first pass: every key, every container
+    runtime = agent.reconciler.runtime
+    gone = await runtime.find(agent.uuid, names[2])
+    assert gone is not None
+    await runtime.remove(gone.id)  # behind the agent's back
+
+    changed = await store.put(agent.uuid, deployment(names[0], "2", revision=2))
+    await nudged(admin, agent, names[0], changed)
+    report = await agent.sync_once()
+    assert sorted(report.containers) == names
+    assert report.containers[names[0]].revision == 2
+    assert report.containers[names[2]] == first.containers[names[2]]  # as last seen: not looked at
+    assert await runtime.find(agent.uuid, names[2]) is None
+
+    agent.look_again()  # what a Docker event (die, destroy, oom, kill) asks for
+    report = await agent.sync_once()
+    back = await runtime.find(agent.uuid, names[2])
+    assert back is not None
+    assert report.containers[names[2]].container_id == back.id != gone.id
+    assert agent.reads["listings"] == 1  # the desired state itself was not listed again

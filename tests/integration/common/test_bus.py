@@ -16,13 +16,15 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from tests.support import eventually
+from tests.support.factories import spec as container_spec
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
 from tingyu.common.bus.consumers import park_abandoned, subscribe
+from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.base import Message
-from tingyu.common.models.containers import ContainerCommand, ContainerOp, NameClaim
+from tingyu.common.models.containers import ContainerCommand, ContainerOp, DesiredContainer, NameClaim
 from tingyu.common.models.dead import DeadLetter
 from tingyu.common.models.jobs import JobState
 from tingyu.common.settings import PlatformSettings
@@ -141,6 +143,52 @@ async def test_the_job_store_submits_and_moves_by_one_rule(bus: Bus) -> None:
     stored = await jobs.get(command.job_id)
     assert stored is not None
     assert (stored.state, stored.message) == (JobState.FAILED, "no")
+
+
+async def test_a_job_moved_again_by_the_store_that_wrote_it_needs_no_read(bus: Bus) -> None:
+    """The next move of an open job this store wrote is one round trip (a compare-and-set on the
+    revision it wrote); when another writer moved it meanwhile, the set fails and the key is read."""
+    jobs, other = JobStore(bus), JobStore(bus)
+    command = ContainerCommand(
+        job_id=f"j{secrets.token_hex(6)}", op=ContainerOp.START, name="w", node_uuid="n", issued_at=1.0
+    )
+    await jobs.submit(command)
+    await jobs.move(command.job_id, JobState.DISPATCHED, revision=3)  # read, then written
+    before = bus.trip.count
+    running = await jobs.move(command.job_id, JobState.RUNNING, "applying")
+    assert bus.trip.count - before == 1
+    assert running is not None
+    assert (running.state, running.revision) == (JobState.RUNNING, 3)
+
+    await other.fail(command.job_id, "the machine went away")  # another replica, in between
+    after = await jobs.move(command.job_id, JobState.SUCCEEDED)  # its revision is stale: read, refused
+    assert after is not None
+    assert (after.state, after.message) == (JobState.FAILED, "the machine went away")
+    stored = await jobs.get(command.job_id)
+    assert stored is not None
+    assert stored.state == JobState.FAILED
+
+
+async def test_a_fresh_desired_key_is_created_in_one_round_trip_and_an_existing_one_is_changed(
+    bus: Bus,
+) -> None:
+    store = DesiredStore(bus)
+    node, name = f"tingyu-{secrets.token_hex(16)}", key()
+    entry = DesiredContainer(name=name, spec=container_spec(), job_id="j1", created_at=0.0)
+    before = bus.trip.count
+    stored, first = await store.mutate(node, name, lambda current: entry, fresh=True)
+    assert bus.trip.count - before == 1
+    assert stored is not None
+    assert first > 0
+
+    def bump(current: DesiredContainer | None) -> DesiredContainer | None:
+        # Tried as absent first; the create meets the key, which is then read and changed.
+        return entry if current is None else current.model_copy(update={"revision": current.revision + 1})
+
+    stored, second = await store.mutate(node, name, bump, fresh=True)
+    assert stored is not None
+    assert (stored.revision, second > first) == (2, True)
+    assert (await store.get(node, name)) == stored
 
 
 async def test_a_guard_refusal_leaves_no_job_and_no_command(bus: Bus) -> None:

@@ -18,9 +18,18 @@ def already_exists(name: str) -> str:
     return f'deployments.apps "{name}" already exists'
 
 
-async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str, *, new: bool = False) -> str:
+async def claim_name(
+    bus: Bus,
+    name: str,
+    node_uuid: str,
+    job_id: str,
+    *,
+    new: bool = False,
+    known: tuple[NameClaim | None, int] | None = None,
+) -> str:
     """Take `name` for the create job `job_id`; '' when it is ours, else why not. `new`: the name
-    is most likely free (a create being accepted), so try to take it first: one round trip."""
+    is most likely free (a create being accepted), so try to take it first: one round trip.
+    `known`: the claim and its revision as the caller just read them (judged without a read)."""
     names = bus.store(subjects.NAMES)
     mine = NameClaim(node_uuid=node_uuid, job_id=job_id)
     if new:
@@ -30,7 +39,10 @@ async def claim_name(bus: Bus, name: str, node_uuid: str, job_id: str, *, new: b
         except Conflict:
             pass  # taken, or stale: judged below
     for _ in range(5):
-        current, revision = await names.entry(name)
+        if known is not None:
+            (current, revision), known = known, None
+        else:
+            current, revision = await names.entry(name)
         try:
             if current is None:
                 await names.create(name, mine)

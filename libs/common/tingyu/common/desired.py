@@ -41,9 +41,13 @@ class DesiredStore:
         value, _ = await self.entry(node_uuid, name)
         return value
 
-    async def mutate(self, node_uuid: str, name: str, change: Change) -> tuple[DesiredContainer | None, int]:
+    async def mutate(
+        self, node_uuid: str, name: str, change: Change, *, fresh: bool = False
+    ) -> tuple[DesiredContainer | None, int]:
         """Compare-and-set one deployment (`change` is pure, may run more than once; None leaves it
-        as is). Returns what is stored afterwards and its revision (0 when nothing was written)."""
+        as is). Returns what is stored afterwards and its revision (0 when nothing was written).
+        `fresh`: the key most likely does not exist yet (a create), so try to create it before any
+        read: one round trip (if it does exist, it is read and changed as usual)."""
 
         def stamped(current: DesiredContainer | None) -> DesiredContainer | None:
             new = change(current)
@@ -51,7 +55,8 @@ class DesiredStore:
                 new.node_uuid = node_uuid
             return new
 
-        return await self.store.mutate_entry(subjects.desired_key(node_uuid, name), stamped)
+        known = (None, 0) if fresh else None
+        return await self.store.mutate_entry(subjects.desired_key(node_uuid, name), stamped, known=known)
 
     async def put(self, node_uuid: str, entry: DesiredContainer) -> int:
         """Store one deployment unconditionally (seeding and tools; the deployer compares-and-sets)."""

@@ -54,13 +54,24 @@ def new_job(command: Command, now: float) -> Job:
 
 
 class JobStore:
-    """Jobs in `ty_jobs`; remembers recently finished ones so redeliveries skip the read."""
+    """Jobs in `ty_jobs`; remembers recently finished ones so redeliveries skip the read, and the
+    open ones it wrote last (with their revisions) so that their next move needs no read."""
 
-    def __init__(self, bus: Bus, remember: int = 100_000) -> None:
+    def __init__(self, bus: Bus, remember: int = 100_000, open_jobs: int = 10_000) -> None:
         self.bus = bus
         self.store = bus.store(subjects.JOBS)
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.remember = remember
+        self.written: OrderedDict[str, tuple[Job, int]] = OrderedDict()
+        self.open_jobs = open_jobs
+
+    def _wrote(self, job: Job | None, revision: int) -> None:
+        if job is None or job.state.final or not revision:
+            return
+        self.written[job.job_id] = (job, revision)
+        self.written.move_to_end(job.job_id)
+        while len(self.written) > self.open_jobs:
+            self.written.popitem(last=False)
 
     async def get(self, job_id: str) -> Job | None:
         return await self.store.get(job_id)
@@ -114,7 +125,8 @@ class JobStore:
                 before["state"] = job.state
             return advance(job, state, timefmt.now(), message, **fields)
 
-        stored = await self.store.mutate(job_id, change)
+        stored, revision = await self.store.mutate_entry(job_id, change, known=self.written.pop(job_id, None))
+        self._wrote(stored, revision)
         if stored is not None and stored.state != before.get("state"):
             metrics.JOBS.labels(stored.kind.value, stored.state.name.lower()).inc()
             # Each move is a line of the job's log (TY_JOBLOG), whichever service made it.

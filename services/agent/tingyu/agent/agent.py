@@ -27,14 +27,17 @@ from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
-from tingyu.common.models.containers import DesiredNudge, NodeDesired, NodeReport
+from tingyu.common.models.containers import ContainerReport, DesiredNudge, NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.service import LoopFn, wait_or_stop
 from tingyu.common.timefmt import now
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE_S = 0.02  # a burst of nudges and Docker events makes one pass (and costs little latency)
+# A nudge after a quiet spell starts its pass at once, and nudges that come during a pass make one
+# pass after it; passes are at least this far apart (a storm of Docker events, a burst of nudges).
+PASS_GAP_S = 0.005
+DEBOUNCE_S = 0.02  # the fleet simulator's wait before a nudged machine's pass is queued
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
 # How often every key is listed again (the safety net for a lost nudge); the resync periods in
@@ -86,6 +89,8 @@ class Agent:
         self._resyncs = random.randrange(self.full_read_every)  # machines spread their listings out
         self._failed_reads = 0
         self._read_after = 0.0  # monotonic: no listing before this, after a failed read
+        self._whole = True  # the next pass looks at every container (not only the nudged keys')
+        self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
         self.reads = {"keys": 0, "listings": 0, "stale_nudges": 0}
         self._published: dict[str, Any] | None = None
@@ -104,6 +109,12 @@ class Agent:
         self._full = self._full or full
         self.wake.set()
 
+    def look_again(self) -> None:
+        """Something happened to a container behind the agent's back (Docker's events): the next
+        pass looks at every container, not only those of the keys nudged."""
+        self._whole = True
+        self.nudge()
+
     def changed(self, name: str, revision: int) -> None:
         """Key `name` now has `revision`: read it in the next pass, unless that revision is held."""
         if self._held.stale(name, revision):
@@ -121,6 +132,7 @@ class Agent:
         """A resync period passed: the next pass reconciles against the state held, and every
         `full_read_every`th period (each machine at its own offset) lists every key first."""
         self._resyncs += 1
+        self._whole = True
         if self._resyncs % self.full_read_every == 0:
             self._full = True
 
@@ -175,7 +187,7 @@ class Agent:
             )
 
         async def events(stop: asyncio.Event) -> None:
-            await self.reconciler.runtime.watch(self.uuid, self.nudge, stop)
+            await self.reconciler.runtime.watch(self.uuid, self.look_again, stop)
 
         return [
             ("heartbeat", heartbeats),
@@ -208,7 +220,7 @@ class Agent:
                 return
             if not self.wake.is_set():
                 self.resync_period()
-            await asyncio.sleep(DEBOUNCE_S)
+            await self._debounce()
             self.wake.clear()
             try:
                 await self.sync_once()
@@ -217,6 +229,15 @@ class Agent:
                 if await wait_or_stop(stop, max(1.0, self.read_backoff_left())):
                     return
                 self.wake.set()
+            finally:
+                self._last_pass = asyncio.get_running_loop().time()
+
+    async def _debounce(self) -> None:
+        """Leading edge: no wait after a quiet spell; within PASS_GAP_S of the last pass, wait out
+        the rest of it."""
+        since = asyncio.get_running_loop().time() - self._last_pass
+        if since < PASS_GAP_S:
+            await asyncio.sleep(PASS_GAP_S - since)
 
     async def _woken(self, stop: asyncio.Event) -> None:
         """Wait for a nudge, the resync period or `stop`, whichever comes first."""
@@ -236,24 +257,59 @@ class Agent:
                 self.nudge(full=True)
 
     async def sync_once(self) -> NodeReport:
-        """Read the desired state, reconcile, and publish the report when it says something new."""
-        desired = await self.read_desired()
+        """Read the desired state, reconcile, and publish the report when it says something new.
+
+        A pass asked for only by nudges naming keys acts on those deployments alone and reports the
+        others as the last pass saw them (Docker's events, the resync period, a reconnect or a failed
+        pass make the next one look at every container)."""
+        nudged = None if self._whole or self._full or self.last_observed is None else list(self._pending)
+        self._whole = False
+        desired, read = await self.read_desired()
         # Only a state read from the platform removes anything, and only while it answers (autonomy:
         # docs/remote.md).
         removals = self._fresh and self.bus.nc.is_connected
-        containers = await self.reconciler.reconcile(desired, removals=removals)
+        only = nudged or None  # nothing named: a whole pass
+        # The state read is kept on disk while the pass acts: a crash before it is written leaves
+        # the previous one, which removes nothing while NATS is away (autonomy).
+        remembering = self._remember(desired) if read else asyncio.sleep(0)
+        try:
+            containers, _ = await asyncio.gather(
+                self.reconciler.reconcile(desired, removals=removals, only=only), remembering
+            )
+        except Exception:
+            self._whole = True
+            raise
+        if only is not None:
+            containers = self._with_others(desired, containers)
         self.passes += 1
         report = NodeReport(node_uuid=self.uuid, containers=containers, reported_at=now(), seq=self._seq + 1)
         self.last_observed = report
         await self._publish(report)
         return report
 
-    async def read_desired(self) -> NodeDesired | None:
+    async def _remember(self, desired: NodeDesired | None) -> None:
+        """Keep the state read on disk; a failed write is logged, and the pass still reports (the
+        next state read is written again)."""
+        try:
+            await asyncio.to_thread(self.memory.remember, desired)
+        except OSError as exc:
+            log.warning("%s: desired state not kept on disk: %s", self.uuid, exc)
+
+    def _with_others(
+        self, desired: NodeDesired | None, acted: dict[str, ContainerReport]
+    ) -> dict[str, ContainerReport]:
+        """The last report's deployments that are still desired, with those this pass acted on."""
+        kept = desired.containers if desired else {}
+        before = self.last_observed.containers if self.last_observed else {}
+        return {**{name: seen for name, seen in before.items() if name in kept}, **acted}
+
+    async def read_desired(self) -> tuple[NodeDesired | None, bool]:
         """The desired state: every key at start, after a reconnect, on an empty nudge and every
-        `full_read_s`, else only the keys nudged since the last pass. While NATS
-        is away, the last one read (the machine keeps its containers as they were meant to be, e.g.
-        brings back one stopped behind its back); after a failed read the next listing waits out a
-        back-off (keys a nudge names are still read)."""
+        `full_read_s`, else only the keys nudged since the last pass. While NATS is away, the last
+        one read (the machine keeps its containers as they were meant to be, e.g. brings back one
+        stopped behind its back); after a failed read the next listing waits out a back-off (keys
+        a nudge names are still read). The flag says whether anything was read from the platform
+        in this pass."""
         full, pending = self.owes_full_read, self._pending
         self._pending = {}
         if full:
@@ -275,9 +331,8 @@ class Agent:
                 self._failed_reads, self._read_after = 0, 0.0
             self._fresh = self._fresh or full
             self._desired_read = True
-            if full or pending:
-                await asyncio.to_thread(self.memory.remember, self._held.doc())
-        return self._held.doc() if self._desired_read else None
+            return self._held.doc(), bool(full or pending)
+        return (self._held.doc() if self._desired_read else None), False
 
     async def _read_all(self) -> None:
         self.reads["listings"] += 1

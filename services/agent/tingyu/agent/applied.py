@@ -34,8 +34,18 @@ class AppliedRestarts:
     def names(self) -> list[str]:
         return list(self._counts)
 
+    def changes(self) -> dict[str, int] | None:
+        """The counts to write (a copy) when something changed since the last call, else None."""
+        changed, self._dirty = self._dirty and self.path is not None, False
+        return dict(self._counts) if changed else None
+
+    def write(self, counts: dict[str, int]) -> None:
+        """Write `counts` (from `changes`) atomically: a crash keeps the old file whole."""
+        if self.path is not None:
+            write_json(self.path, counts)
+
     def save(self) -> None:
-        """Write when something changed (atomically: a crash keeps the old file whole)."""
-        if self._dirty and self.path is not None:
-            write_json(self.path, self._counts)
-        self._dirty = False
+        """Write when something changed."""
+        counts = self.changes()
+        if counts is not None:
+            self.write(counts)

@@ -46,9 +46,9 @@ class DesiredMemory:
         """Keep `desired` (written only when it changed; atomically, so a crash keeps the old one)."""
         if desired is None or desired == self.desired:
             return
-        self.desired = desired
         if self.path is not None:
             write_json(self.path, desired.model_dump(mode="json"))
+        self.desired = desired  # after the write: a failed one is tried again with the next state
 
 
 async def hold(reconciler: Reconciler, memory: DesiredMemory, until: asyncio.Event, every_s: float) -> None:

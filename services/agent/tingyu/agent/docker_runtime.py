@@ -16,7 +16,15 @@ from docker import errors as docker_errors
 
 from tingyu.agent import docker_files
 from tingyu.agent.pull_proxy import InsecureRegistries, PullProxies, Reference, split_reference
-from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
+from tingyu.agent.runtime import (
+    LABEL_NODE,
+    CreateRequest,
+    ImageMissing,
+    NameTaken,
+    RuntimeContainer,
+    RuntimeFailure,
+    RuntimeFile,
+)
 from tingyu.common.policy import bind
 
 log = logging.getLogger(__name__)
@@ -87,6 +95,10 @@ class DockerRuntime:
         found = [await self.inspect(summary["Id"]) for summary in summaries]
         return [container for container in found if container is not None]
 
+    async def find(self, node_uuid: str, name: str) -> RuntimeContainer | None:
+        found = await self.inspect(name)  # Docker looks a container up by its name too
+        return found if found is not None and found.labels.get(LABEL_NODE) == node_uuid else None
+
     async def has_image(self, image_ref: str) -> bool:
         try:
             await self._call(self.client.api.inspect_image, image_ref)
@@ -120,18 +132,30 @@ class DockerRuntime:
             mem_limit=spec.limits_memory * 2**20 or None,
             mem_reservation=spec.requests_memory * 2**20 or None,
         )
-        created = await self._call(
-            self.client.api.create_container,
-            spec.image_ref,
+        try:
+            created = await self._call(
+                self.client.api.create_container,
+                spec.image_ref,
+                name=request.name,
+                labels=request.labels,
+                environment={e.key: e.value for e in spec.env},
+                host_config=host_config,
+            )
+        except RuntimeFailure as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker_errors.ImageNotFound):
+                raise ImageMissing(str(exc)) from exc
+            if isinstance(cause, docker_errors.APIError) and cause.status_code == 409:
+                raise NameTaken(str(exc)) from exc
+            raise
+        # What Docker would answer to an inspect now (the caller starts it and inspects then).
+        return RuntimeContainer(
+            id=created["Id"],
             name=request.name,
-            labels=request.labels,
-            environment={e.key: e.value for e in spec.env},
-            host_config=host_config,
+            status="created",
+            labels=dict(request.labels),
+            image_ref=spec.image_ref,
         )
-        container = await self.inspect(created["Id"])
-        if container is None:
-            raise RuntimeFailure(f"container {request.name} vanished right after it was created")
-        return container
 
     async def inspect(self, container_id: str) -> RuntimeContainer | None:
         try:

@@ -55,6 +55,14 @@ def pull_failure(image_ref: str, engine_text: str) -> PullFailure:
     return PullFailure(f"cannot pull image {image_ref}: {engine_text}", permanent=permanent)
 
 
+class ImageMissing(RuntimeFailure):
+    """A create found no such image on the machine (it was removed since it was last seen)."""
+
+
+class NameTaken(RuntimeFailure):
+    """A create found the name in use by a container already there."""
+
+
 class FileTooLarge(RuntimeFailure):
     """A file asked for is bigger than the limit; the text gives both sizes."""
 
@@ -113,6 +121,11 @@ class Runtime(Protocol):
         """Every container labelled `tingyu.node=<node_uuid>`, running or not."""
         ...
 
+    async def find(self, node_uuid: str, name: str) -> RuntimeContainer | None:
+        """The container named `name` if it is labelled `tingyu.node=<node_uuid>` (one look, not a
+        listing: a pass about one deployment needs no other)."""
+        ...
+
     async def has_image(self, image_ref: str) -> bool: ...
 
     async def pull(self, image_ref: str, rate: int = 0) -> None:
@@ -120,7 +133,10 @@ class Runtime(Protocol):
         pulls ignores it); RuntimeFailure with the engine's text when it cannot."""
         ...
 
-    async def create(self, request: CreateRequest) -> RuntimeContainer: ...
+    async def create(self, request: CreateRequest) -> RuntimeContainer:
+        """The new container (not started). `ImageMissing` when the engine does not have the image,
+        `NameTaken` when a container of that name is already there."""
+        ...
 
     async def inspect(self, container_id: str) -> RuntimeContainer | None: ...
 

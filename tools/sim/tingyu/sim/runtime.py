@@ -13,7 +13,14 @@ import hashlib
 import secrets
 from collections.abc import Callable
 
-from tingyu.agent.runtime import LABEL_NODE, CreateRequest, RuntimeContainer, RuntimeFailure, RuntimeFile
+from tingyu.agent.runtime import (
+    LABEL_NODE,
+    CreateRequest,
+    NameTaken,
+    RuntimeContainer,
+    RuntimeFailure,
+    RuntimeFile,
+)
 from tingyu.common.timefmt import now
 
 
@@ -51,6 +58,10 @@ class SimRuntime:
         ids = self._by_node.get(node_uuid, {})
         return [self._containers[cid] for cid in ids.values()]
 
+    async def find(self, node_uuid: str, name: str) -> RuntimeContainer | None:
+        found = self._by_node.get(node_uuid, {}).get(name)
+        return self._containers[found] if found is not None else None
+
     async def has_image(self, image_ref: str) -> bool:
         return image_ref in self._images
 
@@ -67,7 +78,7 @@ class SimRuntime:
             )
         names = self._by_node.setdefault(node, {})
         if request.name in names:
-            raise RuntimeFailure(f"simulated engine: container name {request.name} is already in use")
+            raise NameTaken(f"simulated engine: container name {request.name} is already in use")
         container = RuntimeContainer(
             id=secrets.token_hex(32),
             name=request.name,

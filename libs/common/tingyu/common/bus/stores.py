@@ -282,11 +282,22 @@ class Store(Generic[M]):
         return value
 
     async def mutate_entry(
-        self, key: str, change: Callable[[M | None], M | None], *, attempts: int = 50
+        self,
+        key: str,
+        change: Callable[[M | None], M | None],
+        *,
+        attempts: int = 50,
+        known: tuple[M | None, int] | None = None,
     ) -> tuple[M | None, int]:
-        """`mutate`, also returning the revision written (or the one read, when nothing changed)."""
+        """`mutate`, also returning the revision written (or the one read, when nothing changed).
+
+        `known`: the value and revision this process last wrote there, tried first without a read;
+        if the key moved on since, the compare-and-set fails and the key is read as usual."""
         for _ in range(attempts):
-            current, revision = await self.entry(key)
+            if known is not None:
+                (current, revision), known = known, None
+            else:
+                current, revision = await self.entry(key)
             new = change(current.model_copy(deep=True) if current is not None else None)
             if new is None:
                 return current, revision

@@ -26,6 +26,7 @@ from tingyu.agent.runtime import (
     LABEL_NODE,
     CreateRequest,
     FileTooLarge,
+    NameTaken,
     RuntimeContainer,
     RuntimeFailure,
     RuntimeFile,
@@ -161,6 +162,10 @@ class KubeRuntime:
             by_name.setdefault(_label(pod, objects.DEPLOYMENT), []).append(pod)
         return [objects.to_container(d, by_name.get(_name(d), [])) for d in deployments.items]
 
+    async def find(self, node_uuid: str, name: str) -> RuntimeContainer | None:
+        found = await self.inspect(name)  # a Deployment is named after its deployment
+        return found if found is not None and found.labels.get(LABEL_NODE) == node_uuid else None
+
     async def has_image(self, image_ref: str) -> bool:
         """The kubelet pulls when the Pod starts; a failed pull shows as the Pod's reason."""
         return True
@@ -170,7 +175,12 @@ class KubeRuntime:
 
     async def create(self, request: CreateRequest) -> RuntimeContainer:
         body = objects.manifest(request, self.hostname, self.cluster.tolerated, self.cluster.pull_secret)
-        await call(self.cluster.apps.create_namespaced_deployment, self._ns, body)  # type: ignore[arg-type]
+        try:
+            await call(self.cluster.apps.create_namespaced_deployment, self._ns, body)  # type: ignore[arg-type]
+        except RuntimeFailure as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 409:
+                raise NameTaken(str(exc)) from exc
+            raise
         created = await self.inspect(request.name)
         if created is None:
             raise RuntimeFailure(f"deployment {request.name} vanished right after it was created")

@@ -1,7 +1,7 @@
 """The containers slice's handlers: operators' commands, and agents' reports of what they applied.
 
-Commands: claim the name, write desired state (the deployment's own key), dispatch the job, set
-its timer, nudge the agent with the key's new revision. Each step is idempotent, so a command
+Commands: claim the name, write desired state (the deployment's own key), nudge the agent with the
+key's new revision, dispatch the job and set its timer. Each step is idempotent, so a command
 redelivered after a crash at any point has one effect.
 Reports: store the observed state and complete the jobs whose revision was applied. A report names
 each deployment's revision and job, so a job this replica dispatched completes from what it wrote
@@ -91,17 +91,24 @@ class Commands:
         self.jobs = jobs
         self.job_timeout_s = job_timeout_s
         self.nodes = bus.store(subjects.NODES)
+        self.names = bus.store(subjects.NAMES)
         self.desired = DesiredStore(bus)
 
     async def handle(self, command: ContainerCommand, _: Msg) -> None:
-        job = await self.jobs.get(command.job_id)
+        creating = command.op == ContainerOp.CREATE
+        # The job, the machine and (for a create) the name's claim, read at once: one round trip.
+        job, node, claim = await asyncio.gather(
+            self.jobs.get(command.job_id),
+            self.nodes.get(command.node_uuid),
+            self.names.entry(command.name) if creating else asyncio.sleep(0, (None, 0)),
+        )
         if job is not None and job.state.final:
             return
-        if await self.nodes.get(command.node_uuid) is None:
+        if node is None:
             await self.jobs.fail(command.job_id, f"machine {command.node_uuid} is not registered")
             return
-        if command.op == ContainerOp.CREATE:
-            refusal = await claim_name(self.bus, command.name, command.node_uuid, command.job_id)
+        if creating:
+            refusal = await claim_name(self.bus, command.name, command.node_uuid, command.job_id, known=claim)
             if refusal:
                 await self.jobs.fail(command.job_id, refusal)
                 return
@@ -109,6 +116,10 @@ class Commands:
         if outcome.error:
             await self.jobs.fail(command.job_id, outcome.error)
             return
+        # The agent starts on it at once. The job reads dispatched and gets its timer meanwhile: a
+        # report that completes it first makes the move a no-op (a final job never changes), and a
+        # redelivery after a crash here nudges again (the agent skips a revision it holds).
+        await nudge(self.bus, command.node_uuid, command.name, revision)
         await self.jobs.move(
             command.job_id,
             JobState.DISPATCHED,
@@ -122,7 +133,6 @@ class Commands:
         await self.bus.publish(
             subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
         )
-        await nudge(self.bus, command.node_uuid, command.name, revision)
 
     async def write_desired(self, command: ContainerCommand) -> tuple[Outcome, int]:
         """Apply the command to its deployment's key: the outcome and the key's revision."""
@@ -134,7 +144,8 @@ class Commands:
             outcome = apply(doc, command, timefmt.now())
             return doc.containers.get(command.name) if outcome.changed and not outcome.error else None
 
-        stored, revision = await self.desired.mutate(command.node_uuid, command.name, change)
+        fresh = command.op == ContainerOp.CREATE
+        stored, revision = await self.desired.mutate(command.node_uuid, command.name, change, fresh=fresh)
         if outcome.error:
             log.info("job %s (%s %s) refused: %s", command.job_id, command.op, command.name, outcome.error)
         elif stored is not None and stored.job_id == command.job_id:
@@ -198,6 +209,10 @@ class Reports:
         self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
+        # Per machine, the time (in a report without containers) and revision of the last report
+        # this replica stored, for the most recent `stored_limit` machines.
+        self.stored: OrderedDict[str, tuple[NodeReport, int]] = OrderedDict()
+        self.stored_limit = 10_000
         self.desired = DesiredStore(bus)
         self.names = bus.store(subjects.NAMES)
 
@@ -205,7 +220,7 @@ class Reports:
         # The subject names the machine its credential allows: a report about another is refused.
         if msg.subject != subjects.report(report.node_uuid):
             raise Reject(f"report about {report.node_uuid} arrived on {msg.subject}")
-        await self.observed.mutate(report.node_uuid, lambda current: newer(current, report))
+        await self.store_observed(report)
         doc = await self.open_deployments(report)
         for entry, seen in applied(doc, report):
             outcome = verdict(entry, seen)
@@ -222,6 +237,20 @@ class Reports:
                 )
             if outcome.forget:
                 await self.forget(report.node_uuid, entry)
+
+    async def store_observed(self, report: NodeReport) -> None:
+        """Keep the report unless a more recent one is stored. The time and revision of the last one
+        this replica stored are all `newer` needs: the next is written without reading it back."""
+        node = report.node_uuid
+        known = self.stored.pop(node, None)
+        stored, revision = await self.observed.mutate_entry(
+            node, lambda current: newer(current, report), known=known
+        )
+        if stored is not None and revision:
+            stub = NodeReport(node_uuid=node, reported_at=stored.reported_at, seq=stored.seq)
+            self.stored[node] = (stub, revision)
+            while len(self.stored) > self.stored_limit:
+                self.stored.popitem(last=False)
 
     async def open_deployments(self, report: NodeReport) -> NodeDesired:
         """The desired deployments the report may complete, change or remove: those whose job is
