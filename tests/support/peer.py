@@ -61,10 +61,14 @@ class PeerMachine:
         revision: int | None = None,
         job_id: str | None = None,
         reported_at: float | None = None,
+        applied: NodeDesired | None = None,
     ) -> NodeReport:
         """Report that this machine applied its current desired revision of each named deployment;
-        `revision`, `job_id` and `reported_at` make it a stale or late report instead."""
-        doc = await self.desired()
+        `revision`, `job_id` and `reported_at` make it a stale or late report instead. `applied`: the
+        desired state the phases were judged from (default: read now). An agent reports the revision
+        it acted on: phases judged from one read and revisions from a later one would tell of a spec
+        the machine never ran."""
+        doc = applied or await self.desired()
         assert doc is not None
         self.seq += 1
         containers = {

@@ -40,7 +40,8 @@ async def answer(peer: PeerMachine, phase: Phase, delay: float) -> None:
             doc = await peer.desired()
             assert doc is not None
             seen = {n: e.revision for n, e in doc.containers.items()}
-            await peer.report({n: phase(e) for n, e in doc.containers.items()}, message="boom")
+            phases = {n: phase(e) for n, e in doc.containers.items()}
+            await peer.report(phases, message="boom", applied=doc)
         await asyncio.sleep(0.1)
 
 

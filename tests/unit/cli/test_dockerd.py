@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ from tingyu.cli.launcher import Platform, PlatformConfig
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Platform:
+def platform(tmp_path: Path) -> Iterator[Platform]:
     platform = Platform(PlatformConfig(state_dir=tmp_path, colour=False, log_file=tmp_path / "log"))
-    yield platform  # type: ignore[misc]
+    yield platform
     platform.stop()
 
 
