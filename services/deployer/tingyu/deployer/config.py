@@ -15,7 +15,10 @@ class DeployerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TINGYU_DEPLOYER_", extra="ignore")
 
-    job_timeout_s: float = 600.0  # a dispatched job whose machine has not converged by then fails
+    job_timeout_s: float = Field(default=600.0, gt=0)  # a dispatched job not converged by then fails
+    # A dispatched job with no report this long after its nudge is nudged again, then at twice the
+    # interval each time (a nudge is core NATS: at most once); 0: never.
+    nudge_again_s: float = Field(default=10.0, ge=0, le=3600)
     batch: int = 128  # messages fetched at once per consumer
     file_timeout_s: float = 900.0  # longest copy of one file out of a container
     file_agent_wait_s: float = 30.0  # how long a file job waits for an agent that is away

@@ -25,7 +25,7 @@ async def setup(service: Service) -> None:
     dispatched = Dispatched()  # what Commands wrote, so Reports completes those jobs without a read
     commands = Commands(bus, jobs, settings.job_timeout_s, dispatched)
     reports = Reports(bus, jobs, dispatched)
-    deadlines = Deadlines(bus, jobs)
+    deadlines = Deadlines(bus, jobs, settings.nudge_again_s)
     files = Files(bus, jobs, settings.file_timeout_s, settings.file_agent_wait_s)
     rollouts = RolloutCommands(bus, jobs)
     prepulls = Prepulls(

@@ -53,10 +53,14 @@ class Job(Message):
 
 
 class JobDeadline(Message):
-    """Stream `TY_JOB_DEADLINES`: fail `job_id` if it is not final by `deadline` (epoch seconds)."""
+    """Stream `TY_JOB_DEADLINES`: fail `job_id` if it is not final by `deadline` (epoch seconds).
+
+    `dispatched_at` (epoch seconds; 0 in timers written before it existed): when the machine was
+    nudged; while no report has moved the job on, the nudge is sent again at doubling intervals."""
 
     job_id: str
     deadline: float
+    dispatched_at: float = 0.0
 
 
 class Command(Message):

@@ -129,7 +129,11 @@ class Commands:
         )
         if outcome.superseded and outcome.superseded != command.job_id:
             await self.jobs.fail(outcome.superseded, f"superseded by job {command.job_id}")
-        deadline = JobDeadline(job_id=command.job_id, deadline=command.issued_at + self.job_timeout_s)
+        deadline = JobDeadline(
+            job_id=command.job_id,
+            deadline=command.issued_at + self.job_timeout_s,
+            dispatched_at=timefmt.now(),
+        )
         await self.bus.publish(
             subjects.job_deadline(command.job_id), deadline, msg_id=f"deadline-{command.job_id}"
         )
