@@ -1,8 +1,8 @@
 """The Docker Engine a launcher starts: after one was killed -9, the next start still works.
 
 A killed dockerd leaves its containerd (or its pid file, naming a process not yet reaped) behind,
-and a plain restart then waits on a containerd that never answers. Runs where no Docker Engine
-runs yet (CI), since it kills the one it starts."""
+and a plain restart then waits on a containerd that never answers. It kills the dockerd it starts,
+so it needs none running: `make test-faults` runs it first and alone (in CI nothing runs then)."""
 
 from __future__ import annotations
 
