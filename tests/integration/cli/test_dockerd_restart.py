@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.support import unique
 from tests.support.images import build_busybox
 from tingyu.cli import dockerd
 from tingyu.cli.launcher import Platform, PlatformConfig, docker_answers
@@ -25,22 +26,23 @@ def test_a_dockerd_killed_with_a_running_container_is_followed_by_one_that_start
 ) -> None:
     if docker_answers() or dockerd.dockerd_pids():
         pytest.skip("a Docker Engine this test did not start runs here; it is not the test's to kill")
+    name = unique("killed-with-dockerd")
     first = Platform(PlatformConfig(state_dir=tmp_path, colour=False, log_file=tmp_path / "first.log"))
     second = Platform(PlatformConfig(state_dir=tmp_path, colour=False, log_file=tmp_path / "second.log"))
     try:
         first.ensure_dockerd()
         client = docker.from_env()
         image = build_busybox(client, "tytest/dockerd-restart", "1")
-        client.containers.run(image, detach=True, name="killed-with-dockerd")
+        client.containers.run(image, detach=True, name=name)
         first.kill("dockerd", signal.SIGKILL)
 
         second.ensure_dockerd()
 
         assert docker_answers()
-        assert docker.from_env().containers.get("killed-with-dockerd").status in ("exited", "running")
+        assert docker.from_env().containers.get(name).status in ("exited", "running")
     finally:
         if docker_answers():
-            subprocess.run(["docker", "rm", "-f", "killed-with-dockerd"], check=False, capture_output=True)
+            subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
         second.stop()
         first.stop()
         assert not dockerd.dockerd_pids()
