@@ -25,32 +25,34 @@ START_TIMEOUT_S = 180.0
 last run, several seconds per hundred containers."""
 
 
-def _stat(pid: int) -> tuple[str, str, int] | None:
-    """(command name, state letter, parent pid) of a process, or None when it is gone."""
+def _stat(pid: int | str) -> tuple[str, int] | None:
+    """(command name, process group) of a live process; None when it is gone or a zombie."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     name = raw[raw.index("(") + 1 : raw.rindex(")")]
-    state, ppid = raw[raw.rindex(")") + 2 :].split()[:2]
-    return name, state, int(ppid)
+    state, _ppid, pgrp = raw[raw.rindex(")") + 2 :].split()[:3]
+    return None if state in "ZX" else (name, int(pgrp))
+
+
+def _processes() -> list[tuple[int, str, int]]:
+    """(pid, command name, process group) of every live process on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(entry.name)) is not None:
+            found.append((int(entry.name), *stat))
+    return found
 
 
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
-    stat = _stat(pid)
-    return stat is not None and stat[1] not in "ZX"
+    return _stat(pid) is not None
 
 
 def dockerd_pids() -> list[int]:
     """Every live dockerd on this machine."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat and stat[0] == "dockerd" and stat[1] not in "ZX":
-                pids.append(int(entry.name))
-    return pids
+    return [pid for pid, name, _ in _processes() if name == "dockerd"]
 
 
 def end_orphan_containerd(pid_file: Path = CONTAINERD_PID, timeout: float = 30.0) -> str:
@@ -62,7 +64,7 @@ def end_orphan_containerd(pid_file: Path = CONTAINERD_PID, timeout: float = 30.0
     except (FileNotFoundError, ValueError):
         return ""
     stat = _stat(pid)
-    if stat is not None and stat[0] == "containerd" and stat[1] not in "ZX":
+    if stat is not None and stat[0] == "containerd":
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         if not wait_gone(pid, timeout):
@@ -89,11 +91,4 @@ def wait_gone(pid: int, timeout: float) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """Some live (not zombie) process is still in the process group."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError):
-                raw = Path(f"/proc/{entry.name}/stat").read_text()
-                fields = raw[raw.rindex(")") + 2 :].split()
-                if int(fields[2]) == pgid and fields[0] not in "ZX":
-                    return True
-    return False
+    return any(group == pgid for _, _, group in _processes())

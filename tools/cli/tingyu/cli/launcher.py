@@ -157,7 +157,7 @@ class Proc:
     env: dict[str, str]
     popen: subprocess.Popen[bytes]
     reader: threading.Thread
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))  # its last lines, for errors
+    tail: deque[str]  # its last lines, for errors
 
 
 @dataclass
