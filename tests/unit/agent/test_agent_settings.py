@@ -8,47 +8,36 @@ import subprocess
 import sys
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings
 
 from tingyu.agent.config import AgentSettings
 from tingyu.agent.sampling import SamplerSettings
+from tingyu.common.service import settings_checked
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("model", "variable", "value"),
     [
-        ("TINGYU_AGENT_RESYNC_S", "0"),
-        ("TINGYU_AGENT_FULL_READ_S", "0"),
-        ("TINGYU_AGENT_HEARTBEAT_S", "-1"),
-        ("TINGYU_AGENT_PARALLEL", "0"),
-        ("TINGYU_AGENT_LOGS_MAX_BYTES", str(2 * 1024 * 1024)),  # larger than one NATS message
-        ("TINGYU_AGENT_EXEC_MAX_SESSIONS", "100000"),
-        ("TINGYU_AGENT_METRICS_PORT", "70000"),
+        (AgentSettings, "TINGYU_AGENT_RESYNC_S", "0"),
+        (AgentSettings, "TINGYU_AGENT_FULL_READ_S", "0"),
+        (AgentSettings, "TINGYU_AGENT_HEARTBEAT_S", "-1"),
+        (AgentSettings, "TINGYU_AGENT_PARALLEL", "0"),
+        (AgentSettings, "TINGYU_AGENT_LOGS_MAX_BYTES", str(2 * 1024 * 1024)),  # over one NATS message
+        (AgentSettings, "TINGYU_AGENT_EXEC_MAX_SESSIONS", "100000"),
+        (AgentSettings, "TINGYU_AGENT_METRICS_PORT", "70000"),
+        (SamplerSettings, "TINGYU_AGENT_SAMPLE_S", "0"),
+        (SamplerSettings, "TINGYU_AGENT_SAMPLE_READINGS", "0"),
+        (SamplerSettings, "TINGYU_AGENT_SAMPLE_BUFFER", "-5"),
     ],
 )
-def test_an_agent_setting_out_of_range_is_refused(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+def test_a_setting_out_of_range_is_refused(
+    monkeypatch: pytest.MonkeyPatch, model: type[BaseSettings], variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError) as refused:
-        AgentSettings()
+        model()
     assert [e["loc"] for e in refused.value.errors()] == [(variable.removeprefix("TINGYU_AGENT_").lower(),)]
-
-
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("TINGYU_AGENT_SAMPLE_S", "0"),
-        ("TINGYU_AGENT_SAMPLE_READINGS", "0"),
-        ("TINGYU_AGENT_SAMPLE_BUFFER", "-5"),
-    ],
-)
-def test_a_sampler_setting_out_of_range_is_refused(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
-) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(ValidationError):
-        SamplerSettings()
 
 
 def test_the_defaults_and_the_test_suites_fast_values_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,3 +63,11 @@ def test_the_agent_started_with_a_zero_resync_exits_2_with_one_line_and_no_trace
         "agent: setting resync_s of AgentSettings refused: "
         "Input should be greater than or equal to 0.1 (got '0')"
     )
+
+
+def test_a_validation_error_that_is_not_about_settings_is_not_reported_as_one() -> None:
+    class Report(BaseModel):
+        seq: int
+
+    with pytest.raises(ValidationError), settings_checked("agent"):
+        Report.model_validate({"seq": "x"})

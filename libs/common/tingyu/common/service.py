@@ -204,10 +204,13 @@ def run_service(
 @contextlib.contextmanager
 def settings_checked(name: str) -> Iterator[None]:
     """Settings read inside are checked: one out of its range ends the process with exit code 2
-    and one line per refused setting, never a stack trace."""
+    and one line per refused setting, never a stack trace. Other validation errors (a message, a
+    stored record) are not settings and go on as they are."""
     try:
         yield
     except ValidationError as error:
+        if not error.title.endswith("Settings"):  # every settings class is named …Settings
+            raise
         for problem in error.errors():
             where = ".".join(str(part) for part in problem["loc"])
             got = f" (got {problem['input']!r})" if not isinstance(problem.get("input"), dict) else ""
