@@ -307,3 +307,43 @@ async def test_another_version_supersedes_a_running_rollout(api: httpx.AsyncClie
         "3",
         2,
     )
+
+
+async def test_a_rollout_waits_for_a_command_in_flight_on_its_container(
+    api: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    """A container created while the rollout starts is upgraded after its create ends, never over
+    it: the create succeeds, then the rollout moves the container."""
+    held: set[str] = set()
+
+    def phase(entry: DesiredContainer) -> PodPhase:
+        return PodPhase.PENDING if entry.name in held else PodPhase.RUNNING
+
+    peer = await fleet.machine(1, phase=phase)
+    item = fleet.item(peer.uuid)
+    held.add(item["deploymentname"])  # the machine reports it Pending: its create stays in flight
+    body = (await api.post("/container/create", json=[item])).json()
+    [created] = body["data"]
+    fleet.names[created["deploymentname"]] = peer
+    await wait_job(api, created["jobid"], 2)
+    jobid = await accepted(fleet, 100)
+
+    async def first_moved() -> dict[str, Any] | None:
+        result = (await job_info(api, jobid)).get("result", {})
+        return result if result.get("updated") == 1 else None
+
+    result = await eventually(first_moved, timeout=30)
+    await asyncio.sleep(2)  # several rollout ticks
+    result = (await job_info(api, jobid))["result"]
+    assert (result["updated"], result["pending"], result["failed"]) == (1, 1, 0)
+    assert (await fleet.versions())[created["deploymentname"]] == ("1", 1)
+    assert (await job_info(api, created["jobid"]))["state"] == 2
+
+    held.clear()  # it runs now
+    doc = await peer.desired()
+    assert doc is not None
+    await peer.report(dict.fromkeys(doc.containers, PodPhase.RUNNING), applied=doc)
+    await wait_job(api, created["jobid"], 3)
+    done = await wait_job(api, jobid, 3)
+    assert (done["result"]["updated"], done["result"]["failed"]) == (2, 0)
+    assert await fleet.at("2") == set(fleet.names)

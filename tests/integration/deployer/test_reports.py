@@ -11,7 +11,9 @@ from tests.support.peer import PeerMachine
 from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
+from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import NodeReport, PodPhase
+from tingyu.deployer.containers.handler import Reports
 
 
 async def handled(bus: Bus, peer: PeerMachine, report: NodeReport) -> None:
@@ -95,3 +97,27 @@ async def _has(bus: Bus, peer: PeerMachine, report: NodeReport) -> bool:
     """The deployer stored exactly this report as the machine's observed state."""
     doc = await stored(bus, peer)
     return doc is not None and doc.seq == report.seq
+
+
+async def test_reports_are_stored_newest_first_whether_remembered_or_not(bus: Bus) -> None:
+    """The deployer writes a machine's report over the last one it stored without reading it, for
+    the machines it remembers; a late report never replaces a newer one, remembered or not."""
+    reports = Reports(bus, JobStore(bus), stored_limit=2)
+    observed = bus.store(subjects.REPORTED)
+    machines = [f"tingyu-{unique('')[1:]}{'0' * 22}" for _ in range(3)]
+    for at, node in enumerate(machines, start=100):
+        await reports.store_observed(NodeReport(node_uuid=node, reported_at=at, seq=1))
+    assert list(reports.stored) == machines[1:]  # the first machine is forgotten
+    forgotten, remembered = machines[0], machines[2]
+
+    for node in (forgotten, remembered):
+        newest = await observed.get(node)
+        assert newest is not None
+        await reports.store_observed(NodeReport(node_uuid=node, reported_at=newest.reported_at - 50, seq=2))
+        assert await observed.get(node) == newest  # the late report lost
+        await reports.store_observed(NodeReport(node_uuid=node, reported_at=newest.reported_at + 1, seq=3))
+        stored = await observed.get(node)
+        assert stored is not None
+        assert stored.seq == 3
+        assert list(reports.stored)[-1] == node
+        assert len(reports.stored) == 2

@@ -208,15 +208,22 @@ class Transactions:
 class Reports:
     """Handles `ty.evt.observed.*`."""
 
-    def __init__(self, bus: Bus, jobs: JobStore, dispatched: Dispatched | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        jobs: JobStore,
+        dispatched: Dispatched | None = None,
+        stored_limit: int = 200_000,
+    ) -> None:
         self.jobs = jobs
         self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
-        # Per machine, the time (in a report without containers) and revision of the last report
-        # this replica stored, for the most recent `stored_limit` machines.
-        self.stored: OrderedDict[str, tuple[NodeReport, int]] = OrderedDict()
-        self.stored_limit = 10_000
+        # Per machine, the time and the key's revision of the last report this replica stored, for
+        # the `stored_limit` machines heard from most recently (0.24 KiB each, 48 MiB for 200 000): a
+        # fleet that fits writes every report without reading the one before.
+        self.stored: dict[str, tuple[float, int]] = {}
+        self.stored_limit = stored_limit
         self.desired = DesiredStore(bus)
         self.names = bus.store(subjects.NAMES)
 
@@ -246,15 +253,15 @@ class Reports:
         """Keep the report unless a more recent one is stored. The time and revision of the last one
         this replica stored are all `newer` needs: the next is written without reading it back."""
         node = report.node_uuid
-        known = self.stored.pop(node, None)
+        last = self.stored.pop(node, None)
+        known = (NodeReport(node_uuid=node, reported_at=last[0]), last[1]) if last else None
         stored, revision = await self.observed.mutate_entry(
             node, lambda current: newer(current, report), known=known
         )
         if stored is not None and revision:
-            stub = NodeReport(node_uuid=node, reported_at=stored.reported_at, seq=stored.seq)
-            self.stored[node] = (stub, revision)
-            while len(self.stored) > self.stored_limit:
-                self.stored.popitem(last=False)
+            self.stored[node] = (stored.reported_at, revision)  # the newest entry goes last
+            if len(self.stored) > self.stored_limit:
+                del self.stored[next(iter(self.stored))]
 
     async def open_deployments(self, report: NodeReport) -> NodeDesired:
         """The desired deployments the report may complete, change or remove: those whose job is

@@ -3,7 +3,9 @@ a second.
 
 Per tick and rollout: finished upgrade jobs become updated/failed members, the failure
 threshold is checked, and pending members on Ready machines are issued while fewer than
-`max_unavailable` upgrades are in flight. Everything lives in `ty_rollouts`, so a new
+`max_unavailable` upgrades are in flight. A member whose container has another job in flight (an
+operator's create or update) waits for it to end: a rollout never overtakes a command, which would
+fail it as superseded. Everything lives in `ty_rollouts`, so a new
 leader (or a restarted one) carries on where the last one stopped.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from tingyu.common import metrics, subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.containers import ContainerCommand, ContainerOp
 from tingyu.common.models.jobs import JobState
@@ -48,6 +51,7 @@ class RolloutLoop:
         self.settings = settings
         self.rollouts = bus.store(subjects.ROLLOUTS)
         self.nodes = bus.store(subjects.NODES)
+        self.desired = DesiredStore(bus)
         self.reported: dict[str, dict[str, Any]] = {}  # job id -> last result written, to skip rewrites
         self.settled_runs: set[str] = set()  # runs whose jobs this replica saw final
 
@@ -155,6 +159,8 @@ class RolloutLoop:
             if member.state != MemberState.PENDING or member.node_uuid not in ready:
                 continue  # a NotReady machine's members wait until it is Ready again
             job_id = member_job_id(rollout.run, member.name, rollout.patch.imageversion)
+            if await self.busy(member, job_id):
+                continue
             command = ContainerCommand(
                 job_id=job_id,
                 op=ContainerOp.UPGRADE,
@@ -168,6 +174,14 @@ class RolloutLoop:
             issued[member.name] = member.model_copy(update={"state": MemberState.ISSUED, "job_id": job_id})
             inflight += 1
         return issued
+
+    async def busy(self, member: RolloutMember, job_id: str) -> bool:
+        """True while another job on the member's container is in flight (its own job is not)."""
+        entry = await self.desired.get(member.node_uuid, member.name)
+        if entry is None or entry.job_id in ("", job_id) or self.jobs.is_finished(entry.job_id):
+            return False
+        job = await self.jobs.get(entry.job_id)
+        return job is not None and not job.state.final
 
     async def report(self, rollout: Rollout, ready: set[str]) -> None:
         """Write the rollout's progress into every open job of its run."""
