@@ -99,6 +99,14 @@ def mapped(subject: str) -> str:
     return subject
 
 
+async def processed(nc: Client) -> None:
+    """Return once the server has processed everything `nc` published. nats-py writes a flush's
+    PING ahead of the publishes still in its buffer, so one flush can come back before them; the
+    second PING goes after them."""
+    await nc.flush()
+    await nc.flush()
+
+
 async def received(admin: Bus, subject: str, publish: Any, expect: int = 0) -> list[bytes]:
     """What an admin subscriber on `subject` gets while `publish()` runs: once `expect` messages
     have come (waited for, however loaded the machine), and a moment more for any extra one."""
@@ -321,12 +329,12 @@ async def test_a_stream_keeps_its_inbox_while_the_asker_names_it_and_loses_it_af
             for n in range(8):  # 4 s, past the 2 s allowance: each keep-alive names the inbox again
                 await asyncio.sleep(0.5)
                 await admin.nc.publish(session_input, b"{}", reply=inbox)
-                await admin.nc.flush()
+                await processed(admin.nc)
                 await nc.publish(inbox, f"out-{n}".encode())
-                await nc.flush()  # on the wire right after the keep-alive that allows it
+                await processed(nc)  # right after the keep-alive that allows it
 
         answers = await received(admin, inbox, keep_alive_then_answer, expect=8)
-        assert answers == [f"out-{n}".encode() for n in range(8)]
+        assert answers == [f"out-{n}".encode() for n in range(8)], machine.refusals
 
         async def after_silence() -> None:
             await asyncio.sleep(3.0)  # the asker named the inbox last more than 2 s ago
