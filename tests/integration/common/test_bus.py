@@ -363,6 +363,46 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_with_its_reason(bus
         await task
 
 
+async def test_a_slow_message_holds_one_slot_and_one_key_keeps_its_order(bus: Bus) -> None:
+    """Four messages in hand at once: while one hangs, the others behind it are handled (its slot
+    alone is held, not the fetch it came with), and the later messages of its key wait for it."""
+    name = f"window{secrets.token_hex(3)}"
+    consumer = replace(spec(name), order_by=lambda c: c.node_uuid)
+    release = asyncio.Event()
+    done: list[str] = []
+
+    async def handler(item: ContainerCommand, msg: Msg) -> None:
+        if item.job_id == "slow-1":
+            await release.wait()
+        done.append(item.job_id)
+
+    async def send(job_id: str, node: str) -> None:
+        command = ContainerCommand(job_id=job_id, op=ContainerOp.STOP, name="w", node_uuid=node, issued_at=1)
+        subject = f"ty.cmd.container.{name}.x"
+        await bus.js.publish(subject, command.to_bytes(), headers={"Nats-Msg-Id": job_id})
+
+    async def handled(count: int) -> bool:
+        return len(done) >= count
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(bus, consumer, handler, stop, batch=4))
+    try:
+        await send("slow-1", "slow")
+        for index in range(10):
+            await send(f"quick-{index}", f"node-{index}")
+        await send("slow-2", "slow")
+        await send("slow-3", "slow")
+        await eventually(lambda: handled(10), timeout=20)
+        assert sorted(done) == sorted(f"quick-{index}" for index in range(10))  # slow-1 still hangs
+        release.set()
+        await eventually(lambda: handled(13), timeout=20)
+        assert [job for job in done if job.startswith("slow")] == ["slow-1", "slow-2", "slow-3"]
+    finally:
+        release.set()
+        stop.set()
+        await task
+
+
 async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: Bus) -> None:
     """A reader that takes every delivery and never answers (a hung or dying replica): once JetStream
     gives up, the advisory parks the message and fails its job; it leaves the stream."""

@@ -4,6 +4,7 @@ a newer job, and a final job never changes, even for a deployer that did not see
 from __future__ import annotations
 
 import httpx
+from nats.aio.msg import Msg
 
 from tests.integration.api.test_containers_api import item, job_state, ready_peer, wait_job
 from tests.support import eventually, unique
@@ -12,7 +13,8 @@ from tingyu.cli.launcher import Platform
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore
-from tingyu.common.models.containers import NodeReport, PodPhase
+from tingyu.common.models.containers import ContainerReport, NodeReport, PodPhase
+from tingyu.common.names import new_job_id
 from tingyu.deployer.containers.handler import Reports
 
 
@@ -99,6 +101,17 @@ async def _has(bus: Bus, peer: PeerMachine, report: NodeReport) -> bool:
     return doc is not None and doc.seq == report.seq
 
 
+async def take(reports: Reports, bus: Bus, report: NodeReport) -> None:
+    """Hand `report` to `reports` as its consumer does, on the subject of its machine."""
+    await reports.handle(report, Msg(bus.nc, subject=subjects.report(report.node_uuid)))
+
+
+def running(node: str, at: float, seq: int, phase: PodPhase = PodPhase.RUNNING) -> NodeReport:
+    """A report of one deployment at rest (its job unknown to the store: nothing to complete)."""
+    seen = ContainerReport(name="web", revision=1, job_id=new_job_id(), phase=phase, podname="web-1")
+    return NodeReport(node_uuid=node, containers={"web": seen}, reported_at=at, seq=seq)
+
+
 async def test_reports_are_stored_newest_first_whether_remembered_or_not(bus: Bus) -> None:
     """The deployer writes a machine's report over the last one it stored without reading it, for
     the machines it remembers; a late report never replaces a newer one, remembered or not."""
@@ -106,18 +119,56 @@ async def test_reports_are_stored_newest_first_whether_remembered_or_not(bus: Bu
     observed = bus.store(subjects.REPORTED)
     machines = [f"tingyu-{unique('')[1:]}{'0' * 22}" for _ in range(3)]
     for at, node in enumerate(machines, start=100):
-        await reports.store_observed(NodeReport(node_uuid=node, reported_at=at, seq=1))
+        await take(reports, bus, NodeReport(node_uuid=node, reported_at=at, seq=1))
     assert list(reports.stored) == machines[1:]  # the first machine is forgotten
     forgotten, remembered = machines[0], machines[2]
 
     for node in (forgotten, remembered):
         newest = await observed.get(node)
         assert newest is not None
-        await reports.store_observed(NodeReport(node_uuid=node, reported_at=newest.reported_at - 50, seq=2))
+        await take(reports, bus, running(node, newest.reported_at - 50, seq=2))
         assert await observed.get(node) == newest  # the late report lost
-        await reports.store_observed(NodeReport(node_uuid=node, reported_at=newest.reported_at + 1, seq=3))
+        await take(reports, bus, running(node, newest.reported_at + 1, seq=3))
         stored = await observed.get(node)
         assert stored is not None
         assert stored.seq == 3
         assert list(reports.stored)[-1] == node
         assert len(reports.stored) == 2
+
+
+async def test_an_unchanged_report_is_neither_written_nor_judged_until_the_rewrite_time(bus: Bus) -> None:
+    """An agent repeats its report every few minutes: the same deployments as the last report stored
+    cost no write; a late report is still refused against the newest time; a change is written,
+    and so is an unchanged report once the last write is `REWRITE_S` old."""
+    reports = Reports(bus, JobStore(bus))
+    kv = await bus.js.key_value(subjects.REPORTED.name)
+    node = f"tingyu-{unique('')[1:]}{'0' * 22}"
+    first = running(node, 100, seq=1)
+    await take(reports, bus, first)
+    written = (await kv.get(node)).revision
+
+    again = first.model_copy(update={"reported_at": 200, "seq": 2})
+    await take(reports, bus, again)
+    assert (await kv.get(node)).revision == written  # not written again
+    assert reports.unchanged == 1
+
+    # Late (after the unchanged one, before it in time): refused, though the store says 100.
+    late = first.model_copy(update={"reported_at": 150, "seq": 3})
+    late.containers["web"] = late.containers["web"].model_copy(update={"phase": PodPhase.FAILED})
+    await take(reports, bus, late)
+    assert (await kv.get(node)).revision == written
+    stored = await bus.store(subjects.REPORTED).get(node)
+    assert stored is not None
+    assert stored.seq == 1
+
+    changed = late.model_copy(update={"reported_at": 300, "seq": 4})
+    await take(reports, bus, changed)
+    stored = await bus.store(subjects.REPORTED).get(node)
+    assert stored is not None
+    assert stored.seq == 4
+
+    reports.REWRITE_S = 0.0  # the last write is now old enough: the unchanged report is written
+    await take(reports, bus, changed.model_copy(update={"reported_at": 400, "seq": 5}))
+    stored = await bus.store(subjects.REPORTED).get(node)
+    assert stored is not None
+    assert stored.seq == 5

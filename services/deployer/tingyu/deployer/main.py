@@ -44,7 +44,7 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_ROLLOUTS, rollouts.handle, on_dead=dead, batch=batch)
     service.consume(bus, subjects.DEPLOYER_PREPULL, prepulls.handle, on_dead=dead)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
-    service.consume(bus, subjects.DEPLOYER_REPORTS, reports.handle, batch=batch)
+    service.consume(bus, subjects.DEPLOYER_REPORTS, reports.handle, batch=settings.reports_batch)
     lease = Lease(bus, "rollouts", settings.rollout_lease_s)
     service.leader(lease, settings.rollout_tick_s, loop.tick)
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -56,6 +56,67 @@ class Reject(Exception):
     """Raised by a handler: this message can never succeed; dead-letter it."""
 
 
+class Window:
+    """Handlers in flight, at most `size` of them. Those started with the same key (not None) run
+    one after the other in the order they were started. A handler that raises ends the consumer's
+    run with its error (at the next `room` or `drain`), so the service restarts the consumer."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.tails: dict[Hashable, asyncio.Task[None]] = {}  # per key, the last handler started
+        self.freed = asyncio.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def free(self) -> int:
+        return self.size - len(self.tasks)
+
+    def start(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
+        before = self.tails.get(key) if key is not None else None
+
+        async def after() -> None:
+            if before is not None:
+                await asyncio.wait({before})  # whatever its end: the next message of the key goes on
+            await work()
+
+        task = asyncio.create_task(after())
+        self.tasks.add(task)
+        if key is not None:
+            self.tails[key] = task
+        task.add_done_callback(functools.partial(self._done, key))
+
+    def _done(self, key: Hashable, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if key is not None and self.tails.get(key) is task:
+            del self.tails[key]
+        if not task.cancelled() and task.exception() is not None and self.error is None:
+            self.error = task.exception()
+        self.freed.set()
+
+    async def room(self, wanted: int) -> None:
+        """Wait until `wanted` slots are free (or the window is empty)."""
+        while self.error is None and self.free < min(wanted, self.size) and self.tasks:
+            self.freed.clear()
+            await self.freed.wait()
+        self._raise()
+
+    async def drain(self) -> None:
+        """Wait for every handler in flight."""
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
+        self._raise()
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
 class Consumer(Generic[M]):
     """One durable consumer of a spec on one connection: fetch, dispatch, settle."""
 
@@ -68,45 +129,49 @@ class Consumer(Generic[M]):
         self.on_dead = on_dead
 
     async def run(self, stop: asyncio.Event, batch: int | None = None) -> None:
-        """Pull and handle until `stop` is set. Messages of one fetch run concurrently, except those
-        with the same `spec.order_by` key, which run in stream order."""
+        """Pull and handle until `stop` is set, with up to `batch` messages in hand at once. A slot
+        is refilled as soon as enough are free (a quarter of the window), so one slow message holds
+        one slot, not the whole fetch it came with. Messages with the same `spec.order_by` key run
+        one after the other, in stream order."""
         size = batch or self.spec.batch
         sub = await subscribe(self.bus, self.spec, size)
         advisories = await park_abandoned(self.bus, self.spec, self.on_dead)
+        window = Window(size)
         observed = 0.0
         try:
             while not stop.is_set():
                 observed = await observe(self.bus, self.spec, observed)
-                msgs = await fetch(sub, size, self.spec.durable)
-                groups: dict[Hashable, list[Msg]] = defaultdict(list)
-                for index, msg in enumerate(msgs):
-                    groups[self._group(msg, index)].append(msg)
-                await asyncio.gather(*(self._in_order(group) for group in groups.values()))
+                await window.room(max(1, size // 4))
+                for msg in await fetch(sub, window.free, self.spec.durable):
+                    item, error = self.decode(msg)
+                    window.start(self._group(item), functools.partial(self.handle, msg, item, error))
+            await window.drain()
+        except asyncio.CancelledError:
+            window.cancel()
+            raise
         finally:
             for subscription in (sub, advisories):
                 with contextlib.suppress(Exception):
                     await subscription.unsubscribe()
 
-    def _group(self, msg: Msg, index: int) -> Hashable:
-        if self.spec.order_by is None:
-            return index
+    def decode(self, msg: Msg) -> tuple[M | None, str]:
+        """The message's item, or None and why it does not decode."""
         try:
-            return self.spec.order_by(self.spec.model.from_bytes(msg.data))
-        except ValueError:
-            return index
+            return self.spec.model.from_bytes(msg.data), ""
+        except ValueError as exc:
+            return None, str(exc)
 
-    async def _in_order(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            await self.handle(msg)
+    def _group(self, item: M | None) -> Hashable:
+        if self.spec.order_by is None or item is None:
+            return None
+        return self.spec.order_by(item)
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg, item: M | None, error: str = "") -> None:
         # A command's message id is its job id: every record logged while handling it names the job.
         logs.job_id.set((msg.headers or {}).get("Nats-Msg-Id", ""))
         outcome = "dead"
-        try:
-            item = self.spec.model.from_bytes(msg.data)
-        except ValueError as exc:
-            await self.dead(msg, None, f"undecodable message: {exc}")
+        if item is None:
+            await self.dead(msg, None, f"undecodable message: {error}")
             metrics.CONSUMER_HANDLED.labels(self.spec.durable, outcome).inc()
             return
         deliveries = msg.metadata.num_delivered or 1

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from typing import NamedTuple
 
 from nats.aio.msg import Msg
 
@@ -205,8 +207,27 @@ class Transactions:
         return rolled
 
 
+class Stored(NamedTuple):
+    """What a replica remembers of the last report it stored for a machine and judged in full."""
+
+    reported_at: float  # the newest report time seen with these deployments (what `newer` compares)
+    revision: int  # the revision of the machine's key in `ty_observed`
+    content: int  # `content_digest` of the report's deployments
+    written_at: float  # when this replica last wrote the key (monotonic)
+
+
+def content_digest(report: NodeReport) -> int:
+    """A number that changes whenever any deployment of the report does (this process's hash of
+    every field: kept in memory only)."""
+    return hash(tuple((name, *vars(seen).values()) for name, seen in sorted(report.containers.items())))
+
+
 class Reports:
     """Handles `ty.evt.observed.*`."""
+
+    # An unchanged report is still written (and judged) once this long after the last write, so the
+    # stored one is never older than this and another replica's late write is corrected.
+    REWRITE_S = 1800.0
 
     def __init__(
         self,
@@ -219,11 +240,13 @@ class Reports:
         self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
-        # Per machine, the time and the key's revision of the last report this replica stored, for
-        # the `stored_limit` machines heard from most recently (0.24 KiB each, 48 MiB for 200 000): a
-        # fleet that fits writes every report without reading the one before.
-        self.stored: dict[str, tuple[float, int]] = {}
+        # Per machine, the last report this replica stored and judged (`Stored`, 0.3 KiB), for the
+        # `stored_limit` machines heard from most recently (60 MiB for 200 000). A fleet that fits
+        # writes a changed report without reading the one before, and an unchanged one (an agent
+        # repeats its report every few minutes) costs neither a write nor a read.
+        self.stored: dict[str, Stored] = {}
         self.stored_limit = stored_limit
+        self.unchanged = 0  # reports skipped as unchanged
         self.desired = DesiredStore(bus)
         self.names = bus.store(subjects.NAMES)
 
@@ -231,37 +254,69 @@ class Reports:
         # The subject names the machine its credential allows: a report about another is refused.
         if msg.subject != subjects.report(report.node_uuid):
             raise Reject(f"report about {report.node_uuid} arrived on {msg.subject}")
-        await self.store_observed(report)
+        content = content_digest(report)
+        if self.same_as_stored(report, content):
+            return
+        kept = await self.store_observed(report, content)
         doc = await self.open_deployments(report)
-        for entry, seen in applied(doc, report):
-            outcome = verdict(entry, seen)
-            if not self.jobs.is_finished(entry.job_id):
-                if outcome.commit:
-                    await self.transactions.commit(report.node_uuid, entry.name, entry.job_id)
-                await self.jobs.move(entry.job_id, outcome.state, outcome.message)
-                if outcome.state.final:
-                    self.dispatched.forget(entry.job_id)
-            if outcome.roll_back:
-                # Also for a job already failed: a crash may have come between its failure and the rollback.
-                await self.transactions.roll_back(
-                    report.node_uuid, entry.name, entry.job_id, outcome.roll_back
-                )
-            if outcome.forget:
-                await self.forget(report.node_uuid, entry)
+        # Each deployment has its own key and job: they are judged at once, not one after another.
+        await asyncio.gather(
+            *(self.judge(report.node_uuid, entry, seen) for entry, seen in applied(doc, report))
+        )
+        if kept is not None:  # stored and judged: an unchanged report after this one is neither
+            self.remember(report.node_uuid, kept)
 
-    async def store_observed(self, report: NodeReport) -> None:
-        """Keep the report unless a more recent one is stored. The time and revision of the last one
-        this replica stored are all `newer` needs: the next is written without reading it back."""
+    async def judge(self, node_uuid: str, entry: DesiredContainer, seen: ContainerReport) -> None:
+        """Complete, commit, roll back or forget one deployment by what the report says of it."""
+        outcome = verdict(entry, seen)
+        if not self.jobs.is_finished(entry.job_id):
+            if outcome.commit:
+                await self.transactions.commit(node_uuid, entry.name, entry.job_id)
+            await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+            if outcome.state.final:
+                self.dispatched.forget(entry.job_id)
+        if outcome.roll_back:
+            # Also for a job already failed: a crash may have come between its failure and the rollback.
+            await self.transactions.roll_back(node_uuid, entry.name, entry.job_id, outcome.roll_back)
+        if outcome.forget:
+            await self.forget(node_uuid, entry)
+
+    def same_as_stored(self, report: NodeReport, content: int) -> bool:
+        """The report says what the last one this replica stored and judged said, and that one was
+        written less than `REWRITE_S` ago: judging it again changes nothing. Its time is kept, so
+        that an older report arriving late is still refused by `newer`."""
+        last = self.stored.get(report.node_uuid)
+        if last is None or last.content != content or time.monotonic() - last.written_at > self.REWRITE_S:
+            return False
+        if report.reported_at > last.reported_at:
+            self.stored[report.node_uuid] = last._replace(reported_at=report.reported_at)
+        self.unchanged += 1
+        return True
+
+    async def store_observed(self, report: NodeReport, content: int) -> Stored | None:
+        """Keep the report unless a more recent one is stored; returns what is stored then. The
+        time and revision of the last one this replica stored are all `newer` needs: the next is
+        written without reading it back."""
         node = report.node_uuid
         last = self.stored.pop(node, None)
-        known = (NodeReport(node_uuid=node, reported_at=last[0]), last[1]) if last else None
+        placeholder = NodeReport(node_uuid=node, reported_at=last.reported_at) if last else None
+        known = (placeholder, last.revision) if last else None
         stored, revision = await self.observed.mutate_entry(
             node, lambda current: newer(current, report), known=known
         )
-        if stored is not None and revision:
-            self.stored[node] = (stored.reported_at, revision)  # the newest entry goes last
-            if len(self.stored) > self.stored_limit:
-                del self.stored[next(iter(self.stored))]
+        if stored is None or not revision:
+            return None
+        if stored is report:
+            return Stored(report.reported_at, revision, content, time.monotonic())
+        if last is not None and stored is placeholder:  # the one remembered is more recent
+            return last
+        return Stored(stored.reported_at, revision, content_digest(stored), time.monotonic())  # read back
+
+    def remember(self, node: str, stored: Stored) -> None:
+        self.stored.pop(node, None)
+        self.stored[node] = stored  # the newest entry goes last
+        if len(self.stored) > self.stored_limit:
+            del self.stored[next(iter(self.stored))]
 
     async def open_deployments(self, report: NodeReport) -> NodeDesired:
         """The desired deployments the report may complete, change or remove: those whose job is
