@@ -51,7 +51,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy libs services tools
+	$(BIN)/mypy libs services tools bench
 
 bench: deps venv  ## benchmarks print ratios against a baseline measured in the same run
 	$(BIN)/python -m bench

@@ -70,7 +70,7 @@ async def timed(client: RawHttp, path: str) -> tuple[float, int]:
 
 def rss_mib(pid: int) -> float:
     process = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+    return float(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])) / 2**20
 
 
 async def run(nodes: int, page_size: int, writes_per_s: int) -> list[str]:

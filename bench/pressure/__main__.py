@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import report
+from bench.harness import bearer, report
 from bench.images.__main__ import PeakRss, build, save, upload
 from tingyu.cli.launcher import Platform, PlatformConfig, free_port
 
@@ -51,7 +51,7 @@ async def slow_client(port: int, stop: asyncio.Event) -> bool:
 
 
 async def under_load(
-    api: str, port: int, tar: Path, *, slow: int, uploads: int, tag: str
+    api: str, auth: dict[str, str], port: int, tar: Path, *, slow: int, uploads: int, tag: str
 ) -> tuple[float, int]:
     """Run the slow clients and the uploads: seconds until every upload's job succeeded, and how many
     slow clients the API held open all along."""
@@ -60,7 +60,10 @@ async def under_load(
     started = time.monotonic()
     try:
         await asyncio.gather(
-            *(asyncio.to_thread(upload, api, tar, f"bench-pressure-{tag}", f"v{n}") for n in range(uploads))
+            *(
+                asyncio.to_thread(upload, api, auth, tar, f"bench-pressure-{tag}", f"v{n}")
+                for n in range(uploads)
+            )
         )
     finally:
         stop.set()
@@ -100,13 +103,14 @@ def main() -> None:
             pids = {name: platform.procs[name].popen.pid for name in ("api", "imager")}
 
             # A first upload warms both processes (imports, connections, the object store).
-            upload(config.api_url, folder / "image.tar", f"bench-warm-{tag}", "v1")
+            upload(config.api_url, bearer(config), folder / "image.tar", f"bench-warm-{tag}", "v1")
             with PeakRss(pids) as idle:
                 time.sleep(args.idle_s)  # the baseline: the same processes with nothing to do
             with PeakRss(pids) as loaded:
                 seconds, held = asyncio.run(
                     under_load(
                         config.api_url,
+                        bearer(config),
                         config.api_port,
                         folder / "image.tar",
                         slow=args.slow,
