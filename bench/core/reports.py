@@ -1,6 +1,6 @@
 """The deployer's reports consumer alone: how fast it drains a fleet's queue of agents' reports.
 
-    .venv/bin/python -m bench.core.reports [--nodes 5000] [--containers 10] [--in-flight 512]
+    .venv/bin/python -m bench.core.reports [--nodes 5000] [--containers 10] [--in-flight 128]
 
 Every machine has `--containers` deployments at rest in `ty_desired`, each with its own finished
 job in `ty_jobs` (as in a fleet whose containers were created one by one through the API). Each
@@ -166,7 +166,7 @@ def main() -> None:
     )
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--containers", type=int, default=10)
-    parser.add_argument("--in-flight", type=int, default=512, help="the deployer's reports in hand at once")
+    parser.add_argument("--in-flight", type=int, default=128, help="the deployer's reports in hand at once")
     args = parser.parse_args()
     asyncio.run(run(args.nodes, args.containers, args.in_flight))
 
