@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 
 from bench.harness import platform, report
+from tingyu.api.concurrency import gather_bounded
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
@@ -35,17 +36,6 @@ from tingyu.common.models.containers import (
 from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id
 from tingyu.sim.machines import identity
-
-
-async def bounded(jobs: Sequence[Awaitable[object]], limit: int) -> None:
-    """Await coroutines with at most `limit` in flight."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(job: Awaitable[object]) -> None:
-        async with gate:
-            await job
-
-    await asyncio.gather(*(one(job) for job in jobs))
 
 
 def deployments(uuid: str, count: int) -> list[DesiredContainer]:
@@ -76,7 +66,7 @@ async def seed(bus: Bus, fleet: dict[str, list[DesiredContainer]], in_flight: in
                 updated_at=now,
             )
             writes += [jobs.put(job.job_id, job), desired.put(uuid, entry)]
-    await bounded(writes, in_flight)
+    await gather_bounded(writes, in_flight)
 
 
 def reports(fleet: dict[str, list[DesiredContainer]], restarts: int) -> list[NodeReport]:
@@ -109,7 +99,7 @@ async def drained(bus: Bus) -> bool:
 async def phase(bus: Bus, batch: list[NodeReport], in_flight: int) -> float:
     """Reports per second from the first publish until the deployer has taken them all."""
     began = time.perf_counter()
-    await bounded([bus.publish(subjects.report(one.node_uuid), one) for one in batch], in_flight)
+    await gather_bounded([bus.publish(subjects.report(one.node_uuid), one) for one in batch], in_flight)
     while True:
         await asyncio.sleep(0.05)
         if await drained(bus):
@@ -121,7 +111,7 @@ async def raw_writes(bus: Bus, batch: list[NodeReport], in_flight: int) -> float
     """Puts per second of the same reports into `ty_observed` (keys of their own)."""
     store = bus.store(subjects.REPORTED)
     began = time.perf_counter()
-    await bounded([store.put(f"{one.node_uuid[:-4]}bare", one) for one in batch], in_flight)
+    await gather_bounded([store.put(f"{one.node_uuid[:-4]}bare", one) for one in batch], in_flight)
     return len(batch) / (time.perf_counter() - began)
 
 
