@@ -90,3 +90,35 @@ def docker_client(cluster: ClusterPlatform) -> Iterator[docker.DockerClient]:
     client = docker.from_env(timeout=60)
     yield client
     client.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed cluster test says which of the cluster's processes had ended, with their last
+    lines, and the platform's last errors: the log file itself goes with the temporary folder."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.when == "call" and report.failed and isinstance(cluster, ClusterPlatform):
+        report.sections.append(("cluster processes", ended(cluster)))
+        report.sections.append(("cluster errors", last_errors(cluster.config.log_file)))
+
+
+def ended(cluster: ClusterPlatform) -> str:
+    lines = []
+    for name, proc in cluster.procs.items():
+        code = proc.popen.poll()
+        if code is not None:
+            lines.append(f"{name} exited with {code}; its last lines:")
+            lines.extend(f"  {line}" for line in proc.tail)
+    return "\n".join(lines) or "every process the cluster started is still running"
+
+
+def last_errors(log_file: Path | None, count: int = 80) -> str:
+    """The last `count` lines of the log at WARNING or above, or of a traceback."""
+    if log_file is None or not log_file.exists():
+        return "(no log file)"
+    marks = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback", "Error:", "exited")
+    text = log_file.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if any(mark in line for mark in marks)]
+    return "\n".join(lines[-count:]) or "(no warning or error in the log)"

@@ -10,11 +10,20 @@ from tests.integration.api.test_containers_api import item, job_state, ready_pee
 from tests.support import eventually, unique
 from tests.support.peer import PeerMachine
 from tingyu.cli.launcher import Platform
-from tingyu.common import subjects
+from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.desired import DesiredStore
 from tingyu.common.jobs import JobStore
-from tingyu.common.models.containers import ContainerReport, NodeReport, PodPhase
+from tingyu.common.models.containers import (
+    ContainerReport,
+    ContainerSpec,
+    DesiredContainer,
+    NodeReport,
+    PodPhase,
+)
+from tingyu.common.models.jobs import Job, JobKind, JobState
 from tingyu.common.names import new_job_id
+from tingyu.common.settings import PlatformSettings
 from tingyu.deployer.containers.handler import Reports
 
 
@@ -172,3 +181,72 @@ async def test_an_unchanged_report_is_neither_written_nor_judged_until_the_rewri
     stored = await bus.store(subjects.REPORTED).get(node)
     assert stored is not None
     assert stored.seq == 5
+
+
+async def test_jobs_known_final_are_not_read_back_however_many_jobs_the_fleet_has(
+    bus: Bus, platform: Platform
+) -> None:
+    """The job store remembers only its most recent final jobs; a machine's remembered report
+    remembers which of its own are final. So a changed report about deployments at rest is one
+    write, whatever the job store forgot, and a new job of one of them is still completed."""
+    own = await Bus.connect(PlatformSettings(nats_url=platform.config.nats_url), "tingyu-tests-reports")
+    try:
+        reports = Reports(own, JobStore(own, remember=1))
+        node = f"tingyu-{unique('')[1:]}{'0' * 22}"
+        entries = [await seeded(bus, node, unique("rest"), JobState.SUCCEEDED) for _ in range(3)]
+        first = reported(node, entries, at=100, note="")
+        await take(reports, own, first)
+        assert len(reports.jobs.finished) == 1  # the job store forgot two of the three
+
+        sent = own.nc.stats["out_msgs"]
+        await take(reports, own, reported(node, entries, at=200, note="restarted"))
+        assert own.nc.stats["out_msgs"] - sent == 1  # the report's write, no read
+        stored = await bus.store(subjects.REPORTED).get(node)
+        assert stored is not None
+        assert stored.reported_at == 200
+
+        # The first deployment is updated: its new job is read, judged and completed.
+        entries[0] = await seeded(bus, node, entries[0].name, JobState.DISPATCHED)
+        await take(reports, own, reported(node, entries, at=300, note=""))
+        job = await bus.store(subjects.JOBS).get(entries[0].job_id)
+        assert job is not None
+        assert (job.state, job.message) == (JobState.SUCCEEDED, "success")
+    finally:
+        await own.close()
+
+
+async def seeded(bus: Bus, node: str, name: str, state: JobState) -> DesiredContainer:
+    """A deployment written into `ty_desired` with a new job in `state`, as the deployer would have
+    left it."""
+    now = timefmt.now()
+    spec = ContainerSpec(image="test/app", imageversion="1", image_ref="test/app:1", limits_memory=64)
+    entry = DesiredContainer(name=name, spec=spec, job_id=new_job_id(), created_at=now)
+    job = Job(
+        job_id=entry.job_id,
+        kind=JobKind.CONTAINER,
+        op="create",
+        state=state,
+        deploymentname=name,
+        node_uuid=node,
+        created_at=now,
+        updated_at=now,
+    )
+    await bus.store(subjects.JOBS).put(job.job_id, job)
+    await DesiredStore(bus).put(node, entry)
+    return entry
+
+
+def reported(node: str, entries: list[DesiredContainer], at: float, note: str) -> NodeReport:
+    """The agent's report of `entries` applied and running."""
+    seen = {
+        entry.name: ContainerReport(
+            name=entry.name,
+            revision=entry.revision,
+            job_id=entry.job_id,
+            phase=PodPhase.RUNNING,
+            podname=f"{entry.name}-pod",
+            message=note,
+        )
+        for entry in entries
+    }
+    return NodeReport(node_uuid=node, containers=seen, reported_at=at)

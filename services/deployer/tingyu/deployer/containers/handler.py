@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from nats.aio.msg import Msg
@@ -214,12 +216,27 @@ class Stored(NamedTuple):
     revision: int  # the revision of the machine's key in `ty_observed`
     content: int  # `content_digest` of the report's deployments
     written_at: float  # when this replica last wrote the key (monotonic)
+    finished: bytes = b""  # `packed` marks of the report's jobs known final (`job_mark`)
 
 
 def content_digest(report: NodeReport) -> int:
     """A number that changes whenever any deployment of the report does (this process's hash of
     every field: kept in memory only)."""
     return hash(tuple((name, *vars(seen).values()) for name, seen in sorted(report.containers.items())))
+
+
+def job_mark(job_id: str) -> int:
+    """A job id as 8 bytes of memory (this process's hash: two ids of one machine's deployments
+    share a mark with a chance of one in 2^64)."""
+    return hash(job_id)
+
+
+def packed(marks: Iterable[int]) -> bytes:
+    return array("q", sorted(marks)).tobytes()
+
+
+def unpacked(data: bytes) -> set[int]:
+    return set(array("q", data)) if data else set()
 
 
 class Reports:
@@ -240,10 +257,12 @@ class Reports:
         self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
-        # Per machine, the last report this replica stored and judged (`Stored`, 0.3 KiB), for the
-        # `stored_limit` machines heard from most recently (60 MiB for 200 000). A fleet that fits
-        # writes a changed report without reading the one before, and an unchanged one (an agent
-        # repeats its report every few minutes) costs neither a write nor a read.
+        # Per machine, the last report this replica stored and judged (`Stored`, 0.4 KiB), for the
+        # `stored_limit` machines heard from most recently (80 MiB for 200 000). A fleet that fits
+        # writes a changed report without reading the one before, an unchanged one (an agent
+        # repeats its report every few minutes) costs neither a write nor a read, and the jobs of
+        # its deployments known final are not read back, however many jobs the fleet has (the
+        # job store remembers only the most recent).
         self.stored: dict[str, Stored] = {}
         self.stored_limit = stored_limit
         self.unchanged = 0  # reports skipped as unchanged
@@ -257,22 +276,28 @@ class Reports:
         content = content_digest(report)
         if self.same_as_stored(report, content):
             return
+        last = self.stored.get(report.node_uuid)
+        finished = unpacked(last.finished) if last is not None else set()
         kept = await self.store_observed(report, content)
-        doc = await self.open_deployments(report)
+        doc = await self.open_deployments(report, finished)
         # Each deployment has its own key and job: they are judged at once, not one after another.
-        await asyncio.gather(
+        judged = await asyncio.gather(
             *(self.judge(report.node_uuid, entry, seen) for entry, seen in applied(doc, report))
         )
         if kept is not None:  # stored and judged: an unchanged report after this one is neither
-            self.remember(report.node_uuid, kept)
+            finished |= {job_mark(job_id) for job_id in judged if job_id}
+            self.remember(report.node_uuid, kept._replace(finished=self.finished_now(report, finished)))
 
-    async def judge(self, node_uuid: str, entry: DesiredContainer, seen: ContainerReport) -> None:
-        """Complete, commit, roll back or forget one deployment by what the report says of it."""
+    async def judge(self, node_uuid: str, entry: DesiredContainer, seen: ContainerReport) -> str | None:
+        """Complete, commit, roll back or forget one deployment by what the report says of it;
+        its job id when that job is final."""
         outcome = verdict(entry, seen)
-        if not self.jobs.is_finished(entry.job_id):
+        final = self.jobs.is_finished(entry.job_id)
+        if not final:
             if outcome.commit:
                 await self.transactions.commit(node_uuid, entry.name, entry.job_id)
-            await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+            job = await self.jobs.move(entry.job_id, outcome.state, outcome.message)
+            final = job is not None and job.state.final
             if outcome.state.final:
                 self.dispatched.forget(entry.job_id)
         if outcome.roll_back:
@@ -280,6 +305,7 @@ class Reports:
             await self.transactions.roll_back(node_uuid, entry.name, entry.job_id, outcome.roll_back)
         if outcome.forget:
             await self.forget(node_uuid, entry)
+        return entry.job_id if final else None
 
     def same_as_stored(self, report: NodeReport, content: int) -> bool:
         """The report says what the last one this replica stored and judged said, and that one was
@@ -318,18 +344,31 @@ class Reports:
         if len(self.stored) > self.stored_limit:
             del self.stored[next(iter(self.stored))]
 
-    async def open_deployments(self, report: NodeReport) -> NodeDesired:
+    async def open_deployments(self, report: NodeReport, finished: set[int]) -> NodeDesired:
         """The desired deployments the report may complete, change or remove: those whose job is
         still open, and those that failed or are deleted (a crash may have come between a job's
-        end and its rollback or removal). A report about deployments at rest reads nothing."""
-        acting = {name: seen for name, seen in report.containers.items() if self.may_act(seen)}
+        end and its rollback or removal). A report about deployments at rest reads nothing.
+        `finished`: marks of jobs known final (`job_mark`), besides those the job store remembers."""
+        acting = {name: seen for name, seen in report.containers.items() if self.may_act(seen, finished)}
         known = {name: entry for name, seen in acting.items() if (entry := self.dispatched.get(seen))}
         unknown = [name for name in acting if name not in known]
         read = await asyncio.gather(*(self.desired.get(report.node_uuid, name) for name in unknown))
         return gather(report.node_uuid, [*known.values(), *(entry for entry in read if entry is not None)])
 
-    def may_act(self, seen: ContainerReport) -> bool:
-        return not self.jobs.is_finished(seen.job_id) or seen.phase in (PodPhase.FAILED, PodPhase.DELETED)
+    def may_act(self, seen: ContainerReport, finished: set[int]) -> bool:
+        if seen.phase in (PodPhase.FAILED, PodPhase.DELETED):
+            return True
+        return job_mark(seen.job_id) not in finished and not self.jobs.is_finished(seen.job_id)
+
+    def finished_now(self, report: NodeReport, known: set[int]) -> bytes:
+        """The marks of the report's jobs known final once it is judged (a final job stays final):
+        `known` ones and those the job store remembers."""
+        marks = set()
+        for seen in report.containers.values():
+            mark = job_mark(seen.job_id)
+            if mark in known or self.jobs.is_finished(seen.job_id):
+                marks.add(mark)
+        return packed(marks)
 
     async def forget(self, node_uuid: str, entry: DesiredContainer) -> None:
         """A deleted deployment leaves the desired state, then frees its name."""
