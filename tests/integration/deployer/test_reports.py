@@ -188,7 +188,8 @@ async def test_jobs_known_final_are_not_read_back_however_many_jobs_the_fleet_ha
 ) -> None:
     """The job store remembers only its most recent final jobs; a machine's remembered report
     remembers which of its own are final. So a changed report about deployments at rest is one
-    write, whatever the job store forgot, and a new job of one of them is still completed."""
+    write, whatever the job store forgot; after a restart, only the jobs are read; and a new job of
+    one of them is still completed."""
     own = await Bus.connect(PlatformSettings(nats_url=platform.config.nats_url), "tingyu-tests-reports")
     try:
         reports = Reports(own, JobStore(own, remember=1))
@@ -205,9 +206,16 @@ async def test_jobs_known_final_are_not_read_back_however_many_jobs_the_fleet_ha
         assert stored is not None
         assert stored.reported_at == 200
 
+        # A restarted deployer remembers nothing: it reads the stored report (to write over it) and
+        # the three jobs, which are final, so the deployments themselves are not read.
+        restarted = Reports(own, JobStore(own, remember=1))
+        sent = own.nc.stats["out_msgs"]
+        await take(restarted, own, reported(node, entries, at=250, note="restarted again"))
+        assert own.nc.stats["out_msgs"] - sent == 2 + 3
+
         # The first deployment is updated: its new job is read, judged and completed.
         entries[0] = await seeded(bus, node, entries[0].name, JobState.DISPATCHED)
-        await take(reports, own, reported(node, entries, at=300, note=""))
+        await take(restarted, own, reported(node, entries, at=300, note=""))
         job = await bus.store(subjects.JOBS).get(entries[0].job_id)
         assert job is not None
         assert (job.state, job.message) == (JobState.SUCCEEDED, "success")

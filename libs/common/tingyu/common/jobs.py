@@ -76,6 +76,21 @@ class JobStore:
     async def get(self, job_id: str) -> Job | None:
         return await self.store.get(job_id)
 
+    async def read(self, job_id: str) -> Job | None:
+        """The stored job, remembered as a move remembers it: as finished, or (open) with its
+        revision, so that its next move needs no read."""
+        job, revision = await self.store.entry(job_id)
+        if job is not None and job.state.final:
+            self._finished(job_id)
+        else:
+            self._wrote(job, revision)
+        return job
+
+    def _finished(self, job_id: str) -> None:
+        self.finished[job_id] = None
+        if len(self.finished) > self.remember:
+            self.finished.popitem(last=False)
+
     def is_finished(self, job_id: str) -> bool:
         return job_id in self.finished
 
@@ -134,9 +149,7 @@ class JobStore:
             said = f": {message}" if message else ""
             log.log(level, "job %s %s%s", job_id, stored.state.name.lower(), said, extra={"job_id": job_id})
         if stored is not None and stored.state.final:
-            self.finished[job_id] = None
-            if len(self.finished) > self.remember:
-                self.finished.popitem(last=False)
+            self._finished(job_id)
         return stored
 
     async def fail(self, job_id: str, reason: str, **fields: Any) -> Job | None:

@@ -239,6 +239,12 @@ def unpacked(data: bytes) -> set[int]:
     return set(array("q", data)) if data else set()
 
 
+def ending(seen: ContainerReport) -> bool:
+    """A deployment reported failed or deleted: acted on whatever its job's state (a crash may have
+    come between a job's end and its rollback or removal)."""
+    return seen.phase in (PodPhase.FAILED, PodPhase.DELETED)
+
+
 class Reports:
     """Handles `ty.evt.observed.*`."""
 
@@ -348,15 +354,21 @@ class Reports:
         """The desired deployments the report may complete, change or remove: those whose job is
         still open, and those that failed or are deleted (a crash may have come between a job's
         end and its rollback or removal). A report about deployments at rest reads nothing.
-        `finished`: marks of jobs known final (`job_mark`), besides those the job store remembers."""
+        `finished`: marks of jobs known final (`job_mark`) besides those the job store remembers;
+        it gains those found final here. A job known neither way is read before its deployment
+        (after a restart most are final, and then the deployment is not read)."""
         acting = {name: seen for name, seen in report.containers.items() if self.may_act(seen, finished)}
         known = {name: entry for name, seen in acting.items() if (entry := self.dispatched.get(seen))}
-        unknown = [name for name in acting if name not in known]
+        settled = [(name, seen) for name, seen in acting.items() if name not in known and not ending(seen)]
+        jobs = await asyncio.gather(*(self.jobs.read(seen.job_id) for _, seen in settled))
+        at_rest = {name for (name, _), job in zip(settled, jobs, strict=True) if job and job.state.final}
+        finished |= {job_mark(acting[name].job_id) for name in at_rest}
+        unknown = [name for name in acting if name not in known and name not in at_rest]
         read = await asyncio.gather(*(self.desired.get(report.node_uuid, name) for name in unknown))
         return gather(report.node_uuid, [*known.values(), *(entry for entry in read if entry is not None)])
 
     def may_act(self, seen: ContainerReport, finished: set[int]) -> bool:
-        if seen.phase in (PodPhase.FAILED, PodPhase.DELETED):
+        if ending(seen):
             return True
         return job_mark(seen.job_id) not in finished and not self.jobs.is_finished(seen.job_id)
 
