@@ -263,12 +263,12 @@ class Reports:
         self.dispatched = dispatched or Dispatched()
         self.transactions = Transactions(bus)
         self.observed = bus.store(subjects.REPORTED)
-        # Per machine, the last report this replica stored and judged (`Stored`, 0.4 KiB), for the
-        # `stored_limit` machines heard from most recently (80 MiB for 200 000). A fleet that fits
-        # writes a changed report without reading the one before, an unchanged one (an agent
-        # repeats its report every few minutes) costs neither a write nor a read, and the jobs of
-        # its deployments known final are not read back, however many jobs the fleet has (the
-        # job store remembers only the most recent).
+        # Per machine, the last report this replica stored and judged (`Stored`, 0.45 KiB with ten
+        # deployments), for the `stored_limit` machines heard from most recently (90 MiB for
+        # 200 000). A fleet that fits writes a changed report without reading the one before, an
+        # unchanged one (an agent repeats its report every few minutes) costs neither a write nor
+        # a read, and the jobs of its deployments known final are not read back, however many jobs
+        # the fleet has (the job store remembers only the most recent).
         self.stored: dict[str, Stored] = {}
         self.stored_limit = stored_limit
         self.unchanged = 0  # reports skipped as unchanged
