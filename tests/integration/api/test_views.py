@@ -16,14 +16,15 @@ import pytest
 from tests.integration.api.conftest import loaded
 from tests.integration.conftest import nats_only
 from tests.support import eventually
-from tests.support.factories import job_record, node_record
+from tests.support.factories import job_record, name, node_record
 from tingyu.api import reads
 from tingyu.api.schemas.nodes import node_entry
-from tingyu.api.views import ENTRY, Views
+from tingyu.api.views import ENTRY, View, Views
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.models.containers import NodeReport
+from tingyu.common.models.containers import NameClaim, NodeReport
 from tingyu.common.models.nodes import NodeStatus
+from tingyu.common.names import new_job_id
 from tingyu.common.settings import PlatformSettings
 
 
@@ -58,6 +59,27 @@ async def test_a_view_follows_puts_deletes_and_purges(bus: Bus, views: Views) ->
     await kv.purge(again.facts.uuid)
     await eventually(lambda: _absent(views, again.facts.uuid), timeout=5)
     assert views.nodes.seq >= await nodes.last_seq()
+
+
+async def test_a_view_catches_up_with_one_key_not_with_every_later_write(bus: Bus) -> None:
+    """What a final job waits for: the last write of the keys it changed, a delete included, not
+    the writes to other keys since (a view not following its bucket shows it: its sequence is set
+    by hand)."""
+    names = bus.store(subjects.NAMES)
+    view = View(names)
+    claimed = NameClaim(node_uuid=node_record().facts.uuid, job_id=new_job_id())
+    key = name("vw")
+    seq = await names.put(key, claimed)
+    for _ in range(3):
+        await names.put(name("other"), claimed)
+
+    view.seq = seq
+    assert await view.caught_up(key, timeout=0.1)
+    assert await view.caught_up(name("absent"), timeout=0.1)  # an absent key: nothing to wait for
+    await names.delete(key)
+    assert not await view.caught_up(key, timeout=0.1)  # its delete is not applied yet
+    view.seq = await names.last_seq()
+    assert await view.caught_up(key, timeout=0.1)
 
 
 async def _absent(views: Views, uuid: str) -> bool:

@@ -84,16 +84,21 @@ async def job(bus: Bus, job_id: str) -> Job | None:
     found = await _read(bus, subjects.JOBS, job_id) if is_job_id(job_id) else None
     held = views.of(bus)
     if found is not None and found.state.final and held is not None:
-        touched = TOUCHES.get(found.kind, ())
-        await asyncio.gather(*(view.caught_up() for view in held.all if view.name in touched))
+        touched = dict(touches(found))
+        await asyncio.gather(
+            *(view.caught_up(touched[view.name]) for view in held.all if view.name in touched)
+        )
     return found
 
 
-# The viewed buckets a job of each kind changes (a container job: the name claim, and the report
-# that completes it; the desired state is read from its bucket).
-TOUCHES: dict[JobKind, tuple[str, ...]] = {
-    JobKind.CONTAINER: (subjects.NAMES.name, subjects.REPORTED.name),
-}
+def touches(job: Job) -> list[tuple[str, str]]:
+    """The viewed keys a job changes, as (bucket, key): a container job's name claim and its
+    machine's report (the one that completed it, or a later one); the desired state is read from
+    its bucket."""
+    if job.kind != JobKind.CONTAINER:
+        return []
+    keys = [(subjects.NAMES.name, job.deploymentname), (subjects.REPORTED.name, job.node_uuid)]
+    return [(bucket, key) for bucket, key in keys if key]
 
 
 async def _read(bus: Bus, spec: subjects.BucketSpec[M], key: str) -> M | None:

@@ -192,11 +192,13 @@ class View(Generic[M]):
             return False
         return True
 
-    async def caught_up(self, timeout: float = CATCH_UP_S) -> bool:
-        """Wait until this view reflects every write its bucket held now (one stream-info request).
-        A last message that has since left the stream (its age limit) can never be applied: the
-        wait then ends after `timeout`, and the reader answers from what the view holds."""
-        target = await self.store.last_seq()
+    async def caught_up(self, key: str, timeout: float = CATCH_UP_S) -> bool:
+        """Wait until this view reflects the last write of `key`, a delete included (one direct read
+        of it): not every write the bucket has taken since, which under a fleet's steady writes
+        is always a little ahead of any view. A last message that has since left the stream (its
+        age limit) can never be applied: the wait then ends after `timeout`, and the reader
+        answers from what the view holds."""
+        target = await self.store.key_seq(key)
         reached = await self.reach(target, timeout)
         if not reached:
             log.warning("view %s: at %d, not at %d after %.1f s", self.name, self.seq, target, timeout)

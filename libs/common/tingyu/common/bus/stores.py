@@ -84,6 +84,18 @@ class Store(Generic[M]):
         value, _ = await self.entry(key)
         return value
 
+    async def key_seq(self, key: str) -> int:
+        """The sequence of `key`'s last write, a delete included (0 when it has none): a reader
+        following the bucket reflects that key once it has applied this far. One direct read."""
+        if not is_key(key):
+            return 0
+        try:
+            with self.bus.trip():
+                msg = await self.bus.js.get_msg(self.spec.stream, subject=self.spec.prefix + key, direct=True)
+        except js_errors.NotFoundError:
+            return 0
+        return msg.seq or 0
+
     async def last_seq(self) -> int:
         """The sequence of the bucket's stream's last message: what a reader following the bucket
         has seen every write of once it has applied this far."""
