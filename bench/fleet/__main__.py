@@ -5,7 +5,8 @@
 One platform (nats-server, nodes, deployer, api; default periods: heartbeat 10 s, resync 30 s)
 on free ports. Each ramp step starts simulator processes for the new machines, waits until they
 are all registered, preloads their containers into desired state and waits until the simulated
-engines run them all, then soaks: heartbeat fan-in (lag, drops), API latency of creates (mutating)
+engines run them all and the deployer has judged the reports of that convergence (printed as its
+own figure, `--settle-timeout`), then soaks: heartbeat fan-in (lag, drops), API latency of creates (mutating)
 and of reads, job completion of those creates, CPU/RSS per process, stream and bucket sizes.
 Baselines come from the same nats-server in the same step: raw KV put/get latency at the same
 concurrency and the raw core-publish rate of one client.
@@ -168,6 +169,37 @@ async def converge(stats_dir: Path, wanted: int, timeout: float, t0: float) -> b
     return await probes.wait_for(converged, timeout)
 
 
+async def reports_pending(bus: Bus) -> int | None:
+    """Reports the deployer has not finished with (waiting or in hand); None when JetStream does
+    not answer."""
+    try:
+        info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
+    except nats.errors.TimeoutError:
+        return None
+    return int(info.num_pending) + int(info.num_ack_pending)
+
+
+async def settle(bus: Bus, size: int, timeout: float) -> tuple[float, bool]:
+    """Wait until the deployer has judged the convergence's reports: fewer left than the fleet
+    sends in a second once converged (each machine repeats its report every 5 minutes). The soak
+    then measures jobs on a settled fleet, not behind the convergence's queue. Returns how long
+    that took and whether it happened within `timeout`."""
+    steady = max(100, size // 300)
+    left: int | None = None
+    began = time.perf_counter()
+
+    async def settled() -> bool:
+        nonlocal left
+        left = await reports_pending(bus)
+        return left is not None and left < steady
+
+    ok = await probes.wait_for(settled, timeout)
+    took = time.perf_counter() - began
+    said = "settled" if ok else "NOT settled"
+    print(f"[{size}] the deployer's queue of reports {said} ({left} left) {took:.1f}s after", flush=True)
+    return took, ok
+
+
 async def step(
     args: argparse.Namespace, running: Any, bus: Bus, client: httpx.AsyncClient, *, start: int, size: int
 ) -> dict[str, Any]:
@@ -210,6 +242,7 @@ async def step(
         f"simulated containers running after {load_s:.1f}s{'' if ok_run else ' (NOT all)'}",
         flush=True,
     )
+    settle_s, ok_settled = await settle(bus, size, args.settle_timeout)
 
     # Soak: fan-in, API and jobs under the loaded fleet, then the raw baselines in the same conditions.
     pids = {name: proc.popen.pid for name, proc in running.procs.items() if name != "registry"}
@@ -243,6 +276,8 @@ async def step(
         "containers_running": int(probes.sim_totals(stats_dir).get("containers", 0)),
         "join_s": round(join_s, 1),
         "load_s": round(load_s, 1),
+        "settle_s": round(settle_s, 1),
+        "settled": ok_settled,
         "window_s": round(window, 1),
         "beats_expected_per_s": round(size / 10.0, 1),
         "beats_received_per_s": round(received / window, 1),
@@ -394,6 +429,12 @@ def main() -> None:
     parser.add_argument("--soak-s", type=float, default=40.0, help="shortest measuring window per step")
     parser.add_argument("--job-wait-s", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for join / convergence")
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=600.0,
+        help="longest wait, after convergence, for the deployer to judge the convergence's reports",
+    )
     parser.add_argument("--seed", default=f"bench{secrets.token_hex(3)}")
     parser.add_argument(
         "--store-max-bytes",
