@@ -292,6 +292,7 @@ async def step(
         "node_page_ms": page_ms,
         "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failed)},
         "job_ms_p50_p99": baselines.p50_p99(done),
+        "job_dispatched_ms_p50_p99": baselines.p50_p99(list(jobs.dispatched_ms.values())),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
         "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
         "procs": cpu,
@@ -345,6 +346,11 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
         put99 * JOB_ROUND_TRIPS,
         "ms",
         f"{JOB_ROUND_TRIPS} raw KV puts (p99)",
+    )
+    d50, d99 = r["job_dispatched_ms_p50_p99"]
+    print(
+        f"[{n}] jobs dispatched by the deployer p50 / p99: {d50:,.1f} / {d99:,.1f} ms after the create",
+        flush=True,
     )
     print(
         f"[{n}] jobs {r['jobs']}; /node/list of {r['node_list_count']:,} took {r['node_list_ms']:.0f} ms"

@@ -50,6 +50,7 @@ class JobProbe:
 
     accepted: dict[str, float] = field(default_factory=dict)  # job id -> time the API answered
     done_ms: dict[str, float] = field(default_factory=dict)
+    dispatched_ms: dict[str, float] = field(default_factory=dict)  # until the deployer dispatched it
     failed: dict[str, str] = field(default_factory=dict)
 
     async def start(self, bus: Bus) -> None:
@@ -60,6 +61,8 @@ class JobProbe:
         if job_id not in self.accepted or job_id in self.done_ms or not msg.data:
             return
         job = Job.from_bytes(msg.data)
+        if job.state != JobState.QUEUED and job_id not in self.dispatched_ms:
+            self.dispatched_ms[job_id] = (time.perf_counter() - self.accepted[job_id]) * 1000
         if job.state.final:
             self.done_ms[job_id] = (time.perf_counter() - self.accepted[job_id]) * 1000
             if job.state == JobState.FAILED:
