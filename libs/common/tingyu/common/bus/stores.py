@@ -66,16 +66,8 @@ class Store(Generic[M]):
     async def entry(self, key: str) -> tuple[M | None, int]:
         """The key's value and its revision; (None, 0) when absent, deleted or unreadable (a key
         that no write can have made, such as one of another form, reads as absent)."""
-        if not is_key(key):
-            return None, 0
-        try:
-            with self.bus.trip():
-                msg = await self.bus.js.get_msg(self.spec.stream, subject=self.spec.prefix + key, direct=True)
-        except js_errors.NotFoundError:
-            return None, 0
-        if msg.headers and msg.headers.get("KV-Operation") in _DELETED:
-            return None, 0
-        if not msg.data:
+        msg = await self._last(key)
+        if msg is None or not msg.data or (msg.headers and msg.headers.get("KV-Operation") in _DELETED):
             return None, 0
         return self._decode(key, msg.data), msg.seq or 0
 
@@ -87,14 +79,20 @@ class Store(Generic[M]):
     async def key_seq(self, key: str) -> int:
         """The sequence of `key`'s last write, a delete included (0 when it has none): a reader
         following the bucket reflects that key once it has applied this far. One direct read."""
+        msg = await self._last(key)
+        return (msg.seq or 0) if msg is not None else 0
+
+    async def _last(self, key: str) -> js_api.RawStreamMsg | None:
+        """The key's last message, a delete or purge marker included; None when it has none (or
+        `key` is of a form no write can have made)."""
         if not is_key(key):
-            return 0
+            return None
+        subject = self.spec.prefix + key
         try:
             with self.bus.trip():
-                msg = await self.bus.js.get_msg(self.spec.stream, subject=self.spec.prefix + key, direct=True)
+                return await self.bus.js.get_msg(self.spec.stream, subject=subject, direct=True)
         except js_errors.NotFoundError:
-            return 0
-        return msg.seq or 0
+            return None
 
     async def last_seq(self) -> int:
         """The sequence of the bucket's stream's last message: what a reader following the bucket
