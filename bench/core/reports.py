@@ -21,6 +21,8 @@ import asyncio
 import time
 from collections.abc import Awaitable
 
+import nats.errors
+
 from bench.harness import platform, report
 from tingyu.api.concurrency import gather_bounded
 from tingyu.common import subjects, timefmt
@@ -54,46 +56,59 @@ async def seed(bus: Bus, fleet: dict[str, list[DesiredContainer]], in_flight: in
     writes: list[Awaitable[object]] = []
     for uuid, entries in fleet.items():
         for entry in entries:
-            job = Job(
-                job_id=entry.job_id,
-                kind=JobKind.CONTAINER,
-                op="create",
-                state=JobState.SUCCEEDED,
-                message="success",
-                deploymentname=entry.name,
-                node_uuid=uuid,
-                created_at=now,
-                updated_at=now,
-            )
+            job = create_job(uuid, entry, JobState.SUCCEEDED, now)
             writes += [jobs.put(job.job_id, job), desired.put(uuid, entry)]
     await gather_bounded(writes, in_flight)
 
 
+def create_job(uuid: str, entry: DesiredContainer, state: JobState, now: float) -> Job:
+    """The create job behind `entry`, in `state`, as the deployer would have left it."""
+    return Job(
+        job_id=entry.job_id,
+        kind=JobKind.CONTAINER,
+        op="create",
+        state=state,
+        message="success" if state == JobState.SUCCEEDED else "",
+        deploymentname=entry.name,
+        node_uuid=uuid,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def running_report(uuid: str, entries: list[DesiredContainer], at: float, message: str) -> NodeReport:
+    """The agent's report of `entries` applied and running."""
+    seen = {
+        entry.name: ContainerReport(
+            name=entry.name,
+            revision=entry.revision,
+            job_id=entry.job_id,
+            phase=PodPhase.RUNNING,
+            podname=f"{entry.name}-pod",
+            message=message,
+        )
+        for entry in entries
+    }
+    return NodeReport(node_uuid=uuid, containers=seen, reported_at=at)
+
+
 def reports(fleet: dict[str, list[DesiredContainer]], restarts: int) -> list[NodeReport]:
     at = time.time()
-    return [
-        NodeReport(
-            node_uuid=uuid,
-            reported_at=at,
-            containers={
-                entry.name: ContainerReport(
-                    name=entry.name,
-                    revision=entry.revision,
-                    job_id=entry.job_id,
-                    phase=PodPhase.RUNNING,
-                    podname=f"{entry.name}-pod",
-                    message=f"restarts: {restarts}",
-                )
-                for entry in entries
-            },
-        )
-        for uuid, entries in fleet.items()
-    ]
+    return [running_report(uuid, entries, at, f"restarts: {restarts}") for uuid, entries in fleet.items()]
+
+
+async def reports_pending(bus: Bus) -> int | None:
+    """Reports the deployer has not finished with (waiting or in hand); None when JetStream does
+    not answer."""
+    try:
+        info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
+    except nats.errors.TimeoutError:
+        return None
+    return int(info.num_pending) + int(info.num_ack_pending)
 
 
 async def drained(bus: Bus) -> bool:
-    info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
-    return not info.num_pending and not info.num_ack_pending
+    return await reports_pending(bus) == 0
 
 
 async def phase(bus: Bus, batch: list[NodeReport], in_flight: int) -> float:

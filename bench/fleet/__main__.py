@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import nats
 
+from bench.core import reports as core_reports
 from bench.fleet import baselines, preload, probes
 from bench.harness import bearer, platform, report
 from tingyu.common import subjects
@@ -169,16 +170,6 @@ async def converge(stats_dir: Path, wanted: int, timeout: float, t0: float) -> b
     return await probes.wait_for(converged, timeout)
 
 
-async def reports_pending(bus: Bus) -> int | None:
-    """Reports the deployer has not finished with (waiting or in hand); None when JetStream does
-    not answer."""
-    try:
-        info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
-    except nats.errors.TimeoutError:
-        return None
-    return int(info.num_pending) + int(info.num_ack_pending)
-
-
 async def settle(bus: Bus, size: int, timeout: float) -> tuple[float, bool]:
     """Wait until the deployer has judged the convergence's reports: fewer left than the fleet
     sends in a second once converged (each machine repeats its report every 5 minutes). The soak
@@ -190,7 +181,7 @@ async def settle(bus: Bus, size: int, timeout: float) -> tuple[float, bool]:
 
     async def settled() -> bool:
         nonlocal left
-        left = await reports_pending(bus)
+        left = await core_reports.reports_pending(bus)
         return left is not None and left < steady
 
     ok = await probes.wait_for(settled, timeout)

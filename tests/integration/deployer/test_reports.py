@@ -4,6 +4,7 @@ a newer job, and a final job never changes, even for a deployer that did not see
 from __future__ import annotations
 
 import httpx
+from bench.core.reports import create_job, running_report
 from nats.aio.msg import Msg
 
 from tests.integration.api.test_containers_api import item, job_state, ready_peer, wait_job
@@ -21,7 +22,7 @@ from tingyu.common.models.containers import (
     NodeReport,
     PodPhase,
 )
-from tingyu.common.models.jobs import Job, JobKind, JobState
+from tingyu.common.models.jobs import JobState
 from tingyu.common.names import new_job_id
 from tingyu.common.settings import PlatformSettings
 from tingyu.deployer.containers.handler import Reports
@@ -195,12 +196,12 @@ async def test_jobs_known_final_are_not_read_back_however_many_jobs_the_fleet_ha
         reports = Reports(own, JobStore(own, remember=1))
         node = f"tingyu-{unique('')[1:]}{'0' * 22}"
         entries = [await seeded(bus, node, unique("rest"), JobState.SUCCEEDED) for _ in range(3)]
-        first = reported(node, entries, at=100, note="")
+        first = running_report(node, entries, 100, "")
         await take(reports, own, first)
         assert len(reports.jobs.finished) == 1  # the job store forgot two of the three
 
         sent = own.nc.stats["out_msgs"]
-        await take(reports, own, reported(node, entries, at=200, note="restarted"))
+        await take(reports, own, running_report(node, entries, 200, "restarted"))
         assert own.nc.stats["out_msgs"] - sent == 1  # the report's write, no read
         stored = await bus.store(subjects.REPORTED).get(node)
         assert stored is not None
@@ -210,12 +211,12 @@ async def test_jobs_known_final_are_not_read_back_however_many_jobs_the_fleet_ha
         # the three jobs, which are final, so the deployments themselves are not read.
         restarted = Reports(own, JobStore(own, remember=1))
         sent = own.nc.stats["out_msgs"]
-        await take(restarted, own, reported(node, entries, at=250, note="restarted again"))
+        await take(restarted, own, running_report(node, entries, 250, "restarted again"))
         assert own.nc.stats["out_msgs"] - sent == 2 + 3
 
         # The first deployment is updated: its new job is read, judged and completed.
         entries[0] = await seeded(bus, node, entries[0].name, JobState.DISPATCHED)
-        await take(restarted, own, reported(node, entries, at=300, note=""))
+        await take(restarted, own, running_report(node, entries, 300, ""))
         job = await bus.store(subjects.JOBS).get(entries[0].job_id)
         assert job is not None
         assert (job.state, job.message) == (JobState.SUCCEEDED, "success")
@@ -229,32 +230,7 @@ async def seeded(bus: Bus, node: str, name: str, state: JobState) -> DesiredCont
     now = timefmt.now()
     spec = ContainerSpec(image="test/app", imageversion="1", image_ref="test/app:1", limits_memory=64)
     entry = DesiredContainer(name=name, spec=spec, job_id=new_job_id(), created_at=now)
-    job = Job(
-        job_id=entry.job_id,
-        kind=JobKind.CONTAINER,
-        op="create",
-        state=state,
-        deploymentname=name,
-        node_uuid=node,
-        created_at=now,
-        updated_at=now,
-    )
+    job = create_job(node, entry, state, now)
     await bus.store(subjects.JOBS).put(job.job_id, job)
     await DesiredStore(bus).put(node, entry)
     return entry
-
-
-def reported(node: str, entries: list[DesiredContainer], at: float, note: str) -> NodeReport:
-    """The agent's report of `entries` applied and running."""
-    seen = {
-        entry.name: ContainerReport(
-            name=entry.name,
-            revision=entry.revision,
-            job_id=entry.job_id,
-            phase=PodPhase.RUNNING,
-            podname=f"{entry.name}-pod",
-            message=note,
-        )
-        for entry in entries
-    }
-    return NodeReport(node_uuid=node, containers=seen, reported_at=at)
