@@ -4,7 +4,7 @@ a newer job, and a final job never changes, even for a deployer that did not see
 from __future__ import annotations
 
 import httpx
-from bench.core.reports import create_job, running_report
+from bench.core.reports import create_job, drained, running_report
 from nats.aio.msg import Msg
 
 from tests.integration.api.test_containers_api import item, job_state, ready_peer, wait_job
@@ -30,12 +30,7 @@ from tingyu.deployer.containers.handler import Reports
 
 async def handled(bus: Bus, peer: PeerMachine, report: NodeReport) -> None:
     """Wait until the deployer has taken `report` (stored or ignored) and has nothing left in hand."""
-
-    async def quiet() -> bool:
-        info = await bus.js.consumer_info(subjects.REPORTS.name, subjects.DEPLOYER_REPORTS.durable)
-        return info.num_pending == 0 and info.num_ack_pending == 0
-
-    await eventually(quiet, timeout=20)
+    await eventually(lambda: drained(bus), timeout=20)
 
 
 async def stored(bus: Bus, peer: PeerMachine) -> NodeReport | None:
