@@ -403,6 +403,45 @@ async def test_a_slow_message_holds_one_slot_and_one_key_keeps_its_order(bus: Bu
         await task
 
 
+async def test_a_slow_look_at_the_backlog_never_holds_up_a_message(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load JetStream's API may take its whole timeout to answer a consumer-info request
+    (10 s at 100 000 machines). The consumer's look at its backlog, for the gauges, must not stand
+    between a message and its handler: here every look takes 30 s."""
+    name = f"backlog{secrets.token_hex(3)}"
+    real = bus.js.consumer_info
+    looks: list[str] = []
+
+    async def slow_info(*args: object, **kwargs: object) -> js_api.ConsumerInfo:
+        looks.append("asked")
+        await asyncio.sleep(30)
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bus.js, "consumer_info", slow_info)
+    done: list[str] = []
+
+    async def handler(item: ContainerCommand, msg: Msg) -> None:
+        done.append(item.job_id)
+
+    async def handled() -> bool:
+        return bool(done)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(bus, spec(name), handler, stop))
+    try:
+        command = ContainerCommand(
+            job_id="j" + name, op=ContainerOp.STOP, name="w", node_uuid="n", issued_at=1
+        )
+        await bus.js.publish(f"ty.cmd.container.{name}.x", command.to_bytes())
+        await eventually(handled, timeout=5)
+        assert done == [command.job_id]
+        assert looks  # the backlog was being looked at meanwhile
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)  # the look under way does not hold up the stop either
+
+
 async def test_a_message_nobody_answers_is_dead_lettered_from_the_advisory(bus: Bus) -> None:
     """A reader that takes every delivery and never answers (a hung or dying replica): once JetStream
     gives up, the advisory parks the message and fails its job; it leaves the stream."""

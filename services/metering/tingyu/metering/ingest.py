@@ -28,7 +28,14 @@ from nats.aio.msg import Msg
 
 from tingyu.common import metrics, subjects
 from tingyu.common.bus import Bus
-from tingyu.common.bus.consumers import Puller, dead_letter, declare, deliveries, observe, park_abandoned
+from tingyu.common.bus.consumers import (
+    Puller,
+    backlog_watched,
+    dead_letter,
+    declare,
+    deliveries,
+    park_abandoned,
+)
 from tingyu.common.models.metering import RawSampleBatch, SampleBatch
 from tingyu.metering.config import MeteringSettings
 from tingyu.metering.rollups import recompute_resources
@@ -120,32 +127,31 @@ class Ingest:
         pending_limit = info.config.max_ack_pending or 1024
         waiting = Batcher()
         storing: tuple[asyncio.Task[None], int] | None = None  # the flush under way, its messages
-        observed = 0.0
         try:
-            while not stop.is_set():
-                if storing and storing[0].done():
-                    storing[0].result()  # a flush that raised ends the loop here
-                    storing = None
-                observed = await observe(self.bus, self.spec, observed)
-                timeout = waiting.wait_s(self.settings)
-                msgs = await puller.pull(self.pull_size(waiting), timeout)
-                window = self.window()
-                taken = waiting.count
-                for msg in msgs:
-                    again = redelivered(msg)
-                    if again:
-                        metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
-                    good = await self.check(msg, window)
-                    if good is not None:
-                        waiting.add(msg, good, again=again)
-                if msgs and waiting.count > taken:
-                    self.per_message = (waiting.count - taken) / len(msgs)
-                unacked = len(waiting.entries) + (storing[1] if storing else 0)
-                if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
-                    if storing:
-                        await storing[0]
-                    storing = (asyncio.create_task(self.flush(waiting)), len(waiting.entries))
-                    waiting = Batcher()
+            async with backlog_watched(self.bus, self.spec):
+                while not stop.is_set():
+                    if storing and storing[0].done():
+                        storing[0].result()  # a flush that raised ends the loop here
+                        storing = None
+                    timeout = waiting.wait_s(self.settings)
+                    msgs = await puller.pull(self.pull_size(waiting), timeout)
+                    window = self.window()
+                    taken = waiting.count
+                    for msg in msgs:
+                        again = redelivered(msg)
+                        if again:
+                            metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
+                        good = await self.check(msg, window)
+                        if good is not None:
+                            waiting.add(msg, good, again=again)
+                    if msgs and waiting.count > taken:
+                        self.per_message = (waiting.count - taken) / len(msgs)
+                    unacked = len(waiting.entries) + (storing[1] if storing else 0)
+                    if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
+                        if storing:
+                            await storing[0]
+                        storing = (asyncio.create_task(self.flush(waiting)), len(waiting.entries))
+                        waiting = Batcher()
             if storing:
                 await storing[0]
                 storing = None

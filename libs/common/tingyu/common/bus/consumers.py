@@ -137,15 +137,14 @@ class Consumer(Generic[M]):
         sub = await subscribe(self.bus, self.spec, size)
         advisories = await park_abandoned(self.bus, self.spec, self.on_dead)
         window = Window(size)
-        observed = 0.0
         try:
-            while not stop.is_set():
-                observed = await observe(self.bus, self.spec, observed)
-                await window.room(max(1, size // 4))
-                for msg in await fetch(sub, window.free, self.spec.durable):
-                    item, error = self.decode(msg)
-                    window.start(self._group(item), functools.partial(self.handle, msg, item, error))
-            await window.drain()
+            async with backlog_watched(self.bus, self.spec):
+                while not stop.is_set():
+                    await window.room(max(1, size // 4))
+                    for msg in await fetch(sub, window.free, self.spec.durable):
+                        item, error = self.decode(msg)
+                        window.start(self._group(item), functools.partial(self.handle, msg, item, error))
+                await window.drain()
         except asyncio.CancelledError:
             window.cancel()
             raise
@@ -259,20 +258,31 @@ async def park_abandoned(bus: Bus, spec: subjects.ConsumerSpec[M], on_dead: OnDe
 OBSERVE_EVERY_S = 5.0
 
 
-async def observe(bus: Bus, spec: subjects.ConsumerSpec[M], last: float) -> float:
-    """Every `OBSERVE_EVERY_S`: the consumer's backlog (pending, ack pending) as gauges; returns the
-    time of the last look. A failed look is skipped (the next one tries again)."""
-    now = asyncio.get_running_loop().time()
-    if now - last < OBSERVE_EVERY_S:
-        return last
+@contextlib.asynccontextmanager
+async def backlog_watched(bus: Bus, spec: subjects.ConsumerSpec[M]) -> AsyncIterator[None]:
+    """While the block runs: the consumer's backlog (pending, ack pending) as gauges, looked at once
+    and then every `OBSERVE_EVERY_S`, in a task of its own. Under load JetStream's API may take its
+    whole timeout to answer (10 s at 100 000 machines): a slow look delays the next look, never a
+    message. A failed look is skipped (the next one tries again)."""
+
+    async def watch() -> None:
+        while True:
+            try:
+                info = await bus.js.consumer_info(spec.stream.name, spec.durable)
+            except Exception as exc:
+                log.debug("%s: consumer info not read: %s", spec.durable, exc)
+            else:
+                metrics.CONSUMER_PENDING.labels(spec.durable).set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.labels(spec.durable).set(info.num_ack_pending or 0)
+            await asyncio.sleep(OBSERVE_EVERY_S)
+
+    watcher = asyncio.create_task(watch())
     try:
-        info = await bus.js.consumer_info(spec.stream.name, spec.durable)
-    except Exception as exc:
-        log.debug("%s: consumer info not read: %s", spec.durable, exc)
-        return now
-    metrics.CONSUMER_PENDING.labels(spec.durable).set(info.num_pending or 0)
-    metrics.CONSUMER_ACK_PENDING.labels(spec.durable).set(info.num_ack_pending or 0)
-    return now
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 async def consume(
