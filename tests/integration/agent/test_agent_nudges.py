@@ -77,7 +77,7 @@ async def holds(condition: bool) -> bool:
 async def test_a_nudge_reads_one_key_and_a_stale_one_reads_nothing(admin: Bus, agent: Agent) -> None:
     store = DesiredStore(admin)
     await agent.sync_once()  # the first pass lists the machine's keys (none yet)
-    assert agent.reads == {"keys": 0, "listings": 1, "stale_nudges": 0}
+    assert agent.reads == {"keys": 0, "listings": 1, "checks": 0, "stale_nudges": 0}
 
     name = unique("web")
     first = await store.put(agent.uuid, deployment(name, "1", revision=1))
@@ -144,7 +144,8 @@ async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(admin
 async def test_resync_periods_list_every_key_once_per_full_read_period(admin: Bus, agent: Agent) -> None:
     """At 100 000 machines a listing every resync period would be 6 700 JetStream API requests a
     second: in between listings (`full_read_s`: 20 periods of 30 s) a resync reconciles against the
-    state held."""
+    state held. Once per `full_read_s` the machine checks, by the sequence of its newest write (a
+    direct get its own credential allows), whether it missed anything, and lists only then."""
     assert agent.full_read_every == 20
     store = DesiredStore(admin)
     await agent.sync_once()  # the first pass lists the machine's keys
@@ -155,10 +156,22 @@ async def test_resync_periods_list_every_key_once_per_full_read_period(admin: Bu
         agent.resync_period()
         report = await agent.sync_once()
         seen.append(name in report.containers)
-    assert agent.reads["listings"] == 2  # one more listing in full_read_every periods
+    assert (agent.reads["checks"], agent.reads["listings"]) == (1, 2)  # checked once, and listed
     assert seen[-1]  # read at one of the periods
     assert seen == sorted(seen)  # and held from then on
     assert agent.reads["keys"] == 0
+
+    for _ in range(agent.full_read_every):  # nothing written: the check alone
+        agent.resync_period()
+        await agent.sync_once()
+    assert (agent.reads["checks"], agent.reads["listings"]) == (2, 2)
+
+    await store.remove(agent.uuid, name)  # a removal without a nudge is seen too
+    for _ in range(agent.full_read_every):
+        agent.resync_period()
+        report = await agent.sync_once()
+    assert (agent.reads["checks"], agent.reads["listings"]) == (3, 3)
+    assert name not in report.containers
 
 
 async def test_a_failed_listing_waits_out_a_growing_back_off(nats_url: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ whole machine under its bare uuid) are split by `migrate` when the deployer star
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -79,6 +80,16 @@ class DesiredStore:
             subjects.desired_keys(node_uuid), consumer=subjects.desired_lister(node_uuid)
         )
         return {key.partition(".")[2]: value for key, value in found.items()}
+
+    async def newest(self, node_uuid: str) -> int:
+        """The bucket sequence of the machine's newest write: of any of its deployments' keys
+        (removals included) or of its legacy record. Two direct gets; a listing is worth making
+        again only when this moved (`Agent`'s periodic read)."""
+        keys, legacy = await asyncio.gather(
+            self.store.newest_seq(subjects.desired_keys(node_uuid)),
+            self.bus.store(subjects.LEGACY_DESIRED).key_seq(node_uuid),
+        )
+        return max(keys, legacy)
 
     async def listing_with_legacy(self, node_uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
         """`listing`, plus the deployments of a legacy whole-machine record the deployer has not

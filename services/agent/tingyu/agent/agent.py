@@ -40,10 +40,12 @@ PASS_GAP_S = 0.005
 DEBOUNCE_S = 0.02  # the fleet simulator's wait before a nudged machine's pass is queued
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
-# How often every key is listed again (the safety net for a lost nudge); the resync periods in
+# How often the machine makes sure it missed no nudge (the safety net); the resync periods in
 # between reconcile Docker against the state held. A listing is two JetStream API requests (its
 # consumer made and removed): 100 000 machines listing every 30 s would ask nats-server for 6 700
-# a second, every 600 s for 330.
+# a second, every 600 s for 330, queued with every other API request of the platform. So the
+# periodic read first asks for the sequence of the machine's newest write (two direct gets, served
+# by the stream itself) and lists only when it moved since the last listing.
 FULL_READ_S = 600.0
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
 
@@ -85,14 +87,16 @@ class Agent:
         self._held = Held.remembered(identity.uuid, self.memory.desired)
         self._desired_read = self.memory.desired is not None  # a state on disk counts as read
         self._fresh = False  # the state held was read from the platform (not only from disk)
-        self._full = True  # the next pass lists every key (at start, after a reconnect, periodically)
+        self._full = True  # the next pass lists every key (at start, after a reconnect, on request)
+        self._check = False  # the next pass lists every key if any changed since the last listing
+        self._listed = -1  # the machine's newest write as of the last listing (-1: none yet)
         self._resyncs = random.randrange(self.full_read_every)  # machines spread their listings out
         self._failed_reads = 0
         self._read_after = 0.0  # monotonic: no listing before this, after a failed read
         self._whole = True  # the next pass looks at every container (not only the nudged keys')
         self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
-        self.reads = {"keys": 0, "listings": 0, "stale_nudges": 0}
+        self.reads = {"keys": 0, "listings": 0, "checks": 0, "stale_nudges": 0}
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None
@@ -125,16 +129,18 @@ class Agent:
 
     @property
     def owes_full_read(self) -> bool:
-        """The next pass lists every key (asked to, or its last read failed and its back-off is over)."""
-        return self._full and time.monotonic() >= self._read_after
+        """The next pass reads the platform for every key: lists them (asked to, or its last read
+        failed), or checks whether any changed (the period); not while a back-off is under way."""
+        return (self._full or self._check) and time.monotonic() >= self._read_after
 
     def resync_period(self) -> None:
         """A resync period passed: the next pass reconciles against the state held, and every
-        `full_read_every`th period (each machine at its own offset) lists every key first."""
+        `full_read_every`th period (each machine at its own offset) checks first whether any key
+        changed since its last listing, and lists them if so."""
         self._resyncs += 1
         self._whole = True
         if self._resyncs % self.full_read_every == 0:
-            self._full = True
+            self._check = True
 
     def read_backoff_left(self) -> float:
         """Seconds until a listing may be tried again after a failed read (0 when it may now)."""
@@ -310,11 +316,14 @@ class Agent:
         stopped behind its back); after a failed read the next listing waits out a back-off (keys
         a nudge names are still read). The flag says whether anything was read from the platform
         in this pass."""
-        full, pending = self.owes_full_read, self._pending
+        due, pending = self.owes_full_read, self._pending
+        full, check = due and self._full, due and not self._full
         self._pending = {}
-        if full:
-            self._full = False
+        if due:
+            self._full = self._check = False
         try:
+            if check:  # a listing only if something changed; else the keys nudged, if any
+                full = await asyncio.wait_for(self._read_if_changed(), BUS_TIMEOUT_S)
             if full:
                 await asyncio.wait_for(self._read_all(), BUS_TIMEOUT_S)
             elif pending:
@@ -336,7 +345,17 @@ class Agent:
 
     async def _read_all(self) -> None:
         self.reads["listings"] += 1
-        self._held.replace(await DesiredStore(self.bus).listing_with_legacy(self.uuid))
+        store = DesiredStore(self.bus)
+        # Asked before the listing: a write after it shows at the next check, never goes unseen.
+        newest = await store.newest(self.uuid)
+        self._held.replace(await store.listing_with_legacy(self.uuid))
+        self._listed = newest
+
+    async def _read_if_changed(self) -> bool:
+        """Whether a listing is due: the machine's newest write is not the one of its last listing
+        (a key written, or removed, since: nudged or not)."""
+        self.reads["checks"] += 1
+        return await DesiredStore(self.bus).newest(self.uuid) != self._listed
 
     async def _read_keys(self, pending: dict[str, int]) -> None:
         """The nudged keys, each by one direct get (all at once)."""

@@ -31,6 +31,7 @@ M = TypeVar("M", bound=Message)
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 MAX_KEY = 256  # bytes; every key the platform makes is far shorter
 _KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")  # what a JetStream KV key may hold
+_PATTERN = re.compile(r"[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*\.(\*|>)")  # keys ending in a wildcard
 _DELETED = ("DEL", "PURGE")
 _CAS_HEADER = {"Nats-Expected-Last-Subject-Sequence": "18446744073709551615"}  # the longest one
 
@@ -93,6 +94,21 @@ class Store(Generic[M]):
                 return await self.bus.js.get_msg(self.spec.stream, subject=subject, direct=True)
         except js_errors.NotFoundError:
             return None
+
+    async def newest_seq(self, pattern: str) -> int:
+        """The sequence of the newest write (a delete or purge included) of any key under
+        `pattern` (one machine's keys, `<uuid>.*`): one direct get, answered by the stream itself,
+        not by JetStream's API queue, and spelled so that a credential can allow one machine's
+        pattern alone. 0 when no key under it was ever written."""
+        subject = self.spec.prefix + pattern
+        if not _PATTERN.fullmatch(pattern) or len(pattern) > MAX_KEY:
+            raise ValueError(f"not a key pattern: {pattern[:80]!r}")
+        try:
+            with self.bus.trip():
+                msg = await self.bus.js.get_msg(self.spec.stream, subject=subject, direct=True)
+        except js_errors.NotFoundError:
+            return 0
+        return msg.seq or 0
 
     async def last_seq(self) -> int:
         """The sequence of the bucket's stream's last message: what a reader following the bucket
