@@ -86,12 +86,15 @@ class Store(Generic[M]):
     async def _last(self, key: str) -> js_api.RawStreamMsg | None:
         """The key's last message, a delete or purge marker included; None when it has none (or
         `key` is of a form no write can have made)."""
-        if not is_key(key):
-            return None
-        subject = self.spec.prefix + key
+        return await self._direct_last(key) if is_key(key) else None
+
+    async def _direct_last(self, key_or_pattern: str) -> js_api.RawStreamMsg | None:
+        """The last message under a checked key or pattern, by one direct get (None: there is none)."""
         try:
             with self.bus.trip():
-                return await self.bus.js.get_msg(self.spec.stream, subject=subject, direct=True)
+                return await self.bus.js.get_msg(
+                    self.spec.stream, subject=self.spec.prefix + key_or_pattern, direct=True
+                )
         except js_errors.NotFoundError:
             return None
 
@@ -100,15 +103,10 @@ class Store(Generic[M]):
         `pattern` (one machine's keys, `<uuid>.*`): one direct get, answered by the stream itself,
         not by JetStream's API queue, and spelled so that a credential can allow one machine's
         pattern alone. 0 when no key under it was ever written."""
-        subject = self.spec.prefix + pattern
         if not _PATTERN.fullmatch(pattern) or len(pattern) > MAX_KEY:
             raise ValueError(f"not a key pattern: {pattern[:80]!r}")
-        try:
-            with self.bus.trip():
-                msg = await self.bus.js.get_msg(self.spec.stream, subject=subject, direct=True)
-        except js_errors.NotFoundError:
-            return 0
-        return msg.seq or 0
+        msg = await self._direct_last(pattern)
+        return (msg.seq or 0) if msg is not None else 0
 
     async def last_seq(self) -> int:
         """The sequence of the bucket's stream's last message: what a reader following the bucket
