@@ -258,6 +258,42 @@ async def test_a_crash_between_insert_and_ack_loses_nothing_and_counts_once(
         await bus.close()
 
 
+async def test_the_end_of_a_backlog_is_stored_without_waiting_out_the_batch_delay(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """A pull comes back with what the stream holds, and a batch at least half full is stored once
+    nothing more is there: with a 30 s batch delay, the backlog is stored in seconds."""
+    platform = PlatformSettings(nats_url=nats_url)
+    bus = await Bus.connect(platform, "metering-backlog-tests")
+    store = ClickHouse.open("", tmp_path / "chdb")
+    stop = asyncio.Event()
+    running = None
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        fleet = _fleet(machines=3, ticks=60)
+        batches = fleet.batches()
+        samples = [s for b in batches for s in b.samples]
+        nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+        await _publish(bus, batches)
+        # The backlog fills two thirds of an insert.
+        settings = MeteringSettings(batch_wait_s=30.0, batch_samples=len(samples) * 3 // 2, platform=platform)
+        running = asyncio.create_task(Ingest(bus, store, settings).run(stop))
+
+        async def stored() -> bool:
+            return await _counts(store, nodes) == (len(samples), len(samples))
+
+        started = time.monotonic()
+        await eventually(stored, timeout=10)
+        assert time.monotonic() - started < 10
+        await eventually(lambda: _drained(bus, SPEC.durable), timeout=10)  # and acked
+    finally:
+        stop.set()
+        if running:
+            await asyncio.wait_for(running, 40)
+        await store.close()
+        await bus.close()
+
+
 class Killed(BaseException):
     """The process was killed here: no handler of the ingest runs (not an `Exception`)."""
 

@@ -78,16 +78,22 @@ class Batcher:
             self.again.append(good)
         self.count += len(good.ids)
 
-    def due(self, settings: MeteringSettings) -> bool:
+    def due(self, settings: MeteringSettings, *, drained: bool) -> bool:
+        """Full; or half full while the stream has no more for now (`drained`: nothing to wait
+        for that would fill it soon); or its oldest message has waited `batch_wait_s`."""
         if not self.entries:
             return False
         old = time.monotonic() - self.since >= settings.batch_wait_s
-        return old or self.count >= settings.batch_samples
+        return (
+            old
+            or self.count >= settings.batch_samples
+            or (drained and 2 * self.count >= settings.batch_samples)
+        )
 
     def wait_s(self, settings: MeteringSettings) -> float:
-        """How long the next fetch may block without making the waiting batch late."""
+        """How long the next pull may block without making the waiting batch late."""
         if not self.entries:
-            return settings.batch_wait_s  # a first message then waits at most twice that
+            return settings.batch_wait_s  # a pull with nothing waiting comes back with its first message
         return max(settings.batch_wait_s - (time.monotonic() - self.since), 0.05)
 
 
@@ -109,12 +115,19 @@ class Ingest:
         self.dropped: Counter[str] = Counter()  # samples dropped since start, by reason
         self.recent = RecentIds(settings.recent_ids)
         self.per_message = 11.0  # samples per message in the last pull (an agent's reading: 11)
+        self.waiting = Batcher()  # checked, to be stored together
+        self.storing: asyncio.Task[None] | None = None  # the batch being stored and acked
+        self.storing_messages = 0  # its messages
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull, check, batch, store, ack; until `stop`, then store what is waiting.
 
         One batch is stored (in the store's thread) while the next is pulled and checked, so the
-        decoding and the insert use a core each; batches are still stored and acked in order.
+        decoding and the insert use a core each; batches are still stored and acked in order. A
+        batch goes to the store as soon as it is full, even in the middle of a pull. A pull waits
+        for more than what is there only to fill a batch that has begun and has not reached
+        the stream's end yet, and never past that batch's `batch_wait_s`: a sample waits at most
+        that long before its insert.
         """
         size = self.settings.fetch_messages
         await declare(self.bus, self.spec, size)
@@ -125,48 +138,65 @@ class Ingest:
         # is stored now rather than waiting out its delay with nothing more arriving.
         info = await self.bus.js.consumer_info(self.spec.stream.name, self.spec.durable)
         pending_limit = info.config.max_ack_pending or 1024
-        waiting = Batcher()
-        storing: tuple[asyncio.Task[None], int] | None = None  # the flush under way, its messages
         try:
             async with backlog_watched(self.bus, self.spec):
+                backlog = False  # the last pull came back full: the stream may hold more at once
                 while not stop.is_set():
-                    if storing and storing[0].done():
-                        storing[0].result()  # a flush that raised ends the loop here
-                        storing = None
-                    timeout = waiting.wait_s(self.settings)
-                    msgs = await puller.pull(self.pull_size(waiting), timeout)
-                    window = self.window()
-                    taken = waiting.count
-                    for msg in msgs:
-                        again = redelivered(msg)
-                        if again:
-                            metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
-                        good = await self.check(msg, window)
-                        if good is not None:
-                            waiting.add(msg, good, again=again)
-                    if msgs and waiting.count > taken:
-                        self.per_message = (waiting.count - taken) / len(msgs)
-                    unacked = len(waiting.entries) + (storing[1] if storing else 0)
-                    if waiting.due(self.settings) or (waiting.entries and unacked + size > pending_limit):
-                        if storing:
-                            await storing[0]
-                        storing = (asyncio.create_task(self.flush(waiting)), len(waiting.entries))
-                        waiting = Batcher()
-            if storing:
-                await storing[0]
-                storing = None
-            if waiting.entries:
-                await self.flush(waiting)
+                    if self.storing and self.storing.done():
+                        self.storing.result()  # a flush that raised ends the loop here
+                        self.storing = None
+                    asked = self.pull_size()
+                    # Held for more only when a batch has begun and nothing more is there yet.
+                    held = bool(self.waiting.entries) and not backlog
+                    msgs = await puller.pull(asked, self.waiting.wait_s(self.settings), held=held)
+                    backlog = len(msgs) >= asked
+                    await self.take(msgs)
+                    unacked = len(self.waiting.entries) + self.storing_messages
+                    if self.waiting.due(self.settings, drained=not backlog) or (
+                        self.waiting.entries and unacked + size > pending_limit
+                    ):
+                        await self.store_waiting()
+            await self.store_waiting()
+            if self.storing:
+                await self.storing
         finally:
-            if storing and not storing[0].done():
-                storing[0].cancel()
+            if self.storing and not self.storing.done():
+                self.storing.cancel()
             await puller.stop()
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await abandoned.unsubscribe()
 
-    def pull_size(self, waiting: Batcher) -> int:
+    async def take(self, msgs: list[Msg]) -> None:
+        """Check pulled messages into the waiting batch; a batch that fills goes to the store at
+        once, and the rest of the pull is checked while it is stored."""
+        window = self.window()
+        samples = 0
+        for msg in msgs:
+            again = redelivered(msg)
+            if again:
+                metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
+            good = await self.check(msg, window)
+            if good is not None:
+                self.waiting.add(msg, good, again=again)
+                samples += len(good.ids)
+            if self.waiting.count >= self.settings.batch_samples:
+                await self.store_waiting()
+        if samples:
+            self.per_message = samples / len(msgs)
+
+    async def store_waiting(self) -> None:
+        """Start storing the waiting batch once the one under way is stored (one at a time, in
+        order, so acks keep the stream's order); a new batch begins."""
+        if not self.waiting.entries:
+            return
+        if self.storing:
+            await self.storing
+        waiting, self.waiting = self.waiting, Batcher()
+        self.storing, self.storing_messages = asyncio.create_task(self.flush(waiting)), len(waiting.entries)
+
+    def pull_size(self) -> int:
         """Messages to ask for: enough to fill the insert, as large as agents' batches are now."""
-        room = max(self.settings.batch_samples - waiting.count, 1)
+        room = max(self.settings.batch_samples - self.waiting.count, 1)
         return max(1, min(self.settings.fetch_messages, math.ceil(room / self.per_message)))
 
     def window(self) -> Window:

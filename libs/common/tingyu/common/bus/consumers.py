@@ -368,15 +368,22 @@ class Puller:
         elif msg.subject == self.request and headers[STATUS] != HEARTBEAT:
             self.ended.set()  # 404/408: nothing more before it expired; 409: ended by the server
 
-    async def pull(self, batch: int, timeout: float) -> list[Msg]:
+    async def pull(self, batch: int, timeout: float, *, held: bool = True) -> list[Msg]:
         """Up to `batch` messages: once that many came, or the request expired after `timeout`
-        seconds with fewer (none while the connection is down: backed off half a second)."""
+        seconds with fewer (none while the connection is down: backed off half a second).
+
+        Not `held`: as soon as the stream has no more for the consumer (JetStream's `no_wait` with
+        an expiry), so a backlog's last messages do not wait out the expiry; `timeout` then bounds
+        only the wait for a first message.
+        """
         if len(self.got) < batch:  # messages of an earlier request may have come late
             self.requests += 1
             self.request = f"{self.inbox}.{self.requests}"
             self.want = batch
             self.ended.clear()
-            body = {"batch": batch - len(self.got), "expires": int(timeout * 1e9)}
+            body: dict[str, int | bool] = {"batch": batch - len(self.got), "expires": int(timeout * 1e9)}
+            if not held:
+                body["no_wait"] = True
             try:
                 await self.bus.nc.publish(self.next_subject, json.dumps(body).encode(), self.request)
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
