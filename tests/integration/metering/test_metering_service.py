@@ -214,6 +214,30 @@ async def test_a_batch_published_again_counts_once_and_a_bad_sample_drops_alone(
     await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
 
 
+async def test_a_key_named_twice_is_stored_as_it_was_checked(
+    metering: tuple[Bus, ClickHouse, str, Ingest],
+) -> None:
+    """JSON may name a key twice; the checks read its last value, so the store must not read the
+    first. A batch whose first `samples` holds another machine's samples and whose second holds
+    its own stores its own alone."""
+    bus, store, _, _ = metering
+    node, other, image = unique("node"), unique("victim"), unique("img")
+    start = int(time.time()) // 300 * 300 - 600
+    own = [s.model_dump(mode="json") for s in _samples(node, image, start, 3)]
+    forged = [s.model_dump(mode="json") for s in _samples(other, image, start, 3)]
+    head = json.dumps({"batch_id": unique("b"), "node_uuid": node})[:-1]
+    raw = f"{head}, {json.dumps({'samples': forged})[1:-1]}, {json.dumps({'samples': own})[1:]}"
+    assert raw.count('"samples"') == 2
+    await bus.js.publish(subjects.samples(node), raw.encode())
+
+    async def stored() -> bool:
+        return await _counts(store, [node]) == (len(own), len(own))
+
+    await eventually(stored, timeout=30)
+    await eventually(lambda: _drained(bus, SPEC.durable), timeout=30)
+    assert await _counts(store, [other]) == (0, 0)
+
+
 class Crash(Exception):
     """The process died here."""
 

@@ -229,7 +229,10 @@ def lines_sql(goods: list[Good]) -> str:
         "INSERT INTO tingyu.samples_in "
         f"SETTINGS insert_deduplication_token = '{token}', "
         "deduplicate_blocks_in_dependent_materialized_views = 1, "
-        "input_format_skip_unknown_fields = 1 "
+        "input_format_skip_unknown_fields = 1, "
+        # A key named twice fails the insert (then each message is stored as the checks read it):
+        # otherwise ClickHouse would read a top-level key's first value where the checks read its last.
+        "input_format_json_ignore_unnecessary_fields = 0 "
         f"FORMAT JSONEachRow\n{rows}"
     )
 
