@@ -9,7 +9,7 @@ and only for redeliveries. A retried INSERT of the same rows carries the same de
 Storing costs no Python per sample: a batch whose every sample passes the rules is inserted as the
 JSON its agent published (one line per batch into `tingyu.samples_in`, a Null table whose view
 spreads it into `tingyu.samples`), so chDB parses it once and nothing is encoded again. The rules
-are checked by one compiled validator over the whole batch (`fast_accepted`), strict enough that
+are checked by one compiled decoder over the whole batch (`fast_accepted`), strict enough that
 what passes is exactly what ClickHouse reads; anything else takes the per-sample path
 (`accepted`), whose good samples are encoded again as such a line.
 """
@@ -21,10 +21,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, NotRequired
+from typing import Annotated
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+import msgspec
+from pydantic import ValidationError
 
 from tingyu.common.models.metering import RawSampleBatch, Sample, SampleBatch
 from tingyu.metering.rollups import recompute_resources
@@ -46,43 +46,41 @@ class Window:
     max_ahead_s: float
 
 
-Text = Annotated[str, Field(max_length=MAX_TEXT)]
-Time = Annotated[float, Field(allow_inf_nan=False)]
-Counter64 = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
-STRICT = ConfigDict(extra="ignore", strict=True)
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+Counter64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
 
 
-class CheckedSample(TypedDict):
+class CheckedSample(msgspec.Struct):
     """A sample as the fast path reads it: every rule of `problem` that needs nothing but the
-    sample, checked in pydantic-core while the batch decodes. Strict (JSON strings for text, JSON
-    integers for counters, JSON numbers for the rest), so a batch that passes is stored from its own
-    bytes and ClickHouse reads the same values; anything looser goes the per-sample way."""
+    sample, checked by msgspec's compiled decoder while the batch decodes (in C, about a third of
+    pydantic-core's time for these batches). Strict (JSON strings for text, JSON integers for
+    counters, JSON numbers for the rest; standard JSON has no `NaN`, and an infinite time falls out
+    of the window), so a batch that passes is stored from its own bytes and ClickHouse reads the
+    same values; anything looser goes the per-sample way. Unknown fields are ignored."""
 
-    __pydantic_config__ = STRICT  # type: ignore[misc]
-    sample_id: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    sample_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
     node_uuid: Text
-    deploymentname: NotRequired[Text]
-    image: NotRequired[Text]
-    version: NotRequired[Text]
-    ts: Time
-    interval_s: Annotated[float, Field(allow_inf_nan=False, gt=0, le=MAX_INTERVAL_S)]
-    tx_bytes: NotRequired[Counter64]
-    rx_bytes: NotRequired[Counter64]
-    cpu_cores: NotRequired[Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_CPU_CORES)]]
-    memory_mib: NotRequired[Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MEMORY_MIB)]]
+    ts: float
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_INTERVAL_S)]
+    deploymentname: Text = ""
+    image: Text = ""
+    version: Text = ""
+    tx_bytes: Counter64 = 0
+    rx_bytes: Counter64 = 0
+    cpu_cores: Annotated[float, msgspec.Meta(ge=0, le=MAX_CPU_CORES)] = 0.0
+    memory_mib: Annotated[float, msgspec.Meta(ge=0, le=MAX_MEMORY_MIB)] = 0.0
 
 
-class CheckedBatch(TypedDict):
+class CheckedBatch(msgspec.Struct):
     """A batch as metering decodes it first: when any sample breaks a rule, it does not decode,
     and the batch is decoded again as a `RawSampleBatch` to drop that sample alone."""
 
-    __pydantic_config__ = STRICT  # type: ignore[misc]
     batch_id: str
     node_uuid: str
     samples: list[CheckedSample]
 
 
-CHECKED = TypeAdapter(CheckedBatch)  # plain dicts out: no model built per sample
+CHECKED = msgspec.json.Decoder(CheckedBatch)
 
 
 @dataclass(frozen=True)
@@ -116,20 +114,20 @@ def fast_accepted(data: bytes, window: Window) -> Good | None:
     validator cannot check: its machine's, within the time window); None when one is not, or the
     batch is not strictly what the agent sends (then see `accepted`)."""
     try:
-        batch = CHECKED.validate_json(data)
-    except ValueError:
+        batch = CHECKED.decode(data)
+    except msgspec.DecodeError:  # a rule broken, or JSON looser than what agents send
         return None
-    node, samples = batch["node_uuid"], batch["samples"]
-    times = [sample["ts"] for sample in samples]
+    node, samples = batch.node_uuid, batch.samples
+    times = [sample.ts for sample in samples]
     if times and not (
         window.now - window.max_age_s <= min(times) and max(times) <= window.now + window.max_ahead_s
     ):
         return None
-    if any(sample["node_uuid"] != node for sample in samples):
+    if any(sample.node_uuid != node for sample in samples):
         return None
     # A newline can only be whitespace between JSON tokens (in a string it is escaped): one line each.
     line = data.replace(b"\n", b" ") if b"\n" in data else data
-    return Good(node, [sample["sample_id"] for sample in samples], times, line)
+    return Good(node, [sample.sample_id for sample in samples], times, line)
 
 
 def accepted(batch: RawSampleBatch, window: Window) -> tuple[list[Sample], Counter[str]]:
