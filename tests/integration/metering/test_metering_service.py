@@ -238,6 +238,54 @@ async def test_a_key_named_twice_is_stored_as_it_was_checked(
     assert await _counts(store, [other]) == (0, 0)
 
 
+class SlowStore(ClickHouse):
+    """Every INSERT of samples takes a quarter of a second more: the store is the bottleneck."""
+
+    inserts = 0
+    recomputations = 0
+
+    async def command(self, sql: str, params: dict[str, object] | None = None) -> None:
+        if sql.startswith("INSERT INTO tingyu.samples_in"):
+            self.inserts += 1
+            await asyncio.sleep(0.25)
+        elif sql.lstrip().startswith("INSERT INTO tingyu.resources_5m"):
+            self.recomputations += 1
+        await super().command(sql, params)
+
+
+async def test_inserts_waiting_on_the_store_share_one_recomputation_and_count_once(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """While the next batch waits for the store, an insert leaves its resource recomputation (and
+    its acks) to the next one: fewer recomputations than inserts, the same figures."""
+    platform = PlatformSettings(nats_url=nats_url)
+    bus = await Bus.connect(platform, "metering-shared-tests")
+    store = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
+    stop = asyncio.Event()
+    running = None
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        fleet = _fleet(machines=3, ticks=120)
+        batches = fleet.batches()
+        samples = [s for b in batches for s in b.samples]
+        nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+        await _publish(bus, batches)
+        per_insert = len(samples) // 12  # about twelve inserts
+        settings = MeteringSettings(batch_wait_s=0.2, batch_samples=per_insert, platform=platform)
+        running = asyncio.create_task(Ingest(bus, store, settings).run(stop))
+        await eventually(lambda: _drained(bus, SPEC.durable), timeout=60)
+        assert await _counts(store, nodes) == (len(samples), len(samples))
+        assert store.inserts >= 10
+        assert store.recomputations < store.inserts / 2, (store.inserts, store.recomputations)
+        await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
+    finally:
+        stop.set()
+        if running:
+            await asyncio.wait_for(running, 30)
+        await store.close()
+        await bus.close()
+
+
 class Crash(Exception):
     """The process died here."""
 
@@ -325,7 +373,9 @@ class Killed(BaseException):
 class KilledBeforeInsert(Ingest):
     """Takes messages off the stream and checks them, then is killed before storing any."""
 
-    async def store_new(self, entries: list[tuple[Msg, Good]], again: list[Good]) -> int:
+    async def store_new(
+        self, entries: list[tuple[Msg, Good]], again: list[Good], *, recompute: bool = True
+    ) -> int:
         raise Killed
 
 

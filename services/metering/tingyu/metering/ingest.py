@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 SPEC = subjects.METERING_SAMPLES
 MAX_RETRY_DELAY_S = 60.0
+MAX_UNSETTLED = 4  # inserts that may share one resource recomputation (and wait for it to be acked)
 
 
 class Batcher:
@@ -118,6 +119,8 @@ class Ingest:
         self.waiting = Batcher()  # checked, to be stored together
         self.storing: asyncio.Task[None] | None = None  # the batch being stored and acked
         self.storing_messages = 0  # its messages
+        self.queued = False  # a batch waits for the one being stored
+        self.unsettled: list[tuple[Batcher, float]] = []  # inserted (and when); recomputed and acked later
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull, check, batch, store, ack; until `stop`, then store what is waiting.
@@ -151,7 +154,7 @@ class Ingest:
                     msgs = await puller.pull(asked, self.waiting.wait_s(self.settings), held=held)
                     backlog = len(msgs) >= asked
                     await self.take(msgs)
-                    unacked = len(self.waiting.entries) + self.storing_messages
+                    unacked = len(self.waiting.entries) + self.storing_messages + self.unsettled_messages
                     if self.waiting.due(self.settings, drained=not backlog) or (
                         self.waiting.entries and unacked + size > pending_limit
                     ):
@@ -159,6 +162,7 @@ class Ingest:
             await self.store_waiting()
             if self.storing:
                 await self.storing
+            await self.settle()
         finally:
             if self.storing and not self.storing.done():
                 self.storing.cancel()
@@ -190,9 +194,17 @@ class Ingest:
         if not self.waiting.entries:
             return
         if self.storing:
-            await self.storing
+            self.queued = True  # the store's next batch is here: the insert under way may leave
+            try:  # its recomputation to this one's
+                await self.storing
+            finally:
+                self.queued = False
         waiting, self.waiting = self.waiting, Batcher()
         self.storing, self.storing_messages = asyncio.create_task(self.flush(waiting)), len(waiting.entries)
+
+    @property
+    def unsettled_messages(self) -> int:
+        return sum(len(batch.entries) for batch, _ in self.unsettled)
 
     def pull_size(self) -> int:
         """Messages to ask for: enough to fill the insert, as large as agents' batches are now."""
@@ -240,19 +252,23 @@ class Ingest:
         return Good.of(batch.batch_id, batch.node_uuid, good)
 
     async def flush(self, waiting: Batcher) -> None:
-        """Store the waiting samples in one insert and ack; on failure, store message by message."""
+        """Store the waiting samples in one insert; on failure, store message by message.
+
+        The resource recomputation and the acks follow, for this insert and the ones before it
+        whose recomputation was left to it: when the next batch is already waiting for the store,
+        a few inserts (`MAX_UNSETTLED`) share one recomputation of the buckets they touched."""
         started = time.monotonic()
         try:
-            stored = await self.store_new(waiting.entries, waiting.again)
+            stored = await self.store_new(waiting.entries, waiting.again, recompute=False)
         except Exception as exc:
             log.warning(
                 "samples: storing %d samples failed (%r); storing message by message", waiting.count, exc
             )
+            await self.settle()  # the inserts before it
             for msg, good in waiting.entries:
                 await self.flush_one(msg, good)
             return
-        await self.acknowledge(waiting.entries)
-        measure(waiting.goods, started)
+        self.unsettled.append((waiting, started))
         log.debug(
             "samples: %d messages, %d samples, %d new, %.0f ms",
             len(waiting.entries),
@@ -260,6 +276,30 @@ class Ingest:
             stored,
             (time.monotonic() - started) * 1000,
         )
+        carry = self.queued and len(self.unsettled) < MAX_UNSETTLED
+        if not (carry and self.unsettled_messages <= self.settings.fetch_messages):
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Recompute the buckets the stored but unacked inserts touched, then ack their messages;
+        if the recomputation fails, each message goes its own way (`flush_one`: found stored,
+        recomputed, acked, or nakked to come again)."""
+        batches, self.unsettled = self.unsettled, []
+        if not batches:
+            return
+        try:
+            await recompute_resources(
+                self.store, {int(t) for batch, _ in batches for good in batch.goods for t in good.times}
+            )
+        except Exception as exc:
+            log.warning("samples: recomputing resources failed (%r); storing message by message", exc)
+            for batch, _ in batches:
+                for msg, good in batch.entries:
+                    await self.flush_one(msg, good)
+            return
+        for batch, started in batches:
+            await self.acknowledge(batch.entries)
+            measure(batch.goods, started)
 
     async def flush_one(self, msg: Msg, good: Good) -> None:
         """One message alone: stored and acked, again later, or dead-lettered on its last delivery.
@@ -281,8 +321,11 @@ class Ingest:
         await self.acknowledge([(msg, good)])
         measure([good], started)
 
-    async def store_new(self, entries: list[tuple[Msg, Good]], again: list[Good]) -> int:
-        """Store the samples of these messages not stored yet; returns how many were new.
+    async def store_new(
+        self, entries: list[tuple[Msg, Good]], again: list[Good], *, recompute: bool = True
+    ) -> int:
+        """Store the samples of these messages not stored yet, then (`recompute`) the resource
+        rollup of the buckets they touch; returns how many were new.
 
         Ids among the recent ones are dropped from memory; redelivered messages' ids (`again`) are
         looked up in the store (it may have been stored before its ack was lost).
@@ -296,7 +339,8 @@ class Ingest:
         # Remembered as soon as they are in: if the recomputation fails, the retry of these
         # messages must not insert them again. It recomputes every bucket they touch, new or not.
         self.recent.add(ids)
-        await recompute_resources(self.store, {int(t) for good in goods for t in good.times})
+        if recompute:
+            await recompute_resources(self.store, {int(t) for good in goods for t in good.times})
         return stored
 
     async def acknowledge(self, entries: list[tuple[Msg, Good]]) -> None:
