@@ -145,10 +145,10 @@ def cpu_seconds(pids: list[int]) -> list[float]:
     return [sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids]
 
 
-async def drain(settings: PlatformSettings, pids: list[int]) -> tuple[float, list[float]]:
+async def drain(settings: PlatformSettings, pids: list[int]) -> tuple[float, list[float], int]:
     """Seconds from metering's first delivery to the moment every message is acked, i.e. stored
     with its resource recomputation (from the consumer's counts, which metering does not serve),
-    and the CPU seconds `pids` used meanwhile."""
+    the CPU seconds `pids` used meanwhile, and how many messages JetStream delivered again."""
     bus = await Bus.connect(settings, "bench")
     started, cpu = 0.0, [0.0 for _ in pids]
     try:
@@ -162,7 +162,8 @@ async def drain(settings: PlatformSettings, pids: list[int]) -> tuple[float, lis
                 started, cpu = time.perf_counter(), cpu_seconds(pids)
             if started and not info.num_pending and not info.num_ack_pending:
                 now = cpu_seconds(pids)
-                return time.perf_counter() - started, [b - a for a, b in zip(cpu, now, strict=True)]
+                spent = [b - a for a, b in zip(cpu, now, strict=True)]
+                return time.perf_counter() - started, spent, info.num_redelivered
             await asyncio.sleep(0.02)
     finally:
         await bus.close()
@@ -266,7 +267,7 @@ def main() -> None:
             )
             platform.start_service("metering")
             pids = [platform.procs[name].popen.pid for name in ("metering", "nats")]
-            ours_s, ours_cpu = asyncio.run(drain(config.admin_settings(), pids))
+            ours_s, ours_cpu, again = asyncio.run(drain(config.admin_settings(), pids))
             load = os.getloadavg()[0]
             api_times = {
                 series: asyncio.run(
@@ -282,7 +283,8 @@ def main() -> None:
         }
 
     print(
-        f"ingest of {samples:,} samples ({len(batches):,} agent batches, load average {load:.1f} after it):"
+        f"ingest of {samples:,} samples ({len(batches):,} agent batches, {again:,} delivered again,"
+        f" load average {load:.1f} after it):"
     )
     line(
         "  samples/s, NATS -> metering -> chDB vs raw chDB INSERTs of the same samples",
