@@ -11,11 +11,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from tests.support import eventually, machine_creds, machine_settings, unique
 from tests.support.factories import spec
-from tingyu.agent.agent import READ_BACKOFF_S, Agent
+from tingyu.agent.agent import KEY_READ_TRIES, READ_BACKOFF_S, Agent
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
@@ -104,6 +105,48 @@ async def test_a_nudge_reads_one_key_and_a_stale_one_reads_nothing(admin: Bus, a
     assert agent.reads["keys"] == 2
     assert agent.desired.containers[name].spec.imageversion == "2"
     assert report.containers[name].revision == 2
+
+
+async def test_a_failed_key_read_reads_that_key_again_by_itself(
+    admin: Bus, agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct get that fails (here: the first one times out) leaves its key to be read again,
+    alone, at the next pass: a slow key read never turns into a listing of every key."""
+    store = DesiredStore(admin)
+    name = unique("web")
+    await store.put(agent.uuid, deployment(name, "1", revision=1))
+    await agent.sync_once()  # the first pass lists the machine's keys
+    second = await store.put(agent.uuid, deployment(name, "2", revision=2))
+    await nudged(admin, agent, name, second)
+
+    read = DesiredStore.entry
+    failures = [TimeoutError("a slow direct get")]
+
+    async def flaky(self: DesiredStore, uuid: str, key: str) -> tuple[DesiredContainer | None, int]:
+        if failures:
+            raise failures.pop()
+        return await read(self, uuid, key)
+
+    monkeypatch.setattr(DesiredStore, "entry", flaky)
+    report = await agent.sync_once()  # the read fails: the state held is used
+    assert report.containers[name].revision == 1
+    assert not agent.owes_full_read
+    report = await agent.sync_once()  # the next pass (a nudge sent again, the resync period)
+    assert report.containers[name].revision == 2
+    assert agent.desired.containers[name].spec.imageversion == "2"
+    assert (agent.reads["listings"], agent.reads["keys"]) == (1, 2)
+
+    # A key that will not read at all: after KEY_READ_TRIES failures in a row, every key is listed
+    # (after the back-off).
+    third = await store.put(agent.uuid, deployment(name, "3", revision=3))
+    await nudged(admin, agent, name, third)
+    failures.extend(TimeoutError("a slow direct get") for _ in range(KEY_READ_TRIES))
+    for _ in range(KEY_READ_TRIES):
+        await agent.sync_once()
+    assert agent.reads["listings"] == 1
+    await eventually(lambda: holds(agent.owes_full_read), timeout=READ_BACKOFF_S + 5)
+    report = await agent.sync_once()
+    assert (agent.reads["listings"], report.containers[name].revision) == (2, 3)
 
 
 async def test_the_resync_lists_every_key_and_a_removed_key_goes(admin: Bus, agent: Agent) -> None:

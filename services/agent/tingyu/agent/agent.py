@@ -47,6 +47,7 @@ BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for 
 # periodic read first asks for the sequence of the machine's newest write (two direct gets, served
 # by the stream itself) and lists only when it moved since the last listing.
 FULL_READ_S = 600.0
+KEY_READ_TRIES = 3  # failed reads of the keys named in a row before the machine lists them all
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
 
 
@@ -92,6 +93,7 @@ class Agent:
         self._listed = -1  # the machine's newest write as of the last listing (-1: none yet)
         self._resyncs = random.randrange(self.full_read_every)  # machines spread their listings out
         self._failed_reads = 0
+        self._failed_key_reads = 0  # in a row
         self._read_after = 0.0  # monotonic: no listing before this, after a failed read
         self._whole = True  # the next pass looks at every container (not only the nudged keys')
         self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
@@ -124,7 +126,7 @@ class Agent:
         if self._held.stale(name, revision):
             self.reads["stale_nudges"] += 1
             return
-        self._pending[name] = max(revision, self._pending.get(name, 0))
+        self._pend({name: revision})
         self.nudge()
 
     @property
@@ -313,9 +315,11 @@ class Agent:
         """The desired state: every key at start, after a reconnect, on an empty nudge and every
         `full_read_s`, else only the keys nudged since the last pass. While NATS is away, the last
         one read (the machine keeps its containers as they were meant to be, e.g. brings back one
-        stopped behind its back); after a failed read the next listing waits out a back-off (keys
-        a nudge names are still read). The flag says whether anything was read from the platform
-        in this pass."""
+        stopped behind its back); after a failed listing or check the next one waits out a back-off
+        (keys a nudge names are still read); keys whose read failed are read again at the next
+        pass (a nudge sent again, the resync period), by themselves: a slow direct get does not
+        turn into a listing. The flag says whether anything was read from the platform in this
+        pass."""
         due, pending = self.owes_full_read, self._pending
         full, check = due and self._full, due and not self._full
         self._pending = {}
@@ -324,24 +328,48 @@ class Agent:
         try:
             if check:  # a listing only if something changed; else the keys nudged, if any
                 full = await asyncio.wait_for(self._read_if_changed(), BUS_TIMEOUT_S)
+                check = False  # done
             if full:
                 await asyncio.wait_for(self._read_all(), BUS_TIMEOUT_S)
             elif pending:
                 await asyncio.wait_for(self._read_keys(pending), BUS_TIMEOUT_S)
         except Exception as exc:
-            self._full, self._fresh = True, False  # read everything once NATS answers again
-            self._failed_reads += 1
-            self._read_after = time.monotonic() + self._backoff()
+            self._read_failed(full=full, check=check, pending=pending)
             if not self._desired_read:
                 raise
             log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
         else:
             if full:
                 self._failed_reads, self._read_after = 0, 0.0
+            if full or pending:
+                self._failed_key_reads = 0
             self._fresh = self._fresh or full
             self._desired_read = True
             return self._held.doc(), bool(full or pending)
         return (self._held.doc() if self._desired_read else None), False
+
+    def _read_failed(self, *, full: bool, check: bool, pending: dict[str, int]) -> None:
+        """What the next passes read after a failed one: a listing or a check again after a
+        back-off; keys named alone again (at once, with any named since), up to KEY_READ_TRIES
+        failures in a row, then a listing after the back-off."""
+        if not (full or check):  # only the keys named
+            self._failed_key_reads += 1
+            if self._failed_key_reads < KEY_READ_TRIES:
+                self._pend(pending)
+                return
+            full = True  # they would not read: list every key, after the back-off
+        if full:  # read everything once NATS answers again (the keys named too)
+            self._full, self._fresh = True, False
+        else:
+            self._check = True
+            self._pend(pending)
+        self._failed_reads += 1
+        self._read_after = time.monotonic() + self._backoff()
+
+    def _pend(self, pending: dict[str, int]) -> None:
+        """Keys to read at the next pass, with those named since."""
+        for name, revision in pending.items():
+            self._pending[name] = max(revision, self._pending.get(name, 0))
 
     async def _read_all(self) -> None:
         self.reads["listings"] += 1
