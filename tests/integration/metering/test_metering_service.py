@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -239,15 +240,17 @@ async def test_a_key_named_twice_is_stored_as_it_was_checked(
 
 
 class SlowStore(ClickHouse):
-    """Every INSERT of samples takes a quarter of a second more: the store is the bottleneck."""
+    """Every INSERT of samples takes `delay` more (a quarter of a second: the store is the
+    bottleneck); inserts and recomputations are counted."""
 
+    delay = 0.25
     inserts = 0
     recomputations = 0
 
     async def command(self, sql: str, params: dict[str, object] | None = None) -> None:
         if sql.startswith("INSERT INTO tingyu.samples_in"):
             self.inserts += 1
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(self.delay)
         elif sql.lstrip().startswith("INSERT INTO tingyu.resources_5m"):
             self.recomputations += 1
         await super().command(sql, params)
@@ -278,6 +281,45 @@ async def test_inserts_waiting_on_the_store_share_one_recomputation_and_count_on
         assert store.inserts >= 10
         assert store.recomputations < store.inserts / 2, (store.inserts, store.recomputations)
         await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
+    finally:
+        stop.set()
+        if running:
+            await asyncio.wait_for(running, 30)
+        await store.close()
+        await bus.close()
+
+
+async def test_one_bad_message_among_many_costs_a_few_inserts_not_one_each(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """An insert that fails is split in halves until the message that fails is alone: the others
+    are stored in a few inserts, the bad one as the checks read it."""
+    platform = PlatformSettings(nats_url=nats_url)
+    bus = await Bus.connect(platform, "metering-apart-tests")
+    store = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
+    store.delay = 0.0
+    stop = asyncio.Event()
+    running = None
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        fleet = _fleet(machines=64, ticks=2)
+        batches = fleet.batches()  # one message a machine
+        samples = [s for b in batches for s in b.samples]
+        nodes = [fleet.uuid(m) for m in range(fleet.machines)]
+        node, image = unique("node"), unique("img")
+        own = [s.model_dump(mode="json") for s in _samples(node, image, fleet.start, 3)]
+        head = json.dumps({"batch_id": unique("b"), "node_uuid": node})[:-1]
+        twice = f"{head}, {json.dumps({'samples': own})[1:-1]}, {json.dumps({'samples': own})[1:]}"
+        await _publish(bus, batches[:40])
+        await bus.js.publish(subjects.samples(node), twice.encode())
+        await _publish(bus, batches[40:])
+        settings = MeteringSettings(batch_wait_s=0.5, platform=platform)
+        running = asyncio.create_task(Ingest(bus, store, settings).run(stop))
+        await eventually(lambda: _drained(bus, SPEC.durable), timeout=60)
+        assert await _counts(store, nodes) == (len(samples), len(samples))
+        assert await _counts(store, [node]) == (len(own), len(own))
+        levels = math.ceil(math.log2(len(batches) + 1))  # 65 messages: 7
+        assert store.inserts <= 1 + 2 * levels + 1, store.inserts  # the batch, two a level, the bad one
     finally:
         stop.set()
         if running:
