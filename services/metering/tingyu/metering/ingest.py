@@ -253,7 +253,7 @@ class Ingest:
         return Good.of(batch.batch_id, batch.node_uuid, good)
 
     async def flush(self, waiting: Batcher) -> None:
-        """Store the waiting samples in one insert; on failure, store message by message.
+        """Store the waiting samples in one insert; on failure, in halves (`store_apart`).
 
         The resource recomputation and the acks follow, for this insert and the ones before it
         whose recomputation was left to it: when the next batch is already waiting for the store,
