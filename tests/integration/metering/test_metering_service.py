@@ -65,6 +65,30 @@ async def metering(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, Cl
         await bus.close()
 
 
+@contextlib.asynccontextmanager
+async def _bus_and_store(
+    nats_url: str, tmp_path: Path, name: str, store: ClickHouse | None = None
+) -> AsyncIterator[tuple[Bus, ClickHouse]]:
+    """A connection of its own and a chDB store (`store`, or a plain one) with the schema applied."""
+    bus = await Bus.connect(PlatformSettings(nats_url=nats_url), name)
+    store = store or ClickHouse.open("", tmp_path / "chdb")
+    try:
+        await store.apply_schema(DEFAULT_SCHEMA)
+        yield bus, store
+    finally:
+        await store.close()
+        await bus.close()
+
+
+def _named_twice(node: str, first: list[Sample], second: list[Sample]) -> bytes:
+    """A batch of `node` whose JSON names `samples` twice: `first`, then `second`."""
+    head = json.dumps({"batch_id": unique("b"), "node_uuid": node})[:-1]
+    dumped = [json.dumps({"samples": [s.model_dump(mode="json") for s in part]}) for part in (first, second)]
+    raw = f"{head}, {dumped[0][1:-1]}, {dumped[1][1:]}"
+    assert raw.count('"samples"') == 2
+    return raw.encode()
+
+
 async def _drained(bus: Bus, durable: str) -> bool:
     """The ingest's consumer holds nothing pending and nothing unacknowledged."""
     info = await bus.js.consumer_info(subjects.SAMPLES.name, durable)
@@ -224,12 +248,8 @@ async def test_a_key_named_twice_is_stored_as_it_was_checked(
     bus, store, _, _ = metering
     node, other, image = unique("node"), unique("victim"), unique("img")
     start = int(time.time()) // 300 * 300 - 600
-    own = [s.model_dump(mode="json") for s in _samples(node, image, start, 3)]
-    forged = [s.model_dump(mode="json") for s in _samples(other, image, start, 3)]
-    head = json.dumps({"batch_id": unique("b"), "node_uuid": node})[:-1]
-    raw = f"{head}, {json.dumps({'samples': forged})[1:-1]}, {json.dumps({'samples': own})[1:]}"
-    assert raw.count('"samples"') == 2
-    await bus.js.publish(subjects.samples(node), raw.encode())
+    own = _samples(node, image, start, 3)
+    await bus.js.publish(subjects.samples(node), _named_twice(node, _samples(other, image, start, 3), own))
 
     async def stored() -> bool:
         return await _counts(store, [node]) == (len(own), len(own))
@@ -261,32 +281,22 @@ async def test_inserts_waiting_on_the_store_share_one_recomputation_and_count_on
 ) -> None:
     """While the next batch waits for the store, an insert leaves its resource recomputation (and
     its acks) to the next one: fewer recomputations than inserts, the same figures."""
-    platform = PlatformSettings(nats_url=nats_url)
-    bus = await Bus.connect(platform, "metering-shared-tests")
-    store = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
-    stop = asyncio.Event()
-    running = None
-    try:
-        await store.apply_schema(DEFAULT_SCHEMA)
+    slow = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
+    async with _bus_and_store(nats_url, tmp_path, "metering-shared-tests", slow) as (bus, store):
         fleet = _fleet(machines=3, ticks=120)
         batches = fleet.batches()
         samples = [s for b in batches for s in b.samples]
         nodes = [fleet.uuid(m) for m in range(fleet.machines)]
         await _publish(bus, batches)
         per_insert = len(samples) // 12  # about twelve inserts
-        settings = MeteringSettings(batch_wait_s=0.2, batch_samples=per_insert, platform=platform)
-        running = asyncio.create_task(Ingest(bus, store, settings).run(stop))
-        await eventually(lambda: _drained(bus, SPEC.durable), timeout=60)
+        settings = MeteringSettings(
+            batch_wait_s=0.2, batch_samples=per_insert, platform=PlatformSettings(nats_url=nats_url)
+        )
+        await _ingest_until_drained(bus, store, settings, SPEC, timeout=60)
         assert await _counts(store, nodes) == (len(samples), len(samples))
-        assert store.inserts >= 10
-        assert store.recomputations < store.inserts / 2, (store.inserts, store.recomputations)
+        assert slow.inserts >= 10
+        assert slow.recomputations < slow.inserts / 2, (slow.inserts, slow.recomputations)
         await _answers_once(store, samples, fleet.start, fleet.start + fleet.ticks * fleet.step_s)
-    finally:
-        stop.set()
-        if running:
-            await asyncio.wait_for(running, 30)
-        await store.close()
-        await bus.close()
 
 
 async def test_one_bad_message_among_many_costs_a_few_inserts_not_one_each(
@@ -294,38 +304,24 @@ async def test_one_bad_message_among_many_costs_a_few_inserts_not_one_each(
 ) -> None:
     """An insert that fails is split in halves until the message that fails is alone: the others
     are stored in a few inserts, the bad one as the checks read it."""
-    platform = PlatformSettings(nats_url=nats_url)
-    bus = await Bus.connect(platform, "metering-apart-tests")
-    store = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
-    store.delay = 0.0
-    stop = asyncio.Event()
-    running = None
-    try:
-        await store.apply_schema(DEFAULT_SCHEMA)
+    counted = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
+    counted.delay = 0.0
+    async with _bus_and_store(nats_url, tmp_path, "metering-apart-tests", counted) as (bus, store):
         fleet = _fleet(machines=64, ticks=2)
         batches = fleet.batches()  # one message a machine
         samples = [s for b in batches for s in b.samples]
         nodes = [fleet.uuid(m) for m in range(fleet.machines)]
-        node, image = unique("node"), unique("img")
-        own = [s.model_dump(mode="json") for s in _samples(node, image, fleet.start, 3)]
-        head = json.dumps({"batch_id": unique("b"), "node_uuid": node})[:-1]
-        twice = f"{head}, {json.dumps({'samples': own})[1:-1]}, {json.dumps({'samples': own})[1:]}"
+        node = unique("node")
+        own = _samples(node, unique("img"), fleet.start, 3)
         await _publish(bus, batches[:40])
-        await bus.js.publish(subjects.samples(node), twice.encode())
+        await bus.js.publish(subjects.samples(node), _named_twice(node, own, own))
         await _publish(bus, batches[40:])
-        settings = MeteringSettings(batch_wait_s=0.5, platform=platform)
-        running = asyncio.create_task(Ingest(bus, store, settings).run(stop))
-        await eventually(lambda: _drained(bus, SPEC.durable), timeout=60)
+        settings = MeteringSettings(batch_wait_s=0.5, platform=PlatformSettings(nats_url=nats_url))
+        await _ingest_until_drained(bus, store, settings, SPEC, timeout=60)
         assert await _counts(store, nodes) == (len(samples), len(samples))
         assert await _counts(store, [node]) == (len(own), len(own))
         levels = math.ceil(math.log2(len(batches) + 1))  # 65 messages: 7
-        assert store.inserts <= 1 + 2 * levels + 1, store.inserts  # the batch, two a level, the bad one
-    finally:
-        stop.set()
-        if running:
-            await asyncio.wait_for(running, 30)
-        await store.close()
-        await bus.close()
+        assert counted.inserts <= 1 + 2 * levels + 1, counted.inserts  # the batch, two a level, the bad one
 
 
 class Crash(Exception):
@@ -377,35 +373,29 @@ async def test_the_end_of_a_backlog_is_stored_without_waiting_out_the_batch_dela
 ) -> None:
     """A pull comes back with what the stream holds, and a batch at least half full is stored once
     nothing more is there: with a 30 s batch delay, the backlog is stored in seconds."""
-    platform = PlatformSettings(nats_url=nats_url)
-    bus = await Bus.connect(platform, "metering-backlog-tests")
-    store = ClickHouse.open("", tmp_path / "chdb")
-    stop = asyncio.Event()
-    running = None
-    try:
-        await store.apply_schema(DEFAULT_SCHEMA)
+    async with _bus_and_store(nats_url, tmp_path, "metering-backlog-tests") as (bus, store):
         fleet = _fleet(machines=3, ticks=60)
         batches = fleet.batches()
         samples = [s for b in batches for s in b.samples]
         nodes = [fleet.uuid(m) for m in range(fleet.machines)]
         await _publish(bus, batches)
         # The backlog fills two thirds of an insert.
+        platform = PlatformSettings(nats_url=nats_url)
         settings = MeteringSettings(batch_wait_s=30.0, batch_samples=len(samples) * 3 // 2, platform=platform)
+        stop = asyncio.Event()
         running = asyncio.create_task(Ingest(bus, store, settings).run(stop))
 
         async def stored() -> bool:
             return await _counts(store, nodes) == (len(samples), len(samples))
 
-        started = time.monotonic()
-        await eventually(stored, timeout=10)
-        assert time.monotonic() - started < 10
-        await eventually(lambda: _drained(bus, SPEC.durable), timeout=10)  # and acked
-    finally:
-        stop.set()
-        if running:
+        try:
+            started = time.monotonic()
+            await eventually(stored, timeout=10)
+            assert time.monotonic() - started < 10
+            await eventually(lambda: _drained(bus, SPEC.durable), timeout=10)  # and acked
+        finally:
+            stop.set()  # its open pull may wait out the 30 s before the loop sees it
             await asyncio.wait_for(running, 40)
-        await store.close()
-        await bus.close()
 
 
 class Killed(BaseException):

@@ -111,7 +111,7 @@ class Good:
 
 def fast_accepted(data: bytes, window: Window) -> Good | None:
     """The batch's samples when every one is good (checked batch-wide, then the rules the
-    validator cannot check: its machine's, within the time window); None when one is not, or the
+    decoder cannot check: its machine's, within the time window); None when one is not, or the
     batch is not strictly what the agent sends (then see `accepted`)."""
     try:
         batch = CHECKED.decode(data)
