@@ -2,11 +2,13 @@
 the API did per call before), with the API's memory.
 
     .venv/bin/python -m bench.core.nodelist [--nodes 100000] [--page-size 500] [--writes-per-s N]
+                                            [--joins-per-s N]
 
 Stand-in machine records (the simulator's facts: one NIC, one disk) are written straight into
 `ty_nodes`; the API follows them. While the calls are timed, records are rewritten with a new
 heartbeat time at `--writes-per-s` (default: one per machine per minute, what the nodes service
-writes for a fleet this size with its 60 s lease), so the view is applying changes meanwhile. The
+writes for a fleet this size with its 60 s lease), and new machines join at `--joins-per-s`
+(default 2: a fleet is never still), so the view is applying changes meanwhile. The
 baseline is a bare scan of the bucket in this process (no HTTP, no encoding), so the ratio flatters
 the baseline.
 """
@@ -61,6 +63,18 @@ async def refresh(bus: Bus, count: int, per_s: int, stop: asyncio.Event) -> None
         await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
 
 
+async def join(bus: Bus, first: int, per_s: int, stop: asyncio.Event) -> int:
+    """Register new machines (indexes from `first`) at `per_s` until `stop`; how many joined."""
+    store = bus.store(subjects.NODES)
+    index = first
+    while per_s and not stop.is_set():
+        record = stand_in(index)
+        await store.put(record.facts.uuid, record)
+        index += 1
+        await asyncio.sleep(1 / per_s)
+    return index - first
+
+
 async def timed(client: RawHttp, path: str) -> tuple[float, int]:
     start = time.perf_counter()
     status, body = await client.request("GET", path)
@@ -73,7 +87,7 @@ def rss_mib(pid: int) -> float:
     return float(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])) / 2**20
 
 
-async def run(nodes: int, page_size: int, writes_per_s: int) -> list[str]:
+async def run(nodes: int, page_size: int, writes_per_s: int, joins_per_s: int) -> list[str]:
     with platform(("api",), TINGYU_API_WORKERS="1") as running:
         bus = await Bus.connect(running.config.admin_settings(), "bench")
         await fill(bus, nodes)
@@ -87,6 +101,7 @@ async def run(nodes: int, page_size: int, writes_per_s: int) -> list[str]:
             await asyncio.sleep(0.5)
         stop = asyncio.Event()
         writer = asyncio.create_task(refresh(bus, nodes, writes_per_s, stop))
+        joiner = asyncio.create_task(join(bus, nodes, joins_per_s, stop))
         full = [await timed(client, f"{root}/node/list") for _ in range(3)]
         pages = [
             await timed(
@@ -102,6 +117,7 @@ async def run(nodes: int, page_size: int, writes_per_s: int) -> list[str]:
         api_rss = rss_mib(running.procs["api"].popen.pid)
         stop.set()
         await writer
+        joined = await joiner
         await client.close()
         await bus.close()
     best_full = min(seconds for seconds, _ in full)
@@ -122,7 +138,7 @@ async def run(nodes: int, page_size: int, writes_per_s: int) -> list[str]:
         ),
     ]
     print(f"API RSS (one worker, views loaded): {api_rss:.0f} MiB", flush=True)
-    print(f"record rewrites while timed: {writes_per_s}/s", flush=True)
+    print(f"record rewrites while timed: {writes_per_s}/s; machines joined: {joined}", flush=True)
     return lines
 
 
@@ -131,9 +147,10 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100_000)
     parser.add_argument("--page-size", type=int, default=500)
     parser.add_argument("--writes-per-s", type=int, default=-1, help="default: one per machine per 60 s")
+    parser.add_argument("--joins-per-s", type=int, default=2, help="new machines registered per second")
     args = parser.parse_args()
     writes = args.nodes // 60 if args.writes_per_s < 0 else args.writes_per_s
-    asyncio.run(run(args.nodes, args.page_size, writes))
+    asyncio.run(run(args.nodes, args.page_size, writes, args.joins_per_s))
 
 
 if __name__ == "__main__":

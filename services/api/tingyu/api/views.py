@@ -13,6 +13,7 @@ The desired state and the image catalog are read from their buckets (their layou
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gc
 import logging
@@ -62,7 +63,6 @@ class View(Generic[M]):
         self.seq = 0  # the last stream sequence applied
         self.ready = asyncio.Event()
         self.loads = 0  # how many times the latest values were loaded (1 + reconnects)
-        self.generation = 0  # bumped whenever the set of keys or their order changes
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def get(self, key: str) -> M | None:
@@ -129,7 +129,6 @@ class View(Generic[M]):
         self.stored = fresh_stored
         self.loads += 1
         self.seq = seq
-        self.generation += 1
         self.ready.set()
         self._wake()
         log.info("view %s: %d keys, at sequence %d", self.name, len(self), self.seq)
@@ -138,33 +137,29 @@ class View(Generic[M]):
         """One change as the watch delivered it (a value that does not parse reads as absent, as a
         direct read of it would; the store logged it)."""
         if self.encoded:
-            if self._keep(self.stored, change):
-                self.generation += 1
-        elif self._put(self.values, change):
-            self.generation += 1
+            self._keep(self.stored, change)
+        else:
+            self._put(self.values, change)
         self.seq = max(self.seq, change.seq)
         self._wake()
 
-    def _put(self, values: OrderedDict[str, M], change: Change[M]) -> bool:
-        """Apply to `values`; True when the set of keys or their order changed."""
+    def _put(self, values: OrderedDict[str, M], change: Change[M]) -> None:
+        """Apply a change to `values` (the oldest written key goes past `capacity`)."""
         if change.value is None:
-            return values.pop(change.key, None) is not None
-        before = values.get(change.key)
+            values.pop(change.key, None)
+            return
         values[change.key] = change.value
         if self.capacity:
             values.move_to_end(change.key)
             if len(values) > self.capacity:
                 values.popitem(last=False)
-                return True
-        return before is None
 
-    def _keep(self, stored: dict[str, Any], change: Change[M]) -> bool:
-        """Apply a change to an encoded view's values (its bytes); True when the set of keys changed."""
-        if not change.data:
-            return stored.pop(change.key, None) is not None
-        known = change.key in stored
-        stored[change.key] = change.data
-        return not known
+    def _keep(self, stored: dict[str, Any], change: Change[M]) -> None:
+        """Apply a change to an encoded view's values (its bytes)."""
+        if change.data:
+            stored[change.key] = change.data
+        else:
+            stored.pop(change.key, None)
 
     # --- waiting for a sequence ----------------------------------------------------------------
 
@@ -243,12 +238,16 @@ def machine(record: NodeRecord, data: bytes, timezone: str, key: str = "") -> Ma
 class NodesView(View[NodeRecord]):
     """`ty_nodes` in memory as one `Machine` tuple per machine (about 1.3 KiB each; a decoded record
     took 3 KiB). A change is decoded once, to check it and to encode its `/node/list` entry in
-    `timezone`, so a listing joins bytes already made; `get` decodes the stored bytes again."""
+    `timezone`, so a listing joins bytes already made; `get` decodes the stored bytes again.
+
+    The listing order is kept as the machines' sort keys, sorted: a machine that comes, goes or
+    changes its creation time moves one key (a bisection), so no read ever sorts the fleet (about
+    100 ms at 100,000 machines, on the event loop)."""
 
     def __init__(self, store: Store[NodeRecord], timezone: str) -> None:
         super().__init__(store, encoded=True)
         self.timezone = timezone
-        self._sorted: tuple[int, list[str]] = (-1, [])
+        self._order: list[tuple[float, str]] = []  # (creation time, uuid) of every machine, sorted
 
     def get(self, key: str) -> NodeRecord | None:
         held: Machine | None = self.stored.get(key)
@@ -259,22 +258,34 @@ class NodesView(View[NodeRecord]):
         return iter([value for value in decoded if value is not None])
 
     def machines(self, window: slice = EVERY) -> list[Machine]:
-        """The machines in `window` of all of them oldest first (the sort is redone only after a
-        machine came, went or changed its creation time)."""
+        """The machines in `window` of all of them oldest first."""
         stored: dict[str, Machine] = self.stored
-        if self._sorted[0] != self.generation:
-            self._sorted = (self.generation, sorted(stored, key=lambda key: stored[key][:2]))
-        return [stored[key] for key in self._sorted[1][window]]
+        return [stored[key] for _, key in self._order[window]]
 
-    def _keep(self, stored: dict[str, Any], change: Change[NodeRecord]) -> bool:
+    def _swap(self, fresh: OrderedDict[str, NodeRecord], fresh_stored: dict[str, Any], seq: int) -> None:
+        self._order = sorted(held[:2] for held in fresh_stored.values())
+        super()._swap(fresh, fresh_stored, seq)
+
+    def apply(self, change: Change[NodeRecord]) -> None:
+        before: Machine | None = self.stored.get(change.key)
+        super().apply(change)
+        after: Machine | None = self.stored.get(change.key)
+        was, now = (before[:2] if before else None), (after[:2] if after else None)
+        if was == now:
+            return
+        if was is not None:
+            del self._order[bisect.bisect_left(self._order, was)]
+        if now is not None:
+            bisect.insort(self._order, now)
+
+    def _keep(self, stored: dict[str, Any], change: Change[NodeRecord]) -> None:
         """A value that does not parse reads as absent (as a direct read of it would; the store
-        logged it); True when the set of keys or their order changed."""
+        logged it)."""
         record = self.store.parse(change.key, change.data) if change.data else None
         if record is None:
-            return stored.pop(change.key, None) is not None
-        before: Machine | None = stored.get(change.key)
-        held = stored[change.key] = machine(record, change.data, self.timezone, change.key)
-        return before is None or before[:2] != held[:2]
+            stored.pop(change.key, None)
+        else:
+            stored[change.key] = machine(record, change.data, self.timezone, change.key)
 
 
 class Views:
