@@ -7,7 +7,8 @@ on free ports. Each ramp step starts simulator processes for the new machines, w
 are all registered, preloads their containers into desired state and waits until the simulated
 engines run them all and the deployer has judged the reports of that convergence (printed as its
 own figure, `--settle-timeout`), then soaks: heartbeat fan-in (lag, drops), API latency of creates (mutating)
-and of reads, job completion of those creates, CPU/RSS per process, stream and bucket sizes.
+and of reads (made by a process of their own: `bench.fleet.client`), job completion of those
+creates, CPU/RSS per process, stream and bucket sizes.
 Baselines come from the same nats-server in the same step: raw KV put/get latency at the same
 concurrency and the raw core-publish rate of one client.
 """
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
-import random
+import multiprocessing
 import secrets
 import sys
 import time
@@ -30,6 +32,7 @@ import nats
 
 from bench.core import reports as core_reports
 from bench.fleet import baselines, preload, probes
+from bench.fleet import client as client_calls
 from bench.harness import bearer, platform, report
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -65,54 +68,20 @@ def store_limits(machines: int, containers: int) -> dict[str, int]:
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
 
-def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "uuid": uuid,
-            "image": ref,
-            "imageversion": "1",
-            "deploymentname": f"f{secrets.token_hex(6)}",
-            "limitsmemory": 64,
-        }
-    ]
-
-
 async def api_probe(
-    client: httpx.AsyncClient,
-    uuids: list[str],
-    jobs: probes.JobProbe,
-    args: argparse.Namespace,
+    running: Any, uuids: list[str], jobs: probes.JobProbe, args: argparse.Namespace
 ) -> dict[str, list[float]]:
-    """Creates (mutating) and reads at `concurrency`; latencies in ms by call."""
-    out: dict[str, list[float]] = {"create": [], "node/get": [], "task/status": []}
-    refused: list[str] = []
-
-    async def create(_: int) -> None:
-        uuid = random.choice(uuids)
-        start = time.perf_counter()
-        answer = (await client.post("/container/create", json=create_body(uuid, args.image))).json()
-        out["create"].append((time.perf_counter() - start) * 1000)
-        result = answer["data"][0]
-        if result["code"] == 200:
-            jobs.accepted[result["jobid"]] = start
-        elif not refused:
-            refused.append(str(result))
-            print(f"a create was refused (the first one shown): {result}", flush=True)
-
-    async def read(i: int) -> None:
-        if i % 2:
-            path, params = "/node/get", {"name": random.choice(uuids).removeprefix("tingyu-")}
-            kind = "node/get"
-        else:
-            path, params = "/task/status", {"jobid": random.choice(list(jobs.accepted) or ["0" * 32])}
-            kind = "task/status"
-        start = time.perf_counter()
-        await client.get(path, params=params)
-        out[kind].append((time.perf_counter() - start) * 1000)
-
-    await baselines.timed(create, args.requests, args.concurrency)
-    await baselines.timed(read, args.requests, args.concurrency)
-    return out
+    """Creates (mutating) and reads at `concurrency`, made by a process of their own
+    (`bench.fleet.client`); latencies in ms by call. The accepted jobs join `jobs`."""
+    calls = client_calls.Calls(
+        running.config.api_url, bearer(running.config), uuids, args.image, args.requests, args.concurrency
+    )
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        timed = await asyncio.get_running_loop().run_in_executor(pool, client_calls.run, calls)
+    jobs.accepted.update(timed.accepted)
+    if timed.refused:
+        print(f"a create was refused (the first one shown): {timed.refused}", flush=True)
+    return timed.latencies
 
 
 async def full_list(client: httpx.AsyncClient) -> tuple[int, float, float]:
@@ -244,7 +213,7 @@ async def step(
     jobs = probes.JobProbe()
     await jobs.start(bus)
     uuids = [u for _, u in new]
-    latencies = await api_probe(client, uuids, jobs, args)
+    latencies = await api_probe(running, uuids, jobs, args)
     await jobs.wait_all(args.job_wait_s)
     await jobs.sub.unsubscribe()
     remaining = args.soak_s - (time.perf_counter() - soak_start)
@@ -281,7 +250,7 @@ async def step(
         "node_list_parse_ms": round(parse_ms, 1),
         "node_list_count": listed,
         "node_page_ms": page_ms,
-        "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failed)},
+        "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failures())},
         "job_ms_p50_p99": baselines.p50_p99(done),
         "job_dispatched_ms_p50_p99": baselines.p50_p99(list(jobs.dispatched_ms.values())),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
@@ -289,7 +258,7 @@ async def step(
         "procs": cpu,
         "streams": sizes,
         "dead_letters": dead,
-        "job_failures": dict(Counter(m[:80] for m in jobs.failed.values()).most_common(10)),
+        "job_failures": dict(Counter(m[:80] for m in jobs.failures()).most_common(10)),
         "jobs_not_final": len(jobs.accepted) - len(done),
     }
     lines(result, args)

@@ -46,11 +46,13 @@ class HeartbeatProbe:
 
 @dataclass
 class JobProbe:
-    """Every write to `ty_jobs`, seen on core NATS: when each job of interest turned final."""
+    """Every write to `ty_jobs`, seen on core NATS: when each job was first seen dispatched and
+    when it turned final (`time.monotonic()`, the clock the calls' own process times creates on).
+    Writes are kept for every job, since the creates' answers arrive from another process."""
 
     accepted: dict[str, float] = field(default_factory=dict)  # job id -> time the API answered
-    done_ms: dict[str, float] = field(default_factory=dict)
-    dispatched_ms: dict[str, float] = field(default_factory=dict)  # until the deployer dispatched it
+    dispatched_at: dict[str, float] = field(default_factory=dict)
+    final_at: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
     async def start(self, bus: Bus) -> None:
@@ -58,19 +60,36 @@ class JobProbe:
 
     async def on_write(self, msg: Msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]
-        if job_id not in self.accepted or job_id in self.done_ms or not msg.data:
+        if job_id in self.final_at or not msg.data:
             return
+        now = time.monotonic()
         job = Job.from_bytes(msg.data)
-        if job.state != JobState.QUEUED and job_id not in self.dispatched_ms:
-            self.dispatched_ms[job_id] = (time.perf_counter() - self.accepted[job_id]) * 1000
+        if job.state != JobState.QUEUED:
+            self.dispatched_at.setdefault(job_id, now)
         if job.state.final:
-            self.done_ms[job_id] = (time.perf_counter() - self.accepted[job_id]) * 1000
+            self.final_at[job_id] = now
             if job.state == JobState.FAILED:
                 self.failed[job_id] = job.message
 
+    def _after_accept(self, seen: dict[str, float]) -> dict[str, float]:
+        return {job: (seen[job] - at) * 1000 for job, at in self.accepted.items() if job in seen}
+
+    @property
+    def done_ms(self) -> dict[str, float]:
+        """Accepted job -> ms from its create until it was final."""
+        return self._after_accept(self.final_at)
+
+    @property
+    def dispatched_ms(self) -> dict[str, float]:
+        """Accepted job -> ms from its create until the deployer had dispatched it."""
+        return self._after_accept(self.dispatched_at)
+
+    def failures(self) -> list[str]:
+        return [message for job, message in self.failed.items() if job in self.accepted]
+
     async def wait_all(self, timeout: float) -> None:
         async def all_final() -> bool:
-            return len(self.done_ms) >= len(self.accepted)
+            return all(job in self.final_at for job in self.accepted)
 
         await wait_for(all_final, timeout, every=0.2)
 

@@ -1,0 +1,109 @@
+"""The fleet benchmark's API calls, made from a process of their own with a minimal HTTP client.
+
+The benchmark's main process follows every heartbeat and every job write (10,000 messages a
+second at 100,000 machines): a call timed from there waits for that process as well as for the
+API. Here the calls are made by a process that does nothing else, one keep-alive connection per
+concurrent caller (`RawHttp`: httpx spends more CPU per request than the API does), and times are
+taken on the system's monotonic clock, which the main process's job probe shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.harness import RawHttp
+
+
+@dataclass
+class Calls:
+    """What to ask (the process's argument: it is pickled)."""
+
+    api_url: str
+    headers: dict[str, str]
+    uuids: list[str]
+    image: str
+    requests: int  # calls of each kind
+    concurrency: int
+
+
+@dataclass
+class Timed:
+    """Latencies in ms by call, the accepted jobs (id -> `time.monotonic()` of the create), and the
+    first refusal."""
+
+    latencies: dict[str, list[float]] = field(
+        default_factory=lambda: {"create": [], "node/get": [], "task/status": []}
+    )
+    accepted: dict[str, float] = field(default_factory=dict)
+    refused: str = ""
+
+
+def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "uuid": uuid,
+            "image": ref,
+            "imageversion": "1",
+            "deploymentname": f"f{secrets.token_hex(6)}",
+            "limitsmemory": 64,
+        }
+    ]
+
+
+def run(calls: Calls) -> Timed:
+    """Creates (mutating), then reads (node/get and task/status in turns), at `concurrency`."""
+    return asyncio.run(_run(calls))
+
+
+async def _run(calls: Calls) -> Timed:
+    url = urllib.parse.urlsplit(calls.api_url)
+    root = url.path
+    clients = [
+        RawHttp(url.hostname or "127.0.0.1", url.port or 80, calls.headers) for _ in range(calls.concurrency)
+    ]
+    timed = Timed()
+
+    async def create(client: RawHttp, _: int) -> None:
+        start = time.monotonic()
+        body = json.dumps(create_body(random.choice(calls.uuids), calls.image)).encode()
+        _, answer = await client.request("POST", f"{root}/container/create", body)
+        timed.latencies["create"].append((time.monotonic() - start) * 1000)
+        result = json.loads(answer)["data"][0]
+        if result["code"] == 200:
+            timed.accepted[result["jobid"]] = start
+        elif not timed.refused:
+            timed.refused = str(result)
+
+    async def read(client: RawHttp, i: int) -> None:
+        if i % 2:
+            kind, query = "node/get", {"name": random.choice(calls.uuids).removeprefix("tingyu-")}
+        else:
+            kind, query = "task/status", {"jobid": random.choice(list(timed.accepted) or ["0" * 32])}
+        start = time.monotonic()
+        await client.request("GET", f"{root}/{kind}?{urllib.parse.urlencode(query)}")
+        timed.latencies[kind].append((time.monotonic() - start) * 1000)
+
+    async def phase(op: Callable[[RawHttp, int], Awaitable[None]]) -> None:
+        queue = iter(range(calls.requests))
+
+        async def caller(client: RawHttp) -> None:
+            for i in queue:
+                await op(client, i)
+
+        await asyncio.gather(*(caller(client) for client in clients))
+
+    try:
+        await phase(create)
+        await phase(read)
+    finally:
+        for client in clients:
+            await client.close()
+    return timed
