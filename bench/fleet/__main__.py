@@ -105,12 +105,18 @@ async def one_page_ms(client: httpx.AsyncClient, machines: int) -> float | None:
     return round(elapsed, 1) if paged else None
 
 
-def sim_cost(procs: dict[str, dict[str, float]]) -> str:
-    """The simulator's own cost over the soak window: CPU seconds and RSS of its processes."""
-    sims = [figures for name, figures in procs.items() if name.startswith("sim-")]
+def sim_cost(r: dict[str, Any]) -> str:
+    """The simulator's own cost over the soak window: CPU seconds and RSS of its processes, and its
+    lag (how late its slots ran; how long a nudged machine waited for its pass, a job's wait that
+    a real agent, with a loop of its own, would not have)."""
+    sims = [figures for name, figures in r["procs"].items() if name.startswith("sim-")]
     cpu_s = sum(f.get("cpu_s", 0.0) for f in sims)
     rss = sum(f["rss_mib"] for f in sims)
-    return f"simulator: {cpu_s:,.1f} CPU s in the window, {rss:,.0f} MiB RSS ({len(sims)} procs)"
+    return (
+        f"simulator: {cpu_s:,.1f} CPU s in the window, {rss:,.0f} MiB RSS ({len(sims)} procs), "
+        f"slots late <= {r['sim_window_lag_s'][0]:.2f} s, nudged passes waited <= "
+        f"{r['sim_window_lag_s'][1]:.2f} s"
+    )
 
 
 async def nodes_stored(bus: Bus) -> int:
@@ -209,7 +215,7 @@ async def step(
     sampler = probes.ProcSampler(pids)
     args.hb.reset()
     sent_before = probes.sim_totals(stats_dir).get("beats_sent", 0)
-    soak_start = time.perf_counter()
+    soak_start, soak_wall = time.perf_counter(), time.time()
     jobs = probes.JobProbe()
     await jobs.start(bus)
     uuids = [u for _, u in new]
@@ -245,6 +251,7 @@ async def step(
         "beat_lag_ms_p50_p99": baselines.p50_p99(lag),
         "beats_sim_dropped": int(probes.sim_totals(stats_dir).get("beats_dropped", 0)),
         "sim_slot_late_max_s": probes.sim_totals(stats_dir).get("beat_delay_max_s", 0.0),
+        "sim_window_lag_s": probes.sim_lag(stats_dir, soak_wall),  # (slots late, nudged passes waited)
         "api_ms": {k: baselines.p50_p99(v) for k, v in latencies.items()},
         "node_list_ms": round(list_ms, 1),
         "node_list_parse_ms": round(parse_ms, 1),
@@ -324,7 +331,7 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
 
 def targets(r: dict[str, Any]) -> None:
     """The issue's fleet figures, each with the simulator's own cost in the same window."""
-    n, cost, procs = r["machines"], sim_cost(r["procs"]), r["procs"]
+    n, cost, procs = r["machines"], sim_cost(r), r["procs"]
     page = r["node_page_ms"]
     rows = [
         ("create p99", f"{r['api_ms']['create'][1]:,.1f} ms", "<= 1000 ms"),

@@ -144,6 +144,21 @@ async def stream_sizes(bus: Bus) -> dict[str, dict[str, int]]:
     return {}
 
 
+def sim_lag(stats_dir: Path, since: float) -> tuple[float, float]:
+    """The simulator's own lag in the reports made after `since` (wall time), over its processes:
+    how late its slots ran, and how long a nudged machine's pass waited (seconds)."""
+    late = waited = 0.0
+    for path in stats_dir.glob("sim-*.json"):
+        try:
+            entries = json.loads(path.read_text()).get("lag", [])
+        except (OSError, ValueError):
+            continue
+        for at, slot_late, pass_waited in entries:
+            if at >= since:
+                late, waited = max(late, slot_late), max(waited, pass_waited)
+    return late, waited
+
+
 def sim_totals(stats_dir: Path) -> dict[str, float]:
     """The sum of the simulator processes' counters (each writes its own file every 5 s)."""
     totals: dict[str, float] = {}

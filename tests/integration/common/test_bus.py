@@ -19,7 +19,7 @@ from tests.support import eventually
 from tests.support.factories import spec as container_spec
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
-from tingyu.common.bus.consumers import park_abandoned, subscribe
+from tingyu.common.bus.consumers import Puller, declare, park_abandoned, subscribe
 from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
 from tingyu.common.jobs import JobStore
@@ -506,3 +506,35 @@ async def test_a_key_of_another_form_reads_as_absent_and_is_never_written(bus: B
             await bus.store(subjects.NAMES).put(bad, NameClaim(node_uuid="n", job_id="j"))
     await bus.nc.flush()
     assert bus.connected
+
+
+async def test_a_pull_is_bounded_in_bytes_and_says_when_it_stopped_there(bus: Bus) -> None:
+    """A pull asked for by count alone takes whatever size the messages have: 4 096 agent batches
+    were 70 MB, past what nats-server lets wait for one client (it then cut the connection). Here
+    a pull stops at its byte bound, says so, and the next one goes on where it stopped."""
+    name = f"bytes{secrets.token_hex(3)}"
+    stream = subjects.StreamSpec(name=f"T_{name}", subjects=[f"{name}.>"])  # TY_SAMPLES is metering's
+    await bus.js.add_stream(name=stream.name, subjects=stream.subjects)
+    pulled = replace(subjects.METERING_SAMPLES, stream=stream, durable=name, subject=f"{name}.x")
+    await declare(bus, pulled, 64)
+    bound = bus.nc.max_payload  # the least a bound may be: one message as large as NATS takes
+    message = b"x" * (bound // 4)
+    for _ in range(12):
+        await bus.js.publish(pulled.subject, message)
+    puller = Puller(bus, pulled, max_bytes=bound)
+    await puller.start()
+    try:
+        first = await puller.pull(64, 2.0, held=False)
+        assert 1 <= len(first) <= 4, len(first)
+        assert puller.capped
+        taken = list(first)
+        while len(taken) < 12:
+            more = await puller.pull(64, 2.0, held=False)
+            assert more, "the stream still holds messages"
+            taken += more
+        assert len(taken) == 12
+        assert not await puller.pull(64, 0.5, held=False)  # drained ...
+        assert not puller.capped  # ... not cut at the bound
+    finally:
+        await puller.stop()
+        await bus.js.delete_stream(stream.name)

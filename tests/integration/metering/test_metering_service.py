@@ -398,6 +398,32 @@ async def test_the_end_of_a_backlog_is_stored_without_waiting_out_the_batch_dela
             await asyncio.wait_for(running, 40)
 
 
+async def test_a_pull_cut_at_its_byte_bound_is_no_end_of_the_backlog(nats_url: str, tmp_path: Path) -> None:
+    """Large agent batches fill a pull's byte bound long before its count: such a pull says the
+    stream holds more, so inserts stay full (a batch half full is stored early only at the end)."""
+    counted = SlowStore(ClickHouse.open("", tmp_path / "chdb").engine)
+    counted.delay = 0.0
+    async with _bus_and_store(nats_url, tmp_path, "metering-bytes-tests", counted) as (bus, store):
+        probe = dataclasses.replace(_fleet(machines=1, ticks=130), ticks_per_batch=130)
+        message_bytes = len(probe.batches()[0].to_bytes())  # about 100 kB: 390 samples
+        per_pull = bus.nc.max_payload // message_bytes  # the least byte bound a pull may have
+        assert per_pull >= 3, per_pull
+        per_insert = 4 * per_pull  # messages
+        fleet = dataclasses.replace(probe, machines=2, ticks=130 * per_insert)  # two inserts' worth
+        batches = fleet.batches()
+        samples = [s for b in batches for s in b.samples]
+        await _publish(bus, batches)
+        settings = MeteringSettings(
+            batch_wait_s=5.0,
+            batch_samples=per_insert * len(batches[0].samples),
+            pull_max_bytes=bus.nc.max_payload,
+            platform=PlatformSettings(nats_url=nats_url),
+        )
+        await _ingest_until_drained(bus, store, settings, SPEC, timeout=60)
+        assert await _counts(store, [fleet.uuid(m) for m in range(2)]) == (len(samples), len(samples))
+        assert counted.inserts == 2, counted.inserts
+
+
 class Killed(BaseException):
     """The process was killed here: no handler of the ingest runs (not an `Exception`)."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tingyu.common.bus.consumers import PULL_MAX_BYTES
 from tingyu.common.settings import PlatformSettings, get_platform_settings
 
 # deploy/clickhouse/schema.sql of the source tree this package runs from.
@@ -30,6 +31,7 @@ class MeteringSettings(BaseSettings):
     # JetStream messages per pull; up to 4x this many wait unacked, which must hold two full inserts
     # (the one being stored and the one filling) of small agent batches, or inserts are cut short.
     fetch_messages: int = 4096
+    pull_max_bytes: int = PULL_MAX_BYTES  # and this many bytes per pull at most
     # Sample ids remembered after they are stored (~100 bytes each): a batch published again under
     # another message id within that many samples is dropped without reading the store.
     recent_ids: int = 500_000

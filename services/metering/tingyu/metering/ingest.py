@@ -135,7 +135,7 @@ class Ingest:
         """
         size = self.settings.fetch_messages
         await declare(self.bus, self.spec, size)
-        puller = Puller(self.bus, self.spec)
+        puller = Puller(self.bus, self.spec, self.settings.pull_max_bytes)
         await puller.start()
         abandoned = await park_abandoned(self.bus, self.spec, None)  # batches no answer ever came for
         # Unacked messages are bounded by the consumer: a batch that could not take another fetch
@@ -153,7 +153,7 @@ class Ingest:
                     # Held for more only when a batch has begun and nothing more is there yet.
                     held = bool(self.waiting.entries) and not backlog
                     msgs = await puller.pull(asked, self.waiting.wait_s(self.settings), held=held)
-                    backlog = len(msgs) >= asked
+                    backlog = len(msgs) >= asked or puller.capped
                     await self.take(msgs)
                     unacked = len(self.waiting.entries) + self.storing_messages + self.unsettled_messages
                     if self.waiting.due(self.settings, drained=not backlog) or (

@@ -328,6 +328,11 @@ async def declare(bus: Bus, spec: subjects.ConsumerSpec[M], batch: int | None = 
 
 STATUS = js_api.Header.STATUS.value
 HEARTBEAT = js_api.StatusCode.CONTROL_MESSAGE.value
+# A pull's messages together stay under this many bytes: well below what nats-server lets wait for
+# one client (`max_pending`, 64 MiB by default). A pull bounded by count alone, of messages larger
+# than expected, passed it: the server cut the connection as a slow consumer, and the messages
+# under way came back only after their ack wait.
+PULL_MAX_BYTES = 16 * 2**20
 
 
 class Puller:
@@ -336,12 +341,15 @@ class Puller:
     For consumers that take whole batches (metering): nats-py's `fetch` makes a task, a uuid and a
     timeout for every message it returns, which is a large share of a small message's cost. Here
     a message costs an append. One pull request is open at a time; each has its own reply subject,
-    so a late end-of-request status of an earlier one cannot end the current one early.
+    so a late end-of-request status of an earlier one cannot end the current one early. A pull is
+    bounded in bytes too (`max_bytes`); `capped` says the last one ended there, with more to come.
     """
 
-    def __init__(self, bus: Bus, spec: subjects.ConsumerSpec[M]) -> None:
+    def __init__(self, bus: Bus, spec: subjects.ConsumerSpec[M], max_bytes: int = PULL_MAX_BYTES) -> None:
         self.bus = bus
         self.spec = spec
+        self.max_bytes = max_bytes
+        self.capped = False
         self.inbox = bus.nc.new_inbox()
         self.next_subject = f"{bus.api_prefix}.CONSUMER.MSG.NEXT.{spec.stream.name}.{spec.durable}"
         self.got: list[Msg] = []
@@ -366,7 +374,10 @@ class Puller:
             if len(self.got) >= self.want:
                 self.ended.set()
         elif msg.subject == self.request and headers[STATUS] != HEARTBEAT:
-            self.ended.set()  # 404/408: nothing more before it expired; 409: ended by the server
+            # 404/408: nothing more before it expired; 409: ended by the server (at `max_bytes`,
+            # with the next message waiting: "Message Size Exceeds MaxBytes")
+            self.capped = "MaxBytes" in headers.get(js_api.Header.DESCRIPTION, "")
+            self.ended.set()
 
     async def pull(self, batch: int, timeout: float, *, held: bool = True) -> list[Msg]:
         """Up to `batch` messages: once that many came, or the request expired after `timeout`
@@ -376,12 +387,18 @@ class Puller:
         an expiry), so a backlog's last messages do not wait out the expiry; `timeout` then bounds
         only the wait for a first message.
         """
+        self.capped = False
         if len(self.got) < batch:  # messages of an earlier request may have come late
             self.requests += 1
             self.request = f"{self.inbox}.{self.requests}"
             self.want = batch
             self.ended.clear()
-            body: dict[str, int | bool] = {"batch": batch - len(self.got), "expires": int(timeout * 1e9)}
+            body: dict[str, int | bool] = {
+                "batch": batch - len(self.got),
+                "expires": int(timeout * 1e9),
+                # never under one message's largest size: such a message would end every pull
+                "max_bytes": max(self.max_bytes, self.bus.nc.max_payload),
+            }
             if not held:
                 body["no_wait"] = True
             try:
