@@ -24,10 +24,10 @@ import secrets
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
 import nats
 
 from bench.core import reports as core_reports
@@ -38,7 +38,6 @@ from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.sim import machines
 
-PAGE = 500  # machines in one /node/list page
 PROGRESS_S = 30.0  # how often the long waits say how far they got
 # Bytes one machine or one container takes in the stores that grow with the fleet, measured with
 # 10 containers a machine: a report 2.7 KB (100 000 machines, ty_observed full) to 3.3 KB (20 000);
@@ -68,41 +67,24 @@ def store_limits(machines: int, containers: int) -> dict[str, int]:
 JOB_ROUND_TRIPS = 20  # KV/stream round trips on a create's path (API 6, deployer 9+6, agent 2)
 
 
-async def api_probe(
-    running: Any, uuids: list[str], jobs: probes.JobProbe, args: argparse.Namespace
-) -> dict[str, list[float]]:
-    """Creates (mutating) and reads at `concurrency`, made by a process of their own
-    (`bench.fleet.client`); latencies in ms by call. The accepted jobs join `jobs`."""
-    calls = client_calls.Calls(
-        running.config.api_url, bearer(running.config), uuids, args.image, args.requests, args.concurrency
-    )
+T = TypeVar("T")
+
+
+async def own_process(work: Callable[[client_calls.Calls], T], calls: client_calls.Calls) -> T:
+    """`work(calls)` in a fresh process (`bench.fleet.client`): the calls are timed by a process that
+    does nothing else, not by this one, which follows every heartbeat and job write."""
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        timed = await asyncio.get_running_loop().run_in_executor(pool, client_calls.run, calls)
+        return await asyncio.get_running_loop().run_in_executor(pool, work, calls)
+
+
+async def api_probe(calls: client_calls.Calls, jobs: probes.JobProbe) -> dict[str, list[float]]:
+    """Creates (mutating) and reads at `concurrency`; latencies in ms by call. The accepted jobs
+    join `jobs`."""
+    timed = await own_process(client_calls.run, calls)
     jobs.accepted.update(timed.accepted)
     if timed.refused:
         print(f"a create was refused (the first one shown): {timed.refused}", flush=True)
     return timed.latencies
-
-
-async def full_list(client: httpx.AsyncClient) -> tuple[int, float, float]:
-    """Machines in one full /node/list; ms until its last byte arrived (the API's answer), and ms
-    the benchmark then took to parse it (a client's own cost, tens of megabytes at 100 000)."""
-    start = time.perf_counter()
-    answer = await client.get("/node/list")
-    received = time.perf_counter()
-    listed = len(answer.json()["data"])
-    return listed, (received - start) * 1000, (time.perf_counter() - received) * 1000
-
-
-async def one_page_ms(client: httpx.AsyncClient, machines: int) -> float | None:
-    """One 500-machine page of /node/list, or None where this build has no paging (the
-    parameters are ignored and the whole fleet comes back)."""
-    start = time.perf_counter()
-    answer = await client.get("/node/list", params={"page": 1, "pageSize": PAGE})
-    elapsed = (time.perf_counter() - start) * 1000
-    data = answer.json().get("data")
-    paged = isinstance(data, list) and len(data) <= PAGE < machines
-    return round(elapsed, 1) if paged else None
 
 
 def sim_cost(r: dict[str, Any]) -> str:
@@ -166,9 +148,7 @@ async def settle(bus: Bus, size: int, timeout: float) -> tuple[float, bool]:
     return took, ok
 
 
-async def step(
-    args: argparse.Namespace, running: Any, bus: Bus, client: httpx.AsyncClient, *, start: int, size: int
-) -> dict[str, Any]:
+async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, size: int) -> dict[str, Any]:
     stats_dir = running.config.state_dir / "sim"
     first_proc = len([n for n in running.procs if n.startswith("sim-")])
     count = size - start
@@ -219,7 +199,10 @@ async def step(
     jobs = probes.JobProbe()
     await jobs.start(bus)
     uuids = [u for _, u in new]
-    latencies = await api_probe(running, uuids, jobs, args)
+    calls = client_calls.Calls(
+        running.config.api_url, bearer(running.config), uuids, args.image, args.requests, args.concurrency
+    )
+    latencies = await api_probe(calls, jobs)
     await jobs.wait_all(args.job_wait_s)
     await jobs.sub.unsubscribe()
     remaining = args.soak_s - (time.perf_counter() - soak_start)
@@ -230,8 +213,7 @@ async def step(
     lag = list(args.hb.lags_ms)
     sent = probes.sim_totals(stats_dir).get("beats_sent", 0) - sent_before
     cpu = sampler.finish()
-    listed, list_ms, parse_ms = await full_list(client)
-    page_ms = await one_page_ms(client, size)
+    listed = await own_process(client_calls.lists, calls)
     puts, gets = await baselines.raw_kv(bus, args.requests, args.concurrency, b"x" * 400)
     sizes = await probes.stream_sizes(bus)
     dead = await probes.dead_letters(bus)
@@ -253,10 +235,10 @@ async def step(
         "sim_slot_late_max_s": probes.sim_totals(stats_dir).get("beat_delay_max_s", 0.0),
         "sim_window_lag_s": probes.sim_lag(stats_dir, soak_wall),  # (slots late, nudged passes waited)
         "api_ms": {k: baselines.p50_p99(v) for k, v in latencies.items()},
-        "node_list_ms": round(list_ms, 1),
-        "node_list_parse_ms": round(parse_ms, 1),
-        "node_list_count": listed,
-        "node_page_ms": page_ms,
+        "node_list_ms": round(listed.full_ms, 1),
+        "node_list_parse_ms": round(listed.parse_ms, 1),
+        "node_list_count": listed.machines,
+        "node_page_ms": listed.page_ms,
         "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failures())},
         "job_ms_p50_p99": baselines.p50_p99(done),
         "job_dispatched_ms_p50_p99": baselines.p50_p99(list(jobs.dispatched_ms.values())),
@@ -372,16 +354,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
         args.hb = probes.HeartbeatProbe()
         await args.hb.start(bus)
-        limits = httpx.Limits(max_connections=args.concurrency)
-        async with httpx.AsyncClient(
-            base_url=running.config.api_url, timeout=120, limits=limits, headers=bearer(running.config)
-        ) as client:
-            start = 0
-            for size in sizes:
-                results.append(await step(args, running, bus, client, start=start, size=size))
-                start = size
-                if args.out:
-                    args.out.write_text(json.dumps(results, ensure_ascii=False, indent=1))
+        start = 0
+        for size in sizes:
+            results.append(await step(args, running, bus, start=start, size=size))
+            start = size
+            if args.out:
+                args.out.write_text(json.dumps(results, ensure_ascii=False, indent=1))
         await bus.close()
     return results
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from bench.harness import RawHttp
 
+PAGE = 500  # machines in one /node/list page
+
 
 @dataclass
 class Calls:
@@ -46,6 +48,18 @@ class Timed:
     refused: str = ""
 
 
+@dataclass
+class Listed:
+    """One full `/node/list`: its machines, ms until its last byte arrived (the API's answer) and
+    ms this process then took to parse it (a client's own cost, tens of megabytes at 100 000);
+    then ms for one `PAGE`-machine page (None where the build has no paging: the whole fleet came)."""
+
+    machines: int
+    full_ms: float
+    parse_ms: float
+    page_ms: float | None
+
+
 def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
     return [
         {
@@ -58,17 +72,42 @@ def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
     ]
 
 
+def _client(calls: Calls) -> tuple[RawHttp, str]:
+    url = urllib.parse.urlsplit(calls.api_url)
+    return RawHttp(url.hostname or "127.0.0.1", url.port or 80, calls.headers), url.path
+
+
+def lists(calls: Calls) -> Listed:
+    """One full `/node/list`, then one page of it."""
+    return asyncio.run(_lists(calls))
+
+
+async def _lists(calls: Calls) -> Listed:
+    client, root = _client(calls)
+    try:
+        start = time.monotonic()
+        _, body = await client.request("GET", f"{root}/node/list")
+        received = time.monotonic()
+        machines = len(json.loads(body)["data"])
+        parsed = time.monotonic()
+        _, body = await client.request("GET", f"{root}/node/list?page=1&pageSize={PAGE}")
+        page_ms = (time.monotonic() - parsed) * 1000
+    finally:
+        await client.close()
+    data = json.loads(body).get("data")
+    paged = isinstance(data, list) and len(data) <= PAGE < len(calls.uuids)
+    full_ms, parse_ms = (received - start) * 1000, (parsed - received) * 1000
+    return Listed(machines, full_ms, parse_ms, round(page_ms, 1) if paged else None)
+
+
 def run(calls: Calls) -> Timed:
     """Creates (mutating), then reads (node/get and task/status in turns), at `concurrency`."""
     return asyncio.run(_run(calls))
 
 
 async def _run(calls: Calls) -> Timed:
-    url = urllib.parse.urlsplit(calls.api_url)
-    root = url.path
-    clients = [
-        RawHttp(url.hostname or "127.0.0.1", url.port or 80, calls.headers) for _ in range(calls.concurrency)
-    ]
+    made = [_client(calls) for _ in range(calls.concurrency)]
+    clients, root = [client for client, _ in made], made[0][1]
     timed = Timed()
 
     async def create(client: RawHttp, _: int) -> None:
