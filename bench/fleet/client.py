@@ -35,6 +35,11 @@ class Calls:
     requests: int  # calls of each kind
     concurrency: int
 
+    @property
+    def root(self) -> str:
+        """The API's path prefix (`/tingyu`)."""
+        return urllib.parse.urlsplit(self.api_url).path
+
 
 @dataclass
 class Timed:
@@ -72,9 +77,9 @@ def create_body(uuid: str, ref: str) -> list[dict[str, Any]]:
     ]
 
 
-def _client(calls: Calls) -> tuple[RawHttp, str]:
+def _client(calls: Calls) -> RawHttp:
     url = urllib.parse.urlsplit(calls.api_url)
-    return RawHttp(url.hostname or "127.0.0.1", url.port or 80, calls.headers), url.path
+    return RawHttp(url.hostname or "127.0.0.1", url.port or 80, calls.headers)
 
 
 def lists(calls: Calls) -> Listed:
@@ -83,7 +88,7 @@ def lists(calls: Calls) -> Listed:
 
 
 async def _lists(calls: Calls) -> Listed:
-    client, root = _client(calls)
+    client, root = _client(calls), calls.root
     try:
         start = time.monotonic()
         _, body = await client.request("GET", f"{root}/node/list")
@@ -95,7 +100,7 @@ async def _lists(calls: Calls) -> Listed:
     finally:
         await client.close()
     data = json.loads(body).get("data")
-    paged = isinstance(data, list) and len(data) <= PAGE < len(calls.uuids)
+    paged = isinstance(data, list) and len(data) <= PAGE < machines
     full_ms, parse_ms = (received - start) * 1000, (parsed - received) * 1000
     return Listed(machines, full_ms, parse_ms, round(page_ms, 1) if paged else None)
 
@@ -106,8 +111,7 @@ def run(calls: Calls) -> Timed:
 
 
 async def _run(calls: Calls) -> Timed:
-    made = [_client(calls) for _ in range(calls.concurrency)]
-    clients, root = [client for client, _ in made], made[0][1]
+    clients, root = [_client(calls) for _ in range(calls.concurrency)], calls.root
     timed = Timed()
 
     async def create(client: RawHttp, _: int) -> None:
