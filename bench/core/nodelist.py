@@ -8,7 +8,9 @@ Stand-in machine records (the simulator's facts: one NIC, one disk) are written 
 `ty_nodes`; the API follows them. While the calls are timed, records are rewritten with a new
 heartbeat time at `--writes-per-s` (default: one per machine per minute, what the nodes service
 writes for a fleet this size with its 60 s lease), and new machines join at `--joins-per-s`
-(default 2: a fleet is never still), so the view is applying changes meanwhile. The
+(default 2: a fleet is never still), so the view is applying changes meanwhile. A page is also
+timed while full listings stream on the same worker: its longest time is how long a listing
+holds the worker. The
 baseline is a bare scan of the bucket in this process (no HTTP, no encoding), so the ratio flatters
 the baseline.
 """
@@ -82,6 +84,24 @@ async def timed(client: RawHttp, path: str) -> tuple[float, int]:
     return time.perf_counter() - start, len(body)
 
 
+async def pages_alongside(full: RawHttp, paging: RawHttp, root: str, page: str, lists: int) -> list[float]:
+    """Times of one page asked again and again (on a connection of its own) while `lists` full
+    listings stream on the same worker: the longest is how long a full listing holds its worker."""
+    listing = asyncio.Event()
+
+    async def lists_one_after_another() -> None:
+        for _ in range(lists):
+            await timed(full, f"{root}/node/list")
+        listing.set()
+
+    times = []
+    lister = asyncio.create_task(lists_one_after_another())
+    while not listing.is_set():
+        times.append((await timed(paging, page))[0])
+    await lister
+    return times
+
+
 def rss_mib(pid: int) -> float:
     process = psutil.Process(pid)
     return float(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])) / 2**20
@@ -109,6 +129,10 @@ async def run(nodes: int, page_size: int, writes_per_s: int, joins_per_s: int) -
             )
             for i in range(50)
         ]
+        paging = RawHttp(url.hostname or "127.0.0.1", url.port or 80, bearer(running.config))
+        page = f"{root}/node/list?page=2&pageSize={page_size}"
+        alongside = await pages_alongside(client, paging, root, page, 3)
+        await paging.close()
         scans = []
         for _ in range(3):
             start = time.perf_counter()
@@ -136,7 +160,19 @@ async def run(nodes: int, page_size: int, writes_per_s: int, joins_per_s: int) -
             "ms",
             "bare scan of ty_nodes",
         ),
+        report(
+            f"/node/list one {page_size}-machine page, longest while full lists stream",
+            max(alongside) * 1000,
+            percentile([seconds for seconds, _ in pages], 99) * 1000,
+            "ms",
+            "the page's p99 alone",
+        ),
     ]
+    print(
+        f"pages asked while 3 full lists streamed: {len(alongside)}, p50 "
+        f"{percentile(alongside, 50) * 1000:.1f} ms",
+        flush=True,
+    )
     print(f"API RSS (one worker, views loaded): {api_rss:.0f} MiB", flush=True)
     print(f"record rewrites while timed: {writes_per_s}/s; machines joined: {joined}", flush=True)
     return lines

@@ -5,10 +5,11 @@
 One platform (nats-server, nodes, deployer, api; default periods: heartbeat 10 s, resync 30 s)
 on free ports. Each ramp step starts simulator processes for the new machines, waits until they
 are all registered, preloads their containers into desired state and waits until the simulated
-engines run them all and the deployer has judged the reports of that convergence (printed as its
-own figure, `--settle-timeout`), then soaks: heartbeat fan-in (lag, drops), API latency of creates (mutating)
-and of reads (made by a process of their own: `bench.fleet.client`), job completion of those
-creates, CPU/RSS per process, stream and bucket sizes.
+engines run them all, the deployer has judged the reports of that convergence and the simulator
+is on time again (printed as its own figure, `--settle-timeout`), then soaks: heartbeat fan-in
+(lag, drops), API latency of creates (mutating) and of reads (made by a process of their own:
+`bench.fleet.client`), job completion of those creates, CPU/RSS per process, stream and bucket
+sizes.
 Baselines come from the same nats-server in the same step: raw KV put/get latency at the same
 concurrency and the raw core-publish rate of one client.
 """
@@ -90,14 +91,14 @@ async def api_probe(calls: client_calls.Calls, jobs: probes.JobProbe) -> dict[st
 def sim_cost(r: dict[str, Any]) -> str:
     """The simulator's own cost over the soak window: CPU seconds and RSS of its processes, and its
     lag (how late its slots ran; how long a nudged machine waited for its pass, a job's wait that
-    a real agent, with a loop of its own, would not have)."""
+    a real agent, with a loop of its own, would not have; its longest garbage collection)."""
     sims = [figures for name, figures in r["procs"].items() if name.startswith("sim-")]
     cpu_s = sum(f.get("cpu_s", 0.0) for f in sims)
     rss = sum(f["rss_mib"] for f in sims)
     return (
         f"simulator: {cpu_s:,.1f} CPU s in the window, {rss:,.0f} MiB RSS ({len(sims)} procs), "
         f"slots late <= {r['sim_window_lag_s'][0]:.2f} s, nudged passes waited <= "
-        f"{r['sim_window_lag_s'][1]:.2f} s"
+        f"{r['sim_window_lag_s'][1]:.2f} s, its collections <= {r['sim_window_lag_s'][2]:.2f} s"
     )
 
 
@@ -127,25 +128,34 @@ async def converge(stats_dir: Path, wanted: int, timeout: float, t0: float) -> b
     return await probes.wait_for(converged, timeout)
 
 
-async def settle(bus: Bus, size: int, timeout: float) -> tuple[float, bool]:
-    """Wait until the deployer has judged the convergence's reports: fewer left than the fleet
-    sends in a second once converged (each machine repeats its report every 5 minutes). The soak
-    then measures jobs on a settled fleet, not behind the convergence's queue. Returns how long
-    that took and whether it happened within `timeout`."""
+async def settle(bus: Bus, stats_dir: Path, size: int, timeout: float) -> tuple[float, bool]:
+    """Wait until the deployer has judged the convergence's reports (fewer left than the fleet
+    sends in a second once converged: each machine repeats its report every 5 minutes) and the
+    simulator is on time again (its latest slots late by at most `SIM_ON_TIME_S`). The soak then
+    measures jobs on a settled fleet, not behind the convergence's queue or a simulator still
+    catching up. Returns how long that took and whether it happened within `timeout`."""
     steady = max(100, size // 300)
     left: int | None = None
-    began = time.perf_counter()
+    began, since = time.perf_counter(), time.time()
 
     async def settled() -> bool:
         nonlocal left
         left = await core_reports.reports_pending(bus)
-        return left is not None and left < steady
+        return left is not None and left < steady and probes.sim_on_time(stats_dir, since, SIM_ON_TIME_S)
 
     ok = await probes.wait_for(settled, timeout)
     took = time.perf_counter() - began
     said = "settled" if ok else "NOT settled"
-    print(f"[{size}] the deployer's queue of reports {said} ({left} left) {took:.1f}s after", flush=True)
+    late = probes.sim_lag(stats_dir, time.time() - 6.0)[0]
+    print(
+        f"[{size}] the deployer's queue of reports and the simulator {said} ({left} reports left, "
+        f"slots late <= {late:.2f} s) {took:.1f}s after",
+        flush=True,
+    )
     return took, ok
+
+
+SIM_ON_TIME_S = 1.0  # how late the simulator's slots may run when the soak starts
 
 
 async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, size: int) -> dict[str, Any]:
@@ -188,7 +198,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
         f"simulated containers running after {load_s:.1f}s{'' if ok_run else ' (NOT all)'}",
         flush=True,
     )
-    settle_s, ok_settled = await settle(bus, size, args.settle_timeout)
+    settle_s, ok_settled = await settle(bus, stats_dir, size, args.settle_timeout)
 
     # Soak: fan-in, API and jobs under the loaded fleet, then the raw baselines in the same conditions.
     pids = {name: proc.popen.pid for name, proc in running.procs.items() if name != "registry"}
@@ -233,7 +243,9 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
         "beat_lag_ms_p50_p99": baselines.p50_p99(lag),
         "beats_sim_dropped": int(probes.sim_totals(stats_dir).get("beats_dropped", 0)),
         "sim_slot_late_max_s": probes.sim_totals(stats_dir).get("beat_delay_max_s", 0.0),
-        "sim_window_lag_s": probes.sim_lag(stats_dir, soak_wall),  # (slots late, nudged passes waited)
+        # (slots late, nudged passes waited, longest collection), and each process's reports
+        "sim_window_lag_s": probes.sim_lag(stats_dir, soak_wall),
+        "sim_lag_reports": probes.sim_lags(stats_dir, soak_wall - 30.0),
         "api_ms": {k: baselines.p50_p99(v) for k, v in latencies.items()},
         "node_list_ms": round(listed.full_ms, 1),
         "node_list_parse_ms": round(listed.parse_ms, 1),
@@ -384,7 +396,8 @@ def main() -> None:
         "--settle-timeout",
         type=float,
         default=600.0,
-        help="longest wait, after convergence, for the deployer to judge the convergence's reports",
+        help="longest wait, after convergence, for the deployer to judge the convergence's reports "
+        "and the simulator to be on time",
     )
     parser.add_argument("--seed", default=f"bench{secrets.token_hex(3)}")
     parser.add_argument(

@@ -88,13 +88,19 @@ def lists(calls: Calls) -> Listed:
 
 
 async def _lists(calls: Calls) -> Listed:
-    client, root = _client(calls), calls.root
+    root = calls.root
+    client = _client(calls)
     try:
         start = time.monotonic()
         _, body = await client.request("GET", f"{root}/node/list")
         received = time.monotonic()
-        machines = len(json.loads(body)["data"])
-        parsed = time.monotonic()
+    finally:
+        await client.close()
+    machines = len(json.loads(body)["data"])
+    parsed = time.monotonic()
+    # A connection of its own: parsing a whole fleet's answer can outlast the API's keep-alive.
+    client = _client(calls)
+    try:
         _, body = await client.request("GET", f"{root}/node/list?page=1&pageSize={PAGE}")
         page_ms = (time.monotonic() - parsed) * 1000
     finally:

@@ -144,19 +144,35 @@ async def stream_sizes(bus: Bus) -> dict[str, dict[str, int]]:
     return {}
 
 
-def sim_lag(stats_dir: Path, since: float) -> tuple[float, float]:
-    """The simulator's own lag in the reports made after `since` (wall time), over its processes:
-    how late its slots ran, and how long a nudged machine's pass waited (seconds)."""
-    late = waited = 0.0
-    for path in stats_dir.glob("sim-*.json"):
+def sim_lags(stats_dir: Path, since: float) -> dict[str, list[list[float]]]:
+    """Each simulator process's own lag reports made after `since` (wall time), by process:
+    [time, slots late by up to, a nudged pass waited up to, the longest garbage collection] (s)."""
+    found: dict[str, list[list[float]]] = {}
+    for path in sorted(stats_dir.glob("sim-*.json")):
         try:
             entries = json.loads(path.read_text()).get("lag", [])
         except (OSError, ValueError):
             continue
-        for at, slot_late, pass_waited in entries:
-            if at >= since:
-                late, waited = max(late, slot_late), max(waited, pass_waited)
-    return late, waited
+        found[path.stem] = [entry for entry in entries if entry[0] >= since]
+    return found
+
+
+def sim_lag(stats_dir: Path, since: float) -> tuple[float, float, float]:
+    """The simulator's largest lags after `since`, over its processes: how late its slots ran,
+    how long a nudged machine's pass waited, the longest garbage collection (seconds)."""
+    entries = [entry for kept in sim_lags(stats_dir, since).values() for entry in kept]
+    return (
+        max((entry[1] for entry in entries), default=0.0),
+        max((entry[2] for entry in entries), default=0.0),
+        max((entry[3] for entry in entries), default=0.0),
+    )
+
+
+def sim_on_time(stats_dir: Path, since: float, bound_s: float) -> bool:
+    """Whether every simulator process has reported since `since` and its latest report has its
+    slots late by at most `bound_s`: a simulator still behind would hold the figures up."""
+    lags = sim_lags(stats_dir, since)
+    return bool(lags) and all(kept and kept[-1][1] <= bound_s for kept in lags.values())
 
 
 def sim_totals(stats_dir: Path) -> dict[str, float]:

@@ -55,6 +55,7 @@ def config_of(args: argparse.Namespace) -> FleetConfig:
         workers=args.workers,
         sample_s=args.sample_s,
         stats_file=args.stats_file,
+        freeze_heap=True,  # this process is the fleet's alone
     )
 
 
