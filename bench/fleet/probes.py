@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -118,14 +119,30 @@ class ProcSampler:
         wall = time.monotonic() - self.started
         out = {}
         for name, proc in self.procs.items():
-            try:
-                rss = proc.memory_info().rss / 2**20
-            except psutil.NoSuchProcess:
-                rss = 0.0
+            rss = self._rss(proc)
             seconds = self._cpu(proc) - self.begin[name]
             cpu = seconds / wall * 100 if wall else 0.0
-            out[name] = {"cpu_pct": round(cpu, 1), "cpu_s": round(seconds, 1), "rss_mib": round(rss, 1)}
+            out[name] = {
+                "cpu_pct": round(cpu, 1),
+                "cpu_s": round(seconds, 1),
+                "rss_mib": round(sum(rss) / 2**20, 1),
+                "rss_largest_mib": round(max(rss, default=0) / 2**20, 1),
+                "processes": len(rss),
+            }
         return out
+
+    @staticmethod
+    def _rss(proc: psutil.Process) -> list[int]:
+        """The resident bytes of a process and of each of its children (the API's workers are)."""
+        try:
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        sizes = []
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sizes.append(member.memory_info().rss)
+        return sizes
 
 
 async def stream_sizes(bus: Bus) -> dict[str, dict[str, int]]:

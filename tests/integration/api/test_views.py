@@ -19,7 +19,7 @@ from tests.support import eventually
 from tests.support.factories import job_record, name, node_record
 from tingyu.api import reads
 from tingyu.api.schemas.nodes import node_entry
-from tingyu.api.views import ENTRY, View, Views
+from tingyu.api.views import ENTRY, View, Views, unpack
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import NameClaim, NodeReport
@@ -104,15 +104,15 @@ async def test_an_undecodable_record_is_skipped_with_a_log_line(
 
 
 async def test_the_reports_view_keeps_bytes_and_decodes_a_report_when_read(bus: Bus, views: Views) -> None:
-    """Reports are read one machine at a time: the view holds what the bucket holds, undecoded,
-    follows updates and deletes, and a read decodes the latest."""
+    """Reports are read one machine at a time: the view holds what the bucket holds, undecoded
+    and compressed, follows updates and deletes, and a read decodes the latest."""
     reports = bus.store(subjects.REPORTED)
     uuid = node_record().facts.uuid
     first = NodeReport(node_uuid=uuid, reported_at=1.0, seq=1)
     seq = await reports.put(uuid, first)
     assert await views.observed.reach(seq, timeout=5)
     kv = await bus.js.key_value(subjects.REPORTED.name)
-    assert views.observed.stored[uuid] == (await kv.get(uuid)).value
+    assert unpack(views.observed.stored[uuid]) == (await kv.get(uuid)).value
     assert not views.observed.values  # nothing decoded until read
     assert views.observed.get(uuid) == first
     assert await reads.observed(bus, uuid) == first

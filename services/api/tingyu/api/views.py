@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 import weakref
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Final, Generic, TypeVar
@@ -49,15 +50,21 @@ class View(Generic[M]):
     An `encoded` view keeps each value as its stored bytes and decodes it when it is read: a change
     then costs no decode, and the values are no Python objects for the garbage collector to walk
     (a machine's report of ten containers decodes to some thirty). For views read key by key; one
-    that is iterated decodes every value."""
+    that is iterated decodes every value. A `compressed` view (encoded too) keeps the bytes
+    compressed (`pack`): a machine's report of ten containers takes 1.1 KiB instead of 3.3 KiB,
+    for about 15 µs more to keep and 8 µs more to read."""
 
-    def __init__(self, store: Store[M], capacity: int = 0, *, encoded: bool = False) -> None:
+    def __init__(
+        self, store: Store[M], capacity: int = 0, *, encoded: bool = False, compressed: bool = False
+    ) -> None:
+        encoded = encoded or compressed
         if encoded and capacity:
             raise ValueError("an encoded view has no capacity")
         self.store = store
         self.name = store.spec.name
         self.capacity = capacity
         self.encoded = encoded
+        self.compressed = compressed
         self.values: OrderedDict[str, M] = OrderedDict()
         self.stored: dict[str, Any] = {}  # an encoded view's values (`_keep` says in what form)
         self.seq = 0  # the last stream sequence applied
@@ -68,8 +75,12 @@ class View(Generic[M]):
     def get(self, key: str) -> M | None:
         if self.encoded:
             data = self.stored.get(key)
-            return self.store.parse(key, data) if data is not None else None
+            return self._parse(key, data) if data is not None else None
         return self.values.get(key)
+
+    def _parse(self, key: str, held: bytes) -> M | None:
+        """An encoded view's value of `key`, decoded from what the view holds."""
+        return self.store.parse(key, unpack(held) if self.compressed else held)
 
     def __len__(self) -> int:
         return len(self.stored) if self.encoded else len(self.values)
@@ -79,7 +90,7 @@ class View(Generic[M]):
 
     def __iter__(self) -> Iterator[M]:
         if self.encoded:
-            decoded = (self.store.parse(key, data) for key, data in list(self.stored.items()))
+            decoded = (self._parse(key, held) for key, held in list(self.stored.items()))
             return iter([value for value in decoded if value is not None])
         return iter(list(self.values.values()))
 
@@ -155,9 +166,9 @@ class View(Generic[M]):
                 values.popitem(last=False)
 
     def _keep(self, stored: dict[str, Any], change: Change[M]) -> None:
-        """Apply a change to an encoded view's values (its bytes)."""
+        """Apply a change to an encoded view's values (its bytes, compressed or not)."""
         if change.data:
-            stored[change.key] = change.data
+            stored[change.key] = pack(change.data) if self.compressed else change.data
         else:
             stored.pop(change.key, None)
 
@@ -200,14 +211,28 @@ class View(Generic[M]):
         return reached
 
 
+# zlib's fastest level: a report shrinks about as much as at the default level (what is left is
+# mostly container and job ids, random hex), in half the time.
+PACK_LEVEL = 1
+
+
+def pack(data: bytes) -> bytes:
+    """A stored value as a compressed view holds it."""
+    return zlib.compress(data, PACK_LEVEL)
+
+
+def unpack(held: bytes) -> bytes:
+    return zlib.decompress(held)
+
+
 def node_order(record: NodeRecord) -> tuple[float, str]:
     """Machines are listed oldest first (by creation time, then uuid)."""
     return record.createtime, record.facts.uuid
 
 
 # A machine as the nodes view holds it: a plain tuple of its sort key (creation time, uuid), the
-# fields `/node/list` filters on, its stored bytes (decoded when it is read by key) and its
-# `/node/list` entry, encoded. Tuples of strings, floats and bytes are no work for the garbage
+# fields `/node/list` filters on, its stored bytes compressed (`pack`; decoded when it is read by
+# key) and its `/node/list` entry, encoded. Tuples of strings, floats and bytes are no work for the garbage
 # collector (it stops tracking them), where a decoded record was a dozen objects it walked.
 Machine = tuple[float, str, str, str, str, bytes, bytes]
 AREA: Final = 2
@@ -230,13 +255,13 @@ def machine(record: NodeRecord, data: bytes, timezone: str, key: str = "") -> Ma
         facts.area,
         facts.operator,
         record.status.value,
-        data,
+        pack(data),
         node_entry(record, timezone),
     )
 
 
 class NodesView(View[NodeRecord]):
-    """`ty_nodes` in memory as one `Machine` tuple per machine (about 1.3 KiB each; a decoded record
+    """`ty_nodes` in memory as one `Machine` tuple per machine (about 1.2 KiB each; a decoded record
     took 3 KiB). A change is decoded once, to check it and to encode its `/node/list` entry in
     `timezone`, so a listing joins bytes already made; `get` decodes the stored bytes again.
 
@@ -251,10 +276,10 @@ class NodesView(View[NodeRecord]):
 
     def get(self, key: str) -> NodeRecord | None:
         held: Machine | None = self.stored.get(key)
-        return self.store.parse(key, held[DATA]) if held is not None else None
+        return self.store.parse(key, unpack(held[DATA])) if held is not None else None
 
     def __iter__(self) -> Iterator[NodeRecord]:
-        decoded = (self.store.parse(key, held[DATA]) for key, held in list(self.stored.items()))
+        decoded = (self.store.parse(key, unpack(held[DATA])) for key, held in list(self.stored.items()))
         return iter([value for value in decoded if value is not None])
 
     def machines(self, window: slice = EVERY) -> list[Machine]:
@@ -297,7 +322,7 @@ class Views:
         # Names and reports are read one key at a time: kept encoded (at 100,000 machines the
         # decoded reports alone were millions of objects, and every report written was decoded).
         self.names: View[NameClaim] = View(bus.store(subjects.NAMES), encoded=True)
-        self.observed: View[NodeReport] = View(bus.store(subjects.REPORTED), encoded=True)
+        self.observed: View[NodeReport] = View(bus.store(subjects.REPORTED), compressed=True)
         self.jobs: View[Job] = View(bus.store(subjects.JOBS), capacity=jobs_capacity)
         self._by_name: dict[str, View[Any]] = {view.name: view for view in self.all}
         self._tasks: list[asyncio.Task[None]] = []
