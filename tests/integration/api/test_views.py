@@ -148,6 +148,32 @@ async def test_a_job_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:
         await views.stop()
 
 
+async def test_a_name_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:
+    """The names view keeps the most recently claimed names (a fleet has millions); an older claim
+    is read from its bucket, and a claim written again is recent again."""
+    views = Views(bus, names_capacity=2)
+    views.start()
+    try:
+        await eventually(lambda: loaded(views), timeout=10)
+        names = bus.store(subjects.NAMES)
+        owner = node_record().facts.uuid
+        claims = {name(): NameClaim(node_uuid=owner, job_id=new_job_id()) for _ in range(3)}
+        oldest, middle, newest = claims
+        for key, claim in claims.items():
+            seq = await names.put(key, claim)
+        assert await views.names.reach(seq, timeout=5)
+        assert views.names.get(oldest) is None
+        assert views.names.get(newest) == claims[newest]
+        assert await reads.claim(bus, oldest) == claims[oldest]
+
+        seq = await names.put(middle, claims[middle])  # written again: the newest now
+        seq = await names.put(oldest, claims[oldest])
+        assert await views.names.reach(seq, timeout=5)
+        assert views.names.keys_held() == {middle, oldest}
+    finally:
+        await views.stop()
+
+
 async def test_after_a_reconnect_the_view_starts_afresh_and_keeps_no_stale_key(tmp_path: Path) -> None:
     """The server comes back with an empty store: the keys the view held are gone for good (no delete
     will ever arrive for them), and the view holds exactly what the server holds."""

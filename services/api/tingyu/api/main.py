@@ -60,7 +60,9 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
         app.state.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
         app.state.auditor = Auditor(bus)
         app.state.registry_tokens = RegistryTokens.load(bus, settings)
-        app.state.views = Views(bus, settings.jobs_view_size, settings.platform.timezone)
+        app.state.views = Views(
+            bus, settings.jobs_view_size, settings.platform.timezone, names_capacity=settings.names_view_size
+        )
         app.state.views.start()
         watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")
         try:

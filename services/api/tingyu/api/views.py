@@ -58,15 +58,13 @@ class View(Generic[M]):
         self, store: Store[M], capacity: int = 0, *, encoded: bool = False, compressed: bool = False
     ) -> None:
         encoded = encoded or compressed
-        if encoded and capacity:
-            raise ValueError("an encoded view has no capacity")
         self.store = store
         self.name = store.spec.name
         self.capacity = capacity
         self.encoded = encoded
         self.compressed = compressed
         self.values: OrderedDict[str, M] = OrderedDict()
-        self.stored: dict[str, Any] = {}  # an encoded view's values (`_keep` says in what form)
+        self.stored: dict[str, Any] = self._held()  # an encoded view's values (`_keep`: in what form)
         self.seq = 0  # the last stream sequence applied
         self.ready = asyncio.Event()
         self.loads = 0  # how many times the latest values were loaded (1 + reconnects)
@@ -115,7 +113,7 @@ class View(Generic[M]):
 
     async def _follow(self) -> None:
         fresh: OrderedDict[str, M] = OrderedDict()
-        fresh_stored: dict[str, Any] = {}
+        fresh_stored = self._held()
         # Every write up to the stream's last message now is in the latest values the watch loads
         # (a server whose store was lost starts its sequence again: the view follows it down).
         seq = await self.store.last_seq()
@@ -134,6 +132,10 @@ class View(Generic[M]):
                     self._put(fresh, change)
             else:
                 self.apply(change)
+
+    def _held(self) -> dict[str, Any]:
+        """An empty store for an encoded view's values: in the order written when they are bounded."""
+        return OrderedDict() if self.capacity else {}
 
     def _swap(self, fresh: OrderedDict[str, M], fresh_stored: dict[str, Any], seq: int) -> None:
         self.values = fresh
@@ -167,10 +169,14 @@ class View(Generic[M]):
 
     def _keep(self, stored: dict[str, Any], change: Change[M]) -> None:
         """Apply a change to an encoded view's values (its bytes, compressed or not)."""
-        if change.data:
-            stored[change.key] = pack(change.data) if self.compressed else change.data
-        else:
+        if not change.data:
             stored.pop(change.key, None)
+            return
+        stored[change.key] = pack(change.data) if self.compressed else change.data
+        if self.capacity and isinstance(stored, OrderedDict):
+            stored.move_to_end(change.key)
+            if len(stored) > self.capacity:
+                stored.popitem(last=False)
 
     # --- waiting for a sequence ----------------------------------------------------------------
 
@@ -316,12 +322,20 @@ class NodesView(View[NodeRecord]):
 class Views:
     """The views of one API process, started in its lifespan."""
 
-    def __init__(self, bus: Bus, jobs_capacity: int = 20_000, timezone: str = TIMEZONE) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        jobs_capacity: int = 20_000,
+        timezone: str = TIMEZONE,
+        names_capacity: int = 100_000,
+    ) -> None:
         self.bus = bus
         self.nodes = NodesView(bus.store(subjects.NODES), timezone)
         # Names and reports are read one key at a time: kept encoded (at 100,000 machines the
         # decoded reports alone were millions of objects, and every report written was decoded).
-        self.names: View[NameClaim] = View(bus.store(subjects.NAMES), encoded=True)
+        # A fleet has ten or more deployment names per machine: the view keeps the most recently
+        # claimed, and an older name is read from its bucket (one direct get).
+        self.names: View[NameClaim] = View(bus.store(subjects.NAMES), names_capacity, encoded=True)
         self.observed: View[NodeReport] = View(bus.store(subjects.REPORTED), compressed=True)
         self.jobs: View[Job] = View(bus.store(subjects.JOBS), capacity=jobs_capacity)
         self._by_name: dict[str, View[Any]] = {view.name: view for view in self.all}
