@@ -10,9 +10,8 @@ heartbeat time at `--writes-per-s` (default: one per machine per minute, what th
 writes for a fleet this size with its 60 s lease), and new machines join at `--joins-per-s`
 (default 2: a fleet is never still), so the view is applying changes meanwhile. A page is also
 timed while full listings stream on the same worker: its longest time is how long a listing
-holds the worker. The
-baseline is a bare scan of the bucket in this process (no HTTP, no encoding), so the ratio flatters
-the baseline.
+holds the worker. The baseline is a bare scan of the bucket in this process (no HTTP, no
+encoding), so the ratio flatters the baseline.
 """
 
 from __future__ import annotations
