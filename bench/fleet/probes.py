@@ -106,12 +106,11 @@ class ProcSampler:
     @staticmethod
     def _cpu(proc: psutil.Process) -> float:
         try:
-            times = proc.cpu_times()
-            total = times.user + times.system
-            for child in proc.children(recursive=True):
-                child_times = child.cpu_times()
-                total += child_times.user + child_times.system
-            return float(total)
+            total = 0.0
+            for member in family(proc):
+                times = member.cpu_times()
+                total += times.user + times.system
+            return total
         except psutil.NoSuchProcess:
             return 0.0
 
@@ -135,14 +134,19 @@ class ProcSampler:
     def _rss(proc: psutil.Process) -> list[int]:
         """The resident bytes of a process and of each of its children (the API's workers are)."""
         try:
-            family = [proc, *proc.children(recursive=True)]
+            members = family(proc)
         except psutil.NoSuchProcess:
             return []
         sizes = []
-        for member in family:
+        for member in members:
             with contextlib.suppress(psutil.NoSuchProcess):
                 sizes.append(member.memory_info().rss)
         return sizes
+
+
+def family(proc: psutil.Process) -> list[psutil.Process]:
+    """A process and all its children (the API's workers are the API's)."""
+    return [proc, *proc.children(recursive=True)]
 
 
 async def stream_sizes(bus: Bus) -> dict[str, dict[str, int]]:

@@ -1,8 +1,13 @@
 """A compressed view holds the machines' reports in a third of their bytes and reads them as they
-were written: by key, in iteration, and after a change or a delete."""
+were written: by key, in iteration, and after a change or a delete. A view's size is 0 (every
+key) or more."""
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
+from tingyu.api.config import ApiSettings
 from tingyu.api.views import View
 from tingyu.common import subjects
 from tingyu.common.bus.stores import Change, Store
@@ -55,3 +60,10 @@ def test_a_change_and_a_delete_reach_a_compressed_view() -> None:
     view.apply(Change(UUID, None, 3, b""))
     assert view.get(UUID) is None
     assert len(view) == 0
+
+
+@pytest.mark.parametrize("setting", ["jobs_view_size", "names_view_size"])
+def test_a_negative_view_size_is_refused(setting: str) -> None:
+    with pytest.raises(ValidationError, match=setting):
+        ApiSettings.model_validate({setting: -1})
+    assert getattr(ApiSettings.model_validate({setting: 0}), setting) == 0  # 0: the view holds every key

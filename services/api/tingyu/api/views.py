@@ -162,10 +162,7 @@ class View(Generic[M]):
             values.pop(change.key, None)
             return
         values[change.key] = change.value
-        if self.capacity:
-            values.move_to_end(change.key)
-            if len(values) > self.capacity:
-                values.popitem(last=False)
+        self._bound(values, change.key)
 
     def _keep(self, stored: dict[str, Any], change: Change[M]) -> None:
         """Apply a change to an encoded view's values (its bytes, compressed or not)."""
@@ -173,10 +170,15 @@ class View(Generic[M]):
             stored.pop(change.key, None)
             return
         stored[change.key] = pack(change.data) if self.compressed else change.data
-        if self.capacity and isinstance(stored, OrderedDict):
-            stored.move_to_end(change.key)
-            if len(stored) > self.capacity:
-                stored.popitem(last=False)
+        if isinstance(stored, OrderedDict):  # a bounded view's (`_held`)
+            self._bound(stored, change.key)
+
+    def _bound(self, values: OrderedDict[str, Any], key: str) -> None:
+        """`key` was just written: it becomes the newest, and the oldest goes past `capacity`."""
+        if self.capacity:
+            values.move_to_end(key)
+            if len(values) > self.capacity:
+                values.popitem(last=False)
 
     # --- waiting for a sequence ----------------------------------------------------------------
 
@@ -238,8 +240,8 @@ def node_order(record: NodeRecord) -> tuple[float, str]:
 
 # A machine as the nodes view holds it: a plain tuple of its sort key (creation time, uuid), the
 # fields `/node/list` filters on, its stored bytes compressed (`pack`; decoded when it is read by
-# key) and its `/node/list` entry, encoded. Tuples of strings, floats and bytes are no work for the garbage
-# collector (it stops tracking them), where a decoded record was a dozen objects it walked.
+# key) and its `/node/list` entry, encoded. Tuples of strings, floats and bytes are no work for the
+# garbage collector (it stops tracking them), where a decoded record was a dozen objects it walked.
 Machine = tuple[float, str, str, str, str, bytes, bytes]
 AREA: Final = 2
 OPERATOR: Final = 3
