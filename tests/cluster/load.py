@@ -67,10 +67,12 @@ class Prober:
 class Writes:
     """Writes through the API, each retried (on the other replica too) while it answers TY0010.
 
-    `accepted` holds every job the API accepted, by what it was for; `refusals` every TY0010."""
+    `accepted` holds every job the API accepted, by what it was for; `seen` the last status read of
+    each; `refusals` counts every TY0010."""
 
     apis: list[httpx.AsyncClient]
     accepted: dict[str, str] = field(default_factory=dict)  # job id -> what
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> its last status
     refusals: int = 0
     alive: list[int] = field(default_factory=list)
 
@@ -126,6 +128,7 @@ class Writes:
     async def final(self, jobid: str) -> dict[str, Any] | None:
         answer = await self.call(f"status {jobid}", "GET", "/task/status", params={"jobid": jobid})
         info: dict[str, Any] = answer["info"][0]
+        self.seen[jobid] = info
         return info if info.get("state") in (3, 4) else None
 
 

@@ -128,7 +128,11 @@ def images(cluster: ClusterPlatform, docker_client: docker.DockerClient) -> tupl
 
 async def all_succeeded(writes: Writes, jobids: list[str], timeout: float) -> None:
     for jobid in jobids:
-        job = await eventually(lambda j=jobid: writes.final(j), timeout=timeout)
+        try:
+            job = await eventually(lambda j=jobid: writes.final(j), timeout=timeout)
+        except AssertionError as exc:
+            what, seen = writes.accepted.get(jobid), writes.seen.get(jobid)
+            raise AssertionError(f"{what} ({jobid}) did not end in {timeout}s; last seen: {seen}") from exc
         assert job["state"] == 3, (writes.accepted.get(jobid), job)
 
 

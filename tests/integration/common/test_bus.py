@@ -14,12 +14,13 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js import api as js_api
+from nats.js import errors as js_errors
 
 from tests.support import eventually
 from tests.support.factories import spec as container_spec
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
-from tingyu.common.bus.consumers import Puller, declare, park_abandoned, subscribe
+from tingyu.common.bus.consumers import Puller, declare, fetch_listed, park_abandoned, subscribe
 from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
 from tingyu.common.jobs import JobStore
@@ -80,6 +81,34 @@ async def test_listing_sees_every_key_and_skips_a_corrupt_one(bus: Bus) -> None:
     found = await names.items(f"{prefix}.*")
     assert sorted(found) == sorted(f"{prefix}.{i}" for i in range(30) if i != 3)
     assert await names.get(f"{prefix}.bad") is None  # unreadable reads as absent, never raises
+
+
+async def test_a_listing_pulls_again_while_its_consumer_is_not_yet_known(bus: Bus) -> None:
+    """A pull that no server answers (on a cluster: a consumer made a moment ago on another server)
+    is tried again; one that never finds its consumer fails rather than waiting forever."""
+    names = bus.store(subjects.NAMES)
+    prefix = key()
+    await names.put(f"{prefix}.a", NameClaim(node_uuid="n", job_id="j"))
+    stream, consumer = subjects.NAMES.stream, f"late_{prefix}"
+    sub = await bus.js.pull_subscribe_bind(stream=stream, name=consumer)
+    try:
+        with pytest.raises(js_errors.ServiceUnavailableError):
+            await sub.fetch(1, timeout=1.0)  # no consumer yet: nobody answers the pull
+        pulling = asyncio.create_task(fetch_listed(sub, 1, timeout=2.0))
+        await asyncio.sleep(0.2)
+        config = js_api.ConsumerConfig(
+            name=consumer,
+            ack_policy=js_api.AckPolicy.NONE,
+            filter_subject=f"{subjects.NAMES.prefix}{prefix}.a",
+        )
+        await bus.js.add_consumer(stream, config)
+        [msg] = await pulling
+        assert msg.subject == f"{subjects.NAMES.prefix}{prefix}.a"
+        await bus.js.delete_consumer(stream, consumer)
+        with pytest.raises(js_errors.ServiceUnavailableError):
+            await fetch_listed(sub, 1, timeout=1.0)
+    finally:
+        await sub.unsubscribe()
 
 
 async def test_watch_yields_changes_and_deletes(bus: Bus) -> None:

@@ -23,6 +23,7 @@ from nats.js import api as js_api
 
 from tingyu.common import logs, metrics, subjects
 from tingyu.common.bus import Bus, reading
+from tingyu.common.bus.consumers import fetch_listed
 from tingyu.common.models.joblog import JobLogLine
 from tingyu.common.names import is_job_id
 
@@ -158,7 +159,7 @@ async def read(bus: Bus, job_id: str, limit: int = subjects.JOBLOG_LINES) -> lis
     async with reading(bus, subjects.JOBLOG.name, config) as sub:
         pending = (await sub.consumer_info()).num_pending or 0
         while pending > 0:
-            msgs = await sub.fetch(min(pending, 256), timeout=2.0)
+            msgs = await fetch_listed(sub, min(pending, 256), timeout=2.0)
             for msg in msgs:
                 with contextlib.suppress(ValueError):  # a line that does not parse is skipped
                     lines.append(JobLogLine.from_bytes(msg.data))

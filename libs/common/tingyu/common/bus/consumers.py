@@ -505,3 +505,20 @@ async def reading(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+LISTING_UNAVAILABLE_TRIES = 5
+
+
+async def fetch_listed(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """The next messages of a short-lived reader's fresh consumer. On a cluster, the server the
+    client talks to may not yet know of a consumer just made on another server, and answers the
+    first pulls with 503 (no responders): those are tried again, a little later each time."""
+    for attempt in range(LISTING_UNAVAILABLE_TRIES):
+        try:
+            return await sub.fetch(batch, timeout=timeout)
+        except js_errors.ServiceUnavailableError:
+            if attempt == LISTING_UNAVAILABLE_TRIES - 1:
+                raise
+            await asyncio.sleep(0.1 * 2**attempt)
+    return []  # not reached: the last attempt returns or raises

@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from tingyu.common import subjects
 from tingyu.common.bus.connection import Bus
+from tingyu.common.bus.consumers import fetch_listed
 from tingyu.common.errors import Conflict, InvalidParameter, PayloadTooLarge
 from tingyu.common.models.base import Message
 
@@ -143,7 +144,7 @@ class Store(Generic[M]):
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(1000, timeout=2.0)
+                    msgs = await fetch_listed(sub, 1000, timeout=2.0)
                 except TimeoutError:
                     break  # nothing pending any more
                 for msg in msgs:
@@ -185,7 +186,7 @@ class Store(Generic[M]):
         try:
             pending = info.num_pending or 0
             while pending > 0:
-                msgs = await sub.fetch(min(pending, 1000), timeout=5.0)
+                msgs = await fetch_listed(sub, min(pending, 1000), timeout=5.0)
                 for msg in msgs:
                     key = msg.subject[len(prefix) :]
                     deleted = msg.headers and msg.headers.get("KV-Operation") in _DELETED
