@@ -214,7 +214,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
     )
     latencies = await api_probe(calls, jobs)
     await jobs.wait_all(args.job_wait_s)
-    await jobs.sub.unsubscribe()
+    await jobs.stop()
     remaining = args.soak_s - (time.perf_counter() - soak_start)
     if remaining > 0:
         await asyncio.sleep(remaining)
@@ -254,6 +254,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
         "jobs": {"accepted": len(jobs.accepted), "final": len(done), "failed": len(jobs.failures())},
         "job_ms_p50_p99": baselines.p50_p99(done),
         "job_dispatched_ms_p50_p99": baselines.p50_p99(list(jobs.dispatched_ms.values())),
+        "job_reported_ms_p50_p99": baselines.p50_p99(list(jobs.reported_ms.values())),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
         "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
         "procs": cpu,
@@ -313,6 +314,11 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"[{n}] jobs dispatched by the deployer p50 / p99: {d50:,.1f} / {d99:,.1f} ms after the create",
         flush=True,
     )
+    s50, s99 = r["job_reported_ms_p50_p99"]
+    print(
+        f"[{n}] jobs reported by their machine p50 / p99: {s50:,.1f} / {s99:,.1f} ms after the create",
+        flush=True,
+    )
     print(
         f"[{n}] jobs {r['jobs']}; /node/list of {r['node_list_count']:,} took {r['node_list_ms']:.0f} ms"
         f" to its last byte, then {r['node_list_parse_ms']:.0f} ms to parse",
@@ -328,7 +334,12 @@ def rss(figures: dict[str, float] | None) -> str:
     if not figures:
         return "n/a"
     family = int(figures["processes"])
-    each = f" ({family} processes, the largest {figures['rss_largest_mib']:,.0f} MiB)" if family > 1 else ""
+    each = (
+        f" ({family} processes, the largest {figures['rss_largest_mib']:,.0f} MiB;"
+        f" PSS {figures.get('pss_mib', 0.0):,.0f} MiB in all)"
+        if family > 1
+        else ""
+    )
     return f"{figures['rss_mib']:,.0f} MiB{each}"
 
 

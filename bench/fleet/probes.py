@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
+from tingyu.common.models.containers import NodeReport
 from tingyu.common.models.dead import DeadLetter
 from tingyu.common.models.jobs import Job, JobState
 from tingyu.common.models.nodes import Heartbeat
@@ -47,17 +48,28 @@ class HeartbeatProbe:
 
 @dataclass
 class JobProbe:
-    """Every write to `ty_jobs`, seen on core NATS: when each job was first seen dispatched and
-    when it turned final (`time.monotonic()`, the clock the calls' own process times creates on).
-    Writes are kept for every job, since the creates' answers arrive from another process."""
+    """Every write to `ty_jobs` and every agent report, seen on core NATS: when each job was first
+    seen dispatched, when its machine first reported the job's deployment, and when the job turned
+    final (`time.monotonic()`, the clock the calls' own process times creates on). Writes are kept
+    for every job, since the creates' answers arrive from another process; a report is decoded only
+    when its machine has a job open."""
 
     accepted: dict[str, float] = field(default_factory=dict)  # job id -> time the API answered
     dispatched_at: dict[str, float] = field(default_factory=dict)
+    reported_at: dict[str, float] = field(default_factory=dict)
     final_at: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    open_on: dict[str, set[str]] = field(default_factory=dict)  # machine -> its jobs not yet reported
 
     async def start(self, bus: Bus) -> None:
         self.sub = await bus.nc.subscribe(f"{subjects.JOBS.prefix}>", cb=self.on_write)
+        self.reports = await bus.nc.subscribe(
+            subjects.report.all, cb=self.on_report, pending_msgs_limit=1_000_000
+        )
+
+    async def stop(self) -> None:
+        await self.sub.unsubscribe()
+        await self.reports.unsubscribe()
 
     async def on_write(self, msg: Msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]
@@ -67,10 +79,24 @@ class JobProbe:
         job = Job.from_bytes(msg.data)
         if job.state != JobState.QUEUED:
             self.dispatched_at.setdefault(job_id, now)
+        if job.node_uuid and not job.state.final and job_id not in self.reported_at:
+            self.open_on.setdefault(job.node_uuid, set()).add(job_id)
         if job.state.final:
             self.final_at[job_id] = now
             if job.state == JobState.FAILED:
                 self.failed[job_id] = job.message
+
+    async def on_report(self, msg: Msg) -> None:
+        uuid = msg.subject.rsplit(".", 1)[-1]
+        waiting = self.open_on.get(uuid)
+        if not waiting:
+            return
+        now = time.monotonic()
+        report = NodeReport.from_bytes(msg.data)
+        for seen in report.containers.values():
+            if seen.job_id in waiting:
+                waiting.discard(seen.job_id)
+                self.reported_at.setdefault(seen.job_id, now)
 
     def _after_accept(self, seen: dict[str, float]) -> dict[str, float]:
         return {job: (seen[job] - at) * 1000 for job, at in self.accepted.items() if job in seen}
@@ -84,6 +110,11 @@ class JobProbe:
     def dispatched_ms(self) -> dict[str, float]:
         """Accepted job -> ms from its create until the deployer had dispatched it."""
         return self._after_accept(self.dispatched_at)
+
+    @property
+    def reported_ms(self) -> dict[str, float]:
+        """Accepted job -> ms from its create until its machine's agent reported it applied."""
+        return self._after_accept(self.reported_at)
 
     def failures(self) -> list[str]:
         return [message for job, message in self.failed.items() if job in self.accepted]
@@ -118,7 +149,7 @@ class ProcSampler:
         wall = time.monotonic() - self.started
         out = {}
         for name, proc in self.procs.items():
-            rss = self._rss(proc)
+            rss, pss = self._memory(proc)
             seconds = self._cpu(proc) - self.begin[name]
             cpu = seconds / wall * 100 if wall else 0.0
             out[name] = {
@@ -126,22 +157,27 @@ class ProcSampler:
                 "cpu_s": round(seconds, 1),
                 "rss_mib": round(sum(rss) / 2**20, 1),
                 "rss_largest_mib": round(max(rss, default=0) / 2**20, 1),
+                "pss_mib": round(sum(pss) / 2**20, 1),
                 "processes": len(rss),
             }
         return out
 
     @staticmethod
-    def _rss(proc: psutil.Process) -> list[int]:
-        """The resident bytes of a process and of each of its children (the API's workers are)."""
+    def _memory(proc: psutil.Process) -> tuple[list[int], list[int]]:
+        """The resident bytes (RSS) and proportional set sizes (PSS) of a process and of each of its
+        children (the API's workers are). Forked workers share the pages they inherited: the sum of
+        their RSS counts those once per process, the sum of PSS once in all."""
         try:
             members = family(proc)
         except psutil.NoSuchProcess:
-            return []
-        sizes = []
+            return [], []
+        rss, pss = [], []
         for member in members:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                sizes.append(member.memory_info().rss)
-        return sizes
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                full = member.memory_full_info()
+                rss.append(full.rss)
+                pss.append(full.pss)
+        return rss, pss
 
 
 def family(proc: psutil.Process) -> list[psutil.Process]:

@@ -144,6 +144,7 @@ async def test_a_job_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:
         assert views.jobs.get(first.job_id) is None
         assert views.jobs.get(second.job_id) == second
         assert await reads.job(bus, first.job_id) == first
+        assert not views.jobs.values  # held encoded: nothing decoded until read
     finally:
         await views.stop()
 
@@ -170,6 +171,28 @@ async def test_a_name_the_view_no_longer_holds_is_read_through(bus: Bus) -> None
         seq = await names.put(oldest, claims[oldest])
         assert await views.names.reach(seq, timeout=5)
         assert views.names.keys_held() == {middle, oldest}
+    finally:
+        await views.stop()
+
+
+async def test_a_report_the_view_no_longer_holds_is_read_through(bus: Bus) -> None:
+    """The reports view keeps the most recently written machines' reports (held compressed, about
+    1.2 KiB each); an older machine's report is read from its bucket."""
+    views = Views(bus, reports_capacity=2)
+    views.start()
+    try:
+        await eventually(lambda: loaded(views), timeout=10)
+        reports = bus.store(subjects.REPORTED)
+        written: dict[str, NodeReport] = {}
+        for at in (1.0, 2.0, 3.0):
+            uuid = node_record().facts.uuid
+            written[uuid] = NodeReport(node_uuid=uuid, reported_at=at)
+            seq = await reports.put(uuid, written[uuid])
+        oldest, middle, newest = written
+        assert await views.observed.reach(seq, timeout=5)
+        assert views.observed.keys_held() == {middle, newest}
+        assert await reads.observed(bus, oldest) == written[oldest]
+        assert views.observed.get(newest) == written[newest]
     finally:
         await views.stop()
 

@@ -62,7 +62,7 @@ def test_a_change_and_a_delete_reach_a_compressed_view() -> None:
     assert len(view) == 0
 
 
-@pytest.mark.parametrize("setting", ["jobs_view_size", "names_view_size"])
+@pytest.mark.parametrize("setting", ["jobs_view_size", "names_view_size", "reports_view_size"])
 def test_a_negative_view_size_is_refused(setting: str) -> None:
     with pytest.raises(ValidationError, match=setting):
         ApiSettings.model_validate({setting: -1})

@@ -63,10 +63,11 @@ class ApiSettings(BaseSettings):
     exec_timeout_s: float = 60.0  # longest a non-interactive exec is waited for
     exec_idle_s: float = 900.0  # an exec WebSocket with nothing from either side this long is closed
     prepull_deadline_s: float = 3600.0  # a pre-pull's machines that have not pulled by then fail
-    # Most recently written jobs, and claimed names, each API process holds (0: all; about 1.5 KiB
-    # a job, 0.23 KiB a name).
+    # Most recently written jobs, claimed names and machines' reports each API process holds (0:
+    # all; about 0.4 KiB a job, 0.23 KiB a name, 1.2 KiB a report of ten containers).
     jobs_view_size: int = Field(20_000, ge=0)
     names_view_size: int = Field(100_000, ge=0)
+    reports_view_size: int = Field(20_000, ge=0)
     node_page_max: int = 1000  # largest `pageSize` of /node/list
     # API worker processes `tingyu up` runs on the one port (0: as many as the machine has cores).
     workers: int = 0

@@ -61,7 +61,11 @@ def create_app(settings: ApiSettings | None = None, *, on_lost: Callable[[], Non
         app.state.auditor = Auditor(bus)
         app.state.registry_tokens = RegistryTokens.load(bus, settings)
         app.state.views = Views(
-            bus, settings.jobs_view_size, settings.platform.timezone, names_capacity=settings.names_view_size
+            bus,
+            settings.jobs_view_size,
+            settings.platform.timezone,
+            names_capacity=settings.names_view_size,
+            reports_capacity=settings.reports_view_size,
         )
         app.state.views.start()
         watch = asyncio.create_task(_when_lost(bus, on_lost), name="api-bus-lost")

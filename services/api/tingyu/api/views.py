@@ -330,16 +330,20 @@ class Views:
         jobs_capacity: int = 20_000,
         timezone: str = TIMEZONE,
         names_capacity: int = 100_000,
+        reports_capacity: int = 20_000,
     ) -> None:
         self.bus = bus
         self.nodes = NodesView(bus.store(subjects.NODES), timezone)
-        # Names and reports are read one key at a time: kept encoded (at 100,000 machines the
+        # Names, reports and jobs are read one key at a time: kept encoded (at 100,000 machines the
         # decoded reports alone were millions of objects, and every report written was decoded).
-        # A fleet has ten or more deployment names per machine: the view keeps the most recently
-        # claimed, and an older name is read from its bucket (one direct get).
+        # Each keeps its most recently written keys, and an older one is read from its bucket (one
+        # direct get): a fleet has ten or more deployment names per machine, and a report is read
+        # for a deployment's pod state, mostly of one deployed or changed a moment ago.
         self.names: View[NameClaim] = View(bus.store(subjects.NAMES), names_capacity, encoded=True)
-        self.observed: View[NodeReport] = View(bus.store(subjects.REPORTED), compressed=True)
-        self.jobs: View[Job] = View(bus.store(subjects.JOBS), capacity=jobs_capacity)
+        self.observed: View[NodeReport] = View(
+            bus.store(subjects.REPORTED), reports_capacity, compressed=True
+        )
+        self.jobs: View[Job] = View(bus.store(subjects.JOBS), jobs_capacity, encoded=True)
         self._by_name: dict[str, View[Any]] = {view.name: view for view in self.all}
         self._tasks: list[asyncio.Task[None]] = []
 
