@@ -325,7 +325,7 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
         flush=True,
     )
     for name, figures in r["procs"].items():
-        print(f"[{n}] {name}: {figures['cpu_pct']:.0f}% CPU, {rss(figures)} RSS", flush=True)
+        print(f"[{n}] {name}: {figures['cpu_pct']:.0f}% CPU, RSS {rss(figures)}", flush=True)
     targets(r)
 
 
