@@ -87,3 +87,25 @@ def test_alerts_dashboard_and_docs_read_only_series_that_exist(path: str) -> Non
     }
     assert used, path
     assert used <= {name.removesuffix("_total") for name in known}, used - known
+
+
+def test_a_commands_wait_is_counted_from_its_acceptance_and_other_messages_are_not() -> None:
+    from prometheus_client import REGISTRY
+
+    from tests.support.factories import command, node_record
+    from tingyu.common import timefmt
+    from tingyu.common.bus.consumers import observe_wait
+    from tingyu.common.models.containers import ContainerOp
+
+    consumer = "unit-wait"
+
+    def observed(suffix: str) -> float:
+        found = REGISTRY.get_sample_value(f"tingyu_command_wait_seconds_{suffix}", {"consumer": consumer})
+        return found or 0.0
+
+    accepted = command(ContainerOp.START, "web").model_copy(update={"issued_at": timefmt.now() - 3.0})
+    observe_wait(consumer, accepted)
+    assert observed("count") == 1
+    assert 3.0 <= observed("sum") < 10.0
+    observe_wait(consumer, node_record())  # no issued_at: not a command
+    assert observed("count") == 1

@@ -52,6 +52,12 @@ CONSUMER_HANDLED = Counter(
     "Messages settled by a consumer, by outcome (acked, retried, dead)",
     ["consumer", "outcome"],
 )
+COMMAND_WAIT = Histogram(
+    "tingyu_command_wait_seconds",
+    "Time from a command's acceptance (its issued_at) until its consumer first starts on it",
+    ["consumer"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 # --- NATS connection (bus.connection) -------------------------------------------------------------
 NATS_RECONNECTS = Counter("tingyu_nats_reconnects_total", "Reconnections to NATS after a lost connection")

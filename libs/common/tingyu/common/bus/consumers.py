@@ -176,6 +176,8 @@ class Consumer(Generic[M]):
         deliveries = msg.metadata.num_delivered or 1
         if deliveries > 1:
             metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
+        else:
+            observe_wait(self.spec.durable, item)
         last = 0 < self.spec.max_deliver <= deliveries
         try:
             await self.handler(item, msg)
@@ -505,6 +507,15 @@ async def reading(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def observe_wait(consumer: str, item: Message) -> None:
+    """A command's time in the stream, from its acceptance to its first delivery's handling
+    (`tingyu_command_wait_seconds`): what a job waits before any work on it starts. Commands carry
+    `issued_at`; other messages are not counted."""
+    issued = getattr(item, "issued_at", None)
+    if isinstance(issued, float):
+        metrics.COMMAND_WAIT.labels(consumer).observe(max(timefmt.now() - issued, 0.0))
 
 
 LISTING_UNAVAILABLE_TRIES = 5
