@@ -158,6 +158,13 @@ async def settle(bus: Bus, stats_dir: Path, size: int, timeout: float) -> tuple[
 SIM_ON_TIME_S = 1.0  # how late the simulator's slots may run when the soak starts
 
 
+async def command_waits(running: Any) -> dict[str, float]:
+    """The deployer's histogram of its commands' waits so far (acceptance to its first start)."""
+    url = running.config.metrics_url("deployer")
+    durable = subjects.DEPLOYER_COMMANDS.durable
+    return await probes.histogram(url, "tingyu_command_wait_seconds", consumer=durable)
+
+
 async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, size: int) -> dict[str, Any]:
     stats_dir = running.config.state_dir / "sim"
     first_proc = len([n for n in running.procs if n.startswith("sim-")])
@@ -206,8 +213,8 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
     args.hb.reset()
     sent_before = probes.sim_totals(stats_dir).get("beats_sent", 0)
     soak_start, soak_wall = time.perf_counter(), time.time()
-    jobs = probes.JobProbe()
-    await jobs.start(bus)
+    jobs = await probes.JobProbe.started(bus)
+    waits_before = await command_waits(running)
     uuids = [u for _, u in new]
     calls = client_calls.Calls(
         running.config.api_url, bearer(running.config), uuids, args.image, args.requests, args.concurrency
@@ -255,6 +262,8 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
         "job_ms_p50_p99": baselines.p50_p99(done),
         "job_dispatched_ms_p50_p99": baselines.p50_p99(list(jobs.dispatched_ms.values())),
         "job_reported_ms_p50_p99": baselines.p50_p99(list(jobs.reported_ms.values())),
+        # the deployer's own histogram over the soak: from acceptance to its first start on a command
+        "command_wait_s": probes.histogram_window(waits_before, await command_waits(running)),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
         "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
         "procs": cpu,
@@ -312,6 +321,13 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
     d50, d99 = r["job_dispatched_ms_p50_p99"]
     print(
         f"[{n}] jobs dispatched by the deployer p50 / p99: {d50:,.1f} / {d99:,.1f} ms after the create",
+        flush=True,
+    )
+    waits = r["command_wait_s"]
+    print(
+        f"[{n}] the deployer's commands waited before it started on them (its histogram): "
+        f"{waits['count']:.0f} commands, mean {waits['mean']:.2f} s, p50 <= {waits['p50_under']} s, "
+        f"p99 <= {waits['p99_under']} s",
         flush=True,
     )
     s50, s99 = r["job_reported_ms_p50_p99"]

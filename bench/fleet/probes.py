@@ -11,9 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import nats
 import psutil
 from nats.aio.msg import Msg
+from prometheus_client.parser import text_string_to_metric_families
 
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
@@ -60,6 +62,12 @@ class JobProbe:
     final_at: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     open_on: dict[str, set[str]] = field(default_factory=dict)  # machine -> its jobs not yet reported
+
+    @classmethod
+    async def started(cls, bus: Bus) -> JobProbe:
+        probe = cls()
+        await probe.start(bus)
+        return probe
 
     async def start(self, bus: Bus) -> None:
         self.sub = await bus.nc.subscribe(f"{subjects.JOBS.prefix}>", cb=self.on_write)
@@ -289,3 +297,40 @@ async def dead_letters(bus: Bus, limit: int = 100_000) -> dict[str, int]:
     finally:
         await sub.unsubscribe()
     return dict(counts.most_common(20))
+
+
+async def histogram(url: str, name: str, **labels: str) -> dict[str, float]:
+    """One histogram series scraped from a Prometheus endpoint: its cumulative bucket counts by
+    upper bound (`le`), with `_count` and `_sum`; empty when the endpoint does not answer."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            text = (await client.get(url)).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, float] = {}
+    for metric in text_string_to_metric_families(text):
+        if metric.name != name:
+            continue
+        for sample in metric.samples:
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if sample.name.endswith("_bucket"):
+                found[sample.labels["le"]] = sample.value
+            else:
+                found[sample.name.removeprefix(name)] = sample.value
+    return found
+
+
+def histogram_window(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What a histogram took between two scrapes: how many, their mean, and the bucket bounds the
+    median and the 99th percentile fall under (`inf` past the last bound; NaN when none came)."""
+    count = after.get("_count", 0.0) - before.get("_count", 0.0)
+    if count <= 0:
+        return {"count": 0.0, "mean": float("nan"), "p50_under": float("nan"), "p99_under": float("nan")}
+    mean = (after.get("_sum", 0.0) - before.get("_sum", 0.0)) / count
+    bounds = sorted((float(le), after[le] - before.get(le, 0.0)) for le in after if not le.startswith("_"))
+
+    def under(q: float) -> float:
+        return next((bound for bound, seen in bounds if seen >= q * count), float("inf"))
+
+    return {"count": count, "mean": mean, "p50_under": under(0.5), "p99_under": under(0.99)}
