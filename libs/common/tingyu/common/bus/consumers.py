@@ -518,18 +518,16 @@ def observe_wait(consumer: str, item: Message) -> None:
         metrics.COMMAND_WAIT.labels(consumer).observe(max(timefmt.now() - issued, 0.0))
 
 
-LISTING_UNAVAILABLE_TRIES = 5
+LISTING_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8)  # then one last pull, whose 503 is raised
 
 
 async def fetch_listed(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
     """The next messages of a short-lived reader's fresh consumer. On a cluster, the server the
     client talks to may not yet know of a consumer just made on another server, and answers the
     first pulls with 503 (no responders): those are tried again, a little later each time."""
-    for attempt in range(LISTING_UNAVAILABLE_TRIES):
+    for delay in LISTING_RETRY_DELAYS_S:
         try:
             return await sub.fetch(batch, timeout=timeout)
         except js_errors.ServiceUnavailableError:
-            if attempt == LISTING_UNAVAILABLE_TRIES - 1:
-                raise
-            await asyncio.sleep(0.1 * 2**attempt)
-    return []  # not reached: the last attempt returns or raises
+            await asyncio.sleep(delay)
+    return await sub.fetch(batch, timeout=timeout)
