@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import nats
 
@@ -158,11 +158,26 @@ async def settle(bus: Bus, stats_dir: Path, size: int, timeout: float) -> tuple[
 SIM_ON_TIME_S = 1.0  # how late the simulator's slots may run when the soak starts
 
 
-async def command_waits(running: Any) -> dict[str, float]:
-    """The deployer's histogram of its commands' waits so far (acceptance to its first start)."""
+WAITED: Final = (subjects.DEPLOYER_COMMANDS, subjects.DEPLOYER_REPORTS)  # the job's two queues
+
+
+async def stream_waits(running: Any) -> dict[str, dict[str, float]]:
+    """The deployer's histograms so far of what waited in its streams, from when it was sent to its
+    first start: the commands (from their acceptance) and the machines' reports (from their making)."""
     url = running.config.metrics_url("deployer")
-    durable = subjects.DEPLOYER_COMMANDS.durable
-    return await probes.histogram(url, "tingyu_command_wait_seconds", consumer=durable)
+    return {
+        spec.durable: await probes.histogram(url, "tingyu_command_wait_seconds", consumer=spec.durable)
+        for spec in WAITED
+    }
+
+
+def waits_over(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """What the deployer's streams' waits took between two scrapes (`stream_waits`)."""
+    commands, reports = (spec.durable for spec in WAITED)
+    return {
+        "command_wait_s": probes.histogram_window(before[commands], after[commands]),
+        "report_wait_s": probes.histogram_window(before[reports], after[reports]),
+    }
 
 
 async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, size: int) -> dict[str, Any]:
@@ -214,7 +229,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
     sent_before = probes.sim_totals(stats_dir).get("beats_sent", 0)
     soak_start, soak_wall = time.perf_counter(), time.time()
     jobs = await probes.JobProbe.started(bus)
-    waits_before = await command_waits(running)
+    waits_before = await stream_waits(running)
     uuids = [u for _, u in new]
     calls = client_calls.Calls(
         running.config.api_url, bearer(running.config), uuids, args.image, args.requests, args.concurrency
@@ -262,8 +277,9 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
         "job_ms_p50_p99": baselines.p50_p99(done),
         "job_dispatched_ms_p50_p99": baselines.p50_p99(list(jobs.dispatched_ms.values())),
         "job_reported_ms_p50_p99": baselines.p50_p99(list(jobs.reported_ms.values())),
-        # the deployer's own histogram over the soak: from acceptance to its first start on a command
-        "command_wait_s": probes.histogram_window(waits_before, await command_waits(running)),
+        # the deployer's own histograms over the soak: from when a command or a report was sent to
+        # its first start on it
+        **waits_over(waits_before, await stream_waits(running)),
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
         "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
         "procs": cpu,
@@ -323,13 +339,14 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"[{n}] jobs dispatched by the deployer p50 / p99: {d50:,.1f} / {d99:,.1f} ms after the create",
         flush=True,
     )
-    waits = r["command_wait_s"]
-    print(
-        f"[{n}] the deployer's commands waited before it started on them (its histogram): "
-        f"{waits['count']:.0f} commands, mean {waits['mean']:.2f} s, p50 <= {waits['p50_under']} s, "
-        f"p99 <= {waits['p99_under']} s",
-        flush=True,
-    )
+    for what, key in (("commands", "command_wait_s"), ("machines' reports", "report_wait_s")):
+        waits = r[key]
+        print(
+            f"[{n}] the deployer's {what} waited before it started on them (its histogram): "
+            f"{waits['count']:.0f}, mean {waits['mean']:.2f} s, p50 <= {waits['p50_under']} s, "
+            f"p99 <= {waits['p99_under']} s",
+            flush=True,
+        )
     s50, s99 = r["job_reported_ms_p50_p99"]
     print(
         f"[{n}] jobs reported by their machine p50 / p99: {s50:,.1f} / {s99:,.1f} ms after the create",

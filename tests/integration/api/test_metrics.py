@@ -93,6 +93,7 @@ async def test_every_service_exposes_tingyu_series_that_move(
             grew("deployer", "tingyu_jobs_total", kind="container", state="succeeded"),
             grew("deployer", "tingyu_consumer_messages_total", consumer="deployer-commands", outcome="acked"),
             grew("deployer", "tingyu_command_wait_seconds_count", consumer="deployer-commands"),
+            grew("deployer", "tingyu_command_wait_seconds_count", consumer="deployer-observed"),
             grew("imager", "tingyu_command_wait_seconds_count", consumer="imager-commands"),
             grew("imager", "tingyu_jobs_total", kind="image", state="succeeded"),
             grew("imager", "tingyu_consumer_messages_total", consumer="imager-commands", outcome="acked"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,23 +90,31 @@ def test_alerts_dashboard_and_docs_read_only_series_that_exist(path: str) -> Non
     assert used <= {name.removesuffix("_total") for name in known}, used - known
 
 
-def test_a_commands_wait_is_counted_from_its_acceptance_and_other_messages_are_not() -> None:
+def test_an_items_wait_is_counted_from_when_it_was_sent_and_other_items_are_not() -> None:
+    import dataclasses
+
     from prometheus_client import REGISTRY
 
-    from tests.support.factories import command, node_record
-    from tingyu.common import timefmt
+    from tests.support.factories import command
+    from tingyu.common import subjects, timefmt
     from tingyu.common.bus.consumers import observe_wait
-    from tingyu.common.models.containers import ContainerOp
+    from tingyu.common.models.containers import ContainerOp, NodeReport
 
-    consumer = "unit-wait"
+    commands = dataclasses.replace(subjects.DEPLOYER_COMMANDS, durable="unit-wait-commands")
+    reports = dataclasses.replace(subjects.DEPLOYER_REPORTS, durable="unit-wait-reports")
+    unsent = dataclasses.replace(subjects.DEPLOYER_DEADLINES, durable="unit-wait-deadlines")
 
-    def observed(suffix: str) -> float:
-        found = REGISTRY.get_sample_value(f"tingyu_command_wait_seconds_{suffix}", {"consumer": consumer})
-        return found or 0.0
+    def observed(spec: subjects.ConsumerSpec[Any], suffix: str) -> float:
+        labels = {"consumer": spec.durable}
+        return REGISTRY.get_sample_value(f"tingyu_command_wait_seconds_{suffix}", labels) or 0.0
 
     accepted = command(ContainerOp.START, "web").model_copy(update={"issued_at": timefmt.now() - 3.0})
-    observe_wait(consumer, accepted)
-    assert observed("count") == 1
-    assert 3.0 <= observed("sum") < 10.0
-    observe_wait(consumer, node_record())  # no issued_at: not a command
-    assert observed("count") == 1
+    observe_wait(commands, accepted)
+    assert observed(commands, "count") == 1
+    assert 3.0 <= observed(commands, "sum") < 10.0
+    made = NodeReport(node_uuid="unit-wait-machine", reported_at=timefmt.now() - 7.0)
+    observe_wait(reports, made)
+    assert 7.0 <= observed(reports, "sum") < 14.0
+    assert subjects.DEPLOYER_DEADLINES.sent_at is None  # a job's timer is due, not sent: not counted
+    observe_wait(unsent, accepted)
+    assert observed(unsent, "count") == 0

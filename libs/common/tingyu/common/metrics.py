@@ -54,7 +54,7 @@ CONSUMER_HANDLED = Counter(
 )
 COMMAND_WAIT = Histogram(
     "tingyu_command_wait_seconds",
-    "Time from a command's acceptance (its issued_at) until its consumer first starts on it",
+    "Time from a command's acceptance or a report's making until its consumer first starts on it",
     ["consumer"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )

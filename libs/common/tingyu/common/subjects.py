@@ -280,6 +280,8 @@ class ConsumerSpec(Generic[M]):
 
     `max_deliver` is always bounded: a message that exhausts it is dead-lettered (see
     `tingyu.common.bus.consumers`). `order_by` keeps messages with the same key in stream order.
+    `sent_at` is when an item was sent (epoch seconds, its sender's clock): its first delivery
+    observes the item's wait in the stream (`tingyu_command_wait_seconds`).
     """
 
     stream: StreamSpec
@@ -291,6 +293,7 @@ class ConsumerSpec(Generic[M]):
     max_deliver: int = 20
     max_ack_pending: int = 256
     order_by: Callable[[M], Hashable] | None = None
+    sent_at: Callable[[M], float] | None = None
 
     @property
     def max_deliveries_advisory(self) -> str:
@@ -303,6 +306,7 @@ DEPLOYER_COMMANDS = ConsumerSpec(
     CONTAINER_COMMANDS,
     ContainerCommand,
     order_by=lambda c: c.node_uuid,  # one machine's desired state is written in command order
+    sent_at=lambda c: c.issued_at,
 )
 DEPLOYER_ROLLOUTS = ConsumerSpec(
     COMMANDS,
@@ -311,17 +315,24 @@ DEPLOYER_ROLLOUTS = ConsumerSpec(
     RolloutCommand,
     # Calls on one rollout are applied in stream order (a later percent extends an earlier one).
     order_by=lambda c: (c.area, c.operator, c.image),
+    sent_at=lambda c: c.issued_at,
 )
 DEPLOYER_FILES = ConsumerSpec(
     COMMANDS,
     "deployer-files",
     FILE_COMMANDS,
     FileFetchCommand,
+    sent_at=lambda c: c.issued_at,
     ack_wait_s=30.0,  # a copy in progress keeps its message with in-progress acks
     max_deliver=1000,  # retries end at the command's agent wait (about one a second), well before this
 )
 DEPLOYER_REPORTS = ConsumerSpec(
-    REPORTS, "deployer-observed", REPORTS_ALL, NodeReport, order_by=lambda r: r.node_uuid
+    REPORTS,
+    "deployer-observed",
+    REPORTS_ALL,
+    NodeReport,
+    order_by=lambda r: r.node_uuid,
+    sent_at=lambda r: r.reported_at,
 )
 DEPLOYER_DEADLINES = ConsumerSpec(
     JOB_DEADLINES,
@@ -336,11 +347,14 @@ DEPLOYER_PREPULL = ConsumerSpec(
     "deployer-prepull",
     PREPULL_COMMANDS,
     PrepullCommand,
+    sent_at=lambda c: c.issued_at,
     batch=16,
     ack_wait_s=30.0,  # a pre-pull keeps its message with in-progress acks until every machine is done
     max_deliver=50,  # a redelivery (a replica died) carries on: machines that pulled answer at once
 )
-IMAGER_COMMANDS = ConsumerSpec(COMMANDS, "imager-commands", IMAGE_COMMANDS, ImagePushCommand, batch=2)
+IMAGER_COMMANDS = ConsumerSpec(
+    COMMANDS, "imager-commands", IMAGE_COMMANDS, ImagePushCommand, batch=2, sent_at=lambda c: c.issued_at
+)
 METERING_SAMPLES = ConsumerSpec(
     SAMPLES, "metering-samples", SAMPLES_ALL, SampleBatch, batch=512, max_ack_pending=1024
 )

@@ -177,7 +177,7 @@ class Consumer(Generic[M]):
         if deliveries > 1:
             metrics.CONSUMER_REDELIVERED.labels(self.spec.durable).inc()
         else:
-            observe_wait(self.spec.durable, item)
+            observe_wait(self.spec, item)
         last = 0 < self.spec.max_deliver <= deliveries
         try:
             await self.handler(item, msg)
@@ -509,13 +509,13 @@ async def reading(
             await sub.unsubscribe()
 
 
-def observe_wait(consumer: str, item: Message) -> None:
-    """A command's time in the stream, from its acceptance to its first delivery's handling
-    (`tingyu_command_wait_seconds`): what a job waits before any work on it starts. Commands carry
-    `issued_at`; other messages are not counted."""
-    issued = getattr(item, "issued_at", None)
-    if isinstance(issued, float):
-        metrics.COMMAND_WAIT.labels(consumer).observe(max(timefmt.now() - issued, 0.0))
+def observe_wait(spec: subjects.ConsumerSpec[M], item: M) -> None:
+    """An item's time in its stream, from when it was sent (`spec.sent_at`: a command's acceptance,
+    a report's making) to its first delivery's handling (`tingyu_command_wait_seconds`): what a
+    job waits before any work on it starts. Items of a spec without `sent_at` are not counted."""
+    if spec.sent_at is not None:
+        waited = max(timefmt.now() - spec.sent_at(item), 0.0)
+        metrics.COMMAND_WAIT.labels(spec.durable).observe(waited)
 
 
 LISTING_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8)  # then one last pull, whose 503 is raised
