@@ -16,7 +16,7 @@ from tests.support.factories import facts, node_record
 from tingyu.api.config import ApiSettings
 from tingyu.api.envelope import ok
 from tingyu.api.main import create_app
-from tingyu.api.services.nodes import node_view
+from tingyu.api.schemas.nodes import NodeView, node_fields
 from tingyu.api.views import node_order
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -75,7 +75,7 @@ async def expected(bus: Bus) -> list[dict[str, Any]]:
     """The full answer as the API built it before it streamed: every record, sorted, in the envelope."""
     records = sorted(await bus.store(subjects.NODES).values(), key=node_order)
     tz = PlatformSettings().timezone
-    body = ok([node_view(record, tz) for record in records])
+    body = ok([NodeView(**node_fields(record, tz)) for record in records])
     data: list[dict[str, Any]] = json.loads(body.model_dump_json(exclude_unset=True))["data"]
     return data
 
@@ -146,3 +146,22 @@ async def test_bad_values_answer_an_envelope_error(
     assert body["code"] == code
     assert body["msg"]
     assert "Traceback" not in response.text
+
+
+async def test_node_get_answers_what_the_response_model_encodes(
+    api: httpx.AsyncClient, bus: Bus, fleet: list[str]
+) -> None:
+    """Machines by uuid and by nodename are answered from the view's entries: what the envelope of
+    their `NodeView`s encodes, in the order asked, each once; one unknown name answers TY0015."""
+    nodes = bus.store(subjects.NODES)
+    records = [await nodes.get(uuid) for uuid in (fleet[1], fleet[0])]
+    tz = PlatformSettings().timezone
+    want = ok([NodeView(**node_fields(record, tz)) for record in records if record is not None])
+    names = f"{fleet[1]},{fleet[0].removeprefix('tingyu-')},{fleet[1]}"
+    response = await api.get("/node/get", params={"name": names})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == json.loads(want.model_dump_json(exclude_unset=True))
+    assert len(response.json()["data"]) == 2
+    unknown = await api.get("/node/get", params={"name": f"{fleet[0]},tingyu-{'0' * 32}"})
+    assert unknown.json() == {"msg": "uuid不存在!", "code": "TY0015"}

@@ -19,7 +19,7 @@ from tests.support import eventually
 from tests.support.factories import job_record, name, node_record
 from tingyu.api import reads
 from tingyu.api.schemas.nodes import node_entry
-from tingyu.api.views import ENTRY, View, Views, unpack
+from tingyu.api.views import AREA, ENTRY, View, Views, machine, unpack
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.models.containers import NameClaim, NodeReport
@@ -42,13 +42,14 @@ async def test_a_view_follows_puts_deletes_and_purges(bus: Bus, views: Views) ->
     seq = await nodes.put(uuid, record)
 
     assert await views.nodes.reach(seq, timeout=5)
-    assert views.nodes.get(uuid) == record
-    assert await reads.node(bus, record.facts.nodename) == record
+    assert views.nodes.machine(uuid) == machine(record, views.nodes.timezone)
+    assert await reads.node(bus, record.facts.nodename) == reads.Node.of(record)
 
     changed = record.model_copy(update={"status": NodeStatus.NOT_READY})
     seq = await nodes.put(uuid, changed)
     assert await views.nodes.reach(seq, timeout=5)
-    assert views.nodes.get(uuid) == changed
+    assert views.nodes.machine(uuid) == machine(changed, views.nodes.timezone)
+    assert (await reads.node(bus, uuid)).status == NodeStatus.NOT_READY
 
     await nodes.delete(uuid)
     await eventually(lambda: _absent(views, uuid), timeout=5)
@@ -83,7 +84,7 @@ async def test_a_view_catches_up_with_one_key_not_with_every_later_write(bus: Bu
 
 
 async def _absent(views: Views, uuid: str) -> bool:
-    return views.nodes.get(uuid) is None and views.nodes.seq > 0
+    return views.nodes.machine(uuid) is None and views.nodes.seq > 0
 
 
 async def test_an_undecodable_record_is_skipped_with_a_log_line(
@@ -237,7 +238,7 @@ async def test_after_a_reconnect_the_view_starts_afresh_and_keeps_no_stale_key(t
 
 
 async def _holds(views: Views, uuid: str) -> bool:
-    return views.nodes.get(uuid) is not None
+    return views.nodes.machine(uuid) is not None
 
 
 async def test_the_nodes_view_keeps_one_untracked_tuple_per_machine_in_listing_order(
@@ -258,6 +259,9 @@ async def test_the_nodes_view_keeps_one_untracked_tuple_per_machine_in_listing_o
     assert "tingyu-" + "d" * 32 not in views.nodes.keys_held()
     gc.collect()
     assert not any(gc.is_tracked(m) for m in listed)
+    assert listed[0][AREA] is listed[1][AREA]  # decoded apart, an area is held once
+    with pytest.raises(TypeError):  # it holds no records: an absent one would read as no machine
+        views.nodes.get(older.facts.uuid)
 
     seq = await nodes.put(older.facts.uuid, older.model_copy(update={"createtime": 4.0}))
     assert await views.nodes.reach(seq, timeout=5)

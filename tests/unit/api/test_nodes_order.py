@@ -25,7 +25,7 @@ def test_every_window_is_the_fleet_sorted_afresh() -> None:
     view = NodesView(Store(None, subjects.NODES), "UTC")  # type: ignore[arg-type]  # no bus: parse only
     rng = random.Random(7)
     loaded = {uuid: _record(uuid, rng.choice([1.0, 2.0, 3.0]), 0.0) for uuid in UUIDS[:20]}
-    fresh = {uuid: machine(record, record.to_bytes(), "UTC", uuid) for uuid, record in loaded.items()}
+    fresh = {uuid: machine(record, "UTC", uuid) for uuid, record in loaded.items()}
     view._swap(OrderedDict(), fresh, seq=20)
 
     for seq in range(21, 600):

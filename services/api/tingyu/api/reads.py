@@ -1,6 +1,6 @@
 """Typed reads of the state stores the API answers from.
 
-Nodes, name claims, reports and jobs come from the process's views (`views.py`) once they are
+Machines, name claims, reports and jobs come from the process's views (`views.py`) once they are
 ready; a key a view does not hold is read through to its bucket, so a client that has just created
 something (on any API process) finds it. A job that reads as final is answered only once the views
 of the buckets it touched reflect its effect. Desired state and images are read from their buckets.
@@ -9,6 +9,7 @@ of the buckets it touched reflect its effect. Desired state and images are read 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tingyu.api import views
@@ -20,7 +21,7 @@ from tingyu.common.models.base import Message
 from tingyu.common.models.containers import NameClaim, NodeDesired, NodeReport
 from tingyu.common.models.images import ImageRecord
 from tingyu.common.models.jobs import Job, JobKind
-from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.models.nodes import NodeRecord, NodeStatus
 from tingyu.common.names import is_deployment_name, is_image_name, is_job_id, is_node_uuid
 
 M = TypeVar("M", bound=Message)
@@ -32,25 +33,60 @@ def node_key(name: str) -> str:
     return name if name.startswith("tingyu-") else f"tingyu-{name}"
 
 
-async def node(bus: Bus, name: str) -> NodeRecord:
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What a request checks of a machine: its uuid, area and status."""
+
+    uuid: str
+    area: str
+    status: NodeStatus
+
+    @classmethod
+    def held(cls, machine: views.Machine) -> Node:
+        return cls(machine[views.UUID], machine[views.AREA], NodeStatus(machine[views.STATUS]))
+
+    @classmethod
+    def of(cls, record: NodeRecord) -> Node:
+        return cls(record.facts.uuid, record.facts.area, record.status)
+
+
+async def node(bus: Bus, name: str) -> Node:
     """The machine named by uuid or nodename; TY0015 when unknown (or not a machine name at all)."""
     uuid = node_key(name)
-    record = await _read(bus, subjects.NODES, uuid) if is_node_uuid(uuid) else None
-    if record is None:
-        raise NodeNotFound()
-    return record
+    held = views.of(bus)
+    found = held.nodes.machine(uuid) if held and is_node_uuid(uuid) else None
+    if found is not None:
+        return Node.held(found)
+    record = await _node_record(bus, uuid)
+    return Node.of(record)
 
 
-async def find_node(bus: Bus, name: str) -> NodeRecord | None:
+async def find_node(bus: Bus, name: str) -> Node | None:
     try:
         return await node(bus, name)
     except NodeNotFound:
         return None
 
 
-async def all_nodes(bus: Bus) -> list[NodeRecord]:
+async def node_entry(bus: Bus, name: str, timezone: str) -> bytes:
+    """The machine named by uuid or nodename as its `/node/list` entry encoded in `timezone`; TY0015
+    when unknown."""
+    uuid = node_key(name)
     held = views.of(bus)
-    return list(held.nodes) if held else await bus.store(subjects.NODES).values()
+    if held and held.nodes.timezone == timezone and is_node_uuid(uuid):
+        found = held.nodes.machine(uuid)
+        if found is not None:
+            return found[views.ENTRY]
+    return views.machine(await _node_record(bus, uuid), timezone)[views.ENTRY]
+
+
+async def _node_record(bus: Bus, uuid: str) -> NodeRecord:
+    """The machine's record from its bucket (one the view does not hold yet, or any while the
+    view loads); TY0015 when unknown."""
+    record = await bus.store(subjects.NODES).get(uuid) if is_node_uuid(uuid) else None
+    if record is None:
+        raise NodeNotFound()
+    return record
 
 
 async def machines_in_order(bus: Bus, timezone: str, window: slice = views.EVERY) -> list[views.Machine]:
@@ -61,7 +97,7 @@ async def machines_in_order(bus: Bus, timezone: str, window: slice = views.EVERY
     if held and held.nodes.timezone == timezone:
         return held.nodes.machines(window)
     found = sorted(await bus.store(subjects.NODES).values(), key=views.node_order)[window]
-    return [views.machine(record, b"", timezone) for record in found]
+    return [views.machine(record, timezone) for record in found]
 
 
 async def claim(bus: Bus, name: str) -> NameClaim | None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from tingyu.api.deps import BusDep, SettingsDep, caller
-from tingyu.api.envelope import Envelope, EnvelopeRoute, ok
+from tingyu.api.envelope import Envelope, EnvelopeRoute
 from tingyu.api.params import NodeNames, NodeQueryDep
 from tingyu.api.schemas.nodes import NodeView
 from tingyu.api.services import nodes
@@ -15,9 +15,10 @@ router = APIRouter(prefix="/node", tags=["nodes"], route_class=EnvelopeRoute, de
 
 
 @router.get("/get", response_model=Envelope[list[NodeView]])
-async def get(bus: BusDep, settings: SettingsDep, names: NodeNames) -> Envelope[list[NodeView]]:
-    """Machines by nodename or uuid (comma-separated, duplicates folded); TY0015 when one is unknown."""
-    return ok(await nodes.named(bus, settings, names))
+async def get(bus: BusDep, settings: SettingsDep, names: NodeNames) -> Response:
+    """Machines by nodename or uuid (comma-separated, duplicates folded); TY0015 when one is unknown.
+    Each is answered as its `/node/list` entry, already encoded."""
+    return Response(nodes.answer(await nodes.named(bus, settings, names)), media_type="application/json")
 
 
 @router.get("/list", response_model=Envelope[list[NodeView]])

@@ -39,7 +39,7 @@ from tingyu.common.models.containers import (
     NodeReport,
     PodPhase,
 )
-from tingyu.common.models.nodes import NodeRecord, NodeStatus
+from tingyu.common.models.nodes import NodeStatus
 from tingyu.common.policy import Policy
 
 
@@ -99,7 +99,7 @@ def check_items(items: list[ContainerItem], limit: int) -> None:
         raise texts.over_limit(limit, "containers")
 
 
-async def nodes_of(bus: Bus, names: set[str]) -> dict[str, NodeRecord]:
+async def nodes_of(bus: Bus, names: set[str]) -> dict[str, reads.Node]:
     """Every named machine (by uuid or nodename), or TY0015 for the whole request before anything changes."""
     return {name: await reads.node(bus, name) for name in sorted(names)}
 
@@ -127,10 +127,9 @@ def update_refusal(name: str, uuid: str, owner: NameClaim | None) -> str:
     return ""
 
 
-def elsewhere(caller: Principal, node: NodeRecord) -> str:
+def elsewhere(caller: Principal, node: reads.Node) -> str:
     """Why `caller` may not act on `node` (a machine outside its areas), or ''."""
-    area = node.facts.area
-    return "" if caller.covers(area) else texts.outside_areas(node.facts.uuid, area, caller.areas)
+    return "" if caller.covers(node.area) else texts.outside_areas(node.uuid, node.area, caller.areas)
 
 
 async def write(
@@ -151,7 +150,7 @@ async def write(
     async def one(index: int, item: ContainerItem) -> ItemResult:
         name = item.deploymentname
         node = nodes[item.uuid]
-        uuid = node.facts.uuid
+        uuid = node.uuid
         first = (
             (texts.appears_twice(name) if index in twice else "")
             or elsewhere(caller, node)
@@ -355,7 +354,7 @@ def listing(view: ContainerView, pod: PodView) -> ContainerListing:
 
 async def of_machine(bus: Bus, settings: ApiSettings, name: str) -> list[ContainerListing]:
     """Every container of one machine (by uuid or nodename), oldest first, with its spec and pod state."""
-    uuid = (await reads.node(bus, name)).facts.uuid
+    uuid = (await reads.node(bus, name)).uuid
     desired = await reads.desired(bus, uuid)
     observed = await reads.observed(bus, uuid)
     tz = settings.platform.timezone

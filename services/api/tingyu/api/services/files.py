@@ -37,7 +37,7 @@ async def within(bus: Bus, caller: Principal, node_uuid: str, what: str) -> None
     """Refuse (403) a caller limited to areas when the machine is in none of them."""
     if caller.areas:
         node = await reads.find_node(bus, node_uuid)
-        area = node.facts.area if node else ""
+        area = node.area if node else ""
         if not caller.covers(area):
             raise texts.area_forbidden(what, area, caller.areas)
 

@@ -8,22 +8,16 @@ from collections.abc import AsyncIterator
 from tingyu.api import reads
 from tingyu.api.config import ApiSettings
 from tingyu.api.params import NodeQuery
-from tingyu.api.schemas.nodes import NodeView, node_fields
 from tingyu.api.views import AREA, ENTRY, OPERATOR, STATUS
 from tingyu.common.bus import Bus
-from tingyu.common.models.nodes import NodeRecord
 
 
-def node_view(record: NodeRecord, timezone: str) -> NodeView:
-    """A machine in the contract's shape: `eth` and `diskinfo` are JSON strings, as old clients expect."""
-    return NodeView(**node_fields(record, timezone))
-
-
-async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[NodeView]:
-    """Machines by nodename or uuid, in the order asked; TY0015 when one is unknown. A machine named
-    twice (or by both its uuid and its nodename) is answered once."""
+async def named(bus: Bus, settings: ApiSettings, names: list[str]) -> list[bytes]:
+    """Machines by nodename or uuid as their encoded `/node/list` entries, in the order asked;
+    TY0015 when one is unknown. A machine named twice (or by both its uuid and its nodename) is
+    answered once."""
     uuids = dict.fromkeys(reads.node_key(name) for name in names)
-    return [node_view(await reads.node(bus, uuid), settings.platform.timezone) for uuid in uuids]
+    return [await reads.node_entry(bus, uuid, settings.platform.timezone) for uuid in uuids]
 
 
 async def every(bus: Bus, query: NodeQuery, timezone: str) -> list[bytes]:
@@ -36,15 +30,25 @@ async def every(bus: Bus, query: NodeQuery, timezone: str) -> list[bytes]:
     return [machine[ENTRY] for machine in chosen[query.window]]
 
 
+# The success envelope around a list of machines, as `ok(...)` encodes it (the same bytes).
+OPENING = b'{"msg":"success","code":200,"data":['
+CLOSING = b"]}"
+
+
+def answer(entries: list[bytes]) -> bytes:
+    """The success envelope of a few encoded `entries`, whole."""
+    return OPENING + b",".join(entries) + CLOSING
+
+
 async def listing(entries: list[bytes]) -> AsyncIterator[bytes]:
     """The success envelope of the encoded `entries`, a chunk of machines at a time (a whole
     fleet's answer is tens of megabytes: never held as one string)."""
-    yield b'{"msg":"success","code":200,"data":['
+    yield OPENING
     for start in range(0, len(entries), CHUNK):
         text = b",".join(entries[start : start + CHUNK])
         yield text if start == 0 else b"," + text
         await asyncio.sleep(0)  # let other requests run between chunks
-    yield b"]}"
+    yield CLOSING
 
 
 CHUNK = 2000  # machines per piece of a listing

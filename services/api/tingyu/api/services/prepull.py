@@ -34,8 +34,8 @@ async def machines(bus: Bus, settings: ApiSettings, body: dict[str, Any], caller
         node = await reads.find_node(bus, uuid)
         if node is None:
             raise NodeNotFound(f"{NodeNotFound.default_msg} {uuid}")
-        if not caller.covers(node.facts.area):
-            raise texts.area_forbidden(f"machine {uuid}", node.facts.area, caller.areas)
+        if not caller.covers(node.area):
+            raise texts.area_forbidden(f"machine {uuid}", node.area, caller.areas)
     return wanted
 
 
