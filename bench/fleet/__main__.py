@@ -171,13 +171,27 @@ async def stream_waits(running: Any) -> dict[str, dict[str, float]]:
     }
 
 
-def waits_over(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """What the deployer's streams' waits took between two scrapes (`stream_waits`)."""
-    commands, reports = (spec.durable for spec in WAITED)
-    return {
-        "command_wait_s": probes.histogram_window(before[commands], after[commands]),
-        "report_wait_s": probes.histogram_window(before[reports], after[reports]),
-    }
+class DeployerWatch:
+    """The deployer's two queues over the soak: its histograms of the waits (scraped before and
+    after) and its consumers as JetStream tells of them (`probes.QueueProbe`)."""
+
+    def __init__(self, running: Any, before: dict[str, dict[str, float]], queues: probes.QueueProbe) -> None:
+        self.running = running
+        self.before = before
+        self.queues = queues
+
+    @classmethod
+    async def started(cls, running: Any, bus: Bus) -> DeployerWatch:
+        return cls(running, await stream_waits(running), probes.QueueProbe(bus, WAITED))
+
+    async def finish(self) -> dict[str, Any]:
+        after = await stream_waits(self.running)
+        commands, reports = (spec.durable for spec in WAITED)
+        return {
+            "command_wait_s": probes.histogram_window(self.before[commands], after[commands]),
+            "report_wait_s": probes.histogram_window(self.before[reports], after[reports]),
+            "deployer_queues": await self.queues.stop(),
+        }
 
 
 async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, size: int) -> dict[str, Any]:
@@ -229,14 +243,19 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
     sent_before = probes.sim_totals(stats_dir).get("beats_sent", 0)
     soak_start, soak_wall = time.perf_counter(), time.time()
     jobs = await probes.JobProbe.started(bus)
-    waits_before = await stream_waits(running)
-    uuids = [u for _, u in new]
+    deployer = await DeployerWatch.started(running, bus)
     calls = client_calls.Calls(
-        running.config.api_url, bearer(running.config), uuids, args.image, args.requests, args.concurrency
+        running.config.api_url,
+        bearer(running.config),
+        [uuid for _, uuid in new],
+        args.image,
+        args.requests,
+        args.concurrency,
     )
     latencies = await api_probe(calls, jobs)
     await jobs.wait_all(args.job_wait_s)
     await jobs.stop()
+    queued = await deployer.finish()
     remaining = args.soak_s - (time.perf_counter() - soak_start)
     if remaining > 0:
         await asyncio.sleep(remaining)
@@ -279,7 +298,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
         "job_reported_ms_p50_p99": baselines.p50_p99(list(jobs.reported_ms.values())),
         # the deployer's own histograms over the soak: from when a command or a report was sent to
         # its first start on it
-        **waits_over(waits_before, await stream_waits(running)),
+        **queued,
         "raw_kv_put_ms_p50_p99": baselines.p50_p99(puts),
         "raw_kv_get_ms_p50_p99": baselines.p50_p99(gets),
         "procs": cpu,
@@ -345,6 +364,14 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"[{n}] the deployer's {what} waited before it started on them (its histogram): "
             f"{waits['count']:.0f}, mean {waits['mean']:.2f} s, p50 <= {waits['p50_under']} s, "
             f"p99 <= {waits['p99_under']} s",
+            flush=True,
+        )
+    for durable, queue in r["deployer_queues"].items():
+        print(
+            f"[{n}] {durable} while the soak's jobs were open: at most {queue['pending_max']:,} "
+            f"waiting in the stream and {queue['ack_pending_max']:,} in the deployer's hands, "
+            f"at least {queue['waiting_min']} pulls waiting; JetStream answered within "
+            f"{queue['answer_ms_max']:,} ms",
             flush=True,
         )
     s50, s99 = r["job_reported_ms_p50_p99"]

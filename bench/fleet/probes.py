@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -132,6 +133,58 @@ class JobProbe:
             return all(job in self.final_at for job in self.accepted)
 
         await wait_for(all_final, timeout, every=0.2)
+
+
+class QueueProbe:
+    """The deployer's consumers as JetStream tells of them, once a second over the soak: messages
+    not yet delivered (`num_pending`), delivered and not yet acknowledged (`num_ack_pending`), pull
+    requests waiting at the server (`num_waiting`), and how long the server took to answer. A
+    queue that grows while pulls wait points at the server; one with every pull answered and the
+    acknowledgements pending points at the deployer."""
+
+    EVERY_S = 1.0
+
+    def __init__(self, bus: Bus, specs: tuple[subjects.ConsumerSpec[Any], ...]) -> None:
+        self.bus = bus
+        self.specs = specs
+        self.samples: dict[str, list[list[float]]] = {spec.durable: [] for spec in specs}
+        self.started = time.monotonic()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for spec in self.specs:
+                asked = time.monotonic()
+                try:
+                    info = await self.bus.js.consumer_info(spec.stream.name, spec.durable, timeout=30)
+                except Exception:  # a slow or failed answer is itself the finding: noted as -1
+                    info = None
+                took_ms = (time.monotonic() - asked) * 1000
+                at = round(asked - self.started, 1)
+                if info is None:
+                    self.samples[spec.durable].append([at, -1, -1, -1, round(took_ms)])
+                else:
+                    queued = [info.num_pending or 0, info.num_ack_pending or 0, info.num_waiting or 0]
+                    self.samples[spec.durable].append([at, *queued, round(took_ms)])
+            await asyncio.sleep(self.EVERY_S)
+
+    async def stop(self) -> dict[str, dict[str, Any]]:
+        """Per consumer: the largest of each figure, and every sample ([s from start, pending,
+        ack pending, waiting pulls, answer ms])."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        out = {}
+        for durable, rows in self.samples.items():
+            answered = [row for row in rows if row[1] >= 0]
+            out[durable] = {
+                "pending_max": max((row[1] for row in answered), default=0),
+                "ack_pending_max": max((row[2] for row in answered), default=0),
+                "waiting_min": min((row[3] for row in answered), default=0),
+                "answer_ms_max": max((row[4] for row in rows), default=0),
+                "samples": rows,
+            }
+        return out
 
 
 class ProcSampler:
