@@ -21,6 +21,7 @@ def platform(services: tuple[str, ...], **env: str) -> Iterator[Platform]:
             nats_port=free_port(),
             registry_port=free_port(),
             api_port=free_port(),
+            nats_monitor_port=free_port(),  # /jsz and /stacksz, to look inside the server during a run
             services=services,
             extra_env={"TINGYU_LOG_LEVEL": "WARNING", **env},
             colour=False,

@@ -181,6 +181,8 @@ class PlatformConfig:
     # Each service's metrics port (`TINGYU_<SERVICE>_METRICS_PORT`; the API serves /metrics on its
     # own port); services not named get a free port each, so that parallel platforms never collide.
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # nats-server's monitoring endpoint (/jsz, /stacksz) on 127.0.0.1 at this port (0: none).
+    nats_monitor_port: int = 0
 
     def __post_init__(self) -> None:
         for name in self.services:
@@ -301,6 +303,8 @@ class Platform:
         store = self.config.state_dir / name
         store.mkdir(parents=True, exist_ok=True)
         conf = store / "nats-server.conf"
+        if self.config.nats_monitor_port and name == "nats":  # the single server
+            extra += f"http: 127.0.0.1:{self.config.nats_monitor_port}\n"
         conf.write_text(self.nats_config(f"tingyu-{port}", port, store, extra))
         self.spawn(name, [find_binary("nats-server"), "-c", str(conf)])
         wait_until(lambda: port_open(port), 30, "nats-server")
