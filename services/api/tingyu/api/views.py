@@ -351,7 +351,9 @@ class Views:
         )
         self.jobs: View[Job] = View(bus.store(subjects.JOBS), jobs_capacity, encoded=True)
         # Read key by key through `view`: the nodes view holds entries, not records (`reads.node`).
-        self._by_name: dict[str, View[Any]] = {view.name: view for view in self.all[1:]}
+        self._by_name: dict[str, View[Any]] = {
+            view.name: view for view in (self.names, self.observed, self.jobs)
+        }
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
