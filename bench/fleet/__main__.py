@@ -171,26 +171,47 @@ async def stream_waits(running: Any) -> dict[str, dict[str, float]]:
     }
 
 
-class DeployerWatch:
-    """The deployer's two queues over the soak: its histograms of the waits (scraped before and
-    after) and its consumers as JetStream tells of them (`probes.QueueProbe`)."""
+async def store_times(running: Any) -> dict[tuple[str, ...], dict[str, float]]:
+    """The deployer's histograms so far of its requests to each bucket, by bucket and operation."""
+    url = running.config.metrics_url("deployer")
+    return await probes.histograms(url, "tingyu_store_seconds", ("bucket", "op"))
 
-    def __init__(self, running: Any, before: dict[str, dict[str, float]], queues: probes.QueueProbe) -> None:
+
+class DeployerWatch:
+    """The deployer over the soak: its histograms of the waits in its two queues and of its
+    requests to the buckets (scraped before and after), and its consumers as JetStream tells of
+    them (`probes.QueueProbe`)."""
+
+    def __init__(
+        self,
+        running: Any,
+        before: dict[str, dict[str, float]],
+        stores: dict[tuple[str, ...], dict[str, float]],
+        queues: probes.QueueProbe,
+    ) -> None:
         self.running = running
         self.before = before
+        self.stores = stores
         self.queues = queues
 
     @classmethod
     async def started(cls, running: Any, bus: Bus) -> DeployerWatch:
-        return cls(running, await stream_waits(running), probes.QueueProbe(bus, WAITED))
+        waits, stores = await stream_waits(running), await store_times(running)
+        return cls(running, waits, stores, probes.QueueProbe(bus, WAITED))
 
     async def finish(self) -> dict[str, Any]:
         after = await stream_waits(self.running)
+        stores = await store_times(self.running)
         commands, reports = (spec.durable for spec in WAITED)
+        windows = {
+            "/".join(key): probes.histogram_window(self.stores.get(key, {}), series)
+            for key, series in sorted(stores.items())
+        }
         return {
             "command_wait_s": probes.histogram_window(self.before[commands], after[commands]),
             "report_wait_s": probes.histogram_window(self.before[reports], after[reports]),
             "deployer_queues": await self.queues.stop(),
+            "deployer_store_s": {key: w for key, w in windows.items() if w["count"] > 0},
         }
 
 
@@ -372,6 +393,12 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"waiting in the stream and {queue['ack_pending_max']:,} in the deployer's hands, "
             f"at least {queue['waiting_min']} pulls waiting; JetStream answered within "
             f"{queue['answer_ms_max']:,} ms",
+            flush=True,
+        )
+    for key, times in r.get("deployer_store_s", {}).items():
+        print(
+            f"[{n}] the deployer's requests to {key}: {times['count']:.0f}, mean "
+            f"{times['mean'] * 1000:,.1f} ms, p50 <= {times['p50_under']} s, p99 <= {times['p99_under']} s",
             flush=True,
         )
     s50, s99 = r["job_reported_ms_p50_p99"]

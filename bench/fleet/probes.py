@@ -374,6 +374,27 @@ async def histogram(url: str, name: str, **labels: str) -> dict[str, float]:
     return found
 
 
+async def histograms(url: str, name: str, by: tuple[str, ...]) -> dict[tuple[str, ...], dict[str, float]]:
+    """Every series of one histogram, keyed by the values of the labels `by` (as `histogram`
+    returns one); empty when the endpoint does not answer."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            text = (await client.get(url)).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[tuple[str, ...], dict[str, float]] = {}
+    for metric in text_string_to_metric_families(text):
+        if metric.name != name:
+            continue
+        for sample in metric.samples:
+            series = found.setdefault(tuple(sample.labels.get(k, "") for k in by), {})
+            if sample.name.endswith("_bucket"):
+                series[sample.labels["le"]] = sample.value
+            else:
+                series[sample.name.removeprefix(name)] = sample.value
+    return found
+
+
 def histogram_window(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """What a histogram took between two scrapes: how many, their mean, and the bucket bounds the
     median and the 99th percentile fall under (`inf` past the last bound; NaN when none came)."""

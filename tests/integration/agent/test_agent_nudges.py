@@ -20,10 +20,12 @@ from tingyu.agent.agent import KEY_READ_TRIES, READ_BACKOFF_S, Agent
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
-from tingyu.common.bus import Bus
+from tingyu.common.bus import Bus, serve_by_subject
 from tingyu.common.desired import DesiredStore, migrate
+from tingyu.common.errors import InvalidParameter
 from tingyu.common.models.containers import (
     DesiredContainer,
+    DesiredListingRequest,
     DesiredNudge,
     DesiredState,
     NodeDesired,
@@ -31,6 +33,7 @@ from tingyu.common.models.containers import (
 )
 from tingyu.common.names import new_node_identity
 from tingyu.common.settings import PlatformSettings
+from tingyu.deployer.containers import Listings
 from tingyu.sim import machines
 from tingyu.sim.runtime import SimRuntime
 
@@ -40,6 +43,19 @@ async def admin(nats_url: str) -> AsyncIterator[Bus]:
     bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "nudge-tests")
     yield bus
     await bus.close()
+
+
+@pytest_asyncio.fixture(params=["served", "by itself"])
+async def listing(request: pytest.FixtureRequest, admin: Bus) -> AsyncIterator[str]:
+    """How the agent's listings are made: answered by a deployer (its `Listings` responder), or,
+    with no deployer answering, by the machine's own consumer."""
+    responder = None
+    if request.param == "served":
+        answer = Listings(admin).answer
+        responder = await serve_by_subject(admin, subjects.DESIRED_LISTING_ALL, DesiredListingRequest, answer)
+    yield request.param
+    if responder is not None:
+        await responder.close()
 
 
 @pytest_asyncio.fixture
@@ -78,7 +94,7 @@ async def holds(condition: bool) -> bool:
 async def test_a_nudge_reads_one_key_and_a_stale_one_reads_nothing(admin: Bus, agent: Agent) -> None:
     store = DesiredStore(admin)
     await agent.sync_once()  # the first pass lists the machine's keys (none yet)
-    assert agent.reads == {"keys": 0, "listings": 1, "checks": 0, "stale_nudges": 0}
+    assert agent.reads == {"keys": 0, "listings": 1, "served": 0, "checks": 0, "stale_nudges": 0}
 
     name = unique("web")
     first = await store.put(agent.uuid, deployment(name, "1", revision=1))
@@ -167,7 +183,9 @@ async def test_the_resync_lists_every_key_and_a_removed_key_goes(admin: Bus, age
     assert report.containers[names[0]].phase == PodPhase.STOPPED
 
 
-async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(admin: Bus, agent: Agent) -> None:
+async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(
+    admin: Bus, listing: str, agent: Agent
+) -> None:
     """Agents upgraded before the deployer keep their machine as it is: they read the whole-machine
     record under the bare uuid too, and nothing changes for a container when it is split."""
     names = sorted(unique("old") for _ in range(2))
@@ -182,9 +200,12 @@ async def test_an_agent_reads_a_legacy_record_until_the_deployer_splits_it(admin
     report = await agent.sync_once()
     assert {n: c.container_id for n, c in report.containers.items()} == ids  # the same containers
     assert all(entry.node_uuid == agent.uuid for entry in agent.desired.containers.values())
+    assert agent.reads["served"] == (2 if listing == "served" else 0)
 
 
-async def test_resync_periods_list_every_key_once_per_full_read_period(admin: Bus, agent: Agent) -> None:
+async def test_resync_periods_list_every_key_once_per_full_read_period(
+    admin: Bus, listing: str, agent: Agent
+) -> None:
     """At 100 000 machines a listing every resync period would be 6 700 JetStream API requests a
     second: in between listings (`full_read_s`: 20 periods of 30 s) a resync reconciles against the
     state held. Once per `full_read_s` the machine checks, by the sequence of its newest write (a
@@ -215,6 +236,7 @@ async def test_resync_periods_list_every_key_once_per_full_read_period(admin: Bu
         report = await agent.sync_once()
     assert (agent.reads["checks"], agent.reads["listings"]) == (3, 3)
     assert name not in report.containers
+    assert agent.reads["served"] == (3 if listing == "served" else 0)
 
 
 async def test_a_failed_listing_waits_out_a_growing_back_off(nats_url: str, tmp_path: Path) -> None:
@@ -279,3 +301,27 @@ async def test_a_nudged_pass_reports_the_others_as_last_seen_and_an_event_looks_
     assert back is not None
     assert report.containers[names[2]].container_id == back.id != gone.id
     assert agent.reads["listings"] == 1  # the desired state itself was not listed again
+
+
+@pytest.mark.parametrize("listing", ["served"], indirect=True)
+async def test_a_served_listing_is_one_cut_of_the_machines_own_keys_and_no_other(
+    admin: Bus, listing: str, agent: Agent
+) -> None:
+    """The deployer answers a machine's listing on the subject that names it, which the machine's
+    credential allows alone: another machine's subject is refused by NATS itself, and a subject
+    that names no machine by the deployer. The answer's newest write is the one the check reads."""
+    store = DesiredStore(admin)
+    names = sorted(unique("web") for _ in range(3))
+    for name in names:
+        await store.put(agent.uuid, deployment(name, "1", revision=1))
+    await store.remove(agent.uuid, names.pop())  # a removal: not listed, but its marker is the newest
+    found, newest = await DesiredStore(agent.bus).served_listing(agent.uuid, 5.0)
+    assert sorted(found) == names
+    assert newest == await store.newest(agent.uuid)
+
+    other, _ = new_node_identity()
+    await store.put(other, deployment(unique("theirs"), "1", revision=1))
+    with pytest.raises(TimeoutError):  # the server does not deliver it: a permissions violation
+        await DesiredStore(agent.bus).served_listing(other, 1.0)
+    with pytest.raises(InvalidParameter):
+        await Listings(admin).answer("ty.rpc.desired.not-a-machine", DesiredListingRequest())

@@ -15,6 +15,7 @@ import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 from nats.js import errors as js_errors
+from prometheus_client import REGISTRY
 
 from tests.support import eventually
 from tests.support.factories import spec as container_spec
@@ -57,6 +58,26 @@ async def test_a_store_reads_and_writes_its_model(bus: Bus) -> None:
     assert await names.get(k) is None
     await names.create(k, NameClaim(node_uuid="n4", job_id="j4"))  # a deleted key can be created again
     assert (await names.get(k)) == NameClaim(node_uuid="n4", job_id="j4")
+
+
+async def test_each_request_to_a_bucket_is_timed_by_bucket_and_operation_refusals_included(bus: Bus) -> None:
+    def count(op: str) -> float:
+        labels = {"bucket": subjects.NAMES.name, "op": op}
+        return REGISTRY.get_sample_value("tingyu_store_seconds_count", labels) or 0.0
+
+    ops = ("get", "create", "update", "list", "delete")
+    before = {op: count(op) for op in ops}
+    names = bus.store(subjects.NAMES)
+    k = key()
+    revision = await names.create(k, NameClaim(node_uuid="n1", job_id="j1"))
+    with pytest.raises(Conflict):
+        await names.create(k, NameClaim(node_uuid="n2", job_id="j2"))  # refused, and timed all the same
+    await names.update(k, NameClaim(node_uuid="n3", job_id="j3"), revision)
+    assert await names.get(k) is not None
+    assert k in await names.entries(k)
+    await names.delete(k)
+    timed = {op: count(op) - before[op] for op in ops}
+    assert timed == {"get": 1, "create": 2, "update": 1, "list": 1, "delete": 1}
 
 
 async def test_mutate_is_compare_and_set_under_contention(bus: Bus) -> None:

@@ -147,6 +147,7 @@ async def test_machine_publishes_only_on_its_own_subjects(admin: Bus, pair: tupl
         subjects.report(b.uuid),
         subjects.samples(b.uuid),
         subjects.agent_nudge(b.uuid),
+        subjects.desired_listing(b.uuid),  # another machine's listing, as a deployer would serve it
         "ty.cmd.container.forged",
         f"$KV.ty_desired.{a.uuid}",  # not even its own desired state: it only reads it
         subjects.joblog(new_job_id()),  # a job's log lines come from the central services only

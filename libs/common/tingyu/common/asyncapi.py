@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from tingyu.common import subjects
 from tingyu.common.models.audit import AuditEvent
 from tingyu.common.models.base import Message
+from tingyu.common.models.containers import DesiredListing, DesiredListingRequest
 from tingyu.common.models.dead import DeadLetter
 from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.images import ImagerReply, ImagerRequest
@@ -43,6 +44,12 @@ FAMILY_MODELS: dict[str, type[Message]] = {
 REQUESTS: tuple[tuple[str, type[Message], type[Message], str], ...] = (
     (subjects.METERING_QUERY, MeteringQuery, MeteringReply, "The API asks metering for a time range."),
     (subjects.IMAGER_QUERY, ImagerRequest, ImagerReply, "Catalog search and deletes (the imager)."),
+    (
+        subjects.desired_listing("{uuid}"),
+        DesiredListingRequest,
+        DesiredListing,
+        "One agent asks the deployer for its own desired state, read in one cut of `ty_desired`.",
+    ),
     (
         subjects.agent_request("{uuid}", "file"),
         FileFetchCommand,

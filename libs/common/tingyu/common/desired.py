@@ -14,8 +14,14 @@ import logging
 from collections.abc import Callable
 
 from tingyu.common import subjects
-from tingyu.common.bus import Bus
-from tingyu.common.models.containers import DesiredContainer, NodeDesired
+from tingyu.common.bus import Bus, call
+from tingyu.common.models.containers import (
+    DesiredContainer,
+    DesiredListing,
+    DesiredListingRequest,
+    ListedDeployment,
+    NodeDesired,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,36 @@ class DesiredStore:
             subjects.desired_keys(node_uuid), consumer=subjects.desired_lister(node_uuid)
         )
         return {key.partition(".")[2]: value for key, value in found.items()}
+
+    async def snapshot(self, node_uuid: str) -> DesiredListing:
+        """Every deployment of one machine in one cut of the bucket, with the newest write under
+        its keys in that cut: one batched direct get, no consumer (what the deployer answers a
+        machine's `served_listing` with)."""
+        found, newest = await self.store.last_of_each(subjects.desired_keys(node_uuid))
+        deployments = {
+            key.partition(".")[2]: ListedDeployment(revision=revision, value=value)
+            for key, (value, revision) in found.items()
+        }
+        return DesiredListing(deployments=deployments, newest=newest)
+
+    async def served_listing(
+        self, node_uuid: str, timeout: float
+    ) -> tuple[dict[str, tuple[DesiredContainer, int]], int]:
+        """A machine's own deployments with their revisions, and the newest write under its keys
+        (what `newest` reads of them), as a deployer reads them for it (`snapshot`): nothing on
+        JetStream's API queue. `TimeoutError`, `NoRespondersError` or the deployer's error when
+        none answers."""
+        listing = await call(
+            self.bus, subjects.desired_listing(node_uuid), DesiredListingRequest(), DesiredListing, timeout
+        )
+        return {name: (d.value, d.revision) for name, d in listing.deployments.items()}, listing.newest
+
+    async def legacy(self, node_uuid: str) -> tuple[NodeDesired | None, int]:
+        """The machine's legacy whole-machine record (None when there is none) and the sequence of
+        its last write (a removal included, as `newest` counts it)."""
+        legacy = self.bus.store(subjects.LEGACY_DESIRED)
+        (record, _), seq = await asyncio.gather(legacy.entry(node_uuid), legacy.key_seq(node_uuid))
+        return record, seq
 
     async def newest(self, node_uuid: str) -> int:
         """The bucket sequence of the machine's newest write: of any of its deployments' keys

@@ -59,6 +59,15 @@ COMMAND_WAIT = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+# --- stores (bus.stores) -------------------------------------------------------------------------
+STORE_SECONDS = Histogram(
+    "tingyu_store_seconds",
+    "Time of one request to a key/value bucket, by bucket and operation (get, put, create, update, "
+    "delete, purge, list), failed ones included",
+    ["bucket", "op"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
 # --- NATS connection (bus.connection) -------------------------------------------------------------
 NATS_RECONNECTS = Counter("tingyu_nats_reconnects_total", "Reconnections to NATS after a lost connection")
 NATS_DISCONNECTS = Counter("tingyu_nats_disconnects_total", "Connections to NATS lost (reconnecting)")

@@ -26,7 +26,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from tingyu.common import joblog, logs, metrics
-from tingyu.common.bus import Bus, consume, serve
+from tingyu.common.bus import Bus, consume, serve, serve_by_subject
 from tingyu.common.bus.consumers import Handler, OnDead
 from tingyu.common.leases import Lease
 from tingyu.common.models.base import Message
@@ -122,6 +122,20 @@ class Service:
     ) -> None:
         """A request/reply responder, closed at stop before the connection drains."""
         responder = await serve(bus, subject, request, handler, queue=queue)
+        self.stack.push_async_callback(responder.close)
+
+    async def serve_by_subject(
+        self,
+        bus: Bus,
+        subjects: str,
+        request: type[Req],
+        handler: Callable[[str, Req], Awaitable[Message]],
+        *,
+        queue: str = "",
+    ) -> None:
+        """A responder on every subject `subjects` matches, told which one each request came on;
+        closed at stop before the connection drains."""
+        responder = await serve_by_subject(bus, subjects, request, handler, queue=queue)
         self.stack.push_async_callback(responder.close)
 
     def leader(self, lease: Lease, every_s: float, tick: Callable[[], Awaitable[None]]) -> None:

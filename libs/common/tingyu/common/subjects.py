@@ -266,10 +266,26 @@ METERING_QUERY = "ty.rpc.metering.query"
 IMAGER_QUERY = "ty.rpc.imager.query"
 """Request/reply: catalog search and deletes."""
 
+DESIRED_LISTING_ALL = "ty.rpc.desired.*"
+
+
+def desired_listing(node_uuid: str) -> str:
+    """Request/reply: one agent asks the deployer for its own desired state (`DesiredListing`);
+    the subject names the machine, which its credential allows alone."""
+    return f"ty.rpc.desired.{node_uuid}"
+
+
+def listing_machine(subject: str) -> str:
+    """The machine a `desired_listing` subject names ('' when it is not one)."""
+    head, _, node_uuid = subject.rpartition(".")
+    return node_uuid if head == "ty.rpc.desired" else ""
+
+
 # Queue groups: replicas of one service share the work of a core-NATS subject.
 QUEUE_NODES = "tingyu-nodes"
 QUEUE_METERING = "tingyu-metering"
 QUEUE_IMAGER = "tingyu-imager"
+QUEUE_DEPLOYER = "tingyu-deployer"
 
 # --- Durable consumers, declared next to their streams ------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -27,6 +28,7 @@ from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
+from tingyu.common.errors import TingyuError
 from tingyu.common.models.containers import ContainerReport, DesiredNudge, NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.service import LoopFn, wait_or_stop
@@ -49,6 +51,11 @@ BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for 
 FULL_READ_S = 600.0
 KEY_READ_TRIES = 3  # failed reads of the keys named in a row before the machine lists them all
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
+# A listing is first asked of the deployer (one cut of the bucket, nothing on JetStream's API);
+# when none answers in SERVED_TIMEOUT_S, the machine lists with its own consumer and asks the
+# deployer again only after SERVED_RETRY_S.
+SERVED_TIMEOUT_S = 2.0
+SERVED_RETRY_S = 300.0
 
 
 class Agent:
@@ -95,10 +102,12 @@ class Agent:
         self._failed_reads = 0
         self._failed_key_reads = 0  # in a row
         self._read_after = 0.0  # monotonic: no listing before this, after a failed read
+        self._served_after = 0.0  # monotonic: listings are not asked of the deployer before this
         self._whole = True  # the next pass looks at every container (not only the nudged keys')
         self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
-        self.reads = {"keys": 0, "listings": 0, "checks": 0, "stale_nudges": 0}
+        # listings: every one; served: of those, the ones a deployer answered
+        self.reads = {"keys": 0, "listings": 0, "served": 0, "checks": 0, "stale_nudges": 0}
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None
@@ -374,10 +383,31 @@ class Agent:
     async def _read_all(self) -> None:
         self.reads["listings"] += 1
         store = DesiredStore(self.bus)
+        if time.monotonic() >= self._served_after:
+            try:
+                await self._read_served(store)
+                return
+            except (nats.errors.Error, TimeoutError, TingyuError) as exc:
+                # No deployer (or an older one), a credential from before served listings, or
+                # over one answer's size: list with the machine's own consumer for a while.
+                self._served_after = time.monotonic() + SERVED_RETRY_S
+                log.info("%s: listing not served (%r); listing by itself", self.uuid, exc)
         # Asked before the listing: a write after it shows at the next check, never goes unseen.
         newest = await store.newest(self.uuid)
         self._held.replace(await store.listing_with_legacy(self.uuid))
         self._listed = newest
+
+    async def _read_served(self, store: DesiredStore) -> None:
+        """The listing as a deployer reads it in one cut, with the newest write under the keys in
+        that cut; a legacy record the deployer has not split yet is read beside it."""
+        (found, newest), (legacy, legacy_seq) = await asyncio.gather(
+            store.served_listing(self.uuid, SERVED_TIMEOUT_S), store.legacy(self.uuid)
+        )
+        for name, entry in (legacy.containers if legacy else {}).items():
+            found.setdefault(name, (entry, legacy_seq))
+        self._held.replace(found)
+        self._listed = max(newest, legacy_seq)  # as `DesiredStore.newest` counts
+        self.reads["served"] += 1
 
     async def _read_if_changed(self) -> bool:
         """Whether a listing is due: the machine's newest write is not the one of its last listing

@@ -1,4 +1,5 @@
-"""Deployer service: five durable consumers shared by all replicas, and the leader's rollout loop."""
+"""Deployer service: six durable consumers and the machines' listings, shared by all replicas, and
+the leader's rollout loop."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from tingyu.common import subjects
 from tingyu.common.desired import migrate
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
+from tingyu.common.models.containers import DesiredListingRequest
 from tingyu.common.service import Service, run_service, settings_checked
 from tingyu.deployer.config import get_settings
-from tingyu.deployer.containers import Commands, Dispatched, Reports
+from tingyu.deployer.containers import Commands, Dispatched, Listings, Reports
 from tingyu.deployer.files import Files
 from tingyu.deployer.jobs import Deadlines, fail_job
 from tingyu.deployer.prepull import Prepulls
@@ -45,6 +47,11 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_PREPULL, prepulls.handle, on_dead=dead)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
     service.consume(bus, subjects.DEPLOYER_REPORTS, reports.handle, batch=settings.reports_batch)
+    # Machines' listings of their own desired state, shared by every replica.
+    listings = Listings(bus).answer
+    await service.serve_by_subject(
+        bus, subjects.DESIRED_LISTING_ALL, DesiredListingRequest, listings, queue=subjects.QUEUE_DEPLOYER
+    )
     lease = Lease(bus, "rollouts", settings.rollout_lease_s)
     service.leader(lease, settings.rollout_tick_s, loop.tick)
 

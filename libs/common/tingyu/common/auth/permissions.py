@@ -81,6 +81,8 @@ def machine_permissions(node_uuid: str, reply_ttl_s: float = REPLY_TTL_S) -> dic
                 *desired_listing(node_uuid, "*"),
                 legacy_desired_get(node_uuid),
                 legacy_desired_get(node_uuid, "*"),
+                # Its listing as a deployer reads it (core NATS: the same subject in any domain).
+                subjects.desired_listing(node_uuid),
                 # Object names are job ids the machine learns only from its own requests;
                 # NATS cannot bind an object name to a machine (docs/security.md).
                 f"$O.{files}.C.*",

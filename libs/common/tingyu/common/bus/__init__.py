@@ -11,7 +11,7 @@
 from tingyu.common.bus.connection import Bus
 from tingyu.common.bus.consumers import Reject, Retry, consume, in_progress, reading
 from tingyu.common.bus.objects import object_chunks
-from tingyu.common.bus.responders import Reply, call, serve
+from tingyu.common.bus.responders import Reply, call, serve, serve_by_subject
 from tingyu.common.bus.stores import Store
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "object_chunks",
     "reading",
     "serve",
+    "serve_by_subject",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -40,14 +41,15 @@ class Reply(Message):
 
 class Responder(Generic[Req]):
     """Answers one subject (in `queue`, shared by a service's replicas), each request in its own
-    task, so a slow answer (a file copy, a long range query) never holds up the next request."""
+    task, so a slow answer (a file copy, a long range query) never holds up the next request. The
+    handler is given the subject the request came on (a wildcard's token may name the asker)."""
 
     def __init__(
         self,
         bus: Bus,
         subject: str,
         request: type[Req],
-        handler: Callable[[Req], Awaitable[Message]],
+        handler: Callable[[str, Req], Awaitable[Message]],
         *,
         queue: str = "",
         limit: int = 64,
@@ -81,7 +83,7 @@ class Responder(Generic[Req]):
 
     async def _answer(self, msg: Msg) -> None:
         async with self.slots:
-            reply = await answer(msg.data, self.request, self.handler)
+            reply = await answer(msg.data, self.request, functools.partial(self.handler, msg.subject))
         if msg.reply:
             with contextlib.suppress(Exception):  # the asker may have gone; its side says so
                 await msg.respond(fitted(self.bus, msg.reply, reply))
@@ -108,7 +110,25 @@ async def serve(
     limit: int = 64,
 ) -> Responder[Req]:
     """Answer `subject` until the returned responder is closed."""
-    return await Responder(bus, subject, request, handler, queue=queue, limit=limit).start()
+
+    async def handle(_: str, req: Req) -> Message:
+        return await handler(req)
+
+    return await Responder(bus, subject, request, handle, queue=queue, limit=limit).start()
+
+
+async def serve_by_subject(
+    bus: Bus,
+    subjects: str,
+    request: type[Req],
+    handler: Callable[[str, Req], Awaitable[Message]],
+    *,
+    queue: str = "",
+    limit: int = 64,
+) -> Responder[Req]:
+    """Answer every subject `subjects` (a wildcard) matches, the handler told which one each
+    request came on (where a credential allows each asker its own subject alone)."""
+    return await Responder(bus, subjects, request, handler, queue=queue, limit=limit).start()
 
 
 async def answer(data: bytes, request: type[Req], handler: Callable[[Req], Awaitable[Message]]) -> Reply:

@@ -7,22 +7,27 @@ API is used: where its `KeyValue` has no public way, this module speaks the JetS
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from nats import errors as nats_errors
+from nats.aio.msg import Msg
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
 
-from tingyu.common import subjects
+from tingyu.common import metrics, subjects
 from tingyu.common.bus.connection import Bus
 from tingyu.common.bus.consumers import fetch_listed
-from tingyu.common.errors import Conflict, InvalidParameter, PayloadTooLarge
+from tingyu.common.errors import Conflict, InvalidParameter, PayloadTooLarge, Unavailable
 from tingyu.common.models.base import Message
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,25 @@ class Store(Generic[M]):
         self.spec = spec
         self.model: type[M] = spec.model
         self._kv: KeyValue | None = None
+        self._timers: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def _timed(self, op: str) -> Iterator[None]:
+        """Times what it wraps, failures included, in `tingyu_store_seconds{bucket, op}`."""
+        timer = self._timers.get(op)
+        if timer is None:
+            timer = self._timers[op] = metrics.STORE_SECONDS.labels(self.spec.name, op)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            timer.observe(time.perf_counter() - start)
+
+    @contextlib.contextmanager
+    def _request(self, op: str) -> Iterator[None]:
+        """One request to the server: timed, and counted as a round trip."""
+        with self._timed(op), self.bus.trip():
+            yield
 
     async def _handle(self) -> KeyValue:
         if self._kv is None:
@@ -92,7 +116,7 @@ class Store(Generic[M]):
     async def _direct_last(self, key_or_pattern: str) -> js_api.RawStreamMsg | None:
         """The last message under a checked key or pattern, by one direct get (None: there is none)."""
         try:
-            with self.bus.trip():
+            with self._request("get"):
                 return await self.bus.js.get_msg(
                     self.spec.stream, subject=self.spec.prefix + key_or_pattern, direct=True
                 )
@@ -109,10 +133,66 @@ class Store(Generic[M]):
         msg = await self._direct_last(pattern)
         return (msg.seq or 0) if msg is not None else 0
 
+    async def last_of_each(
+        self, pattern: str, *, timeout: float = 5.0
+    ) -> tuple[dict[str, tuple[M, int]], int]:
+        """Every current key under a narrow `pattern` (one machine's keys) with its value and
+        revision, and the newest sequence among them (delete and purge markers included, as
+        `newest_seq` counts them): one batched direct get, answered by the stream itself in one
+        cut of its writes, with no consumer made and nothing queued on JetStream's API. Up to
+        1 024 keys and markers (the server's bound): `Conflict` past it, `Unavailable` when the
+        server does not know the request (before nats-server 2.11) or does not answer in time."""
+        if not _PATTERN.fullmatch(pattern) or len(pattern) > MAX_KEY:
+            raise ValueError(f"not a key pattern: {pattern[:80]!r}")
+        nc = self.bus.nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        out: dict[str, tuple[M, int]] = {}
+        newest = 0
+        try:
+            with self._request("snapshot"):
+                request = {"multi_last": [self.spec.prefix + pattern]}
+                await nc.publish(
+                    f"{self.bus.api_prefix}.DIRECT.GET.{self.spec.stream}",
+                    json.dumps(request).encode(),
+                    reply=inbox,
+                )
+                async with asyncio.timeout(timeout):
+                    while (
+                        item := self._batch_item(pattern, await sub.next_msg(timeout=timeout))
+                    ) is not None:
+                        key, value, seq = item
+                        newest = max(newest, seq)
+                        if value is not None:
+                            out[key] = (value, seq)
+        except (TimeoutError, nats_errors.TimeoutError) as exc:
+            raise Unavailable(detail=f"{self.spec.name} did not list {pattern} in {timeout:.0f} s") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return out, newest
+
+    def _batch_item(self, pattern: str, msg: Msg) -> tuple[str, M | None, int] | None:
+        """One message of a batched direct get: its key, value (None for a marker or a value that
+        does not parse) and sequence; None at the end of the batch (or when nothing matched)."""
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status in {"204", "404"}:
+            return None
+        if status == "413":
+            raise Conflict(detail=f"over 1 024 keys and markers under {self.spec.name}/{pattern}")
+        if status:
+            raise Unavailable(detail=f"{self.spec.name} did not list {pattern}: status {status}")
+        key = headers.get("Nats-Subject", "")[len(self.spec.prefix) :]
+        seq = int(headers.get("Nats-Sequence", "0"))
+        if headers.get("KV-Operation") in _DELETED or not msg.data:
+            return key, None, seq
+        return key, self._decode(key, msg.data), seq
+
     async def last_seq(self) -> int:
         """The sequence of the bucket's stream's last message: what a reader following the bucket
         has seen every write of once it has applied this far."""
-        with self.bus.trip():
+        with self._request("info"):
             info = await self.bus.js.stream_info(self.spec.stream)
         return info.state.last_seq
 
@@ -127,6 +207,10 @@ class Store(Generic[M]):
         entries: it stops once it has passed the stream's last message at the start and holds at
         least as many keys as the bucket had then. A key written during the scan comes again, newer.
         """
+        with self._timed("list"):
+            return await self._items(pattern)
+
+    async def _items(self, pattern: str) -> dict[str, M]:
         prefix = self.spec.prefix
         state = (await self.bus.js.stream_info(self.spec.stream)).state
         sub = await self.bus.js.pull_subscribe(
@@ -169,6 +253,10 @@ class Store(Generic[M]):
         key answers at once. A `consumer` name makes the listing one that a credential allowed only
         that consumer and its filter (spelled in the API subject) can make; without one, a fresh
         name is used. The consumer is removed after the listing."""
+        with self._timed("list"):
+            return await self._entries(pattern, consumer)
+
+    async def _entries(self, pattern: str, consumer: str) -> dict[str, tuple[M, int]]:
         prefix = self.spec.prefix
         config = js_api.ConsumerConfig(
             name=consumer,
@@ -259,7 +347,7 @@ class Store(Generic[M]):
         """Store unconditionally; returns the new revision."""
         self._check_key(key)
         kv = await self._handle()
-        with self.bus.trip():
+        with self._request("put"):
             return await kv.put(key, self._encode(key, value))
 
     async def put_encoded(self, key: str, data: bytes) -> int:
@@ -268,7 +356,7 @@ class Store(Generic[M]):
         self._check_key(key)
         self._check_size(key, data)
         kv = await self._handle()
-        with self.bus.trip():
+        with self._request("put"):
             return await kv.put(key, data)
 
     async def create(self, key: str, value: M) -> int:
@@ -276,7 +364,7 @@ class Store(Generic[M]):
         self._check_key(key)
         kv = await self._handle()
         try:
-            with self.bus.trip():
+            with self._request("create"):
                 return await kv.create(key, self._encode(key, value))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise Conflict(detail=f"{self.spec.name}/{key} exists") from exc
@@ -286,7 +374,7 @@ class Store(Generic[M]):
         self._check_key(key)
         kv = await self._handle()
         try:
-            with self.bus.trip():
+            with self._request("update"):
                 return await kv.update(key, self._encode(key, value), last=expected_revision)
         except js_errors.KeyWrongLastSequenceError as exc:
             raise Conflict(detail=f"{self.spec.name}/{key} changed") from exc
@@ -340,14 +428,14 @@ class Store(Generic[M]):
         """Delete a key; an absent key is fine."""
         self._check_key(key)
         kv = await self._handle()
-        with contextlib.suppress(js_errors.KeyNotFoundError), self.bus.trip():
+        with contextlib.suppress(js_errors.KeyNotFoundError), self._request("delete"):
             await kv.delete(key)
 
     async def purge(self, key: str) -> None:
         """Remove a key and its history (one purge marker stays); an absent key is fine."""
         self._check_key(key)
         kv = await self._handle()
-        with self.bus.trip():
+        with self._request("purge"):
             await kv.purge(key)
 
     def _check_key(self, key: str) -> None:

@@ -146,6 +146,27 @@ class DesiredNudge(Message):
     revision: int
 
 
+class DesiredListingRequest(Message):
+    """An agent asks for its own desired state; the subject names the machine (its credential
+    allows its own alone), so the request carries nothing."""
+
+
+class ListedDeployment(Message):
+    """One deployment of a listing: its desired state and the bucket revision of its key."""
+
+    revision: int
+    value: DesiredContainer
+
+
+class DesiredListing(Message):
+    """One machine's deployments as one cut of `ty_desired`, and `newest`: the sequence of the
+    newest write under its keys in that cut (removals included), which the machine compares
+    later to know whether anything changed since."""
+
+    deployments: dict[str, ListedDeployment] = Field(default_factory=dict)
+    newest: int = 0
+
+
 class PodPhase(StrEnum):
     """Observed state of a container, in the contract's pod vocabulary."""
 
