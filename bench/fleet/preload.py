@@ -77,7 +77,8 @@ async def preload(
 ) -> None:
     """Write each machine's desired containers and nudge it, as the deployer does: one nudge per
     key, naming it and its revision, so the machine reads that key alone (an empty nudge would
-    make every machine list its keys: a consumer per machine, four JetStream API requests each).
+    make every machine list its keys at once). Each machine still lists them once, at its next
+    check (its newest write moved), as it would after a change to most of the fleet.
     Prints how far it got every `progress_s` (a million writes take minutes)."""
     job_id = await preload_job(bus)
     desired_store = DesiredStore(bus)
