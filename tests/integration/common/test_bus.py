@@ -104,6 +104,20 @@ async def test_listing_sees_every_key_and_skips_a_corrupt_one(bus: Bus) -> None:
     assert await names.get(f"{prefix}.bad") is None  # unreadable reads as absent, never raises
 
 
+async def test_listing_an_empty_bucket_makes_no_consumer(bus: Bus) -> None:
+    """A bucket with nothing in it (the rollouts, most of the time, listed at every tick of the
+    leader) is answered from the stream's state alone: no consumer made, no pull waited out."""
+    spec = subjects.BucketSpec(f"t_{secrets.token_hex(4)}", NameClaim)
+    await bus.js.create_key_value(js_api.KeyValueConfig(bucket=spec.name))
+    store = bus.store(spec)
+    before = (await bus.js.account_info()).api.total
+    assert await store.items() == {}
+    assert (await bus.js.account_info()).api.total - before <= 2  # the stream's info (and this one)
+    await store.put("k", NameClaim(node_uuid="n", job_id="j"))
+    assert list(await store.items()) == ["k"]
+    await bus.js.delete_key_value(spec.name)
+
+
 async def test_a_listing_pulls_again_while_its_consumer_is_not_yet_known(bus: Bus) -> None:
     """A pull that no server answers (on a cluster: a consumer made a moment ago on another server)
     is tried again; one that never finds its consumer fails rather than waiting forever."""

@@ -213,6 +213,8 @@ class Store(Generic[M]):
     async def _items(self, pattern: str) -> dict[str, M]:
         prefix = self.spec.prefix
         state = (await self.bus.js.stream_info(self.spec.stream)).state
+        if not state.messages:  # an empty bucket: no consumer to make, no pull to wait out
+            return {}
         sub = await self.bus.js.pull_subscribe(
             prefix + pattern,
             stream=self.spec.stream,
