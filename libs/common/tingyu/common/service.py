@@ -26,8 +26,9 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from tingyu.common import joblog, logs, metrics
-from tingyu.common.bus import Bus, consume, serve, serve_by_subject
+from tingyu.common.bus import Bus, consume, serve_by_subject
 from tingyu.common.bus.consumers import Handler, OnDead
+from tingyu.common.bus.responders import ignoring_subject
 from tingyu.common.leases import Lease
 from tingyu.common.models.base import Message
 from tingyu.common.settings import PlatformSettings, get_platform_settings
@@ -121,8 +122,7 @@ class Service:
         queue: str = "",
     ) -> None:
         """A request/reply responder, closed at stop before the connection drains."""
-        responder = await serve(bus, subject, request, handler, queue=queue)
-        self.stack.push_async_callback(responder.close)
+        await self.serve_by_subject(bus, subject, request, ignoring_subject(handler), queue=queue)
 
     async def serve_by_subject(
         self,

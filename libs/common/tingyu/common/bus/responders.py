@@ -39,6 +39,9 @@ class Reply(Message):
     detail: str = ""
 
 
+Handler = Callable[[str, Req], Awaitable[Message]]  # told the subject the request came on
+
+
 class Responder(Generic[Req]):
     """Answers one subject (in `queue`, shared by a service's replicas), each request in its own
     task, so a slow answer (a file copy, a long range query) never holds up the next request. The
@@ -49,7 +52,7 @@ class Responder(Generic[Req]):
         bus: Bus,
         subject: str,
         request: type[Req],
-        handler: Callable[[str, Req], Awaitable[Message]],
+        handler: Handler[Req],
         *,
         queue: str = "",
         limit: int = 64,
@@ -100,6 +103,15 @@ def fitted(bus: Bus, inbox: str, reply: Reply) -> bytes:
     return data
 
 
+def ignoring_subject(handler: Callable[[Req], Awaitable[Message]]) -> Handler[Req]:
+    """A handler of the request alone, as a responder calls it (with the subject first)."""
+
+    async def handle(_: str, req: Req) -> Message:
+        return await handler(req)
+
+    return handle
+
+
 async def serve(
     bus: Bus,
     subject: str,
@@ -110,18 +122,14 @@ async def serve(
     limit: int = 64,
 ) -> Responder[Req]:
     """Answer `subject` until the returned responder is closed."""
-
-    async def handle(_: str, req: Req) -> Message:
-        return await handler(req)
-
-    return await Responder(bus, subject, request, handle, queue=queue, limit=limit).start()
+    return await serve_by_subject(bus, subject, request, ignoring_subject(handler), queue=queue, limit=limit)
 
 
 async def serve_by_subject(
     bus: Bus,
     subjects: str,
     request: type[Req],
-    handler: Callable[[str, Req], Awaitable[Message]],
+    handler: Handler[Req],
     *,
     queue: str = "",
     limit: int = 64,
