@@ -54,8 +54,11 @@ async def test_a_store_reads_and_writes_its_model(bus: Bus) -> None:
         await names.update(k, NameClaim(node_uuid="n2", job_id="j2"), revision + 1000)
     await names.update(k, NameClaim(node_uuid="n3", job_id="j3"), revision)
     assert await names.get(k) == NameClaim(node_uuid="n3", job_id="j3")
+    assert await names.latest(k) == (NameClaim(node_uuid="n3", job_id="j3"), await names.key_seq(k))
     await names.delete(k)
     assert await names.get(k) is None
+    assert await names.latest(k) == (None, await names.key_seq(k))  # the delete's own sequence
+    assert await names.key_seq(k) > revision
     await names.create(k, NameClaim(node_uuid="n4", job_id="j4"))  # a deleted key can be created again
     assert (await names.get(k)) == NameClaim(node_uuid="n4", job_id="j4")
 

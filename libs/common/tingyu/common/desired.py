@@ -110,13 +110,6 @@ class DesiredStore:
         )
         return {name: (d.value, d.revision) for name, d in listing.deployments.items()}, listing.newest
 
-    async def legacy(self, node_uuid: str) -> tuple[NodeDesired | None, int]:
-        """The machine's legacy whole-machine record (None when there is none) and the sequence of
-        its last write (a removal included, as `newest` counts it)."""
-        legacy = self.bus.store(subjects.LEGACY_DESIRED)
-        (record, _), seq = await asyncio.gather(legacy.entry(node_uuid), legacy.key_seq(node_uuid))
-        return record, seq
-
     async def newest(self, node_uuid: str) -> int:
         """The bucket sequence of the machine's newest write: of any of its deployments' keys
         (removals included) or of its legacy record. Two direct gets; a listing is worth making
@@ -132,13 +125,31 @@ class DesiredStore:
         split yet (at that record's revision; a per-deployment key wins)."""
         found = await self.listing(node_uuid)
         legacy, revision = await self.bus.store(subjects.LEGACY_DESIRED).entry(node_uuid)
-        for name, entry in (legacy.containers if legacy else {}).items():
-            found.setdefault(name, (entry, revision))
-        return found
+        return with_legacy(found, legacy, revision)
+
+    async def served_listing_with_legacy(
+        self, node_uuid: str, timeout: float
+    ) -> tuple[dict[str, tuple[DesiredContainer, int]], int]:
+        """`served_listing`, plus the deployments of a legacy record the deployer has not split
+        yet, and the newest write as `newest` counts it (the legacy record's included)."""
+        (found, newest), (legacy, seq) = await asyncio.gather(
+            self.served_listing(node_uuid, timeout), self.bus.store(subjects.LEGACY_DESIRED).latest(node_uuid)
+        )
+        return with_legacy(found, legacy, seq), max(newest, seq)
 
     async def everything(self) -> list[DesiredContainer]:
         """Every deployment of the fleet (a scan: for rare questions such as 'who uses this image')."""
         return await self.store.values("*.*")
+
+
+def with_legacy(
+    found: dict[str, tuple[DesiredContainer, int]], legacy: NodeDesired | None, revision: int
+) -> dict[str, tuple[DesiredContainer, int]]:
+    """A listing with the deployments of a legacy whole-machine record added at that record's
+    revision (a per-deployment key wins)."""
+    for name, entry in (legacy.containers if legacy else {}).items():
+        found.setdefault(name, (entry, revision))
+    return found
 
 
 def _unless_present(entry: DesiredContainer) -> Change:

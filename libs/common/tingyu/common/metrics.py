@@ -63,7 +63,7 @@ COMMAND_WAIT = Histogram(
 STORE_SECONDS = Histogram(
     "tingyu_store_seconds",
     "Time of one request to a key/value bucket, by bucket and operation (get, put, create, update, "
-    "delete, purge, list), failed ones included",
+    "delete, purge, info, snapshot, list), failed ones included",
     ["bucket", "op"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

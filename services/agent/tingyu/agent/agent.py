@@ -400,13 +400,9 @@ class Agent:
     async def _read_served(self, store: DesiredStore) -> None:
         """The listing as a deployer reads it in one cut, with the newest write under the keys in
         that cut; a legacy record the deployer has not split yet is read beside it."""
-        (found, newest), (legacy, legacy_seq) = await asyncio.gather(
-            store.served_listing(self.uuid, SERVED_TIMEOUT_S), store.legacy(self.uuid)
-        )
-        for name, entry in (legacy.containers if legacy else {}).items():
-            found.setdefault(name, (entry, legacy_seq))
+        found, newest = await store.served_listing_with_legacy(self.uuid, SERVED_TIMEOUT_S)
         self._held.replace(found)
-        self._listed = max(newest, legacy_seq)  # as `DesiredStore.newest` counts
+        self._listed = newest
         self.reads["served"] += 1
 
     async def _read_if_changed(self) -> bool:

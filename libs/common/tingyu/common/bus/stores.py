@@ -93,9 +93,19 @@ class Store(Generic[M]):
         """The key's value and its revision; (None, 0) when absent, deleted or unreadable (a key
         that no write can have made, such as one of another form, reads as absent)."""
         msg = await self._last(key)
-        if msg is None or not msg.data or (msg.headers and msg.headers.get("KV-Operation") in _DELETED):
+        data = _held_value(msg)
+        if msg is None or data is None:
             return None, 0
-        return self._decode(key, msg.data), msg.seq or 0
+        return self._decode(key, data), msg.seq or 0
+
+    async def latest(self, key: str) -> tuple[M | None, int]:
+        """The key's value (None when absent, deleted or unreadable) and the sequence of its last
+        write, a delete included (0 when it has none): `entry` and `key_seq` in one direct read."""
+        msg = await self._last(key)
+        if msg is None:
+            return None, 0
+        data = _held_value(msg)
+        return (self._decode(key, data) if data is not None else None), msg.seq or 0
 
     async def get(self, key: str) -> M | None:
         """The key's value, or None."""
@@ -128,8 +138,7 @@ class Store(Generic[M]):
         `pattern` (one machine's keys, `<uuid>.*`): one direct get, answered by the stream itself,
         not by JetStream's API queue, and spelled so that a credential can allow one machine's
         pattern alone. 0 when no key under it was ever written."""
-        if not _PATTERN.fullmatch(pattern) or len(pattern) > MAX_KEY:
-            raise ValueError(f"not a key pattern: {pattern[:80]!r}")
+        _check_pattern(pattern)
         msg = await self._direct_last(pattern)
         return (msg.seq or 0) if msg is not None else 0
 
@@ -142,8 +151,7 @@ class Store(Generic[M]):
         cut of its writes, with no consumer made and nothing queued on JetStream's API. Up to
         1 024 keys and markers (the server's bound): `Conflict` past it, `Unavailable` when the
         server does not know the request (before nats-server 2.11) or does not answer in time."""
-        if not _PATTERN.fullmatch(pattern) or len(pattern) > MAX_KEY:
-            raise ValueError(f"not a key pattern: {pattern[:80]!r}")
+        _check_pattern(pattern)
         nc = self.bus.nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
@@ -476,3 +484,16 @@ class Store(Generic[M]):
 def is_key(key: str) -> bool:
     """A key a bucket can hold: its exact form and length (nothing else reaches the server)."""
     return len(key) <= MAX_KEY and _KEY.fullmatch(key) is not None and not key.startswith(".")
+
+
+def _check_pattern(pattern: str) -> None:
+    """Refuse what is not a key pattern ending in a wildcard (one machine's keys, `<uuid>.*`)."""
+    if not _PATTERN.fullmatch(pattern) or len(pattern) > MAX_KEY:
+        raise ValueError(f"not a key pattern: {pattern[:80]!r}")
+
+
+def _held_value(msg: js_api.RawStreamMsg | None) -> bytes | None:
+    """The value a key's last message holds; None for none, a delete or purge marker, or no data."""
+    if msg is None or not msg.data or (msg.headers and msg.headers.get("KV-Operation") in _DELETED):
+        return None
+    return msg.data
