@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
 from tests.support import eventually, machine_creds, machine_settings, unique
 from tests.support.factories import spec
-from tingyu.agent.agent import KEY_READ_TRIES, READ_BACKOFF_S, Agent
+from tingyu.agent import agent as machine_loops
+from tingyu.agent.agent import KEY_READ_TRIES, READ_BACKOFF_S, SERVED_TRIES, Agent
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
@@ -325,3 +327,43 @@ async def test_a_served_listing_is_one_cut_of_the_machines_own_keys_and_no_other
         await DesiredStore(agent.bus).served_listing(other, 1.0)
     with pytest.raises(InvalidParameter):
         await Listings(admin).answer("ty.rpc.desired.not-a-machine", DesiredListingRequest())
+
+
+async def test_a_listing_the_deployer_answers_late_is_a_failed_read_not_a_listing_by_itself(
+    admin: Bus, agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy deployer answers late: the listing fails, waits out the back-off and is asked of the
+    deployer again, without the machine's own consumer (a fleet's consumers would add to the load
+    that made it late). Only SERVED_TRIES late answers in a row make the machine list by itself."""
+    monkeypatch.setattr(machine_loops, "SERVED_TIMEOUT_S", 0.3)
+    asked: list[str] = []
+
+    async def late(msg: Msg) -> None:  # takes the request and never answers
+        asked.append(msg.subject)
+
+    by_itself: list[str] = []
+    listing = DesiredStore.listing
+
+    async def counted(self: DesiredStore, uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
+        by_itself.append(uuid)
+        return await listing(self, uuid)
+
+    monkeypatch.setattr(DesiredStore, "listing", counted)
+    name = unique("web")
+    await DesiredStore(admin).put(agent.uuid, deployment(name, "1", revision=1))
+    deployer = await admin.nc.subscribe(subjects.DESIRED_LISTING_ALL, cb=late)
+    await admin.nc.flush()
+    try:
+        for tries in range(1, SERVED_TRIES):
+            with pytest.raises(TimeoutError):
+                await agent.read_desired()
+            assert (len(asked), by_itself) == (tries, [])
+            assert not agent.owes_full_read  # backing off
+            await eventually(lambda: holds(agent.owes_full_read), timeout=agent.read_backoff_left() + 5)
+        desired, read = await agent.read_desired()
+        assert (len(asked), by_itself) == (SERVED_TRIES, [agent.uuid])
+        assert read
+        assert desired is not None
+        assert name in desired.containers
+    finally:
+        await deployer.unsubscribe()

@@ -28,7 +28,7 @@ from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
-from tingyu.common.errors import TingyuError
+from tingyu.common.errors import TingyuError, Unavailable
 from tingyu.common.models.containers import ContainerReport, DesiredNudge, NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
 from tingyu.common.service import LoopFn, wait_or_stop
@@ -51,10 +51,16 @@ BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for 
 FULL_READ_S = 600.0
 KEY_READ_TRIES = 3  # failed reads of the keys named in a row before the machine lists them all
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
-# A listing is first asked of the deployer (one cut of the bucket, nothing on JetStream's API);
-# when none answers in SERVED_TIMEOUT_S, the machine lists with its own consumer and asks the
-# deployer again only after SERVED_RETRY_S.
-SERVED_TIMEOUT_S = 2.0
+# A listing is first asked of the deployer (one cut of the bucket, nothing on JetStream's API).
+# When no deployer serves listings (none subscribed, an older platform, more keys than one answer
+# holds), or SERVED_TRIES asked in a row went unanswered within SERVED_TIMEOUT_S or came back
+# "unavailable" (a credential from before served listings, a store that does not answer), the
+# machine lists with its own consumer and asks the deployer again only after SERVED_RETRY_S.
+# Fewer late answers make a failed read (the back-off, then the deployer again), not a listing by
+# the machine's own consumer: a deployer is late when the platform is busy, and a fleet's
+# consumers would add to what made it late.
+SERVED_TIMEOUT_S = 3.0
+SERVED_TRIES = 3
 SERVED_RETRY_S = 300.0
 
 
@@ -103,6 +109,7 @@ class Agent:
         self._failed_key_reads = 0  # in a row
         self._read_after = 0.0  # monotonic: no listing before this, after a failed read
         self._served_after = 0.0  # monotonic: listings are not asked of the deployer before this
+        self._served_late = 0  # listings asked of the deployer in a row that went unanswered
         self._whole = True  # the next pass looks at every container (not only the nudged keys')
         self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
@@ -386,16 +393,25 @@ class Agent:
         if time.monotonic() >= self._served_after:
             try:
                 await self._read_served(store)
+                self._served_late = 0
                 return
-            except (nats.errors.Error, TimeoutError, TingyuError) as exc:
-                # No deployer (or an older one), a credential from before served listings, or
-                # over one answer's size: list with the machine's own consumer for a while.
-                self._served_after = time.monotonic() + SERVED_RETRY_S
-                log.info("%s: listing not served (%r); listing by itself", self.uuid, exc)
+            except (TimeoutError, Unavailable) as exc:  # a busy deployer, or a credential that may not ask
+                self._served_late += 1
+                if self._served_late < SERVED_TRIES:
+                    raise
+                self._not_served(exc)
+            except (nats.errors.Error, TingyuError) as exc:  # no deployer serves it, or too large
+                self._not_served(exc)
         # Asked before the listing: a write after it shows at the next check, never goes unseen.
         newest = await store.newest(self.uuid)
         self._held.replace(await store.listing_with_legacy(self.uuid))
         self._listed = newest
+
+    def _not_served(self, exc: Exception) -> None:
+        """Listings are made with the machine's own consumer for SERVED_RETRY_S."""
+        self._served_late = 0
+        self._served_after = time.monotonic() + SERVED_RETRY_S
+        log.info("%s: listing not served (%r); listing by itself", self.uuid, exc)
 
     async def _read_served(self, store: DesiredStore) -> None:
         """The listing as a deployer reads it in one cut, with the newest write under the keys in
