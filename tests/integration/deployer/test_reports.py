@@ -144,7 +144,7 @@ async def test_reports_are_stored_newest_first_whether_remembered_or_not(bus: Bu
 async def test_an_unchanged_report_is_neither_written_nor_judged_until_the_rewrite_time(bus: Bus) -> None:
     """An agent repeats its report every few minutes: the same deployments as the last report stored
     cost no write; a late report is still refused against the newest time; a change is written,
-    and so is an unchanged report once its rewrite is due (at most `REWRITE_S` after the write)."""
+    and so is an unchanged report once the last write is `REWRITE_S` old."""
     reports = Reports(bus, JobStore(bus))
     kv = await bus.js.key_value(subjects.REPORTED.name)
     node = f"tingyu-{unique('')[1:]}{'0' * 22}"
@@ -166,13 +166,13 @@ async def test_an_unchanged_report_is_neither_written_nor_judged_until_the_rewri
     assert stored is not None
     assert stored.seq == 1
 
-    reports.REWRITE_S = 0.0  # from the next write on, an unchanged report is due at once
     changed = late.model_copy(update={"reported_at": 300, "seq": 4})
     await take(reports, bus, changed)
     stored = await bus.store(subjects.REPORTED).get(node)
     assert stored is not None
     assert stored.seq == 4
 
+    reports.REWRITE_S = 0.0  # the last write is now old enough: the unchanged report is written
     await take(reports, bus, changed.model_copy(update={"reported_at": 400, "seq": 5}))
     stored = await bus.store(subjects.REPORTED).get(node)
     assert stored is not None

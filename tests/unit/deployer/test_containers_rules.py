@@ -18,7 +18,7 @@ from tingyu.common.models.containers import (
     PodPhase,
 )
 from tingyu.common.models.jobs import JobState
-from tingyu.deployer.containers.rules import Verdict, applied, apply, newer, next_rewrite, verdict, without
+from tingyu.deployer.containers.rules import Verdict, applied, apply, newer, verdict, without
 
 NODE = "tingyu-" + "0" * 32
 
@@ -164,14 +164,3 @@ def test_a_deleted_deployment_leaves_the_desired_state_unless_it_was_re_created(
     again = doc_with(n)  # the name was deleted and created again by another job meanwhile
     assert without(again, deleted) is None
     assert without(None, deleted) is None
-
-
-def test_rewrites_after_a_change_come_spread_over_the_period_and_then_a_period_apart() -> None:
-    """A wave of changed reports (a rollout, a restarted deployer) is rewritten spread over the
-    period, not all one period later; a rewrite's next one is a whole period after it."""
-    after_change = [next_rewrite(1000.0, 1800.0, changed=True) for _ in range(2000)]
-    assert all(1000.0 <= at <= 2800.0 for at in after_change)
-    tenths = {int((at - 1000.0) // 180.0) for at in after_change}
-    assert tenths == set(range(10))  # every tenth of the period has some
-    assert next_rewrite(1000.0, 1800.0, changed=False) == 2800.0
-    assert next_rewrite(1000.0, 1800.0, changed=True, draw=lambda: 0.25) == 1450.0

@@ -45,7 +45,6 @@ from tingyu.deployer.containers.rules import (
     apply,
     commit,
     newer,
-    next_rewrite,
     roll_back,
     verdict,
     without,
@@ -216,7 +215,7 @@ class Stored(NamedTuple):
     reported_at: float  # the newest report time seen with these deployments (what `newer` compares)
     revision: int  # the revision of the machine's key in `ty_observed`
     content: int  # `content_digest` of the report's deployments
-    rewrite_at: float  # when an unchanged report is written again (monotonic, `next_rewrite`)
+    written_at: float  # when this replica last wrote the key (monotonic)
     finished: bytes = b""  # `packed` marks of the report's jobs known final (`job_mark`)
 
 
@@ -249,8 +248,8 @@ def ending(seen: ContainerReport) -> bool:
 class Reports:
     """Handles `ty.evt.observed.*`."""
 
-    # An unchanged report is still written (and judged) at most this long after the last write, so
-    # the stored one is never older than this and another replica's late write is corrected.
+    # An unchanged report is still written (and judged) once this long after the last write, so the
+    # stored one is never older than this and another replica's late write is corrected.
     REWRITE_S = 1800.0
 
     def __init__(
@@ -316,10 +315,10 @@ class Reports:
 
     def same_as_stored(self, report: NodeReport, content: int) -> bool:
         """The report says what the last one this replica stored and judged said, and that one was
-        written recently enough (`Stored.rewrite_at`): judging it again changes nothing. Its time is
-        kept, so that an older report arriving late is still refused by `newer`."""
+        written less than `REWRITE_S` ago: judging it again changes nothing. Its time is kept, so
+        that an older report arriving late is still refused by `newer`."""
         last = self.stored.get(report.node_uuid)
-        if last is None or last.content != content or time.monotonic() > last.rewrite_at:
+        if last is None or last.content != content or time.monotonic() - last.written_at > self.REWRITE_S:
             return False
         if report.reported_at > last.reported_at:
             self.stored[report.node_uuid] = last._replace(reported_at=report.reported_at)
@@ -332,7 +331,6 @@ class Reports:
         written without reading it back."""
         node = report.node_uuid
         last = self.stored.pop(node, None)
-        rewrite_at = next_rewrite(time.monotonic(), self.REWRITE_S, last is None or last.content != content)
         placeholder = NodeReport(node_uuid=node, reported_at=last.reported_at) if last else None
         known = (placeholder, last.revision) if last else None
         stored, revision = await self.observed.mutate_entry(
@@ -341,10 +339,10 @@ class Reports:
         if stored is None or not revision:
             return None
         if stored is report:
-            return Stored(report.reported_at, revision, content, rewrite_at)
+            return Stored(report.reported_at, revision, content, time.monotonic())
         if last is not None and stored is placeholder:  # the one remembered is more recent
             return last
-        return Stored(stored.reported_at, revision, content_digest(stored), rewrite_at)  # read back
+        return Stored(stored.reported_at, revision, content_digest(stored), time.monotonic())  # read back
 
     def remember(self, node: str, stored: Stored) -> None:
         self.stored.pop(node, None)

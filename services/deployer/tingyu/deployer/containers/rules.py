@@ -5,14 +5,11 @@
 - `commit` and `roll_back`: a change of spec (update, upgrade) is a transaction; the last spec that
   ran stays as `fallback` until its job succeeds, and a failed change goes back to it;
 - `applied` and `verdict`: the agent reports the revision and job id it applied, which is how jobs
-  complete exactly (and changes commit or roll back);
-- `next_rewrite`: when a machine's unchanged report is written again.
+  complete exactly (and changes commit or roll back).
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tingyu.common.models.containers import (
@@ -214,14 +211,3 @@ def without(doc: NodeDesired | None, entry: DesiredContainer) -> NodeDesired | N
         return None
     del doc.containers[entry.name]
     return doc
-
-
-def next_rewrite(
-    now: float, period: float, changed: bool, draw: Callable[[], float] = random.random
-) -> float:
-    """When a machine's unchanged report is next written again, so the stored one is never older
-    than `period`: `period` after a rewrite; after a change, at a random point within `period`.
-    Many machines change at once (a rollout, a restarted deployer's first reports, a fleet
-    joining), and their rewrites then come spread over the period instead of as one wave a period
-    later: the fleet's rate of rewrites is steady, its number of machines over the period."""
-    return now + period * (draw() if changed else 1.0)
