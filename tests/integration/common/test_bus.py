@@ -20,8 +20,9 @@ from prometheus_client import REGISTRY
 from tests.support import eventually
 from tests.support.factories import spec as container_spec
 from tingyu.common import subjects
-from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve
+from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve, serve_by_subject
 from tingyu.common.bus.consumers import Puller, declare, fetch_listed, park_abandoned, subscribe
+from tingyu.common.bus.responders import ignoring_subject
 from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
 from tingyu.common.jobs import JobStore
@@ -349,6 +350,41 @@ async def test_a_slow_answer_never_holds_up_the_next_request(bus: Bus) -> None:
         assert (await slow).text == "slow"
     finally:
         await responder.close()
+
+
+async def test_a_request_that_waited_longer_than_its_asker_is_dropped_unanswered(bus: Bus) -> None:
+    """A responder busy with all its slots leaves the requests behind waiting; one whose turn comes
+    after `expires_s` is not handled (its asker has stopped waiting) and is counted; one whose
+    turn comes in time is answered."""
+    subject = f"test.rpc.{secrets.token_hex(4)}"
+    released = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(ping: Ping) -> Pong:
+        handled.append(ping.text)
+        if ping.text == "busy":
+            await released.wait()
+        return Pong(text=ping.text, size=0)
+
+    responder = await serve_by_subject(bus, subject, Ping, ignoring_subject(handler), limit=1, expires_s=0.5)
+    expired = REGISTRY.get_sample_value("tingyu_rpc_expired_total", {"subject": subject})
+    try:
+        busy = asyncio.create_task(call(bus, subject, Ping(text="busy"), Pong, timeout=10))
+        await eventually(lambda: holds(handled == ["busy"]), timeout=5)
+        with pytest.raises(TimeoutError):  # it waits behind "busy" past its asker's patience
+            await call(bus, subject, Ping(text="late"), Pong, timeout=0.8)
+        released.set()
+        assert (await busy).text == "busy"
+        assert await call(bus, subject, Ping(text="in time"), Pong, timeout=5) == Pong(text="in time", size=0)
+        assert handled == ["busy", "in time"]  # "late" was never handled
+        after = REGISTRY.get_sample_value("tingyu_rpc_expired_total", {"subject": subject})
+        assert (expired, after) == (0.0, 1.0)
+    finally:
+        await responder.close()
+
+
+async def holds(condition: bool) -> bool:
+    return condition
 
 
 def spec(name: str, max_deliver: int = 3) -> subjects.ConsumerSpec[ContainerCommand]:

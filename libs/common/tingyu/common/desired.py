@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 Change = Callable[[DesiredContainer | None], DesiredContainer | None]
 
+# How long a machine waits for a deployer to answer its listing (`served_listing`); a deployer
+# drops, unanswered, a request that waited longer than this for its turn.
+LISTING_WAIT_S = 3.0
+
 
 def gather(node_uuid: str, entries: list[DesiredContainer]) -> NodeDesired:
     """One machine's deployments as one document (what the agent reconciles and remembers)."""

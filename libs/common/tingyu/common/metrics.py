@@ -69,6 +69,12 @@ STORE_SECONDS = Histogram(
 )
 
 # --- NATS connection (bus.connection) -------------------------------------------------------------
+RPC_EXPIRED = Counter(
+    "tingyu_rpc_expired_total",
+    "Requests dropped unanswered by a responder: they waited for their turn longer than their "
+    "askers wait, by the subject the responder answers",
+    ["subject"],
+)
 NATS_RECONNECTS = Counter("tingyu_nats_reconnects_total", "Reconnections to NATS after a lost connection")
 NATS_DISCONNECTS = Counter("tingyu_nats_disconnects_total", "Connections to NATS lost (reconnecting)")
 

@@ -132,10 +132,11 @@ class Service:
         handler: Callable[[str, Req], Awaitable[Message]],
         *,
         queue: str = "",
+        expires_s: float = 0.0,
     ) -> None:
         """A responder on every subject `subjects` matches, told which one each request came on;
-        closed at stop before the connection drains."""
-        responder = await serve_by_subject(bus, subjects, request, handler, queue=queue)
+        closed at stop before the connection drains (`expires_s`: see `Responder`)."""
+        responder = await serve_by_subject(bus, subjects, request, handler, queue=queue, expires_s=expires_s)
         self.stack.push_async_callback(responder.close)
 
     def leader(self, lease: Lease, every_s: float, tick: Callable[[], Awaitable[None]]) -> None:

@@ -27,7 +27,7 @@ from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
-from tingyu.common.desired import DesiredStore
+from tingyu.common.desired import LISTING_WAIT_S, DesiredStore
 from tingyu.common.errors import TingyuError, Unavailable
 from tingyu.common.models.containers import ContainerReport, DesiredNudge, NodeDesired, NodeReport
 from tingyu.common.models.nodes import NodeFacts
@@ -59,7 +59,7 @@ READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read;
 # Fewer late answers make a failed read (the back-off, then the deployer again), not a listing by
 # the machine's own consumer: a deployer is late when the platform is busy, and a fleet's
 # consumers would add to what made it late.
-SERVED_TIMEOUT_S = 3.0
+SERVED_TIMEOUT_S = LISTING_WAIT_S
 SERVED_TRIES = 3
 SERVED_RETRY_S = 300.0
 

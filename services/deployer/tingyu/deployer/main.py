@@ -4,7 +4,7 @@ the leader's rollout loop."""
 from __future__ import annotations
 
 from tingyu.common import subjects
-from tingyu.common.desired import migrate
+from tingyu.common.desired import LISTING_WAIT_S, migrate
 from tingyu.common.jobs import JobStore
 from tingyu.common.leases import Lease
 from tingyu.common.models.containers import DesiredListingRequest
@@ -47,10 +47,16 @@ async def setup(service: Service) -> None:
     service.consume(bus, subjects.DEPLOYER_PREPULL, prepulls.handle, on_dead=dead)
     # A report is no job's own message: a dead one leaves its jobs to the next report or their timers.
     service.consume(bus, subjects.DEPLOYER_REPORTS, reports.handle, batch=settings.reports_batch)
-    # Machines' listings of their own desired state, shared by every replica.
+    # Machines' listings of their own desired state, shared by every replica; one its machine no
+    # longer waits for is not read.
     listings = Listings(bus).answer
     await service.serve_by_subject(
-        bus, subjects.DESIRED_LISTING_ALL, DesiredListingRequest, listings, queue=subjects.QUEUE_DEPLOYER
+        bus,
+        subjects.DESIRED_LISTING_ALL,
+        DesiredListingRequest,
+        listings,
+        queue=subjects.QUEUE_DEPLOYER,
+        expires_s=LISTING_WAIT_S,
     )
     lease = Lease(bus, "rollouts", settings.rollout_lease_s)
     service.leader(lease, settings.rollout_tick_s, loop.tick)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import Field
 
+from tingyu.common import metrics
 from tingyu.common.bus.connection import Bus
 from tingyu.common.errors import InternalError, PayloadTooLarge, TingyuError, error_of
 from tingyu.common.models.base import Message
@@ -45,7 +47,10 @@ Handler = Callable[[str, Req], Awaitable[Message]]  # told the subject the reque
 class Responder(Generic[Req]):
     """Answers one subject (in `queue`, shared by a service's replicas), each request in its own
     task, so a slow answer (a file copy, a long range query) never holds up the next request. The
-    handler is given the subject the request came on (a wildcard's token may name the asker)."""
+    handler is given the subject the request came on (a wildcard's token may name the asker).
+    At most `limit` are answered at once; with `expires_s`, a request that waited that long for
+    its turn is dropped unanswered: its asker has stopped waiting (a busy replica then spends its
+    time on requests still wanted, and the asker's retry finds it less busy)."""
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class Responder(Generic[Req]):
         *,
         queue: str = "",
         limit: int = 64,
+        expires_s: float = 0.0,
     ) -> None:
         self.bus = bus
         self.subject = subject
@@ -63,6 +69,8 @@ class Responder(Generic[Req]):
         self.request = request
         self.handler = handler
         self.slots = asyncio.Semaphore(limit)
+        self.expires_s = expires_s  # 0: a request waits for its turn however long it takes
+        self.expired = metrics.RPC_EXPIRED.labels(subject)
         self.answering: set[asyncio.Task[None]] = set()
         self.sub: Subscription | None = None
 
@@ -80,12 +88,15 @@ class Responder(Generic[Req]):
         await asyncio.gather(*self.answering, return_exceptions=True)
 
     async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._answer(msg))
+        task = asyncio.create_task(self._answer(msg, time.monotonic()))
         self.answering.add(task)
         task.add_done_callback(self.answering.discard)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Msg, arrived: float) -> None:
         async with self.slots:
+            if self.expires_s and time.monotonic() - arrived > self.expires_s:
+                self.expired.inc()
+                return
             reply = await answer(msg.data, self.request, functools.partial(self.handler, msg.subject))
         if msg.reply:
             with contextlib.suppress(Exception):  # the asker may have gone; its side says so
@@ -133,10 +144,12 @@ async def serve_by_subject(
     *,
     queue: str = "",
     limit: int = 64,
+    expires_s: float = 0.0,
 ) -> Responder[Req]:
     """Answer every subject `subjects` (a wildcard) matches, the handler told which one each
     request came on (where a credential allows each asker its own subject alone)."""
-    return await Responder(bus, subjects, request, handler, queue=queue, limit=limit).start()
+    responder = Responder(bus, subjects, request, handler, queue=queue, limit=limit, expires_s=expires_s)
+    return await responder.start()
 
 
 async def answer(data: bytes, request: type[Req], handler: Callable[[Req], Awaitable[Message]]) -> Reply:
