@@ -260,7 +260,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
     # Soak: fan-in, API and jobs under the loaded fleet, then the raw baselines in the same conditions.
     pids = {name: proc.popen.pid for name, proc in running.procs.items() if name != "registry"}
     sampler = probes.ProcSampler(pids)
-    args.hb.reset()
+    beats = await probes.HeartbeatProbe.started(bus)
     sent_before = probes.sim_totals(stats_dir).get("beats_sent", 0)
     soak_start, soak_wall = time.perf_counter(), time.time()
     jobs = await probes.JobProbe.started(bus)
@@ -281,8 +281,7 @@ async def step(args: argparse.Namespace, running: Any, bus: Bus, *, start: int, 
     if remaining > 0:
         await asyncio.sleep(remaining)
     window = time.perf_counter() - soak_start
-    received = args.hb.received
-    lag = list(args.hb.lags_ms)
+    received, lag = await beats.finish()
     sent = probes.sim_totals(stats_dir).get("beats_sent", 0) - sent_before
     cpu = sampler.finish()
     listed = await own_process(client_calls.lists, calls)
@@ -471,8 +470,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         args.image = preload.image(running.config.registry)
         args.raw_publish_rate = await baselines.core_publish_rate(bus, b"x" * 250)
         print(f"raw core publish (one client, 250 B): {args.raw_publish_rate:,.0f} msg/s", flush=True)
-        args.hb = probes.HeartbeatProbe()
-        await args.hb.start(bus)
         start = 0
         for size in sizes:
             results.append(await step(args, running, bus, start=start, size=size))
