@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.factories import facts, node_record
 from tingyu.api.schemas.nodes import NodeView, node_entry, node_fields
+from tingyu.api.views import heard_entry, machine
 from tingyu.common.models.nodes import Disk, Nic, NodeStatus
 
 ODD = [
@@ -39,3 +40,20 @@ def test_an_entry_is_the_models_json(text: str) -> None:
             for tz in ("Asia/Shanghai", "UTC"):
                 want = NodeView(**node_fields(record, tz)).model_dump_json(exclude_unset=True).encode()
                 assert node_entry(record, tz) == want
+
+
+@pytest.mark.parametrize("text", ODD)
+def test_a_heartbeat_heard_later_is_the_entrys_heartbeattime(text: str) -> None:
+    """The API answers the later of a machine's stored heartbeat time and the one the nodes
+    service last heard: the entry then is the model's JSON with that time, whatever the other
+    fields hold (a field's text such as `"heartbeattime":"` cannot be taken for the field)."""
+    node = facts(area=text, kernelversion='"heartbeattime":"x', osimage=text)
+    record = node_record(node, created=1_700_000_000.5).model_copy(update={"heartbeattime": 1_700_000_100.2})
+    for tz in ("Asia/Shanghai", "UTC"):
+        held = machine(record, tz)
+        later = record.model_copy(update={"heartbeattime": 1_700_000_137.9})
+        want = NodeView(**node_fields(later, tz)).model_dump_json(exclude_unset=True).encode()
+        assert heard_entry(held, 1_700_000_137.9, tz) == want
+        # Heard no later (or within the same second): the stored entry as it is.
+        for heard in (0.0, 1_700_000_050.0, 1_700_000_100.9):
+            assert heard_entry(held, heard, tz) == node_entry(record, tz)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.factories import facts, heartbeat
+from tests.support.factories import facts, heartbeat, node_record
 from tingyu.common.models.nodes import NodeStatus
 from tingyu.nodes.registry import NodeRegistry
 
@@ -86,3 +86,26 @@ def test_fast_heartbeat_decoding_equals_validation() -> None:
     assert decode_heartbeat(b"not json") is None
     assert decode_heartbeat(b'{"uuid": "x"}') is None
     assert decode_heartbeat(b'{"uuid": "x", "facts_digest": "d", "facts": {"cpu": "many"}}') is None
+
+
+def test_beats_heard_are_told_by_partition_and_only_once() -> None:
+    """A beat that writes nothing (`touch`) and one that does (`beat`) are both heard; a machine
+    loaded from storage or given a grace period is not (nothing was heard of it)."""
+    registry = NodeRegistry(not_ready_after_s=40, lease_s=600, partition_of=lambda uuid: len(uuid) % 2)
+    a, b = facts(), facts()
+    for node in (a, b):
+        record = registry.beat(heartbeat(node), 100.0)
+        assert record is not None
+        registry.stored(record)
+    loaded = node_record(facts(), created=50.0)
+    registry.loaded(loaded, b"", 105.0)
+    assert registry.touch(a.uuid, a.digest(), 110.0)
+    held = {0, 1}
+    heard = registry.heard_since(0.0, held)
+    assert {uuid: at for machines in heard.values() for uuid, at in machines.items()} == {
+        a.uuid: 110.0,
+        b.uuid: 100.0,
+    }
+    assert all(registry.partition(uuid) == p for p, machines in heard.items() for uuid in machines)
+    assert registry.heard_since(110.0, held) == {}  # told already
+    assert registry.heard_since(0.0, set()) == {}  # partitions not held: another replica tells them

@@ -27,7 +27,7 @@ from tingyu.common.models.files import FileFetchCommand, FileFetchReply
 from tingyu.common.models.images import ImagerReply, ImagerRequest
 from tingyu.common.models.joblog import JobLogLine
 from tingyu.common.models.metering import MeteringQuery, MeteringReply
-from tingyu.common.models.nodes import Heartbeat
+from tingyu.common.models.nodes import Heartbeat, NodesHeard
 from tingyu.common.models.remote import ExecReply, ExecRequest, LogsReply, LogsRequest, PullReply, PullRequest
 
 VERSION = "0.1.0"
@@ -35,6 +35,7 @@ VERSION = "0.1.0"
 # Families no durable consumer declares a model for (core NATS, or read by `tingyu dead`).
 FAMILY_MODELS: dict[str, type[Message]] = {
     "ty.hb": Heartbeat,
+    "ty.nodes.heard": NodesHeard,
     "ty.dead": DeadLetter,
     "ty.audit": AuditEvent,
     "ty.joblog": JobLogLine,

@@ -236,6 +236,12 @@ def partition_of(node_uuid: str, partitions: int) -> int:
     return digest % partitions
 
 
+nodes_heard = Family("ty.nodes.heard", wildcard="*")
+"""When a nodes replica last heard the machines of one heartbeat partition (`NodesHeard`); core
+NATS, read by every API process; id = partition."""
+NODES_HEARD_ALL = nodes_heard.all
+
+
 def agent_nudge(node_uuid: str) -> str:
     """Tells one agent that its desired state changed: a `DesiredNudge` names the key and its new
     revision (the agent reads that key alone); an empty message asks for a full read."""

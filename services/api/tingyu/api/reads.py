@@ -76,7 +76,7 @@ async def node_entry(bus: Bus, name: str, timezone: str) -> bytes:
     if held and held.nodes.timezone == timezone and is_node_uuid(uuid):
         found = held.nodes.machine(uuid)
         if found is not None:
-            return found[views.ENTRY]
+            return held.nodes.entry(found)
     return views.machine(await _node_record(bus, uuid), timezone)[views.ENTRY]
 
 
@@ -98,6 +98,16 @@ async def machines_in_order(bus: Bus, timezone: str, window: slice = views.EVERY
         return held.nodes.machines(window)
     found = sorted(await bus.store(subjects.NODES).values(), key=views.node_order)[window]
     return [views.machine(record, timezone) for record in found]
+
+
+def node_entries(bus: Bus, timezone: str, machines: list[views.Machine]) -> list[bytes]:
+    """The `/node/list` entries of `machines` (from `machines_in_order` with the same time zone):
+    with the heartbeat times the nodes view heard since their records were stored, when it holds
+    them."""
+    held = views.of(bus)
+    if held and held.nodes.timezone == timezone:
+        return [held.nodes.entry(machine) for machine in machines]
+    return [machine[views.ENTRY] for machine in machines]
 
 
 async def claim(bus: Bus, name: str) -> NameClaim | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import gc
 import logging
 import sys
@@ -24,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Final, Generic, TypeVar
 
+from nats.aio.msg import Msg
+
 from tingyu.api.schemas.nodes import node_entry
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
@@ -31,8 +34,9 @@ from tingyu.common.bus.stores import Change, Store
 from tingyu.common.models.base import Message
 from tingyu.common.models.containers import NameClaim, NodeReport
 from tingyu.common.models.jobs import Job
-from tingyu.common.models.nodes import NodeRecord
+from tingyu.common.models.nodes import NodeRecord, NodesHeard
 from tingyu.common.settings import PlatformSettings
+from tingyu.common.timefmt import to_wire
 
 log = logging.getLogger(__name__)
 
@@ -240,16 +244,21 @@ def node_order(record: NodeRecord) -> tuple[float, str]:
 
 
 # A machine as the nodes view holds it: a plain tuple of its sort key (creation time, uuid), the
-# fields `/node/list` filters on and a request checks (area, operator, status), and its `/node/list`
-# entry, encoded, which `/node/get` answers too. Tuples of strings, floats and bytes are no work for
-# the garbage collector (it stops tracking them), where a decoded record was a dozen objects it
-# walked. The record itself is not kept: nothing the API answers from the view needs more.
-Machine = tuple[float, str, str, str, str, bytes]
+# fields `/node/list` filters on and a request checks (area, operator, status), its `/node/list`
+# entry, encoded, which `/node/get` answers too, and the stored heartbeat time with where its text
+# starts in the entry (a later time heard is put in its place: `NodesView.entry`). Tuples of
+# strings, numbers and bytes are no work for the garbage collector (it stops tracking them), where
+# a decoded record was a dozen objects it walked. The record itself is not kept: nothing the API
+# answers from the view needs more.
+Machine = tuple[float, str, str, str, str, bytes, float, int]
 UUID: Final = 1
 AREA: Final = 2
 OPERATOR: Final = 3
 STATUS: Final = 4
 ENTRY: Final = 5
+HEARTBEAT: Final = 6
+HEARTBEAT_AT: Final = 7
+_HEARTBEAT_FIELD = b'"heartbeattime":"'
 
 
 EVERY = slice(None)
@@ -260,20 +269,42 @@ def machine(record: NodeRecord, timezone: str, key: str = "") -> Machine:
     once). A fleet has a few areas and three operators: each is held once (interned), not once per
     machine."""
     facts = record.facts
+    entry = node_entry(record, timezone)
     return (
         record.createtime,
         key or facts.uuid,
         sys.intern(facts.area),
         sys.intern(facts.operator),
         record.status.value,
-        node_entry(record, timezone),
+        entry,
+        record.heartbeattime,
+        # The first such text is the field's: a quote inside a string value is escaped.
+        entry.index(_HEARTBEAT_FIELD) + len(_HEARTBEAT_FIELD),
     )
+
+
+def heard_entry(held: Machine, heard: float, timezone: str) -> bytes:
+    """The machine's entry with `heard` as its heartbeat time when that is a later second than the
+    stored one (the view's entries are encoded in `timezone`)."""
+    if int(heard) <= int(held[HEARTBEAT]):
+        return held[ENTRY]
+    entry, at = held[ENTRY], held[HEARTBEAT_AT]
+    return entry[:at] + _wire_second(int(heard), timezone) + entry[entry.index(b'"', at) :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _wire_second(second: int, timezone: str) -> bytes:
+    """A time as an entry writes it (a fleet's beats of a few seconds share a few texts)."""
+    return to_wire(second, timezone).encode()
 
 
 class NodesView(View[NodeRecord]):
     """`ty_nodes` in memory as one `Machine` tuple per machine (about 0.8 KiB each; a decoded record
     took 3 KiB). A change is decoded once, to check it and to encode its `/node/list` entry in
     `timezone`, so a listing joins bytes already made and `/node/get` answers them as they are.
+    When the nodes service last heard each machine arrives apart (`NodesHeard`, every few seconds:
+    a stored heartbeat time is refreshed only once per lease) and is kept beside (`heard`); `entry`
+    answers the later of the two.
 
     It holds no records: `machine` is how it is read (`get` and iterating refuse, so that no caller
     takes an absent record for an absent machine). The listing order is kept as the machines' sort
@@ -285,6 +316,7 @@ class NodesView(View[NodeRecord]):
         super().__init__(store, encoded=True)
         self.timezone = timezone
         self._order: list[tuple[float, str]] = []  # (creation time, uuid) of every machine, sorted
+        self.heard: dict[str, float] = {}  # uuid -> its last heartbeat the nodes service heard
 
     def get(self, key: str) -> NodeRecord | None:
         raise TypeError("the nodes view holds machines' entries, not their records: use machine()")
@@ -301,8 +333,46 @@ class NodesView(View[NodeRecord]):
         stored: dict[str, Machine] = self.stored
         return [stored[key] for _, key in self._order[window]]
 
+    def entry(self, held: Machine) -> bytes:
+        """The machine's `/node/list` entry, with the later of its stored heartbeat time and the
+        one last heard."""
+        return heard_entry(held, self.heard.get(held[UUID], 0.0), self.timezone)
+
+    def hear(self, heard: dict[str, float]) -> None:
+        """Times the nodes service heard machines (of those the view holds: the map stays the
+        fleet's size)."""
+        stored, known = self.stored, self.heard
+        for uuid, at in heard.items():
+            if uuid in stored and at > known.get(uuid, 0.0):
+                known[uuid] = at
+
+    async def follow_heard(self, bus: Bus) -> None:
+        """Hear what the nodes service tells of heartbeats until cancelled (a core subscription:
+        the client subscribes again after a reconnect)."""
+        while True:
+            try:
+                sub = await bus.nc.subscribe(subjects.NODES_HEARD_ALL, cb=self._on_heard)
+                break
+            except Exception as exc:
+                log.warning("nodes view: cannot hear heartbeat times yet (%r)", exc)
+                await asyncio.sleep(RETRY_S)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _on_heard(self, msg: Msg) -> None:
+        try:
+            told = NodesHeard.from_bytes(msg.data)
+        except ValueError:
+            log.warning("nodes view: undecodable heartbeat times on %s", msg.subject)
+            return
+        self.hear(told.heard)
+
     def _swap(self, fresh: OrderedDict[str, NodeRecord], fresh_stored: dict[str, Any], seq: int) -> None:
         self._order = sorted(held[:2] for held in fresh_stored.values())
+        self.heard = {uuid: at for uuid, at in self.heard.items() if uuid in fresh_stored}
         super()._swap(fresh, fresh_stored, seq)
 
     def apply(self, change: Change[NodeRecord]) -> None:
@@ -312,6 +382,8 @@ class NodesView(View[NodeRecord]):
         was, now = (before[:2] if before else None), (after[:2] if after else None)
         if was == now:
             return
+        if now is None:
+            self.heard.pop(change.key, None)
         if was is not None:
             del self._order[bisect.bisect_left(self._order, was)]
         if now is not None:
@@ -367,6 +439,7 @@ class Views:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(view.run(self.bus), name=f"view-{view.name}") for view in self.all]
+        self._tasks.append(asyncio.create_task(self.nodes.follow_heard(self.bus), name="view-nodes-heard"))
         self._tasks.append(asyncio.create_task(self._settle(), name="views-settle"))
         _ATTACHED[self.bus] = self
 

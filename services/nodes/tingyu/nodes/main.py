@@ -4,6 +4,8 @@ Heartbeats arrive on partition subjects (nats-server maps `ty.hb.<uuid>` onto
 `ty.hb.<partition>.<uuid>`); each replica holds a share of the partitions (`partitions.plan`),
 hears only their beats, writes only their machines' records and reaps only their silent machines.
 Every replica follows the whole bucket, so a replica that takes a partition over knows its machines.
+A machine's stored heartbeat time is refreshed once per lease; when each was heard meanwhile is
+told to the API every few seconds on core NATS (`tell_heard`), not written.
 The `nodes-leader` lease remains for fleet-wide figures only (the machine gauges).
 """
 
@@ -29,7 +31,7 @@ from tingyu.common.bus import Bus
 from tingyu.common.bus.stores import Change
 from tingyu.common.leases import Lease, holder_name
 from tingyu.common.models.leases import LeaseRecord
-from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodeStatus
+from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodesHeard, NodeStatus
 from tingyu.common.service import Service, run_service, settings_checked, wait_or_stop
 from tingyu.nodes import partitions
 from tingyu.nodes.config import NodesSettings, get_settings
@@ -38,6 +40,7 @@ from tingyu.nodes.registry import NodeRegistry
 log = logging.getLogger(__name__)
 LEASE_NAME = "nodes-leader"
 WRITE_BATCH = 256  # registry writes in flight at once
+HEARD_CHUNK = 1000  # machines per `NodesHeard` message (about 60 KB)
 
 
 def decode_heartbeat(data: bytes) -> Heartbeat | None:
@@ -296,6 +299,26 @@ class NodesService:
             stored = await asyncio.gather(*(put(uuid) for uuid in batch))
             await asyncio.sleep(0 if all(stored) else 0.5)  # let heartbeats in; back off on failures
 
+    async def tell_heard(self, stop: asyncio.Event) -> None:
+        """Every `heard_every_s`, tell the API when this replica heard the machines of its
+        partitions that beat since the last time (`NodesHeard`, HEARD_CHUNK machines a message).
+        A message lost (NATS away) is made up for by the machine's next beat."""
+        since = 0.0
+        while not await wait_or_stop(stop, self.settings.heard_every_s):
+            now = timefmt.now()
+            heard = self.registry.heard_since(since, set(self.held))
+            since = now
+            for partition, machines in heard.items():
+                subject = subjects.nodes_heard(str(partition))
+                items = list(machines.items())
+                for start in range(0, len(items), HEARD_CHUNK):
+                    told = NodesHeard(heard=dict(items[start : start + HEARD_CHUNK]))
+                    try:
+                        await self.bus.emit(subject, told)
+                    except Exception as exc:
+                        log.warning("could not tell when partition %d was heard (%r)", partition, exc)
+                        break
+
     async def gauges(self) -> None:
         """The leader's tick: the fleet's machines by status."""
         statuses = Counter(seen.status.value for seen in self.registry.nodes.values() if seen.status)
@@ -328,6 +351,7 @@ async def setup(service: Service) -> None:
     service.loop("follow-storage", nodes.follow_storage)
     service.loop("follow-leases", nodes.follow_leases)
     service.loop("partitions", nodes.balance)
+    service.loop("tell-heard", nodes.tell_heard)
     service.leader(nodes.lease, settings.tick_s, nodes.gauges)
 
 

@@ -4,9 +4,9 @@ Every replica knows every registered machine's stored record (loaded, then follo
 machine belongs to one heartbeat partition. A replica hears the beats of the partitions it holds
 and writes for those only, and only when something changed: new facts, a status flip, or a
 heartbeat time older than the lease. A beat that changes nothing (`touch`) costs a dict lookup and
-a float store. A beat without facts from a machine the registry does not know leaves no trace
-here: the service asks that machine for its facts instead (`wants_facts`), so memory holds
-registered machines only.
+two float stores; when each machine was last heard reaches the API apart (`heard_since`). A beat
+without facts from a machine the registry does not know leaves no trace here: the service asks
+that machine for its facts instead (`wants_facts`), so memory holds registered machines only.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Seen:
 
     last_seen: float
     partition: int = 0
+    heard: float = 0.0  # when this replica last heard a beat of it (0: not since it started)
     record: bytes = b""
     digest: str = ""
     status: NodeStatus | None = None  # None: nothing stored yet
@@ -79,7 +80,7 @@ class NodeRegistry:
             or now - seen.heartbeattime >= self.lease_s
         ):
             return False
-        seen.last_seen = now
+        seen.last_seen = seen.heard = now
         return True
 
     def grace(self, partitions: Collection[int], now: float) -> None:
@@ -101,7 +102,7 @@ class NodeRegistry:
             if hb.facts is None:
                 return None  # unknown machine: nothing is kept until its facts arrive
             seen = self._seen(hb.uuid, now)
-        seen.last_seen = now
+        seen.last_seen = seen.heard = now
         stored = seen.stored
         if stored is None:
             carrier = hb if hb.facts is not None else seen.pending
@@ -124,6 +125,14 @@ class NodeRegistry:
             changes["heartbeattime"] = now
             return stored.model_copy(update=changes)
         return None
+
+    def heard_since(self, since: float, partitions: Collection[int]) -> dict[int, dict[str, float]]:
+        """The machines of `partitions` heard after `since`, with when, by partition."""
+        found: dict[int, dict[str, float]] = {}
+        for uuid, seen in self.nodes.items():
+            if seen.heard > since and seen.partition in partitions:
+                found.setdefault(seen.partition, {})[uuid] = seen.heard
+        return found
 
     def expired(self, now: float, partitions: Collection[int] | None = None) -> list[NodeRecord]:
         """Ready machines (of `partitions`, None: all) whose last heartbeat is older than the

@@ -61,6 +61,15 @@ class Heartbeat(Message):
     simulated: bool = False
 
 
+class NodesHeard(Message):
+    """When a nodes replica last heard each of some machines of one heartbeat partition: the
+    machines heard since its previous message (core NATS, every `TINGYU_NODES_HEARD_EVERY_S`). The
+    API shows the later of this and the stored `heartbeattime`, so a machine's heartbeat time is
+    current without a write to `ty_nodes` per beat or per minute."""
+
+    heard: dict[str, float] = Field(description="machine uuid -> epoch seconds of its last heartbeat heard")
+
+
 class NodeStatus(StrEnum):
     """Readiness of a machine."""
 
@@ -69,7 +78,8 @@ class NodeStatus(StrEnum):
 
 
 class NodeRecord(Message):
-    """Bucket `ty_nodes`, key = uuid. `heartbeattime` is refreshed at most once per lease period."""
+    """Bucket `ty_nodes`, key = uuid. `heartbeattime` is refreshed at most once per lease period
+    (`TINGYU_NODES_LEASE_S`); the times heard since travel as `NodesHeard`."""
 
     facts: NodeFacts
     facts_digest: str

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from tingyu.api import reads
 from tingyu.api.config import ApiSettings
 from tingyu.api.params import NodeQuery
-from tingyu.api.views import AREA, ENTRY, OPERATOR, STATUS
+from tingyu.api.views import AREA, OPERATOR, STATUS
 from tingyu.common.bus import Bus
 
 
@@ -24,10 +24,10 @@ async def every(bus: Bus, query: NodeQuery, timezone: str) -> list[bytes]:
     """The `/node/list` entries of the machines `query` asks for, oldest first (every machine when
     it asks nothing)."""
     if not query.filtered:  # only the page's machines are gathered
-        return [machine[ENTRY] for machine in await reads.machines_in_order(bus, timezone, query.window)]
+        return reads.node_entries(bus, timezone, await reads.machines_in_order(bus, timezone, query.window))
     machines = await reads.machines_in_order(bus, timezone)
     chosen = [m for m in machines if query.accepts(m[AREA], m[OPERATOR], m[STATUS])]
-    return [machine[ENTRY] for machine in chosen[query.window]]
+    return reads.node_entries(bus, timezone, chosen[query.window])
 
 
 # The success envelope around a list of machines, as `ok(...)` encodes it (the same bytes).
