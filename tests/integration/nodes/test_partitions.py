@@ -219,8 +219,28 @@ async def test_an_unchanged_beat_does_not_write_the_bucket(
         await eventually(all_heard, timeout=10)
         assert (await nodes.entry(machine.uuid))[1] == first
 
-        # The same path does write when the facts change (so the check above could fail).
+        # On its subject, a body that names another machine, or is no beat, changes nothing either.
         changed = machine.model_copy(update={"cpu": machine.cpu * 2})
+        other = facts()
+        bodies = [
+            heartbeat(changed).model_copy(update={"uuid": other.uuid}).to_bytes(),
+            heartbeat(other).to_bytes(),
+            b"[]",
+            b'{"uuid": 7, "facts_digest": "d"}',
+            b"\xff",
+        ]
+        before = heartbeats_received()
+        for body in bodies:
+            await bus.nc.publish(subjects.heartbeat(machine.uuid), body)
+
+        async def odd_heard() -> bool:
+            return heartbeats_received() >= before + len(bodies)
+
+        await eventually(odd_heard, timeout=10)
+        assert (await nodes.entry(machine.uuid))[1] == first
+        assert await nodes.get(other.uuid) is None
+
+        # The same path does write when the facts change (so the checks above could fail).
         await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(changed))
 
         async def rewritten() -> bool:

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -41,6 +42,17 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "nodes-leader"
 WRITE_BATCH = 256  # registry writes in flight at once
 HEARD_CHUNK = 1000  # machines per `NodesHeard` message (about 60 KB)
+
+
+class BeatKey(msgspec.Struct):
+    """The two fields of a beat that `NodeRegistry.touch` compares (the others are skipped
+    unread): a compiled decode, about a tenth of `json.loads`'s time on a beat."""
+
+    uuid: str
+    facts_digest: str
+
+
+_BEAT_KEY = msgspec.json.Decoder(BeatKey)
 
 
 def decode_heartbeat(data: bytes) -> Heartbeat | None:
@@ -125,13 +137,13 @@ class NodesService:
         metrics.HEARTBEATS.inc()
         _, _, partition, uuid = msg.subject.split(".", 3)  # ty.hb.<partition>.<uuid>
         try:
-            fields = json.loads(msg.data)
-            if fields["uuid"] != uuid or int(partition) != self.registry.partition(uuid):
+            key = _BEAT_KEY.decode(msg.data)
+            if key.uuid != uuid or int(partition) != self.registry.partition(uuid):
                 raise ValueError("not the subject's uuid, or not its partition")
-            if self.registry.touch(uuid, fields["facts_digest"], timefmt.now()):
+            if self.registry.touch(uuid, key.facts_digest, timefmt.now()):
                 return  # nothing changed: no model, no write
-            hb = heartbeat_of(fields)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            hb = decode_heartbeat(msg.data)
+        except ValueError:  # msgspec's errors are ValueErrors too
             hb = None
         if hb is None:
             log.warning("undecodable heartbeat on %s", msg.subject)
