@@ -119,10 +119,20 @@ async def converge(stats_dir: Path, wanted: int, timeout: float, t0: float) -> b
 
     async def converged() -> bool:
         nonlocal said
-        running_now = int(probes.sim_totals(stats_dir).get("containers", 0))
+        totals = probes.sim_totals(stats_dir)
+        running_now = int(totals.get("containers", 0))
         if time.perf_counter() - said >= PROGRESS_S:
             said = time.perf_counter()
-            print(f"  {running_now:,} simulated containers running after {said - t0:.0f}s", flush=True)
+            failed = ", ".join(
+                f"{kind.removeprefix('reads: failed ')} {int(count):,}"
+                for kind, count in totals.items()
+                if kind.startswith("reads: failed")
+            )
+            print(
+                f"  {running_now:,} simulated containers running after {said - t0:.0f}s; the machines' "
+                f"failed reads so far: {failed}",
+                flush=True,
+            )
         return running_now >= wanted
 
     return await probes.wait_for(converged, timeout)

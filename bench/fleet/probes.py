@@ -321,6 +321,8 @@ def sim_totals(stats_dir: Path) -> dict[str, float]:
             "containers",
         ):
             totals[key] = totals.get(key, 0) + data.get(key, 0)
+        for kind, count in data.get("reads", {}).items():  # the machines' reads, failed ones apart
+            totals[f"reads: {kind}"] = totals.get(f"reads: {kind}", 0) + count
         totals["beat_delay_max_s"] = max(
             totals.get("beat_delay_max_s", 0.0), data.get("beat_delay_max_s", 0.0)
         )

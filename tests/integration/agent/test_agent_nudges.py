@@ -96,7 +96,11 @@ async def holds(condition: bool) -> bool:
 async def test_a_nudge_reads_one_key_and_a_stale_one_reads_nothing(admin: Bus, agent: Agent) -> None:
     store = DesiredStore(admin)
     await agent.sync_once()  # the first pass lists the machine's keys (none yet)
-    assert agent.reads == {"keys": 0, "listings": 1, "served": 0, "checks": 0, "stale_nudges": 0}
+    assert agent.reads == {"keys": 0, "listings": 1, "served": 0, "checks": 0, "stale_nudges": 0} | {
+        "failed listings": 0,
+        "failed checks": 0,
+        "failed key reads": 0,
+    }
 
     name = unique("web")
     first = await store.put(agent.uuid, deployment(name, "1", revision=1))
@@ -358,6 +362,7 @@ async def test_a_listing_the_deployer_answers_late_is_a_failed_read_not_a_listin
             with pytest.raises(TimeoutError):
                 await agent.read_desired()
             assert (len(asked), by_itself) == (tries, [])
+            assert (agent.reads["failed listings"], agent.reads["failed checks"]) == (tries, 0)
             assert not agent.owes_full_read  # backing off
             await eventually(lambda: holds(agent.owes_full_read), timeout=agent.read_backoff_left() + 5)
         desired, read = await agent.read_desired()

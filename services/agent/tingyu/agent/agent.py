@@ -115,6 +115,7 @@ class Agent:
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
         # listings: every one; served: of those, the ones a deployer answered
         self.reads = {"keys": 0, "listings": 0, "served": 0, "checks": 0, "stale_nudges": 0}
+        self.reads |= {"failed listings": 0, "failed checks": 0, "failed key reads": 0}
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None
@@ -350,10 +351,12 @@ class Agent:
             elif pending:
                 await asyncio.wait_for(self._read_keys(pending), BUS_TIMEOUT_S)
         except Exception as exc:
+            kind = "listing" if full else "check" if check else "key read"
+            self.reads[f"failed {kind}s"] += 1
             self._read_failed(full=full, check=check, pending=pending)
             if not self._desired_read:
                 raise
-            log.warning("%s: desired state unreadable (%r); using the last one read", self.uuid, exc)
+            log.warning("%s: desired state unreadable: %s failed (%r); kept the last", self.uuid, kind, exc)
         else:
             if full:
                 self._failed_reads, self._read_after = 0, 0.0

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,7 +405,10 @@ class Fleet:
         path = self.config.stats_file
         if path is None:
             return
-        data = {"simulated": True, **self.stats.__dict__, "counts": self.runtime.counts}
+        reads: Counter[str] = Counter()
+        for machine in self.machines.values():
+            reads.update(machine.agent.reads)
+        data = {"simulated": True, **self.stats.__dict__, "counts": self.runtime.counts, "reads": reads}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
