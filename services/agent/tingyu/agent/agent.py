@@ -42,13 +42,15 @@ PASS_GAP_S = 0.005
 DEBOUNCE_S = 0.02  # the fleet simulator's wait before a nudged machine's pass is queued
 RETRY_PUBLISH_S = 2.0
 BUS_TIMEOUT_S = 5.0  # a slow or absent NATS must not hold up the next pass for long
-# How often the machine makes sure it missed no nudge (the safety net); the resync periods in
-# between reconcile Docker against the state held. A listing is two JetStream API requests (its
-# consumer made and removed): 100 000 machines listing every 30 s would ask nats-server for 6 700
-# a second, every 600 s for 330, queued with every other API request of the platform. So the
-# periodic read first asks for the sequence of the machine's newest write (two direct gets, served
-# by the stream itself) and lists only when it moved since the last listing.
-FULL_READ_S = 600.0
+# How often the machine makes sure it missed no nudge (the safety net: a job's write is nudged
+# again until its machine reports it, so this catches what no job follows); the resync periods in
+# between reconcile Docker against the state held. The periodic read first asks for the sequence
+# of the machine's newest write (two direct gets, served by the stream itself) and lists only when
+# it moved since the last listing. After a change to most of the fleet every machine lists once
+# within this period: at 100 000 machines and 600 s that was 170 listings a second, more than a
+# deployer and nats-server served on a loaded box (each reads blocks of `ty_desired` the stream
+# no longer holds in memory), and the listings that timed out held the machines' passes back.
+FULL_READ_S = 1800.0
 KEY_READ_TRIES = 3  # failed reads of the keys named in a row before the machine lists them all
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
 # A listing is first asked of the deployer (one cut of the bucket, nothing on JetStream's API).

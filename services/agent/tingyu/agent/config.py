@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tingyu.agent.agent import FULL_READ_S
 from tingyu.agent.throttle import parse_rate
 from tingyu.common.models.nodes import OPERATORS
 from tingyu.common.settings import PlatformSettings, get_platform_settings
@@ -24,8 +25,8 @@ class AgentSettings(BaseSettings):
     heartbeat_s: float = Field(default=10.0, ge=0.1, le=3600)
     # Docker is reconciled against the desired state this often without a nudge.
     resync_s: float = Field(default=30.0, ge=0.1, le=86400)
-    # Every key of the machine is listed again this often (lost nudges).
-    full_read_s: float = Field(default=600.0, ge=1, le=7 * 86400)
+    # Every key of the machine is listed again this often when one changed (nudges lost).
+    full_read_s: float = Field(default=FULL_READ_S, ge=1, le=7 * 86400)
     facts_every: int = Field(default=30, ge=1, le=100_000)  # heartbeats between two that carry the full facts
     area: str = ""
     operator: str = ""  # one of 移动/联通/电信 when set

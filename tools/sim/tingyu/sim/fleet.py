@@ -41,7 +41,7 @@ from pathlib import Path
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from tingyu.agent.agent import DEBOUNCE_S, Agent
+from tingyu.agent.agent import DEBOUNCE_S, FULL_READ_S, Agent
 from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
@@ -69,7 +69,7 @@ class FleetConfig:
     seed: str = "sim"
     heartbeat_s: float = 10.0
     resync_s: float = 30.0
-    full_read_s: float = 600.0
+    full_read_s: float = FULL_READ_S
     facts_every: int = 30
     start_latency_s: float = 0.0
     failure_rate: float = 0.0
