@@ -262,11 +262,16 @@ async def test_a_rollout_in_the_console_moves_its_bar_pauses_resumes_and_aborts(
         job = await finished(api, second)
         assert job["state"] == 4, job
         assert "aborted by request" in job["message"], job
-        # Its pending members were never issued: their containers stay at version 2.
-        card = rollout_card(browser, repository)
-        rows = card.find_elements(By.CSS_SELECTOR, 'table.members tr[data-state="pending"]')
-        pending = [row.get_attribute("data-name") or "" for row in rows]
-        assert len(pending) == figure(card, "pending") > 0, card.text
+
+        # Its pending members were never issued: their containers stay at version 2. The card is
+        # read through the wait, which reads it again when the page redraws it meanwhile.
+        def pending_members(driver: WebDriver) -> tuple[list[str], int]:
+            card = rollout_card(driver, repository)
+            rows = card.find_elements(By.CSS_SELECTOR, 'table.members tr[data-state="pending"]')
+            return [row.get_attribute("data-name") or "" for row in rows], figure(card, "pending")
+
+        pending, counted = wait(browser).until(pending_members)
+        assert len(pending) == counted > 0, rollout_card(browser, repository).text
         assert at_version(docker_client, pending, "2") == len(pending)
         browser.save_screenshot(str(screenshots / "rollouts-aborted.png"))
     finally:
