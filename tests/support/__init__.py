@@ -2,6 +2,7 @@
 waiting on conditions, images, test data factories and peer machines that play an agent."""
 
 from tests.support.images import build_busybox, docker_as, registry_http, remove_agent_containers
+from tests.support.services import api_in_process, serving
 from tests.support.trust import (
     ADMIN_TOKEN,
     AUTH,
@@ -26,6 +27,7 @@ __all__ = [
     "TRANSIENT",
     "TRUST",
     "TransientAnswer",
+    "api_in_process",
     "bearer",
     "build_busybox",
     "docker_as",
@@ -36,6 +38,7 @@ __all__ = [
     "raise_transient",
     "registry_http",
     "remove_agent_containers",
+    "serving",
     "trusted",
     "unique",
 ]

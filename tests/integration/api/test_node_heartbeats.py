@@ -11,13 +11,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.support import ADMIN_TOKEN, bearer, eventually
+from tests.support import api_in_process, eventually, serving
 from tests.support.factories import facts, heartbeat
-from tingyu.api.config import ApiSettings
-from tingyu.api.main import create_app
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
-from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 from tingyu.nodes import main
 from tingyu.nodes.config import NodesSettings
@@ -29,34 +26,13 @@ async def nodes_service(nats_url: str, monkeypatch: pytest.MonkeyPatch) -> Async
     platform = PlatformSettings(nats_url=nats_url)
     settings = NodesSettings(not_ready_after_s=30.0, lease_s=3600.0, heard_every_s=0.3, platform=platform)
     monkeypatch.setattr(main, "get_settings", lambda: settings)
-    service = Service("nodes")
-
-    async def run() -> int:
-        async with service.stack:
-            await main.setup(service)
-            return await service.run()
-
-    running = asyncio.create_task(run())
-    yield
-    service.stop.set()
-    assert await asyncio.wait_for(running, 20) == 0
+    async with serving("nodes", main.setup):
+        yield
 
 
 @pytest.fixture
 async def api(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ApiSettings(platform=PlatformSettings(nats_url=nats_url), admin_token=ADMIN_TOKEN)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api/tingyu", headers=bearer(), timeout=30
-        ) as client,
-    ):
-
-        async def ready() -> bool:
-            return (await client.get("/readyz")).status_code == 200
-
-        await eventually(ready, timeout=10)
+    async with api_in_process(nats_url) as client:
         yield client
 
 

@@ -11,11 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ADMIN_TOKEN, bearer, eventually
+from tests.support import api_in_process, eventually
 from tests.support.factories import facts, node_record
-from tingyu.api.config import ApiSettings
 from tingyu.api.envelope import ok
-from tingyu.api.main import create_app
 from tingyu.api.schemas.nodes import NodeView, node_fields
 from tingyu.api.views import node_order
 from tingyu.common import subjects
@@ -26,19 +24,7 @@ from tingyu.common.settings import PlatformSettings
 
 @pytest.fixture
 async def api(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ApiSettings(platform=PlatformSettings(nats_url=nats_url), admin_token=ADMIN_TOKEN)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api/tingyu", headers=bearer(), timeout=30
-        ) as client,
-    ):
-
-        async def ready() -> bool:
-            return (await client.get("/readyz")).status_code == 200
-
-        await eventually(ready, timeout=10)
+    async with api_in_process(nats_url) as client:
         yield client
 
 

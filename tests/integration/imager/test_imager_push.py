@@ -4,7 +4,6 @@ version and a push of a vanished upload end failed with their reasons."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import pytest_asyncio
 from nats.js import errors as js_errors
 
-from tests.support import eventually, registry_http, unique
+from tests.support import eventually, registry_http, serving, unique
 from tests.unit.common.test_image_archive import layer, oci
 from tingyu.cli.launcher import Platform
 from tingyu.common import imagecatalog, subjects, timefmt
@@ -20,7 +19,6 @@ from tingyu.common.bus import Bus
 from tingyu.common.jobs import JobStore, job_id
 from tingyu.common.models.images import ImagePushCommand, ImageRecord, ImageVersion
 from tingyu.common.models.jobs import Job
-from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 from tingyu.imager import catalog, main
 from tingyu.imager.config import ImagerSettings
@@ -43,21 +41,12 @@ async def imager(
     )
     settings = ImagerSettings(spool_dir=tmp_path / "spool", platform=platform)
     monkeypatch.setattr(main, "get_settings", lambda: settings)
-    service = Service("imager")
-
-    async def run() -> int:
-        async with service.stack:
-            await main.setup(service)
-            return await service.run()
-
-    running = asyncio.create_task(run())
-    bus = await Bus.connect(platform, "imager-tests")
-    try:
-        yield bus
-    finally:
-        service.stop.set()
-        assert await asyncio.wait_for(running, 20) == 0
-        await bus.close()
+    async with serving("imager", main.setup):
+        bus = await Bus.connect(platform, "imager-tests")
+        try:
+            yield bus
+        finally:
+            await bus.close()
 
 
 async def _push(bus: Bus, name: str, upload: str, tar: bytes | None) -> Job:

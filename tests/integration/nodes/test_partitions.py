@@ -18,14 +18,13 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from tests.support import eventually
+from tests.support import eventually, serving
 from tests.support.factories import facts, heartbeat
 from tests.support.trust import machine_creds, machine_settings
 from tingyu.common import subjects, timefmt
 from tingyu.common.bus import Bus
 from tingyu.common.models.nodes import NodeRecord, NodeStatus
 from tingyu.common.names import new_node_identity
-from tingyu.common.service import Service
 from tingyu.common.settings import PlatformSettings
 from tingyu.nodes import main, partitions
 from tingyu.nodes.config import NodesSettings
@@ -191,63 +190,54 @@ async def test_an_unchanged_beat_does_not_write_the_bucket(
     platform = PlatformSettings(nats_url=nats_url)
     settings = NodesSettings(not_ready_after_s=30.0, lease_s=60.0, leader_ttl_s=TTL_S, platform=platform)
     monkeypatch.setattr(main, "get_settings", lambda: settings)
-    service = Service("nodes")
-
-    async def run() -> int:
-        async with service.stack:
-            await main.setup(service)
-            return await service.run()
-
-    running = asyncio.create_task(run())
     machine = facts()
     nodes = bus.store(subjects.NODES)
     try:
+        async with serving("nodes", main.setup):
 
-        async def stored() -> int:
-            await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(machine, at=timefmt.now()))
-            _, revision = await nodes.entry(machine.uuid)
-            return revision
+            async def stored() -> int:
+                await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(machine, at=timefmt.now()))
+                _, revision = await nodes.entry(machine.uuid)
+                return revision
 
-        first = await eventually(stored, timeout=30)
-        before = heartbeats_received()
-        for with_facts in (False, True) * 10:  # facts again but the same: no change either
-            await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(machine, with_facts=with_facts))
+            first = await eventually(stored, timeout=30)
+            before = heartbeats_received()
+            for with_facts in (False, True) * 10:  # facts again but the same: no change either
+                await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(machine, with_facts=with_facts))
 
-        async def all_heard() -> bool:
-            return heartbeats_received() >= before + 20
+            async def all_heard() -> bool:
+                return heartbeats_received() >= before + 20
 
-        await eventually(all_heard, timeout=10)
-        assert (await nodes.entry(machine.uuid))[1] == first
+            await eventually(all_heard, timeout=10)
+            assert (await nodes.entry(machine.uuid))[1] == first
 
-        # On its subject, a body that names another machine, or is no beat, changes nothing either.
-        changed = machine.model_copy(update={"cpu": machine.cpu * 2})
-        other = facts()
-        bodies = [
-            heartbeat(changed).model_copy(update={"uuid": other.uuid}).to_bytes(),
-            heartbeat(other).to_bytes(),
-            b"[]",
-            b'{"uuid": 7, "facts_digest": "d"}',
-            b"\xff",
-        ]
-        before = heartbeats_received()
-        for body in bodies:
-            await bus.nc.publish(subjects.heartbeat(machine.uuid), body)
+            # On its subject, a body that names another machine, or is no beat, changes nothing either.
+            changed = machine.model_copy(update={"cpu": machine.cpu * 2})
+            other = facts()
+            bodies = [
+                heartbeat(changed).model_copy(update={"uuid": other.uuid}).to_bytes(),
+                heartbeat(other).to_bytes(),
+                b"[]",
+                b'{"uuid": 7, "facts_digest": "d"}',
+                b"\xff",
+            ]
+            before = heartbeats_received()
+            for body in bodies:
+                await bus.nc.publish(subjects.heartbeat(machine.uuid), body)
 
-        async def odd_heard() -> bool:
-            return heartbeats_received() >= before + len(bodies)
+            async def odd_heard() -> bool:
+                return heartbeats_received() >= before + len(bodies)
 
-        await eventually(odd_heard, timeout=10)
-        assert (await nodes.entry(machine.uuid))[1] == first
-        assert await nodes.get(other.uuid) is None
+            await eventually(odd_heard, timeout=10)
+            assert (await nodes.entry(machine.uuid))[1] == first
+            assert await nodes.get(other.uuid) is None
 
-        # The same path does write when the facts change (so the checks above could fail).
-        await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(changed))
+            # The same path does write when the facts change (so the checks above could fail).
+            await bus.emit(subjects.heartbeat(machine.uuid), heartbeat(changed))
 
-        async def rewritten() -> bool:
-            return (await nodes.entry(machine.uuid))[1] > first
+            async def rewritten() -> bool:
+                return (await nodes.entry(machine.uuid))[1] > first
 
-        await eventually(rewritten, timeout=10)
+            await eventually(rewritten, timeout=10)
     finally:
-        service.stop.set()
-        assert await asyncio.wait_for(running, 20) == 0
         await nodes.delete(machine.uuid)
