@@ -115,9 +115,9 @@ class Agent:
         self._whole = True  # the next pass looks at every container (not only the nudged keys')
         self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
-        # listings: every one; served: of those, the ones a deployer answered
-        self.reads = {"keys": 0, "listings": 0, "served": 0, "checks": 0, "stale_nudges": 0}
-        self.reads |= {"failed listings": 0, "failed checks": 0, "failed key reads": 0}
+        # listings: every one; served: of those, the ones a deployer answered; failed: by kind
+        kinds = ["keys", "listings", "served", "checks", "stale_nudges"]
+        self.reads = dict.fromkeys([*kinds, "failed listings", "failed checks", "failed key reads"], 0)
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None
