@@ -109,3 +109,28 @@ def test_beats_heard_are_told_by_partition_and_only_once() -> None:
     assert all(registry.partition(uuid) == p for p, machines in heard.items() for uuid in machines)
     assert registry.heard_since(110.0, held) == {}  # told already
     assert registry.heard_since(0.0, set()) == {}  # partitions not held: another replica tells them
+
+
+def test_machines_that_joined_together_fall_due_over_the_last_quarter_of_the_lease() -> None:
+    """Each machine's record is rewritten at a point of its own between three quarters of the
+    lease and the whole of it, the same point every time: a fleet that joined in one minute does
+    not write its records again in one minute."""
+    registry = NodeRegistry(not_ready_after_s=10_000, lease_s=400, partition_of=lambda _: 0)
+    machines = [facts() for _ in range(400)]
+    for node in machines:
+        record = registry.beat(heartbeat(node), 0.0)
+        assert record is not None
+        registry.stored(record)
+
+    def due(at: float) -> int:
+        return sum(not registry.touch(node.uuid, node.digest(), at) for node in machines)
+
+    assert due(299.0) == 0
+    assert 100 < due(350.0) < 300
+    assert due(400.0) == len(machines)
+    twice = NodeRegistry(not_ready_after_s=10_000, lease_s=400)
+    for node in machines:
+        twice.loaded(node_record(node, created=0.0), b"", 0.0)
+    assert [twice.nodes[n.uuid].refresh_s for n in machines] == [
+        registry.nodes[n.uuid].refresh_s for n in machines
+    ]

@@ -3,18 +3,25 @@
 Every replica knows every registered machine's stored record (loaded, then followed), and each
 machine belongs to one heartbeat partition. A replica hears the beats of the partitions it holds
 and writes for those only, and only when something changed: new facts, a status flip, or a
-heartbeat time older than the lease. A beat that changes nothing (`touch`) costs a dict lookup and
-two float stores; when each machine was last heard reaches the API apart (`heard_since`). A beat
+heartbeat time older than the machine's part of the lease. A beat that changes nothing (`touch`)
+costs a dict lookup and two float stores; when each machine was last heard reaches the API apart
+(`heard_since`). A beat
 without facts from a machine the registry does not know leaves no trace here: the service asks
 that machine for its facts instead (`wants_facts`), so memory holds registered machines only.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from tingyu.common.models.nodes import Heartbeat, NodeRecord, NodeStatus
+
+# A machine's record is rewritten when its heartbeat time is older than a part of the lease of its
+# own, between (1 - REFRESH_SPREAD) and 1 lease: machines that joined together (a fleet joins in
+# minutes) do not all fall due again in the same minutes of every lease.
+REFRESH_SPREAD = 0.25
 
 
 @dataclass(slots=True)
@@ -25,6 +32,7 @@ class Seen:
 
     last_seen: float
     partition: int = 0
+    refresh_s: float = 0.0  # its record is rewritten once its heartbeat time is this old
     heard: float = 0.0  # when this replica last heard a beat of it (0: not since it started)
     record: bytes = b""
     digest: str = ""
@@ -58,7 +66,10 @@ class NodeRegistry:
         self.nodes: dict[str, Seen] = {}
 
     def _seen(self, uuid: str, last_seen: float) -> Seen:
-        seen = self.nodes[uuid] = Seen(last_seen=last_seen, partition=self.partition_of(uuid))
+        share = zlib.crc32(uuid.encode()) / 2**32  # the machine's own point, from 0 to 1
+        refresh_s = self.lease_s * (1 - REFRESH_SPREAD * share)
+        seen = Seen(last_seen=last_seen, partition=self.partition_of(uuid), refresh_s=refresh_s)
+        self.nodes[uuid] = seen
         return seen
 
     def load(self, records: list[NodeRecord], now: float) -> None:
@@ -77,7 +88,7 @@ class NodeRegistry:
         if seen is None or (
             seen.digest != facts_digest
             or seen.status != NodeStatus.READY
-            or now - seen.heartbeattime >= self.lease_s
+            or now - seen.heartbeattime >= seen.refresh_s
         ):
             return False
         seen.last_seen = seen.heard = now
@@ -121,7 +132,7 @@ class NodeRegistry:
             changes.update(facts=hb.facts, facts_digest=hb.facts_digest)
         if stored.status != NodeStatus.READY:
             changes["status"] = NodeStatus.READY
-        if changes or now - stored.heartbeattime >= self.lease_s:
+        if changes or now - stored.heartbeattime >= seen.refresh_s:
             changes["heartbeattime"] = now
             return stored.model_copy(update=changes)
         return None
