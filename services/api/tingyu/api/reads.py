@@ -126,7 +126,7 @@ async def observed(bus: Bus, node_uuid: str) -> NodeReport | None:
 
 async def job(bus: Bus, job_id: str) -> Job | None:
     """The job `job_id` (None for an id that is not of the form `new_job_id` makes). A final job is
-    answered once the views of what it changed have caught up (bounded: `views.CATCH_UP_S`)."""
+    answered once the views of what it changed hold their last writes (`View.caught_up`)."""
     found = await _read(bus, subjects.JOBS, job_id) if is_job_id(job_id) else None
     held = views.of(bus)
     if found is not None and found.state.final and held is not None:

@@ -2,9 +2,10 @@
 `ty_names`, `ty_observed` and `ty_jobs` with a KV watch and answers reads from memory.
 
 A view is ready once the latest value of every key is in; after that it applies each change as the
-watch delivers it (usually within milliseconds of the write; docs/api.md "Consistency" gives the
-bound) and remembers the last stream sequence it applied, so a reader can wait until a view has
-seen everything a bucket held at some moment (`caught_up`). After a reconnect it follows the bucket
+watch delivers it (usually within milliseconds of the write; docs/api.md "Consistency") and
+remembers the last stream sequence it applied, so a reader can wait until a view has seen
+everything a bucket held at some moment (`reach`), or have one key's last write read into it at
+once (`caught_up`). After a reconnect it follows the bucket
 afresh and swaps in the new values once they are all in, so no key deleted meanwhile stays behind.
 
 The desired state and the image catalog are read from their buckets (their layout is changing).
@@ -73,7 +74,11 @@ class View(Generic[M]):
         self.seq = 0  # the last stream sequence applied
         self.ready = asyncio.Event()
         self.loads = 0  # how many times the latest values were loaded (1 + reconnects)
+        self.loading = True  # (again, after a reconnect): the values held are about to be swapped
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Keys whose last write a reader applied before the watch delivered it (`caught_up`), with
+        # that write's sequence: the watch's older writes of them are not applied over it.
+        self._ahead: dict[str, int] = {}
 
     def get(self, key: str) -> M | None:
         if self.encoded:
@@ -121,6 +126,7 @@ class View(Generic[M]):
         fresh_stored = self._held()
         # Every write up to the stream's last message now is in the latest values the watch loads
         # (a server whose store was lost starts its sequence again: the view follows it down).
+        self.loading = True
         seq = await self.store.last_seq()
         loading = True
         async for change in self.store.follow(decode=not self.encoded):
@@ -145,6 +151,8 @@ class View(Generic[M]):
     def _swap(self, fresh: OrderedDict[str, M], fresh_stored: dict[str, Any], seq: int) -> None:
         self.values = fresh
         self.stored = fresh_stored
+        self._ahead.clear()  # the values read ahead went with the old ones
+        self.loading = False
         self.loads += 1
         self.seq = seq
         self.ready.set()
@@ -153,13 +161,21 @@ class View(Generic[M]):
 
     def apply(self, change: Change[M]) -> None:
         """One change as the watch delivered it (a value that does not parse reads as absent, as a
-        direct read of it would; the store logged it)."""
+        direct read of it would; the store logged it). A write older than one read ahead of the
+        watch (`caught_up`) only moves the sequence on."""
+        ahead = self._ahead.get(change.key) if self._ahead else None
+        if ahead is None or change.seq >= ahead:
+            if ahead is not None:
+                del self._ahead[change.key]
+            self._change(change)
+        self.seq = max(self.seq, change.seq)
+        self._wake()
+
+    def _change(self, change: Change[M]) -> None:
         if self.encoded:
             self._keep(self.stored, change)
         else:
             self._put(self.values, change)
-        self.seq = max(self.seq, change.seq)
-        self._wake()
 
     def _put(self, values: OrderedDict[str, M], change: Change[M]) -> None:
         """Apply a change to `values` (the oldest written key goes past `capacity`)."""
@@ -212,12 +228,21 @@ class View(Generic[M]):
         return True
 
     async def caught_up(self, key: str, timeout: float = CATCH_UP_S) -> bool:
-        """Wait until this view reflects the last write of `key`, a delete included (one direct read
-        of it): not every write the bucket has taken since, which under a fleet's steady writes
-        is always a little ahead of any view. A last message that has since left the stream (its
-        age limit) can never be applied: the wait then ends after `timeout`, and the reader
-        answers from what the view holds."""
-        target = await self.store.key_seq(key)
+        """Make this view reflect the last write of `key`, a delete included: not every write the
+        bucket has taken since, which under a fleet's steady writes is always a little ahead of
+        any view. One direct read of the key: when the view has not applied that write yet, the
+        write read is applied now, ahead of the watch (`apply` then skips the key's older writes
+        as they arrive), so the reader waits for one read, not for the watch to get through every
+        write before it. A view still loading is waited for instead (at most `timeout`; False
+        when it did not get there, and the reader answers from what the view holds)."""
+        data, target = await self.store.latest_held(key)
+        if self.seq >= target or self._ahead.get(key, 0) >= target:
+            return True
+        if not self.loading:
+            self._ahead[key] = target
+            value = self.store.parse(key, data) if data and not self.encoded else None
+            self._change(Change(key, value, target, data or b""))
+            return True
         reached = await self.reach(target, timeout)
         if not reached:
             log.warning("view %s: at %d, not at %d after %.1f s", self.name, self.seq, target, timeout)

@@ -107,6 +107,12 @@ class Store(Generic[M]):
         data = _held_value(msg)
         return (self._decode(key, data) if data is not None else None), msg.seq or 0
 
+    async def latest_held(self, key: str) -> tuple[bytes | None, int]:
+        """`latest` undecoded: the key's stored bytes (None when absent or deleted) and the
+        sequence of its last write, a delete included (0 when it has none). One direct read."""
+        msg = await self._last(key)
+        return (_held_value(msg), msg.seq or 0) if msg is not None else (None, 0)
+
     async def get(self, key: str) -> M | None:
         """The key's value, or None."""
         value, _ = await self.entry(key)
