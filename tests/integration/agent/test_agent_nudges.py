@@ -23,8 +23,9 @@ from tingyu.agent.identity import Identity
 from tingyu.agent.reconciler import Reconciler
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, serve_by_subject
+from tingyu.common.bus.responders import Reply
 from tingyu.common.desired import DesiredStore, migrate
-from tingyu.common.errors import InvalidParameter
+from tingyu.common.errors import InvalidParameter, Unavailable
 from tingyu.common.models.containers import (
     DesiredContainer,
     DesiredListingRequest,
@@ -331,6 +332,42 @@ async def test_a_served_listing_is_one_cut_of_the_machines_own_keys_and_no_other
         await DesiredStore(agent.bus).served_listing(other, 1.0)
     with pytest.raises(InvalidParameter):
         await Listings(admin).answer("ty.rpc.desired.not-a-machine", DesiredListingRequest())
+
+
+async def test_a_busy_deployer_is_a_failed_read_however_often_it_says_so(
+    admin: Bus, agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployer that answers "unavailable" (busy with other machines' listings, or its store
+    not answering) serves listings: each such answer is a failed read, with its back-off, and
+    never makes the machine list with its own consumer, however many come in a row."""
+    monkeypatch.setattr(machine_loops, "READ_BACKOFF_S", 0.05)
+    asked: list[str] = []
+
+    async def busy(msg: Msg) -> None:
+        asked.append(msg.subject)
+        answer = Reply(ok=False, code=Unavailable.code, msg=Unavailable.default_msg, detail="busy")
+        await msg.respond(answer.to_bytes())
+
+    by_itself: list[str] = []
+    listing = DesiredStore.listing
+
+    async def counted(self: DesiredStore, uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
+        by_itself.append(uuid)
+        return await listing(self, uuid)
+
+    monkeypatch.setattr(DesiredStore, "listing", counted)
+    await DesiredStore(admin).put(agent.uuid, deployment(unique("web"), "1", revision=1))
+    deployer = await admin.nc.subscribe(subjects.DESIRED_LISTING_ALL, cb=busy)
+    await admin.nc.flush()
+    try:
+        for tries in range(1, SERVED_TRIES + 3):
+            with pytest.raises(Unavailable):
+                await agent.read_desired()
+            assert (len(asked), by_itself) == (tries, [])
+            assert agent.reads["failed listings"] == tries
+            await eventually(lambda: holds(agent.owes_full_read), timeout=agent.read_backoff_left() + 5)
+    finally:
+        await deployer.unsubscribe()
 
 
 async def test_a_listing_the_deployer_answers_late_is_a_failed_read_not_a_listing_by_itself(

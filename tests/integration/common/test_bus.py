@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -24,7 +25,14 @@ from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve, serve_by
 from tingyu.common.bus.consumers import Puller, declare, fetch_listed, park_abandoned, subscribe
 from tingyu.common.bus.responders import ignoring_subject
 from tingyu.common.desired import DesiredStore
-from tingyu.common.errors import Conflict, ImageNotFound, InternalError, InvalidParameter, PayloadTooLarge
+from tingyu.common.errors import (
+    Conflict,
+    ImageNotFound,
+    InternalError,
+    InvalidParameter,
+    PayloadTooLarge,
+    Unavailable,
+)
 from tingyu.common.jobs import JobStore
 from tingyu.common.models.base import Message
 from tingyu.common.models.containers import ContainerCommand, ContainerOp, DesiredContainer, NameClaim
@@ -56,9 +64,13 @@ async def test_a_store_reads_and_writes_its_model(bus: Bus) -> None:
     await names.update(k, NameClaim(node_uuid="n3", job_id="j3"), revision)
     assert await names.get(k) == NameClaim(node_uuid="n3", job_id="j3")
     assert await names.latest(k) == (NameClaim(node_uuid="n3", job_id="j3"), await names.key_seq(k))
+    data, seq = await names.latest_held(k)
+    assert (names.parse(k, data or b""), seq) == await names.latest(k)
     await names.delete(k)
     assert await names.get(k) is None
     assert await names.latest(k) == (None, await names.key_seq(k))  # the delete's own sequence
+    assert await names.latest_held(k) == (None, await names.key_seq(k))
+    assert await names.latest_held(key()) == (None, 0)
     assert await names.key_seq(k) > revision
     await names.create(k, NameClaim(node_uuid="n4", job_id="j4"))  # a deleted key can be created again
     assert (await names.get(k)) == NameClaim(node_uuid="n4", job_id="j4")
@@ -380,6 +392,46 @@ async def test_a_request_that_waited_longer_than_its_asker_is_dropped_unanswered
         after = REGISTRY.get_sample_value("tingyu_rpc_expired_total", {"subject": subject})
         assert (expired, after) == (0.0, 1.0)
     finally:
+        await responder.close()
+
+
+async def test_a_responder_whose_queue_waited_half_its_askers_patience_says_busy_at_once(bus: Bus) -> None:
+    """While the oldest request waiting for a slot has waited half of `expires_s`, a new one is
+    answered `Unavailable` ("busy") at once and never handled; one that came before that is
+    queued and handled, and once the queue is through requests are handled again."""
+    subject = f"test.rpc.{secrets.token_hex(4)}"
+    released = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(ping: Ping) -> Pong:
+        handled.append(ping.text)
+        if ping.text == "slow":
+            await released.wait()
+        return Pong(text=ping.text, size=0)
+
+    responder = await serve_by_subject(bus, subject, Ping, ignoring_subject(handler), limit=1, expires_s=2.0)
+    before = REGISTRY.get_sample_value("tingyu_rpc_busy_total", {"subject": subject})
+    asked = [asyncio.create_task(call(bus, subject, Ping(text="slow"), Pong, timeout=10))]
+    try:
+        await eventually(lambda: holds(handled == ["slow"]), timeout=5)
+        asked.append(asyncio.create_task(call(bus, subject, Ping(text="queued"), Pong, timeout=10)))
+        await asyncio.sleep(0.3)
+        asked.append(asyncio.create_task(call(bus, subject, Ping(text="early"), Pong, timeout=10)))
+        await asyncio.sleep(0.9)  # the oldest waiting ("queued") has now waited over 1 s
+        start = time.perf_counter()
+        with pytest.raises(Unavailable) as shed:
+            await call(bus, subject, Ping(text="shed"), Pong, timeout=10)
+        assert time.perf_counter() - start < 0.5  # at once, not after a wait
+        assert (shed.value.detail or "").startswith("busy")
+        released.set()
+        assert [pong.text for pong in await asyncio.gather(*asked)] == ["slow", "queued", "early"]
+        assert (await call(bus, subject, Ping(text="after"), Pong, timeout=5)).text == "after"
+        assert handled == ["slow", "queued", "early", "after"]  # "shed" was never handled
+        after = REGISTRY.get_sample_value("tingyu_rpc_busy_total", {"subject": subject})
+        assert (before, after) == (0.0, 1.0)
+    finally:
+        released.set()
+        await asyncio.gather(*asked, return_exceptions=True)
         await responder.close()
 
 

@@ -75,6 +75,12 @@ RPC_EXPIRED = Counter(
     "askers wait, by the subject the responder answers",
     ["subject"],
 )
+RPC_BUSY = Counter(
+    "tingyu_rpc_busy_total",
+    "Requests a responder answered 'busy' (TY0010) at once instead of queueing them: the oldest "
+    "request waiting for its turn had waited half as long as askers wait, by subject",
+    ["subject"],
+)
 NATS_RECONNECTS = Counter("tingyu_nats_reconnects_total", "Reconnections to NATS after a lost connection")
 NATS_DISCONNECTS = Counter("tingyu_nats_disconnects_total", "Connections to NATS lost (reconnecting)")
 

@@ -55,12 +55,13 @@ KEY_READ_TRIES = 3  # failed reads of the keys named in a row before the machine
 READ_BACKOFF_S = 1.0  # the first wait before listing again after a failed read; doubles, capped
 # A listing is first asked of the deployer (one cut of the bucket, nothing on JetStream's API).
 # When no deployer serves listings (none subscribed, an older platform, more keys than one answer
-# holds), or SERVED_TRIES asked in a row went unanswered within SERVED_TIMEOUT_S or came back
-# "unavailable" (a credential from before served listings, a store that does not answer), the
-# machine lists with its own consumer and asks the deployer again only after SERVED_RETRY_S.
-# Fewer late answers make a failed read (the back-off, then the deployer again), not a listing by
-# the machine's own consumer: a deployer is late when the platform is busy, and a fleet's
-# consumers would add to what made it late.
+# holds), or SERVED_TRIES asked in a row went unanswered within SERVED_TIMEOUT_S (a credential
+# from before served listings: NATS drops the request), the machine lists with its own consumer
+# and asks the deployer again only after SERVED_RETRY_S. Fewer late answers, and any "unavailable"
+# answer (a deployer busy with other machines' listings says so at once, or its store did not
+# answer), make a failed read (the back-off, then the deployer again), not a listing by the
+# machine's own consumer: a deployer is busy when the platform is, and a fleet's consumers would
+# add to what made it busy.
 SERVED_TIMEOUT_S = LISTING_WAIT_S
 SERVED_TRIES = 3
 SERVED_RETRY_S = 300.0
@@ -400,7 +401,10 @@ class Agent:
                 await self._read_served(store)
                 self._served_late = 0
                 return
-            except (TimeoutError, Unavailable) as exc:  # a busy deployer, or a credential that may not ask
+            except Unavailable:  # a deployer answered: it serves listings, and is busy
+                self._served_late = 0
+                raise
+            except TimeoutError as exc:  # a deployer late, or a credential that may not ask
                 self._served_late += 1
                 if self._served_late < SERVED_TRIES:
                     raise

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from tingyu.common import metrics
 from tingyu.common.bus.connection import Bus
-from tingyu.common.errors import InternalError, PayloadTooLarge, TingyuError, error_of
+from tingyu.common.errors import InternalError, PayloadTooLarge, TingyuError, Unavailable, error_of
 from tingyu.common.models.base import Message
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,11 @@ class Responder(Generic[Req]):
     handler is given the subject the request came on (a wildcard's token may name the asker).
     At most `limit` are answered at once; with `expires_s`, a request that waited that long for
     its turn is dropped unanswered: its asker has stopped waiting (a busy replica then spends its
-    time on requests still wanted, and the asker's retry finds it less busy)."""
+    time on requests still wanted, and the asker's retry finds it less busy). And a request that
+    arrives while the oldest one waiting for its turn has waited half that long is answered
+    `Unavailable` ("busy") at once instead of joining the queue: its asker learns within a round
+    trip that a replica is there but busy, and backs off, instead of timing out (which it cannot
+    tell from nobody serving the subject)."""
 
     def __init__(
         self,
@@ -73,6 +77,8 @@ class Responder(Generic[Req]):
         # A series only where requests can expire: a machine (or a simulator of thousands) runs a
         # responder per subject of its own, and would keep a series at 0 for each.
         self.expired = metrics.RPC_EXPIRED.labels(subject) if expires_s else None
+        self.busy = metrics.RPC_BUSY.labels(subject) if expires_s else None
+        self.waiting: dict[object, float] = {}  # requests waiting for a slot -> arrival, oldest first
         self.answering: set[asyncio.Task[None]] = set()
         self.sub: Subscription | None = None
 
@@ -90,16 +96,38 @@ class Responder(Generic[Req]):
         await asyncio.gather(*self.answering, return_exceptions=True)
 
     async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._answer(msg, time.monotonic()))
+        arrived = time.monotonic()
+        if self.busy is not None and self._backlogged(arrived):
+            self.busy.inc()
+            detail = f"busy: requests waited over {self.expires_s / 2:g} s for their turn; ask again later"
+            reply = Reply(ok=False, code=Unavailable.code, msg=Unavailable.default_msg, detail=detail)
+            if msg.reply:
+                with contextlib.suppress(Exception):
+                    await msg.respond(reply.to_bytes())
+            return
+        task = asyncio.create_task(self._answer(msg, arrived))
         self.answering.add(task)
         task.add_done_callback(self.answering.discard)
 
+    def _backlogged(self, now: float) -> bool:
+        """The oldest request waiting for its turn has waited half of `expires_s` or more."""
+        oldest = next(iter(self.waiting.values()), now)
+        return now - oldest >= self.expires_s / 2
+
     async def _answer(self, msg: Msg, arrived: float) -> None:
-        async with self.slots:
+        token = object()
+        self.waiting[token] = arrived
+        try:
+            await self.slots.acquire()
+        finally:
+            del self.waiting[token]
+        try:
             if self.expired is not None and time.monotonic() - arrived > self.expires_s:
                 self.expired.inc()
                 return
             reply = await answer(msg.data, self.request, functools.partial(self.handler, msg.subject))
+        finally:
+            self.slots.release()
         if msg.reply:
             with contextlib.suppress(Exception):  # the asker may have gone; its side says so
                 await msg.respond(fitted(self.bus, msg.reply, reply))
