@@ -142,7 +142,7 @@ async def test_a_failed_key_read_reads_that_key_again_by_itself(
     second = await store.put(agent.uuid, deployment(name, "2", revision=2))
     await nudged(admin, agent, name, second)
 
-    read = DesiredStore.entry
+    read = DesiredStore.latest
     failures = [TimeoutError("a slow direct get")]
 
     async def flaky(self: DesiredStore, uuid: str, key: str) -> tuple[DesiredContainer | None, int]:
@@ -150,7 +150,7 @@ async def test_a_failed_key_read_reads_that_key_again_by_itself(
             raise failures.pop()
         return await read(self, uuid, key)
 
-    monkeypatch.setattr(DesiredStore, "entry", flaky)
+    monkeypatch.setattr(DesiredStore, "latest", flaky)
     report = await agent.sync_once()  # the read fails: the state held is used
     assert report.containers[name].revision == 1
     assert not agent.owes_full_read

@@ -48,6 +48,11 @@ class DesiredStore:
         """The deployment and its bucket revision ((None, 0) when absent)."""
         return await self.store.entry(subjects.desired_key(node_uuid, name))
 
+    async def latest(self, node_uuid: str, name: str) -> tuple[DesiredContainer | None, int]:
+        """The deployment (None when removed or absent) and the revision of its key's last write,
+        a removal included (0 when it has none)."""
+        return await self.store.latest(subjects.desired_key(node_uuid, name))
+
     async def get(self, node_uuid: str, name: str) -> DesiredContainer | None:
         value, _ = await self.entry(node_uuid, name)
         return value

@@ -413,7 +413,7 @@ class Agent:
                 self._not_served(exc)
         # Asked before the listing: a write after it shows at the next check, never goes unseen.
         newest = await store.newest(self.uuid)
-        self._held.replace(await store.listing_with_legacy(self.uuid))
+        self._held.replace(await store.listing_with_legacy(self.uuid), newest)
         self._listed = newest
 
     def _not_served(self, exc: Exception) -> None:
@@ -426,7 +426,7 @@ class Agent:
         """The listing as a deployer reads it in one cut, with the newest write under the keys in
         that cut; a legacy record the deployer has not split yet is read beside it."""
         found, newest = await store.served_listing_with_legacy(self.uuid, SERVED_TIMEOUT_S)
-        self._held.replace(found)
+        self._held.replace(found, newest)
         self._listed = newest
         self.reads["served"] += 1
 
@@ -437,11 +437,11 @@ class Agent:
         return await DesiredStore(self.bus).newest(self.uuid) != self._listed
 
     async def _read_keys(self, pending: dict[str, int]) -> None:
-        """The nudged keys, each by one direct get (all at once)."""
+        """The nudged keys, each by one direct get (all at once); a removal with its revision."""
         store = DesiredStore(self.bus)
         names = list(pending)
         self.reads["keys"] += len(names)
-        read = await asyncio.gather(*(store.entry(self.uuid, name) for name in names))
+        read = await asyncio.gather(*(store.latest(self.uuid, name) for name in names))
         for name, (value, revision) in zip(names, read, strict=True):
             self._held.take(name, value, revision)
             if value is not None and revision < pending[name]:
