@@ -90,6 +90,20 @@ async def nudged(admin: Bus, agent: Agent, name: str, revision: int) -> None:
     await eventually(lambda: holds(agent.wake.is_set()), timeout=5)
 
 
+def own_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The machines that list with their own consumer from now on, as they do it (each listing
+    is still made)."""
+    by_itself: list[str] = []
+    listing = DesiredStore.listing
+
+    async def counted(self: DesiredStore, uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
+        by_itself.append(uuid)
+        return await listing(self, uuid)
+
+    monkeypatch.setattr(DesiredStore, "listing", counted)
+    return by_itself
+
+
 async def holds(condition: bool) -> bool:
     return condition
 
@@ -348,14 +362,7 @@ async def test_a_busy_deployer_is_a_failed_read_however_often_it_says_so(
         answer = Reply(ok=False, code=Unavailable.code, msg=Unavailable.default_msg, detail="busy")
         await msg.respond(answer.to_bytes())
 
-    by_itself: list[str] = []
-    listing = DesiredStore.listing
-
-    async def counted(self: DesiredStore, uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
-        by_itself.append(uuid)
-        return await listing(self, uuid)
-
-    monkeypatch.setattr(DesiredStore, "listing", counted)
+    by_itself = own_listings(monkeypatch)
     await DesiredStore(admin).put(agent.uuid, deployment(unique("web"), "1", revision=1))
     deployer = await admin.nc.subscribe(subjects.DESIRED_LISTING_ALL, cb=busy)
     await admin.nc.flush()
@@ -382,14 +389,7 @@ async def test_a_listing_the_deployer_answers_late_is_a_failed_read_not_a_listin
     async def late(msg: Msg) -> None:  # takes the request and never answers
         asked.append(msg.subject)
 
-    by_itself: list[str] = []
-    listing = DesiredStore.listing
-
-    async def counted(self: DesiredStore, uuid: str) -> dict[str, tuple[DesiredContainer, int]]:
-        by_itself.append(uuid)
-        return await listing(self, uuid)
-
-    monkeypatch.setattr(DesiredStore, "listing", counted)
+    by_itself = own_listings(monkeypatch)
     name = unique("web")
     await DesiredStore(admin).put(agent.uuid, deployment(name, "1", revision=1))
     deployer = await admin.nc.subscribe(subjects.DESIRED_LISTING_ALL, cb=late)

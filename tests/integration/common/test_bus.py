@@ -23,7 +23,7 @@ from tests.support.factories import spec as container_spec
 from tingyu.common import subjects
 from tingyu.common.bus import Bus, Reject, Retry, call, consume, serve, serve_by_subject
 from tingyu.common.bus.consumers import Puller, declare, fetch_listed, park_abandoned, subscribe
-from tingyu.common.bus.responders import ignoring_subject
+from tingyu.common.bus.responders import Handler
 from tingyu.common.desired import DesiredStore
 from tingyu.common.errors import (
     Conflict,
@@ -371,14 +371,8 @@ async def test_a_request_that_waited_longer_than_its_asker_is_dropped_unanswered
     subject = f"test.rpc.{secrets.token_hex(4)}"
     released = asyncio.Event()
     handled: list[str] = []
-
-    async def handler(ping: Ping) -> Pong:
-        handled.append(ping.text)
-        if ping.text == "busy":
-            await released.wait()
-        return Pong(text=ping.text, size=0)
-
-    responder = await serve_by_subject(bus, subject, Ping, ignoring_subject(handler), limit=1, expires_s=0.5)
+    handler = holding("busy", released, handled)
+    responder = await serve_by_subject(bus, subject, Ping, handler, limit=1, expires_s=0.5)
     expired = REGISTRY.get_sample_value("tingyu_rpc_expired_total", {"subject": subject})
     try:
         busy = asyncio.create_task(call(bus, subject, Ping(text="busy"), Pong, timeout=10))
@@ -402,14 +396,8 @@ async def test_a_responder_whose_queue_waited_half_its_askers_patience_says_busy
     subject = f"test.rpc.{secrets.token_hex(4)}"
     released = asyncio.Event()
     handled: list[str] = []
-
-    async def handler(ping: Ping) -> Pong:
-        handled.append(ping.text)
-        if ping.text == "slow":
-            await released.wait()
-        return Pong(text=ping.text, size=0)
-
-    responder = await serve_by_subject(bus, subject, Ping, ignoring_subject(handler), limit=1, expires_s=2.0)
+    handler = holding("slow", released, handled)
+    responder = await serve_by_subject(bus, subject, Ping, handler, limit=1, expires_s=2.0)
     before = REGISTRY.get_sample_value("tingyu_rpc_busy_total", {"subject": subject})
     asked = [asyncio.create_task(call(bus, subject, Ping(text="slow"), Pong, timeout=10))]
     try:
@@ -433,6 +421,19 @@ async def test_a_responder_whose_queue_waited_half_its_askers_patience_says_busy
         released.set()
         await asyncio.gather(*asked, return_exceptions=True)
         await responder.close()
+
+
+def holding(held: str, released: asyncio.Event, handled: list[str]) -> Handler[Ping]:
+    """A responder's handler that records each request's text in `handled` and answers it, the
+    one whose text is `held` only once `released` is set (it keeps its slot until then)."""
+
+    async def handle(_: str, ping: Ping) -> Pong:
+        handled.append(ping.text)
+        if ping.text == held:
+            await released.wait()
+        return Pong(text=ping.text, size=0)
+
+    return handle
 
 
 async def holds(condition: bool) -> bool:

@@ -126,16 +126,14 @@ class View(Generic[M]):
         fresh_stored = self._held()
         # Every write up to the stream's last message now is in the latest values the watch loads
         # (a server whose store was lost starts its sequence again: the view follows it down).
-        self.loading = True
+        self.loading = True  # until the latest values are all in (`_swap`)
         seq = await self.store.last_seq()
-        loading = True
         async for change in self.store.follow(decode=not self.encoded):
             if change is None:
-                if loading:
+                if self.loading:
                     self._swap(fresh, fresh_stored, seq)
-                    loading = False
                 continue
-            if loading:
+            if self.loading:
                 seq = max(seq, change.seq)
                 if self.encoded:
                     self._keep(fresh_stored, change)
