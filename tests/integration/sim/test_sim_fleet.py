@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.support import eventually, unique
+from tingyu.agent.agent import Agent
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
@@ -242,3 +243,46 @@ async def _passes_at_least(fleet: Fleet, count: int) -> bool:
 
 async def _some(values: list[int]) -> bool:
     return bool(values)
+
+
+async def test_keys_a_failed_read_left_are_read_at_the_next_resync(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose nudged key read failed (here: its direct get times out once) holds that key
+    to read again; its simulated engine has not changed, yet its next resync must read the key
+    rather than be skipped as idle."""
+    bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests")
+    running = await start_fleet(bus, 4, resync_s=1.0)
+    fleet = running.fleet
+    read = DesiredStore.latest
+    failures = [TimeoutError("a slow direct get")]
+
+    async def flaky(self: DesiredStore, uuid: str, key: str) -> tuple[DesiredContainer | None, int]:
+        if failures:
+            raise failures.pop()
+        return await read(self, uuid, key)
+
+    try:
+        await eventually(lambda: _passes_at_least(fleet, 4), timeout=30)
+        uuid = running.uuids[2]
+        agent = fleet.machines[uuid].agent
+        spec = ContainerSpec(image=IMAGE, imageversion="1", image_ref=f"{IMAGE}:1")
+        desired = DesiredContainer(name=unique("sim"), spec=spec, job_id=unique("job"), created_at=0.0)
+        revision = await DesiredStore(bus).put(uuid, desired)
+        monkeypatch.setattr(DesiredStore, "latest", flaky)
+        await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))
+        await eventually(lambda: _key_read_failed(agent), timeout=10)
+        assert not agent.owes_full_read  # one failure owes no listing: only that key, again
+
+        async def running_there() -> bool:
+            found = await fleet.runtime.find(uuid, desired.name)
+            return found is not None and found.status == "running"
+
+        await eventually(running_there, timeout=10)
+    finally:
+        await running.halt()
+        await bus.close()
+
+
+async def _key_read_failed(agent: Agent) -> bool:
+    return agent.reads["failed key reads"] > 0

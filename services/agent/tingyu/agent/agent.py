@@ -155,6 +155,12 @@ class Agent:
         failed), or checks whether any changed (the period); not while a back-off is under way."""
         return (self._full or self._check) and time.monotonic() >= self._read_after
 
+    @property
+    def owes_read(self) -> bool:
+        """The next pass reads the platform: every key (`owes_full_read`), or keys named by nudges
+        and not read yet (a failed key read's keys wait for the next pass)."""
+        return self.owes_full_read or bool(self._pending)
+
     def resync_period(self) -> None:
         """A resync period passed: the next pass reconciles against the state held, and every
         `full_read_every`th period (each machine at its own offset) checks first whether any key
@@ -372,8 +378,8 @@ class Agent:
 
     def _read_failed(self, *, full: bool, check: bool, pending: dict[str, int]) -> None:
         """What the next passes read after a failed one: a listing or a check again after a
-        back-off; keys named alone again (at once, with any named since), up to KEY_READ_TRIES
-        failures in a row, then a listing after the back-off."""
+        back-off; keys named alone again at the next pass (with any named since), up to
+        KEY_READ_TRIES failures in a row, then a listing after the back-off."""
         if not (full or check):  # only the keys named
             self._failed_key_reads += 1
             if self._failed_key_reads < KEY_READ_TRIES:

@@ -17,10 +17,10 @@ service credential that may speak for any machine; a real machine's credential i
 Nudges name the key that changed and its revision, and the machine's pass reads that key alone,
 as the agent's does. Each resync period goes through the agent's own count (`resync_period`:
 every `full_read_s` it lists every key, and a failed read waits out its back-off). A
-resync that owes no listing and whose simulated engine did not change since the last pass is
-skipped: a simulated container never changes behind the agent's back, so the pass would find
-nothing to do, and at 100k machines the skipped Python work would be the simulator's own load
-rather than the platform's.
+resync that owes no read (no listing, no keys of a failed key read) and whose simulated engine
+did not change since the last pass is skipped: a simulated container never changes behind the
+agent's back, so the pass would find nothing to do, and at 100k machines the skipped Python work
+would be the simulator's own load rather than the platform's.
 """
 
 from __future__ import annotations
@@ -285,8 +285,9 @@ class Fleet:
         """The agent's pass, or nothing when a light resync finds the engine unchanged."""
         changes = self.runtime.changes(machine.agent.uuid)
         # A machine whose last read failed (timed out on a busy box) holds a stale state: it owes
-        # a listing, made at a resync once its back-off is over (the agent's own rule).
-        if light and changes == machine.changes and not machine.agent.owes_full_read:
+        # a listing, made at a resync once its back-off is over (the agent's own rule), or the
+        # keys of a failed key read, read again at the next pass.
+        if light and changes == machine.changes and not machine.agent.owes_read:
             self.stats.light_resyncs += 1
             return
         await machine.agent.sync_once()
