@@ -120,6 +120,35 @@ async def test_listing_sees_every_key_and_skips_a_corrupt_one(bus: Bus) -> None:
     assert await names.get(f"{prefix}.bad") is None  # unreadable reads as absent, never raises
 
 
+async def test_last_of_each_reads_one_cut_of_a_pattern_with_its_newest_write(bus: Bus) -> None:
+    """One batched direct get: every current key under the pattern with its revision, a removed
+    key and an unreadable value left out, the newest write counting the removal's marker; nothing
+    under a pattern reads as empty; past the server's bound of keys it is refused, not cut short."""
+    names = bus.store(subjects.NAMES)
+    prefix = key()
+    written = {
+        f"{prefix}.{i}": await names.put(f"{prefix}.{i}", NameClaim(node_uuid=f"n{i}", job_id="j"))
+        for i in range(20)
+    }
+    await bus.js.publish(f"{subjects.NAMES.prefix}{prefix}.bad", b"{not json")
+    await names.delete(f"{prefix}.3")
+    marker = await names.newest_seq(f"{prefix}.*")
+    found, newest = await names.last_of_each(f"{prefix}.*")
+    assert {k: seq for k, (_, seq) in found.items()} == {
+        k: seq for k, seq in written.items() if k != f"{prefix}.3"
+    }
+    assert found[f"{prefix}.7"][0] == NameClaim(node_uuid="n7", job_id="j")
+    assert newest == marker > max(written.values())
+    assert await names.last_of_each(f"{key()}.*") == ({}, 0)
+
+    crowded = key()
+    await asyncio.gather(
+        *(names.put(f"{crowded}.{i}", NameClaim(node_uuid="n", job_id="j")) for i in range(1025))
+    )
+    with pytest.raises(Conflict):
+        await names.last_of_each(f"{crowded}.*")
+
+
 async def test_listing_an_empty_bucket_makes_no_consumer(bus: Bus) -> None:
     """A bucket with nothing in it (the rollouts, most of the time, listed at every tick of the
     leader) is answered from the stream's state alone: no consumer made, no pull waited out."""
