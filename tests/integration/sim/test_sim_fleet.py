@@ -13,7 +13,6 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.support import eventually, unique
-from tingyu.agent.agent import Agent
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
@@ -271,7 +270,7 @@ async def test_keys_a_failed_read_left_are_read_at_the_next_resync(
         revision = await DesiredStore(bus).put(uuid, desired)
         monkeypatch.setattr(DesiredStore, "latest", flaky)
         await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))
-        await eventually(lambda: _key_read_failed(agent), timeout=10)
+        await eventually(lambda: _key_read_failed(fleet), timeout=10)
         assert not agent.owes_full_read  # one failure owes no listing: only that key, again
 
         async def running_there() -> bool:
@@ -284,5 +283,5 @@ async def test_keys_a_failed_read_left_are_read_at_the_next_resync(
         await bus.close()
 
 
-async def _key_read_failed(agent: Agent) -> bool:
-    return agent.reads["failed key reads"] > 0
+async def _key_read_failed(fleet: Fleet) -> bool:
+    return fleet.reads["failed key reads"] > 0

@@ -67,6 +67,13 @@ SERVED_TRIES = 3
 SERVED_RETRY_S = 300.0
 
 
+def read_counts() -> dict[str, int]:
+    """An agent's counts of its reads of the desired state, each at 0. listings: every one; served:
+    of those, the ones a deployer answered; failed: by kind."""
+    kinds = ["keys", "listings", "served", "checks", "stale_nudges"]
+    return dict.fromkeys([*kinds, "failed listings", "failed checks", "failed key reads"], 0)
+
+
 class Agent:
     """The loops of one machine (`loops()`), opened by `start` and closed by `close`."""
 
@@ -116,9 +123,7 @@ class Agent:
         self._whole = True  # the next pass looks at every container (not only the nudged keys')
         self._last_pass = float("-inf")  # when the last pass ended (the event loop's clock)
         self._pending: dict[str, int] = {}  # keys nudged since the last pass -> newest revision named
-        # listings: every one; served: of those, the ones a deployer answered; failed: by kind
-        kinds = ["keys", "listings", "served", "checks", "stale_nudges"]
-        self.reads = dict.fromkeys([*kinds, "failed listings", "failed checks", "failed key reads"], 0)
+        self.reads = read_counts()
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._nudges: Subscription | None = None

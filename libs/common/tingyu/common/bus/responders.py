@@ -133,10 +133,10 @@ class Responder(Generic[Req]):
                 await msg.respond(fitted(self.bus, msg.reply, reply))
 
 
-def fitted(bus: Bus, inbox: str, reply: Reply) -> bytes:
+def fitted(bus: Bus, inbox: str, reply: Reply | bytes) -> bytes:
     """The reply's bytes, or an error reply when they would not fit in one message (headers and
     protocol lines counted), so the asker hears why instead of timing out."""
-    data = reply.to_bytes()
+    data = reply if isinstance(reply, bytes) else reply.to_bytes()
     try:
         bus.check(inbox, len(data))
     except PayloadTooLarge as exc:
@@ -182,8 +182,11 @@ async def serve_by_subject(
     return await responder.start()
 
 
-async def answer(data: bytes, request: type[Req], handler: Callable[[Req], Awaitable[Message]]) -> Reply:
-    """The reply to one request: the handler's model, or the error it raised."""
+async def answer(
+    data: bytes, request: type[Req], handler: Callable[[Req], Awaitable[Message]]
+) -> Reply | bytes:
+    """The reply to one request: the handler's model (as `succeeded` encodes it), or the error it
+    raised."""
     try:
         result = await handler(request.from_bytes(data))
     except TingyuError as exc:
@@ -193,7 +196,13 @@ async def answer(data: bytes, request: type[Req], handler: Callable[[Req], Await
     except Exception:
         log.exception("request on %s failed", request.__name__)
         return Reply(ok=False, code=InternalError.code, msg=InternalError.default_msg)
-    return Reply(data=result.model_dump(mode="json", by_alias=True))
+    return succeeded(result)
+
+
+def succeeded(result: Message) -> bytes:
+    """`Reply(data=result)` as bytes, the result encoded once (not dumped to a dict and encoded
+    again with its envelope: a deployer answering a fleet's listings spent a tenth of its time so)."""
+    return b'{"ok":true,"data":' + result.to_bytes() + b',"code":"","msg":"","detail":""}'
 
 
 async def call(bus: Bus, subject: str, request: Message, reply: type[Rep], timeout: float = 5.0) -> Rep:
