@@ -6,9 +6,9 @@ Every machine has `--containers` deployments in `ty_desired`. Machines' listings
 what an agent asks at start, after a reconnect and when its check finds a write it has not listed)
 are asked of the running deployer, `--concurrency` at once, each for a random machine, and timed;
 the deployer's CPU (user + system, read with psutil before and after) is divided by the listings
-it answered. The baseline, in the same run: this process's CPU per raw nats-py request of one
-key's last message (a JetStream direct get, `--containers` times per listing: what reading the
-machine's keys one by one would cost the asker).
+it answered. The baseline, in the same run: this process's CPU per raw nats-py request of the
+last message under one machine's keys (a JetStream direct get of one message), so the ratio is how
+many such gets one served listing costs the deployer.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from tests.support import eventually, machine_creds, machine_settings, unique
 from tests.support.factories import spec
+from tests.support.faults import failing_key_reads
 from tingyu.agent import agent as machine_loops
 from tingyu.agent.agent import KEY_READ_TRIES, READ_BACKOFF_S, SERVED_TRIES, Agent
 from tingyu.agent.identity import Identity
@@ -156,15 +157,8 @@ async def test_a_failed_key_read_reads_that_key_again_by_itself(
     second = await store.put(agent.uuid, deployment(name, "2", revision=2))
     await nudged(admin, agent, name, second)
 
-    read = DesiredStore.latest
-    failures = [TimeoutError("a slow direct get")]
-
-    async def flaky(self: DesiredStore, uuid: str, key: str) -> tuple[DesiredContainer | None, int]:
-        if failures:
-            raise failures.pop()
-        return await read(self, uuid, key)
-
-    monkeypatch.setattr(DesiredStore, "latest", flaky)
+    failures: list[Exception] = [TimeoutError("a slow direct get")]
+    failing_key_reads(monkeypatch, failures)
     report = await agent.sync_once()  # the read fails: the state held is used
     assert report.containers[name].revision == 1
     assert not agent.owes_full_read

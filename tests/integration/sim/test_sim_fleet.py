@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 
 from tests.support import eventually, unique
+from tests.support.faults import failing_key_reads
 from tingyu.common import subjects
 from tingyu.common.bus import Bus
 from tingyu.common.desired import DesiredStore
@@ -253,14 +254,6 @@ async def test_keys_a_failed_read_left_are_read_at_the_next_resync(
     bus = await Bus.connect(PlatformSettings(nats_url=nats_url), "tingyu-tests")
     running = await start_fleet(bus, 4, resync_s=1.0)
     fleet = running.fleet
-    read = DesiredStore.latest
-    failures = [TimeoutError("a slow direct get")]
-
-    async def flaky(self: DesiredStore, uuid: str, key: str) -> tuple[DesiredContainer | None, int]:
-        if failures:
-            raise failures.pop()
-        return await read(self, uuid, key)
-
     try:
         await eventually(lambda: _passes_at_least(fleet, 4), timeout=30)
         uuid = running.uuids[2]
@@ -268,7 +261,7 @@ async def test_keys_a_failed_read_left_are_read_at_the_next_resync(
         spec = ContainerSpec(image=IMAGE, imageversion="1", image_ref=f"{IMAGE}:1")
         desired = DesiredContainer(name=unique("sim"), spec=spec, job_id=unique("job"), created_at=0.0)
         revision = await DesiredStore(bus).put(uuid, desired)
-        monkeypatch.setattr(DesiredStore, "latest", flaky)
+        failing_key_reads(monkeypatch, [TimeoutError("a slow direct get")])
         await bus.emit(subjects.agent_nudge(uuid), DesiredNudge(name=desired.name, revision=revision))
         await eventually(lambda: _key_read_failed(fleet), timeout=10)
         assert not agent.owes_full_read  # one failure owes no listing: only that key, again

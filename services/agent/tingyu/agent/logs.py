@@ -115,8 +115,8 @@ class LogServer:
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(fitted(self.bus, msg.reply, reply))
-        succeeded = isinstance(reply, bytes)  # an error is a Reply, a success its bytes
-        if follow and succeeded and request is not None:
+        answered = isinstance(reply, bytes)  # an error is a Reply, a success its bytes
+        if follow and answered and request is not None:
             await self.follow(request, msg.reply)
 
     async def read(self, request: LogsRequest) -> LogsReply:
